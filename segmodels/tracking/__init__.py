@@ -1,0 +1,1 @@
+"""MLflow tracking helpers: lineage, training and data set logging."""
