@@ -1,0 +1,63 @@
+"""The ``segmodels`` command: ``segmodels lakefs serve`` and ``segmodels step <name> [key=value ...]``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from segmodels.pipeline import STEPS, run_step_cli
+
+
+def serve_lakefs(args: argparse.Namespace) -> None:
+    """Run the embedded lakeFS-compatible server in the foreground until interrupted."""
+    from segmodels.lakefs_server import create_server
+
+    access_key_id = os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID") or "AKIA" + secrets.token_hex(8).upper()
+    secret_access_key = os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY") or secrets.token_urlsafe(30)
+    server = create_server(Path(args.data_dir), host=args.host, port=args.port,
+                           access_key_id=access_key_id, secret_access_key=secret_access_key)
+    print(f"lakeFS-compatible server on {server.endpoint} (data in {Path(args.data_dir).resolve()})")
+    print("point segmodels, lakectl or any lakeFS client at it with:")
+    print(f"  export LAKECTL_SERVER_ENDPOINT_URL={server.endpoint}")
+    print(f"  export LAKECTL_CREDENTIALS_ACCESS_KEY_ID={server.access_key_id}")
+    print(f"  export LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY={server.secret_access_key}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line parser."""
+    parser = argparse.ArgumentParser(prog="segmodels", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    lakefs = commands.add_parser("lakefs", help="the embedded lakeFS-compatible server")
+    lakefs_commands = lakefs.add_subparsers(dest="lakefs_command", required=True)
+    serve = lakefs_commands.add_parser("serve", help="serve the lakeFS REST API from a local folder")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--data-dir", default=".segmodels/lakefs", help="where metadata and objects live")
+    serve.set_defaults(handler=serve_lakefs)
+
+    step = commands.add_parser("step", help="run a pipeline step outside MLflow Projects")
+    step.add_argument("name", choices=STEPS)
+    step.add_argument("args", nargs=argparse.REMAINDER, help="key=value overrides, --overrides '...'")
+    step.set_defaults(handler=lambda args: run_step_cli(args.name, args.args))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``segmodels`` console script."""
+    args = build_parser().parse_args(argv)
+    args.handler(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

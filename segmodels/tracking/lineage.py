@@ -1,0 +1,84 @@
+"""Lineage on MLflow runs: which data commit, model commit, code and config a run used or made.
+
+Tag names are the one vocabulary every step, the registry and ``main`` share.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from segmodels.config import flatten_config
+
+TAG_STEP = "segmodels.step"
+TAG_GIT_COMMIT = "segmodels.git_commit"
+TAG_GIT_DIRTY = "segmodels.git_dirty"
+TAG_CONFIG_HASH = "segmodels.config_sha256"
+TAG_LAKEFS_ENDPOINT_KIND = "lakefs.server"
+TAG_LAKEFS_REPO = "lakefs.repo"
+TAG_DATA_COMMIT = "lakefs.data_commit"
+TAG_DATA_URI = "lakefs.data_uri"
+TAG_MODEL_COMMIT = "lakefs.model_commit"
+TAG_MODEL_URI = "lakefs.model_uri"
+TAG_MLFLOW_MODEL_URI = "segmodels.mlflow_model_uri"
+TAG_MODEL_NAME = "segmodels.registered_model"
+TAG_MODEL_VERSION = "segmodels.model_version"
+TAG_TRAIN_RUN = "segmodels.train_run_id"
+
+LINEAGE_TAGS = (TAG_LAKEFS_REPO, TAG_DATA_COMMIT, TAG_DATA_URI, TAG_MODEL_COMMIT, TAG_MODEL_URI, TAG_GIT_COMMIT)
+
+
+def git_commit(path: Path | str = ".") -> tuple[str | None, bool]:
+    """The git commit of the code at ``path`` and whether the work tree has uncommitted changes."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=False)
+
+    head = git("rev-parse", "HEAD")
+    if head.returncode != 0:
+        return None, False
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return head.stdout.strip(), bool(dirty.stdout.strip())
+
+
+def config_sha256(cfg: DictConfig) -> str:
+    """A stable hash of the resolved config (key order independent)."""
+    payload = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+@contextmanager
+def step_run(step: str, cfg: DictConfig, code_dir: Path | str = ".") -> Iterator[mlflow.ActiveRun]:
+    """Open (or join, under ``mlflow run``) the step's MLflow run, recording the step name, the code's
+    git commit, the resolved config (as an artifact and its hash) and its values as params."""
+    with mlflow.start_run() as run:
+        commit, dirty = git_commit(code_dir)
+        tags = {TAG_STEP: step, TAG_CONFIG_HASH: config_sha256(cfg), TAG_GIT_DIRTY: str(dirty).lower()}
+        if commit:
+            tags[TAG_GIT_COMMIT] = commit
+        mlflow.set_tags(tags)
+        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), f"config/{step}.yaml")
+        log_new_params(flatten_config(cfg))
+        yield run
+
+
+def log_new_params(params: Mapping[str, str]) -> None:
+    """Log params the active run does not hold yet (MLflow params are immutable; ``mlflow run``
+    already logged the entry point's own parameters)."""
+    run = mlflow.active_run()
+    existing = MlflowClient().get_run(run.info.run_id).data.params
+    fresh = {key: value for key, value in params.items() if key not in existing}
+    for start in range(0, len(fresh), 100):
+        mlflow.log_params(dict(list(fresh.items())[start:start + 100]))
+
+
+def run_tags(run_id: str) -> dict[str, str]:
+    """The tags of a run."""
+    return MlflowClient().get_run(run_id).data.tags

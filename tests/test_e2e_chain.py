@@ -1,0 +1,182 @@
+"""End to end: the real ``mlflow run`` chain on a tiny data set, against the embedded lakeFS server
+and a sqlite MLflow store, checked through MLflow's client and ``lakefs_sdk``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lakefs_sdk
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from segmodels.data.demo import generate_demo_dataset
+from segmodels.tracking import lineage
+
+PROJECT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "e2e"
+pytestmark = pytest.mark.slow
+
+
+class Chain:
+    """A sandbox (own MLflow store, lakeFS home, HOME) in which commands run like a user's would."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.home = root / "segmodels-home"
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
+        self.env.update({
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
+            "SEGMODELS_HOME": str(self.home),
+            "HOME": str(root),
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        })
+
+    def mlflow_run(self, entry_point: str, **params) -> subprocess.CompletedProcess:
+        """``mlflow run <project> -e <entry_point> --env-manager local -P k=v ...``."""
+        command = ["mlflow", "run", str(PROJECT), "-e", entry_point, "--env-manager", "local"]
+        for key, value in params.items():
+            command += ["-P", f"{key}={value}"]
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, timeout=900)
+
+    def step(self, name: str, *overrides: str) -> subprocess.CompletedProcess:
+        """A step script run directly, as ``mlflow run`` runs it."""
+        return subprocess.run([sys.executable, f"steps/{name}.py", *overrides], cwd=PROJECT, env=self.env,
+                              capture_output=True, text=True, timeout=600)
+
+    def lakefs_client(self) -> lakefs_sdk.LakeFSClient:
+        """An sdk client for the embedded server the chain started."""
+        state = json.loads((self.home / "lakefs" / "server.json").read_text())
+        credentials = json.loads((self.home / "lakefs" / "credentials.json").read_text())
+        config = lakefs_sdk.Configuration(host=f"{state['endpoint'].rstrip('/')}/api/v1",
+                                          username=credentials["access_key_id"],
+                                          password=credentials["secret_access_key"])
+        return lakefs_sdk.LakeFSClient(config)
+
+    def stop_server(self) -> None:
+        state_file = self.home / "lakefs" / "server.json"
+        if state_file.exists():
+            try:
+                os.kill(json.loads(state_file.read_text())["pid"], signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("chain")
+    sandbox = Chain(root)
+    sandbox.source = generate_demo_dataset(root / "source", num_images=24, image_size=32, seed=3)
+    sandbox.predictions = root / "predictions"
+    sandbox.result = sandbox.mlflow_run(
+        "main", source=sandbox.source, epochs=1, image_size=32, batch_size=8, threshold=0.0,
+        output_dir=sandbox.predictions, overrides="trainer.num_workers=0")
+    mlflow.set_tracking_uri(sandbox.env["MLFLOW_TRACKING_URI"])
+    yield sandbox
+    sandbox.stop_server()
+    mlflow.set_tracking_uri(None)
+
+
+def child_runs(client: MlflowClient, parent_id: str) -> dict[str, mlflow.entities.Run]:
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+    return {run.data.tags[lineage.TAG_STEP]: run for run in runs}
+
+
+def test_main_leaves_one_parent_with_four_finished_children(chain):
+    assert chain.result.returncode == 0, chain.result.stderr[-3000:]
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{lineage.TAG_STEP}` = 'main'")
+    assert len(parents) == 1
+    parent = parents[0]
+    children = child_runs(client, parent.info.run_id)
+    assert sorted(children) == ["infer", "ingest", "register", "train"]
+    assert all(run.info.status == "FINISHED" for run in children.values())
+
+    ingest, train, register, infer = (children[name] for name in ("ingest", "train", "register", "infer"))
+    data_uri = ingest.data.tags[lineage.TAG_DATA_URI]
+    data_commit = ingest.data.tags[lineage.TAG_DATA_COMMIT]
+    assert data_uri.startswith("lakefs://segmodels/") and data_commit in data_uri
+    # each child's params carry what the previous step produced
+    assert train.data.params["data_ref"] == data_uri
+    assert train.data.params["data_commit"] == data_commit
+    assert register.data.params["run_id"] == train.info.run_id
+    version = register.data.tags[lineage.TAG_MODEL_VERSION]
+    assert infer.data.params["model_uri"] == f"models:/segmodels/{version}"
+    assert infer.data.params["data_ref"] == data_uri
+    # train records hyperparameters, per-epoch metrics and lineage
+    assert {"optimizer.lr", "trainer.epochs", "trainer.batch_size", "transforms.image_size"} <= set(train.data.params)
+    assert train.data.params["trainer.epochs"] == "1"
+    assert "val_miou" in train.data.metrics
+    for tag in (lineage.TAG_GIT_COMMIT, lineage.TAG_MODEL_COMMIT, lineage.TAG_MODEL_URI, lineage.TAG_DATA_URI):
+        assert train.data.tags.get(tag), tag
+    assert train.data.tags[lineage.TAG_MODEL_URI].startswith(
+        f"lakefs://segmodels/{train.data.tags[lineage.TAG_MODEL_COMMIT]}/models/{train.info.run_id}")
+    assert any(a.path.startswith("config") for a in client.list_artifacts(train.info.run_id))
+
+
+def test_lakefs_commits_name_the_runs_that_made_them(chain):
+    client = MlflowClient()
+    parent = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                                f"tags.`{lineage.TAG_STEP}` = 'main'")[0]
+    children = child_runs(client, parent.info.run_id)
+    sdk = chain.lakefs_client()
+    data_commit = sdk.commits_api.get_commit("segmodels", children["ingest"].data.tags[lineage.TAG_DATA_COMMIT])
+    assert data_commit.metadata["mlflow_run_id"] == children["ingest"].info.run_id
+    model_commit_id = children["train"].data.tags[lineage.TAG_MODEL_COMMIT]
+    model_commit = sdk.commits_api.get_commit("segmodels", model_commit_id)
+    assert model_commit.metadata["mlflow_run_id"] == children["train"].info.run_id
+    assert model_commit.metadata["data_commit"] == data_commit.id
+    listing = sdk.objects_api.list_objects("segmodels", model_commit_id,
+                                           prefix=f"models/{children['train'].info.run_id}/")
+    names = {Path(obj.path).name for obj in listing.results}
+    assert {"model.pt", "model.yaml"} <= names
+    data = sdk.objects_api.list_objects("segmodels", data_commit.id, prefix="data/", amount=1000)
+    assert any(obj.path == "data/dataset.yaml" for obj in data.results)
+
+
+def test_alias_points_at_a_loadable_model_and_predictions_exist(chain):
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("segmodels", "champion")
+    assert version.tags[lineage.TAG_DATA_COMMIT]
+    assert version.tags[lineage.TAG_MODEL_URI].startswith("lakefs://segmodels/")
+    model = mlflow.pyfunc.load_model("models:/segmodels@champion")
+    assert model is not None
+    masks = sorted((chain.predictions / "masks").glob("*.png"))
+    overlays = sorted((chain.predictions / "overlays").glob("*.png"))
+    assert masks and len(masks) == len(overlays)
+    assert (chain.predictions / "metrics.csv").read_text().count("\n") == len(masks) + 1
+
+
+def test_train_runs_alone_on_the_head_of_the_data_branch(chain):
+    result = chain.mlflow_run("train", lr=0.001, epochs=1, image_size=32, batch_size=8,
+                              overrides="trainer.num_workers=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id], f"tags.`{lineage.TAG_STEP}` = 'train'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    run = runs[0]
+    assert "mlflow.parentRunId" not in run.data.tags
+    assert run.data.params["optimizer.lr"] == "0.001"
+    head = chain.lakefs_client().refs_api.log_commits("segmodels", "main", amount=1).results[0].id
+    assert run.data.params["data_commit"] == head
+
+
+@pytest.mark.parametrize("step, overrides, reason", [
+    ("train", ["data_ref=no-such-ref"], "no-such-ref"),
+    ("ingest", ["source=/no/such/folder"], "/no/such/folder"),
+])
+def test_bad_arguments_exit_non_zero_with_one_line(chain, step, overrides, reason):
+    result = chain.step(step, *overrides)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith(f"segmodels {step}: error:")]
+    assert len(errors) == 1 and reason in errors[0], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
