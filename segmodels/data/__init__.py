@@ -1,0 +1,28 @@
+"""Data: source formats, validation, the normalised layout, lakeFS ingest and the torch Dataset."""
+
+from segmodels.data.classes import ClassSpec
+from segmodels.data.dataset import SegmentationDataset
+from segmodels.data.demo import generate_demo_dataset
+from segmodels.data.errors import DataValidationError, Issue, ValidationReport
+from segmodels.data.formats import create_reader, detect_format, list_formats, register_format
+from segmodels.data.info import DatasetInfo, load_dataset_info
+from segmodels.data.prepare import PreparedDataset, prepare_dataset
+from segmodels.data.stats import DatasetStats
+
+__all__ = [
+    "ClassSpec",
+    "DataValidationError",
+    "DatasetInfo",
+    "DatasetStats",
+    "Issue",
+    "PreparedDataset",
+    "SegmentationDataset",
+    "ValidationReport",
+    "create_reader",
+    "detect_format",
+    "generate_demo_dataset",
+    "list_formats",
+    "load_dataset_info",
+    "prepare_dataset",
+    "register_format",
+]

@@ -1,0 +1,94 @@
+"""Image/mask folder pairs: `<images_dir>/[split/]name.ext` with `<masks_dir>/[split/]<mask_name>.png`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from segmodels.data.classes import ClassSpec, read_class_file
+from segmodels.data.errors import Issue
+from segmodels.data.formats.base import (
+    IMAGE_SUFFIXES,
+    Sample,
+    SourceReader,
+    decode_mask_image,
+    read_file,
+    register_format,
+)
+from segmodels.data.info import SPLITS
+
+CLASS_FILES = ("dataset.yaml", "classes.yaml", "classes.txt", "labels.txt", "class_names.txt")
+
+
+def find_class_file(*folders: Path) -> Path | None:
+    """First conventional class declaration file in folders (dataset.yaml, classes.yaml, *.txt lists)."""
+    for folder in folders:
+        for name in CLASS_FILES:
+            if (Path(folder) / name).is_file():
+                return Path(folder) / name
+    return None
+
+
+@register_format
+class FolderReader(SourceReader):
+    """Pairs every image with the mask of the same relative path; a first folder named train/val/test is its split."""
+
+    name = "folder"
+
+    def __init__(
+        self,
+        root: Path,
+        images_dir: str = "images",
+        masks_dir: str = "masks",
+        image_suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
+        mask_suffix: str = ".png",
+        mask_name: str = "{stem}",
+    ):
+        super().__init__(root)
+        self.images_dir = self.root / images_dir
+        self.masks_dir = self.root / masks_dir
+        self.image_suffixes = tuple(suffix.lower() for suffix in image_suffixes)
+        self.mask_suffix = mask_suffix
+        self.mask_name = mask_name
+        self._orphans: list[Issue] = []
+
+    @classmethod
+    def detect(cls, root: Path) -> bool:
+        return (root / "images").is_dir() and (root / "masks").is_dir()
+
+    def classes(self) -> list[ClassSpec] | None:
+        path = find_class_file(self.root)
+        return read_class_file(path)[0] if path else None
+
+    def samples(self) -> list[Sample]:
+        if not self.images_dir.is_dir():
+            raise FileNotFoundError(f"{self.images_dir}: images folder not found")
+        samples, expected_masks = [], set()
+        for image in sorted(self.images_dir.rglob("*")):
+            if not (image.is_file() and image.suffix.lower() in self.image_suffixes) or image.name.startswith("."):
+                continue
+            relative = image.relative_to(self.images_dir)
+            mask = self.masks_dir / relative.parent / (self.mask_name.format(stem=image.stem) + self.mask_suffix)
+            expected_masks.add(mask)
+            folders = list(relative.parent.parts)
+            split = folders.pop(0) if folders and folders[0] in SPLITS else None
+            samples.append(
+                Sample(
+                    name="__".join([*folders, image.stem]),
+                    image_ref=str(image),
+                    mask_ref=str(mask) if mask.is_file() else None,
+                    image_bytes=read_file(image),
+                    annotation_bytes=read_file(mask),
+                    decode_mask=decode_mask_image,
+                    split=split,
+                )
+            )
+        if self.masks_dir.is_dir():
+            self._orphans = [
+                Issue(str(mask), "extra mask: no image matches it")
+                for mask in sorted(self.masks_dir.rglob(f"*{self.mask_suffix}"))
+                if mask.is_file() and not mask.name.startswith(".") and mask not in expected_masks
+            ]
+        return samples
+
+    def orphans(self) -> list[Issue]:
+        return self._orphans

@@ -1,0 +1,79 @@
+"""`dataset.yaml`: the description of a normalised data set (classes, ignore index, split counts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from segmodels.data.classes import ClassSpec, parse_classes
+from segmodels.data.errors import DataValidationError
+
+DATASET_FILE = "dataset.yaml"
+MANIFEST_FILE = "manifest.csv"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Parsed `dataset.yaml`."""
+
+    name: str
+    classes: tuple[ClassSpec, ...]
+    ignore_index: int = 255
+    splits: dict[str, int] = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return max(spec.id for spec in self.classes) + 1
+
+    @property
+    def class_names(self) -> list[str]:
+        by_id = {spec.id: spec.name for spec in self.classes}
+        return [by_id.get(i, f"class_{i}") for i in range(self.num_classes)]
+
+    @property
+    def colors(self) -> list[tuple[int, int, int]]:
+        by_id = {spec.id: spec.color for spec in self.classes}
+        return [by_id.get(i, (0, 0, 0)) for i in range(self.num_classes)]
+
+    def to_dict(self) -> dict:
+        document = {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            "classes": [spec.to_dict() for spec in self.classes],
+            "splits": {split: int(self.splits.get(split, 0)) for split in SPLITS},
+        }
+        document.update(self.extra)
+        return document
+
+
+def write_dataset_info(info: DatasetInfo, root: Path) -> Path:
+    """Write `dataset.yaml` under root (stable key order, so equal info gives equal bytes)."""
+    path = Path(root) / DATASET_FILE
+    path.write_text(yaml.safe_dump(info.to_dict(), sort_keys=False, default_flow_style=None))
+    return path
+
+
+def load_dataset_info(root: Path) -> DatasetInfo:
+    """Parse `<root>/dataset.yaml`; raises DataValidationError naming the file when absent or malformed."""
+    path = Path(root) / DATASET_FILE
+    if not path.is_file():
+        raise DataValidationError(f"{path}: not found (is {root} a prepared data set?)")
+    try:
+        document = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise DataValidationError(f"{path}: invalid YAML ({error.__class__.__name__})") from None
+    if not isinstance(document, dict) or "classes" not in document:
+        raise DataValidationError(f"{path}: no `classes` list")
+    known = {"name", "num_classes", "ignore_index", "classes", "splits"}
+    return DatasetInfo(
+        name=str(document.get("name") or Path(root).name),
+        classes=tuple(parse_classes(document["classes"])),
+        ignore_index=int(document.get("ignore_index", 255)),
+        splits={str(k): int(v) for k, v in (document.get("splits") or {}).items()},
+        extra={k: v for k, v in document.items() if k not in known},
+    )

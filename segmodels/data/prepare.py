@@ -1,0 +1,248 @@
+"""Read, validate and normalise a source into the layout every other part of segmodels reads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import re
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from segmodels.data.classes import ClassSpec, parse_classes, read_class_file, voc_color
+from segmodels.data.errors import DataValidationError, ValidationReport
+from segmodels.data.formats import Sample, create_reader
+from segmodels.data.info import SPLITS, DatasetInfo
+from segmodels.data.layout import LayoutWriter
+from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
+from segmodels.data.sources import resolve_source
+from segmodels.data.splits import assign_splits
+from segmodels.data.stats import DatasetStats
+
+log = logging.getLogger(__name__)
+
+ON_ERROR = ("fail", "skip")
+IMAGE_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp", "GIF": ".gif"}
+
+
+@dataclass
+class PreparedDataset:
+    """A normalised data set on local disk, its description, the validation report and its statistics."""
+
+    root: Path
+    info: DatasetInfo
+    report: ValidationReport
+    stats: DatasetStats
+    reused: int = 0  # samples taken unchanged from a previous preparation
+
+
+class SampleError(Exception):
+    """A sample is refused; the message is the reason and `file` the file it concerns."""
+
+    def __init__(self, file: str, reason: str):
+        super().__init__(reason)
+        self.file = file
+
+
+def prepare_dataset(
+    source,
+    out_dir,
+    *,
+    format: str = "auto",
+    on_error: str = "fail",
+    split_seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    source_splits: bool = True,
+    classes: list | None = None,
+    classes_file: str | None = None,
+    ignore_index: int = 255,
+    mask_values: dict | None = None,
+    ignore_classes: list[str] | tuple = (),
+    resize_masks: bool = False,
+    name: str | None = None,
+    options: dict | None = None,
+    cache_file: Path | None = None,
+    lakefs=None,
+    s3_endpoint_url: str | None = None,
+    download_dir: Path | None = None,
+) -> PreparedDataset:
+    """Read `source` (folder, archive, http(s)/s3/lakefs URI) and write the normalised layout into `out_dir`.
+
+    Every sample is validated (readable image, mask present, equal sizes, declared class ids, unique name);
+    with on_error="fail" a DataValidationError lists every bad file, with "skip" the good ones are kept and the
+    report returned. Images are copied byte for byte and masks re-encoded deterministically, one sample in memory
+    at a time. `cache_file` makes re-preparation incremental (unchanged samples are not decoded again).
+    """
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR}")
+    if not 0 <= int(ignore_index) <= 255:
+        raise ValueError(f"ignore_index={ignore_index}: masks are 8-bit, expected 0..255")
+    with tempfile.TemporaryDirectory(prefix="segmodels-source-") as scratch:
+        root = resolve_source(source, Path(download_dir or scratch), lakefs=lakefs, s3_endpoint_url=s3_endpoint_url)
+        reader = create_reader(root, format, **dict(options or {}))
+        declared, ignored_names = _declared_classes(reader, classes, classes_file, root)
+        value_map = _value_map(reader, declared, ignored_names, ignore_classes, ignore_index, mask_values)
+        if declared is not None:
+            declared = [spec for spec in declared if spec.name not in set(ignore_classes)]
+        encoder = MaskEncoder(declared, ignore_index, value_map)
+        settings = {
+            "format": reader.name, "classes": [s.to_dict() for s in declared or ()], "ignore_index": ignore_index,
+            "value_map": sorted(value_map.items()), "resize_masks": resize_masks, "options": options or {},
+        }
+        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+        writer = LayoutWriter(Path(out_dir), cache_file, digest)
+        report, stats = ValidationReport(), DatasetStats()
+        try:
+            samples = _unique_samples(reader, report)
+            splits = _splits(samples, source_splits, split_seed, val_fraction, test_fraction)
+            for sample in samples:
+                report.checked += 1
+                try:
+                    entry = _process(sample, splits[sample.name], writer, encoder, resize_masks, writing=not report or on_error == "skip")
+                except SampleError as error:
+                    report.add(error.file, str(error))
+                    continue
+                report.accepted += 1
+                if entry:
+                        stats.add(entry["split"], entry["width"], entry["height"], {int(k): v for k, v in entry["pixels"].items()})
+            if report and on_error == "fail":
+                raise DataValidationError(f"{source}: {len(report)} bad file(s); nothing was ingested", report)
+            if not stats.num_images:
+                raise DataValidationError(f"{source}: empty data set (no valid image/mask pair found)", report)
+            info = _dataset_info(name or _default_name(source, root), declared, ignore_index, stats, reader.name)
+            writer.finish(info)
+        finally:
+            writer.save_cache()
+    if report:
+        log.warning("skipped %d bad file(s):\n%s", len(report), report.to_text())
+    return PreparedDataset(Path(out_dir), info, report, stats, reused=writer.reused)
+
+
+def _declared_classes(reader, classes, classes_file, root: Path) -> tuple[list[ClassSpec] | None, list[str]]:
+    if classes is not None:
+        return parse_classes(classes), []
+    if classes_file:
+        path = Path(classes_file)
+        return read_class_file(path if path.is_absolute() else root / path)
+    return reader.classes(), []
+
+
+def _value_map(reader, declared, ignored_names, ignore_classes, ignore_index, mask_values) -> dict[int, int]:
+    """Raw value -> class id: the format's ignore values, classes named ignored, then the user's mask_values."""
+    value_map = {int(v): int(ignore_index) for v in reader.ignore_values()}
+    by_name = {spec.name: spec.id for spec in declared or ()}
+    for class_name in ignore_classes:
+        if class_name not in by_name:
+            raise DataValidationError(f"ignore_classes names {class_name!r}, which is not a declared class")
+        value_map[by_name[class_name]] = int(ignore_index)
+    value_map.update({int(k): int(v) for k, v in (mask_values or {}).items()})
+    return value_map
+
+
+def _unique_samples(reader, report: ValidationReport) -> list[Sample]:
+    """The reader's samples minus duplicated names (each duplicate reported), plus its orphan masks reported."""
+    try:
+        samples = reader.samples()
+    except (OSError, ValueError) as error:
+        raise DataValidationError(f"{reader.root}: cannot list samples ({error})") from None
+    for issue in reader.orphans():
+        report.add(issue.file, issue.reason)
+    counts = Counter(sample.name for sample in samples)
+    by_name: dict[str, list[str]] = {}
+    for sample in samples:
+        by_name.setdefault(sample.name, []).append(sample.image_ref)
+    for sample in samples:
+        if counts[sample.name] > 1:
+            others = [ref for ref in by_name[sample.name] if ref != sample.image_ref]
+            report.add(sample.image_ref, f"duplicate name {sample.name!r} (also {', '.join(others)})")
+    return [sample for sample in samples if counts[sample.name] == 1]
+
+
+def _splits(samples, source_splits, seed, val_fraction, test_fraction) -> dict[str, str]:
+    """Source splits kept where given (and wanted); the rest assigned by seeded hash rank."""
+    kept = {s.name: s.split for s in samples if source_splits and s.split in SPLITS}
+    assigned = assign_splits([s.name for s in samples if s.name not in kept], seed, val_fraction, test_fraction)
+    return {**assigned, **kept}
+
+
+def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEncoder, resize_masks: bool, writing: bool) -> dict:
+    """Validate one sample and (when writing) put it into the layout; raises SampleError naming the bad file."""
+    if sample.mask_ref is None:
+        raise SampleError(sample.image_ref, "missing mask: no annotation for this image")
+    try:
+        image_bytes = sample.image_bytes()
+    except OSError as error:
+        raise SampleError(sample.image_ref, f"unreadable image ({error.strerror or error})") from None
+    try:
+        annotation = sample.annotation_bytes()
+    except OSError as error:
+        raise SampleError(sample.mask_ref, f"unreadable mask ({error.strerror or error})") from None
+    fingerprint = hashlib.sha256(hashlib.sha256(image_bytes).digest() + hashlib.sha256(annotation).digest()).hexdigest()
+    cached = writer.reuse(sample.name, fingerprint, split) if writing else None
+    if cached:
+        return cached
+    width, height, extension = _check_image(sample.image_ref, image_bytes, sample.image_ref)
+    try:
+        raw = sample.decode_mask(annotation)
+    except Exception as error:  # any decoder failure is a bad annotation file, reported not raised
+        raise SampleError(sample.mask_ref, f"unreadable mask ({error.__class__.__name__}: {error})") from None
+    if raw.shape[:2] != (height, width):
+        if not resize_masks:
+            raise SampleError(
+                sample.mask_ref,
+                f"size mismatch: image {width}x{height}, mask {raw.shape[1]}x{raw.shape[0]} (resize_masks=true resizes masks)",
+            )
+    mask, bad_values = encoder.encode(raw)
+    if bad_values:
+        raise SampleError(sample.mask_ref, f"class ids outside the declared classes: {bad_values[:10]}")
+    if mask.shape != (height, width):
+        mask = resize_nearest(mask, (width, height))
+    if not writing:
+        return {}
+    counts = np.bincount(mask.ravel(), minlength=256)
+    details = {"width": width, "height": height, "pixels": {str(i): int(counts[i]) for i in np.flatnonzero(counts)}}
+    outputs = [
+        ("image", f"images/{split}/{sample.name}{extension}", image_bytes),
+        ("mask", f"masks/{split}/{sample.name}.png", encode_png(mask)),
+    ]
+    return writer.write(sample.name, fingerprint, split, outputs, details)
+
+
+def _check_image(file: str, data: bytes, source_name: str) -> tuple[int, int, str]:
+    """(width, height, file extension) of a fully decodable image; SampleError otherwise."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            if image.mode not in ("RGB", "L", "P", "RGBA", "LA", "I;16", "I", "CMYK", "YCbCr", "1", "PA"):
+                raise SampleError(file, f"unsupported image mode {image.mode}")
+            extension = IMAGE_EXTENSIONS.get(image.format) or Path(source_name).suffix.lower() or ".img"
+            return image.width, image.height, extension
+    except SampleError:
+        raise
+    except Exception as error:  # PIL raises many types for corrupt data
+        detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(error))
+        raise SampleError(file, f"corrupt or unreadable image ({error.__class__.__name__}: {detail})") from None
+
+
+def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, format_name: str) -> DatasetInfo:
+    if declared is None:  # inferred from the ids present in the masks
+        present = [i for i in range(255) if stats.pixels[i] and i != ignore_index]
+        declared = [ClassSpec(i, f"class_{i}", voc_color(i)) for i in range(max(present, default=0) + 1)]
+    return DatasetInfo(
+        name=name,
+        classes=tuple(declared),
+        ignore_index=int(ignore_index),
+        splits={split: stats.split_images.get(split, 0) for split in SPLITS},
+        extra={"source_format": format_name},
+    )
+
+
+def _default_name(source, root: Path) -> str:
+    return Path(str(source).rstrip("/")).name.split(".")[0] or root.name

@@ -1,0 +1,144 @@
+"""Where a source lives: a local folder or archive, an http(s) archive, an s3:// prefix or a lakefs:// ref.
+
+Each resolves to a local folder that a format reader can read; downloads stream to disk in chunks.
+"""
+
+from __future__ import annotations
+
+import os
+import tarfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from segmodels.data.errors import DataValidationError
+
+ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
+CHUNK = 1 << 20
+
+
+def redact(source) -> str:
+    """The source as text with any user:password part of a URL removed (safe to log and record)."""
+    text = str(source)
+    parts = urlsplit(text)
+    if parts.scheme and "@" in parts.netloc:
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+    return text
+
+
+def is_archive(name: str) -> bool:
+    return name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def resolve_source(source, scratch: Path, lakefs=None, s3_endpoint_url: str | None = None) -> Path:
+    """A local folder holding the source's files, downloading/extracting into `scratch` when needed."""
+    text = str(source)
+    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+    if scheme not in RESOLVERS:
+        raise DataValidationError(f"{redact(source)}: unsupported source scheme {scheme!r}; expected a path or {sorted(s for s in RESOLVERS if s)}")
+    return RESOLVERS[scheme](text, Path(scratch), lakefs=lakefs, s3_endpoint_url=s3_endpoint_url)
+
+
+def _local(source: str, scratch: Path, **_) -> Path:
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path
+    if path.is_file() and is_archive(path.name):
+        return extract_archive(path, scratch / "extracted")
+    raise DataValidationError(f"{path}: source not found (expected a folder or an archive {ARCHIVE_SUFFIXES})")
+
+
+def _http(source: str, scratch: Path, **_) -> Path:
+    import requests
+
+    name = Path(urlsplit(source).path).name
+    if not is_archive(name):
+        raise DataValidationError(f"{redact(source)}: an http(s) source must be an archive {ARCHIVE_SUFFIXES}")
+    scratch.mkdir(parents=True, exist_ok=True)
+    archive = scratch / name
+    try:
+        with requests.get(source, stream=True, timeout=60) as response:
+            response.raise_for_status()
+            with open(archive, "wb") as handle:
+                for chunk in response.iter_content(CHUNK):
+                    handle.write(chunk)
+    except requests.RequestException as error:
+        raise DataValidationError(f"{redact(source)}: download failed ({error.__class__.__name__}: {_first_line(error)})") from None
+    try:
+        return extract_archive(archive, scratch / "extracted")
+    finally:
+        archive.unlink(missing_ok=True)
+
+
+def _s3(source: str, scratch: Path, s3_endpoint_url: str | None = None, **_) -> Path:
+    import boto3
+    import botocore.exceptions
+
+    parts = urlsplit(source)
+    bucket, prefix = parts.netloc, parts.path.lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    endpoint = s3_endpoint_url or os.environ.get("S3_ENDPOINT_URL") or None
+    client = boto3.client("s3", endpoint_url=endpoint)
+    dest = scratch / "s3"
+    found = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix):]
+                if not relative or relative.endswith("/"):
+                    continue
+                target = _inside(dest, relative, source)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                client.download_file(bucket, item["Key"], str(target))
+                found += 1
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
+        raise DataValidationError(f"{source}: s3 read failed ({_first_line(error)})") from None
+    if not found:
+        raise DataValidationError(f"{source}: no objects under this prefix")
+    return dest
+
+
+def _lakefs(source: str, scratch: Path, lakefs=None, **_) -> Path:
+    from segmodels.versioning import LakeFSUri, connect
+
+    uri = LakeFSUri.parse(source)
+    client = lakefs or connect()
+    return Path(client.download_prefix(uri.repo, uri.ref, uri.path))
+
+
+RESOLVERS: dict[str, Callable[..., Path]] = {"": _local, "file": _local, "http": _http, "https": _http, "s3": _s3, "lakefs": _lakefs}
+
+
+def extract_archive(archive: Path, dest: Path) -> Path:
+    """Extract a zip or tar archive into dest (refusing members that escape it); descend into a single top folder."""
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        if archive.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(archive) as bundle:
+                for member in bundle.infolist():
+                    _inside(dest, member.filename, archive)
+                bundle.extractall(dest)
+        else:
+            with tarfile.open(archive) as bundle:
+                bundle.extractall(dest, filter="data")
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+        raise DataValidationError(f"{archive.name}: corrupt or unreadable archive ({_first_line(error)})") from None
+    entries = [entry for entry in dest.iterdir() if entry.name not in ("__MACOSX",) and not entry.name.startswith(".")]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return dest
+
+
+def _inside(dest: Path, relative: str, source) -> Path:
+    target = (dest / relative).resolve()
+    if not target.is_relative_to(dest.resolve()):
+        raise DataValidationError(f"{redact(source)}: member {relative!r} would be written outside the extraction folder")
+    return target
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).splitlines() or [error.__class__.__name__])[0]
+
+
