@@ -1,0 +1,62 @@
+"""``python -m segmodels.lakefs_server --data-dir DIR [--host H] [--port P] [--idle-timeout S]``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from .server import create_server
+
+STATE_FILE = "server.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m segmodels.lakefs_server", description=__doc__)
+    parser.add_argument("--data-dir", required=True, type=Path, help="metadata and object store directory")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--idle-timeout", type=float, default=0.0,
+                        help="exit after this many seconds without requests (0: never)")
+    parser.add_argument("--no-fsync", action="store_true", help="skip fsync (faster, not power-loss safe)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = create_server(args.data_dir, args.host, args.port, fsync=not args.no_fsync)
+    except (RuntimeError, OSError, ValueError) as exc:
+        print(f"lakefs_server: {exc}", file=sys.stderr)
+        return 1
+    signal.signal(signal.SIGTERM, _interrupt)
+    state_file = args.data_dir / STATE_FILE
+    server.write_state_file(state_file)
+    logging.getLogger("segmodels.lakefs_server").info("serving %s on %s (pid %d)", args.data_dir, server.endpoint,
+                                                      os.getpid())
+    if args.idle_timeout > 0:
+        server.shutdown_when_idle(args.idle_timeout)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _remove_own_state(state_file)
+        server.shutdown()
+    return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _remove_own_state(state_file: Path) -> None:
+    try:
+        if f'"pid": {os.getpid()},' in state_file.read_text():
+            state_file.unlink()
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,365 @@
+"""The lakeFS REST API (``/api/v1``, as in treeverse/lakeFS ``api/swagger.yml``) over the catalog and blob store."""
+
+from __future__ import annotations
+
+import time
+
+from .auth import USER_ID
+from .blockstore import BlobStore
+from .catalog import Catalog, CommonPrefix, Commit, Difference, Entry
+from .errors import BadRequest, NotFound, PreconditionFailed, RangeNotSatisfiable
+from .transport import Request, Response, Router, http_date, multipart_content, parse_range
+from .validation import check_object_path
+
+LAKEFS_VERSION = "1.70.0"
+METADATA_HEADER_PREFIX = "x-lakefs-meta-"
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+MAX_DELETE_PATHS = 1000
+
+STORAGE_CONFIG = {
+    "blockstore_type": "local",
+    "blockstore_namespace_example": "local://example-bucket/",
+    "blockstore_namespace_ValidityRegex": "^local://",
+    "default_namespace_prefix": "local://",
+    "pre_sign_support": False,
+    "pre_sign_support_ui": False,
+    "import_support": False,
+    "import_validity_regex": "^local://",
+    "pre_sign_multipart_upload": False,
+    "blockstore_id": "",
+    "blockstore_description": "",
+}
+
+
+def pagination(has_more: bool, results: list, key) -> dict:
+    """lakeFS' ``Pagination`` object; ``next_offset`` is the last result's key when more exist."""
+    return {"has_more": has_more, "next_offset": key(results[-1]) if has_more and results else "",
+            "results": len(results), "max_per_page": 1000}
+
+
+def commit_json(commit: Commit) -> dict:
+    return {"id": commit.id, "parents": commit.parents, "committer": commit.committer, "message": commit.message,
+            "creation_date": commit.creation_date, "meta_range_id": commit.meta_range_id,
+            "metadata": commit.metadata, "generation": commit.generation, "version": 1}
+
+
+def diff_json(diff: Difference) -> dict:
+    body = {"type": diff.type, "path": diff.path, "path_type": "common_prefix" if diff.common_prefix else "object"}
+    if diff.size is not None:
+        body["size_bytes"] = diff.size
+    return body
+
+
+class LakeFSApi:
+    """Request handlers; ``router`` maps the swagger paths (below ``/api/v1``) to them."""
+
+    PUBLIC_PATHS = frozenset({"/healthcheck", "/setup_lakefs"})
+
+    def __init__(self, catalog: Catalog, blobs: BlobStore):
+        self.catalog = catalog
+        self.blobs = blobs
+        self.router = Router()
+        for method, template, handler in self._routes():
+            self.router.add(method, template, handler)
+
+    def _routes(self):
+        repo = "/repositories/{repository}"
+        return [
+            ("GET", "/healthcheck", self.health_check),
+            ("GET", "/setup_lakefs", self.setup_state),
+            ("GET", "/config", self.get_config),
+            ("GET", "/config/version", self.get_version),
+            ("GET", "/config/storage", self.get_storage_config),
+            ("GET", "/user", self.get_current_user),
+            ("GET", "/repositories", self.list_repositories),
+            ("POST", "/repositories", self.create_repository),
+            ("GET", repo, self.get_repository),
+            ("DELETE", repo, self.delete_repository),
+            ("GET", repo + "/metadata", self.get_repository_metadata),
+            ("GET", repo + "/branches", self.list_branches),
+            ("POST", repo + "/branches", self.create_branch),
+            ("GET", repo + "/branches/{branch}", self.get_branch),
+            ("DELETE", repo + "/branches/{branch}", self.delete_branch),
+            ("PUT", repo + "/branches/{branch}", self.reset_branch),
+            ("PUT", repo + "/branches/{branch}/hard_reset", self.hard_reset_branch),
+            ("POST", repo + "/branches/{branch}/commits", self.commit),
+            ("GET", repo + "/branches/{branch}/diff", self.diff_branch),
+            ("POST", repo + "/branches/{branch}/objects", self.upload_object),
+            ("DELETE", repo + "/branches/{branch}/objects", self.delete_object),
+            ("POST", repo + "/branches/{branch}/objects/delete", self.delete_objects),
+            ("POST", repo + "/branches/{branch}/objects/copy", self.copy_object),
+            ("GET", repo + "/commits/{commit_id}", self.get_commit),
+            ("GET", repo + "/refs/{ref}/commits", self.log_commits),
+            ("GET", repo + "/refs/{left_ref}/diff/{right_ref}", self.diff_refs),
+            ("GET", repo + "/refs/{source_ref}/merge/{destination_branch}", self.find_merge_base),
+            ("POST", repo + "/refs/{source_ref}/merge/{destination_branch}", self.merge_into_branch),
+            ("GET", repo + "/refs/{ref}/objects", self.get_object),
+            ("HEAD", repo + "/refs/{ref}/objects", self.get_object),
+            ("GET", repo + "/refs/{ref}/objects/stat", self.stat_object),
+            ("GET", repo + "/refs/{ref}/objects/ls", self.list_objects),
+            ("GET", repo + "/tags", self.list_tags),
+            ("POST", repo + "/tags", self.create_tag),
+            ("GET", repo + "/tags/{tag}", self.get_tag),
+            ("DELETE", repo + "/tags/{tag}", self.delete_tag),
+        ]
+
+    # -- server ----------------------------------------------------------------------------------------------
+    def health_check(self, request: Request) -> Response:
+        return Response(204)
+
+    def setup_state(self, request: Request) -> Response:
+        return Response(200, {"state": "initialized", "comm_prefs_missing": False})
+
+    def get_config(self, request: Request) -> Response:
+        return Response(200, {"version_config": self._version(), "storage_config": STORAGE_CONFIG,
+                              "storage_config_list": [STORAGE_CONFIG]})
+
+    def get_version(self, request: Request) -> Response:
+        return Response(200, self._version())
+
+    def get_storage_config(self, request: Request) -> Response:
+        return Response(200, STORAGE_CONFIG)
+
+    def get_current_user(self, request: Request) -> Response:
+        return Response(200, {"user": {"id": USER_ID, "creation_date": 0}})
+
+    @staticmethod
+    def _version() -> dict:
+        return {"version": LAKEFS_VERSION, "version_context": "segmodels-embedded", "upgrade_recommended": False}
+
+    # -- repositories ----------------------------------------------------------------------------------------
+    def list_repositories(self, request: Request) -> Response:
+        repos, has_more = self.catalog.list_repositories(request.arg("prefix", ""), request.arg("after", ""),
+                                                         request.int_arg("amount"))
+        return Response(200, {"pagination": pagination(has_more, repos, lambda r: r["id"]), "results": repos})
+
+    def create_repository(self, request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body.get("name"), str):
+            raise BadRequest("validation error: name: required")
+        repo = self.catalog.create_repository(body["name"], body.get("storage_namespace") or "",
+                                              body.get("default_branch") or "main", bool(body.get("read_only")))
+        return Response(201, repo)
+
+    def get_repository(self, request: Request) -> Response:
+        return Response(200, self.catalog.get_repository(request.params["repository"]))
+
+    def delete_repository(self, request: Request) -> Response:
+        self.catalog.delete_repository(request.params["repository"])
+        return Response(204)
+
+    def get_repository_metadata(self, request: Request) -> Response:
+        self.catalog.get_repository(request.params["repository"])
+        return Response(200, {})
+
+    # -- branches --------------------------------------------------------------------------------------------
+    def list_branches(self, request: Request) -> Response:
+        refs, has_more = self.catalog.list_branches(request.params["repository"], request.arg("prefix", ""),
+                                                    request.arg("after", ""), request.int_arg("amount"))
+        results = [{"id": name, "commit_id": commit_id} for name, commit_id in refs]
+        return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
+
+    def create_branch(self, request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body.get("name"), str) or not isinstance(body.get("source"), str):
+            raise BadRequest("validation error: name and source are required")
+        commit_id = self.catalog.create_branch(request.params["repository"], body["name"], body["source"],
+                                               bool(body.get("force")))
+        return Response(201, commit_id, content_type="text/html")
+
+    def get_branch(self, request: Request) -> Response:
+        commit_id = self.catalog.get_branch(request.params["repository"], request.params["branch"])
+        return Response(200, {"id": request.params["branch"], "commit_id": commit_id})
+
+    def delete_branch(self, request: Request) -> Response:
+        self.catalog.delete_branch(request.params["repository"], request.params["branch"])
+        return Response(204)
+
+    def reset_branch(self, request: Request) -> Response:
+        body = request.json()
+        self.catalog.reset_branch(request.params["repository"], request.params["branch"], body.get("type", ""),
+                                  body.get("path"))
+        return Response(204)
+
+    def hard_reset_branch(self, request: Request) -> Response:
+        ref = request.arg("ref")
+        if not ref:
+            raise BadRequest("validation error: ref: required")
+        self.catalog.hard_reset_branch(request.params["repository"], request.params["branch"], ref)
+        return Response(204)
+
+    # -- commits ---------------------------------------------------------------------------------------------
+    def commit(self, request: Request) -> Response:
+        body = request.json()
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise BadRequest("validation error: metadata: must map strings to strings")
+        commit = self.catalog.commit(request.params["repository"], request.params["branch"],
+                                     body.get("message") or "", request.user or USER_ID, metadata,
+                                     body.get("date"), bool(body.get("allow_empty")))
+        return Response(201, commit_json(commit))
+
+    def get_commit(self, request: Request) -> Response:
+        return Response(200, commit_json(self.catalog.get_commit(request.params["repository"],
+                                                                 request.params["commit_id"])))
+
+    def log_commits(self, request: Request) -> Response:
+        commits, has_more = self.catalog.log(
+            request.params["repository"], request.params["ref"], after=request.arg("after", ""),
+            amount=request.int_arg("amount"), first_parent=request.flag("first_parent"),
+            stop_at=request.arg("stop_at") or None, limit=request.flag("limit"))
+        results = [commit_json(c) for c in commits]
+        return Response(200, {"pagination": pagination(has_more, results, lambda c: c["id"]), "results": results})
+
+    # -- diff and merge --------------------------------------------------------------------------------------
+    def diff_branch(self, request: Request) -> Response:
+        diffs, has_more = self.catalog.diff_branch(
+            request.params["repository"], request.params["branch"], request.arg("prefix", ""),
+            request.arg("after", ""), request.int_arg("amount"), request.arg("delimiter", ""))
+        return self._diff_list(diffs, has_more)
+
+    def diff_refs(self, request: Request) -> Response:
+        diffs, has_more = self.catalog.diff_refs(
+            request.params["repository"], request.params["left_ref"], request.params["right_ref"],
+            request.arg("type", "three_dot"), request.arg("prefix", ""), request.arg("after", ""),
+            request.int_arg("amount"), request.arg("delimiter", ""))
+        return self._diff_list(diffs, has_more)
+
+    @staticmethod
+    def _diff_list(diffs: list[Difference], has_more: bool) -> Response:
+        results = [diff_json(d) for d in diffs]
+        return Response(200, {"pagination": pagination(has_more, results, lambda d: d["path"]), "results": results})
+
+    def merge_into_branch(self, request: Request) -> Response:
+        body = request.json()
+        reference = self.catalog.merge(
+            request.params["repository"], request.params["source_ref"], request.params["destination_branch"],
+            request.user or USER_ID, message=body.get("message"), metadata=body.get("metadata"),
+            strategy=body.get("strategy"), allow_empty=bool(body.get("allow_empty")),
+            squash=bool(body.get("squash_merge")))
+        return Response(200, {"reference": reference})
+
+    def find_merge_base(self, request: Request) -> Response:
+        repo = request.params["repository"]
+        source = self.catalog.resolve(repo, request.params["source_ref"]).commit_id
+        destination = self.catalog.resolve(repo, request.params["destination_branch"]).commit_id
+        base = self.catalog.merge_base(repo, source, destination)
+        if base is None:
+            raise NotFound("no merge base found")
+        return Response(200, {"source_commit_id": source, "destination_commit_id": destination,
+                              "base_commit_id": base})
+
+    # -- objects ---------------------------------------------------------------------------------------------
+    def _stats(self, repo: str, entry: Entry, user_metadata: bool = True) -> dict:
+        namespace = self.catalog.get_repository(repo)["storage_namespace"].rstrip("/")
+        return {"path": entry.path, "path_type": "object", "physical_address": f"{namespace}/data/{entry.address}",
+                "checksum": entry.checksum, "size_bytes": entry.size, "mtime": entry.mtime,
+                "metadata": entry.metadata if user_metadata else {}, "content_type": entry.content_type}
+
+    def upload_object(self, request: Request) -> Response:
+        repo, branch = request.params["repository"], request.params["branch"]
+        path = check_object_path(request.arg("path"))
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None and if_none_match != "*":
+            raise BadRequest('Unsupported value for If-None-Match - Only "*" is supported')
+        self.catalog.get_branch(repo, branch)
+        if if_none_match == "*" and self.catalog.exists(repo, branch, path):
+            raise PreconditionFailed("path already exists")  # before reading a body that would be refused
+        content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
+        chunks = request.body_chunks()
+        if content_type.split(";")[0].strip().lower() == "multipart/form-data":
+            boundary = next((p.split("=", 1)[1].strip('"') for p in content_type.split(";")[1:]
+                             if p.strip().lower().startswith("boundary=")), None)
+            if not boundary:
+                raise BadRequest("multipart upload without boundary")
+            content_type, chunks = multipart_content(chunks, boundary)
+            content_type = content_type or DEFAULT_CONTENT_TYPE
+        blob = self.blobs.write(chunks)
+        metadata = {key[len(METADATA_HEADER_PREFIX):].lower(): value for key, value in request.headers.items()
+                    if key.lower().startswith(METADATA_HEADER_PREFIX)}
+        entry = Entry(path, blob.address, blob.checksum, blob.size, int(time.time()), content_type, metadata)
+        self.catalog.put_entry(repo, branch, entry, if_absent=if_none_match == "*",
+                               if_match=request.headers.get("If-Match"))
+        return Response(201, self._stats(repo, entry))
+
+    def delete_object(self, request: Request) -> Response:
+        path = check_object_path(request.arg("path"))
+        self.catalog.delete_entries(request.params["repository"], request.params["branch"], [path],
+                                    missing_ok=False)
+        return Response(204)
+
+    def delete_objects(self, request: Request) -> Response:
+        paths = request.json().get("paths")
+        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+            raise BadRequest("validation error: paths: required list of strings")
+        if len(paths) > MAX_DELETE_PATHS:
+            raise BadRequest(f"validation error: paths: at most {MAX_DELETE_PATHS} paths per request")
+        for path in paths:
+            check_object_path(path)
+        self.catalog.delete_entries(request.params["repository"], request.params["branch"], paths,
+                                    missing_ok=True)
+        return Response(200, {"errors": []})
+
+    def copy_object(self, request: Request) -> Response:
+        repo, branch = request.params["repository"], request.params["branch"]
+        dest_path = check_object_path(request.arg("dest_path"))
+        body = request.json()
+        source = self.catalog.get_entry(repo, body.get("src_ref") or branch, check_object_path(body.get("src_path")))
+        entry = Entry(dest_path, source.address, source.checksum, source.size, int(time.time()),
+                      source.content_type, source.metadata)
+        self.catalog.put_entry(repo, branch, entry)
+        return Response(201, self._stats(repo, entry))
+
+    def stat_object(self, request: Request) -> Response:
+        repo = request.params["repository"]
+        entry = self.catalog.get_entry(repo, request.params["ref"], check_object_path(request.arg("path")))
+        return Response(200, self._stats(repo, entry, request.flag("user_metadata", True)))
+
+    def get_object(self, request: Request) -> Response:
+        entry = self.catalog.get_entry(request.params["repository"], request.params["ref"],
+                                       check_object_path(request.arg("path")))
+        headers = {"ETag": f'"{entry.checksum}"', "Last-Modified": http_date(entry.mtime)}
+        offset, length, status = 0, entry.size, 200
+        range_header = request.headers.get("Range")
+        if range_header:
+            byte_range = parse_range(range_header, entry.size)
+            if byte_range is None:
+                raise RangeNotSatisfiable("Requested Range Not Satisfiable")
+            offset, length, status = byte_range[0], byte_range[1], 206
+            headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{entry.size}"
+        return Response(status, content_type=entry.content_type or DEFAULT_CONTENT_TYPE, headers=headers,
+                        file=self.blobs.path(entry.address), offset=offset, length=length)
+
+    def list_objects(self, request: Request) -> Response:
+        repo = request.params["repository"]
+        items, has_more = self.catalog.list_entries(
+            repo, request.params["ref"], request.arg("prefix", ""), request.arg("after", ""),
+            request.int_arg("amount"), request.arg("delimiter", ""))
+        user_metadata = request.flag("user_metadata", True)
+        results = [{"path": item.path, "path_type": "common_prefix", "physical_address": "", "checksum": "",
+                    "mtime": 0} if isinstance(item, CommonPrefix) else self._stats(repo, item, user_metadata)
+                   for item in items]
+        return Response(200, {"pagination": pagination(has_more, results, lambda r: r["path"]), "results": results})
+
+    # -- tags ------------------------------------------------------------------------------------------------
+    def list_tags(self, request: Request) -> Response:
+        refs, has_more = self.catalog.list_tags(request.params["repository"], request.arg("prefix", ""),
+                                                request.arg("after", ""), request.int_arg("amount"))
+        results = [{"id": name, "commit_id": commit_id} for name, commit_id in refs]
+        return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
+
+    def create_tag(self, request: Request) -> Response:
+        body = request.json()
+        if not isinstance(body.get("id"), str) or not isinstance(body.get("ref"), str):
+            raise BadRequest("validation error: id and ref are required")
+        commit_id = self.catalog.create_tag(request.params["repository"], body["id"], body["ref"],
+                                            bool(body.get("force")))
+        return Response(201, {"id": body["id"], "commit_id": commit_id})
+
+    def get_tag(self, request: Request) -> Response:
+        commit_id = self.catalog.get_tag(request.params["repository"], request.params["tag"])
+        return Response(200, {"id": request.params["tag"], "commit_id": commit_id})
+
+    def delete_tag(self, request: Request) -> Response:
+        self.catalog.delete_tag(request.params["repository"], request.params["tag"])
+        return Response(204)

@@ -1,0 +1,360 @@
+"""``LakeFS``: the segmodels client of lakeFS, over the official ``lakefs_sdk`` (HTTP only)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+from urllib.parse import quote, urlencode
+
+import lakefs_sdk
+from lakefs_sdk.client import LakeFSClient
+
+from .embedded import ensure_embedded_server, segmodels_home
+from .errors import LakeFSError
+from .retry import Retrier, ServerError, error_message
+from .settings import LakeFSSettings
+
+CHUNK_SIZE = 1 << 20
+AUTH_SETTINGS = ["basic_auth"]
+DELETE_BATCH = 1000
+LIST_PAGE = 1000
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """A lakeFS commit."""
+
+    id: str
+    message: str
+    metadata: dict
+    parents: list
+    creation_date: int
+
+
+@dataclass(frozen=True)
+class TransferStats:
+    """Files and bytes transferred, files skipped because already identical, and objects deleted."""
+
+    files: int
+    bytes: int
+    skipped: int
+    deleted: int = 0
+
+
+@dataclass
+class StagedWrite:
+    """An atomic write in progress: write into ``branch`` (ephemeral); ``target`` gets it all at once."""
+
+    repo: str
+    target: str
+    branch: str
+    commit_id: str = ""
+    changed: bool = False
+
+
+@dataclass(frozen=True)
+class RemoteObject:
+    path: str
+    checksum: str
+    size: int
+
+
+@dataclass
+class _Counter:
+    files: int = 0
+    bytes: int = 0
+    skipped: int = 0
+    done: list = field(default_factory=list)
+
+
+def file_md5(path: Path) -> str:
+    """Hex md5 of a local file (what lakeFS reports as the checksum of objects it stored)."""
+    digest = hashlib.md5()
+    with open(path, "rb") as source:
+        while chunk := source.read(CHUNK_SIZE):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _safe_relative(key: str, base: str) -> str:
+    relative = key[len(base):]
+    parts = relative.split("/")
+    if not relative or relative.startswith("/") or "\x00" in relative or any(p in ("", ".", "..") for p in parts):
+        raise LakeFSError(f"object key {key!r} cannot be stored as a local file")
+    return relative
+
+
+def _directory_prefix(prefix: str) -> str:
+    prefix = prefix.lstrip("/")
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+class LakeFS:
+    """A connection to one lakeFS server. ``sdk`` is the ``lakefs_sdk`` client everything goes through."""
+
+    def __init__(self, settings: LakeFSSettings, home: Path | None = None, attempts: int = 5,
+                 backoff: float = 0.2):
+        self.settings = settings
+        configuration = lakefs_sdk.Configuration(host=settings.api_url, username=settings.access_key_id,
+                                                 password=settings.secret_access_key)
+        configuration.connection_pool_maxsize = 32
+        self.sdk = LakeFSClient(configuration)
+        self.home = segmodels_home(home)
+        self._call = Retrier(settings.endpoint, attempts=attempts, backoff=backoff)
+
+    def __repr__(self) -> str:
+        return f"LakeFS(endpoint={self.settings.endpoint!r})"
+
+    # -- repositories, branches, commits ---------------------------------------------------------------------
+    def ensure_repository(self, repo: str, default_branch: str = "main", storage_namespace: str | None = None
+                          ) -> None:
+        """Create ``repo`` unless it exists (storage namespace from the server's default prefix)."""
+        try:
+            self._call(f"get repository {repo!r}", self.sdk.repositories_api.get_repository, repo)
+            return
+        except LakeFSError as exc:
+            if exc.status != 404:
+                raise
+        if storage_namespace is None:
+            storage = self._call("get storage config", self.sdk.config_api.get_config).storage_config
+            prefix = (storage.default_namespace_prefix if storage else None) or "local://"
+            storage_namespace = prefix.rstrip("/") + "/" + repo if not prefix.endswith("://") else prefix + repo
+        creation = lakefs_sdk.RepositoryCreation(name=repo, storage_namespace=storage_namespace,
+                                                 default_branch=default_branch)
+        try:
+            self._call(f"create repository {repo!r}", self.sdk.repositories_api.create_repository, creation)
+        except LakeFSError as exc:
+            if exc.status != 409:  # created meanwhile by someone else
+                raise
+
+    def ensure_branch(self, repo: str, branch: str, source_ref: str = "main") -> None:
+        """Create ``branch`` from ``source_ref`` unless it exists."""
+        try:
+            self._call(f"get branch {repo}/{branch}", self.sdk.branches_api.get_branch, repo, branch)
+            return
+        except LakeFSError as exc:
+            if exc.status != 404:
+                raise
+        try:
+            self._call(f"create branch {repo}/{branch} from {source_ref!r}", self.sdk.branches_api.create_branch,
+                       repo, lakefs_sdk.BranchCreation(name=branch, source=source_ref))
+        except LakeFSError as exc:
+            if exc.status != 409:
+                raise
+
+    def delete_branch(self, repo: str, branch: str) -> None:
+        self._call(f"delete branch {repo}/{branch}", self.sdk.branches_api.delete_branch, repo, branch)
+
+    def get_commit(self, repo: str, ref: str) -> CommitInfo:
+        """The commit ``ref`` (branch, tag, commit id, ``~N``/``^N`` expression) points at."""
+        commit = self._call(f"resolve ref {repo}/{ref}", self.sdk.commits_api.get_commit, repo, ref)
+        return CommitInfo(commit.id, commit.message, dict(commit.metadata or {}), list(commit.parents),
+                          commit.creation_date)
+
+    def resolve_commit(self, repo: str, ref: str) -> str:
+        """Commit id of ``ref``; raises ``LakeFSError`` naming the ref when unknown."""
+        return self.get_commit(repo, ref).id
+
+    def commit(self, repo: str, branch: str, message: str, metadata: dict | None = None) -> CommitInfo:
+        """Commit the staged changes of ``branch``."""
+        creation = lakefs_sdk.CommitCreation(message=message, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        commit = self._call(f"commit {repo}/{branch}", self.sdk.commits_api.commit, repo, branch, creation)
+        return CommitInfo(commit.id, commit.message, dict(commit.metadata or {}), list(commit.parents),
+                          commit.creation_date)
+
+    def merge(self, repo: str, source_ref: str, destination: str, message: str | None = None,
+              metadata: dict | None = None) -> str:
+        """Merge ``source_ref`` into ``destination``; returns the new head commit id of ``destination``."""
+        merge = lakefs_sdk.Merge(message=message, metadata={k: str(v) for k, v in (metadata or {}).items()})
+        result = self._call(f"merge {repo}/{source_ref} into {destination}", self.sdk.refs_api.merge_into_branch,
+                            repo, source_ref, destination, merge=merge)
+        return result.reference
+
+    def has_uncommitted_changes(self, repo: str, branch: str) -> bool:
+        diff = self._call(f"diff {repo}/{branch}", self.sdk.branches_api.diff_branch, repo, branch, amount=1)
+        return bool(diff.results)
+
+    # -- objects ---------------------------------------------------------------------------------------------
+    def list_objects(self, repo: str, ref: str, prefix: str = "") -> Iterator[RemoteObject]:
+        """Every object below ``prefix`` at ``ref``."""
+        after = ""
+        while True:
+            page = self._call(f"list {repo}/{ref}/{prefix}", self.sdk.objects_api.list_objects, repo, ref,
+                              prefix=prefix, after=after, amount=LIST_PAGE, user_metadata=False)
+            for item in page.results:
+                yield RemoteObject(item.path, item.checksum, item.size_bytes or 0)
+            if not page.pagination.has_more:
+                return
+            after = page.pagination.next_offset
+
+    def _raw_request(self, method: str, resource_path: str, query: dict, headers: dict, body=None,
+                     preload_content: bool = True):
+        """A request on the sdk's connection pool with its auth, for streamed bodies (same REST paths)."""
+        api_client = self.sdk.objects_api.api_client
+        headers = dict(headers)
+        api_client.update_params_for_auth(headers, None, AUTH_SETTINGS, resource_path, method, None)
+        url = self.settings.api_url + quote(resource_path) + "?" + urlencode(query)
+        response = api_client.rest_client.pool_manager.request(method, url, headers=headers, body=body,
+                                                               preload_content=preload_content, redirect=False)
+        if response.status >= 400:
+            data = response.data if preload_content else response.read()
+            response.release_conn()
+            raise ServerError(response.status, error_message(data))
+        return response
+
+    def upload_file(self, repo: str, branch: str, path: str, local_file: Path,
+                    content_type: str = "application/octet-stream") -> str:
+        """Upload one file (streamed) to ``path`` on ``branch``; verifies and returns the stored md5."""
+        local_file = Path(local_file)
+
+        def attempt() -> str:
+            digest = hashlib.md5()
+
+            def chunks() -> Iterator[bytes]:
+                with open(local_file, "rb") as source:
+                    while chunk := source.read(CHUNK_SIZE):
+                        digest.update(chunk)
+                        yield chunk
+            headers = {"Content-Type": content_type, "Accept": "application/json",
+                       "Content-Length": str(local_file.stat().st_size)}
+            response = self._raw_request("POST", f"/repositories/{repo}/branches/{branch}/objects", {"path": path},
+                                         headers, body=chunks())
+            stats = lakefs_sdk.ObjectStats.from_json(response.data.decode())
+            if stats.checksum != digest.hexdigest():
+                raise LakeFSError(f"lakeFS {self.settings.endpoint}: upload {local_file} to {repo}/{branch}/{path}: "
+                                  f"server checksum {stats.checksum} differs from local {digest.hexdigest()}")
+            return stats.checksum
+        return self._call(f"upload {local_file} to {repo}/{branch}/{path}", attempt)
+
+    def download_object(self, repo: str, ref: str, obj: RemoteObject, local_file: Path) -> None:
+        """Download ``obj`` to ``local_file`` atomically, verifying size and md5 checksum."""
+        local_file = Path(local_file)
+        local_file.parent.mkdir(parents=True, exist_ok=True)
+
+        def attempt() -> None:
+            response = self._raw_request("GET", f"/repositories/{repo}/refs/{ref}/objects", {"path": obj.path},
+                                         {"Accept": "application/octet-stream"}, preload_content=False)
+            digest, size = hashlib.md5(), 0
+            fd, tmp_name = tempfile.mkstemp(dir=local_file.parent, prefix=f".{local_file.name}.", suffix=".part")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in response.stream(CHUNK_SIZE):
+                        digest.update(chunk)
+                        out.write(chunk)
+                        size += len(chunk)
+                if size != obj.size or digest.hexdigest() != obj.checksum:
+                    raise LakeFSError(f"lakeFS {self.settings.endpoint}: download {repo}/{ref}/{obj.path}: got "
+                                      f"{size} bytes md5 {digest.hexdigest()}, expected {obj.size} bytes md5 "
+                                      f"{obj.checksum}")
+                os.replace(tmp_name, local_file)
+            finally:
+                response.release_conn()
+                if os.path.exists(tmp_name):
+                    os.unlink(tmp_name)
+        self._call(f"download {repo}/{ref}/{obj.path}", attempt)
+
+    def delete_objects(self, repo: str, branch: str, paths: list[str]) -> None:
+        for start in range(0, len(paths), DELETE_BATCH):
+            batch = lakefs_sdk.PathList(paths=paths[start:start + DELETE_BATCH])
+            self._call(f"delete objects on {repo}/{branch}", self.sdk.objects_api.delete_objects, repo, branch, batch)
+
+    # -- directories -----------------------------------------------------------------------------------------
+    def upload_directory(self, repo: str, branch: str, local_dir, prefix: str = "", workers: int = 8,
+                         delete_missing: bool = False) -> TransferStats:
+        """Upload every file below ``local_dir`` to ``prefix/relative/path`` in parallel.
+
+        Objects whose checksum already matches are skipped; with ``delete_missing`` objects below ``prefix``
+        without a local file are deleted. Changes are staged on ``branch``, not committed.
+        """
+        local_dir = Path(local_dir)
+        if not local_dir.is_dir():
+            raise LakeFSError(f"upload to lakefs://{repo}/{branch}/{prefix}: {local_dir} is not a directory")
+        prefix = _directory_prefix(prefix)
+        local_files = {prefix + p.relative_to(local_dir).as_posix(): p
+                       for p in sorted(local_dir.rglob("*")) if p.is_file()}
+        remote = {obj.path: obj for obj in self.list_objects(repo, branch, prefix)}
+
+        def sync(item: tuple[str, Path]) -> tuple[int, int]:
+            key, path = item
+            existing = remote.get(key)
+            if existing is not None and existing.size == path.stat().st_size and existing.checksum == file_md5(path):
+                return 0, 0
+            self.upload_file(repo, branch, key, path)
+            return 1, path.stat().st_size
+
+        with ThreadPoolExecutor(max(1, workers)) as pool:
+            results = list(pool.map(sync, local_files.items()))
+        uploaded = sum(r[0] for r in results)
+        stale = sorted(set(remote) - set(local_files)) if delete_missing else []
+        self.delete_objects(repo, branch, stale)
+        return TransferStats(files=uploaded, bytes=sum(r[1] for r in results), skipped=len(results) - uploaded,
+                             deleted=len(stale))
+
+    def download_prefix(self, repo: str, ref: str, prefix: str = "", dest=None, workers: int = 8) -> Path:
+        """Download ``prefix`` at ``ref``'s commit into ``<home>/cache/<repo>/<commit_id>/<prefix>``.
+
+        Files are verified and placed atomically; a completed (repo, commit, prefix) is not downloaded again.
+        With ``dest``, the cached folder is then copied to ``dest``, which is returned.
+        """
+        commit_id = self.resolve_commit(repo, ref)
+        prefix = _directory_prefix(prefix)
+        commit_dir = self.home / "cache" / repo / commit_id
+        folder = commit_dir / prefix if prefix else commit_dir
+        marker = self.home / "cache" / ".complete" / repo / commit_id / hashlib.sha256(prefix.encode()).hexdigest()
+        if not (marker.exists() and folder.is_dir()):
+            objects = list(self.list_objects(repo, commit_id, prefix))
+
+            def fetch(obj: RemoteObject) -> None:
+                local = commit_dir / _safe_relative(obj.path, "")
+                if local.is_file() and local.stat().st_size == obj.size and file_md5(local) == obj.checksum:
+                    return
+                self.download_object(repo, commit_id, obj, local)
+
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                list(pool.map(fetch, objects))
+            folder.mkdir(parents=True, exist_ok=True)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(f"{repo}/{commit_id}/{prefix}\n")
+        if dest is None:
+            return folder
+        dest = Path(dest)
+        shutil.copytree(folder, dest, dirs_exist_ok=True)
+        return dest
+
+    # -- atomic writes ---------------------------------------------------------------------------------------
+    @contextmanager
+    def atomic_write(self, repo: str, branch: str, message: str, metadata: dict | None = None
+                     ) -> Iterator[StagedWrite]:
+        """Write into an ephemeral branch; on success commit there and merge into ``branch`` in one step."""
+        head = self.resolve_commit(repo, branch)
+        ephemeral = f"tx-{branch}-{uuid.uuid4().hex[:12]}"
+        self._call(f"create branch {repo}/{ephemeral}", self.sdk.branches_api.create_branch, repo,
+                   lakefs_sdk.BranchCreation(name=ephemeral, source=head))
+        staged = StagedWrite(repo=repo, target=branch, branch=ephemeral, commit_id=head)
+        try:
+            yield staged
+            if self.has_uncommitted_changes(repo, ephemeral):
+                self.commit(repo, ephemeral, message, metadata)
+                staged.commit_id = self.merge(repo, ephemeral, branch, message=message, metadata=metadata)
+                staged.changed = True
+            else:
+                staged.commit_id = self.resolve_commit(repo, branch)
+        finally:
+            try:
+                self.delete_branch(repo, ephemeral)
+            except LakeFSError:
+                pass  # the original error (if any) matters more than a leftover ephemeral branch
+
+
+def connect(settings: LakeFSSettings | None = None, home: Path | None = None) -> LakeFS:
+    """A client for ``settings``, else the environment / ``~/.lakectl.yaml``, else the embedded server."""
+    settings = settings or LakeFSSettings.from_environment() or ensure_embedded_server(home)
+    return LakeFS(settings, home=home)
