@@ -11,6 +11,7 @@ import yaml
 from segmodels.data.errors import DataValidationError
 
 IGNORE_NAMES = ("__ignore__",)
+CLASS_FILES = ("dataset.yaml", "classes.yaml", "classes.txt", "labels.txt", "class_names.txt")
 
 
 @dataclass(frozen=True)
@@ -91,3 +92,12 @@ def read_class_file(path: Path) -> tuple[list[ClassSpec], list[str]]:
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     ignored = [name for name in names if name in IGNORE_NAMES]
     return parse_classes([name for name in names if name not in IGNORE_NAMES]), ignored
+
+
+def find_class_file(*folders: Path) -> Path | None:
+    """First conventional class declaration file in folders (dataset.yaml, classes.yaml, *.txt lists)."""
+    for folder in folders:
+        for name in CLASS_FILES:
+            if (Path(folder) / name).is_file():
+                return Path(folder) / name
+    return None

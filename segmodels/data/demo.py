@@ -1,7 +1,12 @@
-"""A seeded synthetic data set: circles, squares and triangles on textured backgrounds, as an image/mask folder."""
+"""A seeded synthetic data set: circles, squares and triangles on textured backgrounds, as an image/mask folder.
+
+Shapes get random shades around a hue per class (so a small model learns them in about a minute on a CPU),
+random sizes, positions and rotations, and occasionally overlap.
+"""
 
 from __future__ import annotations
 
+import colorsys
 import math
 from pathlib import Path
 
@@ -17,6 +22,7 @@ DEMO_CLASSES = (
     {"id": 2, "name": "square", "color": [30, 144, 255]},
     {"id": 3, "name": "triangle", "color": [50, 205, 50]},
 )
+CLASS_HUES = {1: 0.0, 2: 0.6, 3: 0.33}  # red-ish circles, blue-ish squares, green-ish triangles
 
 
 def generate_demo_dataset(out_dir, num_images: int = 240, image_size: int = 64, seed: int = 0) -> Path:
@@ -50,7 +56,7 @@ def render_demo_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
         center = _place(rng, size, radius, placed, allow_overlap=rng.random() < 0.2)
         placed.append((center, radius))
         outline = _shape(class_id, center, radius, rng.uniform(0, 2 * math.pi))
-        color = _contrasting_color(rng, mean_color)
+        color = _class_color(rng, class_id, mean_color)
         if class_id == 1:
             box = [center[0] - radius, center[1] - radius, center[0] + radius, center[1] + radius]
             draw_image.ellipse(box, fill=color)
@@ -81,6 +87,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         2 * math.pi * rng.uniform(1, 4) * ys + rng.uniform(0, 6)
     )
     pixels = start + (end - start) * ramp[..., None] + texture[..., None]
+    grey = pixels.mean(axis=-1, keepdims=True)
+    pixels = grey + 0.35 * (pixels - grey)  # muted background, so shapes stand out
     return np.clip(pixels, 0, 255).astype(np.uint8)
 
 
@@ -96,9 +104,11 @@ def _shape(class_id: int, center, radius: float, angle: float) -> list[tuple[flo
     ]
 
 
-def _contrasting_color(rng: np.random.Generator, against: np.ndarray, min_distance: float = 110.0) -> tuple[int, int, int]:
+def _class_color(rng: np.random.Generator, class_id: int, against: np.ndarray, min_distance: float = 100.0) -> tuple[int, int, int]:
+    """A saturated colour of random shade around the class's hue, far enough from the background to stand out."""
     for _ in range(100):
-        color = rng.integers(0, 256, size=3)
-        if np.linalg.norm(color - against) >= min_distance:
+        hue = (CLASS_HUES[class_id] + rng.uniform(-0.07, 0.07)) % 1.0
+        rgb = 255 * np.array(colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.5, 1.0)))
+        if np.linalg.norm(rgb - against) >= min_distance:
             break
-    return tuple(int(c) for c in color)
+    return tuple(int(c) for c in rgb)

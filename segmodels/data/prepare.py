@@ -20,6 +20,7 @@ from segmodels.data.errors import DataValidationError, ValidationReport
 from segmodels.data.formats import Sample, create_reader
 from segmodels.data.info import SPLITS, DatasetInfo
 from segmodels.data.layout import LayoutWriter
+from segmodels.data.shapes import AnnotationError
 from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
 from segmodels.data.sources import resolve_source
 from segmodels.data.splits import assign_splits
@@ -191,6 +192,8 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
     width, height, extension = _check_image(sample.image_ref, image_bytes, sample.image_ref)
     try:
         raw = sample.decode_mask(annotation)
+    except AnnotationError as error:
+        raise SampleError(sample.mask_ref, f"bad annotation: {error}") from None
     except Exception as error:  # any decoder failure is a bad annotation file, reported not raised
         raise SampleError(sample.mask_ref, f"unreadable mask ({error.__class__.__name__}: {error})") from None
     if raw.shape[:2] != (height, width):

@@ -10,7 +10,7 @@ from segmodels.data.formats.base import (
     list_formats,
     register_format,
 )
-from segmodels.data.formats import folder  # noqa: F401  (registers "folder")
+from segmodels.data.formats import voc, coco, labelme, folder  # noqa: F401,E402  (registration order = detection order)
 
 __all__ = [
     "FORMATS",

@@ -47,8 +47,8 @@ class SourceReader(ABC):
 
     @classmethod
     @abstractmethod
-    def detect(cls, root: Path) -> bool:
-        """True when `root` looks like this format."""
+    def detect(cls, root: Path, **options) -> bool:
+        """True when `root` (read with these options) looks like this format."""
 
     @abstractmethod
     def samples(self) -> list[Sample]:
@@ -80,10 +80,14 @@ def list_formats() -> list[str]:
     return list(FORMATS)
 
 
-def detect_format(root: Path) -> str:
-    """Name of the first registered format whose layout `root` matches."""
+def accepted_options(reader: type[SourceReader]) -> set[str]:
+    return set(inspect.signature(reader.__init__).parameters) - {"self", "root"}
+
+
+def detect_format(root: Path, **options) -> str:
+    """Name of the first registered format that accepts `options` and whose layout `root` matches."""
     for name, reader in FORMATS.items():
-        if reader.detect(Path(root)):
+        if set(options) <= accepted_options(reader) and reader.detect(Path(root), **options):
             return name
     raise DataValidationError(
         f"{root}: cannot detect the annotation format (looked for {', '.join(FORMATS)}); name it with format=<name>"
@@ -92,11 +96,11 @@ def detect_format(root: Path) -> str:
 
 def create_reader(root: Path, format: str = "auto", **options) -> SourceReader:
     """Reader for `root`, its format named or detected; unknown formats or options raise DataValidationError."""
-    name = detect_format(root) if format == "auto" else format
+    name = detect_format(root, **options) if format == "auto" else format
     if name not in FORMATS:
         raise DataValidationError(f"unknown data format {name!r}; known: {', '.join(FORMATS)}")
     reader = FORMATS[name]
-    accepted = set(inspect.signature(reader.__init__).parameters) - {"self", "root"}
+    accepted = accepted_options(reader)
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise DataValidationError(f"unknown option(s) {unknown} for format {name!r}; accepted: {sorted(accepted)}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from segmodels.data.classes import ClassSpec, read_class_file
+from segmodels.data.classes import ClassSpec, find_class_file, read_class_file
 from segmodels.data.errors import Issue
 from segmodels.data.formats.base import (
     IMAGE_SUFFIXES,
@@ -15,18 +15,6 @@ from segmodels.data.formats.base import (
     register_format,
 )
 from segmodels.data.info import SPLITS
-
-CLASS_FILES = ("dataset.yaml", "classes.yaml", "classes.txt", "labels.txt", "class_names.txt")
-
-
-def find_class_file(*folders: Path) -> Path | None:
-    """First conventional class declaration file in folders (dataset.yaml, classes.yaml, *.txt lists)."""
-    for folder in folders:
-        for name in CLASS_FILES:
-            if (Path(folder) / name).is_file():
-                return Path(folder) / name
-    return None
-
 
 @register_format
 class FolderReader(SourceReader):
@@ -52,8 +40,8 @@ class FolderReader(SourceReader):
         self._orphans: list[Issue] = []
 
     @classmethod
-    def detect(cls, root: Path) -> bool:
-        return (root / "images").is_dir() and (root / "masks").is_dir()
+    def detect(cls, root: Path, images_dir: str = "images", masks_dir: str = "masks", **_) -> bool:
+        return (root / images_dir).is_dir() and (root / masks_dir).is_dir()
 
     def classes(self) -> list[ClassSpec] | None:
         path = find_class_file(self.root)
