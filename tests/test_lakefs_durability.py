@@ -1,0 +1,113 @@
+"""A server killed with SIGKILL mid-upload or mid-commit restarts consistent: before or after, never between."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from segmodels.versioning import LakeFS, LakeFSError, LakeFSSettings
+from segmodels.versioning.embedded import is_healthy
+
+
+class ServerProcess:
+    """``python -m segmodels.lakefs_server`` over ``data_dir`` in a subprocess that tests may SIGKILL."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> LakeFSSettings:
+        state = self.data_dir / "server.json"
+        state.unlink(missing_ok=True)
+        self.process = subprocess.Popen([sys.executable, "-m", "segmodels.lakefs_server", "--data-dir",
+                                         str(self.data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if state.exists():
+                endpoint = json.loads(state.read_text())["endpoint"]
+                if is_healthy(endpoint):
+                    keys = json.loads((self.data_dir / "credentials.json").read_text())
+                    return LakeFSSettings(endpoint, keys["access_key_id"], keys["secret_access_key"])
+            time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait()
+
+
+@pytest.fixture
+def server_process(tmp_path):
+    server = ServerProcess(tmp_path / "data")
+    yield server
+    if server.process and server.process.poll() is None:
+        server.kill()
+
+
+def test_kill_during_upload_leaves_no_partial_object(server_process, tmp_path):
+    client = LakeFS(server_process.start(), home=tmp_path / "home")
+    client.ensure_repository("durable")
+    (tmp_path / "small.txt").write_bytes(b"committed")
+    client.upload_file("durable", "main", "small.txt", tmp_path / "small.txt")
+    client.commit("durable", "main", "before")
+    host, port = client.settings.endpoint.removeprefix("http://").split(":")
+    headers = client.sdk.objects_api.api_client.default_headers.copy()
+    client.sdk.objects_api.api_client.update_params_for_auth(headers, None, ["basic_auth"], "", "POST", None)
+    with socket.create_connection((host, int(port))) as conn:
+        conn.sendall((f"POST /api/v1/repositories/durable/branches/main/objects?path=big.bin HTTP/1.1\r\n"
+                      f"Host: {host}\r\nAuthorization: {headers['Authorization']}\r\n"
+                      f"Content-Type: application/octet-stream\r\nContent-Length: {20 << 20}\r\n\r\n").encode())
+        conn.sendall(os.urandom(8 << 20))
+        time.sleep(0.2)
+        server_process.kill()
+    client = LakeFS(server_process.start(), home=tmp_path / "home")
+    with pytest.raises(LakeFSError, match="HTTP 404"):
+        client._call("stat", client.sdk.objects_api.stat_object, "durable", "main", "big.bin")
+    assert [o.path for o in client.list_objects("durable", "main")] == ["small.txt"]
+    assert not client.has_uncommitted_changes("durable", "main")
+    assert list((server_process.data_dir / "blobs" / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.08])
+def test_kill_during_commit_is_all_or_nothing(server_process, tmp_path, delay):
+    client = LakeFS(server_process.start(), home=tmp_path / "home", attempts=1)
+    client.ensure_repository("durable")
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(300):
+        (source / f"f{i:03d}.txt").write_text(str(i))
+    client.upload_directory("durable", "main", source, prefix="data")
+    before = client.resolve_commit("durable", "main")
+    errors: list = []
+    committer = threading.Thread(target=lambda: _commit_ignoring_errors(client, errors))
+    committer.start()
+    time.sleep(delay)
+    server_process.kill()
+    committer.join()
+    client = LakeFS(server_process.start(), home=tmp_path / "home")
+    head = client.resolve_commit("durable", "main")
+    visible = sorted(o.path for o in client.list_objects("durable", "main"))
+    assert visible == sorted(f"data/f{i:03d}.txt" for i in range(300))
+    if head == before:  # not committed: every change still staged
+        assert client.has_uncommitted_changes("durable", "main")
+        assert list(client.list_objects("durable", "main@")) == []
+    else:  # committed: the whole tree, nothing left staged
+        assert client.get_commit("durable", head).parents == [before]
+        assert not client.has_uncommitted_changes("durable", "main")
+        assert len(list(client.list_objects("durable", head))) == 300
+
+
+def _commit_ignoring_errors(client: LakeFS, errors: list) -> None:
+    try:
+        client.commit("durable", "main", "interrupted?")
+    except LakeFSError as exc:
+        errors.append(exc)
