@@ -1,0 +1,67 @@
+"""Batched prediction: images in (any size), class-id masks out (same size)."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+from segmodels.models import ModelSpec
+
+
+def to_image_tensor(image) -> torch.Tensor:
+    """An RGB image as uint8 tensor [3,H,W] from a numpy array (HxW grey, HxWx3 or HxWx4) or a PIL image."""
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.max() <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    array = array[..., :3]
+    if not (array.flags.c_contiguous and array.flags.writeable):
+        array = np.array(array, order="C")
+    return torch.from_numpy(array).permute(2, 0, 1)
+
+
+def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int = 8,
+            device: torch.device | str | None = None) -> list[np.ndarray]:
+    """Class-id masks (uint8 when the classes fit, else int64), one per input image and at its size.
+
+    Each image is resized to ``spec.image_size`` and normalised with ``spec.mean`` / ``spec.std``;
+    logits are resized back bilinearly before the arg-max. Mixed precision and channels_last on CUDA.
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    on_cuda = device.type == "cuda"
+    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
+    size = list(spec.image_size)
+    out_dtype = np.uint8 if spec.num_classes <= 256 else np.int64
+    tensors = [to_image_tensor(image) for image in images]
+    masks: list[np.ndarray] = []
+    for chunk in _batches(tensors, batch_size):
+        batch = torch.stack([t if list(t.shape[-2:]) == size else TF.resize(t, size, antialias=True) for t in chunk])
+        batch = batch.to(device, non_blocking=True).float().sub_(mean).div_(std)
+        if on_cuda:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
+            logits = model(batch)
+        for t, logit in zip(chunk, logits):
+            if list(t.shape[-2:]) != size:
+                logit = F.interpolate(logit[None].float(), size=t.shape[-2:], mode="bilinear", align_corners=False)[0]
+            masks.append(logit.argmax(dim=0).cpu().numpy().astype(out_dtype))
+    return masks

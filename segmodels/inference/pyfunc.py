@@ -1,0 +1,104 @@
+"""MLflow pyfunc flavour over a model package: images in (arrays, or base64 PNG/JPEG in a DataFrame column
+``image``), class-id masks out."""
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+import segmodels
+
+PACKAGE_ARTIFACT = "package"
+IMAGE_COLUMN = "image"
+MASK_COLUMN = "mask"
+
+
+def decode_image(value) -> np.ndarray:
+    """An RGB uint8 array from base64 text or raw bytes of a PNG/JPEG, or from an array-like."""
+    if isinstance(value, str):
+        try:
+            value = base64.b64decode(value, validate=True)
+        except ValueError as err:
+            raise ValueError(f"image column value is not valid base64 ({err})") from None
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            with Image.open(io.BytesIO(value)) as image:
+                return np.asarray(image.convert("RGB"))
+        except OSError as err:
+            raise ValueError(f"image bytes are not a readable PNG/JPEG ({err})") from None
+    return np.asarray(value)
+
+
+def encode_png(array: np.ndarray) -> str:
+    """Base64 text of a lossless PNG of an image or class-id mask (uint8)."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, dtype=np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
+    """Serves a segmodels package.
+
+    - ``pd.DataFrame`` with column ``image`` (base64 PNG/JPEG strings or bytes) -> ``pd.DataFrame`` with
+      column ``mask`` (base64 PNG of the class-id mask, same size as the image);
+    - a uint8 array [H,W,3] / [N,H,W,3] or a list of arrays -> a list of class-id masks [H,W].
+    """
+
+    def load_context(self, context) -> None:
+        from segmodels.models import load_package
+
+        self.model, self.spec = load_package(context.artifacts[PACKAGE_ARTIFACT])
+
+    def predict(self, context, model_input, params=None):
+        from segmodels.inference import predict
+
+        batch_size = int((params or {}).get("batch_size", 8))
+        if isinstance(model_input, pd.DataFrame):
+            if IMAGE_COLUMN not in model_input.columns:
+                raise ValueError(f"input DataFrame needs a column {IMAGE_COLUMN!r}, got {list(model_input.columns)}")
+            images = [decode_image(v) for v in model_input[IMAGE_COLUMN]]
+            masks = predict(self.model, self.spec, images, batch_size=batch_size)
+            return pd.DataFrame({MASK_COLUMN: [encode_png(m) for m in masks]})
+        if isinstance(model_input, np.ndarray) and model_input.ndim == 4:
+            images = list(model_input)
+        elif isinstance(model_input, np.ndarray):
+            images = [model_input]
+        else:
+            images = [decode_image(v) for v in model_input]
+        return predict(self.model, self.spec, images, batch_size=batch_size)
+
+
+def _example_frame(spec) -> pd.DataFrame:
+    height, width = spec.image_size
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    return pd.DataFrame({IMAGE_COLUMN: [encode_png(image)]})
+
+
+def log_pyfunc_model(package_dir: str | Path, name: str = "model", registered_model_name: str | None = None,
+                     **log_kwargs):
+    """Log the package as an MLflow pyfunc model in the active run (self-contained: the ``segmodels``
+    package goes along as ``code_paths``), with a signature and an input example; returns the ModelInfo."""
+    from segmodels.models import load_spec
+
+    package_dir = Path(package_dir)
+    spec = load_spec(package_dir)
+    example = _example_frame(spec)
+    model = SegmentationPyfunc()
+    model.load_context(type("Context", (), {"artifacts": {PACKAGE_ARTIFACT: str(package_dir)}})())
+    signature = mlflow.models.infer_signature(example, model.predict(None, example), params={"batch_size": 8})
+    return mlflow.pyfunc.log_model(
+        name=name,
+        python_model=model,
+        artifacts={PACKAGE_ARTIFACT: str(package_dir)},
+        code_paths=[str(Path(segmodels.__file__).parent)],
+        signature=signature,
+        input_example=example,
+        registered_model_name=registered_model_name,
+        **log_kwargs,
+    )

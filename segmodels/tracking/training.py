@@ -1,0 +1,91 @@
+"""MLflow logging for the training engine, as a callback: per-epoch metrics and learning rate, sample
+prediction overlays, the best epoch's per-class IoU table and confusion-matrix figure, and the model."""
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from segmodels.training.engine import class_iou_key
+from segmodels.visualize import overlay
+
+
+def enable_system_metrics(sampling_interval: float = 5.0) -> None:
+    """Log CPU/memory/GPU system metrics for runs started from now on in this process."""
+    mlflow.set_system_metrics_sampling_interval(sampling_interval)
+    mlflow.enable_system_metrics_logging()
+
+
+def confusion_figure(matrix: np.ndarray, class_names: list[str]):
+    """A matplotlib figure of the row-normalised confusion matrix (rows: target, columns: prediction)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    normalised = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.6 * len(class_names) + 2)
+    figure, axes = plt.subplots(figsize=(size, size))
+    image = axes.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
+    axes.set_xticks(range(len(class_names)), class_names, rotation=45, ha="right")
+    axes.set_yticks(range(len(class_names)), class_names)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("target")
+    for (row, col), value in np.ndenumerate(normalised):
+        axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                  color="white" if value > 0.5 else "black")
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    figure.tight_layout()
+    return figure
+
+
+class MLflowTrainingLogger:
+    """Training callback logging into the active MLflow run.
+
+    Per epoch: every numeric metric (step = epoch, ``lr`` included) and, every ``image_every`` epochs, one
+    image of ``num_samples`` validation samples (image | target overlay | prediction overlay) as
+    ``val_predictions`` via ``mlflow.log_image``. At the end: ``best_*`` metrics, the per-class IoU table
+    ``per_class_iou.json`` and ``confusion_matrix.png`` of the best epoch, and (``log_model``) the best
+    package as a pyfunc model named ``model_name``; ``model_info`` then holds the ModelInfo.
+    """
+
+    def __init__(self, num_samples: int = 4, image_every: int = 1, log_model: bool = True, model_name: str = "model"):
+        self.num_samples, self.image_every = num_samples, image_every
+        self.log_model, self.model_name = log_model, model_name
+        self.trainer = None
+        self.model_info = None
+
+    def on_epoch_end(self, epoch: int, metrics: dict, trainer) -> None:
+        self.trainer = trainer
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
+        if self.num_samples and self.image_every and epoch % self.image_every == 0:
+            mlflow.log_image(self.sample_panel(trainer), key="val_predictions", step=epoch)
+
+    def sample_panel(self, trainer) -> np.ndarray:
+        """Rows of (image | target overlay | prediction overlay) for the first validation samples."""
+        colors = trainer.spec.colors
+        rows = [np.concatenate([image, overlay(image, target, colors), overlay(image, pred, colors)], axis=1)
+                for image, target, pred in trainer.sample_predictions(self.num_samples)]
+        width = max(row.shape[1] for row in rows)
+        rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
+        return np.concatenate(rows, axis=0)
+
+    def on_train_end(self, result) -> None:
+        mlflow.log_metrics({f"best_{k}": float(v) for k, v in result.best_metrics.items()})
+        trainer = self.trainer
+        if trainer is not None:
+            names = trainer.spec.class_names
+            ious = [result.best_metrics.get(class_iou_key(n)) for n in names]
+            mlflow.log_table(pd.DataFrame({"class_id": range(len(names)), "class": names, "iou": ious}),
+                             artifact_file="per_class_iou.json")
+            if trainer.best_confusion is not None:
+                import matplotlib.pyplot as plt
+
+                figure = confusion_figure(trainer.best_confusion.numpy(), names)
+                mlflow.log_figure(figure, "confusion_matrix.png")
+                plt.close(figure)
+        if self.log_model:
+            from segmodels.inference.pyfunc import log_pyfunc_model
+
+            self.model_info = log_pyfunc_model(result.package_dir, name=self.model_name)

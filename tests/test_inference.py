@@ -1,0 +1,74 @@
+"""Prediction on images of any size, visualisation, and the MLflow pyfunc flavour over a model package."""
+from __future__ import annotations
+
+import base64
+import io
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from segmodels.inference import predict
+from segmodels.inference.pyfunc import encode_png, log_pyfunc_model
+from segmodels.models import ModelSpec, create_model, load_package, save_package
+from segmodels.visualize import colorize, overlay
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory):
+    torch.manual_seed(0)
+    model = create_model("unet", 3, encoder_name="resnet18", decoder_channels=[16, 16, 16, 8, 8]).eval()
+    spec = ModelSpec.from_model(model, num_classes=3, class_names=["bg", "a", "b"],
+                                colors=[[0, 0, 0], [255, 0, 0], [0, 255, 0]], image_size=[32, 32])
+    return save_package(model, spec, tmp_path_factory.mktemp("pkg") / "package")
+
+
+def test_predict_returns_masks_at_input_size(package):
+    model, spec = load_package(package)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), rng.integers(0, 256, (32, 32), dtype=np.uint8)]
+    masks = predict(model, spec, images, batch_size=1)
+    assert [m.shape for m in masks] == [(40, 50), (32, 32)]
+    assert all(m.dtype == np.uint8 and m.max() < 3 for m in masks)
+    # same as the model's own arg-max on the normalised input when no resize is needed
+    x = (torch.from_numpy(images[1]).float()[None, None].expand(1, 3, 32, 32) / 255
+         - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+    with torch.no_grad():
+        expected = model(x).argmax(1)[0].numpy()
+    np.testing.assert_array_equal(masks[1], expected)
+
+
+def test_colorize_and_overlay():
+    mask = np.array([[0, 1], [2, 255]], dtype=np.uint8)
+    colors = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]
+    rgb = colorize(mask, colors)
+    assert rgb.shape == (2, 2, 3) and rgb[0, 1].tolist() == [255, 0, 0] and rgb[1, 1].tolist() == [0, 0, 0]
+    blended = overlay(np.full((2, 2, 3), 100, np.uint8), mask, colors, alpha=0.5)
+    assert blended[0, 1].tolist() == [178, 50, 50]
+    with pytest.raises(ValueError, match="does not match"):
+        overlay(np.zeros((3, 3, 3), np.uint8), mask, colors)
+
+
+def test_pyfunc_logs_self_contained_model_with_signature(package, tmp_path):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("pyfunc-test")
+    with mlflow.start_run():
+        info = log_pyfunc_model(package, name="model")
+    assert info.signature is not None and info.signature.inputs.input_names() == ["image"]
+    loaded = mlflow.pyfunc.load_model(info.model_uri)
+    image = np.random.default_rng(1).integers(0, 256, (24, 36, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG")
+    frame = pd.DataFrame({"image": [encode_png(image), base64.b64encode(buffer.getvalue()).decode()]})
+    out = loaded.predict(frame)
+    masks = [np.asarray(Image.open(io.BytesIO(base64.b64decode(v)))) for v in out["mask"]]
+    assert [m.shape for m in masks] == [(24, 36), (24, 36)]
+    model, spec = load_package(package)
+    np.testing.assert_array_equal(masks[0], predict(model, spec, [image])[0])
+    arrays = loaded.unwrap_python_model().predict(None, np.stack([image, image]))
+    np.testing.assert_array_equal(arrays[1], masks[0])
+    code_dir = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl"))
+    assert (tmp_path / "dl" / "code" / "segmodels" / "models" / "package.py").is_file(), code_dir

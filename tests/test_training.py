@@ -1,0 +1,63 @@
+"""The training engine end to end on a tiny demo data set: result, packages, checkpoint, callbacks."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from segmodels.data import generate_demo_dataset, prepare_dataset
+from segmodels.models import load_package
+from segmodels.training import TrainResult, train
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+TINY = ["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress_bar=false",
+        "transforms.image_size=32", "model.encoder_name=resnet18", "model.decoder_channels=[16,16,16,8,8]"]
+
+
+def compose_train(overrides=()):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        return compose("train", overrides=[*TINY, *overrides])
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny")
+    source = generate_demo_dataset(root / "source", num_images=16, image_size=32, seed=1)
+    return prepare_dataset(source, root / "data", val_fraction=0.25, test_fraction=0.0).root
+
+
+class Recorder:
+    def __init__(self):
+        self.epochs, self.results = [], []
+
+    def on_epoch_end(self, epoch, metrics, trainer):
+        self.epochs.append((epoch, metrics, trainer.spec.num_classes))
+
+    def on_train_end(self, result):
+        self.results.append(result)
+
+
+def test_train_returns_result_packages_and_calls_back(tiny_data, tmp_path):
+    recorder = Recorder()
+    result = train(compose_train(), tiny_data, tmp_path / "work", callbacks=[recorder])
+    assert isinstance(result, TrainResult)
+    assert [e for e, _, _ in recorder.epochs] == [0, 1] and recorder.results == [result]
+    assert len(result.history) == 2 and result.final_metrics == result.history[-1]
+    assert result.best_metrics == result.history[result.best_epoch]
+    for key in ("train_loss", "val_loss", "val_miou", "val_dice", "val_pixel_accuracy", "lr", "val_iou_circle"):
+        assert key in result.final_metrics
+    assert 0.0 <= result.final_metrics["val_miou"] <= 1.0
+    model, spec = load_package(result.package_dir)
+    assert spec.architecture == "unet" and spec.num_classes == 4 and spec.image_size == [32, 32]
+    assert spec.class_names == ["background", "circle", "square", "triangle"]
+    assert model(torch.zeros(1, 3, 32, 32)).shape == (1, 4, 32, 32)
+    assert (tmp_path / "work" / "final" / "model.pt").is_file()
+    assert (tmp_path / "work" / "checkpoints" / "last.pt").is_file()
+
+
+def test_rerun_with_finished_checkpoint_resumes_without_training(tiny_data, tmp_path):
+    first = train(compose_train(), tiny_data, tmp_path / "work")
+    again = train(compose_train(), tiny_data, tmp_path / "work")
+    assert again.history == first.history
