@@ -1,0 +1,85 @@
+"""Upload / download throughput through the embedded lakeFS server against a plain local copy of the same files.
+
+Prints, for 1,000 files of 100 KB and 10 files of 50 MB: upload and download time, their ratio to a plain copy
+(throughput of lakeFS / throughput of copy), the per-object overhead, and the time of a cached re-download.
+Goals: large files >= 0.5x of a plain copy, per-object overhead < 3 ms, cached re-download < 5% of the first.
+Everything lives in a temp dir removed at the end.
+
+    python benchmarks/lakefs_transfer.py [--workers 8] [--no-fsync]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from segmodels.lakefs_server import create_server
+from segmodels.versioning import LakeFS, LakeFSSettings
+
+DATASETS = {"1000 x 100 KB": (1000, 100 * 1024), "10 x 50 MB": (10, 50 * 1024 * 1024)}
+
+
+def make_files(root: Path, count: int, size: int) -> int:
+    root.mkdir(parents=True)
+    block = os.urandom(min(size, 1 << 20))
+    for i in range(count):
+        with open(root / f"file-{i:05d}.bin", "wb") as out:
+            remaining = size
+            out.write(i.to_bytes(8, "little"))  # distinct content per file
+            remaining -= 8
+            while remaining:
+                out.write(block[:remaining])
+                remaining -= min(remaining, len(block))
+    return count * size
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--no-fsync", action="store_true", help="server without fsync (not power-loss safe)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="lakefs-bench-") as tmp:
+        work = Path(tmp)
+        server = create_server(work / "server", fsync=not args.no_fsync).start_in_thread()
+        try:
+            client = LakeFS(LakeFSSettings(server.endpoint, server.access_key_id, server.secret_access_key),
+                            home=work / "home")
+            client.ensure_repository("bench")
+            print(f"embedded lakeFS at {server.endpoint}, workers={args.workers}, fsync={not args.no_fsync}")
+            print(f"{'data set':<15}{'copy s':>9}{'upload s':>10}{'up ratio':>10}{'download s':>12}"
+                  f"{'down ratio':>12}{'ms/object up':>14}{'cached s':>10}{'cached %':>10}")
+            for name, (count, size) in DATASETS.items():
+                source = work / "src" / name.replace(" ", "")
+                total = make_files(source, count, size)
+                copy_s = timed(lambda: shutil.copytree(source, work / "copy" / source.name))
+                shutil.rmtree(work / "copy")
+                prefix = source.name
+                up_s = timed(lambda: client.upload_directory("bench", "main", source, prefix=prefix,
+                                                             workers=args.workers))
+                commit = client.commit("bench", "main", f"add {name}")
+                down_s = timed(lambda: client.download_prefix("bench", commit.id, prefix, workers=args.workers))
+                cached_s = timed(lambda: client.download_prefix("bench", commit.id, prefix, workers=args.workers))
+                per_object_ms = max(0.0, up_s - copy_s) / count * 1000
+                print(f"{name:<15}{copy_s:>9.3f}{up_s:>10.3f}{copy_s / up_s:>9.2f}x{down_s:>12.3f}"
+                      f"{copy_s / down_s:>11.2f}x{per_object_ms:>14.2f}{cached_s:>10.4f}"
+                      f"{100 * cached_s / down_s:>9.2f}%")
+                print(f"{'':<15}{total / copy_s / 1e6:>8.0f}M{total / up_s / 1e6:>9.0f}M{'':>10}"
+                      f"{total / down_s / 1e6:>11.0f}M   (MB/s)")
+                shutil.rmtree(source)
+                shutil.rmtree(client.home / "cache")
+        finally:
+            server.shutdown()
+
+
+if __name__ == "__main__":
+    main()
