@@ -8,6 +8,8 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlencode
 
 import lakefs_sdk
 import pytest
@@ -332,3 +334,24 @@ def test_three_way_merge_and_conflict(sdk, repo):
 def test_merge_with_nothing_to_merge_is_refused(sdk, repo):
     sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="same", source="main"))
     assert status_of(sdk.refs_api.merge_into_branch, repo, "same", "main") == 400
+
+
+# -- safety (embedded server only: real lakeFS keys are opaque strings) ------------------------------------------
+@pytest.mark.parametrize("path", ["../escape", "a/../../b", "/absolute", "nul\x00byte"])
+def test_paths_leaving_the_data_directory_are_400(contract_target, against_real_lakefs, repo, path):
+    if against_real_lakefs:
+        pytest.skip("lakeFS accepts any key; the embedded server refuses keys that could escape a directory")
+    response = raw(contract_target, "POST", f"/repositories/{repo}/branches/main/objects?{urlencode({'path': path})}",
+                   b"x", {"Content-Type": "application/octet-stream"})
+    assert response.status == 400 and json.loads(response.data)["message"]
+
+
+def test_concurrent_clients(sdk, repo):
+    def work(i: int) -> str:
+        return upload(sdk, repo, "main", f"c/{i:03d}", str(i).encode()).checksum
+
+    with ThreadPoolExecutor(16) as pool:
+        checksums = list(pool.map(work, range(200)))
+    assert checksums == [hashlib.md5(str(i).encode()).hexdigest() for i in range(200)]
+    listed = sdk.objects_api.list_objects(repo, "main", amount=1000).results
+    assert [o.path for o in listed] == [f"c/{i:03d}" for i in range(200)]

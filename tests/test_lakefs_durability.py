@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from segmodels.lakefs_server import create_server
 from segmodels.versioning import LakeFS, LakeFSError, LakeFSSettings
 from segmodels.versioning.embedded import is_healthy
 
@@ -111,3 +112,24 @@ def _commit_ignoring_errors(client: LakeFS, errors: list) -> None:
         client.commit("durable", "main", "interrupted?")
     except LakeFSError as exc:
         errors.append(exc)
+
+
+def test_idle_timeout_stops_the_server_and_clears_its_state(tmp_path):
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen([sys.executable, "-m", "segmodels.lakefs_server", "--data-dir", str(data_dir),
+                                "--idle-timeout", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert not (data_dir / "server.json").exists()
+
+
+def test_second_server_on_same_data_dir_is_refused(tmp_path):
+    first = create_server(tmp_path / "data")
+    try:
+        with pytest.raises(RuntimeError, match="another embedded lakeFS server"):
+            create_server(tmp_path / "data")
+    finally:
+        first.shutdown()

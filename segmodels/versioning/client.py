@@ -9,7 +9,7 @@ import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 from urllib.parse import quote, urlencode
@@ -65,14 +65,6 @@ class RemoteObject:
     path: str
     checksum: str
     size: int
-
-
-@dataclass
-class _Counter:
-    files: int = 0
-    bytes: int = 0
-    skipped: int = 0
-    done: list = field(default_factory=list)
 
 
 def file_md5(path: Path) -> str:
