@@ -318,7 +318,8 @@ def test_three_way_merge_and_conflict(sdk, repo):
     merged = sdk.refs_api.merge_into_branch(repo, "left", "main",
                                             merge=lakefs_sdk.Merge(message="merge left", metadata={"k": "v"}))
     merge_commit = sdk.commits_api.get_commit(repo, merged.reference)
-    assert merge_commit.message == "merge left" and merge_commit.metadata == {"k": "v"}
+    assert merge_commit.message == "merge left" and merge_commit.metadata["k"] == "v"
+    assert merge_commit.metadata[".lakefs.merge.strategy"] == "default"
     assert len(merge_commit.parents) == 2
     assert sorted(o.path for o in sdk.objects_api.list_objects(repo, "main").results) == ["l", "m", "shared"]
     upload(sdk, repo, "right", "shared", b"right")

@@ -47,6 +47,7 @@ EMPTY_TREE = ""
 COMMIT_VERSION = 1
 DEFAULT_AMOUNT = 100
 MAX_AMOUNT = 1000
+MERGE_STRATEGY_METADATA_KEY = ".lakefs.merge.strategy"  # recorded on merge commits, as lakeFS does
 
 
 @dataclass(frozen=True)
@@ -671,7 +672,8 @@ class Catalog:
             parents = [dest_head] if squash else [dest_head, source_id]
             commit = self._insert_commit(conn, repo, parents, committer,
                                          message or f"Merge '{source_ref}' into '{destination}'",
-                                         int(time.time()), tree_id, metadata or {})
+                                         int(time.time()), tree_id,
+                                         {**(metadata or {}), MERGE_STRATEGY_METADATA_KEY: strategy or "default"})
             conn.execute("UPDATE branches SET commit_id=? WHERE repo=? AND name=?", (commit.id, repo, destination))
             return commit.id
 
