@@ -167,7 +167,15 @@ def _unique_samples(reader, report: ValidationReport) -> list[Sample]:
 
 
 def _splits(samples, source_splits, seed, val_fraction, test_fraction) -> dict[str, str]:
-    """Source splits kept where given (and wanted); the rest assigned by seeded hash rank."""
+    """Source splits kept where given (and wanted); the rest assigned by seeded hash rank.
+
+    A source that names a single split only (e.g. one `instances_val2017.json`) is split by seed as a whole:
+    keeping it would leave nothing to train or validate on.
+    """
+    given = {s.split for s in samples if s.split in SPLITS}
+    if source_splits and given and ("train" not in given or len(given) < 2):
+        log.info("source names only split(s) %s: splitting it by seed instead", sorted(given))
+        source_splits = False
     kept = {s.name: s.split for s in samples if source_splits and s.split in SPLITS}
     assigned = assign_splits([s.name for s in samples if s.name not in kept], seed, val_fraction, test_fraction)
     return {**assigned, **kept}

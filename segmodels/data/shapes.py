@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import math
+import warnings
 from collections.abc import Callable
 
 import numpy as np
@@ -98,7 +99,15 @@ def _embedded_mask(shape: dict, points, height: int, width: int) -> np.ndarray:
 def _polygons_pycocotools(polygons: list, height: int, width: int) -> np.ndarray:
     from pycocotools import mask as mask_utils
 
-    return mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))).astype(bool)
+    return _decode_rle(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)))
+
+
+def _decode_rle(rle) -> np.ndarray:
+    from pycocotools import mask as mask_utils
+
+    with warnings.catch_warnings():  # pycocotools' numpy 2 copy-keyword deprecation, not ours to fix
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 def _polygons_pil(polygons: list, height: int, width: int) -> np.ndarray:
@@ -132,7 +141,7 @@ def coco_segmentation_mask(segmentation, height: int, width: int, polygons: str 
             rle["counts"] = rle["counts"].encode()
     else:
         raise AnnotationError(f"unrecognised segmentation {type(segmentation).__name__}")
-    decoded = mask_utils.decode(rle)
+    decoded = _decode_rle(rle)
     if decoded.shape[:2] != (height, width):
         raise AnnotationError(f"RLE size {decoded.shape[1]}x{decoded.shape[0]} differs from the image entry {width}x{height}")
-    return decoded.astype(bool)
+    return decoded

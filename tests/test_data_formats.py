@@ -1,0 +1,131 @@
+"""Each source format, made with its own conventions, read into the normalised layout with the expected masks."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source
+from segmodels.data import DataValidationError, detect_format, list_formats, load_dataset_info, prepare_dataset
+
+
+def read_masks(root):
+    return {path.stem: (path.parent.name, np.asarray(Image.open(path))) for path in sorted((root / "masks").rglob("*.png"))}
+
+
+def test_formats_are_registered_and_detected(tmp_path):
+    assert list_formats() == ["voc", "coco", "labelme", "folder"]
+    assert detect_format(make_folder_source(tmp_path / "f")) == "folder"
+    assert detect_format(make_voc_source(tmp_path / "v")[0]) == "voc"
+    assert detect_format(make_coco_source(tmp_path / "c")[0]) == "coco"
+    assert detect_format(make_labelme_source(tmp_path / "l")[0]) == "labelme"
+    (tmp_path / "nothing").mkdir()
+    with pytest.raises(DataValidationError, match="cannot detect the annotation format"):
+        detect_format(tmp_path / "nothing")
+
+
+def test_folder_with_configured_names(tmp_path):
+    source = make_folder_source(tmp_path / "src")
+    (source / "images").rename(source / "frames")
+    (source / "masks").rename(source / "labels")
+    for mask in (source / "labels").glob("*.png"):
+        mask.rename(mask.with_name(f"{mask.stem}_mask.png"))
+    options = {"images_dir": "frames", "masks_dir": "labels", "mask_name": "{stem}_mask"}
+    prepared = prepare_dataset(source, tmp_path / "out", options=options)
+    assert prepared.info.class_names == ["background", "thing", "other"]
+    assert prepared.stats.num_images == 6 and not prepared.report
+
+
+def test_voc_palette_masks_splits_and_ignore(tmp_path):
+    source, expected = make_voc_source(tmp_path / "src")
+    prepared = prepare_dataset(source, tmp_path / "out", split_seed=123)
+    info = load_dataset_info(prepared.root)
+    assert info.num_classes == 21 and info.class_names[15] == "person" and info.colors[1] == (128, 0, 0)
+    assert info.splits == {"train": 3, "val": 2, "test": 0}  # from ImageSets, not from the seed
+    masks = read_masks(prepared.root)
+    assert set(masks) == set(expected)  # the image without a class mask is not a sample
+    for name, (split, mask) in masks.items():
+        assert np.array_equal(mask, expected[name])  # 255 boundaries stay ignore
+        assert split == ("train" if name <= "2007_000003" else "val")
+    assert next((prepared.root / "images" / "train").iterdir()).suffix == ".jpg"
+
+
+def test_voc_listed_name_without_mask_is_missing(tmp_path):
+    source, _ = make_voc_source(tmp_path / "src")
+    next(source.rglob("SegmentationClass/2007_000002.png")).unlink()
+    with pytest.raises(DataValidationError) as caught:
+        prepare_dataset(source, tmp_path / "out")
+    [issue] = caught.value.report.issues
+    assert issue.file.endswith("2007_000002.jpg") and "missing mask" in issue.reason
+
+
+def test_coco_splits_from_annotation_file_names(tmp_path):
+    source, _ = make_coco_source(tmp_path / "src")
+    document = json.loads((source / "annotations" / "instances_val2017.json").read_text())
+    train = {**document, "images": [dict(image, id=image["id"] + 100, file_name="t_" + image["file_name"]) for image in document["images"]],
+             "annotations": [dict(a, id=a["id"] + 100, image_id=a["image_id"] + 100) for a in document["annotations"]]}
+    (source / "annotations" / "instances_train2017.json").write_text(json.dumps(train))
+    for image in (source / "val2017").iterdir():
+        (source / "train2017").mkdir(exist_ok=True)
+        (source / "train2017" / ("t_" + image.name)).write_bytes(image.read_bytes())
+    prepared = prepare_dataset(source, tmp_path / "out")
+    assert prepared.info.splits == {"train": 4, "val": 4, "test": 0}
+
+
+def test_coco_polygons_and_rle_to_semantic_masks(tmp_path):
+    source, expected = make_coco_source(tmp_path / "src")
+    prepared = prepare_dataset(source, tmp_path / "out")
+    assert prepared.info.class_names == ["_background_", "car", "bus", "dog"]
+    masks = read_masks(prepared.root)
+    assert set(masks) == set(expected)
+    for name, (split, mask) in masks.items():
+        assert np.array_equal(mask, expected[name]), name
+    # a source naming one split only is split by seed (all-val would leave nothing to train on)
+    assert prepared.info.splits == {"train": 2, "val": 1, "test": 1}
+    crowd_ignored = prepare_dataset(source, tmp_path / "crowd", options={"crowd_as_ignore": True})
+    _, first = read_masks(crowd_ignored.root)["000000000001"]
+    assert (first[0:3] == 255).all()
+
+
+def test_coco_unknown_category_and_missing_image_are_reported(tmp_path):
+    source, _ = make_coco_source(tmp_path / "src")
+    path = source / "annotations" / "instances_val2017.json"
+    document = json.loads(path.read_text())
+    document["annotations"][0]["category_id"] = 99
+    document["images"][1]["file_name"] = "gone.jpg"
+    path.write_text(json.dumps(document))
+    with pytest.raises(DataValidationError) as caught:
+        prepare_dataset(source, tmp_path / "out")
+    reasons = {issue.file.split("/")[-1]: issue.reason for issue in caught.value.report.issues}
+    assert "category id 99 is not in categories" in reasons["instances_val2017.json#image_id=1"]
+    assert "unreadable image" in reasons["gone.jpg"]
+
+
+def test_labelme_shapes_labels_and_embedded_images(tmp_path):
+    source, expected = make_labelme_source(tmp_path / "src")
+    prepared = prepare_dataset(source, tmp_path / "out")
+    assert prepared.info.class_names == ["_background_", "cat", "dog"]
+    masks = read_masks(prepared.root)
+    assert set(masks) == set(expected)
+    for name, (_, mask) in masks.items():
+        classes, ignore_core = expected[name]
+        assert (mask[ignore_core] == 255).all()
+        outside = mask != 255
+        assert np.array_equal(mask[outside], classes[outside])
+    embedded = next((prepared.root / "images").rglob("photo0.*"))
+    assert embedded.suffix == ".png" and Image.open(embedded).size == (36, 28)
+
+
+def test_labelme_unknown_label_is_reported(tmp_path):
+    source, _ = make_labelme_source(tmp_path / "src")
+    document = json.loads((source / "photo1.json").read_text())
+    document["shapes"][0]["label"] = "horse"
+    (source / "photo1.json").write_text(json.dumps(document))
+    with pytest.raises(DataValidationError, match="label 'horse' is not a declared class"):
+        prepare_dataset(source, tmp_path / "out")
+    (source / "labels.txt").unlink()  # without a labels file, classes come from the labels seen
+    prepared = prepare_dataset(source, tmp_path / "out")
+    assert prepared.info.class_names == ["_background_", "cat", "dog", "horse"]
