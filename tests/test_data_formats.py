@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source
+from test_data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source
 from segmodels.data import DataValidationError, detect_format, list_formats, load_dataset_info, prepare_dataset
 
 

@@ -14,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source
+from test_data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source
 from segmodels.data import DataValidationError, SegmentationDataset, generate_demo_dataset
 from segmodels.data.ingest import ingest
 

@@ -1,17 +1,28 @@
-"""Small data sets written with each format's own conventions, shared by the data tests."""
+"""Sources: small data sets written with each format's own conventions (used by the other data tests), and the
+places a source can live: local archives, http(s) archives, s3:// prefixes and lakefs:// refs."""
 
 from __future__ import annotations
 
 import base64
+import csv
+import functools
+import http.server
 import io
 import json
+import shutil
+import tarfile
+import threading
 import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from segmodels.data import DataValidationError, prepare_dataset
 from segmodels.data.classes import voc_palette
+from segmodels.data.sources import redact
 
 
 def noise_image(rng, width, height):
@@ -138,3 +149,103 @@ def make_labelme_source(root: Path) -> tuple[Path, dict]:
         (root / f"{name}.json").write_text(json.dumps(document))
         expected[name] = (mask, (xx - 22) ** 2 + (yy - 4) ** 2 <= 4)  # circle of radius 3 -> ignore, core checked
     return root, expected
+
+
+# -- where a source lives ---------------------------------------------------------------------------------------
+
+
+def manifest_rows(root: Path) -> list[dict]:
+    return list(csv.DictReader(open(root / "manifest.csv")))
+
+
+@pytest.fixture
+def archives(tmp_path):
+    """A folder source and the same as .tar.gz and .zip (one top folder inside, as archives usually have)."""
+    source = make_folder_source(tmp_path / "shapes", count=5)
+    served = tmp_path / "served"
+    served.mkdir()
+    with tarfile.open(served / "shapes.tar.gz", "w:gz") as bundle:
+        bundle.add(source, arcname="shapes")
+    shutil.make_archive(str(served / "shapes"), "zip", root_dir=tmp_path, base_dir="shapes")
+    return source, served
+
+
+@pytest.fixture
+def http_root(archives):
+    """The archives served over http on 127.0.0.1."""
+    _, served = archives
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("archive", ["shapes.tar.gz", "shapes.zip"])
+def test_local_and_http_archives_give_the_folders_data_set(archive, archives, http_root, tmp_path):
+    source, served = archives
+    reference = manifest_rows(prepare_dataset(source, tmp_path / "reference").root)
+    local = prepare_dataset(served / archive, tmp_path / "local")
+    remote = prepare_dataset(f"{http_root}/{archive}", tmp_path / "remote")
+    assert manifest_rows(local.root) == reference == manifest_rows(remote.root)
+    assert remote.info.name == "shapes"
+
+
+def test_http_errors_and_unsafe_archives_are_refused(archives, http_root, tmp_path):
+    _, served = archives
+    with pytest.raises(DataValidationError, match="download failed.*404"):
+        prepare_dataset(f"{http_root}/missing.zip", tmp_path / "out")
+    with zipfile.ZipFile(served / "evil.zip", "w") as bundle:
+        bundle.writestr("../../escaped.txt", "x")
+    with pytest.raises(DataValidationError, match="outside the extraction folder"):
+        prepare_dataset(f"{http_root}/evil.zip", tmp_path / "out")
+    (served / "broken.tar.gz").write_bytes(b"not a tarball")
+    with pytest.raises(DataValidationError, match="corrupt or unreadable archive"):
+        prepare_dataset(served / "broken.tar.gz", tmp_path / "out")
+    assert redact("https://user:secret@example.org/d.zip") == "https://example.org/d.zip"
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A moto S3 server on 127.0.0.1 (skipped when moto[server] is not installed)."""
+    moto_server = pytest.importorskip("moto.server")
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def test_s3_prefix_with_custom_endpoint(archives, s3_endpoint, tmp_path):
+    import boto3
+
+    source, _ = archives
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="datasets")
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), "datasets", f"team/shapes/{path.relative_to(source).as_posix()}")
+    client.put_object(Bucket="datasets", Key="team/other/unrelated.txt", Body=b"x")
+    reference = manifest_rows(prepare_dataset(source, tmp_path / "reference").root)
+    prepared = prepare_dataset("s3://datasets/team/shapes", tmp_path / "out", s3_endpoint_url=s3_endpoint)
+    assert manifest_rows(prepared.root) == reference
+    with pytest.raises(DataValidationError, match="no objects under this prefix"):
+        prepare_dataset("s3://datasets/nothing/here", tmp_path / "none", s3_endpoint_url=s3_endpoint)
+
+
+def test_lakefs_ref_as_a_source(lakefs, repo_name, tmp_path):
+    from segmodels.data.ingest import ingest
+
+    lakefs.ensure_repository(repo_name, default_branch="main")
+    source = make_folder_source(tmp_path / "shapes", count=5)
+    first = ingest(source, lakefs, repo_name, "main", "data", work_dir=tmp_path / "w1")
+    copied = ingest(first.uri, lakefs, repo_name, "main", "copy", work_dir=tmp_path / "w2", name="shapes")
+    assert copied.changed and copied.info.splits == first.info.splits
+    original = lakefs.download_prefix(repo_name, copied.commit_id, "data")
+    copy = lakefs.download_prefix(repo_name, copied.commit_id, "copy")
+    assert manifest_rows(original) == manifest_rows(copy)
+    assert lakefs.get_commit(repo_name, copied.commit_id).metadata["source"] == first.uri
