@@ -12,6 +12,7 @@ class TimmEncoder(nn.Module):
     """Multi-scale feature extractor over any timm model that supports ``features_only``.
 
     ``forward`` returns the feature maps shallow to deep; ``channels`` and ``reductions`` describe them.
+    ``depth`` keeps only the first ``depth`` feature levels (the deeper stages are not built).
     ``mean`` / ``std`` come from the encoder's timm data config.
     """
 
@@ -22,9 +23,12 @@ class TimmEncoder(nn.Module):
         pretrained_path: str | Path | None = None,
         output_stride: int | None = None,
         in_chans: int = 3,
+        depth: int | None = None,
     ):
         super().__init__()
         extra = {"output_stride": output_stride} if output_stride and output_stride != 32 else {}
+        if depth is not None:
+            extra["out_indices"] = tuple(range(int(depth)))
         try:
             self.model = timm.create_model(
                 name, features_only=True, pretrained=bool(pretrained) and pretrained_path is None,

@@ -139,10 +139,10 @@ class DeepLabV3PlusDecoder(nn.Module):
 
 @register_model("unet")
 def unet(num_classes: int, encoder_name: str = "resnet18", pretrained: bool = False,
-         pretrained_path: str | None = None, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
-         dropout: float = 0.0) -> EncoderDecoder:
-    """U-Net over a timm encoder."""
-    encoder = TimmEncoder(encoder_name, pretrained=pretrained, pretrained_path=pretrained_path)
+         pretrained_path: str | None = None, encoder_depth: int | None = None,
+         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16), dropout: float = 0.0) -> EncoderDecoder:
+    """U-Net over a timm encoder (``encoder_depth`` feature levels, default all)."""
+    encoder = TimmEncoder(encoder_name, pretrained=pretrained, pretrained_path=pretrained_path, depth=encoder_depth)
     decoder_channels = list(decoder_channels)
     decoder = UNetDecoder(encoder.channels, decoder_channels)
     return EncoderDecoder(encoder, decoder, decoder.out_channels, num_classes, dropout)

@@ -1,0 +1,55 @@
+"""The MLflow training callback: per-epoch metrics and lr, overlays, per-class IoU table, confusion figure, model."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from segmodels.data import generate_demo_dataset, prepare_dataset
+from segmodels.tracking.training import MLflowTrainingLogger, confusion_figure
+from segmodels.training import train
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("mlflow-train")
+    source = generate_demo_dataset(root / "source", num_images=12, image_size=32, seed=4)
+    return prepare_dataset(source, root / "data", val_fraction=0.25, test_fraction=0.0).root
+
+
+def test_logger_records_epochs_images_tables_and_model(tiny_data, tmp_path):
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+        cfg = compose("train", overrides=["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0",
+                                          "trainer.progress_bar=false", "transforms.image_size=32",
+                                          "model.decoder_channels=[16,16,16,8,8]"])
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment("train-callback")
+    logger = MLflowTrainingLogger(num_samples=2)
+    with mlflow.start_run() as run:
+        result = train(cfg, tiny_data, tmp_path / "work", callbacks=[logger])
+    client = MlflowClient()
+    miou = client.get_metric_history(run.info.run_id, "val_miou")
+    assert [m.step for m in miou] == [0, 1]
+    assert [m.value for m in miou] == pytest.approx([h["val_miou"] for h in result.history])
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "lr")] == [0, 1]
+    assert client.get_run(run.info.run_id).data.metrics["best_val_miou"] == pytest.approx(
+        result.best_metrics["val_miou"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"per_class_iou.json", "confusion_matrix.png"} <= artifacts
+    images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
+    assert any("val_predictions" in p and p.endswith(".png") for p in images), images
+    assert logger.model_info is not None and logger.model_info.signature is not None
+    loaded = mlflow.pyfunc.load_model(logger.model_info.model_uri)
+    masks = loaded.unwrap_python_model().predict(None, [np.zeros((20, 24, 3), np.uint8)])
+    assert masks[0].shape == (20, 24)
+
+
+def test_confusion_figure_has_one_cell_label_per_entry():
+    figure = confusion_figure(np.array([[5, 1], [0, 4]]), ["a", "b"])
+    assert len(figure.axes[0].texts) == 4

@@ -1,0 +1,51 @@
+"""Train/eval presets: image and mask move together, masks stay class ids (nearest), normalisation."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from segmodels.transforms import build_transforms, image_size_of
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def sample():
+    """Image whose red channel encodes the mask (class id * 60), so alignment can be checked after warping."""
+    mask = torch.zeros(40, 60, dtype=torch.int64)
+    mask[5:25, 10:30] = 1
+    mask[20:38, 35:58] = 2
+    mask[0, 0] = 255
+    image = torch.zeros(3, 40, 60, dtype=torch.uint8)
+    image[0] = (mask.clamp(max=3) * 60).to(torch.uint8)
+    return tv_tensors.Image(image), tv_tensors.Mask(mask)
+
+
+def test_eval_preset_resizes_and_normalises():
+    t = build_transforms({"image_size": [20, 30]}, train=False, mean=MEAN, std=STD)
+    image, mask = t(*sample())
+    assert image.dtype == torch.float32 and image.shape == (3, 20, 30)
+    assert mask.dtype == torch.int64 and mask.shape == (20, 30)
+    assert set(mask.unique().tolist()) <= {0, 1, 2, 255}
+    assert image[1].min().item() == pytest.approx(-2.0)  # (0 - 0.5) / 0.25
+
+
+def test_train_preset_keeps_image_and_mask_aligned():
+    cfg = {"image_size": 32, "train": {"scale": [0.3, 1.0], "hflip": 0.5, "vflip": 0.5, "rotation": 20,
+                                       "color_jitter": 0.0}}
+    t = build_transforms(cfg, train=True, mean=(0, 0, 0), std=(1, 1, 1))
+    torch.manual_seed(0)
+    for _ in range(10):
+        image, mask = t(*sample())
+        assert image.shape == (3, 32, 32) and mask.shape == (32, 32)
+        assert set(mask.unique().tolist()) <= {0, 1, 2, 255}
+        outside = torch.nn.functional.pad((mask != 2).float()[None], (1, 1, 1, 1), value=1.0)
+        interior = (mask == 2) & (torch.nn.functional.max_pool2d(outside, 3, 1)[0] == 0)
+        if interior.any():  # away from region and image edges the image still says class 2 where the mask does
+            assert torch.allclose(image[0][interior], torch.tensor(120 / 255), atol=0.05)
+
+
+def test_image_size_validation():
+    assert image_size_of({"image_size": 48}) == (48, 48)
+    with pytest.raises(ValueError, match="image_size"):
+        image_size_of({"image_size": [1, 2, 3]})
