@@ -1,13 +1,22 @@
 """Data: source formats, validation, the normalised layout, lakeFS ingest and the torch Dataset."""
 
 from segmodels.data.classes import ClassSpec
-from segmodels.data.dataset import SegmentationDataset
 from segmodels.data.demo import generate_demo_dataset
 from segmodels.data.errors import DataValidationError, Issue, ValidationReport
 from segmodels.data.formats import create_reader, detect_format, list_formats, register_format
 from segmodels.data.info import DatasetInfo, load_dataset_info
 from segmodels.data.prepare import PreparedDataset, prepare_dataset
 from segmodels.data.stats import DatasetStats
+
+
+def __getattr__(name: str):
+    """SegmentationDataset is imported on first use, so reading and ingesting data never loads torch."""
+    if name == "SegmentationDataset":
+        from segmodels.data.dataset import SegmentationDataset
+
+        return SegmentationDataset
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ClassSpec",

@@ -107,7 +107,7 @@ def ingest(
             "images": str(prepared.stats.num_images),
             "skipped_bad_files": str(len(prepared.report)),
         }
-        metadata.update({str(k): str(v) for k, v in (commit_metadata or {}).items()})
+        metadata.update({str(k): redact(v) for k, v in (commit_metadata or {}).items()})
         message = commit_message or f"ingest {prepared.info.name}: {prepared.stats.num_images} images from {redact(source)}"
         with lakefs.atomic_write(repo, branch, message, metadata) as staged:
             transfer = lakefs.upload_directory(repo, staged.branch, prepared.root, prefix=prefix, delete_missing=True)
@@ -117,7 +117,7 @@ def ingest(
         changed=bool(staged.changed),
         uploaded_files=transfer.files,
         skipped_files=transfer.skipped,
-        deleted_files=getattr(transfer, "deleted", 0),
+        deleted_files=transfer.deleted,
         info=prepared.info,
         report=prepared.report,
         stats=prepared.stats,

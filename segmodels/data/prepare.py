@@ -22,7 +22,7 @@ from segmodels.data.info import SPLITS, DatasetInfo
 from segmodels.data.layout import LayoutWriter
 from segmodels.data.shapes import AnnotationError
 from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
-from segmodels.data.sources import resolve_source
+from segmodels.data.sources import redact, resolve_source
 from segmodels.data.splits import assign_splits
 from segmodels.data.stats import DatasetStats
 
@@ -114,9 +114,9 @@ def prepare_dataset(
                 if entry:
                         stats.add(entry["split"], entry["width"], entry["height"], {int(k): v for k, v in entry["pixels"].items()})
             if report and on_error == "fail":
-                raise DataValidationError(f"{source}: {len(report)} bad file(s); nothing was ingested", report)
+                raise DataValidationError(f"{redact(source)}: {len(report)} bad file(s); nothing was ingested", report)
             if not stats.num_images:
-                raise DataValidationError(f"{source}: empty data set (no valid image/mask pair found)", report)
+                raise DataValidationError(f"{redact(source)}: empty data set (no valid image/mask pair found)", report)
             info = _dataset_info(name or _default_name(source, root), declared, ignore_index, stats, reader.name)
             writer.finish(info)
         finally:

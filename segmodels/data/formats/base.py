@@ -123,7 +123,3 @@ def decode_mask_image(data: bytes) -> np.ndarray:
 def read_file(path: Path) -> Callable[[], bytes]:
     """A loader returning the bytes of path."""
     return Path(path).read_bytes
-
-
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
