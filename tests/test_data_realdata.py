@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from PIL import Image
 
 from segmodels.data import DataValidationError, SegmentationDataset, prepare_dataset
@@ -64,12 +66,16 @@ def test_coco_export_gives_the_same_classes_per_pixel(polygons, at_most, tmp_pat
         assert differing <= (at_most if at_most >= 1 else at_most * labelled.sum()), (name, differing)
 
 
+def data_preset(name: str, *overrides: str) -> dict:
+    """Keyword arguments of prepare_dataset from `conf/data/<name>.yaml`, as the ingest step composes them."""
+    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf" / "data"), version_base=None):
+        return OmegaConf.to_container(compose(name, overrides=list(overrides)), resolve=True)
+
+
 def test_camvid_grey_masks_with_unlabelled_ignored(tmp_path):
-    prepared = prepare_dataset(
-        REALDATA / "camvid", tmp_path / "out", classes_file="class_names.txt", ignore_classes=["Unlabelled"],
-        options={"images_dir": "val", "masks_dir": "valannot"},
-    )
+    prepared = prepare_dataset(REALDATA / "camvid", tmp_path / "out", **data_preset("camvid"))
     assert prepared.info.num_classes == 11 and prepared.info.class_names[-1] == "Bicyclist"
+    assert prepared.info.colors[4] == (60, 40, 222)
     assert prepared.stats.num_images == 101 and not prepared.report
     assert prepared.stats.pixels[11] == 0 and prepared.stats.pixels[255] > 0  # 11 became ignore
     image, mask = SegmentationDataset(prepared.root, "val")[0]
@@ -78,9 +84,9 @@ def test_camvid_grey_masks_with_unlabelled_ignored(tmp_path):
 
 def test_isbi_binary_masks_mapped_by_config(tmp_path):
     source = REALDATA / "isbi2012" / "data" / "membrane" / "train"
-    prepared = prepare_dataset(
-        source, tmp_path / "out", classes=["membrane", "cell"], mask_values={255: 1}, options={"images_dir": "image", "masks_dir": "label"}
-    )
+    kwargs = data_preset("binary", "classes=[membrane,cell]", "options.images_dir=image", "options.masks_dir=label")
+    prepared = prepare_dataset(source, tmp_path / "out", **kwargs)
+    assert prepared.info.class_names == ["membrane", "cell"]
     assert prepared.stats.num_images == 30 and prepared.stats.pixels[255] == 0
     assert prepared.stats.pixels[1] > prepared.stats.pixels[0] > 0
     image, _ = SegmentationDataset(prepared.root, "train")[0]
@@ -88,12 +94,11 @@ def test_isbi_binary_masks_mapped_by_config(tmp_path):
 
 
 def test_human_seg_size_mismatches_are_named_and_resized_only_on_request(tmp_path):
-    options = {"images_dir": "Training_Images", "masks_dir": "Ground_Truth"}
-    kwargs = dict(classes=["background", "person"], mask_values={255: 1}, options=options)
+    kwargs = data_preset("binary", "options.images_dir=Training_Images", "options.masks_dir=Ground_Truth")
     with pytest.raises(DataValidationError) as caught:
         prepare_dataset(REALDATA / "human_seg", tmp_path / "out", **kwargs)
     issues = caught.value.report.issues
     assert len(issues) == 198 and all("size mismatch" in issue.reason for issue in issues)
     assert all(issue.file.startswith(str(REALDATA / "human_seg" / "Ground_Truth")) for issue in issues)
-    resized = prepare_dataset(REALDATA / "human_seg", tmp_path / "out", resize_masks=True, **kwargs)
+    resized = prepare_dataset(REALDATA / "human_seg", tmp_path / "out", **{**kwargs, "resize_masks": True})
     assert resized.stats.num_images == 290 and not resized.report

@@ -46,6 +46,7 @@ class DatasetInfo:
             "ignore_index": self.ignore_index,
             "classes": [spec.to_dict() for spec in self.classes],
             "splits": {split: int(self.splits.get(split, 0)) for split in SPLITS},
+            "num_images": sum(int(self.splits.get(split, 0)) for split in SPLITS),
         }
         document.update(self.extra)
         return document
@@ -69,7 +70,7 @@ def load_dataset_info(root: Path) -> DatasetInfo:
         raise DataValidationError(f"{path}: invalid YAML ({error.__class__.__name__})") from None
     if not isinstance(document, dict) or "classes" not in document:
         raise DataValidationError(f"{path}: no `classes` list")
-    known = {"name", "num_classes", "ignore_index", "classes", "splits"}
+    known = {"name", "num_classes", "ignore_index", "classes", "splits", "num_images"}
     return DatasetInfo(
         name=str(document.get("name") or Path(root).name),
         classes=tuple(parse_classes(document["classes"])),

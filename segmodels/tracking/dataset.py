@@ -128,5 +128,5 @@ def log_ingest(result) -> None:
     mlflow.log_dict(result.info.to_dict(), f"{ARTIFACT_DIR}/dataset.yaml")
     if result.report:
         mlflow.log_text(result.report.to_csv(), f"{ARTIFACT_DIR}/validation_report.csv")
-        mlflow.log_text(result.report.to_text(), f"{ARTIFACT_DIR}/validation_report.txt")
+        mlflow.log_dict(result.report.to_dict(), f"{ARTIFACT_DIR}/validation_report.json")
     log_dataset_input(result.uri, result.commit_id, result.info, result.stats, context="ingest")
