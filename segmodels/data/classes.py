@@ -75,11 +75,8 @@ def check_classes(specs: list[ClassSpec]) -> list[ClassSpec]:
     return sorted(specs, key=lambda spec: spec.id)
 
 
-def read_class_file(path: Path) -> tuple[list[ClassSpec], list[str]]:
-    """Classes from a YAML file (`classes:` list) or a text file (one name a line, labelme's `__ignore__` skipped).
-
-    Returns the specs and the names that mark ignored pixels.
-    """
+def read_class_file(path: Path) -> list[ClassSpec]:
+    """Classes from a YAML file (`classes:` list) or a text file (one name a line, labelme's `__ignore__` skipped)."""
     path = Path(path)
     if not path.is_file():
         raise DataValidationError(f"{path}: class file not found")
@@ -88,10 +85,9 @@ def read_class_file(path: Path) -> tuple[list[ClassSpec], list[str]]:
         entries = document.get("classes") if isinstance(document, Mapping) else document
         if not entries:
             raise DataValidationError(f"{path}: no `classes` list")
-        return parse_classes(entries), []
+        return parse_classes(entries)
     names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    ignored = [name for name in names if name in IGNORE_NAMES]
-    return parse_classes([name for name in names if name not in IGNORE_NAMES]), ignored
+    return parse_classes([name for name in names if name not in IGNORE_NAMES])
 
 
 def find_class_file(*folders: Path) -> Path | None:

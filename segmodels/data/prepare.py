@@ -88,8 +88,8 @@ def prepare_dataset(
     with tempfile.TemporaryDirectory(prefix="segmodels-source-") as scratch:
         root = resolve_source(source, Path(download_dir or scratch), lakefs=lakefs, s3_endpoint_url=s3_endpoint_url)
         reader = create_reader(root, format, **dict(options or {}))
-        declared, ignored_names = _declared_classes(reader, classes, classes_file, root)
-        value_map = _value_map(reader, declared, ignored_names, ignore_classes, ignore_index, mask_values)
+        declared = _declared_classes(reader, classes, classes_file, root)
+        value_map = _value_map(reader, declared, ignore_classes, ignore_index, mask_values)
         if declared is not None:
             declared = [spec for spec in declared if spec.name not in set(ignore_classes)]
         encoder = MaskEncoder(declared, ignore_index, value_map)
@@ -112,9 +112,11 @@ def prepare_dataset(
                     continue
                 report.accepted += 1
                 if entry:
-                        stats.add(entry["split"], entry["width"], entry["height"], {int(k): v for k, v in entry["pixels"].items()})
+                    stats.add(entry["split"], entry["width"], entry["height"], {int(k): v for k, v in entry["pixels"].items()})
             if report and on_error == "fail":
-                raise DataValidationError(f"{redact(source)}: {len(report)} bad file(s); nothing was ingested", report)
+                raise DataValidationError(
+                    f"{redact(source)}: {len(report)} bad file(s), data set refused (on_error=skip keeps the good files)", report
+                )
             if not stats.num_images:
                 raise DataValidationError(f"{redact(source)}: empty data set (no valid image/mask pair found)", report)
             info = _dataset_info(name or _default_name(source, root), declared, ignore_index, stats, reader.name)
@@ -126,16 +128,17 @@ def prepare_dataset(
     return PreparedDataset(Path(out_dir), info, report, stats, reused=writer.reused)
 
 
-def _declared_classes(reader, classes, classes_file, root: Path) -> tuple[list[ClassSpec] | None, list[str]]:
+def _declared_classes(reader, classes, classes_file, root: Path) -> list[ClassSpec] | None:
+    """Classes given in config, else in a named class file, else declared by the source itself (or None)."""
     if classes is not None:
-        return parse_classes(classes), []
+        return parse_classes(classes)
     if classes_file:
         path = Path(classes_file)
         return read_class_file(path if path.is_absolute() else root / path)
-    return reader.classes(), []
+    return reader.classes()
 
 
-def _value_map(reader, declared, ignored_names, ignore_classes, ignore_index, mask_values) -> dict[int, int]:
+def _value_map(reader, declared, ignore_classes, ignore_index, mask_values) -> dict[int, int]:
     """Raw value -> class id: the format's ignore values, classes named ignored, then the user's mask_values."""
     value_map = {int(v): int(ignore_index) for v in reader.ignore_values()}
     by_name = {spec.name: spec.id for spec in declared or ()}
@@ -197,7 +200,7 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
     cached = writer.reuse(sample.name, fingerprint, split) if writing else None
     if cached:
         return cached
-    width, height, extension = _check_image(sample.image_ref, image_bytes, sample.image_ref)
+    width, height, extension = _check_image(sample.image_ref, image_bytes)
     try:
         raw = sample.decode_mask(annotation)
     except AnnotationError as error:
@@ -226,14 +229,14 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
     return writer.write(sample.name, fingerprint, split, outputs, details)
 
 
-def _check_image(file: str, data: bytes, source_name: str) -> tuple[int, int, str]:
+def _check_image(file: str, data: bytes) -> tuple[int, int, str]:
     """(width, height, file extension) of a fully decodable image; SampleError otherwise."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             if image.mode not in ("RGB", "L", "P", "RGBA", "LA", "I;16", "I", "CMYK", "YCbCr", "1", "PA"):
                 raise SampleError(file, f"unsupported image mode {image.mode}")
-            extension = IMAGE_EXTENSIONS.get(image.format) or Path(source_name).suffix.lower() or ".img"
+            extension = IMAGE_EXTENSIONS.get(image.format) or Path(file).suffix.lower() or ".img"
             return image.width, image.height, extension
     except SampleError:
         raise

@@ -46,7 +46,7 @@ class FolderReader(SourceReader):
 
     def classes(self) -> list[ClassSpec] | None:
         path = find_class_file(self.root)
-        return read_class_file(path)[0] if path else None
+        return read_class_file(path) if path else None
 
     def samples(self) -> list[Sample]:
         if not self.images_dir.is_dir():

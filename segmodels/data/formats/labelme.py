@@ -50,7 +50,7 @@ class LabelmeReader(SourceReader):
     def classes(self) -> list[ClassSpec]:
         if self._classes is None:
             if self.labels_file:
-                self._classes = read_class_file(self.labels_file)[0]
+                self._classes = read_class_file(self.labels_file)
             else:
                 self._classes = parse_classes([BACKGROUND_LABEL, *sorted(self._labels_seen() - {BACKGROUND_LABEL, IGNORE_LABEL})])
         return self._classes

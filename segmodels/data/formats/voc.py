@@ -52,7 +52,7 @@ class VOCReader(SourceReader):
 
     def classes(self) -> list[ClassSpec]:
         path = find_class_file(self.root)
-        return read_class_file(path)[0] if path else parse_classes(VOC_CLASSES)
+        return read_class_file(path) if path else parse_classes(VOC_CLASSES)
 
     def ignore_values(self) -> tuple[int, ...]:
         return (255,)
