@@ -197,3 +197,13 @@ def test_unknown_format_and_option_are_named(demo, tmp_path):
         prepare_dataset(demo, tmp_path / "out", format="nope")
     with pytest.raises(DataValidationError, match=r"unknown option\(s\) \['colour'\]"):
         prepare_dataset(demo, tmp_path / "out", format="folder", options={"colour": 1})
+
+
+def test_truncated_jpeg_is_refused(demo, tmp_path):
+    image = Image.open(demo / "images" / "demo_00000.png").convert("RGB")
+    (demo / "images" / "demo_00000.png").unlink()
+    image.save(demo / "images" / "demo_00000.jpg", quality=90)
+    data = (demo / "images" / "demo_00000.jpg").read_bytes()
+    (demo / "images" / "demo_00000.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataValidationError, match=r"demo_00000.jpg: corrupt or unreadable image \(OSError: image file is truncated"):
+        prepare_dataset(demo, tmp_path / "out")
