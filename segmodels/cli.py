@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import signal
 import sys
 from pathlib import Path
@@ -17,10 +16,10 @@ def serve_lakefs(args: argparse.Namespace) -> None:
     """Run the embedded lakeFS-compatible server in the foreground until interrupted."""
     from segmodels.lakefs_server import create_server
 
-    access_key_id = os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID") or "AKIA" + secrets.token_hex(8).upper()
-    secret_access_key = os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY") or secrets.token_urlsafe(30)
+    # keys from lakectl's variables when set, else those kept in (or created for) the data dir
     server = create_server(Path(args.data_dir), host=args.host, port=args.port,
-                           access_key_id=access_key_id, secret_access_key=secret_access_key)
+                           access_key_id=os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID"),
+                           secret_access_key=os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"))
     print(f"lakeFS-compatible server on {server.endpoint} (data in {Path(args.data_dir).resolve()})")
     print("point segmodels, lakectl or any lakeFS client at it with:")
     print(f"  export LAKECTL_SERVER_ENDPOINT_URL={server.endpoint}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -25,19 +26,33 @@ def default_config_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "conf"
 
 
+HYDRA_SPECIAL = re.compile(r"[\s=,'\"\[\]{}()\\]")
+
+
+def hydra_value(value: str) -> str:
+    """``value`` as Hydra override syntax: as is when plain, else a quoted string literal."""
+    if not HYDRA_SPECIAL.search(value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def split_overrides(args: Sequence[str], free_overrides: str = "") -> list[str]:
-    """Hydra overrides from ``key=value`` arguments and a free-form override string.
+    """Hydra overrides from ``key=value`` arguments (values taken literally, as MLflow passes
+    params) and a free-form string of Hydra overrides.
 
     An argument with an empty value (``lr=``) means "keep the config's default" and is dropped:
     MLproject parameters default to empty so that ``conf/`` stays the single source of defaults.
     """
     overrides = []
-    for arg in list(args) + shlex.split(free_overrides or ""):
+    for arg in args:
         key, sep, value = arg.partition("=")
         if not sep:
             raise ConfigError(f"override {arg!r} is not of the form key=value")
-        if value == "":
-            continue
+        if value != "":
+            overrides.append(f"{key}={hydra_value(value)}")
+    for arg in shlex.split(free_overrides or ""):
+        if "=" not in arg:
+            raise ConfigError(f"override {arg!r} is not of the form key=value")
         overrides.append(arg)
     return overrides
 

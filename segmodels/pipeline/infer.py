@@ -14,6 +14,8 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from segmodels.data import load_dataset_info
+from segmodels.inference import predict
+from segmodels.inference.pyfunc import SegmentationPyfunc
 from segmodels.metrics import ConfusionMatrix
 from segmodels.pipeline import StepError
 from segmodels.pipeline.refs import pin_data_ref
@@ -36,6 +38,14 @@ def split_images(data_root: Path, split: str) -> list[Path]:
     return images
 
 
+def load_segmentation_model(model_uri: str):
+    """The torch model and its package spec behind an MLflow model URI of a segmodels pyfunc model."""
+    wrapper = mlflow.pyfunc.load_model(model_uri).unwrap_python_model()
+    if not isinstance(wrapper, SegmentationPyfunc):
+        raise StepError(f"model_uri={model_uri!r} is not a segmodels segmentation model")
+    return wrapper.model, wrapper.spec
+
+
 def run(cfg: DictConfig) -> Path:
     """Predict every image of ``cfg.split`` and return the output folder."""
     lakefs = connect()
@@ -44,7 +54,7 @@ def run(cfg: DictConfig) -> Path:
         mlflow.log_param("data_commit", data.ref)
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
                          lineage.TAG_DATA_URI: str(data)})
-        model = mlflow.pyfunc.load_model(cfg.model_uri)
+        model, spec = load_segmentation_model(cfg.model_uri)
         data_root = lakefs.download_prefix(data.repo, data.ref, data.path)
         info = load_dataset_info(data_root)
         out = Path(cfg.output_dir).resolve()
@@ -53,24 +63,15 @@ def run(cfg: DictConfig) -> Path:
 
         total = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
         rows = []
-        for image_path in split_images(data_root, cfg.split):
-            image = np.asarray(Image.open(image_path).convert("RGB"))
-            mask = np.asarray(model.predict(image[None])[0], dtype=np.uint8)
-            Image.fromarray(mask).save(out / "masks" / f"{image_path.stem}.png")
-            Image.fromarray(overlay(image, mask, info.colors, alpha=cfg.overlay_alpha)).save(
-                out / "overlays" / f"{image_path.stem}.png")
-            row = {"image": image_path.relative_to(data_root).as_posix()}
-            truth_path = data_root / "masks" / image_path.parent.name / f"{image_path.stem}.png"
-            if truth_path.is_file():
-                truth = torch.from_numpy(np.asarray(Image.open(truth_path), dtype=np.int64))
-                one = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
-                one.update(torch.from_numpy(mask.astype(np.int64)), truth)
-                total.update(torch.from_numpy(mask.astype(np.int64)), truth)
-                row.update({key: one.compute()[key] for key in ("miou", "pixel_accuracy")})
-            rows.append(row)
+        paths = split_images(data_root, cfg.split)
+        for start in range(0, len(paths), cfg.batch_size):
+            batch = paths[start:start + cfg.batch_size]
+            images = [np.asarray(Image.open(path).convert("RGB")) for path in batch]
+            for path, image, mask in zip(batch, images, predict(model, spec, images, batch_size=cfg.batch_size)):
+                rows.append(write_prediction(path, image, mask, data_root, out, info, cfg.overlay_alpha, total))
 
         with open(out / "metrics.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=sorted({key for row in rows for key in row}, key=str))
+            writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
             writer.writeheader()
             writer.writerows(rows)
         mlflow.log_artifact(str(out / "metrics.csv"))
@@ -82,3 +83,21 @@ def run(cfg: DictConfig) -> Path:
         mlflow.set_tag("segmodels.output_dir", str(out))
         log.info("wrote %d masks and overlays to %s", len(rows), out)
         return out
+
+
+def write_prediction(path: Path, image: np.ndarray, mask: np.ndarray, data_root: Path, out: Path, info,
+                     alpha: float, total: ConfusionMatrix) -> dict:
+    """Write one image's mask and overlay; score it (and add it to ``total``) when ground truth exists."""
+    Image.fromarray(mask).save(out / "masks" / f"{path.stem}.png")
+    Image.fromarray(overlay(image, mask, info.colors, alpha=alpha)).save(out / "overlays" / f"{path.stem}.png")
+    row = {"image": path.relative_to(data_root).as_posix()}
+    truth_path = data_root / "masks" / path.parent.name / f"{path.stem}.png"
+    if truth_path.is_file():
+        truth = torch.from_numpy(np.asarray(Image.open(truth_path), dtype=np.int64))
+        predicted = torch.from_numpy(mask.astype(np.int64))
+        one = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
+        one.update(predicted, truth)
+        total.update(predicted, truth)
+        scores = one.compute()
+        row.update({"miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"]})
+    return row

@@ -34,7 +34,7 @@ def run(cfg: DictConfig) -> str:
         commit, _ = lineage.git_commit()
         result = ingest(
             source, lakefs, repo, branch, cfg.lakefs.data_prefix,
-            on_error=cfg.on_error, split_seed=cfg.split_seed, work_dir=Path(work) / "prepared",
+            on_error=cfg.on_error, split_seed=cfg.split_seed,
             commit_metadata={"mlflow_run_id": active.info.run_id, "source": str(cfg.source),
                              "git_commit": commit or "unknown"},
             **OmegaConf.to_container(cfg.data, resolve=True),

@@ -80,17 +80,13 @@ def run(cfg: DictConfig) -> None:
     export_lakefs_settings()
     chain = Chain(Path.cwd(), env_manager)
     with lineage.step_run("main", cfg):
-        ingested = chain.run_step("ingest", {"source": cfg.source, "repo": cfg.repo, "branch": cfg.branch})
+        repo = {"repo": cfg.repo}
+        ingested = chain.run_step("ingest", {**repo, **cfg.ingest})
         data_uri = ingested[lineage.TAG_DATA_URI]
-        trained = chain.run_step("train", {
-            "data_ref": data_uri, "model": cfg.model, "lr": cfg.lr, "epochs": cfg.epochs,
-            "batch_size": cfg.batch_size, "image_size": cfg.image_size, "overrides": cfg.overrides})
-        registered = chain.run_step("register", {
-            "run_id": trained["run_id"], "model_name": cfg.model_name, "metric": cfg.metric,
-            "threshold": cfg.threshold, "alias": cfg.alias})
+        trained = chain.run_step("train", {**repo, **cfg.train, "data_ref": data_uri})
+        registered = chain.run_step("register", {**cfg.register, "run_id": trained["run_id"]})
         model_uri = f"models:/{registered[lineage.TAG_MODEL_NAME]}/{registered[lineage.TAG_MODEL_VERSION]}"
-        inferred = chain.run_step("infer", {"model_uri": model_uri, "data_ref": data_uri,
-                                            "output_dir": cfg.output_dir})
+        inferred = chain.run_step("infer", {**repo, **cfg.infer, "model_uri": model_uri, "data_ref": data_uri})
         mlflow.set_tags({lineage.TAG_DATA_URI: data_uri, lineage.TAG_MODEL_URI: trained[lineage.TAG_MODEL_URI],
                          lineage.TAG_TRAIN_RUN: trained["run_id"],
                          lineage.TAG_MODEL_NAME: registered[lineage.TAG_MODEL_NAME],

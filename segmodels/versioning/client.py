@@ -108,7 +108,8 @@ class LakeFS:
     # -- repositories, branches, commits ---------------------------------------------------------------------
     def ensure_repository(self, repo: str, default_branch: str = "main", storage_namespace: str | None = None
                           ) -> None:
-        """Create ``repo`` unless it exists (storage namespace from the server's default prefix)."""
+        """Create ``repo`` unless it exists. Its storage namespace is ``<prefix>/<repo>`` where the prefix is
+        ``$SEGMODELS_STORAGE_NAMESPACE`` (e.g. ``s3://lakefs-data`` on a real lakeFS) or the server's default."""
         try:
             self._call(f"get repository {repo!r}", self.sdk.repositories_api.get_repository, repo)
             return
@@ -116,8 +117,10 @@ class LakeFS:
             if exc.status != 404:
                 raise
         if storage_namespace is None:
-            storage = self._call("get storage config", self.sdk.config_api.get_config).storage_config
-            prefix = (storage.default_namespace_prefix if storage else None) or "local://"
+            prefix = os.environ.get("SEGMODELS_STORAGE_NAMESPACE")
+            if not prefix:
+                storage = self._call("get storage config", self.sdk.config_api.get_config).storage_config
+                prefix = (storage.default_namespace_prefix if storage else None) or "local://"
             storage_namespace = prefix.rstrip("/") + "/" + repo if not prefix.endswith("://") else prefix + repo
         creation = lakefs_sdk.RepositoryCreation(name=repo, storage_namespace=storage_namespace,
                                                  default_branch=default_branch)
