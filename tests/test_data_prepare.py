@@ -205,5 +205,5 @@ def test_truncated_jpeg_is_refused(demo, tmp_path):
     image.save(demo / "images" / "demo_00000.jpg", quality=90)
     data = (demo / "images" / "demo_00000.jpg").read_bytes()
     (demo / "images" / "demo_00000.jpg").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataValidationError, match=r"demo_00000.jpg: corrupt or unreadable image \(OSError: image file is truncated"):
+    with pytest.raises(DataValidationError, match=r"demo_00000.jpg: corrupt or unreadable image \(OSError: "):
         prepare_dataset(demo, tmp_path / "out")
