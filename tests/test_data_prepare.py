@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 
 import numpy as np
 import pytest
@@ -73,6 +74,10 @@ def test_prepare_is_byte_stable_and_incremental(demo, tmp_path):
     assert again.reused == 30 and tree_digest(again.root) == before
     fresh = prepare_dataset(demo, tmp_path / "fresh")
     assert tree_digest(fresh.root) == before
+    # a touched but unchanged file is recognised by its content
+    os.utime(demo / "images" / "demo_00002.png", ns=(1, 1))
+    touched = prepare_dataset(demo, tmp_path / "out", cache_file=cache)
+    assert touched.reused == 30 and tree_digest(touched.root) == before
     # change one mask: only that sample is redone
     mask_path = demo / "masks" / "demo_00004.png"
     mask = np.asarray(Image.open(mask_path)).copy()

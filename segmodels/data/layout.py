@@ -1,7 +1,8 @@
 """Writer of the normalised layout (images/<split>/, masks/<split>/, manifest.csv, dataset.yaml), incremental.
 
-A cache file beside the layout remembers, per sample, the fingerprint of its source bytes and the files written
-for it, so re-preparing unchanged data reads each source file once and decodes nothing.
+A cache file beside the layout remembers, per sample, the stat signature and content fingerprint of its source
+files and the files written for it, so re-preparing unchanged data decodes nothing, and reads nothing when the
+source files' sizes and modification times are as before.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from segmodels.data.errors import DataValidationError
 from segmodels.data.info import DATASET_FILE, MANIFEST_FILE, DatasetInfo, write_dataset_info
 
 LAYOUT_ENTRIES = {"images", "masks", DATASET_FILE, MANIFEST_FILE}
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -63,10 +64,16 @@ class LayoutWriter:
             return {}
         return document.get("samples", {})
 
-    def reuse(self, name: str, fingerprint: str, split: str) -> dict | None:
-        """The cached entry of an unchanged sample whose files are still in place (then recorded as written), else None."""
+    def reuse(self, name: str, split: str, *, fingerprint: str | None = None, signature: list | None = None) -> dict | None:
+        """The cached entry of an unchanged sample whose files are still in place (then recorded as written), else None.
+
+        Unchanged means: same source stat `signature` (size and mtime of its source files: nothing read), or same
+        content `fingerprint` (the signature is then refreshed).
+        """
         entry = self._previous.get(name)
-        if not entry or entry["fingerprint"] != fingerprint or entry["split"] != split:
+        if not entry or entry["split"] != split:
+            return None
+        if not ((signature and entry.get("signature") == signature) or (fingerprint and entry["fingerprint"] == fingerprint)):
             return None
         for path, _, size, _, mtime_ns in entry["files"]:
             try:
@@ -75,12 +82,14 @@ class LayoutWriter:
                 return None
             if status.st_size != size or status.st_mtime_ns != mtime_ns:
                 return None
+        entry = {**entry, "signature": signature}
         self._record(name, entry)
         self.reused += 1
         return entry
 
-    def write(self, name: str, fingerprint: str, split: str, outputs: list[tuple[str, str, bytes]], details: dict) -> dict:
-        """Write a sample's files, given as (kind, relative path, bytes); `details` is cached with them (stats)."""
+    def write(self, name: str, split: str, outputs: list[tuple[str, str, bytes]], details: dict) -> dict:
+        """Write a sample's files, given as (kind, relative path, bytes); `details` (fingerprint, signature, stats)
+        are cached with them."""
         files = []
         for kind, relative, data in outputs:
             target = self.root / relative
@@ -89,7 +98,7 @@ class LayoutWriter:
             temporary.write_bytes(data)
             os.replace(temporary, target)
             files.append([relative, sha256_hex(data), len(data), kind, target.stat().st_mtime_ns])
-        entry = {"fingerprint": fingerprint, "split": split, "files": files, **details}
+        entry = {"split": split, "files": files, **details}
         self._record(name, entry)
         return entry
 

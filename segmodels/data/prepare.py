@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import tempfile
 from collections import Counter
@@ -188,6 +189,10 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
     """Validate one sample and (when writing) put it into the layout; raises SampleError naming the bad file."""
     if sample.mask_ref is None:
         raise SampleError(sample.image_ref, "missing mask: no annotation for this image")
+    signature = file_signature(sample.files)
+    cached = writer.reuse(sample.name, split, signature=signature) if writing and signature else None
+    if cached:
+        return cached
     try:
         image_bytes = sample.image_bytes()
     except OSError as error:
@@ -197,7 +202,7 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
     except OSError as error:
         raise SampleError(sample.mask_ref, f"unreadable mask ({error.strerror or error})") from None
     fingerprint = hashlib.sha256(hashlib.sha256(image_bytes).digest() + hashlib.sha256(annotation).digest()).hexdigest()
-    cached = writer.reuse(sample.name, fingerprint, split) if writing else None
+    cached = writer.reuse(sample.name, split, fingerprint=fingerprint, signature=signature) if writing else None
     if cached:
         return cached
     width, height, extension = _check_image(sample.image_ref, image_bytes)
@@ -221,12 +226,27 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
     if not writing:
         return {}
     counts = np.bincount(mask.ravel(), minlength=256)
-    details = {"width": width, "height": height, "pixels": {str(i): int(counts[i]) for i in np.flatnonzero(counts)}}
+    details = {
+        "fingerprint": fingerprint, "signature": signature,
+        "width": width, "height": height, "pixels": {str(i): int(counts[i]) for i in np.flatnonzero(counts)},
+    }
     outputs = [
         ("image", f"images/{split}/{sample.name}{extension}", image_bytes),
         ("mask", f"masks/{split}/{sample.name}.png", encode_png(mask)),
     ]
-    return writer.write(sample.name, fingerprint, split, outputs, details)
+    return writer.write(sample.name, split, outputs, details)
+
+
+def file_signature(files: tuple[Path, ...]) -> list | None:
+    """[[path, size, mtime_ns], ...] of a sample's source files, or None when it has none or one is missing."""
+    signature = []
+    for path in files:
+        try:
+            status = os.stat(path)
+        except OSError:
+            return None
+        signature.append([str(path), status.st_size, status.st_mtime_ns])
+    return signature or None
 
 
 def _check_image(file: str, data: bytes) -> tuple[int, int, str]:

@@ -25,7 +25,8 @@ class Sample:
 
     `annotation_bytes` returns the raw annotation (a mask file, or a canonical encoding of shapes) and is
     what change detection hashes; `decode_mask` turns those bytes into a raw mask array ([H,W] values, or
-    [H,W,3] colours). `mask_ref` is None when the source has no mask for the image.
+    [H,W,3] colours). `mask_ref` is None when the source has no mask for the image. `files`, when given, must
+    list every file the sample's bytes come from: unchanged sizes and times then mean an unchanged sample.
     """
 
     name: str
@@ -35,6 +36,7 @@ class Sample:
     annotation_bytes: Callable[[], bytes]
     decode_mask: Callable[[bytes], np.ndarray]
     split: str | None = None
+    files: tuple[Path, ...] = ()  # every local file the sample is read from, when known (lets re-reads be skipped)
 
 
 class SourceReader(ABC):

@@ -142,6 +142,7 @@ class COCOReader(SourceReader):
             annotation_bytes=lambda: encoded,
             decode_mask=self._paint,
             split=split_of(path),
+            files=(image_path, path),
         )
 
     def _image_path(self, annotation_file: Path, file_name: str) -> Path:

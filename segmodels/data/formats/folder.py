@@ -68,6 +68,7 @@ class FolderReader(SourceReader):
                     annotation_bytes=read_file(mask),
                     decode_mask=decode_mask_image,
                     split=split,
+                    files=(image, mask),
                 )
             )
         self._orphans = [Issue(str(mask), "extra mask: no image matches it") for mask in sorted(masks - expected_masks)]

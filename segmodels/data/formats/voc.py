@@ -79,6 +79,7 @@ class VOCReader(SourceReader):
                     annotation_bytes=read_file(mask) if mask else bytes,
                     decode_mask=decode_mask_image,
                     split=split,
+                    files=(image, mask) if mask else (),
                 )
             )
         return samples
