@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import lakefs_sdk
+from lakefs_sdk.client import LakeFSClient
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
@@ -50,14 +51,14 @@ class Chain:
         return subprocess.run([sys.executable, f"steps/{name}.py", *overrides], cwd=PROJECT, env=self.env,
                               capture_output=True, text=True, timeout=600)
 
-    def lakefs_client(self) -> lakefs_sdk.LakeFSClient:
+    def lakefs_client(self) -> LakeFSClient:
         """An sdk client for the embedded server the chain started."""
         state = json.loads((self.home / "lakefs" / "server.json").read_text())
         credentials = json.loads((self.home / "lakefs" / "credentials.json").read_text())
         config = lakefs_sdk.Configuration(host=f"{state['endpoint'].rstrip('/')}/api/v1",
                                           username=credentials["access_key_id"],
                                           password=credentials["secret_access_key"])
-        return lakefs_sdk.LakeFSClient(config)
+        return LakeFSClient(config)
 
     def stop_server(self) -> None:
         state_file = self.home / "lakefs" / "server.json"
