@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -14,7 +13,7 @@ from segmodels.pipeline import STEPS, run_step_cli
 
 def serve_lakefs(args: argparse.Namespace) -> None:
     """Run the embedded lakeFS-compatible server in the foreground until interrupted."""
-    from segmodels.lakefs_server import create_server
+    from segmodels.lakefs_server import create_server, serve_until_stopped
 
     # keys from lakectl's variables when set, else those kept in (or created for) the data dir
     server = create_server(Path(args.data_dir), host=args.host, port=args.port,
@@ -25,11 +24,7 @@ def serve_lakefs(args: argparse.Namespace) -> None:
     print(f"  export LAKECTL_SERVER_ENDPOINT_URL={server.endpoint}")
     print(f"  export LAKECTL_CREDENTIALS_ACCESS_KEY_ID={server.access_key_id}")
     print(f"  export LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY={server.secret_access_key}", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: server.shutdown())
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+    serve_until_stopped(server, Path(args.data_dir))
 
 
 def build_parser() -> argparse.ArgumentParser:

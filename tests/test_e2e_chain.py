@@ -75,10 +75,11 @@ def chain(tmp_path_factory):
     sandbox = Chain(root)
     sandbox.source = generate_demo_dataset(root / "source", num_images=24, image_size=32, seed=3)
     sandbox.predictions = root / "predictions"
+    mlflow.set_tracking_uri(sandbox.env["MLFLOW_TRACKING_URI"])
+    MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
     sandbox.result = sandbox.mlflow_run(
         "main", source=sandbox.source, epochs=1, image_size=32, batch_size=8, threshold=0.0,
         output_dir=sandbox.predictions, overrides="trainer.num_workers=0")
-    mlflow.set_tracking_uri(sandbox.env["MLFLOW_TRACKING_URI"])
     yield sandbox
     sandbox.stop_server()
     mlflow.set_tracking_uri(None)
@@ -121,6 +122,10 @@ def test_main_leaves_one_parent_with_four_finished_children(chain):
     assert train.data.tags[lineage.TAG_MODEL_URI].startswith(
         f"lakefs://segmodels/{train.data.tags[lineage.TAG_MODEL_COMMIT]}/models/{train.info.run_id}")
     assert any(a.path.startswith("config") for a in client.list_artifacts(train.info.run_id))
+    # the pinned data set shows under the ingest and train runs' data sets
+    for run in (ingest, train):
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert any(data_uri in item.dataset.source for item in inputs), run.data.tags[lineage.TAG_STEP]
 
 
 def test_lakefs_commits_name_the_runs_that_made_them(chain):
@@ -181,3 +186,18 @@ def test_bad_arguments_exit_non_zero_with_one_line(chain, step, overrides, reaso
     errors = [line for line in result.stderr.splitlines() if line.startswith(f"segmodels {step}: error:")]
     assert len(errors) == 1 and reason in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_no_secret_reaches_mlflow(chain):
+    secret = json.loads((chain.home / "lakefs" / "credentials.json").read_text())["secret_access_key"]
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    runs = client.search_runs([experiment.experiment_id])
+    assert runs
+    for run in runs:
+        assert secret not in json.dumps(run.data.params) + json.dumps(run.data.tags)
+        for artifact in client.list_artifacts(run.info.run_id, "config"):
+            text = Path(client.download_artifacts(run.info.run_id, artifact.path)).read_text()
+            assert secret not in text
+    stored = b"".join(path.read_bytes() for path in (chain.root).glob("mlflow.db*"))
+    assert secret.encode() not in stored

@@ -20,7 +20,8 @@ class Echo(mlflow.pyfunc.PythonModel):
 @pytest.fixture
 def tracking(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("register")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "register", artifact_location=(tmp_path / "artifacts").as_uri()))
     yield MlflowClient()
     mlflow.set_tracking_uri(None)
 

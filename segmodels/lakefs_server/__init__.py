@@ -3,6 +3,6 @@
 Run it with ``python -m segmodels.lakefs_server --data-dir DIR`` or :func:`create_server`.
 """
 
-from .server import EmbeddedLakeFSServer, create_server
+from .server import EmbeddedLakeFSServer, create_server, serve_until_stopped
 
-__all__ = ["EmbeddedLakeFSServer", "create_server"]
+__all__ = ["EmbeddedLakeFSServer", "create_server", "serve_until_stopped"]

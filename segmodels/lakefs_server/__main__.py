@@ -4,14 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import signal
 import sys
 from pathlib import Path
 
-from .server import create_server
-
-STATE_FILE = "server.json"
+from .server import create_server, serve_until_stopped
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,33 +25,8 @@ def main(argv: list[str] | None = None) -> int:
     except (RuntimeError, OSError, ValueError) as exc:
         print(f"lakefs_server: {exc}", file=sys.stderr)
         return 1
-    signal.signal(signal.SIGTERM, _interrupt)
-    state_file = args.data_dir / STATE_FILE
-    server.write_state_file(state_file)
-    logging.getLogger("segmodels.lakefs_server").info("serving %s on %s (pid %d)", args.data_dir, server.endpoint,
-                                                      os.getpid())
-    if args.idle_timeout > 0:
-        server.shutdown_when_idle(args.idle_timeout)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        _remove_own_state(state_file)
-        server.shutdown()
+    serve_until_stopped(server, args.data_dir, args.idle_timeout)
     return 0
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def _remove_own_state(state_file: Path) -> None:
-    try:
-        if f'"pid": {os.getpid()},' in state_file.read_text():
-            state_file.unlink()
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import fcntl
 import json
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -197,3 +198,37 @@ def create_server(data_dir, host: str = "127.0.0.1", port: int = 0, access_key_i
     else:
         credentials = Credentials(access_key_id, secret_access_key)
     return EmbeddedLakeFSServer(data_dir, host, port, credentials, fsync=fsync)
+
+
+STATE_FILE = "server.json"
+
+
+def serve_until_stopped(server, data_dir: Path, idle_timeout: float = 0.0) -> None:
+    """Serve in the foreground until SIGTERM, Ctrl-C or (when > 0) ``idle_timeout`` seconds without requests,
+    recording ``{pid, endpoint}`` in ``data_dir/server.json`` meanwhile so clients find the server."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    state_file = Path(data_dir) / STATE_FILE
+    server.write_state_file(state_file)
+    logging.getLogger("segmodels.lakefs_server").info("serving %s on %s (pid %d)", data_dir, server.endpoint,
+                                                      os.getpid())
+    if idle_timeout > 0:
+        server.shutdown_when_idle(idle_timeout)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _remove_own_state(state_file)
+        server.shutdown()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _remove_own_state(state_file: Path) -> None:
+    try:
+        if f'"pid": {os.getpid()},' in state_file.read_text():
+            state_file.unlink()
+    except OSError:
+        pass

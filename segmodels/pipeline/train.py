@@ -10,10 +10,12 @@ from pathlib import Path
 import mlflow
 from omegaconf import DictConfig
 
+from segmodels.data import load_dataset_info
 from segmodels.inference.pyfunc import log_pyfunc_model
 from segmodels.model_store import publish_model
 from segmodels.pipeline.refs import pin_data_ref
 from segmodels.tracking import lineage
+from segmodels.tracking.dataset import log_dataset_input
 from segmodels.tracking.training import MLflowTrainingLogger
 from segmodels.training import train
 from segmodels.versioning import connect
@@ -32,6 +34,7 @@ def run(cfg: DictConfig) -> str:
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
                          lineage.TAG_DATA_URI: str(data)})
         data_root = lakefs.download_prefix(data.repo, data.ref, data.path)
+        log_dataset_input(str(data), data.ref, load_dataset_info(data_root), context="training")
         result = train(cfg, data_root, Path(work), callbacks=[MLflowTrainingLogger()])
 
         commit, _ = lineage.git_commit()
