@@ -20,6 +20,24 @@ def image_size_of(cfg: Mapping) -> tuple[int, int]:
     return size[0], size[1]
 
 
+class RandomRot90(v2.Transform):
+    """Rotate image and mask together by a random multiple of 90 degrees (exact, no interpolation)."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = p
+
+    def make_params(self, flat_inputs: list) -> dict:
+        turns = int(torch.randint(1, 4, ())) if float(torch.rand(())) < self.p else 0
+        return {"turns": turns}
+
+    def transform(self, inpt, params: dict):
+        if not params["turns"] or not isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return inpt
+        turns = params["turns"] if inpt.shape[-1] == inpt.shape[-2] else 2  # keep non-square sizes
+        return tv_tensors.wrap(torch.rot90(inpt, turns, dims=(-2, -1)), like=inpt)
+
+
 def _train_augmentations(cfg: Mapping, size: tuple[int, int]) -> list:
     scale = cfg.get("scale")
     if scale is None:
@@ -31,6 +49,8 @@ def _train_augmentations(cfg: Mapping, size: tuple[int, int]) -> list:
         steps.append(v2.RandomHorizontalFlip(cfg.get("hflip", 0.5)))
     if cfg.get("vflip", 0.0):
         steps.append(v2.RandomVerticalFlip(cfg["vflip"]))
+    if cfg.get("rot90", 0.0):
+        steps.append(RandomRot90(cfg["rot90"]))
     if cfg.get("rotation", 0):
         steps.append(v2.RandomRotation(cfg["rotation"], fill={tv_tensors.Image: 0, tv_tensors.Mask: cfg.get(
             "ignore_index", 255)}))

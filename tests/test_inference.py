@@ -68,7 +68,9 @@ def test_pyfunc_logs_self_contained_model_with_signature(package, tmp_path):
     assert [m.shape for m in masks] == [(24, 36), (24, 36)]
     model, spec = load_package(package)
     np.testing.assert_array_equal(masks[0], predict(model, spec, [image])[0])
-    arrays = loaded.unwrap_python_model().predict(None, np.stack([image, image]))
-    np.testing.assert_array_equal(arrays[1], masks[0])
+    arrays = loaded.predict(pd.DataFrame({"image": [image, image.tolist()]}), params={"output_format": "array"})
+    np.testing.assert_array_equal(np.asarray(arrays["mask"][1]), masks[0])
+    unwrapped = loaded.unwrap_python_model().predict(None, np.stack([image, image]))
+    np.testing.assert_array_equal(unwrapped[1], masks[0])
     code_dir = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl"))
     assert (tmp_path / "dl" / "code" / "segmodels" / "models" / "package.py").is_file(), code_dir

@@ -61,3 +61,31 @@ def test_rerun_with_finished_checkpoint_resumes_without_training(tiny_data, tmp_
     first = train(compose_train(), tiny_data, tmp_path / "work")
     again = train(compose_train(), tiny_data, tmp_path / "work")
     assert again.history == first.history
+
+
+class StepCounter:
+    def __init__(self):
+        self.steps = []
+
+    def on_epoch_end(self, epoch, metrics, trainer):
+        self.steps.append((trainer.scheduler.last_epoch, trainer.steps_per_epoch, len(trainer.train_loader)))
+
+
+def test_gradient_accumulation_steps_the_optimizer_once_per_group(tiny_data, tmp_path):
+    counter = StepCounter()
+    train(compose_train(["trainer.batch_size=2", "trainer.accumulate_grad_batches=2"]), tiny_data, tmp_path / "w",
+          callbacks=[counter])
+    (after_first, per_epoch, batches), (after_second, _, _) = counter.steps
+    assert batches == 6 and per_epoch == 3  # 12 train images, batch 2, one optimizer step per 2 batches
+    assert (after_first, after_second) == (3, 6)
+
+
+def test_early_stopping_when_monitor_does_not_improve(tiny_data, tmp_path):
+    result = train(compose_train(["trainer.epochs=5", "optimizer.lr=0.0", "scheduler=constant",
+                                  "trainer.early_stopping_patience=2"]), tiny_data, tmp_path / "w")
+    assert len(result.history) == 3 and result.best_epoch == 0
+
+
+def test_unknown_monitor_is_named(tiny_data, tmp_path):
+    with pytest.raises(ValueError, match="trainer.monitor='val_nope'"):
+        train(compose_train(["trainer.monitor=val_nope"]), tiny_data, tmp_path / "w")

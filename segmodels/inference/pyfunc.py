@@ -11,11 +11,20 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mlflow.models import ModelSignature
+from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+
 import segmodels
 
 PACKAGE_ARTIFACT = "package"
 IMAGE_COLUMN = "image"
 MASK_COLUMN = "mask"
+OUTPUT_FORMATS = ("png", "array")
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN)]),  # base64 text, bytes or an array per row
+    outputs=Schema([ColSpec(AnyType(), MASK_COLUMN)]),
+    params=ParamSchema([ParamSpec("batch_size", "long", 8), ParamSpec("output_format", "string", "png")]),
+)
 
 
 def decode_image(value) -> np.ndarray:
@@ -44,9 +53,11 @@ def encode_png(array: np.ndarray) -> str:
 class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
     """Serves a segmodels package.
 
-    - ``pd.DataFrame`` with column ``image`` (base64 PNG/JPEG strings or bytes) -> ``pd.DataFrame`` with
-      column ``mask`` (base64 PNG of the class-id mask, same size as the image);
-    - a uint8 array [H,W,3] / [N,H,W,3] or a list of arrays -> a list of class-id masks [H,W].
+    - ``pd.DataFrame`` with column ``image`` holding base64 PNG/JPEG strings, bytes, or image arrays / nested
+      lists (JSON serving) -> ``pd.DataFrame`` with column ``mask``: the class-id mask at the image's size, as
+      base64 PNG (param ``output_format="png"``, the default) or as a uint8 array (``"array"``);
+    - a uint8 array [H,W,3] / [N,H,W,3] or a list of arrays (unwrapped model) -> a list of class-id masks [H,W].
+    Param ``batch_size`` (default 8) sets the inference batch.
     """
 
     def load_context(self, context) -> None:
@@ -57,13 +68,17 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input, params=None):
         from segmodels.inference import predict
 
-        batch_size = int((params or {}).get("batch_size", 8))
+        params = params or {}
+        batch_size = int(params.get("batch_size", 8))
         if isinstance(model_input, pd.DataFrame):
             if IMAGE_COLUMN not in model_input.columns:
                 raise ValueError(f"input DataFrame needs a column {IMAGE_COLUMN!r}, got {list(model_input.columns)}")
+            output_format = params.get("output_format", "png")
+            if output_format not in OUTPUT_FORMATS:
+                raise ValueError(f"output_format {output_format!r}: expected one of {OUTPUT_FORMATS}")
             images = [decode_image(v) for v in model_input[IMAGE_COLUMN]]
             masks = predict(self.model, self.spec, images, batch_size=batch_size)
-            return pd.DataFrame({MASK_COLUMN: [encode_png(m) for m in masks]})
+            return pd.DataFrame({MASK_COLUMN: [encode_png(m) if output_format == "png" else m for m in masks]})
         if isinstance(model_input, np.ndarray) and model_input.ndim == 4:
             images = list(model_input)
         elif isinstance(model_input, np.ndarray):
@@ -87,18 +102,13 @@ def log_pyfunc_model(package_dir: str | Path, name: str = "model", registered_mo
     from segmodels.models import load_spec
 
     package_dir = Path(package_dir)
-    spec = load_spec(package_dir)
-    example = _example_frame(spec)
-    model = SegmentationPyfunc()
-    model.load_context(type("Context", (), {"artifacts": {PACKAGE_ARTIFACT: str(package_dir)}})())
-    signature = mlflow.models.infer_signature(example, model.predict(None, example), params={"batch_size": 8})
     return mlflow.pyfunc.log_model(
         name=name,
-        python_model=model,
+        python_model=SegmentationPyfunc(),
         artifacts={PACKAGE_ARTIFACT: str(package_dir)},
         code_paths=[str(Path(segmodels.__file__).parent)],
-        signature=signature,
-        input_example=example,
+        signature=SIGNATURE,
+        input_example=_example_frame(load_spec(package_dir)),
         registered_model_name=registered_model_name,
         **log_kwargs,
     )

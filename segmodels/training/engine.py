@@ -316,6 +316,8 @@ class Trainer:
     def _result(self) -> TrainResult:
         if not self.history:
             raise RuntimeError(f"{self.work_dir}: no epoch was trained (trainer.epochs={self.epochs})")
+        if self.best_epoch < 0:
+            raise RuntimeError(f"{self.work_dir}: trainer.monitor={self.monitor!r} was NaN in every epoch")
         return TrainResult(package_dir=self.work_dir / BEST_DIR, best_metrics=dict(self.history[self.best_epoch]),
                            final_metrics=dict(self.history[-1]), history=[dict(h) for h in self.history],
                            best_epoch=self.best_epoch, final_package_dir=self.work_dir / FINAL_DIR)

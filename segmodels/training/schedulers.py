@@ -32,7 +32,7 @@ def one_cycle(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warm
     """One-cycle policy (Smith 2018) peaking at the optimizer's lr; the warm-up phase lasts ``warmup_epochs``
     when given, else ``pct_start`` of the run."""
     if warmup_epochs is not None:
-        pct_start = max(_warmup_steps(warmup_epochs, steps_per_epoch, total_steps), 1) / total_steps
+        pct_start = (_warmup_steps(warmup_epochs, steps_per_epoch, total_steps) + 1) / total_steps  # peak there
     return OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps,
                       pct_start=min(pct_start, 0.99), div_factor=div_factor, final_div_factor=final_div_factor)
 

@@ -1,0 +1,136 @@
+"""Throughput of the segmodels engine against a bare PyTorch loop on the same model, data and batch size,
+and of ``segmodels.inference.predict`` against a bare forward pass; prints ratios and peak RSS.
+
+    python benchmarks/train_throughput.py [--epochs 3] [--images 240] [hydra overrides...]
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from torch.utils.data import DataLoader
+
+from segmodels.data import SegmentationDataset, generate_demo_dataset, load_dataset_info, prepare_dataset
+from segmodels.inference import predict
+from segmodels.models import load_package
+from segmodels.training import seed_everything, train
+from segmodels.training.engine import _auto_workers
+from segmodels.transforms import build_transforms
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def bare_training(cfg, data_root: Path, epochs: int) -> list[float]:
+    """Images/s per epoch of a minimal loop: DataLoader(shuffle) -> forward -> CE -> backward -> AdamW step."""
+    seed_everything(int(cfg.seed))
+    info = load_dataset_info(data_root)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model = instantiate(cfg.model, num_classes=info.num_classes, _convert_="all").to(device)
+    dataset = SegmentationDataset(data_root, "train", build_transforms(cfg.transforms, True, model.mean, model.std))
+    workers = _auto_workers(cfg.trainer.num_workers)
+    loader = DataLoader(dataset, batch_size=int(cfg.trainer.batch_size), shuffle=True, drop_last=True,
+                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg.optimizer.lr))
+    criterion = torch.nn.CrossEntropyLoss(ignore_index=info.ignore_index)
+    rates = []
+    for _ in range(epochs):
+        model.train()
+        start, seen = time.perf_counter(), 0
+        for images, masks in loader:
+            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
+            loss = criterion(model(images), masks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            seen += images.shape[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(seen / (time.perf_counter() - start))
+    return rates
+
+
+def inference_rates(package_dir: Path, data_root: Path, batch_size: int, repeats: int) -> tuple[float, float]:
+    """(predict images/s, bare forward+argmax images/s) over the validation images."""
+    model, spec = load_package(package_dir)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    raw = SegmentationDataset(data_root, "val")
+    images = [raw[i][0].permute(1, 2, 0).numpy() for i in range(len(raw))]
+    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
+    std = torch.tensor(spec.std).view(1, 3, 1, 1)
+    tensors = [((raw[i][0].float() / 255)[None] - mean) / std for i in range(len(raw))]
+    batches = [torch.cat(tensors[i:i + batch_size]).to(device) for i in range(0, len(tensors), batch_size)]
+
+    def bare() -> None:
+        with torch.inference_mode():
+            for batch in batches:
+                model(batch).argmax(1).cpu()
+
+    def segmodels_predict() -> None:
+        predict(model, spec, images, batch_size=batch_size)
+
+    timings = {bare: [], segmodels_predict: []}
+    bare()
+    segmodels_predict()  # warm-up
+    for _ in range(repeats):  # interleaved so load changes hit both alike
+        for fn in (bare, segmodels_predict):
+            start = time.perf_counter()
+            fn()
+            timings[fn].append(time.perf_counter() - start)
+    return len(images) / min(timings[segmodels_predict]), len(images) / min(timings[bare])
+
+
+def peak_rss_mib() -> tuple[float, float]:
+    scale = 1024 if sys.platform != "darwin" else 1024 * 1024
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / scale / 1024
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / scale / 1024
+    return own, children
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3, help="epochs for each of engine and bare loop")
+    parser.add_argument("--images", type=int, default=240, help="demo images to generate")
+    parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of the demo")
+    parser.add_argument("--repeats", type=int, default=5, help="inference timing repeats")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides of conf/train.yaml")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data_root = args.data or prepare_dataset(generate_demo_dataset(tmp / "source", num_images=args.images),
+                                                 tmp / "data").root
+        overrides = [f"trainer.epochs={args.epochs}", "trainer.progress_bar=false", *args.overrides]
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
+            cfg = compose("train", overrides=overrides)
+        bare_rates = bare_training(cfg, data_root, args.epochs)
+        result = train(cfg, data_root, tmp / "work")
+        engine_rates = [h["train_images_per_s"] for h in result.history]
+        bare_after = bare_training(cfg, data_root, args.epochs)
+        # steady state: the first epoch (worker start-up, allocator warm-up) is left out of both
+        bare_rate = statistics.median(bare_rates[1:] + bare_after[1:] or bare_rates + bare_after)
+        engine_rate = statistics.median(engine_rates[1:] or engine_rates)
+        predict_rate, forward_rate = inference_rates(result.package_dir, data_root,
+                                                     int(cfg.trainer.batch_size), args.repeats)
+    own, children = peak_rss_mib()
+    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(f"device: {device}; model {cfg.model.name}/{cfg.model.get('encoder_name')}, batch {cfg.trainer.batch_size}, "
+          f"image {cfg.transforms.image_size}, {len(engine_rates)} epochs")
+    print(f"train  segmodels engine : {engine_rate:8.1f} images/s  (per epoch {[round(r, 1) for r in engine_rates]})")
+    print(f"train  bare PyTorch loop: {bare_rate:8.1f} images/s  (per epoch {[round(r, 1) for r in bare_rates + bare_after]})")
+    print(f"train  ratio engine/bare: {engine_rate / bare_rate:8.3f}  (goal >= 0.95)")
+    print(f"infer  segmodels predict: {predict_rate:8.1f} images/s")
+    print(f"infer  bare forward     : {forward_rate:8.1f} images/s")
+    print(f"infer  ratio predict/bare: {predict_rate / forward_rate:7.3f}  (goal >= 0.95)")
+    print(f"peak RSS: {own:.0f} MiB (this process), {children:.0f} MiB (largest child: DataLoader workers)")
+
+
+if __name__ == "__main__":
+    main()
