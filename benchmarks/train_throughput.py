@@ -28,33 +28,41 @@ from segmodels.transforms import build_transforms
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-def bare_training(cfg, data_root: Path, epochs: int) -> list[float]:
-    """Images/s per epoch of a minimal loop: DataLoader(shuffle) -> forward -> CE -> backward -> AdamW step."""
-    seed_everything(int(cfg.seed))
-    info = load_dataset_info(data_root)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    model = instantiate(cfg.model, num_classes=info.num_classes, _convert_="all").to(device)
-    dataset = SegmentationDataset(data_root, "train", build_transforms(cfg.transforms, True, model.mean, model.std))
-    workers = _auto_workers(cfg.trainer.num_workers)
-    loader = DataLoader(dataset, batch_size=int(cfg.trainer.batch_size), shuffle=True, drop_last=True,
-                        num_workers=workers, persistent_workers=workers > 0, pin_memory=device.type == "cuda")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(cfg.optimizer.lr))
-    criterion = torch.nn.CrossEntropyLoss(ignore_index=info.ignore_index)
-    rates = []
-    for _ in range(epochs):
-        model.train()
+class BareLoop:
+    """A minimal loop: DataLoader(shuffle) -> forward -> CE -> backward -> AdamW step, on its own copy of the
+    model. ``run_epoch`` is called from the engine's ``on_epoch_end`` so both alternate under the same load."""
+
+    def __init__(self, cfg, data_root: Path):
+        seed_everything(int(cfg.seed))
+        info = load_dataset_info(data_root)
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model = instantiate(cfg.model, num_classes=info.num_classes, _convert_="all").to(self.device)
+        dataset = SegmentationDataset(data_root, "train",
+                                      build_transforms(cfg.transforms, True, self.model.mean, self.model.std))
+        workers = _auto_workers(cfg.trainer.num_workers)
+        self.loader = DataLoader(dataset, batch_size=int(cfg.trainer.batch_size), shuffle=True, drop_last=True,
+                                 num_workers=workers, persistent_workers=workers > 0,
+                                 pin_memory=self.device.type == "cuda")
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(cfg.optimizer.lr))
+        self.criterion = torch.nn.CrossEntropyLoss(ignore_index=info.ignore_index)
+        self.rates: list[float] = []
+
+    def run_epoch(self) -> None:
+        self.model.train()
         start, seen = time.perf_counter(), 0
-        for images, masks in loader:
-            images, masks = images.to(device, non_blocking=True), masks.to(device, non_blocking=True)
-            loss = criterion(model(images), masks)
-            optimizer.zero_grad(set_to_none=True)
+        for images, masks in self.loader:
+            images, masks = images.to(self.device, non_blocking=True), masks.to(self.device, non_blocking=True)
+            loss = self.criterion(self.model(images), masks)
+            self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
+            self.optimizer.step()
             seen += images.shape[0]
-        if device.type == "cuda":
+        if self.device.type == "cuda":
             torch.cuda.synchronize()
-        rates.append(seen / (time.perf_counter() - start))
-    return rates
+        self.rates.append(seen / (time.perf_counter() - start))
+
+    def on_epoch_end(self, epoch, metrics, trainer) -> None:
+        self.run_epoch()
 
 
 def inference_rates(package_dir: Path, data_root: Path, batch_size: int, repeats: int) -> tuple[float, float]:
@@ -97,7 +105,7 @@ def peak_rss_mib() -> tuple[float, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3, help="epochs for each of engine and bare loop")
+    parser.add_argument("--epochs", type=int, default=5, help="epochs for each of engine and bare loop")
     parser.add_argument("--images", type=int, default=240, help="demo images to generate")
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set instead of the demo")
     parser.add_argument("--repeats", type=int, default=5, help="inference timing repeats")
@@ -110,12 +118,12 @@ def main() -> None:
         overrides = [f"trainer.epochs={args.epochs}", "trainer.progress_bar=false", *args.overrides]
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
             cfg = compose("train", overrides=overrides)
-        bare_rates = bare_training(cfg, data_root, args.epochs)
-        result = train(cfg, data_root, tmp / "work")
+        bare = BareLoop(cfg, data_root)
+        result = train(cfg, data_root, tmp / "work", callbacks=[bare])  # engine and bare epochs alternate
         engine_rates = [h["train_images_per_s"] for h in result.history]
-        bare_after = bare_training(cfg, data_root, args.epochs)
+        bare_rates = bare.rates
         # steady state: the first epoch (worker start-up, allocator warm-up) is left out of both
-        bare_rate = statistics.median(bare_rates[1:] + bare_after[1:] or bare_rates + bare_after)
+        bare_rate = statistics.median(bare_rates[1:] or bare_rates)
         engine_rate = statistics.median(engine_rates[1:] or engine_rates)
         predict_rate, forward_rate = inference_rates(result.package_dir, data_root,
                                                      int(cfg.trainer.batch_size), args.repeats)
@@ -124,7 +132,7 @@ def main() -> None:
     print(f"device: {device}; model {cfg.model.name}/{cfg.model.get('encoder_name')}, batch {cfg.trainer.batch_size}, "
           f"image {cfg.transforms.image_size}, {len(engine_rates)} epochs")
     print(f"train  segmodels engine : {engine_rate:8.1f} images/s  (per epoch {[round(r, 1) for r in engine_rates]})")
-    print(f"train  bare PyTorch loop: {bare_rate:8.1f} images/s  (per epoch {[round(r, 1) for r in bare_rates + bare_after]})")
+    print(f"train  bare PyTorch loop: {bare_rate:8.1f} images/s  (per epoch {[round(r, 1) for r in bare_rates]})")
     print(f"train  ratio engine/bare: {engine_rate / bare_rate:8.3f}  (goal >= 0.95)")
     print(f"infer  segmodels predict: {predict_rate:8.1f} images/s")
     print(f"infer  bare forward     : {forward_rate:8.1f} images/s")

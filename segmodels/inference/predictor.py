@@ -47,21 +47,25 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     on_cuda = device.type == "cuda"
-    mean = torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(spec.std, device=device).view(1, 3, 1, 1) * 255
+    scale = 1 / (255 * torch.tensor(spec.std, device=device).view(1, 3, 1, 1))
+    shift = -torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) / torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
     size = list(spec.image_size)
-    out_dtype = np.uint8 if spec.num_classes <= 256 else np.int64
+    label_dtype = torch.uint8 if spec.num_classes <= 256 else torch.int64
     tensors = [to_image_tensor(image) for image in images]
     masks: list[np.ndarray] = []
     for chunk in _batches(tensors, batch_size):
-        batch = torch.stack([t if list(t.shape[-2:]) == size else TF.resize(t, size, antialias=True) for t in chunk])
-        batch = batch.to(device, non_blocking=True).float().sub_(mean).div_(std)
+        resized = [list(t.shape[-2:]) != size for t in chunk]
+        batch = torch.stack([TF.resize(t, size, antialias=True) if r else t for t, r in zip(chunk, resized)])
+        batch = torch.addcmul(shift, batch.to(device, non_blocking=True).float(), scale)
         if on_cuda:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
             logits = model(batch)
-        for t, logit in zip(chunk, logits):
-            if list(t.shape[-2:]) != size:
+        if not any(resized):  # one arg-max for the whole batch
+            masks.extend(logits.argmax(dim=1).to(label_dtype).cpu().numpy())
+            continue
+        for t, logit, r in zip(chunk, logits, resized):
+            if r:
                 logit = F.interpolate(logit[None].float(), size=t.shape[-2:], mode="bilinear", align_corners=False)[0]
-            masks.append(logit.argmax(dim=0).cpu().numpy().astype(out_dtype))
+            masks.append(logit.argmax(dim=0).to(label_dtype).cpu().numpy())
     return masks
