@@ -30,7 +30,7 @@ def test_logger_records_epochs_images_tables_and_model(tiny_data, tmp_path):
                                           "model.decoder_channels=[16,16,16,8,8]"])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("train-callback")
-    logger = MLflowTrainingLogger(num_samples=2)
+    logger = MLflowTrainingLogger(num_samples=2, log_model=True)
     with mlflow.start_run() as run:
         result = train(cfg, tiny_data, tmp_path / "work", callbacks=[logger])
     client = MlflowClient()

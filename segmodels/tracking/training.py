@@ -46,11 +46,12 @@ class MLflowTrainingLogger:
     Per epoch: every numeric metric (step = epoch, ``lr`` included) and, every ``image_every`` epochs, one
     image of ``num_samples`` validation samples (image | target overlay | prediction overlay) as
     ``val_predictions`` via ``mlflow.log_image``. At the end: ``best_*`` metrics, the per-class IoU table
-    ``per_class_iou.json`` and ``confusion_matrix.png`` of the best epoch, and (``log_model``) the best
-    package as a pyfunc model named ``model_name``; ``model_info`` then holds the ModelInfo.
+    ``per_class_iou.json`` and ``confusion_matrix.png`` of the best epoch, and, with ``log_model=True``
+    (off by default: the train step logs the model itself), the best package as a pyfunc model named
+    ``model_name``; ``model_info`` then holds the ModelInfo.
     """
 
-    def __init__(self, num_samples: int = 4, image_every: int = 1, log_model: bool = True, model_name: str = "model"):
+    def __init__(self, num_samples: int = 4, image_every: int = 1, log_model: bool = False, model_name: str = "model"):
         self.num_samples, self.image_every = num_samples, image_every
         self.log_model, self.model_name = log_model, model_name
         self.trainer = None
