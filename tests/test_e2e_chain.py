@@ -116,7 +116,9 @@ def test_main_leaves_one_parent_with_four_finished_children(chain):
     # train records hyperparameters, per-epoch metrics and lineage
     assert {"optimizer.lr", "trainer.epochs", "trainer.batch_size", "transforms.image_size"} <= set(train.data.params)
     assert train.data.params["trainer.epochs"] == "1"
-    assert "val_miou" in train.data.metrics
+    for metric in ("train_loss", "val_miou", "val_dice", "val_pixel_accuracy", "lr", "best_val_miou"):
+        assert metric in train.data.metrics, metric
+    assert any(key.startswith("system/") for key in train.data.metrics)
     for tag in (lineage.TAG_GIT_COMMIT, lineage.TAG_MODEL_COMMIT, lineage.TAG_MODEL_URI, lineage.TAG_DATA_URI):
         assert train.data.tags.get(tag), tag
     assert train.data.tags[lineage.TAG_MODEL_URI].startswith(

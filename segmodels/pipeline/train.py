@@ -16,7 +16,7 @@ from segmodels.model_store import publish_model
 from segmodels.pipeline.refs import pin_data_ref
 from segmodels.tracking import lineage
 from segmodels.tracking.dataset import log_dataset_input
-from segmodels.tracking.training import MLflowTrainingLogger
+from segmodels.tracking.training import MLflowTrainingLogger, enable_system_metrics
 from segmodels.training import train
 from segmodels.versioning import connect
 
@@ -28,6 +28,7 @@ def run(cfg: DictConfig) -> str:
     lakefs = connect()
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
     log.info("training on %s", data)
+    enable_system_metrics()
     with lineage.step_run("train", cfg) as active, tempfile.TemporaryDirectory(prefix="segmodels-train-") as work:
         run_id = active.info.run_id
         mlflow.log_param("data_commit", data.ref)
