@@ -211,7 +211,8 @@ class Trainer:
         lr = self.optimizer.param_groups[0]["lr"]
         num_batches = len(self.train_loader)
         bar = tqdm(total=num_batches, desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,
-                   disable=not (self.dist.is_main and self.cfg.trainer.get("progress_bar", True)))
+                   # None: shown on a terminal only, so logs and CI output get the per-epoch lines alone
+                   disable=None if self.dist.is_main and self.cfg.trainer.get("progress_bar", True) else True)
         start = time.perf_counter()
         for step, (images, masks) in enumerate(self.train_loader):
             images, masks = self._to_device(images, masks)
