@@ -35,7 +35,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
 def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
     """Run ``step`` from a command line of ``key=value`` overrides and ``--overrides "..."``.
 
-    On a user error, print one line ``segmodels <step>: error: <reason>`` and exit with status 2.
+    On a user error, print ``segmodels <step>: error: <reason>`` (then, indented, any detail lines such as
+    a validation report's bad files) and exit with status 2.
     """
     parser = argparse.ArgumentParser(prog=f"steps/{step}.py", description=f"segmodels {step} step")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, key=value (empty value: keep default)")
@@ -46,6 +47,8 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
         cfg = load_config(step, split_overrides(args.overrides, args.free_overrides))
         importlib.import_module(f"segmodels.pipeline.{step}").run(cfg)
     except user_errors() as exc:
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"segmodels {step}: error: {reason}", file=sys.stderr)
+        summary, *details = str(exc).strip().splitlines() or [type(exc).__name__]
+        print(f"segmodels {step}: error: {summary.strip()}", file=sys.stderr)
+        for line in details:  # e.g. a validation report: one bad file per line
+            print(f"  {line.strip()}", file=sys.stderr)
         raise SystemExit(2) from None

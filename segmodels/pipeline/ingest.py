@@ -42,9 +42,4 @@ def run(cfg: DictConfig) -> str:
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: repo, lineage.TAG_DATA_COMMIT: result.commit_id,
                          lineage.TAG_DATA_URI: result.uri})
         log_ingest(result)
-        if result.changed:
-            log.info("committed %s (%d files uploaded, %d unchanged)", result.uri,
-                     result.uploaded_files, result.skipped_files)
-        else:
-            log.info("data unchanged: no new commit; %s is current", result.uri)
         return result.commit_id
