@@ -13,11 +13,11 @@ from segmodels.versioning import LakeFS, LakeFSUri
 
 
 def publish_model(lakefs: LakeFS, package_dir: Path, repo: str, branch: str, prefix: str,
-                  run_id: str, metadata: Mapping[str, str]) -> LakeFSUri:
+                  run_id: str, metadata: Mapping[str, str], source_ref: str = "main") -> LakeFSUri:
     """Commit ``package_dir`` to ``lakefs://repo/branch/prefix/<run_id>/`` in one atomic merge and
-    return the URI pinned to the resulting commit."""
+    return the URI pinned to the resulting commit (``branch`` is created from ``source_ref`` if new)."""
     path = f"{prefix.strip('/')}/{run_id}"
-    lakefs.ensure_branch(repo, branch)
+    lakefs.ensure_branch(repo, branch, source_ref=source_ref)
     message = f"Model package of MLflow run {run_id}"
     with lakefs.atomic_write(repo, branch, message, metadata={"mlflow_run_id": run_id, **metadata}) as write:
         lakefs.upload_directory(repo, write.branch, package_dir, prefix=path, delete_missing=True)

@@ -43,6 +43,7 @@ def run(cfg: DictConfig) -> str:
             lakefs, result.package_dir, data.repo, cfg.lakefs.model_branch, cfg.lakefs.model_prefix, run_id,
             metadata={"data_commit": data.ref, "data_uri": str(data), "git_commit": commit or "unknown",
                       "best_epoch": str(result.best_epoch)},
+            source_ref=data.ref,
         )
         model_info = log_pyfunc_model(result.package_dir, name="model")
         mlflow.set_tags({lineage.TAG_MODEL_COMMIT: model_uri.ref, lineage.TAG_MODEL_URI: str(model_uri),
