@@ -3,6 +3,11 @@
 Prints, for 1,000 files of 100 KB and 10 files of 50 MB: upload and download time, their ratio to a plain copy
 (throughput of lakeFS / throughput of copy), the per-object overhead, and the time of a cached re-download.
 Goals: large files >= 0.5x of a plain copy, per-object overhead < 3 ms, cached re-download < 5% of the first.
+
+The plain copy (``shutil.copytree``) lands in the page cache and is not durable, whereas the server fsyncs every
+object; so each data set also gets a second baseline, a durable copy (copy + fsync of each file), with the ratios
+against it, and the time of md5 over the same bytes on one core: any lakeFS-compatible server that reports md5
+checksums / ETags (and the client verifying them) must run it, so it bounds upload and download on this CPU.
 Everything lives in a temp dir removed at the end.
 
     python benchmarks/lakefs_transfer.py [--workers 8] [--no-fsync]
@@ -19,6 +24,7 @@ from pathlib import Path
 
 from segmodels.lakefs_server import create_server
 from segmodels.versioning import LakeFS, LakeFSSettings
+from segmodels.versioning.hashing import file_md5
 
 DATASETS = {"1000 x 100 KB": (1000, 100 * 1024), "10 x 50 MB": (10, 50 * 1024 * 1024)}
 
@@ -35,6 +41,26 @@ def make_files(root: Path, count: int, size: int) -> int:
                 out.write(block[:remaining])
                 remaining -= min(remaining, len(block))
     return count * size
+
+
+def durable_copy(source: Path, dest: Path) -> None:
+    """Copy every file of ``source`` and fsync it (and the folder), as a server storing durably must."""
+    dest.mkdir(parents=True)
+    for path in sorted(source.iterdir()):
+        with open(path, "rb") as src, open(dest / path.name, "wb") as out:
+            shutil.copyfileobj(src, out, 4 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def md5_all(source: Path) -> None:
+    for path in sorted(source.iterdir()):
+        file_md5(path)
 
 
 def timed(fn) -> float:
@@ -55,14 +81,21 @@ def main() -> None:
             client = LakeFS(LakeFSSettings(server.endpoint, server.access_key_id, server.secret_access_key),
                             home=work / "home")
             client.ensure_repository("bench")
-            print(f"embedded lakeFS at {server.endpoint}, workers={args.workers}, fsync={not args.no_fsync}")
+            print(f"embedded lakeFS at {server.endpoint}, workers={args.workers}, fsync={not args.no_fsync}, "
+                  f"cpus={os.cpu_count()}")
+            print("goals: large files >= 0.5x of a plain copy, per-object overhead < 3 ms, "
+                  "cached re-download < 5% of the first")
             print(f"{'data set':<15}{'copy s':>9}{'upload s':>10}{'up ratio':>10}{'download s':>12}"
                   f"{'down ratio':>12}{'ms/object up':>14}{'cached s':>10}{'cached %':>10}")
+            extra: list[str] = []
             for name, (count, size) in DATASETS.items():
                 source = work / "src" / name.replace(" ", "")
                 total = make_files(source, count, size)
                 copy_s = timed(lambda: shutil.copytree(source, work / "copy" / source.name))
                 shutil.rmtree(work / "copy")
+                durable_s = timed(lambda: durable_copy(source, work / "copy" / source.name))
+                shutil.rmtree(work / "copy")
+                md5_s = timed(lambda: md5_all(source))
                 prefix = source.name
                 up_s = timed(lambda: client.upload_directory("bench", "main", source, prefix=prefix,
                                                              workers=args.workers))
@@ -75,8 +108,17 @@ def main() -> None:
                       f"{100 * cached_s / down_s:>9.2f}%")
                 print(f"{'':<15}{total / copy_s / 1e6:>8.0f}M{total / up_s / 1e6:>9.0f}M{'':>10}"
                       f"{total / down_s / 1e6:>11.0f}M   (MB/s)")
+                extra.append(f"{name:<15}{durable_s:>9.3f}{total / durable_s / 1e6:>8.0f}M{durable_s / up_s:>9.2f}x"
+                             f"{durable_s / down_s:>11.2f}x{md5_s:>9.3f}{total / md5_s / 1e6:>8.0f}M"
+                             f"{md5_s / up_s:>9.2f}x{md5_s / down_s:>11.2f}x")
                 shutil.rmtree(source)
                 shutil.rmtree(client.home / "cache")
+            print("\nbaselines: durable copy (copy + fsync per file) and md5 of the same bytes (1 core, page cache)")
+            print(f"{'data set':<15}{'durable s':>9}{'MB/s':>9}{'up ratio':>10}{'down ratio':>11}{'md5 s':>9}"
+                  f"{'MB/s':>9}{'up/md5':>10}{'down/md5':>11}")
+            print("\n".join(extra))
+            print("(up/md5, down/md5: lakeFS throughput as a fraction of one core's md5 throughput, the bound of "
+                  "md5 checksums)")
         finally:
             server.shutdown()
 

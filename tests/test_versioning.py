@@ -113,6 +113,57 @@ def test_upload_directory_skips_identical_and_deletes_missing(lakefs: LakeFS, re
     assert paths == ["data/a.txt", "data/sub/b.bin"]
 
 
+def test_upload_directory_md5_index_skips_rereading_unchanged_files(lakefs: LakeFS, repo_name, tmp_path,
+                                                                    monkeypatch):
+    from segmodels.versioning import client as client_module
+    from segmodels.versioning import hashing
+
+    lakefs.ensure_repository(repo_name)
+    src = write_tree(tmp_path / "src", {"a.bin": os.urandom(4000), "sub/b.bin": os.urandom(5000)})
+    old = 1_600_000_000_000_000_000  # mtimes well in the past: entries are not "racy"
+    for i, path in enumerate(sorted(p for p in src.rglob("*") if p.is_file())):
+        os.utime(path, ns=(old + i, old + i))
+    first = lakefs.upload_directory(repo_name, "main", src, prefix="data")
+    assert (first.files, first.skipped) == (2, 0)
+    index_file = lakefs.home / "cache" / "md5-index.json"
+    assert str((src / "a.bin").absolute()) in json.loads(index_file.read_text())["entries"]
+
+    hashed: list[Path] = []
+    real_md5 = hashing.file_md5
+
+    def counting_md5(path):
+        hashed.append(Path(path))
+        return real_md5(path)
+    monkeypatch.setattr(hashing, "file_md5", counting_md5)
+    reads: list[Path] = []
+    real_chunks = client_module.file_chunks
+
+    def counting_chunks(path, digest=None):
+        reads.append(Path(path))
+        return real_chunks(path, digest)
+    monkeypatch.setattr(client_module, "file_chunks", counting_chunks)
+
+    second = lakefs.upload_directory(repo_name, "main", src, prefix="data")  # a new index instance, from disk
+    assert (second.files, second.skipped) == (0, 2)
+    assert hashed == [] and reads == []
+
+    changed = os.urandom(4000)  # same size, other content, other mtime
+    (src / "a.bin").write_bytes(changed)
+    os.utime(src / "a.bin", ns=(old + 100, old + 100))
+    third = lakefs.upload_directory(repo_name, "main", src, prefix="data")
+    assert (third.files, third.skipped) == (1, 1)
+    assert hashed == [src / "a.bin"]
+    lakefs.commit(repo_name, "main", "changed")
+    assert (lakefs.download_prefix(repo_name, "main", "data") / "a.bin").read_bytes() == changed
+
+    index_file.write_text("{not json")  # a corrupt index only means hashing again
+    hashed.clear()
+    fourth = lakefs.upload_directory(repo_name, "main", src, prefix="data")
+    assert (fourth.files, fourth.skipped) == (0, 2)
+    assert sorted(hashed) == sorted([src / "a.bin", src / "sub" / "b.bin"])
+    assert len(json.loads(index_file.read_text())["entries"]) == 2
+
+
 def test_download_prefix_is_verified_cached_and_keyed_by_commit(lakefs: LakeFS, repo_name, tmp_path):
     lakefs.ensure_repository(repo_name)
     files = {"x/1.bin": os.urandom(2048), "x/deep/2.bin": os.urandom(10), "y/3.bin": b"3"}

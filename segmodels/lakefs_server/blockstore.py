@@ -1,4 +1,9 @@
-"""Content-addressed blob store: bytes stream to a temp file, then fsync + rename under their sha256."""
+"""Content-addressed blob store: bytes stream to a temp file, then fsync + rename under their sha256.
+
+Each chunk is hashed twice (md5: the checksum / ETag lakeFS reports; sha256: the address). The md5 of a chunk runs
+on a small shared thread pool while the sha256 and the file write of the same chunk, and the socket read of the
+next one, run in the request thread: hashlib releases the GIL on large buffers, so both hashes use a core each.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,25 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
+
+
+PARALLEL_MIN_BYTES = 1 << 18  # smaller chunks are hashed inline: a thread hand-off would cost more than it saves
+
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _hash_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="blob-md5")
+        return _pool
 
 
 @dataclass(frozen=True)
@@ -42,14 +63,27 @@ class BlobStore:
         """Store the concatenated ``chunks``; returns the blob (deduplicated by content)."""
         md5, sha = hashlib.md5(), hashlib.sha256()
         size = 0
+        pending: Future | None = None  # md5 of the previous chunk, still running on the pool
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
-                for chunk in chunks:
-                    md5.update(chunk)
-                    sha.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
+                try:
+                    for chunk in chunks:
+                        if pending is not None:
+                            pending.result()  # md5 updates stay in order
+                            pending = None
+                        if len(chunk) >= PARALLEL_MIN_BYTES:
+                            pending = _hash_pool().submit(md5.update, chunk)
+                        else:
+                            md5.update(chunk)
+                        sha.update(chunk)
+                        view = memoryview(chunk)
+                        while view:  # raw writes may be partial
+                            view = view[out.write(view):]
+                        size += len(chunk)
+                finally:
+                    if pending is not None:
+                        pending.result()
                 if self.fsync:
                     os.fsync(out.fileno())
             address = sha.hexdigest()

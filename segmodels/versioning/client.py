@@ -19,10 +19,10 @@ from lakefs_sdk.client import LakeFSClient
 
 from .embedded import ensure_embedded_server, segmodels_home
 from .errors import LakeFSError
+from .hashing import CHUNK_SIZE, Md5Index, OverlappedMd5, file_chunks, file_md5
 from .retry import Retrier, ServerError, error_message
 from .settings import LakeFSSettings
 
-CHUNK_SIZE = 1 << 20
 AUTH_SETTINGS = ["basic_auth"]
 DELETE_BATCH = 1000
 LIST_PAGE = 1000
@@ -65,15 +65,6 @@ class RemoteObject:
     path: str
     checksum: str
     size: int
-
-
-def file_md5(path: Path) -> str:
-    """Hex md5 of a local file (what lakeFS reports as the checksum of objects it stored)."""
-    digest = hashlib.md5()
-    with open(path, "rb") as source:
-        while chunk := source.read(CHUNK_SIZE):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _safe_relative(key: str, base: str) -> str:
@@ -211,17 +202,11 @@ class LakeFS:
         local_file = Path(local_file)
 
         def attempt() -> str:
-            digest = hashlib.md5()
-
-            def chunks() -> Iterator[bytes]:
-                with open(local_file, "rb") as source:
-                    while chunk := source.read(CHUNK_SIZE):
-                        digest.update(chunk)
-                        yield chunk
+            digest = OverlappedMd5()  # md5 of each chunk runs while the chunk is being sent
             headers = {"Content-Type": content_type, "Accept": "application/json",
                        "Content-Length": str(local_file.stat().st_size)}
             response = self._raw_request("POST", f"/repositories/{repo}/branches/{branch}/objects", {"path": path},
-                                         headers, body=chunks())
+                                         headers, body=file_chunks(local_file, digest))
             stats = lakefs_sdk.ObjectStats.from_json(response.data.decode())
             if stats.checksum != digest.hexdigest():
                 raise LakeFSError(f"lakeFS {self.settings.endpoint}: upload {local_file} to {repo}/{branch}/{path}: "
@@ -237,14 +222,17 @@ class LakeFS:
         def attempt() -> None:
             response = self._raw_request("GET", f"/repositories/{repo}/refs/{ref}/objects", {"path": obj.path},
                                          {"Accept": "application/octet-stream"}, preload_content=False)
-            digest, size = hashlib.md5(), 0
+            digest, size = OverlappedMd5(), 0  # md5 of each chunk runs while it is written
             fd, tmp_name = tempfile.mkstemp(dir=local_file.parent, prefix=f".{local_file.name}.", suffix=".part")
             try:
-                with os.fdopen(fd, "wb") as out:
+                with os.fdopen(fd, "wb", buffering=0) as out:
                     for chunk in response.stream(CHUNK_SIZE):
                         digest.update(chunk)
-                        out.write(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            view = view[out.write(view):]
                         size += len(chunk)
+                    digest.wait()
                 if size != obj.size or digest.hexdigest() != obj.checksum:
                     raise LakeFSError(f"lakeFS {self.settings.endpoint}: download {repo}/{ref}/{obj.path}: got "
                                       f"{size} bytes md5 {digest.hexdigest()}, expected {obj.size} bytes md5 "
@@ -276,17 +264,25 @@ class LakeFS:
         local_files = {prefix + p.relative_to(local_dir).as_posix(): p
                        for p in sorted(local_dir.rglob("*")) if p.is_file()}
         remote = {obj.path: obj for obj in self.list_objects(repo, branch, prefix)}
+        index = Md5Index(self.home / "cache")
 
         def sync(item: tuple[str, Path]) -> tuple[int, int]:
             key, path = item
             existing = remote.get(key)
-            if existing is not None and existing.size == path.stat().st_size and existing.checksum == file_md5(path):
+            stat = path.stat()
+            if existing is not None and existing.size == stat.st_size and existing.checksum == index.md5(path, stat):
                 return 0, 0
-            self.upload_file(repo, branch, key, path)
-            return 1, path.stat().st_size
+            checksum = self.upload_file(repo, branch, key, path)
+            after = path.stat()
+            if (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
+                index.record(path, stat, checksum)
+            return 1, stat.st_size
 
-        with ThreadPoolExecutor(max(1, workers)) as pool:
-            results = list(pool.map(sync, local_files.items()))
+        try:
+            with ThreadPoolExecutor(max(1, workers)) as pool:
+                results = list(pool.map(sync, local_files.items()))
+        finally:
+            index.save()
         uploaded = sum(r[0] for r in results)
         stale = sorted(set(remote) - set(local_files)) if delete_missing else []
         self.delete_objects(repo, branch, stale)
