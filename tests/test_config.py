@@ -18,7 +18,9 @@ SAMPLES = {
     "data_ref": "lakefs://r/abc/data", "model": "unet_resnet18", "lr": "0.01", "epochs": "2", "batch_size": "4",
     "image_size": "32", "run_id": "0123abcd", "model_name": "m", "metric": "best_val_miou", "threshold": "0.5",
     "alias": "a", "model_uri": "models:/m@a", "split": "val", "output_dir": "out", "env_manager": "local",
+    "nproc": "2",
 }
+LAUNCHER_PARAMS = {"nproc"}  # parameters of the process launcher, not of the step's config
 
 
 def test_split_overrides_drops_empty_values_and_splits_free_overrides():
@@ -33,11 +35,12 @@ def test_every_entry_point_command_composes_with_its_parameters(entry_point):
     step's config from it: every override must land on an existing key, with the value given."""
     spec = MLPROJECT["entry_points"][entry_point]
     command = spec["command"]
-    assert command.startswith(f"python steps/{entry_point}.py ")
     placeholders = set(re.findall(r"{(\w+)}", command))
     assert placeholders == set(spec["parameters"]), "every parameter is used, and only parameters"
     args = shlex.split(re.sub(r"{(\w+)}", lambda m: shlex.quote(SAMPLES[m.group(1)]), command))
-    overrides, free = args[2:], ""
+    script = args.index(f"steps/{entry_point}.py")
+    assert args[0] == "python" and (script == 1 or args[1:3] == ["-m", "segmodels.training.launch"])
+    overrides, free = args[script + 1:], ""
     if "--overrides" in overrides:
         index = overrides.index("--overrides")
         free = overrides[index + 1]
@@ -45,7 +48,7 @@ def test_every_entry_point_command_composes_with_its_parameters(entry_point):
     values = set(flatten_config(load_config(entry_point, split_overrides(overrides, free))).values())
     group_choices = {"model", "format"}
     for name in spec["parameters"]:
-        if name not in group_choices and SAMPLES[name]:
+        if name not in group_choices | LAUNCHER_PARAMS and SAMPLES[name]:
             assert SAMPLES[name] in values, f"-P {name} does not reach the {entry_point} config"
 
 
@@ -70,3 +73,13 @@ def test_unknown_model_name_is_a_one_line_config_error():
 def test_unknown_key_is_a_config_error():
     with pytest.raises(ConfigError, match="no_such_key"):
         load_config("train", ["no_such_key=1"])
+
+
+def test_launcher_runs_one_process_directly_and_several_under_torchrun():
+    from segmodels.training.launch import launch_command
+
+    assert launch_command(1, "steps/train.py", ["a=1"])[1:] == ["steps/train.py", "a=1"]
+    ddp = launch_command(2, "steps/train.py", ["a=1"])
+    assert ddp[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in ddp
+    with pytest.raises(ValueError, match="nproc=0"):
+        launch_command(0, "steps/train.py", [])

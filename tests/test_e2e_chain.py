@@ -203,3 +203,17 @@ def test_no_secret_reaches_mlflow(chain):
             assert secret not in text
     stored = b"".join(path.read_bytes() for path in (chain.root).glob("mlflow.db*"))
     assert secret.encode() not in stored
+
+
+def test_train_data_parallel_under_torchrun_records_one_run(chain):
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    before = {run.info.run_id for run in client.search_runs([experiment.experiment_id])}
+    result = chain.mlflow_run("train", nproc=2, epochs=1, image_size=32, batch_size=4,
+                              overrides="trainer.num_workers=0")
+    assert result.returncode == 0, result.stderr[-3000:]
+    new = [run for run in client.search_runs([experiment.experiment_id]) if run.info.run_id not in before]
+    assert len(new) == 1, "only rank 0 records a run"
+    run = new[0]
+    assert run.info.status == "FINISHED" and run.data.params["nproc"] == "2"
+    assert run.data.tags[lineage.TAG_MODEL_URI].endswith(f"/models/{run.info.run_id}")

@@ -4,6 +4,7 @@ logged as an MLflow pyfunc model out, with the lineage of both on the run."""
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from pathlib import Path
 
@@ -23,10 +24,15 @@ from segmodels.versioning import connect
 log = logging.getLogger(__name__)
 
 
-def run(cfg: DictConfig) -> str:
-    """Train on ``cfg.data_ref`` and return the MLflow run id."""
+def run(cfg: DictConfig) -> str | None:
+    """Train on ``cfg.data_ref`` and return the MLflow run id. Under torchrun (DDP) every process trains;
+    only rank 0 records the run and publishes the model."""
     lakefs = connect()
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
+    if int(os.environ.get("RANK", "0")) != 0:
+        with tempfile.TemporaryDirectory(prefix="segmodels-train-") as work:
+            train(cfg, lakefs.download_prefix(data.repo, data.ref, data.path), Path(work))
+        return None
     log.info("training on %s", data)
     enable_system_metrics()
     with lineage.step_run("train", cfg) as active, tempfile.TemporaryDirectory(prefix="segmodels-train-") as work:
