@@ -83,3 +83,22 @@ def test_launcher_runs_one_process_directly_and_several_under_torchrun():
     assert ddp[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in ddp
     with pytest.raises(ValueError, match="nproc=0"):
         launch_command(0, "steps/train.py", [])
+
+
+@pytest.mark.parametrize("name, pyvenv, conda, expected", [
+    (".venv", "home = /usr\n", False, "local"),
+    ("mlflow-abc123", "home = /usr\nversion = 3.11\n", False, "virtualenv"),
+    ("mlflow-abc123", "home = /usr\nuv = 0.8.0\n", False, "uv"),
+    ("mlflow-abc123", "", True, "conda"),
+])
+def test_main_hands_children_the_env_manager_it_runs_under(tmp_path, monkeypatch, name, pyvenv, conda, expected):
+    from segmodels.pipeline.main import detect_env_manager
+
+    prefix = tmp_path / name
+    prefix.mkdir()
+    (prefix / "pyvenv.cfg").write_text(pyvenv)
+    monkeypatch.setattr("sys.prefix", str(prefix))
+    monkeypatch.delenv("CONDA_PREFIX", raising=False)
+    if conda:
+        monkeypatch.setenv("CONDA_PREFIX", str(prefix))
+    assert detect_env_manager() == expected

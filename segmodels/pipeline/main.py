@@ -24,12 +24,17 @@ ENV_MANAGERS = ("local", "virtualenv", "uv", "conda")
 
 def detect_env_manager() -> str:
     """The MLflow env manager this process runs under: MLflow names the environments it makes
-    ``mlflow-<hash>`` (conda envs, and virtualenv/uv envs under ``MLFLOW_ENV_ROOT``)."""
+    ``mlflow-<hash>`` (conda envs, and virtualenv/uv envs under ``MLFLOW_ENV_ROOT``); uv records
+    itself in the environment's ``pyvenv.cfg``."""
     prefix = Path(sys.prefix)
     if not prefix.name.startswith("mlflow-"):
         return "local"
     if os.environ.get("CONDA_PREFIX") == sys.prefix:
         return "conda"
+    venv_config = prefix / "pyvenv.cfg"
+    if venv_config.is_file() and any(line.split("=")[0].strip() == "uv"
+                                     for line in venv_config.read_text().splitlines()):
+        return "uv"
     return "virtualenv"
 
 
