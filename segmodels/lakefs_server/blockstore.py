@@ -11,25 +11,11 @@ import hashlib
 import os
 import shutil
 import tempfile
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-
-PARALLEL_MIN_BYTES = 1 << 18  # smaller chunks are hashed inline: a thread hand-off would cost more than it saves
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _hash_pool() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="blob-md5")
-        return _pool
+from segmodels.checksums import OverlappedMd5
 
 
 @dataclass(frozen=True)
@@ -61,29 +47,21 @@ class BlobStore:
 
     def write(self, chunks: Iterable[bytes]) -> Blob:
         """Store the concatenated ``chunks``; returns the blob (deduplicated by content)."""
-        md5, sha = hashlib.md5(), hashlib.sha256()
+        md5, sha = OverlappedMd5(), hashlib.sha256()
         size = 0
-        pending: Future | None = None  # md5 of the previous chunk, still running on the pool
         fd, tmp_name = tempfile.mkstemp(dir=self.tmp_dir, prefix="upload-")
         try:
             with os.fdopen(fd, "wb", buffering=0) as out:
                 try:
                     for chunk in chunks:
-                        if pending is not None:
-                            pending.result()  # md5 updates stay in order
-                            pending = None
-                        if len(chunk) >= PARALLEL_MIN_BYTES:
-                            pending = _hash_pool().submit(md5.update, chunk)
-                        else:
-                            md5.update(chunk)
+                        md5.update(chunk)  # runs beside this chunk's sha256 and write, in order
                         sha.update(chunk)
                         view = memoryview(chunk)
                         while view:  # raw writes may be partial
                             view = view[out.write(view):]
                         size += len(chunk)
                 finally:
-                    if pending is not None:
-                        pending.result()
+                    md5.wait()
                 if self.fsync:
                     os.fsync(out.fileno())
             address = sha.hexdigest()

@@ -17,9 +17,11 @@ from urllib.parse import quote, urlencode
 import lakefs_sdk
 from lakefs_sdk.client import LakeFSClient
 
+from segmodels.checksums import OverlappedMd5
+
 from .embedded import ensure_embedded_server, segmodels_home
 from .errors import LakeFSError
-from .hashing import CHUNK_SIZE, Md5Index, OverlappedMd5, file_chunks, file_md5
+from .hashing import CHUNK_SIZE, Md5Index, file_chunks, file_md5
 from .retry import Retrier, ServerError, error_message
 from .settings import LakeFSSettings
 

@@ -15,12 +15,12 @@ import os
 import tempfile
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
+from segmodels.checksums import OverlappedMd5
+
 CHUNK_SIZE = 4 << 20
-PARALLEL_MIN_BYTES = 1 << 18
 INDEX_FILE = "md5-index.json"
 INDEX_VERSION = 1
 MAX_ENTRIES = 200_000
@@ -28,45 +28,6 @@ MAX_ENTRIES = 200_000
 # tick (coarse clocks, 2 s on FAT) keeps size and mtime, and must not be trusted ("racy" entries, as in git).
 RACY_SECONDS = 2.0
 
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def hash_pool() -> ThreadPoolExecutor:
-    """Shared threads that run md5 updates beside the I/O of the calling thread."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max(2, os.cpu_count() or 2), thread_name_prefix="md5")
-        return _pool
-
-
-class OverlappedMd5:
-    """md5 of a stream of chunks, each update running on ``hash_pool`` while the caller moves on (in order).
-
-    Chunks handed to ``update`` must not be modified afterwards (bytes, or a buffer not reused until the next
-    ``update`` call returns).
-    """
-
-    def __init__(self):
-        self._md5 = hashlib.md5()
-        self._pending: Future | None = None
-
-    def update(self, chunk) -> None:
-        self.wait()
-        if len(chunk) >= PARALLEL_MIN_BYTES:
-            self._pending = hash_pool().submit(self._md5.update, chunk)
-        else:
-            self._md5.update(chunk)
-
-    def wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def hexdigest(self) -> str:
-        self.wait()
-        return self._md5.hexdigest()
 
 
 def file_chunks(path: Path, digest: OverlappedMd5 | None = None) -> Iterator[bytes]:
