@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from torch.utils.data import DataLoader
 
+from segmodels.config import load_config
 from segmodels.data import SegmentationDataset, generate_demo_dataset, load_dataset_info, prepare_dataset
 from segmodels.inference import predict
 from segmodels.models import load_package
@@ -25,7 +25,6 @@ from segmodels.training import seed_everything, train
 from segmodels.training.engine import _auto_workers
 from segmodels.transforms import build_transforms
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 class BareLoop:
@@ -116,8 +115,7 @@ def main() -> None:
         data_root = args.data or prepare_dataset(generate_demo_dataset(tmp / "source", num_images=args.images),
                                                  tmp / "data").root
         overrides = [f"trainer.epochs={args.epochs}", "trainer.progress_bar=false", *args.overrides]
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-            cfg = compose("train", overrides=overrides)
+        cfg = load_config("train", overrides)
         bare = BareLoop(cfg, data_root)
         result = train(cfg, data_root, tmp / "work", callbacks=[bare])  # engine and bare epochs alternate
         engine_rates = [h["train_images_per_s"] for h in result.history]

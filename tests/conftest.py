@@ -1,12 +1,16 @@
-"""Shared fixtures: an isolated environment for every test, the embedded lakeFS server and a connected client."""
+"""Shared fixtures: an isolated environment for every test, the embedded lakeFS server and a connected client,
+and small prepared demo data sets."""
 
 from __future__ import annotations
 
 import os
 import uuid
 
+import mlflow
 import pytest
+from mlflow.tracking import fluent as mlflow_fluent
 
+from segmodels.data import generate_demo_dataset, prepare_dataset
 from segmodels.lakefs_server import create_server
 from segmodels.versioning import LakeFS, LakeFSSettings
 from segmodels.versioning import settings as versioning_settings
@@ -65,3 +69,29 @@ def contract_target(tmp_path_factory, request) -> LakeFSSettings:
 @pytest.fixture(scope="session")
 def against_real_lakefs() -> bool:
     return bool(os.environ.get("LAKEFS_TEST_ENDPOINT"))
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow_state():
+    """Leave no MLflow process state behind: a test's tracking URI or active experiment (set with
+    ``mlflow.set_experiment`` on a temp store, which also exports ``MLFLOW_EXPERIMENT_ID``) must not leak
+    into the next test."""
+    saved = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+    mlflow_fluent._active_experiment_id = None  # MLflow has no public way to unset it
+    for key in [key for key in os.environ if key.startswith("MLFLOW_")]:
+        del os.environ[key]
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo_dataset(tmp_path_factory):
+    """Factory of small prepared demo data sets (32x32, a quarter for validation, no test split)."""
+    def make(num_images: int, seed: int):
+        root = tmp_path_factory.mktemp(f"demo-{num_images}-{seed}")
+        source = generate_demo_dataset(root / "source", num_images=num_images, image_size=32, seed=seed)
+        return prepare_dataset(source, root / "data", val_fraction=0.25, test_fraction=0.0).root
+    return make

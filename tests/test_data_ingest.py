@@ -11,10 +11,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from PIL import Image
 
 from test_data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source
+from segmodels.config import load_config
 from segmodels.data import DataValidationError, SegmentationDataset, generate_demo_dataset
 from segmodels.data.ingest import ingest
 
@@ -41,8 +41,7 @@ def train_one_epoch(data_root: Path, work_dir: Path):
         "trainer.epochs=1", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.persistent_workers=false",
         "trainer.progress_bar=false", "trainer.device=cpu", "transforms.image_size=64",
     ]
-    with initialize_config_dir(str(PROJECT / "conf"), version_base=None):
-        cfg = compose("train", overrides=overrides)
+    cfg = load_config("train", overrides)
     return train(cfg, data_root, work_dir)
 
 
@@ -155,23 +154,20 @@ def test_skip_policy_and_mlflow_lineage(lakefs, repo, tmp_path):
     source = make_folder_source(tmp_path / "source", count=8)
     bad = break_source(source, "size mismatch")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        with mlflow.start_run() as run:
-            result = ingest(source, lakefs, repo, "main", on_error="skip", work_dir=tmp_path / "work",
-                            commit_metadata={"mlflow_run_id": run.info.run_id})
-            log_ingest(result)
-        client = MlflowClient()
-        artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "data")}
-        assert {"data/class_frequencies.json", "data/image_sizes.json", "data/statistics.png",
-                "data/validation_report.csv", "data/dataset.yaml"} <= artifacts
-        report = Path(client.download_artifacts(run.info.run_id, "data/validation_report.csv", str(tmp_path))).read_text()
-        assert bad in report and "size mismatch" in report
-        [dataset_input] = client.get_run(run.info.run_id).inputs.dataset_inputs
-        assert dataset_input.dataset.source_type == "lakefs"
-        assert result.uri in dataset_input.dataset.source and dataset_input.dataset.digest == result.commit_id[:16]
-        assert dataset_input.tags[0].value == "ingest"
-    finally:
-        mlflow.set_tracking_uri(None)
+    with mlflow.start_run() as run:
+        result = ingest(source, lakefs, repo, "main", on_error="skip", work_dir=tmp_path / "work",
+                        commit_metadata={"mlflow_run_id": run.info.run_id})
+        log_ingest(result)
+    client = MlflowClient()
+    artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "data")}
+    assert {"data/class_frequencies.json", "data/image_sizes.json", "data/statistics.png",
+            "data/validation_report.csv", "data/dataset.yaml"} <= artifacts
+    report = Path(client.download_artifacts(run.info.run_id, "data/validation_report.csv", str(tmp_path))).read_text()
+    assert bad in report and "size mismatch" in report
+    [dataset_input] = client.get_run(run.info.run_id).inputs.dataset_inputs
+    assert dataset_input.dataset.source_type == "lakefs"
+    assert result.uri in dataset_input.dataset.source and dataset_input.dataset.digest == result.commit_id[:16]
+    assert dataset_input.tags[0].value == "ingest"
     assert result.stats.num_images == 7 and len(result.report) == 1
     assert lakefs.get_commit(repo, result.commit_id).metadata["mlflow_run_id"] == run.info.run_id
     rows = list(csv.DictReader(open(lakefs.download_prefix(repo, result.commit_id, "data") / "manifest.csv")))

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from PIL import Image
 
+from segmodels.config import load_config
 from segmodels.data import DataValidationError, SegmentationDataset, prepare_dataset
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -68,8 +68,8 @@ def test_coco_export_gives_the_same_classes_per_pixel(polygons, at_most, tmp_pat
 
 def data_preset(name: str, *overrides: str) -> dict:
     """Keyword arguments of prepare_dataset from `conf/data/<name>.yaml`, as the ingest step composes them."""
-    with initialize_config_dir(str(Path(__file__).resolve().parents[1] / "conf" / "data"), version_base=None):
-        return OmegaConf.to_container(compose(name, overrides=list(overrides)), resolve=True)
+    conf_data = Path(__file__).resolve().parents[1] / "conf" / "data"
+    return OmegaConf.to_container(load_config(name, overrides, config_dir=conf_data), resolve=True)
 
 
 def test_camvid_grey_masks_with_unlabelled_ignored(tmp_path):

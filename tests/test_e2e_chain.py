@@ -82,7 +82,12 @@ def chain(tmp_path_factory):
         output_dir=sandbox.predictions, overrides="trainer.num_workers=0")
     yield sandbox
     sandbox.stop_server()
-    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture(autouse=True)
+def chain_store(chain):
+    """Each test reads the chain's MLflow store (conftest resets the tracking URI after every test)."""
+    mlflow.set_tracking_uri(chain.env["MLFLOW_TRACKING_URI"])
 
 
 def child_runs(client: MlflowClient, parent_id: str) -> dict[str, mlflow.entities.Run]:

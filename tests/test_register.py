@@ -22,8 +22,7 @@ def tracking(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
         "register", artifact_location=(tmp_path / "artifacts").as_uri()))
-    yield MlflowClient()
-    mlflow.set_tracking_uri(None)
+    return MlflowClient()
 
 
 def make_train_run(miou: float) -> str:

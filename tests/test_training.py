@@ -5,27 +5,22 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 
-from segmodels.data import generate_demo_dataset, prepare_dataset
+from segmodels.config import load_config
 from segmodels.models import load_package
 from segmodels.training import TrainResult, train
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress_bar=false",
         "transforms.image_size=32", "model.encoder_name=resnet18", "model.decoder_channels=[16,16,16,8,8]"]
 
 
 def compose_train(overrides=()):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        return compose("train", overrides=[*TINY, *overrides])
+    return load_config("train", [*TINY, *overrides])
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("tiny")
-    source = generate_demo_dataset(root / "source", num_images=16, image_size=32, seed=1)
-    return prepare_dataset(source, root / "data", val_fraction=0.25, test_fraction=0.0).root
+def tiny_data(tiny_demo_dataset) -> Path:
+    return tiny_demo_dataset(num_images=16, seed=1)
 
 
 class Recorder:

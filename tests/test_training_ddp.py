@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from segmodels.data import generate_demo_dataset, prepare_dataset
 from segmodels.models import load_package
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
@@ -18,14 +17,13 @@ SCRIPT = """
 import json, os, sys
 from pathlib import Path
 import torch
-from hydra import compose, initialize_config_dir
+from segmodels.config import load_config
 from segmodels.training import Trainer
 
 conf_dir, data, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 overrides = ["trainer.epochs=2", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.progress_bar=false",
              "transforms.image_size=32", "model.decoder_channels=[16,16,16,8,8]"]
-with initialize_config_dir(config_dir=conf_dir, version_base=None):
-    cfg = compose("train", overrides=overrides)
+cfg = load_config("train", overrides, config_dir=Path(conf_dir))
 
 class Record:
     def on_epoch_end(self, epoch, metrics, trainer):
@@ -40,10 +38,8 @@ torch.save(trainer.model.state_dict(), work / f"rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ddp")
-    source = generate_demo_dataset(root / "source", num_images=14, image_size=32, seed=3)
-    return prepare_dataset(source, root / "data", val_fraction=0.25, test_fraction=0.0).root
+def tiny_data(tiny_demo_dataset) -> Path:
+    return tiny_demo_dataset(num_images=14, seed=3)
 
 
 def test_torchrun_two_gloo_processes_train_in_sync(tiny_data, tmp_path):

@@ -6,28 +6,23 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from segmodels.data import generate_demo_dataset, prepare_dataset
+from segmodels.config import load_config
 from segmodels.tracking.training import MLflowTrainingLogger, confusion_figure
 from segmodels.training import train
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("mlflow-train")
-    source = generate_demo_dataset(root / "source", num_images=12, image_size=32, seed=4)
-    return prepare_dataset(source, root / "data", val_fraction=0.25, test_fraction=0.0).root
+def tiny_data(tiny_demo_dataset) -> Path:
+    return tiny_demo_dataset(num_images=12, seed=4)
 
 
 def test_logger_records_epochs_images_tables_and_model(tiny_data, tmp_path):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base=None):
-        cfg = compose("train", overrides=["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0",
-                                          "trainer.progress_bar=false", "transforms.image_size=32",
-                                          "model.decoder_channels=[16,16,16,8,8]"])
+    cfg = load_config("train", ["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0",
+                                "trainer.progress_bar=false", "transforms.image_size=32",
+                                "model.decoder_channels=[16,16,16,8,8]"])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("train-callback")
     logger = MLflowTrainingLogger(num_samples=2, log_model=True)

@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from segmodels.data import generate_demo_dataset, prepare_dataset
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SCRIPT = """
 import json, os, signal, sys
 from pathlib import Path
-from hydra import compose, initialize_config_dir
+from segmodels.config import load_config
 from segmodels.training import train
 
 conf_dir, data, work, kill_after = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
@@ -28,8 +27,7 @@ class KillAfter:
 
 overrides = ["trainer.epochs=4", "trainer.batch_size=4", "trainer.num_workers=1", "trainer.progress_bar=false",
              "transforms.image_size=32", "model.decoder_channels=[16,16,16,8,8]", "optimizer.lr=0.01"]
-with initialize_config_dir(config_dir=conf_dir, version_base=None):
-    cfg = compose("train", overrides=overrides)
+cfg = load_config("train", overrides, config_dir=Path(conf_dir))
 result = train(cfg, data, work, callbacks=[KillAfter()])
 print("RESULT" + json.dumps({"history": result.history, "best_epoch": result.best_epoch}))
 """
@@ -37,10 +35,8 @@ DETERMINISTIC = ("train_loss", "val_loss", "val_miou", "val_dice", "val_pixel_ac
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("resume")
-    source = generate_demo_dataset(root / "source", num_images=16, image_size=32, seed=2)
-    return prepare_dataset(source, root / "data", val_fraction=0.25, test_fraction=0.0).root
+def tiny_data(tiny_demo_dataset) -> Path:
+    return tiny_demo_dataset(num_images=16, seed=2)
 
 
 def run_training(tmp_path: Path, data: Path, work: Path, kill_after: int) -> subprocess.CompletedProcess:
