@@ -37,7 +37,8 @@ class BareLoop:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = instantiate(cfg.model, num_classes=info.num_classes, _convert_="all").to(self.device)
         dataset = SegmentationDataset(data_root, "train",
-                                      build_transforms(cfg.transforms, True, self.model.mean, self.model.std))
+                                      build_transforms(cfg.transforms, True, self.model.mean, self.model.std,
+                                                       info.ignore_index))
         workers = _auto_workers(cfg.trainer.num_workers)
         self.loader = DataLoader(dataset, batch_size=int(cfg.trainer.batch_size), shuffle=True, drop_last=True,
                                  num_workers=workers, persistent_workers=workers > 0,

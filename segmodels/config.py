@@ -8,9 +8,12 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from hydra import compose, initialize_config_dir
+from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from segmodels.schemas import GROUP_SCHEMAS
 
 
 class ConfigError(ValueError):
@@ -57,11 +60,19 @@ def split_overrides(args: Sequence[str], free_overrides: str = "") -> list[str]:
     return overrides
 
 
+def register_schemas() -> None:
+    """Store each typed group schema as option ``schema`` of its group (the group's YAML files extend it)."""
+    store = ConfigStore.instance()
+    for group, schema in GROUP_SCHEMAS.items():
+        store.store(group=group, name="schema", node=schema)
+
+
 def load_config(name: str, overrides: Iterable[str] = (), config_dir: Path | None = None) -> DictConfig:
     """Compose ``conf/<name>.yaml`` with ``overrides``; raise :class:`ConfigError` with Hydra's reason."""
     config_dir = Path(config_dir or default_config_dir()).resolve()
     if not (config_dir / f"{name}.yaml").is_file():
         raise ConfigError(f"no config {name}.yaml in {config_dir}")
+    register_schemas()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
             cfg = compose(config_name=name, overrides=list(overrides))

@@ -110,8 +110,8 @@ class Trainer:
                 self.model, device_ids=[self.device.index] if on_cuda else None)
 
         mean, std = self.spec.mean, self.spec.std
-        self.train_set = SegmentationDataset(self.data_root, "train", build_transforms(cfg.transforms, True, mean, std))
-        self.val_set = SegmentationDataset(self.data_root, "val", build_transforms(cfg.transforms, False, mean, std))
+        self.train_set = SegmentationDataset(self.data_root, "train", build_transforms(cfg.transforms, True, mean, std, self.info.ignore_index))
+        self.val_set = SegmentationDataset(self.data_root, "val", build_transforms(cfg.transforms, False, mean, std, self.info.ignore_index))
         if len(self.train_set) == 0 or len(self.val_set) == 0:
             raise ValueError(f"{self.data_root}: training needs non-empty train and val splits "
                              f"(train={len(self.train_set)}, val={len(self.val_set)})")
