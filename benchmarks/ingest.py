@@ -39,13 +39,16 @@ def write_source(root: Path, count: int, size: int) -> Path:
 
 def worker(args) -> None:
     """One ingest in this process; prints a JSON line with its duration, transfer and peak RSS."""
-    from segmodels.data.ingest import ingest
+    from segmodels.config import load_config
+    from segmodels.dataset_store import ingest
     from segmodels.versioning import connect
 
+    cfg = load_config("ingest")
     lakefs = connect()
-    lakefs.ensure_repository(args.repo, default_branch="main")
+    lakefs.ensure_repository(args.repo, default_branch=cfg.lakefs.data_branch)
     start = time.perf_counter()
-    result = ingest(args.source, lakefs, args.repo, "main", "data", work_dir=Path(args.work))
+    result = ingest(lakefs, args.source, cfg.data, args.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix,
+                    on_error=cfg.on_error, split_seed=cfg.split_seed, work_dir=Path(args.work))
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"seconds": seconds, "uploaded": result.uploaded_files, "changed": result.changed,

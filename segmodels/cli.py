@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from segmodels.home import embedded_server_dir
 from segmodels.pipeline import STEPS, run_step_cli
 
 
@@ -16,15 +17,16 @@ def serve_lakefs(args: argparse.Namespace) -> None:
     from segmodels.lakefs_server import create_server, serve_until_stopped
 
     # keys from lakectl's variables when set, else those kept in (or created for) the data dir
-    server = create_server(Path(args.data_dir), host=args.host, port=args.port,
+    data_dir = args.data_dir or embedded_server_dir()
+    server = create_server(data_dir, host=args.host, port=args.port,
                            access_key_id=os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID"),
                            secret_access_key=os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"))
-    print(f"lakeFS-compatible server on {server.endpoint} (data in {Path(args.data_dir).resolve()})")
+    print(f"lakeFS-compatible server on {server.endpoint} (data in {data_dir.resolve()})")
     print("point segmodels, lakectl or any lakeFS client at it with:")
     print(f"  export LAKECTL_SERVER_ENDPOINT_URL={server.endpoint}")
     print(f"  export LAKECTL_CREDENTIALS_ACCESS_KEY_ID={server.access_key_id}")
     print(f"  export LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY={server.secret_access_key}", flush=True)
-    serve_until_stopped(server, Path(args.data_dir))
+    serve_until_stopped(server, data_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,12 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve = lakefs_commands.add_parser("serve", help="serve the lakeFS REST API from a local folder")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    serve.add_argument("--data-dir", default=".segmodels/lakefs", help="where metadata and objects live")
+    serve.add_argument("--data-dir", type=Path, default=None,
+                       help="where metadata and objects live (default: <segmodels home>/lakefs, the steps' own)")
     serve.set_defaults(handler=serve_lakefs)
 
     step = commands.add_parser("step", help="run a pipeline step outside MLflow Projects")
     step.add_argument("name", choices=STEPS)
-    step.add_argument("args", nargs=argparse.REMAINDER, help="key=value overrides, --overrides '...'")
+    step.add_argument("args", nargs=argparse.REMAINDER,
+                      help="Hydra overrides key=value, --<param> value, --overrides \"...\"")
     step.set_defaults(handler=lambda args: run_step_cli(args.name, args.args))
     return parser
 

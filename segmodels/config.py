@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import re
-import shlex
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from hydra import compose, initialize_config_dir
 from hydra.core.config_store import ConfigStore
@@ -13,7 +11,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from segmodels.schemas import GROUP_SCHEMAS
+from segmodels.schemas import GROUP_SCHEMAS, STEP_SCHEMAS
 
 
 class ConfigError(ValueError):
@@ -29,42 +27,14 @@ def default_config_dir() -> Path:
     return Path(__file__).resolve().parents[1] / "conf"
 
 
-HYDRA_SPECIAL = re.compile(r"[\s=,'\"\[\]{}()\\]")
-
-
-def hydra_value(value: str) -> str:
-    """``value`` as Hydra override syntax: as is when plain, else a quoted string literal."""
-    if not HYDRA_SPECIAL.search(value):
-        return value
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def split_overrides(args: Sequence[str], free_overrides: str = "") -> list[str]:
-    """Hydra overrides from ``key=value`` arguments (values taken literally, as MLflow passes
-    params) and a free-form string of Hydra overrides.
-
-    An argument with an empty value (``lr=``) means "keep the config's default" and is dropped:
-    MLproject parameters default to empty so that ``conf/`` stays the single source of defaults.
-    """
-    overrides = []
-    for arg in args:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ConfigError(f"override {arg!r} is not of the form key=value")
-        if value != "":
-            overrides.append(f"{key}={hydra_value(value)}")
-    for arg in shlex.split(free_overrides or ""):
-        if "=" not in arg:
-            raise ConfigError(f"override {arg!r} is not of the form key=value")
-        overrides.append(arg)
-    return overrides
-
-
 def register_schemas() -> None:
-    """Store each typed group schema as option ``schema`` of its group (the group's YAML files extend it)."""
+    """Store each typed group schema as option ``schema`` of its group and each step's as ``<step>_schema``
+    (the YAML files extend them)."""
     store = ConfigStore.instance()
     for group, schema in GROUP_SCHEMAS.items():
         store.store(group=group, name="schema", node=schema)
+    for step, schema in STEP_SCHEMAS.items():
+        store.store(name=f"{step}_schema", node=schema)
 
 
 def load_config(name: str, overrides: Iterable[str] = (), config_dir: Path | None = None) -> DictConfig:
@@ -78,9 +48,22 @@ def load_config(name: str, overrides: Iterable[str] = (), config_dir: Path | Non
             cfg = compose(config_name=name, overrides=list(overrides))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
-        reason = str(exc).strip().splitlines()[0]
-        raise ConfigError(f"config {name}: {reason}") from exc
+        raise ConfigError(f"config {name}: {one_line_reason(exc)}") from exc
     return cfg
+
+
+def one_line_reason(exc: BaseException) -> str:
+    """Hydra's reason on one line: its first line, the cause's (e.g. a type error) and any options listed."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    reason = (lines[0] if lines else type(exc).__name__).rstrip(".")
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        reason += f": {str(cause).strip().splitlines()[0]}"
+    if "Available options" in str(exc):
+        start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
+        options = [line for line in lines[start + 1:] if not line.startswith(("Config search path", "provider=")) and line != "schema"]
+        reason += f" (available: {', '.join(options)})"
+    return reason
 
 
 def flatten_config(cfg: DictConfig, prefix: str = "") -> dict[str, str]:

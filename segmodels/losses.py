@@ -7,29 +7,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-_LOSSES: dict[str, Callable[..., nn.Module]] = {}
+from segmodels.registry import Registry
 
-
-def register_loss(name: str):
-    """Decorator registering a loss class or builder under ``name``."""
-
-    def decorator(builder):
-        _LOSSES[name] = builder
-        return builder
-
-    return decorator
-
-
-def list_losses() -> list[str]:
-    """Names accepted by :func:`create_loss`."""
-    return sorted(_LOSSES)
+LOSSES: Registry[Callable[..., nn.Module]] = Registry("loss")
+register_loss = LOSSES.register
+list_losses = LOSSES.names
 
 
 def create_loss(name: str, **kwargs) -> nn.Module:
     """Build the registered loss ``name``; every loss maps (logits [N,C,H,W], target [N,H,W]) to a scalar."""
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss {name!r}; registered losses: {', '.join(list_losses())}")
-    return _LOSSES[name](**kwargs)
+    return LOSSES.get(name)(**kwargs)
 
 
 @register_loss("ce")

@@ -1,8 +1,9 @@
-"""Typed schemas of the config groups whose keys code reads directly (Hydra structured configs).
+"""Typed schemas of the step configs and of the config groups whose keys code reads (Hydra structured configs).
 
-Each schema types its group's keys and holds no default: every value lives in the group's YAML under
-``conf/`` (the single source of defaults), which lists ``schema`` first in its defaults so that Hydra
-checks types on every override (``trainer.epochs=ten`` is refused when the config is composed).
+Each schema types its keys and holds no default: every value lives in the YAML under ``conf/`` (the single
+source of defaults), which lists its schema first in its defaults (``schema`` in a group, ``<step>_schema``
+in ``conf/<step>.yaml``) so that Hydra checks types on every override (``trainer.epochs=ten`` is refused when
+the config is composed).
 Code reads these keys as attributes, never with ``.get(key, default)``.
 """
 
@@ -72,7 +73,7 @@ class DataConfig:
     classes: Optional[List[Any]] = MISSING
     classes_file: Optional[str] = MISSING
     ignore_index: int = MISSING
-    mask_values: Dict[Any, Any] = MISSING
+    mask_values: Any = MISSING  # {raw value: class id} or None
     ignore_classes: List[str] = MISSING
     resize_masks: bool = MISSING
     name: Optional[str] = MISSING
@@ -80,4 +81,87 @@ class DataConfig:
     options: Dict[str, Any] = MISSING
 
 
-GROUP_SCHEMAS = {"transforms": TransformsConfig, "trainer": TrainerConfig, "data": DataConfig}
+@dataclass
+class LakeFSConfig:
+    """Where data and models live in lakeFS (``conf/lakefs/``); endpoint and credentials never go here."""
+
+    repo: str = MISSING
+    data_branch: str = MISSING
+    data_prefix: str = MISSING
+    model_branch: str = MISSING
+    model_prefix: str = MISSING
+
+
+@dataclass
+class DemoConfig:
+    """The built-in synthetic data set (``ingest.demo``)."""
+
+    num_images: int = MISSING
+    image_size: int = MISSING
+    seed: int = MISSING
+
+
+@dataclass
+class IngestConfig:
+    """``conf/ingest.yaml``."""
+
+    source: str = MISSING
+    on_error: str = MISSING
+    split_seed: int = MISSING
+    demo: DemoConfig = MISSING
+    data: DataConfig = MISSING
+    lakefs: LakeFSConfig = MISSING
+
+
+@dataclass
+class TrainConfig:
+    """``conf/train.yaml``; model, loss, optimizer and scheduler are ``_target_`` nodes."""
+
+    seed: int = MISSING
+    data_ref: str = MISSING
+    model: Any = MISSING
+    loss: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    transforms: TransformsConfig = MISSING
+    lakefs: LakeFSConfig = MISSING
+
+
+@dataclass
+class RegisterConfig:
+    """``conf/register.yaml``."""
+
+    run_id: str = MISSING
+    model_name: str = MISSING
+    metric: str = MISSING
+    threshold: float = MISSING
+    greater_is_better: bool = MISSING
+    alias: str = MISSING
+
+
+@dataclass
+class InferConfig:
+    """``conf/infer.yaml``."""
+
+    model_uri: str = MISSING
+    data_ref: str = MISSING
+    split: str = MISSING
+    output_dir: str = MISSING
+    overlay_alpha: float = MISSING
+    batch_size: int = MISSING
+    lakefs: LakeFSConfig = MISSING
+
+
+@dataclass
+class MainConfig:
+    """``conf/main.yaml``: ``steps`` holds the parameters given to main for each step, as strings."""
+
+    env_manager: str = MISSING
+    steps: Dict[str, Any] = MISSING
+
+
+GROUP_SCHEMAS = {"transforms": TransformsConfig, "trainer": TrainerConfig, "data": DataConfig,
+                 "lakefs": LakeFSConfig}
+STEP_SCHEMAS = {"ingest": IngestConfig, "train": TrainConfig, "register": RegisterConfig,
+                "infer": InferConfig, "main": MainConfig}

@@ -10,6 +10,7 @@ import mlflow
 import pytest
 from mlflow.tracking import fluent as mlflow_fluent
 
+from segmodels.config import load_config
 from segmodels.data import generate_demo_dataset, prepare_dataset
 from segmodels.lakefs_server import create_server
 from segmodels.versioning import LakeFS, LakeFSSettings
@@ -93,5 +94,6 @@ def tiny_demo_dataset(tmp_path_factory):
     def make(num_images: int, seed: int):
         root = tmp_path_factory.mktemp(f"demo-{num_images}-{seed}")
         source = generate_demo_dataset(root / "source", num_images=num_images, image_size=32, seed=seed)
-        return prepare_dataset(source, root / "data", val_fraction=0.25, test_fraction=0.0).root
+        cfg = load_config("ingest", ["data.val_fraction=0.25", "data.test_fraction=0.0"])
+        return prepare_dataset(source, root / "data", cfg.data, on_error=cfg.on_error, split_seed=cfg.split_seed).root
     return make

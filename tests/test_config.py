@@ -1,66 +1,151 @@
-"""The MLproject parameters and the Hydra configs in conf/ agree, and bad overrides fail clearly."""
+"""The MLproject parameters and the Hydra configs in conf/ agree, and bad parameters fail clearly."""
 
 from __future__ import annotations
 
-import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-import yaml
+from mlflow.projects import _project_spec
 
-from segmodels.config import ConfigError, flatten_config, load_config, split_overrides
+from segmodels.config import ConfigError, flatten_config, load_config
+from segmodels.pipeline.params import (CHAIN, LAUNCHER_PARAMS, STEP_PARAMS, main_overrides, parse_command_line,
+                                       route_main_params, step_overrides)
+from segmodels.training.launch import split_nproc
 
 PROJECT = Path(__file__).resolve().parents[1]
-MLPROJECT = yaml.safe_load((PROJECT / "MLproject").read_text())
 SAMPLES = {
-    "source": "demo", "repo": "r", "branch": "b", "format": "folder", "on_error": "skip", "overrides": "",
+    "source": "demo", "repo": "r", "branch": "b", "format": "folder", "on_error": "skip",
     "data_ref": "lakefs://r/abc/data", "model": "unet_resnet18", "lr": "0.01", "epochs": "2", "batch_size": "4",
     "image_size": "32", "run_id": "0123abcd", "model_name": "m", "metric": "best_val_miou", "threshold": "0.5",
     "alias": "a", "model_uri": "models:/m@a", "split": "val", "output_dir": "out", "env_manager": "local",
     "nproc": "2",
 }
-LAUNCHER_PARAMS = {"nproc"}  # parameters of the process launcher, not of the step's config
+GROUP_CHOICES = {"model", "format"}  # pick a config group option rather than set a value
 
 
-def test_split_overrides_drops_empty_values_and_splits_free_overrides():
-    assert split_overrides(["a=1", "b=", "model=unet"], "c.d=2 'e=x y'") == ["a=1", "model=unet", "c.d=2", "e=x y"]
-    with pytest.raises(ConfigError, match="'oops' is not of the form key=value"):
-        split_overrides(["oops"])
+def mlflow_command(entry_point: str, params: dict[str, str]) -> list[str]:
+    """The command ``mlflow run . -e <entry_point> -P ...`` executes, split as the shell splits it."""
+    project = _project_spec.load_project(str(PROJECT))
+    return shlex.split(project.get_entry_point(entry_point).compute_command(params, storage_dir=None))
 
 
-@pytest.mark.parametrize("entry_point", sorted(MLPROJECT["entry_points"]))
-def test_every_entry_point_command_composes_with_its_parameters(entry_point):
-    """Fill each parameter with a sample value, build the command as MLflow does, and compose the
-    step's config from it: every override must land on an existing key, with the value given."""
-    spec = MLPROJECT["entry_points"][entry_point]
-    command = spec["command"]
-    placeholders = set(re.findall(r"{(\w+)}", command))
-    assert placeholders == set(spec["parameters"]), "every parameter is used, and only parameters"
-    args = shlex.split(re.sub(r"{(\w+)}", lambda m: shlex.quote(SAMPLES[m.group(1)]), command))
+def step_argv(entry_point: str, params: dict[str, str]) -> list[str]:
+    """The arguments the step script receives (after the launcher took its own)."""
+    args = mlflow_command(entry_point, params)
     script = args.index(f"steps/{entry_point}.py")
     assert args[0] == "python" and (script == 1 or args[1:3] == ["-m", "segmodels.training.launch"])
-    overrides, free = args[script + 1:], ""
-    if "--overrides" in overrides:
-        index = overrides.index("--overrides")
-        free = overrides[index + 1]
-        overrides = overrides[:index] + overrides[index + 2:]
-    values = set(flatten_config(load_config(entry_point, split_overrides(overrides, free))).values())
-    group_choices = {"model", "format"}
-    for name in spec["parameters"]:
-        if name not in group_choices | LAUNCHER_PARAMS and SAMPLES[name]:
-            assert SAMPLES[name] in values, f"-P {name} does not reach the {entry_point} config"
+    return split_nproc(args[script + 1:])[1]
+
+
+def compose(entry_point: str, params: dict[str, str]):
+    return load_config(entry_point, step_overrides(entry_point, step_argv(entry_point, params)))
+
+
+@pytest.mark.parametrize("entry_point", ["ingest", "train", "register", "infer"])
+def test_every_entry_point_parameter_reaches_its_config_key(entry_point):
+    """Fill each parameter with a sample value, build the command as MLflow does, and compose the
+    step's config from it: every parameter must land on an existing key, with the value given."""
+    params = {name: SAMPLES[name] for name in STEP_PARAMS[entry_point]}
+    flat = flatten_config(compose(entry_point, params))
+    for name, key in STEP_PARAMS[entry_point].items():
+        if name not in GROUP_CHOICES:
+            assert flat[key] == SAMPLES[name], f"-P {name} does not reach {key} of the {entry_point} config"
+    assert compose(entry_point, {}) == load_config(entry_point), "no parameter: every default as in conf/"
 
 
 def test_train_params_map_onto_hyperparameters():
-    cfg = load_config("train", split_overrides(["optimizer.lr=0.01", "trainer.epochs=3", "trainer.batch_size=4",
-                                                "transforms.image_size=48", "data_ref=abc"]))
-    flat = flatten_config(cfg)
+    flat = flatten_config(compose("train", {"lr": "0.01", "epochs": "3", "batch_size": "4", "image_size": "48",
+                                            "data_ref": "abc", "nproc": "2"}))
     assert flat["optimizer.lr"] == "0.01"
     assert flat["trainer.epochs"] == "3"
     assert flat["trainer.batch_size"] == "4"
     assert flat["transforms.image_size"] == "48"
     assert flat["data_ref"] == "abc"
+
+
+@pytest.mark.parametrize("value, expected", [("[192,256]", [192, 256]), ("[192, 256]", [192, 256]), ("96", 96)])
+def test_list_values_pass_through_mlproject_params(value, expected):
+    cfg = compose("train", {"image_size": value})
+    assert cfg.transforms.image_size == expected
+    cfg = compose("ingest", {"overrides": "data.ignore_classes=[Unlabelled] data.mask_values={255:1}"})
+    assert list(cfg.data.ignore_classes) == ["Unlabelled"] and dict(cfg.data.mask_values) == {255: 1}
+
+
+@pytest.mark.parametrize("params, reason", [
+    ({"image_size": "[192,256"}, "image_size"),
+    ({"epochs": "ten"}, "epochs"),
+    ({"image_size": "[a,b]"}, None),  # composes; refused where the size is read (tests/test_transforms.py)
+])
+def test_bad_list_or_typed_values_are_one_line_config_errors(params, reason):
+    if reason is None:
+        compose("train", params)
+        return
+    with pytest.raises(ConfigError) as info:
+        compose("train", params)
+    assert reason in str(info.value) and "\n" not in str(info.value)
+
+
+def test_any_config_key_is_a_parameter_and_unknown_names_are_refused():
+    assert flatten_config(compose("train", {"trainer.num_workers": "0"}))["trainer.num_workers"] == "0"
+    with pytest.raises(ConfigError, match="unknown parameter 'bogus' for train; expected one of data_ref, repo"):
+        compose("train", {"bogus": "1"})
+    with pytest.raises(ConfigError, match="trainer.no_such_key"):
+        compose("train", {"trainer.no_such_key": "1"})
+
+
+def test_segmodels_step_takes_hydra_overrides_and_free_overrides():
+    params, overrides = parse_command_line("train", ["optimizer.lr=0.01", "trainer.epochs=", "--overrides",
+                                                     "loss=ce_dice 'model.encoder_name=resnet34'", "--lr=0.5"])
+    assert params == {"lr": "0.5"} and overrides == ["optimizer.lr=0.01", "loss=ce_dice", "model.encoder_name=resnet34"]
+    with pytest.raises(ConfigError, match="'oops' is not of the form"):
+        parse_command_line("train", ["oops"])
+
+
+def test_main_hands_each_step_its_own_parameters():
+    own, per_step = route_main_params({"repo": "r", "lr": "0.01", "source": "demo", "infer.split": "val",
+                                       "overrides": "loss=ce_dice", "env_manager": "local", "nproc": "2",
+                                       "train.trainer.epochs": "3"})
+    assert own == {"env_manager": "local"}
+    assert per_step == {"ingest": {"repo": "r", "source": "demo"},
+                        "train": {"repo": "r", "lr": "0.01", "overrides": "loss=ce_dice", "nproc": "2",
+                                  "trainer.epochs": "3"},
+                        "register": {}, "infer": {"repo": "r", "split": "val"}}
+    cfg = load_config("main", main_overrides({"lr": "1e-3", "image_size": "[48,64]", "threshold": ""}))
+    assert flatten_config(cfg.steps.train) == {"lr": "1e-3", "image_size": "[48,64]"}, "strings, as given"
+    assert set(cfg.steps) == set(CHAIN) and not cfg.steps.register
+    for bad, reason in [({"bogus": "1"}, "unknown parameter 'bogus' for main"),
+                        ({"train.data_ref": "x"}, "filled in by main")]:
+        with pytest.raises(ConfigError, match=reason):
+            route_main_params(bad)
+
+
+def test_launcher_takes_nproc_wherever_mlflow_put_it():
+    assert split_nproc(["--lr", "0.1", "--nproc", "4", "a=1"]) == ("4", ["--lr", "0.1", "a=1"])
+    assert split_nproc(["--nproc=3"]) == ("3", [])
+    assert split_nproc([]) == ("1", [])
+    assert "nproc" in LAUNCHER_PARAMS["train"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--bogus", "1"], "segmodels register: error: unknown parameter 'bogus' for register"),
+    (["--threshold", "[0.5"], "segmodels register: error: threshold='[0.5': not a valid value"),
+    (["--threshold", "high"], "segmodels register: error: "),
+])
+def test_step_script_refuses_bad_parameters_in_one_line(argv, message):
+    result = subprocess.run([sys.executable, "steps/register.py", *argv], cwd=PROJECT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[0]]
+    assert result.stderr.startswith(message), result.stderr
+
+
+def test_launcher_refuses_a_bad_nproc_in_one_line():
+    result = subprocess.run([sys.executable, "-m", "segmodels.training.launch", "steps/train.py", "--nproc", "two"],
+                            cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr == "segmodels train: error: nproc='two': expected a whole number >= 1\n"
 
 
 def test_unknown_model_name_is_a_one_line_config_error():

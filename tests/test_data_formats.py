@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source
-from segmodels.data import DataValidationError, detect_format, list_formats, load_dataset_info, prepare_dataset
+from test_data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source, prepare
+from segmodels.data import DataValidationError, detect_format, list_formats, load_dataset_info, register_format
+from segmodels.data.formats.folder import FolderReader
 
 
 def read_masks(root):
@@ -27,21 +28,29 @@ def test_formats_are_registered_and_detected(tmp_path):
         detect_format(tmp_path / "nothing")
 
 
+def test_a_format_name_is_registered_once():
+    class AnotherFolderReader(FolderReader):
+        name = "folder"
+
+    with pytest.raises(ValueError, match="data format 'folder' is already registered"):
+        register_format(AnotherFolderReader)
+
+
 def test_folder_with_configured_names(tmp_path):
     source = make_folder_source(tmp_path / "src")
     (source / "images").rename(source / "frames")
     (source / "masks").rename(source / "labels")
     for mask in (source / "labels").glob("*.png"):
         mask.rename(mask.with_name(f"{mask.stem}_mask.png"))
-    options = {"images_dir": "frames", "masks_dir": "labels", "mask_name": "{stem}_mask"}
-    prepared = prepare_dataset(source, tmp_path / "out", options=options)
+    options = ["data.options.images_dir=frames", "data.options.masks_dir=labels", "data.options.mask_name='{stem}_mask'"]
+    prepared = prepare(source, tmp_path / "out", "data=folder", *options)
     assert prepared.info.class_names == ["background", "thing", "other"]
     assert prepared.stats.num_images == 6 and not prepared.report
 
 
 def test_voc_palette_masks_splits_and_ignore(tmp_path):
     source, expected = make_voc_source(tmp_path / "src")
-    prepared = prepare_dataset(source, tmp_path / "out", split_seed=123)
+    prepared = prepare(source, tmp_path / "out", "split_seed=123")
     info = load_dataset_info(prepared.root)
     assert info.num_classes == 21 and info.class_names[15] == "person" and info.colors[1] == (128, 0, 0)
     assert info.splits == {"train": 3, "val": 2, "test": 0}  # from ImageSets, not from the seed
@@ -57,7 +66,7 @@ def test_voc_listed_name_without_mask_is_missing(tmp_path):
     source, _ = make_voc_source(tmp_path / "src")
     next(source.rglob("SegmentationClass/2007_000002.png")).unlink()
     with pytest.raises(DataValidationError) as caught:
-        prepare_dataset(source, tmp_path / "out")
+        prepare(source, tmp_path / "out")
     [issue] = caught.value.report.issues
     assert issue.file.endswith("2007_000002.jpg") and "missing mask" in issue.reason
 
@@ -71,13 +80,13 @@ def test_coco_splits_from_annotation_file_names(tmp_path):
     for image in (source / "val2017").iterdir():
         (source / "train2017").mkdir(exist_ok=True)
         (source / "train2017" / ("t_" + image.name)).write_bytes(image.read_bytes())
-    prepared = prepare_dataset(source, tmp_path / "out")
+    prepared = prepare(source, tmp_path / "out")
     assert prepared.info.splits == {"train": 4, "val": 4, "test": 0}
 
 
 def test_coco_polygons_and_rle_to_semantic_masks(tmp_path):
     source, expected = make_coco_source(tmp_path / "src")
-    prepared = prepare_dataset(source, tmp_path / "out")
+    prepared = prepare(source, tmp_path / "out")
     assert prepared.info.class_names == ["_background_", "car", "bus", "dog"]
     masks = read_masks(prepared.root)
     assert set(masks) == set(expected)
@@ -85,7 +94,7 @@ def test_coco_polygons_and_rle_to_semantic_masks(tmp_path):
         assert np.array_equal(mask, expected[name]), name
     # a source naming one split only is split by seed (all-val would leave nothing to train on)
     assert prepared.info.splits == {"train": 2, "val": 1, "test": 1}
-    crowd_ignored = prepare_dataset(source, tmp_path / "crowd", options={"crowd_as_ignore": True})
+    crowd_ignored = prepare(source, tmp_path / "crowd", "data=coco", "data.options.crowd_as_ignore=true")
     _, first = read_masks(crowd_ignored.root)["000000000001"]
     assert (first[0:3] == 255).all()
 
@@ -98,7 +107,7 @@ def test_coco_unknown_category_and_missing_image_are_reported(tmp_path):
     document["images"][1]["file_name"] = "gone.jpg"
     path.write_text(json.dumps(document))
     with pytest.raises(DataValidationError) as caught:
-        prepare_dataset(source, tmp_path / "out")
+        prepare(source, tmp_path / "out")
     reasons = {issue.file.split("/")[-1]: issue.reason for issue in caught.value.report.issues}
     assert "category id 99 is not in categories" in reasons["instances_val2017.json#image_id=1"]
     assert "unreadable image" in reasons["gone.jpg"]
@@ -106,7 +115,7 @@ def test_coco_unknown_category_and_missing_image_are_reported(tmp_path):
 
 def test_labelme_shapes_labels_and_embedded_images(tmp_path):
     source, expected = make_labelme_source(tmp_path / "src")
-    prepared = prepare_dataset(source, tmp_path / "out")
+    prepared = prepare(source, tmp_path / "out")
     assert prepared.info.class_names == ["_background_", "cat", "dog"]
     masks = read_masks(prepared.root)
     assert set(masks) == set(expected)
@@ -125,7 +134,7 @@ def test_labelme_unknown_label_is_reported(tmp_path):
     document["shapes"][0]["label"] = "horse"
     (source / "photo1.json").write_text(json.dumps(document))
     with pytest.raises(DataValidationError, match="label 'horse' is not a declared class"):
-        prepare_dataset(source, tmp_path / "out")
+        prepare(source, tmp_path / "out")
     (source / "labels.txt").unlink()  # without a labels file, classes come from the labels seen
-    prepared = prepare_dataset(source, tmp_path / "out")
+    prepared = prepare(source, tmp_path / "out")
     assert prepared.info.class_names == ["_background_", "cat", "dog", "horse"]

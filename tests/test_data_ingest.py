@@ -1,4 +1,4 @@
-"""ingest() into the embedded lakeFS: atomic, idempotent and incremental commits, refusal of bad data, lineage."""
+"""dataset_store.ingest into the embedded lakeFS: atomic, idempotent and incremental commits, refusal of bad data, lineage."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source
+from test_data_sources import ingest_into, make_coco_source, make_folder_source, make_labelme_source, make_voc_source
 from segmodels.config import load_config
 from segmodels.data import DataValidationError, SegmentationDataset, generate_demo_dataset
-from segmodels.data.ingest import ingest
+from segmodels.dataset_store import fetch_dataset
 
 PROJECT = Path(__file__).resolve().parents[1]
 SOURCES = {
@@ -48,15 +48,15 @@ def train_one_epoch(data_root: Path, work_dir: Path):
 @pytest.mark.parametrize("fmt", sorted(SOURCES))
 def test_ingest_each_format_then_train_one_epoch(fmt, lakefs, repo, tmp_path):
     source = SOURCES[fmt](tmp_path / "source")
-    result = ingest(source, lakefs, repo, "main", "data", split_seed=0, work_dir=tmp_path / "work",
-                    commit_metadata={"mlflow_run_id": "run123", "git_commit": "abc"})
+    result = ingest_into(lakefs, repo, source, tmp_path / "work", "split_seed=0",
+                         metadata={"mlflow_run_id": "run123", "git_commit": "abc"})
     assert result.changed and result.uploaded_files > 0
     assert result.uri == f"lakefs://{repo}/{result.commit_id}/data"
     assert lakefs.resolve_commit(repo, "main") == result.commit_id
     metadata = lakefs.get_commit(repo, result.commit_id).metadata
     assert metadata["mlflow_run_id"] == "run123" and metadata["git_commit"] == "abc"
     assert metadata["source"] == str(source) and metadata["format"] == fmt
-    root = lakefs.download_prefix(repo, result.commit_id, "data")
+    root = fetch_dataset(lakefs, result.uri)
     assert (root / "dataset.yaml").is_file() and (root / "manifest.csv").is_file()
     if not len(SegmentationDataset(root, "val")):  # sources that bring their own splits may have no val
         pytest.skip("no validation split")  # never for these sources; kept explicit
@@ -66,19 +66,19 @@ def test_ingest_each_format_then_train_one_epoch(fmt, lakefs, repo, tmp_path):
 
 def test_reingest_unchanged_makes_no_commit_and_a_change_uploads_only_it(lakefs, repo, tmp_path):
     source = generate_demo_dataset(tmp_path / "demo", num_images=20, image_size=32)
-    first = ingest(source, lakefs, repo, "main", work_dir=tmp_path / "work")
+    first = ingest_into(lakefs, repo, source, tmp_path / "work")
     assert first.changed and first.uploaded_files == 2 * 20 + 2
-    again = ingest(source, lakefs, repo, "main", work_dir=tmp_path / "work")
+    again = ingest_into(lakefs, repo, source, tmp_path / "work")
     assert not again.changed and again.uploaded_files == 0 and again.commit_id == first.commit_id
     assert "data unchanged" in again.summary()
     # a fresh work dir (nothing cached locally) still uploads nothing: the output is byte-stable
-    fresh = ingest(source, lakefs, repo, "main", work_dir=tmp_path / "fresh")
+    fresh = ingest_into(lakefs, repo, source, tmp_path / "fresh")
     assert not fresh.changed and fresh.uploaded_files == 0
     mask_path = source / "masks" / "demo_00007.png"
     mask = np.asarray(Image.open(mask_path)).copy()
     mask[:3, :3] = 3
     Image.fromarray(mask).save(mask_path)
-    changed = ingest(source, lakefs, repo, "main", work_dir=tmp_path / "work")
+    changed = ingest_into(lakefs, repo, source, tmp_path / "work")
     assert changed.changed and changed.commit_id != first.commit_id
     assert changed.uploaded_files == 2  # that mask and the manifest listing its checksum
     assert lakefs.get_commit(repo, changed.commit_id).parents[0] == first.commit_id
@@ -108,10 +108,10 @@ FAULTS = {"corrupt image": "corrupt or unreadable image", "missing mask": "missi
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_bad_data_is_refused_and_the_branch_is_unchanged(fault, lakefs, repo, tmp_path):
     source = make_folder_source(tmp_path / "source", count=8)
-    head = ingest(source, lakefs, repo, "main", work_dir=tmp_path / "work").commit_id
+    head = ingest_into(lakefs, repo, source, tmp_path / "work").commit_id
     bad_file = break_source(source, fault)
     with pytest.raises(DataValidationError) as caught:
-        ingest(source, lakefs, repo, "main", work_dir=tmp_path / "work")
+        ingest_into(lakefs, repo, source, tmp_path / "work")
     [issue] = caught.value.report.issues
     assert issue.file.endswith(bad_file) and FAULTS[fault] in issue.reason
     assert bad_file in str(caught.value) and FAULTS[fault] in str(caught.value)
@@ -137,11 +137,11 @@ class FailingUpload:
 
 def test_failure_mid_upload_leaves_the_branch_as_it_was(lakefs, repo, tmp_path):
     first = generate_demo_dataset(tmp_path / "a", num_images=6, image_size=32, seed=1)
-    head = ingest(first, lakefs, repo, "main", work_dir=tmp_path / "work").commit_id
+    head = ingest_into(lakefs, repo, first, tmp_path / "work").commit_id
     before = sorted(obj.path for obj in lakefs.list_objects(repo, "main", "data/"))
     second = generate_demo_dataset(tmp_path / "b", num_images=6, image_size=32, seed=2)
     with pytest.raises(ConnectionError):
-        ingest(second, FailingUpload(lakefs), repo, "main", work_dir=tmp_path / "work")
+        ingest_into(FailingUpload(lakefs), repo, second, tmp_path / "work")
     assert lakefs.resolve_commit(repo, "main") == head
     assert sorted(obj.path for obj in lakefs.list_objects(repo, "main", "data/")) == before
 
@@ -155,8 +155,8 @@ def test_skip_policy_and_mlflow_lineage(lakefs, repo, tmp_path):
     bad = break_source(source, "size mismatch")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run() as run:
-        result = ingest(source, lakefs, repo, "main", on_error="skip", work_dir=tmp_path / "work",
-                        commit_metadata={"mlflow_run_id": run.info.run_id})
+        result = ingest_into(lakefs, repo, source, tmp_path / "work", "on_error=skip",
+                             metadata={"mlflow_run_id": run.info.run_id})
         log_ingest(result)
     client = MlflowClient()
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "data")}
@@ -174,16 +174,36 @@ def test_skip_policy_and_mlflow_lineage(lakefs, repo, tmp_path):
     assert not any(bad.split(".")[0] in row["file"] for row in rows)
 
 
+def lakectl_environment(server) -> dict[str, str]:
+    """The ``LAKECTL_*`` variables that point a step at ``server``."""
+    return {
+        "LAKECTL_SERVER_ENDPOINT_URL": server.endpoint,
+        "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": server.access_key_id,
+        "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": server.secret_access_key,
+    }
+
+
+def test_ingest_step_names_the_source_as_given(lakefs_server, lakefs, repo, tmp_path, monkeypatch):
+    """`source=demo` is committed as coming `from demo`, not from the temp folder the demo was generated in."""
+    from segmodels.pipeline.ingest import run
+
+    for key, value in lakectl_environment(lakefs_server).items():
+        monkeypatch.setenv(key, value)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    cfg = load_config("ingest", ["source=demo", "demo.num_images=8", "demo.image_size=32", f"lakefs.repo={repo}"])
+    commit = lakefs.get_commit(repo, run(cfg))
+    assert commit.message == "ingest demo: 8 images from demo"
+    assert commit.metadata["source"] == "demo"
+
+
 def test_ingest_step_exits_nonzero_naming_every_bad_file(lakefs_server, lakefs, repo, tmp_path):
     """The user's view: `steps/ingest.py source=...` fails with status 2 naming each file and reason."""
     source = make_folder_source(tmp_path / "source", count=8)
-    head = ingest(source, lakefs, repo, "main", work_dir=tmp_path / "work").commit_id
+    head = ingest_into(lakefs, repo, source, tmp_path / "work").commit_id
     bad_files = {fault: break_source(source, fault) for fault in FAULTS}
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
+    env.update(lakectl_environment(lakefs_server))
     env.update({
-        "LAKECTL_SERVER_ENDPOINT_URL": lakefs_server.endpoint,
-        "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": lakefs_server.access_key_id,
-        "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": lakefs_server.secret_access_key,
         "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "SEGMODELS_HOME": str(tmp_path / "home"),
     })

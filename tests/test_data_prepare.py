@@ -12,13 +12,8 @@ import torch
 from PIL import Image
 from torchvision import tv_tensors
 
-from segmodels.data import (
-    DataValidationError,
-    SegmentationDataset,
-    generate_demo_dataset,
-    load_dataset_info,
-    prepare_dataset,
-)
+from test_data_sources import prepare
+from segmodels.data import DataValidationError, Layout, SegmentationDataset, generate_demo_dataset, load_dataset_info
 from segmodels.data.splits import assign_splits
 
 
@@ -48,7 +43,7 @@ def test_demo_is_deterministic_and_has_every_class(tmp_path):
 
 
 def test_prepare_writes_normalised_layout(demo, tmp_path):
-    prepared = prepare_dataset(demo, tmp_path / "out", split_seed=1, val_fraction=0.2, test_fraction=0.1)
+    prepared = prepare(demo, tmp_path / "out", "split_seed=1", "data.val_fraction=0.2", "data.test_fraction=0.1")
     info = load_dataset_info(prepared.root)
     assert info.num_classes == 4 and info.class_names == ["background", "circle", "square", "triangle"]
     assert info.ignore_index == 255 and info.colors[1] == (220, 20, 60)
@@ -68,22 +63,22 @@ def test_prepare_writes_normalised_layout(demo, tmp_path):
 
 def test_prepare_is_byte_stable_and_incremental(demo, tmp_path):
     cache = tmp_path / "cache.json"
-    first = prepare_dataset(demo, tmp_path / "out", cache_file=cache)
+    first = prepare(demo, tmp_path / "out", cache_file=cache)
     before = tree_digest(first.root)
-    again = prepare_dataset(demo, tmp_path / "out", cache_file=cache)
+    again = prepare(demo, tmp_path / "out", cache_file=cache)
     assert again.reused == 30 and tree_digest(again.root) == before
-    fresh = prepare_dataset(demo, tmp_path / "fresh")
+    fresh = prepare(demo, tmp_path / "fresh")
     assert tree_digest(fresh.root) == before
     # a touched but unchanged file is recognised by its content
     os.utime(demo / "images" / "demo_00002.png", ns=(1, 1))
-    touched = prepare_dataset(demo, tmp_path / "out", cache_file=cache)
+    touched = prepare(demo, tmp_path / "out", cache_file=cache)
     assert touched.reused == 30 and tree_digest(touched.root) == before
     # change one mask: only that sample is redone
     mask_path = demo / "masks" / "demo_00004.png"
     mask = np.asarray(Image.open(mask_path)).copy()
     mask[:4, :4] = 2
     Image.fromarray(mask).save(mask_path)
-    changed = prepare_dataset(demo, tmp_path / "out", cache_file=cache)
+    changed = prepare(demo, tmp_path / "out", cache_file=cache)
     assert changed.reused == 29
     after = tree_digest(changed.root)
     differing = {k for k in before if before[k] != after.get(k)}
@@ -103,15 +98,15 @@ def test_splits_are_seeded_and_stable_under_additions():
 
 
 def test_source_splits_are_kept(demo, tmp_path):
-    prepared = prepare_dataset(demo, tmp_path / "out", split_seed=5)
+    prepared = prepare(demo, tmp_path / "out", "split_seed=5")
     # the normalised layout is itself a folder source with splits: they survive a round trip
-    again = prepare_dataset(prepared.root, tmp_path / "again", split_seed=99)
+    again = prepare(prepared.root, tmp_path / "again", "split_seed=99")
     assert again.info.splits == prepared.info.splits
     assert tree_digest(again.root / "masks") == tree_digest(prepared.root / "masks")
 
 
 def test_segmentation_dataset_items(demo, tmp_path):
-    root = prepare_dataset(demo, tmp_path / "out").root
+    root = prepare(demo, tmp_path / "out").root
     dataset = SegmentationDataset(root, "train")
     image, mask = dataset[0]
     assert isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and image.shape == (3, 32, 32)
@@ -119,6 +114,17 @@ def test_segmentation_dataset_items(demo, tmp_path):
     flipped = SegmentationDataset(root, "train", transforms=lambda i, m: (i.flip(-1), m.flip(-1)))
     assert torch.equal(flipped[0][1], mask.flip(-1))
     assert len(dataset) + len(SegmentationDataset(root, "val")) + len(SegmentationDataset(root, "test")) == 30
+
+
+def test_layout_lists_images_and_finds_their_masks(demo, tmp_path):
+    layout = Layout(prepare(demo, tmp_path / "out").root)
+    images = layout.images()
+    assert len(images) == 30 and sum(len(layout.images(split)) for split in layout.splits) == 30
+    masks = [layout.mask_for(image) for image in images]
+    assert all(mask.is_file() for mask in masks) and layout.images("nope") == []
+    manifest = {row["file"] for row in csv.DictReader(open(layout.manifest_file))}
+    assert manifest == {layout.relative(path) for path in images + masks}
+    assert load_dataset_info(layout.root).splits == {split: len(layout.images(split)) for split in layout.splits}
 
 
 def make_bad_source(demo):
@@ -145,7 +151,7 @@ def make_bad_source(demo):
 def test_validation_lists_every_bad_file(demo, tmp_path):
     expected = make_bad_source(demo)
     with pytest.raises(DataValidationError) as caught:
-        prepare_dataset(demo, tmp_path / "out")
+        prepare(demo, tmp_path / "out")
     issues = {issue.file.split("/")[-1]: issue.reason for issue in caught.value.report.issues}
     assert set(issues) == set(expected)
     for file, reason in expected.items():
@@ -156,7 +162,7 @@ def test_validation_lists_every_bad_file(demo, tmp_path):
 
 def test_skip_keeps_the_good_files(demo, tmp_path):
     make_bad_source(demo)
-    prepared = prepare_dataset(demo, tmp_path / "out", on_error="skip")
+    prepared = prepare(demo, tmp_path / "out", "on_error=skip")
     assert prepared.report.accepted == 30 - 5 and len(prepared.report) == 7
     assert sum(prepared.info.splits.values()) == 25
     names = {p.stem for p in (prepared.root / "images").rglob("*.*")}
@@ -166,8 +172,8 @@ def test_skip_keeps_the_good_files(demo, tmp_path):
 def test_resize_masks_only_when_asked(demo, tmp_path):
     Image.fromarray(np.zeros((16, 16), np.uint8)).save(demo / "masks" / "demo_00003.png")
     with pytest.raises(DataValidationError, match="size mismatch"):
-        prepare_dataset(demo, tmp_path / "out")
-    prepared = prepare_dataset(demo, tmp_path / "out", resize_masks=True)
+        prepare(demo, tmp_path / "out")
+    prepared = prepare(demo, tmp_path / "out", "data.resize_masks=true")
     mask = next((prepared.root / "masks").rglob("demo_00003.png"))
     assert Image.open(mask).size == (32, 32)
 
@@ -176,7 +182,7 @@ def test_empty_source_is_refused(tmp_path):
     (tmp_path / "src" / "images").mkdir(parents=True)
     (tmp_path / "src" / "masks").mkdir()
     with pytest.raises(DataValidationError, match="empty data set"):
-        prepare_dataset(tmp_path / "src", tmp_path / "out")
+        prepare(tmp_path / "src", tmp_path / "out")
 
 
 def test_mask_values_and_inferred_classes(tmp_path):
@@ -188,10 +194,10 @@ def test_mask_values_and_inferred_classes(tmp_path):
         mask = np.zeros((8, 8), np.uint8)
         mask[:4] = 255
         Image.fromarray(mask).save(src / "masks" / f"{i}.png")
-    prepared = prepare_dataset(src, tmp_path / "out", mask_values={255: 1}, classes=["membrane", "cell"])
+    prepared = prepare(src, tmp_path / "out", "data=binary", "data.classes=[membrane,cell]")  # binary: {255: 1}
     mask = np.asarray(Image.open(next((prepared.root / "masks").rglob("*.png"))))
     assert set(np.unique(mask)) == {0, 1} and prepared.info.class_names == ["membrane", "cell"]
-    inferred = prepare_dataset(src, tmp_path / "inferred", mask_values={255: 1})
+    inferred = prepare(src, tmp_path / "inferred", "data=binary", "data.classes=null")
     assert inferred.info.class_names == ["class_0", "class_1"]
     image = SegmentationDataset(prepared.root, "train")[0][0]
     assert image.shape == (3, 8, 8)  # grey images come out as 3 channels
@@ -199,9 +205,9 @@ def test_mask_values_and_inferred_classes(tmp_path):
 
 def test_unknown_format_and_option_are_named(demo, tmp_path):
     with pytest.raises(DataValidationError, match="unknown data format 'nope'"):
-        prepare_dataset(demo, tmp_path / "out", format="nope")
+        prepare(demo, tmp_path / "out", "data.format=nope")
     with pytest.raises(DataValidationError, match=r"unknown option\(s\) \['colour'\]"):
-        prepare_dataset(demo, tmp_path / "out", format="folder", options={"colour": 1})
+        prepare(demo, tmp_path / "out", "data=folder", "+data.options.colour=1")
 
 
 def test_truncated_jpeg_is_refused(demo, tmp_path):
@@ -211,4 +217,4 @@ def test_truncated_jpeg_is_refused(demo, tmp_path):
     data = (demo / "images" / "demo_00000.jpg").read_bytes()
     (demo / "images" / "demo_00000.jpg").write_bytes(data[: len(data) // 2])
     with pytest.raises(DataValidationError, match=r"demo_00000.jpg: corrupt or unreadable image \(OSError: "):
-        prepare_dataset(demo, tmp_path / "out")
+        prepare(demo, tmp_path / "out")

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 from PIL import Image
 
-from segmodels.config import load_config
-from segmodels.data import DataValidationError, SegmentationDataset, prepare_dataset
+from test_data_sources import prepare
+from segmodels.data import DataValidationError, SegmentationDataset
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 LABELME = REALDATA / "labelme" / "examples"
@@ -30,8 +29,8 @@ def labelme_export(kind):
 
 @pytest.mark.parametrize("kind", ["semantic_segmentation", "instance_segmentation"])
 def test_labelme_json_matches_labelmes_voc_export(kind, tmp_path):
-    ours = prepare_dataset(LABELME / kind / "data_annotated", tmp_path / "json")
-    via_voc = prepare_dataset(LABELME / kind / "data_dataset_voc", tmp_path / "voc")
+    ours = prepare(LABELME / kind / "data_annotated", tmp_path / "json")
+    via_voc = prepare(LABELME / kind / "data_dataset_voc", tmp_path / "voc")
     assert ours.info.class_names == via_voc.info.class_names and ours.info.num_classes == 21
     exported, from_json, from_voc = labelme_export(kind), read_masks(ours.root), read_masks(via_voc.root)
     assert set(from_json) == set(exported) == set(from_voc)
@@ -47,7 +46,7 @@ def test_labelme_embedded_image_data(tmp_path):
     source = tmp_path / "tutorial"
     source.mkdir()
     (source / "apc2016_obj3.json").write_bytes((LABELME / "tutorial" / "apc2016_obj3.json").read_bytes())
-    prepared = prepare_dataset(source, tmp_path / "out", val_fraction=0, test_fraction=0)
+    prepared = prepare(source, tmp_path / "out", "data.val_fraction=0", "data.test_fraction=0")
     image = next((prepared.root / "images" / "train").iterdir())
     assert Image.open(image).size == (1210, 907)
     assert len(np.unique(read_masks(prepared.root)["apc2016_obj3"])) > 1
@@ -55,7 +54,8 @@ def test_labelme_embedded_image_data(tmp_path):
 
 @pytest.mark.parametrize("polygons, at_most", [("pil", 1), ("pycocotools", 0.01)])
 def test_coco_export_gives_the_same_classes_per_pixel(polygons, at_most, tmp_path):
-    prepared = prepare_dataset(LABELME / "instance_segmentation" / "data_dataset_coco", tmp_path / "out", options={"polygons": polygons})
+    prepared = prepare(LABELME / "instance_segmentation" / "data_dataset_coco", tmp_path / "out", "data=coco",
+                       f"data.options.polygons={polygons}")
     assert prepared.info.class_names[:2] == ["_background_", "aeroplane"] and prepared.info.num_classes == 21
     ours, exported = read_masks(prepared.root), labelme_export("instance_segmentation")
     assert set(ours) == set(exported)
@@ -66,14 +66,8 @@ def test_coco_export_gives_the_same_classes_per_pixel(polygons, at_most, tmp_pat
         assert differing <= (at_most if at_most >= 1 else at_most * labelled.sum()), (name, differing)
 
 
-def data_preset(name: str, *overrides: str) -> dict:
-    """Keyword arguments of prepare_dataset from `conf/data/<name>.yaml`, as the ingest step composes them."""
-    conf_data = Path(__file__).resolve().parents[1] / "conf" / "data"
-    return OmegaConf.to_container(load_config(name, overrides, config_dir=conf_data), resolve=True)
-
-
 def test_camvid_grey_masks_with_unlabelled_ignored(tmp_path):
-    prepared = prepare_dataset(REALDATA / "camvid", tmp_path / "out", **data_preset("camvid"))
+    prepared = prepare(REALDATA / "camvid", tmp_path / "out", "data=camvid")
     assert prepared.info.num_classes == 11 and prepared.info.class_names[-1] == "Bicyclist"
     assert prepared.info.colors[4] == (60, 40, 222)
     assert prepared.stats.num_images == 101 and not prepared.report
@@ -84,8 +78,8 @@ def test_camvid_grey_masks_with_unlabelled_ignored(tmp_path):
 
 def test_isbi_binary_masks_mapped_by_config(tmp_path):
     source = REALDATA / "isbi2012" / "data" / "membrane" / "train"
-    kwargs = data_preset("binary", "classes=[membrane,cell]", "options.images_dir=image", "options.masks_dir=label")
-    prepared = prepare_dataset(source, tmp_path / "out", **kwargs)
+    overrides = ["data=binary", "data.classes=[membrane,cell]", "data.options.images_dir=image", "data.options.masks_dir=label"]
+    prepared = prepare(source, tmp_path / "out", *overrides)
     assert prepared.info.class_names == ["membrane", "cell"]
     assert prepared.stats.num_images == 30 and prepared.stats.pixels[255] == 0
     assert prepared.stats.pixels[1] > prepared.stats.pixels[0] > 0
@@ -94,11 +88,11 @@ def test_isbi_binary_masks_mapped_by_config(tmp_path):
 
 
 def test_human_seg_size_mismatches_are_named_and_resized_only_on_request(tmp_path):
-    kwargs = data_preset("binary", "options.images_dir=Training_Images", "options.masks_dir=Ground_Truth")
+    overrides = ["data=binary", "data.options.images_dir=Training_Images", "data.options.masks_dir=Ground_Truth"]
     with pytest.raises(DataValidationError) as caught:
-        prepare_dataset(REALDATA / "human_seg", tmp_path / "out", **kwargs)
+        prepare(REALDATA / "human_seg", tmp_path / "out", *overrides)
     issues = caught.value.report.issues
     assert len(issues) == 198 and all("size mismatch" in issue.reason for issue in issues)
     assert all(issue.file.startswith(str(REALDATA / "human_seg" / "Ground_Truth")) for issue in issues)
-    resized = prepare_dataset(REALDATA / "human_seg", tmp_path / "out", **{**kwargs, "resize_masks": True})
+    resized = prepare(REALDATA / "human_seg", tmp_path / "out", *overrides, "data.resize_masks=true")
     assert resized.stats.num_images == 290 and not resized.report

@@ -20,9 +20,32 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from segmodels.data import DataValidationError, prepare_dataset
+from segmodels.config import load_config
+from segmodels.data import DataValidationError, PreparedDataset, prepare_dataset
 from segmodels.data.classes import voc_palette
 from segmodels.data.sources import redact
+from segmodels.dataset_store import IngestResult, ingest
+
+
+# -- calls as the ingest step makes them ------------------------------------------------------------------------
+
+
+def prepare(source, out_dir, *overrides: str, **kwargs) -> PreparedDataset:
+    """prepare_dataset with the ingest step's options: conf/ingest.yaml (its data group included) composed with
+    Hydra `overrides` such as "data=folder", "data.val_fraction=0.2", "split_seed=1"."""
+    cfg = load_config("ingest", list(overrides))
+    return prepare_dataset(source, out_dir, cfg.data, on_error=cfg.on_error, split_seed=cfg.split_seed, **kwargs)
+
+
+def ingest_into(lakefs, repo: str, source, work_dir: Path, *overrides: str, **kwargs) -> IngestResult:
+    """dataset_store.ingest into `repo` with the ingest step's options (see `prepare`), at the configured
+    lakefs.data_branch and lakefs.data_prefix."""
+    cfg = load_config("ingest", list(overrides))
+    return ingest(lakefs, source, cfg.data, repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix,
+                  on_error=cfg.on_error, split_seed=cfg.split_seed, work_dir=work_dir, **kwargs)
+
+
+# -- sources in each format -------------------------------------------------------------------------------------
 
 
 def noise_image(rng, width, height):
@@ -186,9 +209,9 @@ def http_root(archives):
 @pytest.mark.parametrize("archive", ["shapes.tar.gz", "shapes.zip"])
 def test_local_and_http_archives_give_the_folders_data_set(archive, archives, http_root, tmp_path):
     source, served = archives
-    reference = manifest_rows(prepare_dataset(source, tmp_path / "reference").root)
-    local = prepare_dataset(served / archive, tmp_path / "local")
-    remote = prepare_dataset(f"{http_root}/{archive}", tmp_path / "remote")
+    reference = manifest_rows(prepare(source, tmp_path / "reference").root)
+    local = prepare(served / archive, tmp_path / "local")
+    remote = prepare(f"{http_root}/{archive}", tmp_path / "remote")
     assert manifest_rows(local.root) == reference == manifest_rows(remote.root)
     assert remote.info.name == "shapes"
 
@@ -196,14 +219,14 @@ def test_local_and_http_archives_give_the_folders_data_set(archive, archives, ht
 def test_http_errors_and_unsafe_archives_are_refused(archives, http_root, tmp_path):
     _, served = archives
     with pytest.raises(DataValidationError, match="download failed.*404"):
-        prepare_dataset(f"{http_root}/missing.zip", tmp_path / "out")
+        prepare(f"{http_root}/missing.zip", tmp_path / "out")
     with zipfile.ZipFile(served / "evil.zip", "w") as bundle:
         bundle.writestr("../../escaped.txt", "x")
     with pytest.raises(DataValidationError, match="outside the extraction folder"):
-        prepare_dataset(f"{http_root}/evil.zip", tmp_path / "out")
+        prepare(f"{http_root}/evil.zip", tmp_path / "out")
     (served / "broken.tar.gz").write_bytes(b"not a tarball")
     with pytest.raises(DataValidationError, match="corrupt or unreadable archive"):
-        prepare_dataset(served / "broken.tar.gz", tmp_path / "out")
+        prepare(served / "broken.tar.gz", tmp_path / "out")
     assert redact("https://user:secret@example.org/d.zip") == "https://example.org/d.zip"
 
 
@@ -230,20 +253,20 @@ def test_s3_prefix_with_custom_endpoint(archives, s3_endpoint, tmp_path):
         if path.is_file():
             client.upload_file(str(path), "datasets", f"team/shapes/{path.relative_to(source).as_posix()}")
     client.put_object(Bucket="datasets", Key="team/other/unrelated.txt", Body=b"x")
-    reference = manifest_rows(prepare_dataset(source, tmp_path / "reference").root)
-    prepared = prepare_dataset("s3://datasets/team/shapes", tmp_path / "out", s3_endpoint_url=s3_endpoint)
+    reference = manifest_rows(prepare(source, tmp_path / "reference").root)
+    prepared = prepare("s3://datasets/team/shapes", tmp_path / "out", f"data.s3_endpoint_url={s3_endpoint}")
     assert manifest_rows(prepared.root) == reference
     with pytest.raises(DataValidationError, match="no objects under this prefix"):
-        prepare_dataset("s3://datasets/nothing/here", tmp_path / "none", s3_endpoint_url=s3_endpoint)
+        prepare("s3://datasets/nothing/here", tmp_path / "none", f"data.s3_endpoint_url={s3_endpoint}")
 
 
 def test_lakefs_ref_as_a_source(lakefs, repo_name, tmp_path):
-    from segmodels.data.ingest import ingest
-
     lakefs.ensure_repository(repo_name, default_branch="main")
     source = make_folder_source(tmp_path / "shapes", count=5)
-    first = ingest(source, lakefs, repo_name, "main", "data", work_dir=tmp_path / "w1")
-    copied = ingest(first.uri, lakefs, repo_name, "main", "copy", work_dir=tmp_path / "w2", name="shapes")
+    first = ingest_into(lakefs, repo_name, source, tmp_path / "w1")
+    with pytest.raises(ValueError, match="a lakefs:// source is read with a lakeFS client"):
+        prepare(first.uri, tmp_path / "no-client")  # the data layer never connects to lakeFS itself
+    copied = ingest_into(lakefs, repo_name, first.uri, tmp_path / "w2", "lakefs.data_prefix=copy", "data.name=shapes")
     assert copied.changed and copied.info.splits == first.info.splits
     original = lakefs.download_prefix(repo_name, copied.commit_id, "data")
     copy = lakefs.download_prefix(repo_name, copied.commit_id, "copy")

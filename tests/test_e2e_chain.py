@@ -78,7 +78,7 @@ def chain(tmp_path_factory):
     mlflow.set_tracking_uri(sandbox.env["MLFLOW_TRACKING_URI"])
     MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
     sandbox.result = sandbox.mlflow_run(
-        "main", source=sandbox.source, epochs=1, image_size=32, batch_size=8, threshold=0.0,
+        "main", source=sandbox.source, epochs=1, image_size="[32,40]", batch_size=8, threshold=0.0,
         output_dir=sandbox.predictions, overrides="trainer.num_workers=0")
     yield sandbox
     sandbox.stop_server()
@@ -121,6 +121,12 @@ def test_main_leaves_one_parent_with_four_finished_children(chain):
     # train records hyperparameters, per-epoch metrics and lineage
     assert {"optimizer.lr", "trainer.epochs", "trainer.batch_size", "transforms.image_size"} <= set(train.data.params)
     assert train.data.params["trainer.epochs"] == "1"
+    assert train.data.params["transforms.image_size"] == "[32, 40]", "a list through -P reaches the engine"
+    # only what was given is recorded beside the resolved config: no empty parameter
+    for run in (parent, *children.values()):
+        empty = {key for key, value in run.data.params.items() if value in ("", "''")}
+        assert not empty, f"{run.data.tags[lineage.TAG_STEP]} records empty params {empty}"
+    assert register.data.params["model_name"] == "segmodels" and register.data.params["metric"] == "best_val_miou"
     for metric in ("train_loss", "val_miou", "val_dice", "val_pixel_accuracy", "lr", "best_val_miou"):
         assert metric in train.data.metrics, metric
     assert any(key.startswith("system/") for key in train.data.metrics)
@@ -193,6 +199,15 @@ def test_bad_arguments_exit_non_zero_with_one_line(chain, step, overrides, reaso
     errors = [line for line in result.stderr.splitlines() if line.startswith(f"segmodels {step}: error:")]
     assert len(errors) == 1 and reason in errors[0], result.stderr[-2000:]
     assert "Traceback" not in result.stderr
+
+
+def test_unknown_parameter_through_mlflow_run_is_one_line(chain):
+    result = chain.mlflow_run("register", bogus=1)
+    assert result.returncode != 0
+    errors = [line for line in result.stderr.splitlines() if line.startswith("segmodels register: error:")]
+    assert errors == ["segmodels register: error: unknown parameter 'bogus' for register; expected one of run_id, "
+                      "model_name, metric, threshold, alias, overrides, or a config key such as trainer.epochs"]
+    assert "usage:" not in result.stderr and "Traceback" not in result.stderr
 
 
 def test_no_secret_reaches_mlflow(chain):

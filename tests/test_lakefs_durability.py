@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from segmodels.home import CLIENTS_LOCK_FILE, read_server_state, spawn_lock
 from segmodels.lakefs_server import create_server
 from segmodels.versioning import LakeFS, LakeFSError, LakeFSSettings
 from segmodels.versioning.embedded import is_healthy
@@ -124,6 +126,56 @@ def test_idle_timeout_stops_the_server_and_clears_its_state(tmp_path):
         if process.poll() is None:
             process.kill()
     assert not (data_dir / "server.json").exists()
+
+
+def test_idle_server_does_not_stop_while_a_client_holds_the_spawn_lock(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "segmodels.lakefs_server", "--data-dir", str(data_dir),
+                                "--idle-timeout", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        with spawn_lock(data_dir):  # as a client finding the server holds it
+            deadline = time.monotonic() + 30
+            while not ((state := read_server_state(data_dir)) and is_healthy(state.endpoint)):
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.05)
+            time.sleep(3)  # idle for longer than its timeout
+            assert process.poll() is None
+            assert read_server_state(data_dir) == state
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert read_server_state(data_dir) is None
+
+
+def test_idle_server_stays_up_while_a_client_process_holds_the_clients_lock(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    log = tmp_path / "server.log"
+    with open(data_dir / CLIENTS_LOCK_FILE, "a+") as clients:
+        fcntl.flock(clients, fcntl.LOCK_SH)  # as a process that got the server's settings holds it
+        with open(log, "wb") as out:
+            process = subprocess.Popen([sys.executable, "-m", "segmodels.lakefs_server", "--data-dir", str(data_dir),
+                                        "--idle-timeout", "1"], stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while "staying up while client" not in log.read_text():  # idle for longer than its timeout
+                assert process.poll() is None, f"server stopped while a client lived:\n{log.read_text()}"
+                assert time.monotonic() < deadline, "server never reached its idle timeout"
+                time.sleep(0.05)
+            state = read_server_state(data_dir)
+            assert process.poll() is None and is_healthy(state.endpoint)
+        except BaseException:
+            process.kill()
+            raise
+    try:  # the client gone (its lock closed), the server stops
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert read_server_state(data_dir) is None
+    assert "with no client connected, shutting down" in log.read_text()
 
 
 def test_second_server_on_same_data_dir_is_refused(tmp_path):

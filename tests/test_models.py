@@ -5,10 +5,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
+
+from segmodels.config import load_config
 
 from segmodels.models import ModelSpec, create_model, list_models, load_package, register_model, save_package
 
-WEIGHTS = Path("/work/shared/realdata/weights/mobilenet_v2-b0353104.pth")
+WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "weights" / "mobilenet_v2-b0353104.pth"
 
 
 def test_registry_lists_contract_names():
@@ -60,3 +63,21 @@ def test_pretrained_path_loads_torchvision_mobilenet_v2_into_timm_encoder():
     torch.testing.assert_close(encoder_state["blocks.6.0.bn3.running_var"], reference["features.17.conv.3.running_var"])
     with pytest.raises(ValueError, match="another architecture"):
         create_model("unet", 2, encoder_name="resnet18", pretrained_path=str(WEIGHTS))
+
+
+def test_local_weights_preset_ships_no_machine_path():
+    """The preset names the encoder; the weights file is the user's (model.pretrained_path=...)."""
+    cfg = load_config("train", ["model=unet_mobilenetv2_local"])
+    assert cfg.model.pretrained_path is None
+    if WEIGHTS.is_file():
+        cfg = load_config("train", ["model=unet_mobilenetv2_local", f"model.pretrained_path={WEIGHTS}"])
+        model = instantiate(cfg.model, num_classes=2, _convert_="all")
+        reference = torch.load(WEIGHTS, map_location="cpu", weights_only=True)
+        assert torch.equal(model.encoder.model.conv_stem.weight, reference["features.0.0.weight"])
+
+
+def test_no_shipped_config_names_an_absolute_path():
+    for path in sorted((Path(__file__).resolve().parents[1] / "conf").rglob("*.yaml")):
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            value = line.split("#")[0].partition(":")[2].strip()
+            assert not value.startswith(("/", "~")), f"{path.name}:{number} ships a machine path: {line.strip()}"

@@ -1,4 +1,4 @@
-"""The training engine end to end on a tiny demo data set: result, packages, checkpoint, callbacks."""
+"""The training loop end to end on a tiny demo data set: result, packages, checkpoint, callbacks, config errors."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from segmodels.config import load_config
+from segmodels.config import ConfigError, load_config
 from segmodels.models import load_package
-from segmodels.training import TrainResult, train
+from segmodels.training import Callback, EarlyStopping, TrainResult, train
 
 TINY = ["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress_bar=false",
         "transforms.image_size=32", "model.encoder_name=resnet18", "model.decoder_channels=[16,16,16,8,8]"]
@@ -23,14 +23,17 @@ def tiny_data(tiny_demo_dataset) -> Path:
     return tiny_demo_dataset(num_images=16, seed=1)
 
 
-class Recorder:
+class Recorder(Callback):
     def __init__(self):
-        self.epochs, self.results = [], []
+        self.started, self.epochs, self.results = 0, [], []
 
-    def on_epoch_end(self, epoch, metrics, trainer):
-        self.epochs.append((epoch, metrics, trainer.spec.num_classes))
+    def on_fit_start(self, state):
+        self.started += 1
 
-    def on_train_end(self, result):
+    def on_epoch_end(self, state, metrics):
+        self.epochs.append((state.epoch, metrics, state.spec.num_classes))
+
+    def on_fit_end(self, state, result):
         self.results.append(result)
 
 
@@ -58,12 +61,12 @@ def test_rerun_with_finished_checkpoint_resumes_without_training(tiny_data, tmp_
     assert again.history == first.history
 
 
-class StepCounter:
+class StepCounter(Callback):
     def __init__(self):
         self.steps = []
 
-    def on_epoch_end(self, epoch, metrics, trainer):
-        self.steps.append((trainer.scheduler.last_epoch, trainer.steps_per_epoch, len(trainer.train_loader)))
+    def on_epoch_end(self, state, metrics):
+        self.steps.append((state.scheduler.last_epoch, state.steps_per_epoch, len(state.train_loader)))
 
 
 def test_gradient_accumulation_steps_the_optimizer_once_per_group(tiny_data, tmp_path):
@@ -84,3 +87,41 @@ def test_early_stopping_when_monitor_does_not_improve(tiny_data, tmp_path):
 def test_unknown_monitor_is_named(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="trainer.monitor='val_nope'"):
         train(compose_train(["trainer.monitor=val_nope"]), tiny_data, tmp_path / "w")
+
+
+def test_a_custom_callback_sees_every_epoch_once(tiny_data, tmp_path):
+    recorder = Recorder()
+    result = train(compose_train(["trainer.epochs=3"]), tiny_data, tmp_path / "w", callbacks=[recorder])
+    assert recorder.started == 1 and recorder.results == [result]
+    assert [e for e, _, _ in recorder.epochs] == [0, 1, 2]
+    assert [metrics for _, metrics, _ in recorder.epochs] == result.history
+
+
+def test_early_stopping_callback_stops_training(tiny_data, tmp_path):
+    recorder = Recorder()
+    cfg = compose_train(["trainer.epochs=5", "optimizer.lr=0.0", "scheduler=constant"])
+    assert cfg.trainer.early_stopping_patience is None
+    result = train(cfg, tiny_data, tmp_path / "w", callbacks=[EarlyStopping(patience=1), recorder])
+    assert len(result.history) == 2 and [e for e, _, _ in recorder.epochs] == [0, 1]
+
+
+def test_a_callback_setting_stop_training_ends_the_run(tiny_data, tmp_path):
+    class StopAfterFirst(Callback):
+        def on_epoch_end(self, state, metrics):
+            state.stop_training = True
+
+    result = train(compose_train(["trainer.epochs=4"]), tiny_data, tmp_path / "w", callbacks=[StopAfterFirst()])
+    assert len(result.history) == 1 and (tmp_path / "w" / "final" / "model.pt").is_file()
+
+
+@pytest.mark.parametrize("override, named", [
+    ("optimizer.lr=abc", "optimizer: lr='abc'"),
+    ("+optimizer.betas_typo=1", "optimizer: "),
+    ("scheduler.warmup_epochs=soon", "scheduler: warmup_epochs='soon'"),
+])
+def test_a_bad_optimizer_or_scheduler_value_is_a_one_line_config_error(tiny_data, tmp_path, override, named):
+    with pytest.raises(ConfigError) as error:
+        train(compose_train([override]), tiny_data, tmp_path / "w")
+    message = str(error.value)
+    assert message.startswith(named) and "\n" not in message, message
+    assert not (tmp_path / "w" / "checkpoints").exists()

@@ -18,22 +18,28 @@ import json, os, sys
 from pathlib import Path
 import torch
 from segmodels.config import load_config
-from segmodels.training import Trainer
+from segmodels.training import Callback, train
 
 conf_dir, data, work = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 overrides = ["trainer.epochs=2", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.progress_bar=false",
              "transforms.image_size=32", "model.decoder_channels=[16,16,16,8,8]"]
 cfg = load_config("train", overrides, config_dir=Path(conf_dir))
 
-class Record:
-    def on_epoch_end(self, epoch, metrics, trainer):
-        (work / f"epoch{epoch}.json").write_text(json.dumps(
-            {"pixels": int(trainer.confusion.matrix.sum()), "world_size": trainer.dist.world_size}))
+class Record(Callback):  # main process only
+    def on_fit_start(self, state):
+        (work / f"record_on_rank{state.dist.rank}").touch()
 
-trainer = Trainer(cfg, data, work, [Record()])
-rank = trainer.dist.rank
-result = trainer.fit()
-torch.save(trainer.model.state_dict(), work / f"rank{rank}.pt")
+    def on_epoch_end(self, state, metrics):
+        (work / f"epoch{state.epoch}.json").write_text(json.dumps(
+            {"pixels": int(state.confusion.matrix.sum()), "world_size": state.dist.world_size}))
+
+class SaveWeights(Callback):
+    every_rank = True
+
+    def on_fit_end(self, state, result):
+        torch.save(state.model.state_dict(), work / f"rank{state.dist.rank}.pt")
+
+train(cfg, data, work, [Record(), SaveWeights()])
 """
 
 
@@ -61,6 +67,7 @@ def test_torchrun_two_gloo_processes_train_in_sync(tiny_data, tmp_path):
     record = json.loads((work / "epoch1.json").read_text())
     assert record == {"pixels": val_images * 32 * 32, "world_size": 2}
     assert not (work / "epoch2.json").exists()
+    assert sorted(p.name for p in work.glob("record_on_rank*")) == ["record_on_rank0"]
     model, _ = load_package(work / "final")
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, rank0[key])

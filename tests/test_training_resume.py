@@ -16,13 +16,13 @@ SCRIPT = """
 import json, os, signal, sys
 from pathlib import Path
 from segmodels.config import load_config
-from segmodels.training import train
+from segmodels.training import Callback, train
 
 conf_dir, data, work, kill_after = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4])
 
-class KillAfter:
-    def on_epoch_end(self, epoch, metrics, trainer):
-        if epoch == kill_after:
+class KillAfter(Callback):
+    def on_epoch_end(self, state, metrics):
+        if state.epoch == kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
 
 overrides = ["trainer.epochs=4", "trainer.batch_size=4", "trainer.num_workers=1", "trainer.progress_bar=false",

@@ -27,7 +27,7 @@ def test_cosine_warms_up_then_decays_to_floor():
 
 
 def test_one_cycle_peaks_at_warmup_end():
-    values = lrs(one_cycle, warmup_epochs=2)
+    values = lrs(one_cycle, warmup_epochs=2, pct_start=0.3, div_factor=25.0, final_div_factor=1e4)
     assert values.index(max(values)) == 20 and max(values) == pytest.approx(1.0)
     assert values[0] == pytest.approx(1 / 25) and values[-1] < 1e-3
 

@@ -5,9 +5,15 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
+from segmodels.config import ConfigError, load_config
 from segmodels.transforms import build_transforms, image_size_of
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def transforms_config(*overrides: str):
+    """The shipped ``transforms`` config with ``overrides`` (keys below ``transforms.``)."""
+    return load_config("train", [f"transforms.{o}" for o in overrides]).transforms
 
 
 def sample():
@@ -22,7 +28,7 @@ def sample():
 
 
 def test_eval_preset_resizes_and_normalises():
-    t = build_transforms({"image_size": [20, 30]}, train=False, mean=MEAN, std=STD)
+    t = build_transforms(transforms_config("image_size=[20,30]"), train=False, mean=MEAN, std=STD, ignore_index=255)
     image, mask = t(*sample())
     assert image.dtype == torch.float32 and image.shape == (3, 20, 30)
     assert mask.dtype == torch.int64 and mask.shape == (20, 30)
@@ -31,9 +37,9 @@ def test_eval_preset_resizes_and_normalises():
 
 
 def test_train_preset_keeps_image_and_mask_aligned():
-    cfg = {"image_size": 32, "train": {"scale": [0.3, 1.0], "hflip": 0.5, "vflip": 0.5, "rotation": 20,
-                                       "color_jitter": 0.0}}
-    t = build_transforms(cfg, train=True, mean=(0, 0, 0), std=(1, 1, 1))
+    cfg = transforms_config("image_size=32", "train.scale=[0.3,1.0]", "train.hflip=0.5", "train.vflip=0.5",
+                            "train.rotation=20", "train.color_jitter=0.0")
+    t = build_transforms(cfg, train=True, mean=(0, 0, 0), std=(1, 1, 1), ignore_index=255)
     torch.manual_seed(0)
     for _ in range(10):
         image, mask = t(*sample())
@@ -46,6 +52,30 @@ def test_train_preset_keeps_image_and_mask_aligned():
 
 
 def test_image_size_validation():
-    assert image_size_of({"image_size": 48}) == (48, 48)
-    with pytest.raises(ValueError, match="image_size"):
-        image_size_of({"image_size": [1, 2, 3]})
+    assert image_size_of(transforms_config("image_size=48")) == (48, 48)
+    assert image_size_of(transforms_config("image_size=[192,256]")) == (192, 256)
+    for bad in ("[1,2,3]", "abc", "0", "[0,5]", "'[192,256]'"):
+        with pytest.raises(ValueError, match="image_size"):
+            image_size_of(transforms_config(f"image_size={bad}"))
+    with pytest.raises(ConfigError, match=r"transforms.image_size=\[1, 2, 3\]"):
+        image_size_of(transforms_config("image_size=[1,2,3]"))
+
+
+@pytest.mark.parametrize("ignore_index", [255, 7])
+def test_rotation_fills_masks_with_the_data_sets_ignore_index(ignore_index):
+    """Pixels a rotation brings in from outside the image are ignored, with the data set's own ignore value."""
+    cfg = transforms_config("image_size=[40,60]", "train.scale=null", "train.hflip=0", "train.vflip=0",
+                            "train.rotation=45", "train.color_jitter=0")
+    t = build_transforms(cfg, train=True, mean=(0, 0, 0), std=(1, 1, 1), ignore_index=ignore_index)
+    image, mask = sample()
+    mask[0, 0] = 0
+    torch.manual_seed(1)
+    filled = set()
+    for _ in range(5):
+        filled |= set(t(image, mask)[1].unique().tolist()) - {0, 1, 2}
+    assert filled == {ignore_index}
+
+
+def test_shipped_transforms_config_is_typed():
+    with pytest.raises(ConfigError, match="hflip"):
+        transforms_config("train.hflip=often")

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
+import subprocess
+import sys
 import threading
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
+from segmodels.home import (CLIENTS_LOCK_FILE, CREDENTIALS_FILE, LOG_FILE, ServerState, clients_connected,
+                            load_or_create_credentials, read_server_state,
+                            write_server_state)
 from segmodels.versioning import (LakeFS, LakeFSError, LakeFSSettings, LakeFSUri, connect,
                                   ensure_embedded_server)
+from segmodels.versioning import embedded
 from segmodels.versioning import settings as versioning_settings
+
+NO_SUCH_PID = 2 ** 22 + 1  # above Linux' largest pid_max
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
@@ -236,15 +249,105 @@ def spawned_home(tmp_path):
             pass
 
 
+def call_at_once(function: Callable, callers: int) -> list:
+    """``function()`` from ``callers`` threads released together; every result, or the first exception raised."""
+    barrier = threading.Barrier(callers, timeout=60)
+
+    def call():
+        barrier.wait()
+        return function()
+    with ThreadPoolExecutor(callers) as pool:
+        futures = [pool.submit(call) for _ in range(callers)]
+        return [future.result() for future in futures]
+
+
+def _call_at_once_per_argument(barrier, function: Callable, arguments: list, callers: int, results) -> None:
+    """Process worker: for each argument, once every process is there, ``function(argument)`` from
+    ``callers`` threads at once; puts ``(argument, results or the error's repr)`` on ``results``."""
+    for argument in arguments:
+        barrier.wait()
+        try:
+            results.put((argument, call_at_once(lambda: function(argument), callers)))
+        except Exception as exc:  # reported to the test process, which fails on it
+            results.put((argument, repr(exc)))
+
+
+def call_at_once_in_processes(function: Callable, arguments: list, processes: int, callers: int) -> list[list]:
+    """For each argument in turn, ``function(argument)`` from ``callers`` threads in each of ``processes``
+    spawned processes, all released together; per argument, the results of every call."""
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(processes, timeout=120)
+    results = context.Queue()
+    workers = [context.Process(target=_call_at_once_per_argument, args=(barrier, function, arguments, callers, results))
+               for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    collected = defaultdict(list)
+    try:
+        for _ in range(processes * len(arguments)):
+            argument, outcome = results.get(timeout=300)
+            assert isinstance(outcome, list), f"{function.__name__}({argument}) failed: {outcome}"
+            collected[argument].extend(outcome)
+    finally:
+        for worker in workers:
+            worker.join(timeout=60)
+    assert [worker.exitcode for worker in workers] == [0] * processes
+    return [collected[argument] for argument in arguments]
+
+
+def assert_all_hold_the_persisted_credentials(data_dir: Path, results: list) -> None:
+    """Every result carries the keys of ``data_dir/credentials.json``, a 0600 file with no temp file left."""
+    path = data_dir / CREDENTIALS_FILE
+    persisted = json.loads(path.read_text())
+    assert [(r.access_key_id, r.secret_access_key) for r in results] == [
+        (persisted["access_key_id"], persisted["secret_access_key"])] * len(results)
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_credentials_created_by_concurrent_threads_are_the_persisted_ones(tmp_path):
+    for round_ in range(20):
+        data_dir = tmp_path / f"round-{round_}"
+        results = call_at_once(lambda: load_or_create_credentials(data_dir), callers=16)
+        assert_all_hold_the_persisted_credentials(data_dir, results)
+        assert load_or_create_credentials(data_dir) == results[0]
+
+
+def test_credentials_created_by_concurrent_processes_are_the_persisted_ones(tmp_path):
+    data_dirs = [tmp_path / f"round-{round_}" for round_ in range(20)]
+    per_dir = call_at_once_in_processes(load_or_create_credentials, data_dirs, processes=4, callers=4)
+    for data_dir, results in zip(data_dirs, per_dir):
+        assert len(results) == 16
+        assert_all_hold_the_persisted_credentials(data_dir, results)
+
+
+def test_credentials_file_without_keys_is_a_clear_error(tmp_path):
+    (tmp_path / CREDENTIALS_FILE).write_text(json.dumps({"access_key_id": "AK"}))
+    with pytest.raises(ValueError, match="lacks 'secret_access_key'"):
+        load_or_create_credentials(tmp_path)
+
+
+def test_versioning_does_not_import_the_server_package():
+    code = ("import sys, segmodels.versioning; "
+            "print(sorted(m for m in sys.modules if m.startswith('segmodels.lakefs_server')))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+
+
+def stop_server(home: Path) -> None:
+    """SIGTERM the server ``<home>/lakefs/server.json`` records, if any."""
+    state = read_server_state(home / "lakefs")
+    if state is not None:
+        try:
+            os.kill(state.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+
 def test_ensure_embedded_server_spawns_once_and_is_reused(spawned_home):
-    results: list = []
-    threads = [threading.Thread(target=lambda: results.append(ensure_embedded_server(spawned_home)))
-               for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = call_at_once(lambda: ensure_embedded_server(spawned_home), callers=8)
     assert len({r.endpoint for r in results}) == 1
+    assert_all_hold_the_persisted_credentials(spawned_home / "lakefs", results)
     credentials = spawned_home / "lakefs" / "credentials.json"
     assert credentials.stat().st_mode & 0o777 == 0o600
     assert json.loads((spawned_home / "lakefs" / "server.json").read_text())["endpoint"] == results[0].endpoint
@@ -259,3 +362,125 @@ def test_connect_uses_segmodels_home_by_default(spawned_home, monkeypatch):
     client = connect()
     assert client.settings == ensure_embedded_server()
     assert (spawned_home / "lakefs" / "server.log").exists()
+
+
+def test_ensure_embedded_server_from_concurrent_processes_starts_one_server(tmp_path):
+    homes = [tmp_path / f"home-{round_}" for round_ in range(3)]
+    try:
+        per_home = call_at_once_in_processes(ensure_embedded_server, homes, processes=3, callers=2)
+        for home, results in zip(homes, per_home):
+            assert len(results) == 6 and len(set(results)) == 1
+            assert_all_hold_the_persisted_credentials(home / "lakefs", results)
+            assert read_server_state(home / "lakefs").endpoint == results[0].endpoint
+            assert "another embedded lakeFS server" not in (home / "lakefs" / LOG_FILE).read_text()
+    finally:
+        for home in homes:
+            stop_server(home)
+
+
+def test_stale_server_json_naming_another_live_server_is_ignored(spawned_home, lakefs_server):
+    data_dir = spawned_home / "lakefs"
+    data_dir.mkdir(parents=True)
+    write_server_state(data_dir, ServerState(NO_SUCH_PID, lakefs_server.endpoint))  # left by a killed server
+    settings = ensure_embedded_server(spawned_home)
+    assert settings.endpoint != lakefs_server.endpoint
+    assert read_server_state(data_dir).endpoint == settings.endpoint
+    LakeFS(settings, home=spawned_home).ensure_repository("own-server")
+
+
+def test_running_server_slow_to_answer_is_waited_for_not_doubled(spawned_home, monkeypatch):
+    first = ensure_embedded_server(spawned_home)
+    data_dir = spawned_home / "lakefs"
+    pid = read_server_state(data_dir).pid
+    real_is_healthy = embedded.is_healthy
+    timeouts = iter(range(3))  # the first health checks time out, as under heavy load
+
+    def slow_is_healthy(endpoint: str, timeout: float = 2.0) -> bool:
+        return next(timeouts, None) is None and real_is_healthy(endpoint, timeout)
+    monkeypatch.setattr(embedded, "is_healthy", slow_is_healthy)
+    assert ensure_embedded_server(spawned_home) == first
+    assert read_server_state(data_dir).pid == pid
+    assert "another embedded lakeFS server" not in (data_dir / LOG_FILE).read_text()
+
+
+def test_a_process_that_got_the_settings_stays_a_client_of_the_server(spawned_home):
+    data_dir = spawned_home / "lakefs"
+    first = ensure_embedded_server(spawned_home)
+    with open(data_dir / CLIENTS_LOCK_FILE, "a+") as clients:
+        assert clients_connected(clients)  # as the server's idle check sees this process
+    assert ensure_embedded_server(spawned_home) == first
+    assert [d for d in embedded._client_locks if d == data_dir] == [data_dir]  # one lock per data dir
+
+
+QUIET_CLIENT = """
+import subprocess, sys
+from segmodels.versioning import connect, embedded
+
+mode, idle_timeout = sys.argv[1], float(sys.argv[2])
+embedded.IDLE_TIMEOUT_SECONDS = idle_timeout  # what the server this process spawns gets
+if mode == "connect":
+    client = connect()
+    use = client.ensure_repository
+else:  # as the main step: start the server, hand its settings to child steps through LAKECTL_* variables
+    from segmodels.pipeline.main import export_lakefs_settings
+    export_lakefs_settings()
+    step = "import sys; from segmodels.versioning import connect; connect().ensure_repository(sys.argv[1])"
+    use = lambda name: subprocess.run([sys.executable, "-c", step, name], check=True)
+use("before-quiet")
+print("connected", flush=True)
+sys.stdin.readline()  # quiet (training, or waiting for a step) until the test says go
+use("after-quiet")
+print("used", flush=True)
+sys.stdin.readline()  # until the test closes stdin, or kills this process
+"""
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("mode, ending", [("connect", "exit"), ("connect", "sigkill"), ("main", "exit")])
+def test_embedded_server_outlives_quiet_clients_and_stops_after_them(tmp_path, mode, ending):
+    home = tmp_path / "home"
+    data_dir = home / "lakefs"
+    env = {**os.environ, "SEGMODELS_HOME": str(home), "HOME": str(tmp_path)}  # HOME: no ~/.lakectl.yaml
+    client = subprocess.Popen([sys.executable, "-c", QUIET_CLIENT, mode, "1"], env=env, text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert client.stdout.readline() == "connected\n"
+        state = read_server_state(data_dir)
+        log = data_dir / LOG_FILE
+        wait_until(lambda: "staying up while client" in log.read_text() or not embedded._server_running(data_dir),
+                   "idle time-out of the server")
+        assert embedded._server_running(data_dir), f"server stopped while its client lived:\n{log.read_text()}"
+        assert read_server_state(data_dir) == state
+        client.stdin.write("go\n")
+        client.stdin.flush()
+        assert client.stdout.readline() == "used\n"
+        if ending == "sigkill":
+            client.kill()
+        else:
+            client.stdin.close()
+        assert client.wait(timeout=60) == (-signal.SIGKILL if ending == "sigkill" else 0)
+        wait_until(lambda: not embedded._server_running(data_dir), "server stop after its last client ended")
+        assert read_server_state(data_dir) is None
+        assert "with no client connected, shutting down" in log.read_text()
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        stop_server(home)
+
+
+def test_dataset_source_loads_through_the_given_client(lakefs: LakeFS, repo_name, tmp_path):
+    from segmodels.tracking.dataset import LakeFSDatasetSource
+
+    lakefs.ensure_repository(repo_name)
+    lakefs.upload_directory(repo_name, "main", write_tree(tmp_path / "src", {"a.txt": b"a"}), prefix="data")
+    commit = lakefs.commit(repo_name, "main", "data")
+    source = LakeFSDatasetSource(str(LakeFSUri(repo_name, commit.id, "data")))
+    folder = source.load(dst_path=tmp_path / "out", lakefs=lakefs)
+    assert (Path(folder) / "a.txt").read_bytes() == b"a"

@@ -1,10 +1,12 @@
-"""Data: source formats, validation, the normalised layout, lakeFS ingest and the torch Dataset."""
+"""Data: source formats, validation, the normalised layout and the torch Dataset (reading and writing local files;
+putting data sets into lakeFS is `segmodels.dataset_store`)."""
 
 from segmodels.data.classes import ClassSpec
 from segmodels.data.demo import generate_demo_dataset
 from segmodels.data.errors import DataValidationError, Issue, ValidationReport
 from segmodels.data.formats import create_reader, detect_format, list_formats, register_format
 from segmodels.data.info import DatasetInfo, load_dataset_info
+from segmodels.data.layout import Layout
 from segmodels.data.prepare import PreparedDataset, prepare_dataset
 from segmodels.data.stats import DatasetStats
 
@@ -24,6 +26,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetStats",
     "Issue",
+    "Layout",
     "PreparedDataset",
     "SegmentationDataset",
     "ValidationReport",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from PIL import Image
@@ -11,22 +9,23 @@ from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
 from segmodels.data.errors import DataValidationError
-from segmodels.data.info import SPLITS, load_dataset_info
+from segmodels.data.info import load_dataset_info
+from segmodels.data.layout import Layout
 
 
 class SegmentationDataset(Dataset):
     """Samples of one split: `(tv_tensors.Image uint8 [3,H,W], tv_tensors.Mask int64 [H,W])`, then `transforms`."""
 
     def __init__(self, root, split: str, transforms=None):
-        if split not in SPLITS:
-            raise ValueError(f"split {split!r}: expected one of {SPLITS}")
-        self.root = Path(root)
+        layout = Layout(root)
+        if split not in layout.splits:
+            raise ValueError(f"split {split!r}: expected one of {layout.splits}")
+        self.root = layout.root
         self.split = split
         self.transforms = transforms
         self.info = load_dataset_info(self.root)
-        image_dir = self.root / "images" / split
-        self.images = sorted(p for p in image_dir.iterdir() if p.is_file()) if image_dir.is_dir() else []
-        self.masks = [self.root / "masks" / split / f"{image.stem}.png" for image in self.images]
+        self.images = layout.images(split)
+        self.masks = [layout.mask_for(image) for image in self.images]
         missing = [str(mask) for mask in self.masks if not mask.is_file()]
         if missing:
             raise DataValidationError(f"{missing[0]}: mask missing in prepared data set ({len(missing)} missing)")

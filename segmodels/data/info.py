@@ -9,10 +9,7 @@ import yaml
 
 from segmodels.data.classes import ClassSpec, parse_classes
 from segmodels.data.errors import DataValidationError
-
-DATASET_FILE = "dataset.yaml"
-MANIFEST_FILE = "manifest.csv"
-SPLITS = ("train", "val", "test")
+from segmodels.data.layout import SPLITS, Layout
 
 
 @dataclass(frozen=True)
@@ -21,9 +18,9 @@ class DatasetInfo:
 
     name: str
     classes: tuple[ClassSpec, ...]
-    ignore_index: int = 255
-    splits: dict[str, int] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
+    ignore_index: int
+    splits: dict[str, int]  # images per split
+    extra: dict = field(default_factory=dict)  # further keys, kept as written (e.g. source_format)
 
     @property
     def num_classes(self) -> int:
@@ -40,6 +37,7 @@ class DatasetInfo:
         return [by_id.get(i, (0, 0, 0)) for i in range(self.num_classes)]
 
     def to_dict(self) -> dict:
+        """The `dataset.yaml` document (stable key order)."""
         document = {
             "name": self.name,
             "num_classes": self.num_classes,
@@ -52,29 +50,31 @@ class DatasetInfo:
         return document
 
 
-def write_dataset_info(info: DatasetInfo, root: Path) -> Path:
-    """Write `dataset.yaml` under root (stable key order, so equal info gives equal bytes)."""
-    path = Path(root) / DATASET_FILE
-    path.write_text(yaml.safe_dump(info.to_dict(), sort_keys=False, default_flow_style=None))
-    return path
+def write_dataset_info(info: DatasetInfo, layout: Layout) -> Path:
+    """Write the layout's `dataset.yaml` (stable key order, so equal info gives equal bytes)."""
+    layout.dataset_file.write_text(yaml.safe_dump(info.to_dict(), sort_keys=False, default_flow_style=None))
+    return layout.dataset_file
 
 
 def load_dataset_info(root: Path) -> DatasetInfo:
-    """Parse `<root>/dataset.yaml`; raises DataValidationError naming the file when absent or malformed."""
-    path = Path(root) / DATASET_FILE
+    """Parse the `dataset.yaml` of the layout at root; raises DataValidationError naming the file when absent or malformed."""
+    path = Layout(root).dataset_file
     if not path.is_file():
         raise DataValidationError(f"{path}: not found (is {root} a prepared data set?)")
     try:
         document = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
         raise DataValidationError(f"{path}: invalid YAML ({error.__class__.__name__})") from None
-    if not isinstance(document, dict) or "classes" not in document:
-        raise DataValidationError(f"{path}: no `classes` list")
+    if not isinstance(document, dict):
+        raise DataValidationError(f"{path}: not a mapping")
+    missing = [key for key in ("classes", "ignore_index") if key not in document]
+    if missing:
+        raise DataValidationError(f"{path}: no {' or '.join(f'`{key}`' for key in missing)}")
     known = {"name", "num_classes", "ignore_index", "classes", "splits", "num_images"}
     return DatasetInfo(
         name=str(document.get("name") or Path(root).name),
         classes=tuple(parse_classes(document["classes"])),
-        ignore_index=int(document.get("ignore_index", 255)),
+        ignore_index=int(document["ignore_index"]),
         splits={str(k): int(v) for k, v in (document.get("splits") or {}).items()},
         extra={k: v for k, v in document.items() if k not in known},
     )

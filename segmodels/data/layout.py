@@ -1,135 +1,57 @@
-"""Writer of the normalised layout (images/<split>/, masks/<split>/, manifest.csv, dataset.yaml), incremental.
+"""The normalised layout every part of segmodels reads: the one place its paths are spelled.
 
-A cache file beside the layout remembers, per sample, the stat signature and content fingerprint of its source
-files and the files written for it, so re-preparing unchanged data decodes nothing, and reads nothing when the
-source files' sizes and modification times are as before.
+    <root>/images/<split>/<name>.<ext>   images, copied byte for byte from the source
+    <root>/masks/<split>/<name>.png      8-bit class-id masks, one per image
+    <root>/manifest.csv                  every file with its checksum, size, split and kind
+    <root>/dataset.yaml                  classes, ignore index, split counts (written last)
 """
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
-from segmodels.data.errors import DataValidationError
-from segmodels.data.info import DATASET_FILE, MANIFEST_FILE, DatasetInfo, write_dataset_info
-
-LAYOUT_ENTRIES = {"images", "masks", DATASET_FILE, MANIFEST_FILE}
-CACHE_VERSION = 2
+SPLITS = ("train", "val", "test")
 
 
-@dataclass(frozen=True)
-class WrittenFile:
-    """A file of the layout as the manifest records it."""
+class Layout:
+    """Paths of a normalised data set below `root`."""
 
-    path: str  # relative to the layout root, POSIX separators
-    checksum: str  # sha256 hex
-    size: int
-    split: str
-    kind: str  # "image" or "mask"
+    splits = SPLITS
+    mask_suffix = ".png"
 
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-class LayoutWriter:
-    """Writes one sample at a time into `root`; `finish` writes manifest.csv and dataset.yaml and drops stale files."""
-
-    def __init__(self, root: Path, cache_file: Path | None = None, options_digest: str = ""):
+    def __init__(self, root):
         self.root = Path(root)
-        self.cache_file = Path(cache_file) if cache_file else None
-        self.options_digest = options_digest
-        self.root.mkdir(parents=True, exist_ok=True)
-        foreign = sorted(entry.name for entry in self.root.iterdir() if entry.name not in LAYOUT_ENTRIES)
-        if foreign:
-            raise DataValidationError(f"{self.root}: output folder holds files that are not a prepared data set: {foreign[:5]}")
-        (self.root / DATASET_FILE).unlink(missing_ok=True)  # present only once the layout is complete
-        self._previous = self._load_cache()
-        self._entries: dict[str, dict] = {}
-        self.files: list[WrittenFile] = []
-        self.reused = 0
+        self.images_dir = self.root / "images"
+        self.masks_dir = self.root / "masks"
+        self.dataset_file = self.root / "dataset.yaml"
+        self.manifest_file = self.root / "manifest.csv"
 
-    def _load_cache(self) -> dict:
-        if not self.cache_file or not self.cache_file.is_file():
-            return {}
-        try:
-            document = json.loads(self.cache_file.read_text())
-        except (OSError, ValueError):
-            return {}
-        if document.get("version") != CACHE_VERSION or document.get("options") != self.options_digest:
-            return {}
-        return document.get("samples", {})
+    @property
+    def entries(self) -> frozenset[str]:
+        """Names of everything the layout holds directly below its root."""
+        return frozenset(path.name for path in (self.images_dir, self.masks_dir, self.dataset_file, self.manifest_file))
 
-    def reuse(self, name: str, split: str, *, fingerprint: str | None = None, signature: list | None = None) -> dict | None:
-        """The cached entry of an unchanged sample whose files are still in place (then recorded as written), else None.
+    def image_path(self, split: str, file_name: str) -> Path:
+        """Where image `file_name` (name and extension) of `split` lives."""
+        return self.images_dir / split / file_name
 
-        Unchanged means: same source stat `signature` (size and mtime of its source files: nothing read), or same
-        content `fingerprint` (the signature is then refreshed).
-        """
-        entry = self._previous.get(name)
-        if not entry or entry["split"] != split:
-            return None
-        if not ((signature and entry.get("signature") == signature) or (fingerprint and entry["fingerprint"] == fingerprint)):
-            return None
-        for path, _, size, _, mtime_ns in entry["files"]:
-            try:
-                status = (self.root / path).stat()
-            except FileNotFoundError:
-                return None
-            if status.st_size != size or status.st_mtime_ns != mtime_ns:
-                return None
-        entry = {**entry, "signature": signature}
-        self._record(name, entry)
-        self.reused += 1
-        return entry
+    def mask_path(self, split: str, name: str) -> Path:
+        """Where the mask of sample `name` of `split` lives."""
+        return self.masks_dir / split / f"{name}{self.mask_suffix}"
 
-    def write(self, name: str, split: str, outputs: list[tuple[str, str, bytes]], details: dict) -> dict:
-        """Write a sample's files, given as (kind, relative path, bytes); `details` (fingerprint, signature, stats)
-        are cached with them."""
-        files = []
-        for kind, relative, data in outputs:
-            target = self.root / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.tmp")
-            temporary.write_bytes(data)
-            os.replace(temporary, target)
-            files.append([relative, sha256_hex(data), len(data), kind, target.stat().st_mtime_ns])
-        entry = {"split": split, "files": files, **details}
-        self._record(name, entry)
-        return entry
+    def mask_for(self, image: Path) -> Path:
+        """The ground-truth mask of an image of this layout (which may be absent, e.g. for unlabelled data)."""
+        image = Path(image)
+        return self.mask_path(image.parent.name, image.stem)
 
-    def _record(self, name: str, entry: dict) -> None:
-        self._entries[name] = entry
-        for path, checksum, size, kind, _ in entry["files"]:
-            self.files.append(WrittenFile(path, checksum, size, entry["split"], kind))
+    def images(self, split: str | None = None) -> list[Path]:
+        """The images of `split` (of every split when None), sorted; none when the split is absent."""
+        folders = [self.images_dir / split] if split else [self.images_dir / name for name in self.splits]
+        return sorted(
+            path for folder in folders if folder.is_dir() for path in folder.iterdir()
+            if path.is_file() and not path.name.startswith(".")
+        )
 
-    def finish(self, info: DatasetInfo) -> None:
-        """Drop files no sample wrote, then write manifest.csv and, last, dataset.yaml."""
-        expected = {file.path for file in self.files}
-        for folder in ("images", "masks"):
-            for path in sorted((self.root / folder).rglob("*"), reverse=True):
-                relative = path.relative_to(self.root).as_posix()
-                if path.is_file() and relative not in expected:
-                    path.unlink()
-                elif path.is_dir() and not any(path.iterdir()):
-                    path.rmdir()
-        with open(self.root / MANIFEST_FILE, "w", newline="") as handle:
-            writer = csv.writer(handle, lineterminator="\n")
-            writer.writerow(["file", "checksum", "size", "split", "kind"])
-            for file in sorted(self.files, key=lambda f: f.path):
-                writer.writerow([file.path, file.checksum, file.size, file.split, file.kind])
-        write_dataset_info(info, self.root)
-
-    def save_cache(self) -> None:
-        """Persist what was written this run (entries of samples not seen again are forgotten)."""
-        if not self.cache_file:
-            return
-        self.cache_file.parent.mkdir(parents=True, exist_ok=True)
-        document = {"version": CACHE_VERSION, "options": self.options_digest, "samples": self._entries}
-        temporary = self.cache_file.with_name(self.cache_file.name + ".tmp")
-        temporary.write_text(json.dumps(document, sort_keys=True))
-        os.replace(temporary, self.cache_file)
+    def relative(self, path: Path) -> str:
+        """`path` relative to the layout's root, with POSIX separators (as the manifest records it)."""
+        return Path(path).relative_to(self.root).as_posix()

@@ -14,18 +14,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 from PIL import Image
 
 from segmodels.data.classes import ClassSpec, parse_classes, read_class_file, voc_color
 from segmodels.data.errors import DataValidationError, ValidationReport
 from segmodels.data.formats import Sample, create_reader
-from segmodels.data.info import SPLITS, DatasetInfo
-from segmodels.data.layout import LayoutWriter
-from segmodels.data.shapes import AnnotationError
+from segmodels.data.info import DatasetInfo
+from segmodels.data.layout import SPLITS, Layout
 from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
+from segmodels.data.shapes import AnnotationError
 from segmodels.data.sources import redact, resolve_source
 from segmodels.data.splits import assign_splits
 from segmodels.data.stats import DatasetStats
+from segmodels.data.writer import LayoutWriter
+from segmodels.schemas import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,55 +58,49 @@ class SampleError(Exception):
 def prepare_dataset(
     source,
     out_dir,
+    data: DataConfig,
     *,
-    format: str = "auto",
-    on_error: str = "fail",
-    split_seed: int = 0,
-    val_fraction: float = 0.1,
-    test_fraction: float = 0.1,
-    source_splits: bool = True,
-    classes: list | None = None,
-    classes_file: str | None = None,
-    ignore_index: int = 255,
-    mask_values: dict | None = None,
-    ignore_classes: list[str] | tuple = (),
-    resize_masks: bool = False,
-    name: str | None = None,
-    options: dict | None = None,
+    on_error: str,
+    split_seed: int,
     cache_file: Path | None = None,
     lakefs=None,
-    s3_endpoint_url: str | None = None,
-    download_dir: Path | None = None,
 ) -> PreparedDataset:
     """Read `source` (folder, archive, http(s)/s3/lakefs URI) and write the normalised layout into `out_dir`.
 
-    Every sample is validated (readable image, mask present, equal sizes, declared class ids, unique name);
-    with on_error="fail" a DataValidationError lists every bad file, with "skip" the good ones are kept and the
-    report returned. Images are copied byte for byte and masks re-encoded deterministically, one sample in memory
-    at a time. `cache_file` makes re-preparation incremental (unchanged samples are not decoded again).
+    `data` holds the options of `conf/data/` (a `DataConfig`, or the composed `cfg.data` node): format, classes,
+    split fractions, ignore index, mask value mapping, format-specific `options`. Every sample is validated
+    (readable image, mask present, equal sizes, declared class ids, unique name); with on_error="fail" a
+    DataValidationError lists every bad file, with "skip" the good ones are kept and the report returned. Samples
+    without a split in the source get one by `split_seed`. Images are copied byte for byte and masks re-encoded
+    deterministically, one sample in memory at a time. `cache_file` makes re-preparation incremental (unchanged
+    samples are not decoded again); `lakefs` is the client that reads a lakefs:// source.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR}")
-    if not 0 <= int(ignore_index) <= 255:
+    ignore_index = int(data.ignore_index)
+    if not 0 <= ignore_index <= 255:
         raise ValueError(f"ignore_index={ignore_index}: masks are 8-bit, expected 0..255")
+    classes, mask_values, options = plain(data.classes), plain(data.mask_values), plain(data.options)
+    ignore_classes = list(data.ignore_classes)
+    resize_masks = bool(data.resize_masks)
     with tempfile.TemporaryDirectory(prefix="segmodels-source-") as scratch:
-        root = resolve_source(source, Path(download_dir or scratch), lakefs=lakefs, s3_endpoint_url=s3_endpoint_url)
-        reader = create_reader(root, format, **dict(options or {}))
-        declared = _declared_classes(reader, classes, classes_file, root)
+        root = resolve_source(source, Path(scratch), lakefs=lakefs, s3_endpoint_url=data.s3_endpoint_url)
+        reader = create_reader(root, data.format, **options)
+        declared = _declared_classes(reader, classes, data.classes_file, root)
         value_map = _value_map(reader, declared, ignore_classes, ignore_index, mask_values)
         if declared is not None:
             declared = [spec for spec in declared if spec.name not in set(ignore_classes)]
         encoder = MaskEncoder(declared, ignore_index, value_map)
         settings = {
             "format": reader.name, "classes": [s.to_dict() for s in declared or ()], "ignore_index": ignore_index,
-            "value_map": sorted(value_map.items()), "resize_masks": resize_masks, "options": options or {},
+            "value_map": sorted(value_map.items()), "resize_masks": resize_masks, "options": options,
         }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-        writer = LayoutWriter(Path(out_dir), cache_file, digest)
+        writer = LayoutWriter(Layout(out_dir), cache_file, digest)
         report, stats = ValidationReport(), DatasetStats()
         try:
             samples = _unique_samples(reader, report)
-            splits = _splits(samples, source_splits, split_seed, val_fraction, test_fraction)
+            splits = _splits(samples, data.source_splits, split_seed, data.val_fraction, data.test_fraction)
             for sample in samples:
                 report.checked += 1
                 try:
@@ -120,7 +117,7 @@ def prepare_dataset(
                 )
             if not stats.num_images:
                 raise DataValidationError(f"{redact(source)}: empty data set (no valid image/mask pair found)", report)
-            info = _dataset_info(name or _default_name(source, root), declared, ignore_index, stats, reader.name)
+            info = _dataset_info(data.name or _default_name(source, root), declared, ignore_index, stats, reader.name)
             writer.finish(info)
         finally:
             writer.save_cache()
@@ -147,7 +144,7 @@ def _value_map(reader, declared, ignore_classes, ignore_index, mask_values) -> d
         if class_name not in by_name:
             raise DataValidationError(f"ignore_classes names {class_name!r}, which is not a declared class")
         value_map[by_name[class_name]] = int(ignore_index)
-    value_map.update({int(k): int(v) for k, v in (mask_values or {}).items()})
+    value_map.update({int(k): int(v) for k, v in (mask_values or {}).items()})  # null: no mapping
     return value_map
 
 
@@ -230,11 +227,12 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
         "fingerprint": fingerprint, "signature": signature,
         "width": width, "height": height, "pixels": {str(i): int(counts[i]) for i in np.flatnonzero(counts)},
     }
-    outputs = [
-        ("image", f"images/{split}/{sample.name}{extension}", image_bytes),
-        ("mask", f"masks/{split}/{sample.name}.png", encode_png(mask)),
-    ]
-    return writer.write(sample.name, split, outputs, details)
+    return writer.write(sample.name, split, extension, image_bytes, encode_png(mask), details)
+
+
+def plain(value):
+    """A config value as plain Python (lists, dicts): OmegaConf nodes converted, anything else as is."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
 def file_signature(files: tuple[Path, ...]) -> list | None:

@@ -28,11 +28,16 @@ def redact(source) -> str:
 
 
 def is_archive(name: str) -> bool:
+    """Whether a file name has one of the archive suffixes a source may have."""
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def resolve_source(source, scratch: Path, lakefs=None, s3_endpoint_url: str | None = None) -> Path:
-    """A local folder holding the source's files, downloading/extracting into `scratch` when needed."""
+def resolve_source(source, scratch: Path, *, lakefs, s3_endpoint_url: str | None) -> Path:
+    """A local folder holding the source's files, downloading/extracting into `scratch` when needed.
+
+    `lakefs` is the client (`segmodels.versioning.LakeFS`) that reads a lakefs:// source (None for other
+    sources); `s3_endpoint_url` the endpoint of an s3:// source (None: AWS or `S3_ENDPOINT_URL`).
+    """
     text = str(source)
     scheme = urlsplit(text).scheme.lower() if "://" in text else ""
     if scheme not in RESOLVERS:
@@ -71,7 +76,7 @@ def _http(source: str, scratch: Path, **_) -> Path:
         archive.unlink(missing_ok=True)
 
 
-def _s3(source: str, scratch: Path, s3_endpoint_url: str | None = None, **_) -> Path:
+def _s3(source: str, scratch: Path, s3_endpoint_url: str | None, **_) -> Path:
     import boto3
     import botocore.exceptions
 
@@ -100,12 +105,13 @@ def _s3(source: str, scratch: Path, s3_endpoint_url: str | None = None, **_) -> 
     return dest
 
 
-def _lakefs(source: str, scratch: Path, lakefs=None, **_) -> Path:
-    from segmodels.versioning import LakeFSUri, connect
+def _lakefs(source: str, scratch: Path, lakefs, **_) -> Path:
+    from segmodels.versioning import LakeFSUri
 
+    if lakefs is None:
+        raise ValueError(f"{source}: a lakefs:// source is read with a lakeFS client; pass lakefs=<segmodels.versioning.LakeFS>")
     uri = LakeFSUri.parse(source)
-    client = lakefs or connect()
-    return Path(client.download_prefix(uri.repo, uri.ref, uri.path))
+    return Path(lakefs.download_prefix(uri.repo, uri.ref, uri.path))
 
 
 RESOLVERS: dict[str, Callable[..., Path]] = {"": _local, "file": _local, "http": _http, "https": _http, "s3": _s3, "lakefs": _lakefs}

@@ -16,7 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--idle-timeout", type=float, default=0.0,
-                        help="exit after this many seconds without requests (0: never)")
+                        help="exit after this many seconds without requests and without connected client "
+                             "processes (0: never)")
     parser.add_argument("--no-fsync", action="store_true", help="skip fsync (faster, not power-loss safe)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -13,14 +13,18 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from segmodels.home import (CLIENTS_LOCK_FILE, SERVER_LOCK_FILE, Credentials, ServerState, clients_connected,
+                            load_or_create_credentials, remove_server_state, spawn_lock, write_server_state)
+
 from .api import LakeFSApi
-from .auth import Credentials
+from .auth import check_authorization
 from .blockstore import BlobStore
 from .catalog import Catalog
 from .errors import ApiError, NotFound
 from .transport import Request, Response
 
 API_PREFIX = "/api/v1"
+LOCK_WAIT_SECONDS = 0.5
 LOG = logging.getLogger("segmodels.lakefs_server")
 
 
@@ -48,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError("method not allowed", 405) if path_exists else NotFound("path not found")
             request = Request(self.command, query, self.headers, self.rfile, params)
             if path not in self.server.api.PUBLIC_PATHS:
-                request.user = self.server.credentials.check_authorization(self.headers.get("Authorization"))
+                request.user = check_authorization(self.server.credentials, self.headers.get("Authorization"))
             response = handler(request)
         except ApiError as exc:
             response = Response(exc.status, {"message": exc.message})
@@ -96,10 +100,8 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
     def __init__(self, data_dir: Path, host: str, port: int, credentials: Credentials, fsync: bool = True):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.data_dir / "server.lock", "a+")
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        self._lock_file = open(self.data_dir / SERVER_LOCK_FILE, "a+")
+        if not _lock_exclusively(self._lock_file, LOCK_WAIT_SECONDS):
             self._lock_file.close()
             raise RuntimeError(f"{self.data_dir}: another embedded lakeFS server is using this data directory")
         self.credentials = credentials
@@ -139,13 +141,45 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
             return 0.0 if self._active_requests else time.monotonic() - self._last_activity
 
     def shutdown_when_idle(self, timeout: float) -> threading.Thread:
-        """Stop serving once no request arrived for ``timeout`` seconds."""
+        """Stop serving once, for ``timeout`` seconds, no request arrived and no client process was connected.
+
+        Client processes (those that got this server's settings from ``ensure_embedded_server``) hold a shared
+        lock on ``clients.lock`` while they live, so a client quiet for longer than ``timeout`` (training, or
+        waiting for child steps it handed the settings to) still finds the server.
+
+        The decision is taken holding the data directory's spawn lock, under which clients find the server and
+        take their shared lock, and ``server.json`` goes before the lock does: a client that found this server
+        keeps it, and a client arriving later finds no state and starts a new server.
+        """
+        clients = open(self.data_dir / CLIENTS_LOCK_FILE, "a+")
+
         def watch() -> None:
-            while self.idle_seconds() < timeout:
-                time.sleep(min(1.0, timeout / 10))
-            LOG.info("idle for %.0f s, shutting down", timeout)
-            if self._serving.is_set():
-                ThreadingHTTPServer.shutdown(self)
+            last_client = -math.inf  # when a client was last seen connected
+            reported = False  # whether this quiet spell was logged as kept up by clients
+            try:
+                while not self._lock_file.closed:  # until shutdown() releases the data directory
+                    time.sleep(min(1.0, timeout / 10))
+                    idle = self.idle_seconds()
+                    if idle < timeout:
+                        reported = False
+                    if clients_connected(clients):
+                        last_client = time.monotonic()
+                        if idle >= timeout and not reported:
+                            LOG.info("no request for %.0f s; staying up while client processes are connected", idle)
+                            reported = True
+                        continue
+                    if min(idle, time.monotonic() - last_client) < timeout:
+                        continue
+                    with spawn_lock(self.data_dir):
+                        if self.idle_seconds() < timeout or clients_connected(clients):
+                            continue
+                        LOG.info("idle for %.0f s with no client connected, shutting down", timeout)
+                        remove_server_state(self.data_dir, os.getpid())
+                        if self._serving.is_set():
+                            ThreadingHTTPServer.shutdown(self)
+                        return
+            finally:
+                clients.close()
         thread = threading.Thread(target=watch, name="lakefs-idle-watch", daemon=True)
         thread.start()
         return thread
@@ -177,12 +211,6 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
 
-    def write_state_file(self, path: Path) -> None:
-        """Record ``{pid, endpoint}`` in ``path`` atomically."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "endpoint": self.endpoint}))
-        os.replace(tmp, path)
-
 
 def create_server(data_dir, host: str = "127.0.0.1", port: int = 0, access_key_id: str | None = None,
                   secret_access_key: str | None = None, fsync: bool = True) -> EmbeddedLakeFSServer:
@@ -194,23 +222,32 @@ def create_server(data_dir, host: str = "127.0.0.1", port: int = 0, access_key_i
     if (access_key_id is None) != (secret_access_key is None):
         raise ValueError("give both access_key_id and secret_access_key, or neither")
     if access_key_id is None:
-        credentials = Credentials.load_or_create(data_dir / "credentials.json")
+        credentials = load_or_create_credentials(data_dir)
     else:
         credentials = Credentials(access_key_id, secret_access_key)
     return EmbeddedLakeFSServer(data_dir, host, port, credentials, fsync=fsync)
 
 
-STATE_FILE = "server.json"
+def _lock_exclusively(lock_file, wait: float) -> bool:
+    """Take ``lock_file``'s exclusive flock, retrying for ``wait`` seconds (clients probe it for an instant)."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
 
 
 def serve_until_stopped(server, data_dir: Path, idle_timeout: float = 0.0) -> None:
-    """Serve in the foreground until SIGTERM, Ctrl-C or (when > 0) ``idle_timeout`` seconds without requests,
-    recording ``{pid, endpoint}`` in ``data_dir/server.json`` meanwhile so clients find the server."""
+    """Serve in the foreground until SIGTERM, Ctrl-C or (when > 0) ``idle_timeout`` seconds without requests
+    nor connected client processes, recording ``{pid, endpoint}`` in ``data_dir/server.json`` meanwhile so
+    clients find the server."""
     signal.signal(signal.SIGTERM, _interrupt)
-    state_file = Path(data_dir) / STATE_FILE
-    server.write_state_file(state_file)
-    logging.getLogger("segmodels.lakefs_server").info("serving %s on %s (pid %d)", data_dir, server.endpoint,
-                                                      os.getpid())
+    write_server_state(data_dir, ServerState(os.getpid(), server.endpoint))
+    LOG.info("serving %s on %s (pid %d)", data_dir, server.endpoint, os.getpid())
     if idle_timeout > 0:
         server.shutdown_when_idle(idle_timeout)
     try:
@@ -218,17 +255,9 @@ def serve_until_stopped(server, data_dir: Path, idle_timeout: float = 0.0) -> No
     except KeyboardInterrupt:
         pass
     finally:
-        _remove_own_state(state_file)
+        remove_server_state(data_dir, os.getpid())
         server.shutdown()
 
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
-
-
-def _remove_own_state(state_file: Path) -> None:
-    try:
-        if f'"pid": {os.getpid()},' in state_file.read_text():
-            state_file.unlink()
-    except OSError:
-        pass

@@ -1,20 +1,28 @@
 """The pipeline steps behind the MLproject entry points, and the one way a step script runs them.
 
-Each ``steps/<name>.py`` script is a thin shell: it hands its arguments to :func:`run_step_cli`,
-which composes ``conf/<name>.yaml`` with them and calls ``segmodels.pipeline.<name>.run(cfg)``.
+Each ``steps/<name>.py`` script is a thin shell: it hands its command line to :func:`run_step_cli`, which
+turns the parameters into Hydra overrides (:mod:`segmodels.pipeline.params`), composes ``conf/<name>.yaml``
+with them and calls the step's ``run(cfg)`` from :data:`STEPS`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
-from segmodels.config import ConfigError, load_config, split_overrides
+from omegaconf import DictConfig
 
-STEPS = ("ingest", "train", "register", "infer", "main")
+from segmodels.config import ConfigError, load_config
+
+STEPS: dict[str, str] = {  # entry point -> module whose run(cfg) does the work
+    "ingest": "segmodels.pipeline.ingest",
+    "train": "segmodels.pipeline.train",
+    "register": "segmodels.pipeline.register",
+    "infer": "segmodels.pipeline.infer",
+    "main": "segmodels.pipeline.main",
+}
 
 
 class StepError(RuntimeError):
@@ -32,20 +40,23 @@ def user_errors() -> tuple[type[BaseException], ...]:
             FileNotFoundError, NotADirectoryError)
 
 
+def step_function(step: str) -> Callable[[DictConfig], object]:
+    """The ``run(cfg)`` of ``step`` (imported on demand: steps pull in torch, MLflow, lakeFS)."""
+    return importlib.import_module(STEPS[step]).run
+
+
 def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
-    """Run ``step`` from a command line of ``key=value`` overrides and ``--overrides "..."``.
+    """Run ``step`` from its command line (see :mod:`segmodels.pipeline.params`).
 
     On a user error, print ``segmodels <step>: error: <reason>`` (then, indented, any detail lines such as
     a validation report's bad files) and exit with status 2.
     """
-    parser = argparse.ArgumentParser(prog=f"steps/{step}.py", description=f"segmodels {step} step")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, key=value (empty value: keep default)")
-    parser.add_argument("--overrides", dest="free_overrides", default="", help="more Hydra overrides, space separated")
-    args = parser.parse_args(argv)
+    from segmodels.pipeline.params import step_overrides
+
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s segmodels {step} %(levelname)s %(message)s")
     try:
-        cfg = load_config(step, split_overrides(args.overrides, args.free_overrides))
-        importlib.import_module(f"segmodels.pipeline.{step}").run(cfg)
+        cfg = load_config(step, step_overrides(step, sys.argv[1:] if argv is None else argv))
+        step_function(step)(cfg)
     except user_errors() as exc:
         summary, *details = str(exc).strip().splitlines() or [type(exc).__name__]
         print(f"segmodels {step}: error: {summary.strip()}", file=sys.stderr)

@@ -13,7 +13,8 @@ import torch
 from omegaconf import DictConfig
 from PIL import Image
 
-from segmodels.data import load_dataset_info
+from segmodels.data import Layout, load_dataset_info
+from segmodels.dataset_store import fetch_dataset
 from segmodels.inference import predict
 from segmodels.inference.pyfunc import SegmentationPyfunc
 from segmodels.metrics import ConfusionMatrix
@@ -25,15 +26,18 @@ from segmodels.visualize import overlay
 
 log = logging.getLogger(__name__)
 
+PREDICTED_MASKS_DIR = "masks"  # in output_dir: predicted class-id masks, one PNG per image
+OVERLAYS_DIR = "overlays"  # in output_dir: the masks' colours blended over the images
 
-def split_images(data_root: Path, split: str) -> list[Path]:
+
+def split_images(layout: Layout, split: str) -> list[Path]:
     """The images of ``split``, or of every split when the data set has no such split."""
-    images = sorted((data_root / "images" / split).glob("*"))
+    images = layout.images(split)
     if images:
         return images
-    images = sorted(p for p in (data_root / "images").glob("*/*") if p.is_file())
+    images = layout.images()
     if not images:
-        raise StepError(f"no images under {data_root / 'images'}")
+        raise StepError(f"no images in the data set at {layout.root}")
     log.info("no split %r in the data set: predicting all %d images", split, len(images))
     return images
 
@@ -55,20 +59,20 @@ def run(cfg: DictConfig) -> Path:
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
                          lineage.TAG_DATA_URI: str(data)})
         model, spec = load_segmentation_model(cfg.model_uri)
-        data_root = lakefs.download_prefix(data.repo, data.ref, data.path)
-        info = load_dataset_info(data_root)
+        layout = Layout(fetch_dataset(lakefs, data))
+        info = load_dataset_info(layout.root)
         out = Path(cfg.output_dir).resolve()
-        (out / "masks").mkdir(parents=True, exist_ok=True)
-        (out / "overlays").mkdir(parents=True, exist_ok=True)
+        (out / PREDICTED_MASKS_DIR).mkdir(parents=True, exist_ok=True)
+        (out / OVERLAYS_DIR).mkdir(parents=True, exist_ok=True)
 
         total = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
         rows = []
-        paths = split_images(data_root, cfg.split)
+        paths = split_images(layout, cfg.split)
         for start in range(0, len(paths), cfg.batch_size):
             batch = paths[start:start + cfg.batch_size]
             images = [np.asarray(Image.open(path).convert("RGB")) for path in batch]
             for path, image, mask in zip(batch, images, predict(model, spec, images, batch_size=cfg.batch_size)):
-                rows.append(write_prediction(path, image, mask, data_root, out, info, cfg.overlay_alpha, total))
+                rows.append(write_prediction(path, image, mask, layout, out, info, cfg.overlay_alpha, total))
 
         with open(out / "metrics.csv", "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
@@ -85,13 +89,13 @@ def run(cfg: DictConfig) -> Path:
         return out
 
 
-def write_prediction(path: Path, image: np.ndarray, mask: np.ndarray, data_root: Path, out: Path, info,
+def write_prediction(path: Path, image: np.ndarray, mask: np.ndarray, layout: Layout, out: Path, info,
                      alpha: float, total: ConfusionMatrix) -> dict:
     """Write one image's mask and overlay; score it (and add it to ``total``) when ground truth exists."""
-    Image.fromarray(mask).save(out / "masks" / f"{path.stem}.png")
-    Image.fromarray(overlay(image, mask, info.colors, alpha=alpha)).save(out / "overlays" / f"{path.stem}.png")
-    row = {"image": path.relative_to(data_root).as_posix()}
-    truth_path = data_root / "masks" / path.parent.name / f"{path.stem}.png"
+    Image.fromarray(mask).save(out / PREDICTED_MASKS_DIR / f"{path.stem}.png")
+    Image.fromarray(overlay(image, mask, info.colors, alpha=alpha)).save(out / OVERLAYS_DIR / f"{path.stem}.png")
+    row = {"image": layout.relative(path)}
+    truth_path = layout.mask_for(path)
     if truth_path.is_file():
         truth = torch.from_numpy(np.asarray(Image.open(truth_path), dtype=np.int64))
         predicted = torch.from_numpy(mask.astype(np.int64))

@@ -7,10 +7,10 @@ import tempfile
 from pathlib import Path
 
 import mlflow
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from segmodels.data.demo import generate_demo_dataset
-from segmodels.data.ingest import ingest
+from segmodels.dataset_store import ingest
 from segmodels.tracking import lineage
 from segmodels.tracking.dataset import log_ingest
 from segmodels.versioning import connect
@@ -20,24 +20,27 @@ log = logging.getLogger(__name__)
 DEMO_SOURCE = "demo"
 
 
+def readable_source(cfg: DictConfig, scratch: Path) -> str:
+    """Where to read ``cfg.source`` from: the source itself, or for ``demo`` the demo data set generated in scratch."""
+    if cfg.source != DEMO_SOURCE:
+        return str(cfg.source)
+    folder = generate_demo_dataset(scratch / DEMO_SOURCE, **cfg.demo)
+    log.info("generated the demo data set (seed %s) in %s", cfg.demo.seed, folder)
+    return str(folder)
+
+
 def run(cfg: DictConfig) -> str:
     """Ingest ``cfg.source`` into ``lakefs://<repo>/<branch>/<prefix>``; return the data commit id."""
     lakefs = connect()
     repo, branch = cfg.lakefs.repo, cfg.lakefs.data_branch
     lakefs.ensure_repository(repo, default_branch=branch)
     lakefs.ensure_branch(repo, branch)
-    with lineage.step_run("ingest", cfg) as active, tempfile.TemporaryDirectory(prefix="segmodels-ingest-") as work:
-        source = str(cfg.source)
-        if source == DEMO_SOURCE:
-            source = str(generate_demo_dataset(Path(work) / "demo", **cfg.demo))
-            log.info("generated the demo data set (seed %s) in %s", cfg.demo.seed, source)
+    with lineage.step_run("ingest", cfg) as active, tempfile.TemporaryDirectory(prefix="segmodels-ingest-") as scratch:
         commit, _ = lineage.git_commit()
         result = ingest(
-            source, lakefs, repo, branch, cfg.lakefs.data_prefix,
-            on_error=cfg.on_error, split_seed=cfg.split_seed,
-            commit_metadata={"mlflow_run_id": active.info.run_id, "source": str(cfg.source),
-                             "git_commit": commit or "unknown"},
-            **OmegaConf.to_container(cfg.data, resolve=True),
+            lakefs, readable_source(cfg, Path(scratch)), cfg.data, repo, branch, cfg.lakefs.data_prefix,
+            on_error=cfg.on_error, split_seed=cfg.split_seed, recorded_source=str(cfg.source),
+            metadata={"mlflow_run_id": active.info.run_id, "git_commit": commit or "unknown"},
         )
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: repo, lineage.TAG_DATA_COMMIT: result.commit_id,
                          lineage.TAG_DATA_URI: result.uri})

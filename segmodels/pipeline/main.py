@@ -13,7 +13,9 @@ import mlflow
 from mlflow.exceptions import ExecutionException
 from omegaconf import DictConfig
 
+from segmodels.config import flatten_config
 from segmodels.pipeline import StepError
+from segmodels.pipeline.params import CHAIN
 from segmodels.tracking import lineage
 from segmodels.versioning import LakeFSSettings, ensure_embedded_server
 
@@ -51,11 +53,6 @@ def export_lakefs_settings() -> None:
     })
 
 
-def non_empty(params: Mapping[str, object]) -> dict[str, str]:
-    """Params as MLflow stores them (strings), leaving out the empty ones (the step's default)."""
-    return {key: str(value) for key, value in params.items() if value not in ("", None)}
-
-
 class Chain:
     """Runs entry points of one project as children of the active run."""
 
@@ -63,9 +60,8 @@ class Chain:
         self.project_dir = project_dir
         self.env_manager = env_manager
 
-    def run_step(self, entry_point: str, params: Mapping[str, object]) -> dict[str, str]:
+    def run_step(self, entry_point: str, params: Mapping[str, str]) -> dict[str, str]:
         """Run ``entry_point`` to completion and return its run's tags (where steps publish outputs)."""
-        params = non_empty(params)
         log.info("running %s with %s", entry_point, params)
         try:
             submitted = mlflow.projects.run(str(self.project_dir), entry_point=entry_point, parameters=params,
@@ -84,14 +80,14 @@ def run(cfg: DictConfig) -> None:
         raise StepError(f"env_manager={cfg.env_manager!r}: expected auto or one of {', '.join(ENV_MANAGERS)}")
     export_lakefs_settings()
     chain = Chain(Path.cwd(), env_manager)
+    given = {step: flatten_config(cfg.steps[step]) for step in CHAIN}
     with lineage.step_run("main", cfg):
-        repo = {"repo": cfg.repo}
-        ingested = chain.run_step("ingest", {**repo, **cfg.ingest})
+        ingested = chain.run_step("ingest", given["ingest"])
         data_uri = ingested[lineage.TAG_DATA_URI]
-        trained = chain.run_step("train", {**repo, **cfg.train, "data_ref": data_uri})
-        registered = chain.run_step("register", {**cfg.register, "run_id": trained["run_id"]})
+        trained = chain.run_step("train", {**given["train"], "data_ref": data_uri})
+        registered = chain.run_step("register", {**given["register"], "run_id": trained["run_id"]})
         model_uri = f"models:/{registered[lineage.TAG_MODEL_NAME]}/{registered[lineage.TAG_MODEL_VERSION]}"
-        inferred = chain.run_step("infer", {**repo, **cfg.infer, "model_uri": model_uri, "data_ref": data_uri})
+        inferred = chain.run_step("infer", {**given["infer"], "model_uri": model_uri, "data_ref": data_uri})
         mlflow.set_tags({lineage.TAG_DATA_URI: data_uri, lineage.TAG_MODEL_URI: trained[lineage.TAG_MODEL_URI],
                          lineage.TAG_TRAIN_RUN: trained["run_id"],
                          lineage.TAG_MODEL_NAME: registered[lineage.TAG_MODEL_NAME],

@@ -4,7 +4,6 @@ logged as an MLflow pyfunc model out, with the lineage of both on the run."""
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from segmodels.tracking import lineage
 from segmodels.tracking.dataset import log_dataset_input
 from segmodels.tracking.training import MLflowTrainingLogger, enable_system_metrics
 from segmodels.training import train
+from segmodels.training.distributed import is_main_process
 from segmodels.versioning import connect
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def run(cfg: DictConfig) -> str | None:
     only rank 0 records the run and publishes the model."""
     lakefs = connect()
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():
         with tempfile.TemporaryDirectory(prefix="segmodels-train-") as work:
             train(cfg, lakefs.download_prefix(data.repo, data.ref, data.path), Path(work))
         return None

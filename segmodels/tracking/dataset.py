@@ -25,12 +25,18 @@ class LakeFSDatasetSource(DatasetSource):
     def _get_source_type() -> str:
         return "lakefs"
 
-    def load(self, dst_path=None) -> str:
-        """Download the pinned prefix (through segmodels.versioning) and return the local folder."""
+    def load(self, dst_path=None, lakefs=None) -> str:
+        """Download the pinned prefix with the ``lakefs`` client and return the local folder.
+
+        MLflow rebuilds a logged source from its dict alone and calls ``load()`` without arguments
+        (``mlflow.data.get_source(run.inputs.dataset_inputs[0].dataset).load()``), so without ``lakefs`` the
+        source connects as the pipeline steps do: ``segmodels.versioning.connect()``.
+        """
         from segmodels.versioning import LakeFSUri, connect
 
         uri = LakeFSUri.parse(self.uri)
-        return str(connect().download_prefix(uri.repo, uri.ref, uri.path, dest=dst_path))
+        client = lakefs or connect()
+        return str(client.download_prefix(uri.repo, uri.ref, uri.path, dest=dst_path))
 
     @staticmethod
     def _can_resolve(raw_source: Any) -> bool:

@@ -2,10 +2,15 @@
 prediction overlays, the best epoch's per-class IoU table and confusion-matrix figure, and the model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
 import numpy as np
 import pandas as pd
+from torch import nn
 
+from segmodels.models import ModelSpec
+from segmodels.training import Callback, TrainResult, TrainState
 from segmodels.training.engine import class_iou_key
 from segmodels.visualize import overlay
 
@@ -40,8 +45,30 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str]):
     return figure
 
 
-class MLflowTrainingLogger:
-    """Training callback logging into the active MLflow run.
+def sample_predictions(model: nn.Module, spec: ModelSpec, data_root: Path,
+                       count: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(image HxWx3 uint8, target mask, predicted mask)`` for the first ``count`` validation images."""
+    from segmodels.data import SegmentationDataset
+    from segmodels.inference import predict
+
+    raw = SegmentationDataset(data_root, "val")
+    samples = [raw[i] for i in range(min(count, len(raw)))]
+    images = [image.permute(1, 2, 0).numpy() for image, _ in samples]
+    predictions = predict(model, spec, images)
+    return [(image, mask.numpy(), pred) for image, (_, mask), pred in zip(images, samples, predictions)]
+
+
+def sample_panel(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], colors: list[list[int]]) -> np.ndarray:
+    """One image of rows (image | target overlay | prediction overlay), one row per sample."""
+    rows = [np.concatenate([image, overlay(image, target, colors), overlay(image, pred, colors)], axis=1)
+            for image, target, pred in samples]
+    width = max(row.shape[1] for row in rows)
+    rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
+    return np.concatenate(rows, axis=0)
+
+
+class MLflowTrainingLogger(Callback):
+    """Training callback logging into the active MLflow run (main process only).
 
     Per epoch: every numeric metric (step = epoch, ``lr`` included) and, every ``image_every`` epochs, one
     image of ``num_samples`` validation samples (image | target overlay | prediction overlay) as
@@ -54,38 +81,26 @@ class MLflowTrainingLogger:
     def __init__(self, num_samples: int = 4, image_every: int = 1, log_model: bool = False, model_name: str = "model"):
         self.num_samples, self.image_every = num_samples, image_every
         self.log_model, self.model_name = log_model, model_name
-        self.trainer = None
         self.model_info = None
 
-    def on_epoch_end(self, epoch: int, metrics: dict, trainer) -> None:
-        self.trainer = trainer
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
-        if self.num_samples and self.image_every and epoch % self.image_every == 0:
-            mlflow.log_image(self.sample_panel(trainer), key="val_predictions", step=epoch)
+    def on_epoch_end(self, state: TrainState, metrics: dict) -> None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=state.epoch)
+        if self.num_samples and self.image_every and state.epoch % self.image_every == 0:
+            samples = sample_predictions(state.model, state.spec, state.data_root, self.num_samples)
+            mlflow.log_image(sample_panel(samples, state.spec.colors), key="val_predictions", step=state.epoch)
 
-    def sample_panel(self, trainer) -> np.ndarray:
-        """Rows of (image | target overlay | prediction overlay) for the first validation samples."""
-        colors = trainer.spec.colors
-        rows = [np.concatenate([image, overlay(image, target, colors), overlay(image, pred, colors)], axis=1)
-                for image, target, pred in trainer.sample_predictions(self.num_samples)]
-        width = max(row.shape[1] for row in rows)
-        rows = [np.pad(row, ((0, 0), (0, width - row.shape[1]), (0, 0))) for row in rows]
-        return np.concatenate(rows, axis=0)
-
-    def on_train_end(self, result) -> None:
+    def on_fit_end(self, state: TrainState, result: TrainResult) -> None:
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in result.best_metrics.items()})
-        trainer = self.trainer
-        if trainer is not None:
-            names = trainer.spec.class_names
-            ious = [result.best_metrics.get(class_iou_key(n)) for n in names]
-            mlflow.log_table(pd.DataFrame({"class_id": range(len(names)), "class": names, "iou": ious}),
-                             artifact_file="per_class_iou.json")
-            if trainer.best_confusion is not None:
-                import matplotlib.pyplot as plt
+        names = state.spec.class_names
+        ious = [result.best_metrics.get(class_iou_key(n)) for n in names]
+        mlflow.log_table(pd.DataFrame({"class_id": range(len(names)), "class": names, "iou": ious}),
+                         artifact_file="per_class_iou.json")
+        if state.best_confusion is not None:
+            import matplotlib.pyplot as plt
 
-                figure = confusion_figure(trainer.best_confusion.numpy(), names)
-                mlflow.log_figure(figure, "confusion_matrix.png")
-                plt.close(figure)
+            figure = confusion_figure(state.best_confusion.numpy(), names)
+            mlflow.log_figure(figure, "confusion_matrix.png")
+            plt.close(figure)
         if self.log_model:
             from segmodels.inference.pyfunc import log_pyfunc_model
 

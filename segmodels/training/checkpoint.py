@@ -1,4 +1,5 @@
-"""Training checkpoints: everything needed for a killed run to resume and end as an uninterrupted one."""
+"""Training checkpoints: everything needed for a killed run to resume and end as an uninterrupted one, and
+where a run's files live in its work directory."""
 from __future__ import annotations
 
 import os
@@ -7,6 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+CHECKPOINT_FILE = Path("checkpoints") / "last.pt"  # rewritten every epoch; a rerun resumes from it
+BEST_DIR = "best"  # model package of the best epoch
+FINAL_DIR = "final"  # model package of the last epoch
 
 
 def rng_state() -> dict:
@@ -20,6 +25,7 @@ def rng_state() -> dict:
 
 
 def restore_rng_state(state: dict) -> None:
+    """Set the random states saved by :func:`rng_state`."""
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
@@ -36,6 +42,7 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
+    """The state saved at ``path``; an unreadable file raises RuntimeError naming it."""
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - re-raised with the file named

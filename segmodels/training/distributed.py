@@ -1,11 +1,29 @@
-"""Process-group setup for ``torchrun`` (DDP): NCCL on CUDA, gloo on CPU."""
+"""Everything about ranks, in one place: which process this is under ``torchrun`` (DDP), the process group
+(NCCL on CUDA, gloo on CPU), sums over processes, and which callbacks run on which process."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+if TYPE_CHECKING:
+    from .callbacks import Callback
+
+
+def launched_rank() -> int:
+    """This process's rank as torchrun's ``RANK`` gives it (0 for a plain single process); valid before the
+    process group is joined."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def is_main_process() -> bool:
+    """Whether this process is rank 0: the one that writes files, logs to MLflow and publishes the model."""
+    return launched_rank() == 0
 
 
 @dataclass
@@ -16,7 +34,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
-    owns_group: bool = False
+    owns_group: bool
 
     @property
     def is_main(self) -> bool:
@@ -27,13 +45,9 @@ class DistContext:
         return self.world_size > 1
 
     def barrier(self) -> None:
+        """Wait for every process (no-op for one process)."""
         if self.distributed:
             dist.barrier()
-
-    def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        if self.distributed:
-            dist.all_reduce(tensor)
-        return tensor
 
     def close(self) -> None:
         """Destroy the process group when this context created it."""
@@ -41,7 +55,7 @@ class DistContext:
             dist.destroy_process_group()
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int) -> torch.device:
     """``auto`` picks CUDA (the local rank's GPU) when present, else the CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -51,11 +65,11 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     return device
 
 
-def setup_distributed(device: str = "auto") -> DistContext:
+def setup_distributed(device: str) -> DistContext:
     """Join the process group described by torchrun's environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
     ``MASTER_ADDR``...); a single process without that environment gets a one-process context."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    rank = launched_rank()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     resolved = resolve_device(device, local_rank)
     if resolved.type == "cuda":
@@ -67,3 +81,28 @@ def setup_distributed(device: str = "auto") -> DistContext:
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistContext(rank, world_size, local_rank, resolved, owns_group)
+
+
+def world_size() -> int:
+    """Processes in the initialised process group (1 without one)."""
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` summed over the processes, in place (unchanged without a process group)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
+
+
+def wrap_for_training(model: nn.Module, context: DistContext) -> nn.Module:
+    """``DistributedDataParallel(model)`` with several processes (gradients averaged over them), else ``model``."""
+    if not context.distributed:
+        return model
+    return DistributedDataParallel(model, device_ids=[context.device.index] if context.device.type == "cuda" else None)
+
+
+def callbacks_for_rank(callbacks: Sequence[Callback], context: DistContext) -> list[Callback]:
+    """The callbacks this process runs: all on the main process; elsewhere only those marked ``every_rank``
+    (the ones that steer training, such as early stopping, which every process must do alike)."""
+    return [callback for callback in callbacks if context.is_main or callback.every_rank]

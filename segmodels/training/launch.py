@@ -1,9 +1,8 @@
-"""``python -m segmodels.training.launch --nproc N script.py args...``: run a training script in one process,
+"""``python -m segmodels.training.launch script.py [--nproc N] args...``: run a training script in one process,
 or, for N > 1, as N data-parallel processes under torchrun (DDP; gloo on CPU, NCCL on GPUs)."""
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -17,16 +16,32 @@ def launch_command(nproc: int, script: str, args: list[str]) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script, *args]
 
 
+def split_nproc(args: list[str]) -> tuple[str, list[str]]:
+    """``--nproc N`` (or ``--nproc=N``) taken out of a step's arguments, wherever MLflow put it."""
+    nproc, rest = "1", []
+    remaining = list(args)
+    while remaining:
+        arg = remaining.pop(0)
+        if arg == "--nproc" and remaining:
+            nproc = remaining.pop(0)
+        elif arg.startswith("--nproc="):
+            nproc = arg.partition("=")[2]
+        else:
+            rest.append(arg)
+    return nproc or "1", rest
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m segmodels.training.launch", description=__doc__)
-    parser.add_argument("--nproc", default="1", help="processes (one per GPU); 1 runs the script directly")
-    parser.add_argument("script")
-    parser.add_argument("args", nargs=argparse.REMAINDER)
-    options = parser.parse_args(argv)
+    """Exec ``script`` (the first argument) in one process or under torchrun, as ``--nproc`` says."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0].startswith("-"):
+        print("usage: python -m segmodels.training.launch script.py [--nproc N] [args...]", file=sys.stderr)
+        raise SystemExit(2)
+    nproc, rest = split_nproc(args[1:])
     try:
-        command = launch_command(int(options.nproc or 1), options.script, options.args)
-    except ValueError as exc:
-        print(f"segmodels train: error: {exc}", file=sys.stderr)
+        command = launch_command(int(nproc), args[0], rest)
+    except ValueError:
+        print(f"segmodels train: error: nproc={nproc!r}: expected a whole number >= 1", file=sys.stderr)
         raise SystemExit(2) from None
     os.execv(command[0], command)
 

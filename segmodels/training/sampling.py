@@ -21,8 +21,8 @@ class EpochSampler(Sampler):
     for the shard of process ``rank`` (padded by repetition so every process gets the same count, like
     ``DistributedSampler``). Call :meth:`set_epoch` before iterating."""
 
-    def __init__(self, num_samples: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
-        self.num_samples, self.seed, self.shuffle = num_samples, int(seed), shuffle
+    def __init__(self, num_samples: int, seed: int, rank: int, world_size: int):
+        self.num_samples, self.seed = num_samples, int(seed)
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
 
@@ -33,11 +33,8 @@ class EpochSampler(Sampler):
         return math.ceil(self.num_samples / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        if self.shuffle:
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0))
-            order = torch.randperm(self.num_samples, generator=generator).tolist()
-        else:
-            order = list(range(self.num_samples))
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch, 0))
+        order = torch.randperm(self.num_samples, generator=generator).tolist()
         total = len(self) * self.world_size
         order += order[: total - len(order)]
         for index in order[self.rank:total:self.world_size]:

@@ -18,8 +18,9 @@ import lakefs_sdk
 from lakefs_sdk.client import LakeFSClient
 
 from segmodels.checksums import OverlappedMd5
+from segmodels.home import segmodels_home
 
-from .embedded import ensure_embedded_server, segmodels_home
+from .embedded import ensure_embedded_server
 from .errors import LakeFSError
 from .hashing import CHUNK_SIZE, Md5Index, file_chunks, file_md5
 from .retry import Retrier, ServerError, error_message

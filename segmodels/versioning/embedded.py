@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import subprocess
 import sys
@@ -11,20 +10,23 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import IO, Callable
 
-from ..lakefs_server.auth import Credentials
+from segmodels.home import (CLIENTS_LOCK_FILE, LOG_FILE, SERVER_LOCK_FILE, embedded_server_dir,
+                            load_or_create_credentials, read_server_state, segmodels_home, spawn_lock)
+
 from .errors import LakeFSError
 from .settings import API_PATH, LakeFSSettings
 
+__all__ = ["ensure_embedded_server", "is_healthy", "segmodels_home"]
+
 IDLE_TIMEOUT_SECONDS = 900
 START_TIMEOUT_SECONDS = 60
-STATE_FILE = "server.json"
-LOG_FILE = "server.log"
+POLL_SECONDS = 0.05
 
-
-def segmodels_home(home: Path | None = None) -> Path:
-    """``home``, else ``$SEGMODELS_HOME``, else ``./.segmodels`` (absolute)."""
-    return Path(home or os.environ.get("SEGMODELS_HOME") or ".segmodels").absolute()
+# data dir -> this process' open ``clients.lock`` there, shared-locked until the process dies (even by SIGKILL:
+# the kernel drops the lock with the last descriptor). Only changed holding that data dir's spawn lock.
+_client_locks: dict[Path, IO] = {}
 
 
 def is_healthy(endpoint: str, timeout: float = 2.0) -> bool:
@@ -36,24 +38,74 @@ def is_healthy(endpoint: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def _running_endpoint(data_dir: Path) -> str | None:
-    try:
-        state = json.loads((data_dir / STATE_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    endpoint = state.get("endpoint") if isinstance(state, dict) else None
-    return endpoint if isinstance(endpoint, str) and is_healthy(endpoint) else None
-
-
 def ensure_embedded_server(home: Path | None = None) -> LakeFSSettings:
-    """Settings of the embedded server over ``<home>/lakefs``, spawning it (detached) unless it answers."""
-    data_dir = segmodels_home(home) / "lakefs"
+    """Settings of the embedded server over ``<home>/lakefs``, spawning it (detached) unless one runs there.
+
+    Safe for concurrent callers, threads or processes: all get the same credentials and the same server.
+    The calling process becomes a client of the server for the rest of its life: the server does not stop
+    for idleness while it lives, so the settings stay good for it and for the child processes it hands them to.
+    """
+    data_dir = embedded_server_dir(home)
     data_dir.mkdir(parents=True, exist_ok=True)
-    credentials = Credentials.load_or_create(data_dir / "credentials.json")
-    with open(data_dir / "spawn.lock", "a+") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one spawner per data dir at a time
+    credentials = load_or_create_credentials(data_dir)
+    with spawn_lock(data_dir):
         endpoint = _running_endpoint(data_dir) or _spawn(data_dir)
+        _hold_client_lock(data_dir)  # under the spawn lock, where the server decides to stop: not mid-stop
     return LakeFSSettings(endpoint, credentials.access_key_id, credentials.secret_access_key)
+
+
+def _hold_client_lock(data_dir: Path) -> None:
+    """Hold a shared lock on ``data_dir/clients.lock`` until this process dies (once per data dir; again when
+    the file was replaced, as when the data dir was deleted and made anew). Caller holds the spawn lock."""
+    path = data_dir / CLIENTS_LOCK_FILE
+    held = _client_locks.get(data_dir)
+    if held is not None and _same_file(held, path):
+        return
+    lock = open(path, "a+")  # not inheritable: exec'd children (the server first) do not hold it
+    fcntl.flock(lock, fcntl.LOCK_SH)
+    _client_locks[data_dir] = lock
+    if held is not None:
+        held.close()
+
+
+def _same_file(opened: IO, path: Path) -> bool:
+    try:
+        on_disk = path.stat()
+    except FileNotFoundError:
+        return False
+    fd = os.fstat(opened.fileno())
+    return (fd.st_dev, fd.st_ino) == (on_disk.st_dev, on_disk.st_ino)
+
+
+def _server_running(data_dir: Path) -> bool:
+    """Whether a server holds ``data_dir``'s server lock (starting, serving or stopping). The kernel drops
+    the lock of a dead process, so a ``server.json`` left by a killed server does not count."""
+    with open(data_dir / SERVER_LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        return False  # closing the file releases the probe
+
+
+def _await_endpoint(data_dir: Path, alive: Callable[[], bool], pid: int | None = None) -> str | None:
+    """The endpoint ``server.json`` records (for process ``pid``, when given) once it answers; None as soon as
+    ``alive()`` is false; a ``LakeFSError`` after ``START_TIMEOUT_SECONDS``."""
+    deadline = time.monotonic() + START_TIMEOUT_SECONDS
+    while alive():
+        state = read_server_state(data_dir)
+        if state is not None and (pid is None or state.pid == pid) and is_healthy(state.endpoint):
+            return state.endpoint
+        if time.monotonic() > deadline:
+            raise LakeFSError(f"embedded lakeFS server over {data_dir} did not answer within "
+                              f"{START_TIMEOUT_SECONDS} s (log: {data_dir / LOG_FILE})")
+        time.sleep(POLL_SECONDS)
+    return None
+
+
+def _running_endpoint(data_dir: Path) -> str | None:
+    """The endpoint of the server running over ``data_dir`` (waiting while it starts), None when none runs."""
+    return _await_endpoint(data_dir, lambda: _server_running(data_dir))
 
 
 def _spawn(data_dir: Path) -> str:
@@ -64,19 +116,13 @@ def _spawn(data_dir: Path) -> str:
              "--idle-timeout", str(IDLE_TIMEOUT_SECONDS)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             close_fds=True)
-    deadline = time.monotonic() + START_TIMEOUT_SECONDS
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
-            raise LakeFSError(f"embedded lakeFS server over {data_dir} exited with code {process.returncode}: "
-                              f"{tail[0] if tail else 'no output'} (log: {log_path})")
-        try:
-            state = json.loads((data_dir / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            state = {}
-        if state.get("pid") == process.pid and is_healthy(state.get("endpoint", "")):
-            return state["endpoint"]
-        time.sleep(0.05)
-    process.kill()
-    raise LakeFSError(f"embedded lakeFS server over {data_dir} did not become healthy within "
-                      f"{START_TIMEOUT_SECONDS} s (log: {log_path})")
+    try:
+        endpoint = _await_endpoint(data_dir, lambda: process.poll() is None, process.pid)
+    except LakeFSError:
+        process.kill()
+        raise
+    if endpoint is None:
+        tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+        raise LakeFSError(f"embedded lakeFS server over {data_dir} exited with code {process.returncode}: "
+                          f"{tail[0] if tail else 'no output'} (log: {log_path})")
+    return endpoint

@@ -1,4 +1,4 @@
-"""Source readers: one per annotation format, registered by name and detected from a folder's layout."""
+"""Source readers: the interface every annotation format implements, and the registry of formats by name."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import numpy as np
 from PIL import Image
 
 from segmodels.data.classes import ClassSpec
-from segmodels.data.errors import DataValidationError, Issue
+from segmodels.data.errors import Issue
+from segmodels.registry import Registry
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -69,44 +70,17 @@ class SourceReader(ABC):
         return []
 
 
-FORMATS: dict[str, type[SourceReader]] = {}
+FORMATS: Registry[type[SourceReader]] = Registry("data format")
 
 
 def register_format(reader: type[SourceReader]) -> type[SourceReader]:
-    """Class decorator adding a reader to the registry under `reader.name` (detection follows registration order)."""
-    FORMATS[reader.name] = reader
-    return reader
-
-
-def list_formats() -> list[str]:
-    return list(FORMATS)
+    """Class decorator adding a reader to `FORMATS` under `reader.name` (a name taken twice raises ValueError)."""
+    return FORMATS.register(reader.name)(reader)
 
 
 def accepted_options(reader: type[SourceReader]) -> set[str]:
+    """The format-specific options a reader takes: its constructor's keyword arguments."""
     return set(inspect.signature(reader.__init__).parameters) - {"self", "root"}
-
-
-def detect_format(root: Path, **options) -> str:
-    """Name of the first registered format that accepts `options` and whose layout `root` matches."""
-    for name, reader in FORMATS.items():
-        if set(options) <= accepted_options(reader) and reader.detect(Path(root), **options):
-            return name
-    raise DataValidationError(
-        f"{root}: cannot detect the annotation format (looked for {', '.join(FORMATS)}); name it with format=<name>"
-    )
-
-
-def create_reader(root: Path, format: str = "auto", **options) -> SourceReader:
-    """Reader for `root`, its format named or detected; unknown formats or options raise DataValidationError."""
-    name = detect_format(root, **options) if format == "auto" else format
-    if name not in FORMATS:
-        raise DataValidationError(f"unknown data format {name!r}; known: {', '.join(FORMATS)}")
-    reader = FORMATS[name]
-    accepted = accepted_options(reader)
-    unknown = sorted(set(options) - accepted)
-    if unknown:
-        raise DataValidationError(f"unknown option(s) {unknown} for format {name!r}; accepted: {sorted(accepted)}")
-    return reader(Path(root), **options)
 
 
 def decode_mask_image(data: bytes) -> np.ndarray:

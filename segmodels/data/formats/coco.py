@@ -10,7 +10,7 @@ import numpy as np
 from segmodels.data.classes import ClassSpec, voc_color
 from segmodels.data.errors import DataValidationError, Issue
 from segmodels.data.formats.base import Sample, SourceReader, read_file, register_format
-from segmodels.data.info import SPLITS
+from segmodels.data.layout import SPLITS
 from segmodels.data.shapes import POLYGON_RASTERIZERS, AnnotationError, coco_segmentation_mask
 
 BACKGROUND_NAMES = ("_background_", "background", "__background__")

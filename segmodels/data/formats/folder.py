@@ -15,7 +15,8 @@ from segmodels.data.formats.base import (
     read_file,
     register_format,
 )
-from segmodels.data.info import SPLITS
+from segmodels.data.layout import SPLITS
+
 
 @register_format
 class FolderReader(SourceReader):

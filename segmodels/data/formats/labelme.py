@@ -11,7 +11,7 @@ import numpy as np
 from segmodels.data.classes import ClassSpec, find_class_file, parse_classes, read_class_file
 from segmodels.data.errors import DataValidationError
 from segmodels.data.formats.base import Sample, SourceReader, register_format
-from segmodels.data.info import SPLITS
+from segmodels.data.layout import SPLITS
 from segmodels.data.shapes import AnnotationError, labelme_shape_mask
 
 IGNORE_LABEL = "__ignore__"

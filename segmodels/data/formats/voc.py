@@ -14,7 +14,7 @@ from segmodels.data.formats.base import (
     read_file,
     register_format,
 )
-from segmodels.data.info import SPLITS
+from segmodels.data.layout import SPLITS
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",

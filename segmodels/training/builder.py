@@ -1,0 +1,174 @@
+"""Builds a training run from the Hydra config: model and spec (``cfg.model``), data sets and loaders
+(``cfg.transforms``, ``cfg.trainer``), loss (``cfg.loss``), optimizer (``cfg.optimizer``) and schedule
+(``cfg.scheduler``), all gathered in a :class:`TrainState`. ``_target_`` nodes are built with
+``hydra.utils.instantiate``; a value their target refuses is a one-line :class:`ConfigError`."""
+from __future__ import annotations
+
+import math
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+from torch.utils.data import DataLoader
+
+from segmodels.config import ConfigError
+from segmodels.data import DatasetInfo, SegmentationDataset, load_dataset_info
+from segmodels.metrics import ConfusionMatrix
+from segmodels.models import ModelSpec
+from segmodels.transforms import build_transforms, image_size_of
+
+from .distributed import DistContext, wrap_for_training
+from .engine import MixedPrecision
+from .sampling import EpochSampler, SeededDataset
+from .state import Monitor, TrainState
+
+AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+MONITOR_MODES = ("auto", "min", "max")
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def instantiate_group(group: str, node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate(node, **kwargs)`` for the config group ``group``. A target that cannot be
+    found or refuses a value raises :class:`ConfigError` with one line: the group, its values and the reason,
+    e.g. ``optimizer: lr='abc', weight_decay=0.0001 (torch.optim.AdamW): TypeError: '<=' not supported ...``."""
+    try:
+        return instantiate(node, **kwargs, _convert_="all")
+    except (InstantiationException, TypeError, ValueError) as exc:
+        cause = exc.__cause__ if isinstance(exc, InstantiationException) and exc.__cause__ is not None else exc
+        reason = " ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+        values = ", ".join(f"{key}={value!r}" for key, value in node.items() if key != "_target_")
+        raise ConfigError(f"{group}: {values} ({node._target_}): {type(cause).__name__}: {reason}") from exc
+
+
+def auto_flag(key: str, value: Any, auto: bool) -> bool:
+    """The boolean ``trainer.<key>``: ``auto`` resolves to ``auto``; anything but true/false/auto is refused."""
+    if value == "auto":
+        return auto
+    if isinstance(value, bool):
+        return value
+    raise ConfigError(f"trainer.{key}={value!r}: expected true, false or auto")
+
+
+def resolve_num_workers(value: Any) -> int:
+    """``trainer.num_workers``: a count, or ``auto`` for min(4, CPU cores - 1)."""
+    if value == "auto":
+        return min(4, max((os.cpu_count() or 1) - 1, 0))
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    raise ConfigError(f"trainer.num_workers={value!r}: expected a count >= 0 or auto")
+
+
+def build_model(cfg: DictConfig, info: DatasetInfo) -> tuple[nn.Module, ModelSpec]:
+    """The model of ``cfg.model`` for the data set's classes, and the spec its package will carry."""
+    model = instantiate_group("model", cfg.model, num_classes=info.num_classes)
+    spec = ModelSpec.from_model(
+        model, num_classes=info.num_classes, class_names=list(info.class_names),
+        colors=[list(c) for c in info.colors], ignore_index=info.ignore_index,
+        image_size=list(image_size_of(cfg.transforms)), metadata={"dataset": info.name, "seed": cfg.seed},
+    )
+    return model, spec
+
+
+def build_loaders(cfg: DictConfig, data_root: Path, info: DatasetInfo, spec: ModelSpec,
+                  context: DistContext) -> tuple[DataLoader, DataLoader]:
+    """Train and validation loaders over this process's shard of each split. The train loader's sampler is an
+    :class:`EpochSampler` (call ``set_epoch`` before each epoch): reproducible order and augmentations."""
+    train_set = SegmentationDataset(data_root, "train", build_transforms(
+        cfg.transforms, True, spec.mean, spec.std, info.ignore_index))
+    val_set = SegmentationDataset(data_root, "val", build_transforms(
+        cfg.transforms, False, spec.mean, spec.std, info.ignore_index))
+    if len(train_set) == 0 or len(val_set) == 0:
+        raise ValueError(f"{data_root}: training needs non-empty train and val splits "
+                         f"(train={len(train_set)}, val={len(val_set)})")
+    tcfg = cfg.trainer
+    train_sampler = EpochSampler(len(train_set), cfg.seed, context.rank, context.world_size)
+    train_loader = _loader(SeededDataset(train_set), train_sampler, tcfg.batch_size,
+                           len(train_sampler) > tcfg.batch_size, tcfg, context.device)
+    val_indices = list(range(context.rank, len(val_set), context.world_size))
+    val_batch_size = tcfg.batch_size if tcfg.val_batch_size is None else tcfg.val_batch_size
+    val_loader = _loader(val_set, val_indices, val_batch_size, False, tcfg, context.device)
+    return train_loader, val_loader
+
+
+def _loader(dataset, sampler, batch_size: int, drop_last: bool, tcfg: DictConfig, device: torch.device) -> DataLoader:
+    workers = resolve_num_workers(tcfg.num_workers)
+    worker_options = {}
+    if workers > 0:
+        worker_options = {"persistent_workers": tcfg.persistent_workers, "prefetch_factor": tcfg.prefetch_factor}
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      pin_memory=auto_flag("pin_memory", tcfg.pin_memory, device.type == "cuda"),
+                      drop_last=drop_last, **worker_options)
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
+    """The optimizer of ``cfg.optimizer`` over ``model``'s parameters, without weight decay for norms and
+    biases (1-D tensors)."""
+    decay, no_decay = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 else decay).append(param)
+    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return instantiate_group("optimizer", cfg.optimizer, params=groups)
+
+
+def build_scheduler(cfg: DictConfig, optimizer: Optimizer, steps_per_epoch: int) -> LRScheduler:
+    """The per-optimizer-step schedule of ``cfg.scheduler`` over ``cfg.trainer.epochs`` epochs."""
+    return instantiate_group("scheduler", cfg.scheduler, optimizer=optimizer,
+                             total_steps=steps_per_epoch * cfg.trainer.epochs, steps_per_epoch=steps_per_epoch)
+
+
+def build_monitor(tcfg: DictConfig) -> Monitor:
+    """Best-epoch tracking of ``trainer.monitor``; mode ``auto`` is ``min`` for a loss, else ``max``."""
+    if tcfg.monitor_mode not in MONITOR_MODES:
+        raise ConfigError(f"trainer.monitor_mode={tcfg.monitor_mode!r}: expected one of {MONITOR_MODES}")
+    mode = tcfg.monitor_mode
+    if mode == "auto":
+        mode = "min" if tcfg.monitor.endswith("loss") else "max"
+    return Monitor(tcfg.monitor, mode, tcfg.early_stopping_min_delta)
+
+
+def build_state(cfg: DictConfig, data_root: Path, work_dir: Path, context: DistContext) -> TrainState:
+    """Everything a run needs, seeded with ``cfg.seed``, on ``context.device``, before its first epoch."""
+    tcfg = cfg.trainer
+    if tcfg.accumulate_grad_batches < 1:
+        raise ConfigError(f"trainer.accumulate_grad_batches={tcfg.accumulate_grad_batches}: expected >= 1")
+    if tcfg.amp_dtype not in AMP_DTYPES:
+        raise ConfigError(f"trainer.amp_dtype={tcfg.amp_dtype!r}: expected one of {sorted(AMP_DTYPES)}")
+    seed_everything(cfg.seed)
+    torch.backends.cudnn.benchmark = tcfg.cudnn_benchmark
+    device = context.device
+    on_cuda = device.type == "cuda"
+    amp = MixedPrecision(auto_flag("amp", tcfg.amp, on_cuda), AMP_DTYPES[tcfg.amp_dtype])
+    channels_last = auto_flag("channels_last", tcfg.channels_last, on_cuda)
+
+    info = load_dataset_info(data_root)
+    model, spec = build_model(cfg, info)
+    model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    train_loader, val_loader = build_loaders(cfg, data_root, info, spec, context)
+    optimizer = build_optimizer(cfg, model)
+    steps_per_epoch = math.ceil(len(train_loader) / tcfg.accumulate_grad_batches)
+    return TrainState(
+        cfg=cfg, data_root=data_root, work_dir=work_dir, dist=context,
+        model=model, train_model=wrap_for_training(model, context), spec=spec,
+        criterion=instantiate_group("loss", cfg.loss, ignore_index=info.ignore_index).to(device),
+        optimizer=optimizer, scheduler=build_scheduler(cfg, optimizer, steps_per_epoch),
+        scaler=torch.amp.GradScaler(device.type, enabled=amp.enabled and amp.dtype == torch.float16),
+        train_loader=train_loader, val_loader=val_loader, amp=amp, channels_last=channels_last,
+        confusion=ConfusionMatrix(info.num_classes, info.ignore_index, device=device),
+        monitor=build_monitor(tcfg), epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch,
+    )

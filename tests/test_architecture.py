@@ -1,0 +1,71 @@
+"""The layers docs/architecture.md draws hold: who may connect to lakeFS, who imports what, where defaults live."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "segmodels"
+# MLflow rebuilds a logged dataset source from its stored dict and calls load() with no client, so that one
+# method connects on its own (see its docstring); everything else below pipeline/ is handed a client.
+CONNECT_ALLOWED = {"pipeline", "tracking/dataset.py"}
+
+
+def python_files():
+    return sorted(path for path in PACKAGE.rglob("*.py") if "__pycache__" not in path.parts)
+
+
+def calls_of(path: Path, name: str) -> list[int]:
+    tree = ast.parse(path.read_text())
+    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call) and (
+        (isinstance(node.func, ast.Name) and node.func.id == name)
+        or (isinstance(node.func, ast.Attribute) and node.func.attr == name and not (
+            isinstance(node.func.value, ast.Name) and node.func.value.id == "sqlite3")))]
+
+
+def test_only_the_pipeline_opens_a_lakefs_connection():
+    offenders = []
+    for path in python_files():
+        relative = path.relative_to(PACKAGE).as_posix()
+        if relative.split("/")[0] in CONNECT_ALLOWED or relative in CONNECT_ALLOWED or relative.startswith(
+                "versioning/"):
+            continue
+        offenders += [f"{relative}:{line}" for line in calls_of(path, "connect")]
+    assert not offenders, f"connect() below pipeline/: {offenders}"
+
+
+@pytest.mark.parametrize("module, forbidden", [
+    ("segmodels.training", ("segmodels.inference", "mlflow", "segmodels.pipeline")),
+    ("segmodels.versioning", ("segmodels.lakefs_server",)),
+    ("segmodels.data", ("segmodels.versioning", "mlflow", "segmodels.training")),
+    ("segmodels.config", ("torch", "mlflow")),
+    ("segmodels.pipeline.params", ("torch", "mlflow", "lakefs_sdk")),
+])
+def test_a_layer_does_not_import_what_is_above_or_beside_it(module, forbidden):
+    code = (f"import sys, {module}; print(','.join(sorted(m for m in sys.modules "
+            f"if m.split('.')[0] in {{'mlflow', 'torch', 'lakefs_sdk'}} and m.count('.') == 0 "
+            f"or m.startswith('segmodels.'))))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                timeout=300).stdout.strip().split(","))
+    assert not [name for name in loaded for bad in forbidden if name == bad or name.startswith(bad + ".")]
+
+
+def root_name(node: ast.AST) -> str:
+    """``cfg`` for ``cfg.trainer.x``; empty for anything not rooted in a plain name."""
+    while isinstance(node, ast.Attribute):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else ""
+
+
+def test_no_code_reads_config_with_a_fallback_default():
+    """Config values are read as attributes: ``cfg.get("key", default)`` would be a second default beside conf/."""
+    offenders = []
+    for path in python_files():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
+                    and root_name(node.func.value).endswith("cfg")):
+                offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
+    assert not offenders, offenders
