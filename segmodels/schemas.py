@@ -52,6 +52,7 @@ class TrainerConfig:
     amp_dtype: str = MISSING
     channels_last: Any = MISSING  # bool or auto
     cudnn_benchmark: bool = MISSING
+    deterministic: bool = MISSING
     grad_clip_norm: Optional[float] = MISSING
     device: str = MISSING
     monitor: str = MISSING

@@ -125,3 +125,17 @@ def test_a_bad_optimizer_or_scheduler_value_is_a_one_line_config_error(tiny_data
     message = str(error.value)
     assert message.startswith(named) and "\n" not in message, message
     assert not (tmp_path / "w" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_kernels_follow_the_trainer_config(tiny_data, tmp_path, deterministic):
+    seen = []
+
+    class DeterminismProbe(Callback):
+        def on_fit_start(self, state):
+            seen.append((torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark))
+
+    cfg = compose_train(["trainer.epochs=1", f"trainer.deterministic={str(deterministic).lower()}"])
+    train(cfg, tiny_data, tmp_path / "work", callbacks=[DeterminismProbe()])
+    assert seen == [(deterministic, not deterministic)]
+    torch.use_deterministic_algorithms(False)

@@ -142,6 +142,14 @@ def build_monitor(tcfg: DictConfig) -> Monitor:
     return Monitor(tcfg.monitor, mode, tcfg.early_stopping_min_delta)
 
 
+def use_deterministic_kernels(enabled: bool) -> None:
+    """Make torch refuse nondeterministic kernels (or allow them again); cuBLAS needs its workspace setting
+    in the environment before its first call for that."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+
+
 def build_state(cfg: DictConfig, data_root: Path, work_dir: Path, context: DistContext) -> TrainState:
     """Everything a run needs, seeded with ``cfg.seed``, on ``context.device``, before its first epoch."""
     tcfg = cfg.trainer
@@ -150,7 +158,8 @@ def build_state(cfg: DictConfig, data_root: Path, work_dir: Path, context: DistC
     if tcfg.amp_dtype not in AMP_DTYPES:
         raise ConfigError(f"trainer.amp_dtype={tcfg.amp_dtype!r}: expected one of {sorted(AMP_DTYPES)}")
     seed_everything(cfg.seed)
-    torch.backends.cudnn.benchmark = tcfg.cudnn_benchmark
+    use_deterministic_kernels(tcfg.deterministic)
+    torch.backends.cudnn.benchmark = tcfg.cudnn_benchmark and not tcfg.deterministic
     device = context.device
     on_cuda = device.type == "cuda"
     amp = MixedPrecision(auto_flag("amp", tcfg.amp, on_cuda), AMP_DTYPES[tcfg.amp_dtype])
