@@ -138,3 +138,18 @@ def test_labelme_unknown_label_is_reported(tmp_path):
     (source / "labels.txt").unlink()  # without a labels file, classes come from the labels seen
     prepared = prepare(source, tmp_path / "out")
     assert prepared.info.class_names == ["_background_", "cat", "dog", "horse"]
+
+
+def test_reader_options_come_from_the_format_presets_not_from_code(tmp_path):
+    """No reader option has a default in code: conf/data/<format>.yaml holds them, given options go over them."""
+    import inspect
+
+    from segmodels.config import load_config
+    from segmodels.data.formats import DETECTION_ORDER, FORMATS, create_reader, preset_options
+
+    for name in DETECTION_ORDER:
+        parameters = inspect.signature(FORMATS.get(name).__init__).parameters.values()
+        assert not [p.name for p in parameters if p.default is not inspect.Parameter.empty], name
+        assert preset_options(name) == dict(load_config("ingest", [f"data={name}"]).data.options)
+    reader = create_reader(make_folder_source(tmp_path / "f"), "folder", mask_name="{stem}")
+    assert reader.mask_suffix == preset_options("folder")["mask_suffix"]

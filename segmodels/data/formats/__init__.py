@@ -1,6 +1,15 @@
-"""Annotation format readers (importing this package registers them), detection and reader creation."""
+"""Annotation format readers (importing this package registers them), detection and reader creation.
 
+A reader's options have no defaults in code: ``conf/data/<format>.yaml`` holds them (:func:`preset_options`),
+and the options given (``data.options``) override them.
+"""
+
+from functools import lru_cache
 from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from segmodels.config import default_config_dir, load_config
 
 from segmodels.data.errors import DataValidationError
 from segmodels.data.formats import coco, folder, labelme, voc  # noqa: F401  (registers the readers)
@@ -23,11 +32,24 @@ def list_formats() -> list[str]:
     return [*DETECTION_ORDER, *(name for name in FORMATS if name not in DETECTION_ORDER)]
 
 
+@lru_cache(maxsize=None)
+def _preset_options(name: str) -> tuple:
+    if not (default_config_dir() / "data" / f"{name}.yaml").is_file():
+        return ()
+    return tuple(OmegaConf.to_container(load_config("ingest", [f"data={name}"]).data.options, resolve=True).items())
+
+
+def preset_options(name: str) -> dict:
+    """The options of format `name` as its preset ``conf/data/<name>.yaml`` sets them (none without a preset)."""
+    return dict(_preset_options(name))
+
+
 def detect_format(root: Path, **options) -> str:
-    """Name of the first format in `DETECTION_ORDER` that accepts `options` and whose layout `root` matches."""
+    """Name of the first format in `DETECTION_ORDER` that accepts `options` and whose layout `root` matches
+    when read with its preset's options and `options` over them."""
     for name in DETECTION_ORDER:
         reader = FORMATS.get(name)
-        if set(options) <= accepted_options(reader) and reader.detect(Path(root), **options):
+        if set(options) <= accepted_options(reader) and reader.detect(Path(root), **preset_options(name), **options):
             return name
     raise DataValidationError(
         f"{root}: cannot detect the annotation format (looked for {', '.join(DETECTION_ORDER)}); name it with format=<name>"
@@ -35,7 +57,8 @@ def detect_format(root: Path, **options) -> str:
 
 
 def create_reader(root: Path, format: str, **options) -> SourceReader:
-    """Reader for `root` of `format` (`auto`: detected); unknown formats or options raise DataValidationError."""
+    """Reader for `root` of `format` (`auto`: detected), with its preset's options and `options` over them;
+    unknown formats or options raise DataValidationError."""
     name = detect_format(root, **options) if format == "auto" else format
     try:
         reader = FORMATS.get(name)
@@ -45,7 +68,7 @@ def create_reader(root: Path, format: str, **options) -> SourceReader:
     unknown = sorted(set(options) - accepted)
     if unknown:
         raise DataValidationError(f"unknown option(s) {unknown} for format {name!r}; accepted: {sorted(accepted)}")
-    return reader(Path(root), **options)
+    return reader(Path(root), **{**preset_options(name), **options})
 
 
 __all__ = [
@@ -57,5 +80,6 @@ __all__ = [
     "decode_mask_image",
     "detect_format",
     "list_formats",
+    "preset_options",
     "register_format",
 ]

@@ -56,10 +56,10 @@ class COCOReader(SourceReader):
     def __init__(
         self,
         root: Path,
-        annotations: list[str] | str | None = None,
-        images_dir: str | None = None,
-        crowd_as_ignore: bool = False,
-        polygons: str = "pycocotools",
+        annotations: list[str] | str | None,
+        images_dir: str | None,
+        crowd_as_ignore: bool,
+        polygons: str,
     ):
         super().__init__(root)
         if polygons not in POLYGON_RASTERIZERS:

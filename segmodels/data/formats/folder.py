@@ -8,7 +8,6 @@ from pathlib import Path
 from segmodels.data.classes import ClassSpec, find_class_file, read_class_file
 from segmodels.data.errors import Issue
 from segmodels.data.formats.base import (
-    IMAGE_SUFFIXES,
     Sample,
     SourceReader,
     decode_mask_image,
@@ -27,11 +26,11 @@ class FolderReader(SourceReader):
     def __init__(
         self,
         root: Path,
-        images_dir: str = "images",
-        masks_dir: str = "masks",
-        image_suffixes: tuple[str, ...] = IMAGE_SUFFIXES,
-        mask_suffix: str = ".png",
-        mask_name: str = "{stem}",
+        images_dir: str,
+        masks_dir: str,
+        image_suffixes: tuple[str, ...],
+        mask_suffix: str,
+        mask_name: str,
     ):
         super().__init__(root)
         self.images_dir = self.root / images_dir
@@ -42,7 +41,7 @@ class FolderReader(SourceReader):
         self._orphans: list[Issue] = []
 
     @classmethod
-    def detect(cls, root: Path, images_dir: str = "images", masks_dir: str = "masks", **_) -> bool:
+    def detect(cls, root: Path, images_dir: str, masks_dir: str, **_) -> bool:
         return (root / images_dir).is_dir() and (root / masks_dir).is_dir()
 
     def classes(self) -> list[ClassSpec] | None:

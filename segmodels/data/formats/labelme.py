@@ -37,7 +37,7 @@ class LabelmeReader(SourceReader):
 
     name = "labelme"
 
-    def __init__(self, root: Path, labels_file: str | None = None):
+    def __init__(self, root: Path, labels_file: str | None):
         super().__init__(root)
         self.labels_file = self.root / labels_file if labels_file else find_class_file(self.root, self.root.parent)
         self.files = [p for p in sorted(self.root.rglob("*.json")) if is_labelme_file(p)]

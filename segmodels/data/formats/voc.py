@@ -40,7 +40,7 @@ class VOCReader(SourceReader):
 
     name = "voc"
 
-    def __init__(self, root: Path, masks_dir: str = "SegmentationClass", splits_dir: str = "ImageSets/Segmentation"):
+    def __init__(self, root: Path, masks_dir: str, splits_dir: str):
         super().__init__(find_voc_root(Path(root)) or Path(root))
         self.masks_dir = self.root / masks_dir
         self.splits_dir = self.root / splits_dir
