@@ -11,6 +11,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from segmodels.data import load_dataset_info
+from segmodels.dataset_store import fetch_dataset
 from segmodels.inference.pyfunc import log_pyfunc_model
 from segmodels.model_store import publish_model
 from segmodels.pipeline.refs import pin_data_ref
@@ -29,9 +30,10 @@ def run(cfg: DictConfig) -> str | None:
     only rank 0 records the run and publishes the model."""
     lakefs = connect()
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
+    data_root = fetch_dataset(lakefs, data)
     if not is_main_process():
         with tempfile.TemporaryDirectory(prefix="segmodels-train-") as work:
-            train(cfg, lakefs.download_prefix(data.repo, data.ref, data.path), Path(work))
+            train(cfg, data_root, Path(work))
         return None
     log.info("training on %s", data)
     enable_system_metrics()
@@ -40,7 +42,6 @@ def run(cfg: DictConfig) -> str | None:
         mlflow.log_param("data_commit", data.ref)
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
                          lineage.TAG_DATA_URI: str(data)})
-        data_root = lakefs.download_prefix(data.repo, data.ref, data.path)
         log_dataset_input(str(data), data.ref, load_dataset_info(data_root), context="training")
         result = train(cfg, data_root, Path(work), callbacks=[MLflowTrainingLogger()])
 
