@@ -124,14 +124,20 @@ class LakeFS:
             if exc.status != 409:  # created meanwhile by someone else
                 raise
 
-    def ensure_branch(self, repo: str, branch: str, source_ref: str = "main") -> None:
-        """Create ``branch`` from ``source_ref`` unless it exists."""
+    def is_branch(self, repo: str, ref: str) -> bool:
+        """Whether ``ref`` names a branch of ``repo`` (not a tag, commit id or nothing)."""
         try:
-            self._call(f"get branch {repo}/{branch}", self.sdk.branches_api.get_branch, repo, branch)
-            return
+            self._call(f"get branch {repo}/{ref}", self.sdk.branches_api.get_branch, repo, ref)
+            return True
         except LakeFSError as exc:
             if exc.status != 404:
                 raise
+        return False
+
+    def ensure_branch(self, repo: str, branch: str, source_ref: str = "main") -> None:
+        """Create ``branch`` from ``source_ref`` unless it exists."""
+        if self.is_branch(repo, branch):
+            return
         try:
             self._call(f"create branch {repo}/{branch} from {source_ref!r}", self.sdk.branches_api.create_branch,
                        repo, lakefs_sdk.BranchCreation(name=branch, source=source_ref))
