@@ -139,6 +139,9 @@ class RegisterConfig:
     threshold: float = MISSING
     greater_is_better: bool = MISSING
     alias: str = MISSING
+    force: bool = MISSING
+    challenger_alias: str = MISSING
+    previous_alias: str = MISSING
 
 
 @dataclass

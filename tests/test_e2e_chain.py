@@ -206,7 +206,7 @@ def test_unknown_parameter_through_mlflow_run_is_one_line(chain):
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("segmodels register: error:")]
     assert errors == ["segmodels register: error: unknown parameter 'bogus' for register; expected one of run_id, "
-                      "model_name, metric, threshold, alias, overrides, or a config key such as trainer.epochs"]
+                      "model_name, metric, threshold, alias, force, overrides, or a config key such as trainer.epochs"]
     assert "usage:" not in result.stderr and "Traceback" not in result.stderr
 
 

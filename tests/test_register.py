@@ -1,6 +1,8 @@
-"""The register step against a real sqlite MLflow store: the gate, the alias and the lineage tags."""
+"""The register step against a real sqlite MLflow store: the gates, the aliases and the lineage tags."""
 
 from __future__ import annotations
+
+import logging
 
 import mlflow
 import pytest
@@ -25,13 +27,13 @@ def tracking(tmp_path):
     return MlflowClient()
 
 
-def make_train_run(miou: float) -> str:
+def make_train_run(miou: float, data_commit: str = "c" * 64) -> str:
     """A finished run shaped like a train run: a logged model, lineage tags and a metric."""
     with mlflow.start_run() as run:
         info = mlflow.pyfunc.log_model(name="model", python_model=Echo())
         mlflow.set_tags({lineage.TAG_STEP: "train", lineage.TAG_MLFLOW_MODEL_URI: info.model_uri,
-                         lineage.TAG_LAKEFS_REPO: "repo", lineage.TAG_DATA_COMMIT: "c" * 64,
-                         lineage.TAG_DATA_URI: f"lakefs://repo/{'c' * 64}/data",
+                         lineage.TAG_LAKEFS_REPO: "repo", lineage.TAG_DATA_COMMIT: data_commit,
+                         lineage.TAG_DATA_URI: f"lakefs://repo/{data_commit}/data",
                          lineage.TAG_MODEL_COMMIT: "m" * 64,
                          lineage.TAG_MODEL_URI: f"lakefs://repo/{'m' * 64}/models/{run.info.run_id}",
                          lineage.TAG_GIT_COMMIT: "g" * 40})
@@ -74,3 +76,115 @@ def test_lower_is_better_metrics_gate_the_other_way():
     assert register.passes_gate(0.1, 0.2, greater_is_better=False)
     assert not register.passes_gate(0.3, 0.2, greater_is_better=False)
     assert register.passes_gate(0.2, 0.2, greater_is_better=True)
+
+
+def register_run(run_id: str, *overrides: str) -> str:
+    return register.run(load_config("register", [f"run_id={run_id}", "model_name=seg", *overrides]))
+
+
+def outcome_of_last_register_run(client: MlflowClient) -> str:
+    experiment = mlflow.get_experiment_by_name("register")
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{lineage.TAG_STEP}` = 'register'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    return runs[0].data.tags[register.TAG_REGISTER_OUTCOME]
+
+
+def register_lines(caplog) -> list[str]:
+    return [record.getMessage() for record in caplog.records
+            if record.name == register.__name__ and "registered as" in record.getMessage()]
+
+
+def test_first_model_becomes_champion(tracking, caplog):
+    caplog.set_level(logging.INFO, logger=register.__name__)
+    version = register_run(make_train_run(0.9))
+    assert tracking.get_model_version_by_alias("seg", "champion").version == version
+    assert outcome_of_last_register_run(tracking) == "champion"
+    assert register_lines(caplog) == [f"seg version {version} registered as @champion: "
+                                      "best_val_miou 0.9000, no @champion before"]
+
+
+def test_weaker_model_becomes_challenger_and_champion_stays(tracking, caplog):
+    champion = register_run(make_train_run(0.94))
+    caplog.set_level(logging.INFO, logger=register.__name__)
+    weaker = register_run(make_train_run(0.321))
+    assert weaker != champion
+    assert tracking.get_model_version_by_alias("seg", "champion").version == champion
+    assert tracking.get_model_version_by_alias("seg", "challenger").version == weaker
+    assert "previous" not in tracking.get_registered_model("seg").aliases
+    assert outcome_of_last_register_run(tracking) == "challenger"
+    assert register_lines(caplog) == [
+        f"seg version {weaker} registered as @challenger: best_val_miou 0.3210 does not beat @champion version "
+        f"{champion} (0.9400) on data commit {'c' * 12}; -P force=true promotes it anyway"]
+
+
+def test_equal_model_does_not_take_champion(tracking):
+    champion = register_run(make_train_run(0.9))
+    register_run(make_train_run(0.9))
+    assert tracking.get_model_version_by_alias("seg", "champion").version == champion
+    assert outcome_of_last_register_run(tracking) == "challenger"
+
+
+def test_stronger_model_takes_champion_and_previous_gets_previous(tracking, caplog):
+    first = register_run(make_train_run(0.9))
+    caplog.set_level(logging.INFO, logger=register.__name__)
+    second = register_run(make_train_run(0.95))
+    assert tracking.get_model_version_by_alias("seg", "champion").version == second
+    assert tracking.get_model_version_by_alias("seg", "previous").version == first
+    assert outcome_of_last_register_run(tracking) == "champion"
+    assert register_lines(caplog) == [
+        f"seg version {second} registered as @champion: best_val_miou 0.9500 beats @champion version {first} "
+        f"(0.9000) on data commit {'c' * 12}; version {first} is now @previous"]
+    register_tags = tracking.search_runs([mlflow.get_experiment_by_name("register").experiment_id],
+                                         filter_string=f"tags.`{lineage.TAG_STEP}` = 'register'",
+                                         order_by=["attributes.start_time DESC"], max_results=1)[0].data.tags
+    assert register_tags[lineage.TAG_MODEL_NAME] == "seg"
+    assert register_tags[lineage.TAG_MODEL_VERSION] == str(second)
+
+
+def test_lower_is_better_champion_is_beaten_by_a_lower_value(tracking):
+    register_run(make_train_run(0.5), "greater_is_better=false", "threshold=1.0")
+    register_run(make_train_run(0.6), "greater_is_better=false", "threshold=1.0")
+    assert outcome_of_last_register_run(tracking) == "challenger"
+    lower = register_run(make_train_run(0.4), "greater_is_better=false", "threshold=1.0")
+    assert tracking.get_model_version_by_alias("seg", "champion").version == lower
+
+
+def test_force_promotes_a_weaker_model(tracking, caplog):
+    first = register_run(make_train_run(0.94))
+    caplog.set_level(logging.INFO, logger=register.__name__)
+    forced = register_run(make_train_run(0.32), "force=true")
+    assert tracking.get_model_version_by_alias("seg", "champion").version == forced
+    assert tracking.get_model_version_by_alias("seg", "previous").version == first
+    assert outcome_of_last_register_run(tracking) == "champion"
+    [line] = register_lines(caplog)
+    assert line.startswith(f"seg version {forced} registered as @champion: force=true; best_val_miou 0.3200 "
+                           f"does not beat @champion version {first} (0.9400)")
+
+
+def test_force_does_not_skip_the_threshold(tracking):
+    register_run(make_train_run(0.94))
+    with pytest.raises(StepError, match=r"best_val_miou=0.3200 < threshold 0.5"):
+        register_run(make_train_run(0.32), "force=true", "threshold=0.5")
+    assert len(tracking.search_model_versions("name='seg'")) == 1
+
+
+def test_champion_on_another_data_commit_is_not_replaced_without_force(tracking, caplog):
+    champion = register_run(make_train_run(0.5, data_commit="a" * 64))
+    caplog.set_level(logging.INFO, logger=register.__name__)
+    stronger = register_run(make_train_run(0.99, data_commit="b" * 64))
+    assert tracking.get_model_version_by_alias("seg", "champion").version == champion
+    assert tracking.get_model_version_by_alias("seg", "challenger").version == stronger
+    assert outcome_of_last_register_run(tracking) == "challenger"
+    [line] = register_lines(caplog)
+    assert line == (f"seg version {stronger} registered as @challenger: @champion version {champion} (0.5000) was "
+                    f"validated on data commit {'a' * 12}, this model on data commit {'b' * 12}, so they are not "
+                    "compared; -P force=true promotes it anyway")
+    forced = register_run(make_train_run(0.6, data_commit="b" * 64), "force=true")
+    assert tracking.get_model_version_by_alias("seg", "champion").version == forced
+    assert tracking.get_model_version_by_alias("seg", "previous").version == champion
+
+
+def test_register_defaults_come_from_conf():
+    cfg = load_config("register")
+    assert cfg.force is False
+    assert cfg.alias == "champion" and cfg.challenger_alias == "challenger" and cfg.previous_alias == "previous"

@@ -32,7 +32,7 @@ STEP_PARAMS: dict[str, dict[str, str]] = {
     "train": {"data_ref": "data_ref", "repo": "lakefs.repo", "model": "model", "lr": "optimizer.lr",
               "epochs": "trainer.epochs", "batch_size": "trainer.batch_size", "image_size": "transforms.image_size"},
     "register": {"run_id": "run_id", "model_name": "model_name", "metric": "metric", "threshold": "threshold",
-                 "alias": "alias"},
+                 "alias": "alias", "force": "force"},
     "infer": {"model_uri": "model_uri", "data_ref": "data_ref", "repo": "lakefs.repo", "split": "split",
               "output_dir": "output_dir"},
     "main": {"env_manager": "env_manager"},
