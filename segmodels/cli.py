@@ -1,4 +1,5 @@
-"""The ``segmodels`` command: ``segmodels lakefs serve`` and ``segmodels step <name> [key=value ...]``."""
+"""The ``segmodels`` command: ``segmodels lakefs serve``, ``segmodels step <name> [key=value ...]`` and
+``segmodels lineage <models:/... | lakefs://... | run id>``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ def serve_lakefs(args: argparse.Namespace) -> None:
     serve_until_stopped(server, data_dir)
 
 
+def show_lineage(args: argparse.Namespace) -> None:
+    """Print the lineage chain of a model version, a lakeFS commit or a run (MLflow only, no lakeFS)."""
+    from segmodels.tracking.lineage_graph import LineageError, format_json, format_text, trace
+
+    try:
+        doc = trace(args.ref)
+    except LineageError as error:
+        print(f"segmodels lineage: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(format_json(doc) if args.json else format_text(doc))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="segmodels", description=__doc__)
@@ -48,6 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     step.add_argument("args", nargs=argparse.REMAINDER,
                       help="Hydra overrides key=value, --<param> value, --overrides \"...\"")
     step.set_defaults(handler=lambda args: run_step_cli(args.name, args.args))
+
+    lineage = commands.add_parser("lineage", help="print the lineage chain of a model, commit or run (both ways)")
+    lineage.add_argument("ref", help="models:/<name>/<version>, models:/<name>@<alias>, "
+                                     "lakefs://<repo>/<commit>[/path] (a commit id or >= 8 hex prefix) or a run id")
+    lineage.add_argument("--json", action="store_true", help="print one JSON document (for tools)")
+    lineage.set_defaults(handler=show_lineage)
     return parser
 
 

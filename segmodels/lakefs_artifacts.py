@@ -19,7 +19,6 @@ artifact location) reads and writes lakeFS through the project's client.
 from __future__ import annotations
 
 import os
-import posixpath
 import threading
 
 from mlflow.entities import FileInfo

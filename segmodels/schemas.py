@@ -91,6 +91,8 @@ class LakeFSConfig:
     data_prefix: str = MISSING
     model_branch: str = MISSING
     model_prefix: str = MISSING
+    predictions_branch: str = MISSING
+    predictions_prefix: str = MISSING
 
 
 @dataclass
@@ -134,6 +136,8 @@ class RegisterConfig:
     """``conf/register.yaml``."""
 
     run_id: str = MISSING
+    parent_run_id: str = MISSING
+    interactive: bool = MISSING
     model_name: str = MISSING
     metric: str = MISSING
     threshold: float = MISSING
@@ -154,6 +158,8 @@ class InferConfig:
     output_dir: str = MISSING
     overlay_alpha: float = MISSING
     batch_size: int = MISSING
+    commit_predictions: bool = MISSING
+    interactive: bool = MISSING
     lakefs: LakeFSConfig = MISSING
 
 

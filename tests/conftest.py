@@ -4,6 +4,9 @@ and small prepared demo data sets."""
 from __future__ import annotations
 
 import os
+import select
+import subprocess
+import time
 import uuid
 
 import mlflow
@@ -97,3 +100,69 @@ def tiny_demo_dataset(tmp_path_factory):
         cfg = load_config("ingest", ["data.val_fraction=0.25", "data.test_fraction=0.0"])
         return prepare_dataset(source, root / "data", cfg.data, on_error=cfg.on_error, split_seed=cfg.split_seed).root
     return make
+
+
+class PtyChild:
+    """A command with stdin/stdout/stderr on the slave side of a pseudo-terminal; the test drives it
+    from the master side, every read bounded by one overall deadline."""
+
+    def __init__(self, command: list[str], timeout: float = 60.0, **popen) -> None:
+        self.deadline = time.monotonic() + timeout
+        self.master, slave = os.openpty()
+        try:
+            self.proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                                         **popen)
+        finally:
+            os.close(slave)
+        self.output = ""
+
+    def _read_some(self) -> bool:
+        """Read what the child has written so far; False once the slave side is closed (child gone)."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"child timed out; output so far:\n{self.output}")
+        ready, _, _ = select.select([self.master], [], [], min(left, 0.5))
+        if not ready:
+            return True
+        try:
+            data = os.read(self.master, 4096)
+        except OSError:  # EIO: every slave descriptor is closed
+            return False
+        self.output += data.decode("utf-8", "replace").replace("\r\n", "\n")
+        return bool(data)
+
+    def expect(self, text: str, count: int = 1) -> None:
+        """Read until ``text`` has appeared ``count`` times in the output."""
+        while self.output.count(text) < count:
+            if not self._read_some():
+                raise AssertionError(f"child ended before {text!r} x{count}; output:\n{self.output}")
+
+    def send(self, data: str) -> None:
+        os.write(self.master, data.encode())
+
+    def finish(self) -> int:
+        """Read to the end of the child's output and return its exit code."""
+        while self._read_some():
+            if self.proc.poll() is not None and not select.select([self.master], [], [], 0.2)[0]:
+                break
+        return self.proc.wait(timeout=max(self.deadline - time.monotonic(), 1.0))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        os.close(self.master)
+
+
+@pytest.fixture
+def pty_process():
+    """Start commands on pseudo-terminals (:class:`PtyChild`); each is killed at the end of the test."""
+    children = []
+
+    def start(command: list[str], **popen) -> PtyChild:
+        children.append(PtyChild(command, **popen))
+        return children[-1]
+
+    yield start
+    for child in children:
+        child.close()

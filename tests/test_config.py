@@ -21,7 +21,7 @@ SAMPLES = {
     "data_ref": "lakefs://r/abc/data", "model": "unet_resnet18", "lr": "0.01", "epochs": "2", "batch_size": "4",
     "image_size": "32", "run_id": "0123abcd", "model_name": "m", "metric": "best_val_miou", "threshold": "0.5",
     "alias": "a", "model_uri": "models:/m@a", "split": "val", "output_dir": "out", "env_manager": "local",
-    "nproc": "2", "force": "True",
+    "nproc": "2", "force": "True", "parent_run_id": "feed1234", "interactive": "True", "commit_predictions": "True",
 }
 GROUP_CHOICES = {"model", "format"}  # pick a config group option rather than set a value
 

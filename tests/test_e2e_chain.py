@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import lakefs_sdk
+import numpy as np
 from lakefs_sdk.client import LakeFSClient
 import mlflow
 import pytest
@@ -34,6 +35,7 @@ class Chain:
         self.env.update({
             "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
             "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
+            "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5",  # the tiny train run lasts a few seconds
             "SEGMODELS_HOME": str(self.home),
             "HOME": str(root),
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -85,9 +87,11 @@ def chain(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True)
-def chain_store(chain):
-    """Each test reads the chain's MLflow store (conftest resets the tracking URI after every test)."""
+def chain_store(chain, monkeypatch):
+    """Each test reads the chain's MLflow store (conftest resets the tracking URI after every test) and, for
+    models read through the lakefs:// artifact repository, the chain's embedded lakeFS."""
     mlflow.set_tracking_uri(chain.env["MLFLOW_TRACKING_URI"])
+    monkeypatch.setenv("SEGMODELS_HOME", str(chain.home))
 
 
 def child_runs(client: MlflowClient, parent_id: str) -> dict[str, mlflow.entities.Run]:
@@ -154,9 +158,13 @@ def test_lakefs_commits_name_the_runs_that_made_them(chain):
     assert model_commit.metadata["mlflow_run_id"] == children["train"].info.run_id
     assert model_commit.metadata["data_commit"] == data_commit.id
     listing = sdk.objects_api.list_objects("segmodels", model_commit_id,
-                                           prefix=f"models/{children['train'].info.run_id}/")
-    names = {Path(obj.path).name for obj in listing.results}
-    assert {"model.pt", "model.yaml"} <= names
+                                           prefix=f"models/{children['train'].info.run_id}/artifacts/")
+    assert {Path(obj.path).name for obj in listing.results} == {"model.pt", "model.yaml"}
+    assert sdk.objects_api.stat_object("segmodels", model_commit_id,
+                                       f"models/{children['train'].info.run_id}/MLmodel").size_bytes > 0
+    # the model is stored once: MLflow's artifact store holds no weights
+    weights = [path for path in (chain.root / "artifacts").rglob("*") if path.name in ("model.pt", "python_model.pkl")]
+    assert not weights, weights
     data = sdk.objects_api.list_objects("segmodels", data_commit.id, prefix="data/", amount=1000)
     assert any(obj.path == "data/dataset.yaml" for obj in data.results)
 
@@ -166,8 +174,9 @@ def test_alias_points_at_a_loadable_model_and_predictions_exist(chain):
     version = client.get_model_version_by_alias("segmodels", "champion")
     assert version.tags[lineage.TAG_DATA_COMMIT]
     assert version.tags[lineage.TAG_MODEL_URI].startswith("lakefs://segmodels/")
-    model = mlflow.pyfunc.load_model("models:/segmodels@champion")
-    assert model is not None
+    assert version.source == version.tags[lineage.TAG_MODEL_URI]
+    model = mlflow.pyfunc.load_model("models:/segmodels@champion")  # from lakeFS, through the plugin
+    assert model.predict(np.zeros((30, 50, 3), np.uint8))[0].shape == (30, 50)
     masks = sorted((chain.predictions / "masks").glob("*.png"))
     overlays = sorted((chain.predictions / "overlays").glob("*.png"))
     assert masks and len(masks) == len(overlays)
@@ -206,7 +215,8 @@ def test_unknown_parameter_through_mlflow_run_is_one_line(chain):
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("segmodels register: error:")]
     assert errors == ["segmodels register: error: unknown parameter 'bogus' for register; expected one of run_id, "
-                      "model_name, metric, threshold, alias, force, overrides, or a config key such as trainer.epochs"]
+                      "model_name, metric, threshold, alias, force, parent_run_id, interactive, overrides, or a "
+                      "config key such as trainer.epochs"]
     assert "usage:" not in result.stderr and "Traceback" not in result.stderr
 
 
@@ -237,3 +247,27 @@ def test_train_data_parallel_under_torchrun_records_one_run(chain):
     run = new[0]
     assert run.info.status == "FINISHED" and run.data.params["nproc"] == "2"
     assert run.data.tags[lineage.TAG_MODEL_URI].endswith(f"/models/{run.info.run_id}")
+
+
+def test_lineage_walks_the_chain_both_ways(chain):
+    client = MlflowClient()
+    parent = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
+                                f"tags.`{lineage.TAG_STEP}` = 'main'")[0]
+    children = child_runs(client, parent.info.run_id)
+    data_commit = children["ingest"].data.tags[lineage.TAG_DATA_COMMIT]
+    version = children["register"].data.tags[lineage.TAG_MODEL_VERSION]
+
+    def lineage_of(ref: str, *flags: str) -> str:
+        result = subprocess.run(["segmodels", "lineage", ref, *flags], env=chain.env, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    backward = lineage_of("models:/segmodels@champion")
+    for expected in (data_commit, children["ingest"].info.run_id, children["train"].info.run_id,
+                     children["train"].data.tags[lineage.TAG_MODEL_COMMIT], str(chain.source)):
+        assert expected in backward, expected
+    forward = json.loads(lineage_of(f"lakefs://segmodels/{data_commit}", "--json"))
+    assert forward["kind"] == "data_commit"
+    assert ("segmodels", version) in {(v["name"], v["version"]) for v in forward["versions"]}
+    assert children["train"].info.run_id in {run["run_id"] for run in forward["train_runs"]}

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from segmodels.inference import predict
-from segmodels.inference.pyfunc import encode_png, log_pyfunc_model
+from segmodels.inference.pyfunc import encode_png, save_pyfunc_model
 from segmodels.models import ModelSpec, create_model, load_package, save_package
 from segmodels.visualize import colorize, overlay
 
@@ -52,25 +52,38 @@ def test_colorize_and_overlay():
         overlay(np.zeros((3, 3, 3), np.uint8), mask, colors)
 
 
-def test_pyfunc_logs_self_contained_model_with_signature(package, tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment("pyfunc-test")
-    with mlflow.start_run():
-        info = log_pyfunc_model(package, name="model")
-    assert info.signature is not None and info.signature.inputs.input_names() == ["image"]
-    loaded = mlflow.pyfunc.load_model(info.model_uri)
-    image = np.random.default_rng(1).integers(0, 256, (24, 36, 3), dtype=np.uint8)
+def test_pyfunc_model_is_self_contained_and_takes_every_documented_input_form(package, tmp_path):
+    path = save_pyfunc_model(package, tmp_path / "mlflow-model")
+    assert (path / "code" / "segmodels" / "models" / "package.py").is_file()
+    requirements = (path / "requirements.txt").read_text()
+    assert "torch==" in requirements and "segmodels" not in requirements  # segmodels travels as code_paths
+    loaded = mlflow.pyfunc.load_model(str(path))
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 256, (24, 36, 3), dtype=np.uint8)
+    other = rng.integers(0, 256, (30, 20, 3), dtype=np.uint8)
+    model, spec = load_package(package)
+    expected, expected_other = predict(model, spec, [image, other])
+    # through the pyfunc API (schema checks included): HxWx3, NxHxWx3, a list of arrays of different sizes
+    np.testing.assert_array_equal(loaded.predict(image)[0], expected)
+    batch = loaded.predict(np.stack([image, image]))
+    assert len(batch) == 2 and all(np.array_equal(mask, expected) for mask in batch)
+    masks = loaded.predict([image, other])
+    assert [m.shape for m in masks] == [(24, 36), (30, 20)]
+    np.testing.assert_array_equal(masks[1], expected_other)
+    # a DataFrame of base64 PNG / JPEG in column "image": base64 PNG masks at each input's size
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG")
+    Image.fromarray(other).save(buffer, format="JPEG")
     frame = pd.DataFrame({"image": [encode_png(image), base64.b64encode(buffer.getvalue()).decode()]})
     out = loaded.predict(frame)
-    masks = [np.asarray(Image.open(io.BytesIO(base64.b64decode(v)))) for v in out["mask"]]
-    assert [m.shape for m in masks] == [(24, 36), (24, 36)]
-    model, spec = load_package(package)
-    np.testing.assert_array_equal(masks[0], predict(model, spec, [image])[0])
+    decoded = [np.asarray(Image.open(io.BytesIO(base64.b64decode(v)))) for v in out["mask"]]
+    assert [m.shape for m in decoded] == [(24, 36), (30, 20)]
+    np.testing.assert_array_equal(decoded[0], expected)
     arrays = loaded.predict(pd.DataFrame({"image": [image, image.tolist()]}), params={"output_format": "array"})
-    np.testing.assert_array_equal(np.asarray(arrays["mask"][1]), masks[0])
-    unwrapped = loaded.unwrap_python_model().predict(None, np.stack([image, image]))
-    np.testing.assert_array_equal(unwrapped[1], masks[0])
-    code_dir = mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(tmp_path / "dl"))
-    assert (tmp_path / "dl" / "code" / "segmodels" / "models" / "package.py").is_file(), code_dir
+    np.testing.assert_array_equal(np.asarray(arrays["mask"][1]), expected)
+    # as served: {"inputs": {"image": [...]}} arrives as a dict, {"inputs": ["<base64>", ...]} as a string array
+    by_key = loaded.predict({"image": [encode_png(image), encode_png(other)]})
+    assert [np.asarray(Image.open(io.BytesIO(base64.b64decode(v)))).shape for v in by_key["mask"]] == [(24, 36), (30, 20)]
+    from_strings = loaded.predict(np.array([encode_png(image), encode_png(other)]))
+    np.testing.assert_array_equal(from_strings[1], expected_other)
+    with pytest.raises(Exception, match="column 'image'"):
+        loaded.predict(pd.DataFrame({"picture": [encode_png(image)]}))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segmodels.model_store import fetch_model, publish_model
+from segmodels.model_store import publish_model
 from segmodels.pipeline.refs import pin_data_ref
 from segmodels.versioning import LakeFSUri
 
@@ -14,7 +14,7 @@ def make_package(folder, weights: bytes):
     return folder
 
 
-def test_publish_commits_the_package_and_fetch_reads_it_at_that_commit(lakefs, repo_name, tmp_path):
+def test_publish_commits_the_model_folder_readable_at_that_commit(lakefs, repo_name, tmp_path):
     lakefs.ensure_repository(repo_name)
     first = publish_model(lakefs, make_package(tmp_path / "v1", b"weights-1"), repo_name, "models", "models",
                           "run1", metadata={"data_commit": "abc"})
@@ -25,8 +25,8 @@ def test_publish_commits_the_package_and_fetch_reads_it_at_that_commit(lakefs, r
     second = publish_model(lakefs, make_package(tmp_path / "v2", b"weights-2"), repo_name, "models", "models",
                            "run2", metadata={})
     assert second.ref != first.ref
-    assert (fetch_model(lakefs, first) / "model.pt").read_bytes() == b"weights-1"
-    assert (fetch_model(lakefs, str(second)) / "model.pt").read_bytes() == b"weights-2"
+    for uri, weights in ((first, b"weights-1"), (second, b"weights-2")):
+        assert (lakefs.download_prefix(uri.repo, uri.ref, uri.path) / "model.pt").read_bytes() == weights
     assert lakefs.resolve_commit(repo_name, "main") != second.ref  # models live on their own branch
 
 

@@ -22,8 +22,8 @@ from segmodels.training.launch import split_nproc
 
 PROJECT = Path(__file__).resolve().parents[1]
 README = (PROJECT / "README.md").read_text()
-PLACEHOLDERS = {"<train run id>": "0123abcd", "<commit>": "0123456789abcdef"}
-TEMPLATE = re.compile(r"<(?!train run id>|commit>)[^>]*>")  # an inline snippet with <name> shows a form, not a command
+PLACEHOLDERS = {"<train run id>": "0123abcd", "<main run id>": "4567cdef", "<commit>": "0123456789abcdef"}
+TEMPLATE = re.compile(r"<(?!train run id>|main run id>|commit>)[^>]*>")  # an inline snippet with <name> shows a form, not a command
 
 
 def readme_commands() -> list[str]:
@@ -81,6 +81,10 @@ def check(command: str) -> None:
         load_config(argv[2], step_overrides(argv[2], argv[3:]))
     elif argv[0] == "segmodels":
         build_parser().parse_args(argv[1:])
+    elif argv[:3] == ["mlflow", "models", "serve"]:  # served for real in tests/test_serving.py
+        flags = subprocess.run([sys.executable, "-m", "mlflow", "models", "serve", "--help"], capture_output=True,
+                               text=True, timeout=120).stdout
+        assert all(flag in flags for flag in argv[3:] if flag.startswith("-"))
     elif argv[:2] == ["mlflow", "ui"]:
         flags = subprocess.run([sys.executable, "-m", "mlflow", "ui", "--help"], capture_output=True, text=True,
                                timeout=120).stdout

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -14,11 +20,6 @@ from segmodels.pipeline import register
 from segmodels.tracking import lineage
 
 
-class Echo(mlflow.pyfunc.PythonModel):
-    def predict(self, context, model_input, params=None):
-        return model_input
-
-
 @pytest.fixture
 def tracking(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -27,12 +28,10 @@ def tracking(tmp_path):
     return MlflowClient()
 
 
-def make_train_run(miou: float, data_commit: str = "c" * 64) -> str:
-    """A finished run shaped like a train run: a logged model, lineage tags and a metric."""
-    with mlflow.start_run() as run:
-        info = mlflow.pyfunc.log_model(name="model", python_model=Echo())
-        mlflow.set_tags({lineage.TAG_STEP: "train", lineage.TAG_MLFLOW_MODEL_URI: info.model_uri,
-                         lineage.TAG_LAKEFS_REPO: "repo", lineage.TAG_DATA_COMMIT: data_commit,
+def make_train_run(miou: float, data_commit: str = "c" * 64, parent_run_id: str | None = None) -> str:
+    """A finished run shaped like a train run: lineage tags naming its model in lakeFS and a metric."""
+    with mlflow.start_run(parent_run_id=parent_run_id, nested=parent_run_id is not None) as run:
+        mlflow.set_tags({lineage.TAG_STEP: "train", lineage.TAG_LAKEFS_REPO: "repo", lineage.TAG_DATA_COMMIT: data_commit,
                          lineage.TAG_DATA_URI: f"lakefs://repo/{data_commit}/data",
                          lineage.TAG_MODEL_COMMIT: "m" * 64,
                          lineage.TAG_MODEL_URI: f"lakefs://repo/{'m' * 64}/models/{run.info.run_id}",
@@ -50,6 +49,8 @@ def test_registers_passing_model_with_alias_and_lineage_tags(tracking):
     assert by_alias.tags[lineage.TAG_MODEL_URI].startswith("lakefs://repo/")
     assert by_alias.tags[lineage.TAG_TRAIN_RUN] == run_id
     assert by_alias.tags[lineage.TAG_GIT_COMMIT] == "g" * 40
+    # the version points at the model's one copy in lakeFS, pinned to its commit, and at the train run
+    assert by_alias.source == f"lakefs://repo/{'m' * 64}/models/{run_id}" and by_alias.run_id == run_id
 
 
 def test_refuses_a_model_below_the_threshold(tracking):
@@ -59,11 +60,36 @@ def test_refuses_a_model_below_the_threshold(tracking):
     assert tracking.search_model_versions("name='seg'") == []
 
 
-def test_defaults_to_the_newest_finished_train_run(tracking):
-    make_train_run(0.8)
-    newest = make_train_run(0.85)
+def test_defaults_to_the_best_finished_train_run_of_the_experiment(tracking):
+    best = make_train_run(0.9)
+    make_train_run(0.85)
+    with mlflow.start_run():  # a run that is not a train run, with a higher metric
+        mlflow.log_metric("best_val_miou", 0.99)
     register.run(load_config("register", ["model_name=seg"]))
-    assert tracking.get_model_version_by_alias("seg", "champion").tags[lineage.TAG_TRAIN_RUN] == newest
+    assert tracking.get_model_version_by_alias("seg", "champion").tags[lineage.TAG_TRAIN_RUN] == best
+
+
+def test_parent_run_id_picks_the_best_train_run_among_its_children(tracking):
+    with mlflow.start_run() as parent:
+        pass
+    make_train_run(0.99)  # better, but not a child
+    make_train_run(0.7, parent_run_id=parent.info.run_id)
+    best_child = make_train_run(0.8, parent_run_id=parent.info.run_id)
+    register.run(load_config("register", ["model_name=seg", f"parent_run_id={parent.info.run_id}"]))
+    assert tracking.get_model_version_by_alias("seg", "champion").tags[lineage.TAG_TRAIN_RUN] == best_child
+    with pytest.raises(StepError, match="no finished train run in children of run"):
+        register.run(load_config("register", ["model_name=seg", f"parent_run_id={best_child}"]))
+
+
+def test_a_run_is_registered_once(tracking, caplog):
+    run_id = make_train_run(0.9)
+    version = register_run(run_id)
+    caplog.set_level(logging.INFO, logger=register.__name__)
+    assert register_run(run_id) == version
+    assert len(tracking.search_model_versions("name='seg'")) == 1
+    assert outcome_of_last_register_run(tracking) == "unchanged"
+    assert register_lines(caplog) == [f"seg version {version} registered as @champion: run {run_id} is already "
+                                      "this version; nothing changed"]
 
 
 def test_unknown_metric_names_what_the_run_has(tracking):
@@ -86,7 +112,7 @@ def outcome_of_last_register_run(client: MlflowClient) -> str:
     experiment = mlflow.get_experiment_by_name("register")
     runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{lineage.TAG_STEP}` = 'register'",
                               order_by=["attributes.start_time DESC"], max_results=1)
-    return runs[0].data.tags[register.TAG_REGISTER_OUTCOME]
+    return runs[0].data.tags[lineage.TAG_REGISTER_OUTCOME]
 
 
 def register_lines(caplog) -> list[str]:
@@ -99,8 +125,7 @@ def test_first_model_becomes_champion(tracking, caplog):
     version = register_run(make_train_run(0.9))
     assert tracking.get_model_version_by_alias("seg", "champion").version == version
     assert outcome_of_last_register_run(tracking) == "champion"
-    assert register_lines(caplog) == [f"seg version {version} registered as @champion: "
-                                      "best_val_miou 0.9000, no @champion before"]
+    assert register_lines(caplog) == [f"seg version {version} registered as @champion: no @champion before"]
 
 
 def test_weaker_model_becomes_challenger_and_champion_stays(tracking, caplog):
@@ -113,8 +138,8 @@ def test_weaker_model_becomes_challenger_and_champion_stays(tracking, caplog):
     assert "previous" not in tracking.get_registered_model("seg").aliases
     assert outcome_of_last_register_run(tracking) == "challenger"
     assert register_lines(caplog) == [
-        f"seg version {weaker} registered as @challenger: best_val_miou 0.3210 does not beat @champion version "
-        f"{champion} (0.9400) on data commit {'c' * 12}; -P force=true promotes it anyway"]
+        f"seg version {weaker} registered as @challenger: best_val_miou on data commit {'c' * 12}: 0.3210 does not "
+        f"beat @champion version {champion} (0.9400); -P force=true promotes it anyway"]
 
 
 def test_equal_model_does_not_take_champion(tracking):
@@ -132,8 +157,8 @@ def test_stronger_model_takes_champion_and_previous_gets_previous(tracking, capl
     assert tracking.get_model_version_by_alias("seg", "previous").version == first
     assert outcome_of_last_register_run(tracking) == "champion"
     assert register_lines(caplog) == [
-        f"seg version {second} registered as @champion: best_val_miou 0.9500 beats @champion version {first} "
-        f"(0.9000) on data commit {'c' * 12}; version {first} is now @previous"]
+        f"seg version {second} registered as @champion: best_val_miou on data commit {'c' * 12}: 0.9500 beats "
+        f"@champion version {first} (0.9000); version {first} is now @previous"]
     register_tags = tracking.search_runs([mlflow.get_experiment_by_name("register").experiment_id],
                                          filter_string=f"tags.`{lineage.TAG_STEP}` = 'register'",
                                          order_by=["attributes.start_time DESC"], max_results=1)[0].data.tags
@@ -157,8 +182,8 @@ def test_force_promotes_a_weaker_model(tracking, caplog):
     assert tracking.get_model_version_by_alias("seg", "previous").version == first
     assert outcome_of_last_register_run(tracking) == "champion"
     [line] = register_lines(caplog)
-    assert line.startswith(f"seg version {forced} registered as @champion: force=true; best_val_miou 0.3200 "
-                           f"does not beat @champion version {first} (0.9400)")
+    assert line.startswith(f"seg version {forced} registered as @champion: force=true; best_val_miou on data "
+                           f"commit {'c' * 12}: 0.3200 does not beat @champion version {first} (0.9400)")
 
 
 def test_force_does_not_skip_the_threshold(tracking):
@@ -168,23 +193,57 @@ def test_force_does_not_skip_the_threshold(tracking):
     assert len(tracking.search_model_versions("name='seg'")) == 1
 
 
-def test_champion_on_another_data_commit_is_not_replaced_without_force(tracking, caplog):
-    champion = register_run(make_train_run(0.5, data_commit="a" * 64))
-    caplog.set_level(logging.INFO, logger=register.__name__)
-    stronger = register_run(make_train_run(0.99, data_commit="b" * 64))
-    assert tracking.get_model_version_by_alias("seg", "champion").version == champion
-    assert tracking.get_model_version_by_alias("seg", "challenger").version == stronger
-    assert outcome_of_last_register_run(tracking) == "challenger"
-    [line] = register_lines(caplog)
-    assert line == (f"seg version {stronger} registered as @challenger: @champion version {champion} (0.5000) was "
-                    f"validated on data commit {'a' * 12}, this model on data commit {'b' * 12}, so they are not "
-                    "compared; -P force=true promotes it anyway")
-    forced = register_run(make_train_run(0.6, data_commit="b" * 64), "force=true")
-    assert tracking.get_model_version_by_alias("seg", "champion").version == forced
-    assert tracking.get_model_version_by_alias("seg", "previous").version == champion
-
-
 def test_register_defaults_come_from_conf():
     cfg = load_config("register")
     assert cfg.force is False
     assert cfg.alias == "champion" and cfg.challenger_alias == "challenger" and cfg.previous_alias == "previous"
+
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def step_env(tmp_path) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
+    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "register"})
+    return env
+
+
+def test_interactive_register_reads_the_choice_from_a_terminal(tracking, tmp_path, pty_process):
+    runs = {miou: make_train_run(miou) for miou in (0.7, 0.9, 0.8)}
+    child = pty_process([sys.executable, "steps/register.py", "--interactive", "true", "--model_name", "seg"],
+                        cwd=PROJECT, env=step_env(tmp_path), timeout=120)
+    child.expect("Choose 1-3 (q to quit): ")
+    table = child.output
+    # best first, each row with its run id, metric, data commit and start time
+    assert table.index(runs[0.9]) < table.index(runs[0.8]) < table.index(runs[0.7])
+    assert re.search(rf"2\s+{runs[0.8]}\s+0\.8000\s+{'c' * 12}\s+\d{{4}}-\d\d-\d\d", table), table
+    child.send("2\n")
+    assert child.finish() == 0, child.output
+    assert tracking.get_model_version_by_alias("seg", "champion").tags[lineage.TAG_TRAIN_RUN] == runs[0.8]
+
+
+def test_interactive_register_without_a_terminal_fails_at_once_with_one_line(tracking, tmp_path):
+    make_train_run(0.9)
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "steps/register.py", "--interactive", "true"], cwd=PROJECT,
+                            env=step_env(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [
+        "segmodels register: error: interactive=true needs a terminal to read a choice from; pass run_id=<id> "
+        "instead"]
+    assert elapsed < 5, f"took {elapsed:.1f} s (the process itself, interpreter start included)"
+    assert tracking.search_model_versions("name='segmodels'") == []
+
+
+def test_forcing_a_registered_challenger_promotes_that_version_and_clears_challenger(tracking):
+    first = register_run(make_train_run(0.94))
+    weaker_run = make_train_run(0.32)
+    weaker = register_run(weaker_run)
+    assert tracking.get_model_version_by_alias("seg", "challenger").version == weaker
+    assert register_run(weaker_run, "force=true") == weaker  # the same version, not a new one
+    aliases = tracking.get_registered_model("seg").aliases
+    assert aliases == {"champion": int(weaker), "previous": int(first)} or \
+        {k: str(v) for k, v in aliases.items()} == {"champion": weaker, "previous": first}
+    assert len(tracking.search_model_versions("name='seg'")) == 2

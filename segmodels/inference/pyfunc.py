@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -12,7 +13,7 @@ import pandas as pd
 from PIL import Image
 
 from mlflow.models import ModelSignature
-from mlflow.types.schema import AnyType, ColSpec, ParamSchema, ParamSpec, Schema
+from mlflow.types.schema import ParamSchema, ParamSpec
 
 import segmodels
 
@@ -20,9 +21,12 @@ PACKAGE_ARTIFACT = "package"
 IMAGE_COLUMN = "image"
 MASK_COLUMN = "mask"
 OUTPUT_FORMATS = ("png", "array")
+# what the model needs to load and predict, pinned to the versions it was saved with; segmodels itself travels
+# as code_paths (it is not on a package index)
+RUNTIME_REQUIREMENTS = ("mlflow", "cloudpickle", "torch", "torchvision", "timm", "numpy", "pandas", "pillow", "pyyaml")
 SIGNATURE = ModelSignature(
-    inputs=Schema([ColSpec(AnyType(), IMAGE_COLUMN)]),  # base64 text, bytes or an array per row
-    outputs=Schema([ColSpec(AnyType(), MASK_COLUMN)]),
+    inputs=None,  # any of the input forms below; a column schema would refuse arrays and lists
+    outputs=None,
     params=ParamSchema([ParamSpec("batch_size", "long", 8), ParamSpec("output_format", "string", "png")]),
 )
 
@@ -56,7 +60,9 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
     - ``pd.DataFrame`` with column ``image`` holding base64 PNG/JPEG strings, bytes, or image arrays / nested
       lists (JSON serving) -> ``pd.DataFrame`` with column ``mask``: the class-id mask at the image's size, as
       base64 PNG (param ``output_format="png"``, the default) or as a uint8 array (``"array"``);
-    - a uint8 array [H,W,3] / [N,H,W,3] or a list of arrays (unwrapped model) -> a list of class-id masks [H,W].
+    - a dict with key ``image`` (what ``{"inputs": {"image": [...]}}`` becomes when served): as the DataFrame;
+    - a uint8 array [H,W,3] / [N,H,W,3], a list of arrays (sizes may differ), or an array / list of base64
+      strings or encoded bytes -> a list of class-id masks [H,W], each at its input's size.
     Param ``batch_size`` (default 8) sets the inference batch.
     """
 
@@ -70,6 +76,11 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
 
         params = params or {}
         batch_size = int(params.get("batch_size", 8))
+        if isinstance(model_input, dict):  # {"inputs": {"image": ...}} when served: the column by itself
+            if IMAGE_COLUMN not in model_input:
+                raise ValueError(f"input needs the key {IMAGE_COLUMN!r}, got {list(model_input)}")
+            values = model_input[IMAGE_COLUMN]
+            model_input = pd.DataFrame({IMAGE_COLUMN: [values] if isinstance(values, (str, bytes)) else list(values)})
         if isinstance(model_input, pd.DataFrame):
             if IMAGE_COLUMN not in model_input.columns:
                 raise ValueError(f"input DataFrame needs a column {IMAGE_COLUMN!r}, got {list(model_input.columns)}")
@@ -79,7 +90,9 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
             images = [decode_image(v) for v in model_input[IMAGE_COLUMN]]
             masks = predict(self.model, self.spec, images, batch_size=batch_size)
             return pd.DataFrame({MASK_COLUMN: [encode_png(m) if output_format == "png" else m for m in masks]})
-        if isinstance(model_input, np.ndarray) and model_input.ndim == 4:
+        if isinstance(model_input, np.ndarray) and model_input.dtype.kind in "OSU":  # encoded images, one a row
+            images = [decode_image(v) for v in model_input.reshape(-1)]
+        elif isinstance(model_input, np.ndarray) and model_input.ndim == 4:
             images = list(model_input)
         elif isinstance(model_input, np.ndarray):
             images = [model_input]
@@ -95,20 +108,20 @@ def _example_frame(spec) -> pd.DataFrame:
     return pd.DataFrame({IMAGE_COLUMN: [encode_png(image)]})
 
 
-def log_pyfunc_model(package_dir: str | Path, name: str = "model", registered_model_name: str | None = None,
-                     **log_kwargs):
-    """Log the package as an MLflow pyfunc model in the active run (self-contained: the ``segmodels``
-    package goes along as ``code_paths``), with a signature and an input example; returns the ModelInfo."""
+def save_pyfunc_model(package_dir: str | Path, path: str | Path) -> Path:
+    """Write the complete MLflow pyfunc model of a package into the new folder ``path`` (MLmodel, environment
+    files, the wrapper, the package's weights, and the ``segmodels`` code as ``code_paths`` so it is
+    self-contained), with a signature and an input example; returns ``path``."""
     from segmodels.models import load_spec
 
     package_dir = Path(package_dir)
-    return mlflow.pyfunc.log_model(
-        name=name,
+    mlflow.pyfunc.save_model(
+        path=str(path),
         python_model=SegmentationPyfunc(),
         artifacts={PACKAGE_ARTIFACT: str(package_dir)},
         code_paths=[str(Path(segmodels.__file__).parent)],
         signature=SIGNATURE,
         input_example=_example_frame(load_spec(package_dir)),
-        registered_model_name=registered_model_name,
-        **log_kwargs,
+        pip_requirements=[f"{name}=={version(name).split('+')[0]}" for name in RUNTIME_REQUIREMENTS],
     )
+    return Path(path)

@@ -34,9 +34,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from mlflow.exceptions import MlflowException
 
     from segmodels.data import DataValidationError
+    from segmodels.tracking.models import ModelURIError
     from segmodels.versioning import LakeFSError
 
-    return (StepError, ConfigError, LakeFSError, DataValidationError, MlflowException,
+    return (StepError, ConfigError, LakeFSError, DataValidationError, MlflowException, ModelURIError,
             FileNotFoundError, NotADirectoryError)
 
 
@@ -56,8 +57,14 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s segmodels {step} %(levelname)s %(message)s")
     try:
         cfg = load_config(step, step_overrides(step, sys.argv[1:] if argv is None else argv))
+        if "interactive" in cfg and cfg.interactive:  # fail before the step's imports, never wait for input
+            from segmodels.pipeline.interactive import INSTEAD, require_terminal
+
+            require_terminal(INSTEAD[step])
         step_function(step)(cfg)
-    except user_errors() as exc:
+    except Exception as exc:
+        if not isinstance(exc, (StepError, ConfigError)) and not isinstance(exc, user_errors()):
+            raise  # user_errors() imports MLflow: not for the errors found before the step starts
         summary, *details = str(exc).strip().splitlines() or [type(exc).__name__]
         print(f"segmodels {step}: error: {summary.strip()}", file=sys.stderr)
         for line in details:  # e.g. a validation report: one bad file per line

@@ -32,9 +32,9 @@ STEP_PARAMS: dict[str, dict[str, str]] = {
     "train": {"data_ref": "data_ref", "repo": "lakefs.repo", "model": "model", "lr": "optimizer.lr",
               "epochs": "trainer.epochs", "batch_size": "trainer.batch_size", "image_size": "transforms.image_size"},
     "register": {"run_id": "run_id", "model_name": "model_name", "metric": "metric", "threshold": "threshold",
-                 "alias": "alias", "force": "force"},
+                 "alias": "alias", "force": "force", "parent_run_id": "parent_run_id", "interactive": "interactive"},
     "infer": {"model_uri": "model_uri", "data_ref": "data_ref", "repo": "lakefs.repo", "split": "split",
-              "output_dir": "output_dir"},
+              "output_dir": "output_dir", "commit_predictions": "commit_predictions", "interactive": "interactive"},
     "main": {"env_manager": "env_manager"},
 }
 CHAIN = ("ingest", "train", "register", "infer")

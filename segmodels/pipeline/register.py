@@ -1,14 +1,19 @@
-"""The ``register`` step: gate a train run's model on a metric, register it, and tag the version with
-the lakeFS data and model commits it came from.
+"""The ``register`` step: pick a train run's model, gate it on a metric, register it (its source: the one copy
+in lakeFS, pinned to its commit) and move the aliases only forward.
 
-Gate 1: the metric must pass ``threshold``, or nothing is registered (StepError). Gate 2: the model takes
-``@alias`` (champion) only when there is none yet, or it beats the champion's metric on the same lakeFS
-data commit, or ``force=true``; the version that held ``@alias`` then gets ``@previous_alias``. Otherwise
-it is registered as ``@challenger_alias`` and the champion stays."""
+Candidate: ``run_id``; else with ``interactive=true`` the one picked from a table of train runs; else the best
+finished train run (by ``metric``) of ``parent_run_id``'s children, or of the experiment. Gate 1: the metric must
+pass ``threshold``, or nothing is registered (StepError). Gate 2: the model takes ``@alias`` (champion) only when
+there is none yet, or it beats the champion, or ``force=true``; the version that held ``@alias`` then gets
+``@previous_alias``. The champion is beaten on ``metric`` when both were validated on the same lakeFS data commit;
+when not, both models are evaluated on the candidate's validation split and their val mIoU compared. A model
+that does not beat it is registered as ``@challenger_alias`` and the champion stays. A run registered before is
+not registered twice: its version goes through gate 2 again."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import mlflow
 from mlflow.entities import Run
@@ -16,26 +21,63 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from segmodels.dataset_store import fetch_dataset
+from segmodels.inference.evaluate import evaluate_split
 from segmodels.pipeline import StepError
+from segmodels.pipeline.interactive import INSTEAD, choose, short_commit, timestamp
 from segmodels.tracking import lineage
+from segmodels.tracking.models import load_segmentation_model, register_version
+from segmodels.versioning import connect
 
 log = logging.getLogger(__name__)
 
-TAG_REGISTER_OUTCOME = "segmodels.register_outcome"  # champion | challenger
-CHAMPION, CHALLENGER = "champion", "challenger"
+CHAMPION, CHALLENGER, UNCHANGED = "champion", "challenger", "unchanged"
+REEVALUATION_SPLIT = "val"
+CANDIDATES_SHOWN = 20  # rows of the interactive table
 
 
-def newest_train_run(client: MlflowClient, experiment_id: str) -> Run:
-    """The most recently started finished train run of an experiment."""
-    runs = client.search_runs(
-        [experiment_id],
-        filter_string=f"tags.`{lineage.TAG_STEP}` = 'train' and attributes.status = 'FINISHED'",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
+def train_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str,
+               greater_is_better: bool, max_results: int) -> list[Run]:
+    """Finished train runs of the experiment (children of ``parent_run_id`` when given), best ``metric`` first
+    (runs without the metric last)."""
+    where = f"tags.`{lineage.TAG_STEP}` = 'train' and attributes.status = 'FINISHED'"
+    if parent_run_id:
+        where += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
+    order = "DESC" if greater_is_better else "ASC"
+    return client.search_runs([experiment_id], filter_string=where, max_results=max_results,
+                              order_by=[f"metrics.`{metric}` {order}", "attributes.start_time DESC"])
+
+
+def candidate_run(client: MlflowClient, cfg: DictConfig, experiment_id: str) -> Run:
+    """The train run whose model to register (see the module)."""
+    if cfg.run_id:
+        try:
+            return client.get_run(cfg.run_id)
+        except mlflow.exceptions.MlflowException:
+            raise StepError(f"run_id={cfg.run_id!r}: no such MLflow run") from None
+    if cfg.parent_run_id:
+        try:
+            experiment_id = client.get_run(cfg.parent_run_id).info.experiment_id
+        except mlflow.exceptions.MlflowException:
+            raise StepError(f"parent_run_id={cfg.parent_run_id!r}: no such MLflow run") from None
+    where = f"children of run {cfg.parent_run_id}" if cfg.parent_run_id else f"experiment {experiment_id}"
+    if cfg.interactive:
+        runs = train_runs(client, experiment_id, cfg.parent_run_id, cfg.metric, cfg.greater_is_better,
+                          CANDIDATES_SHOWN)
+        rows = [(run.info.run_id, metric_text(run.data.metrics.get(cfg.metric)),
+                 short_commit(run.data.tags.get(lineage.TAG_DATA_COMMIT)), timestamp(run.info.start_time),
+                 run.info.run_name) for run in runs]
+        picked = choose(f"finished train runs of {where}, best {cfg.metric} first",
+                        ("run id", cfg.metric, "data commit", "started", "name"), rows, INSTEAD["register"])
+        return runs[picked]
+    runs = train_runs(client, experiment_id, cfg.parent_run_id, cfg.metric, cfg.greater_is_better, 1)
     if not runs:
-        raise StepError(f"no finished train run in experiment {experiment_id}; pass run_id=<id>")
+        raise StepError(f"no finished train run in {where}; pass run_id=<id>")
     return runs[0]
+
+
+def metric_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def passes_gate(value: float, threshold: float, greater_is_better: bool) -> bool:
@@ -61,89 +103,131 @@ def alias_holder(client: MlflowClient, model_name: str, alias: str) -> ModelVers
     return client.get_model_version(model_name, str(model.aliases[alias]))
 
 
-def short(commit: str | None) -> str:
-    return commit[:12] if commit else "(none)"
+@dataclass(frozen=True)
+class Comparison:
+    """The candidate's and the champion's score, measured the same way (``how``)."""
+
+    candidate: float
+    champion: float
+    how: str
+    greater_is_better: bool
 
 
-def decide(cfg: DictConfig, value: float, data_commit: str | None,
-           champion: ModelVersion | None) -> tuple[str, str]:
-    """Gate 2: the outcome (CHAMPION or CHALLENGER) and why, for a candidate that passed the threshold."""
+def decide(alias: str, champion: ModelVersion | None, comparison: Comparison | None, not_compared: str,
+           force: bool) -> tuple[str, str]:
+    """Gate 2: the outcome (CHAMPION or CHALLENGER) and why, for a candidate that passed the threshold;
+    ``not_compared`` says why there is no ``comparison``."""
     if champion is None:
-        return CHAMPION, f"{cfg.metric} {value:.4f}, no @{cfg.alias} before"
-    champion_commit = champion.tags.get(lineage.TAG_DATA_COMMIT)
-    raw = champion.tags.get(cfg.metric)
-    try:
-        champion_value = float(raw) if raw is not None else None
-    except ValueError:
-        champion_value = None
-    against = f"@{cfg.alias} version {champion.version}"
-    if champion_value is not None:
-        against += f" ({champion_value:.4f})"
-    if not data_commit or champion_commit != data_commit:
-        won, unless = False, ", so they are not compared"
-        why = (f"{against} was validated on data commit {short(champion_commit)}, this model on data commit "
-               f"{short(data_commit)}")
-    elif champion_value is None:
-        won, unless = False, ""
-        why = f"{against} has no {cfg.metric} tag to compare with"
+        return CHAMPION, f"no @{alias} before"
+    against = f"@{alias} version {champion.version}"
+    if comparison is None:
+        won, why = False, f"not compared with {against}: {not_compared}"
     else:
-        won, unless = beats(value, champion_value, cfg.greater_is_better), ""
-        why = (f"{cfg.metric} {value:.4f} {'beats' if won else 'does not beat'} {against} "
-               f"on data commit {short(data_commit)}")
+        won = beats(comparison.candidate, comparison.champion, comparison.greater_is_better)
+        why = (f"{comparison.how}: {comparison.candidate:.4f} {'beats' if won else 'does not beat'} {against} "
+               f"({comparison.champion:.4f})")
     if won:
         return CHAMPION, why
-    if cfg.force:
+    if force:
         return CHAMPION, f"force=true; {why}"
-    return CHALLENGER, f"{why}{unless}; -P force=true promotes it anyway"
+    return CHALLENGER, f"{why}; -P force=true promotes it anyway"
+
+
+def compare(cfg: DictConfig, value: float, tags: dict[str, str],
+            champion: ModelVersion) -> tuple[Comparison | None, str]:
+    """Score the candidate against the champion: on ``cfg.metric`` when both were validated on the same data
+    commit, else by evaluating both models on the candidate's validation split. ``(None, why)`` when neither
+    can be done."""
+    data_commit = tags.get(lineage.TAG_DATA_COMMIT)
+    try:
+        champion_value = float(champion.tags[cfg.metric])
+    except (KeyError, ValueError):
+        champion_value = None
+    if data_commit and champion.tags.get(lineage.TAG_DATA_COMMIT) == data_commit and champion_value is not None:
+        return Comparison(value, champion_value, f"{cfg.metric} on data commit {short_commit(data_commit)}",
+                          cfg.greater_is_better), ""
+    if not tags.get(lineage.TAG_DATA_URI):
+        return None, f"the candidate run has no {lineage.TAG_DATA_URI} tag to evaluate both on"
+    log.info("@%s version %s was validated on data commit %s, the candidate on %s: evaluating both on the "
+             "candidate's %r split", cfg.alias, champion.version,
+             short_commit(champion.tags.get(lineage.TAG_DATA_COMMIT)), short_commit(data_commit), REEVALUATION_SPLIT)
+    return reevaluate(tags, f"models:/{cfg.model_name}/{champion.version}")
+
+
+def reevaluate(tags: dict[str, str], champion_uri: str) -> tuple[Comparison | None, str]:
+    """Val mIoU of the candidate (a train run's ``tags``) and the champion, both on the candidate's data, at full
+    resolution; ``(None, why)`` when their classes differ or the split has no labelled image."""
+    data_root = fetch_dataset(connect(), tags[lineage.TAG_DATA_URI])
+    model, spec = load_segmentation_model(tags[lineage.TAG_MODEL_URI])
+    champion_model, champion_spec = load_segmentation_model(champion_uri)
+    if champion_spec.class_names != spec.class_names:
+        return None, (f"it predicts classes {champion_spec.class_names}, the candidate {spec.class_names}")
+    try:
+        scores = [evaluate_split(m, sp, data_root, REEVALUATION_SPLIT)["miou"]
+                  for m, sp in ((model, spec), (champion_model, champion_spec))]
+    except ValueError as error:
+        return None, str(error)
+    mlflow.log_metrics({"reevaluated_candidate_val_miou": scores[0], "reevaluated_champion_val_miou": scores[1]})
+    how = f"val mIoU of both on the candidate's data commit {short_commit(tags.get(lineage.TAG_DATA_COMMIT))}"
+    return Comparison(scores[0], scores[1], how, True), ""
+
+
+def version_of_run(client: MlflowClient, model_name: str, run_id: str) -> ModelVersion | None:
+    """The version of ``model_name`` already registered from ``run_id``, if any."""
+    versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    return max(versions, key=lambda v: int(v.version)) if versions else None
 
 
 def run(cfg: DictConfig) -> str:
-    """Register the train run's model; return the new model version. Refuses (StepError) when the
-    metric is missing or does not pass the threshold; moves ``@alias`` only past gate 2 (see the module)."""
+    """Register the candidate's model and return its version. Refuses (StepError) when the metric is missing or
+    does not pass the threshold; moves ``@alias`` only past gate 2 (see the module)."""
     client = MlflowClient()
     with lineage.step_run("register", cfg) as active:
-        if cfg.run_id:
-            try:
-                train_run = client.get_run(cfg.run_id)
-            except mlflow.exceptions.MlflowException:
-                raise StepError(f"run_id={cfg.run_id!r}: no such MLflow run") from None
-        else:
-            train_run = newest_train_run(client, active.info.experiment_id)
-        tags = train_run.data.tags
-        model_uri = tags.get(lineage.TAG_MLFLOW_MODEL_URI)
-        if not model_uri:
-            raise StepError(f"run {train_run.info.run_id} has no model (tag {lineage.TAG_MLFLOW_MODEL_URI}); "
-                            "is it a finished train run?")
+        train_run = candidate_run(client, cfg, active.info.experiment_id)
+        run_id, tags = train_run.info.run_id, train_run.data.tags
+        if lineage.TAG_MODEL_URI not in tags:
+            raise StepError(f"run {run_id} has no model (tag {lineage.TAG_MODEL_URI}); is it a finished train run?")
         metrics = train_run.data.metrics
         if cfg.metric not in metrics:
-            raise StepError(f"metric={cfg.metric!r} not on run {train_run.info.run_id}; "
+            raise StepError(f"metric={cfg.metric!r} not on run {run_id}; "
                             f"it has: {', '.join(sorted(metrics)) or 'no metrics'}")
         value = metrics[cfg.metric]
         threshold = float(cfg.threshold)
-        mlflow.set_tag(lineage.TAG_TRAIN_RUN, train_run.info.run_id)
+        mlflow.set_tag(lineage.TAG_TRAIN_RUN, run_id)
         mlflow.log_metric(f"candidate_{cfg.metric}", value)
         if not passes_gate(value, threshold, cfg.greater_is_better):
             relation = "<" if cfg.greater_is_better else ">"
-            raise StepError(f"model of run {train_run.info.run_id} not registered: "
-                            f"{cfg.metric}={value:.4f} {relation} threshold {threshold}")
+            raise StepError(f"model of run {run_id} not registered: {cfg.metric}={value:.4f} {relation} "
+                            f"threshold {threshold}")
 
         version_tags = {key: tags[key] for key in lineage.LINEAGE_TAGS if key in tags}
-        version_tags[lineage.TAG_TRAIN_RUN] = train_run.info.run_id
+        version_tags[lineage.TAG_TRAIN_RUN] = run_id
         version_tags[cfg.metric] = str(value)
         champion = alias_holder(client, cfg.model_name, cfg.alias)
-        outcome, why = decide(cfg, value, tags.get(lineage.TAG_DATA_COMMIT), champion)
-        version = mlflow.register_model(model_uri, cfg.model_name, tags=version_tags)
-        if outcome == CHAMPION:
-            if champion is not None:
-                client.set_registered_model_alias(cfg.model_name, cfg.previous_alias, champion.version)
-                why += f"; version {champion.version} is now @{cfg.previous_alias}"
-            client.set_registered_model_alias(cfg.model_name, cfg.alias, version.version)
-            alias = cfg.alias
+        version = version_of_run(client, cfg.model_name, run_id)
+        if version is not None and champion is not None and version.version == champion.version:
+            outcome, alias, why = UNCHANGED, cfg.alias, f"run {run_id} is already this version; nothing changed"
         else:
-            client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, version.version)
-            alias = cfg.challenger_alias
+            comparison, not_compared = (None, "") if champion is None else compare(cfg, value, tags, champion)
+            outcome, why = decide(cfg.alias, champion, comparison, not_compared, cfg.force)
+            if version is None:
+                version = register_version(client, cfg.model_name, run_id, tags, version_tags)
+            else:
+                why = f"run {run_id} is already version {version.version}; {why}"
+            if outcome == CHAMPION:
+                if champion is not None:
+                    client.set_registered_model_alias(cfg.model_name, cfg.previous_alias, champion.version)
+                    why += f"; version {champion.version} is now @{cfg.previous_alias}"
+                client.set_registered_model_alias(cfg.model_name, cfg.alias, version.version)
+                challenger = alias_holder(client, cfg.model_name, cfg.challenger_alias)
+                if challenger is not None and challenger.version == version.version:
+                    client.delete_registered_model_alias(cfg.model_name, cfg.challenger_alias)
+                alias = cfg.alias
+            else:
+                client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, version.version)
+                alias = cfg.challenger_alias
         mlflow.set_tags({lineage.TAG_MODEL_NAME: cfg.model_name, lineage.TAG_MODEL_VERSION: version.version,
-                         TAG_REGISTER_OUTCOME: outcome,
+                         lineage.TAG_REGISTER_OUTCOME: outcome,
                          **{key: value for key, value in version_tags.items() if key.startswith("lakefs.")}})
         log.info("%s version %s registered as @%s: %s", cfg.model_name, version.version, alias, why)
         return version.version

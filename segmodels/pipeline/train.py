@@ -1,5 +1,5 @@
-"""The ``train`` step: data pinned to a lakeFS commit in, a model package committed to lakeFS and
-logged as an MLflow pyfunc model out, with the lineage of both on the run."""
+"""The ``train`` step: data pinned to a lakeFS commit in; out, the complete MLflow pyfunc model committed to
+lakeFS once, and on the run an external logged model and tags pointing at that commit."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from omegaconf import DictConfig
 
 from segmodels.data import load_dataset_info
 from segmodels.dataset_store import fetch_dataset
-from segmodels.inference.pyfunc import log_pyfunc_model
+from segmodels.inference.pyfunc import save_pyfunc_model
 from segmodels.model_store import publish_model
 from segmodels.pipeline.refs import pin_data_ref
 from segmodels.tracking import lineage
 from segmodels.tracking.dataset import log_dataset_input
+from segmodels.tracking.models import record_logged_model
 from segmodels.tracking.training import MLflowTrainingLogger, enable_system_metrics
 from segmodels.training import train
 from segmodels.training.distributed import is_main_process
@@ -47,13 +48,14 @@ def run(cfg: DictConfig) -> str | None:
 
         commit, _ = lineage.git_commit()
         model_uri = publish_model(
-            lakefs, result.package_dir, data.repo, cfg.lakefs.model_branch, cfg.lakefs.model_prefix, run_id,
+            lakefs, save_pyfunc_model(result.package_dir, Path(work) / "mlflow-model"), data.repo,
+            cfg.lakefs.model_branch, cfg.lakefs.model_prefix, run_id,
             metadata={"data_commit": data.ref, "data_uri": str(data), "git_commit": commit or "unknown",
                       "best_epoch": str(result.best_epoch)},
             source_ref=data.ref,
         )
-        model_info = log_pyfunc_model(result.package_dir, name="model")
+        logged = record_logged_model(run_id, model_uri)
         mlflow.set_tags({lineage.TAG_MODEL_COMMIT: model_uri.ref, lineage.TAG_MODEL_URI: str(model_uri),
-                         lineage.TAG_MLFLOW_MODEL_URI: model_info.model_uri})
-        log.info("model committed at %s; MLflow model %s", model_uri, model_info.model_uri)
+                         lineage.TAG_LOGGED_MODEL_ID: logged.model_id})
+        log.info("MLflow model committed once, to lakeFS at %s (logged model %s)", model_uri, logged.model_id)
         return run_id

@@ -27,10 +27,13 @@ TAG_DATA_COMMIT = "lakefs.data_commit"
 TAG_DATA_URI = "lakefs.data_uri"
 TAG_MODEL_COMMIT = "lakefs.model_commit"
 TAG_MODEL_URI = "lakefs.model_uri"
-TAG_MLFLOW_MODEL_URI = "segmodels.mlflow_model_uri"
+TAG_INPUT_MODEL_URI = "segmodels.model_uri"  # on an infer run: the model URI it predicted with
+TAG_PREDICTIONS_URI = "lakefs.predictions_uri"  # on an infer run: its committed predictions, pinned
+TAG_LOGGED_MODEL_ID = "segmodels.logged_model_id"  # the train run's MLflow logged model (external: files in lakeFS)
 TAG_MODEL_NAME = "segmodels.registered_model"
 TAG_MODEL_VERSION = "segmodels.model_version"
 TAG_TRAIN_RUN = "segmodels.train_run_id"
+TAG_REGISTER_OUTCOME = "segmodels.register_outcome"  # on a register run: champion | challenger | unchanged
 
 LINEAGE_TAGS = (TAG_LAKEFS_REPO, TAG_DATA_COMMIT, TAG_DATA_URI, TAG_MODEL_COMMIT, TAG_MODEL_URI, TAG_GIT_COMMIT)
 
@@ -56,7 +59,7 @@ def config_sha256(cfg: DictConfig) -> str:
 @contextmanager
 def step_run(step: str, cfg: DictConfig, code_dir: Path | str = ".") -> Iterator[mlflow.ActiveRun]:
     """Open (or join, under ``mlflow run``) the step's MLflow run, recording the step name, the code's
-    git commit, the resolved config (as an artifact and its hash) and its values as params."""
+    git commit, the resolved config (as an artifact and its hash) and its set values as params."""
     with mlflow.start_run() as run:
         commit, dirty = git_commit(code_dir)
         tags = {TAG_STEP: step, TAG_CONFIG_HASH: config_sha256(cfg), TAG_GIT_DIRTY: str(dirty).lower()}
@@ -64,7 +67,7 @@ def step_run(step: str, cfg: DictConfig, code_dir: Path | str = ".") -> Iterator
             tags[TAG_GIT_COMMIT] = commit
         mlflow.set_tags(tags)
         mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), f"config/{step}.yaml")
-        log_new_params(flatten_config(cfg))
+        log_new_params({key: value for key, value in flatten_config(cfg).items() if value != ""})  # unset: no param
         yield run
 
 

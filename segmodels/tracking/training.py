@@ -1,7 +1,9 @@
 """MLflow logging for the training engine, as a callback: per-epoch metrics and learning rate, sample
-prediction overlays, the best epoch's per-class IoU table and confusion-matrix figure, and the model."""
+prediction overlays, the best epoch's per-class IoU table and confusion-matrix figure (the model itself goes to
+lakeFS: see the train step)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import mlflow
@@ -16,8 +18,10 @@ from segmodels.visualize import overlay
 
 
 def enable_system_metrics(sampling_interval: float = 5.0) -> None:
-    """Log CPU/memory/GPU system metrics for runs started from now on in this process."""
-    mlflow.set_system_metrics_sampling_interval(sampling_interval)
+    """Log CPU/memory/GPU system metrics for runs started from now on in this process, every
+    ``sampling_interval`` seconds unless MLflow's ``MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`` says otherwise."""
+    if not os.environ.get("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL"):
+        mlflow.set_system_metrics_sampling_interval(sampling_interval)
     mlflow.enable_system_metrics_logging()
 
 
@@ -73,15 +77,11 @@ class MLflowTrainingLogger(Callback):
     Per epoch: every numeric metric (step = epoch, ``lr`` included) and, every ``image_every`` epochs, one
     image of ``num_samples`` validation samples (image | target overlay | prediction overlay) as
     ``val_predictions`` via ``mlflow.log_image``. At the end: ``best_*`` metrics, the per-class IoU table
-    ``per_class_iou.json`` and ``confusion_matrix.png`` of the best epoch, and, with ``log_model=True``
-    (off by default: the train step logs the model itself), the best package as a pyfunc model named
-    ``model_name``; ``model_info`` then holds the ModelInfo.
+    ``per_class_iou.json`` and ``confusion_matrix.png`` of the best epoch.
     """
 
-    def __init__(self, num_samples: int = 4, image_every: int = 1, log_model: bool = False, model_name: str = "model"):
+    def __init__(self, num_samples: int = 4, image_every: int = 1):
         self.num_samples, self.image_every = num_samples, image_every
-        self.log_model, self.model_name = log_model, model_name
-        self.model_info = None
 
     def on_epoch_end(self, state: TrainState, metrics: dict) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=state.epoch)
@@ -101,7 +101,3 @@ class MLflowTrainingLogger(Callback):
             figure = confusion_figure(state.best_confusion.numpy(), names)
             mlflow.log_figure(figure, "confusion_matrix.png")
             plt.close(figure)
-        if self.log_model:
-            from segmodels.inference.pyfunc import log_pyfunc_model
-
-            self.model_info = log_pyfunc_model(result.package_dir, name=self.model_name)

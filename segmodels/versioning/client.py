@@ -25,6 +25,7 @@ from .errors import LakeFSError
 from .hashing import CHUNK_SIZE, Md5Index, file_chunks, file_md5
 from .retry import Retrier, ServerError, error_message
 from .settings import LakeFSSettings
+from .uri import LakeFSUri
 
 AUTH_SETTINGS = ["basic_auth"]
 DELETE_BATCH = 1000
@@ -352,6 +353,17 @@ class LakeFS:
                 self.delete_branch(repo, ephemeral)
             except LakeFSError:
                 pass  # the original error (if any) matters more than a leftover ephemeral branch
+
+    def commit_directory(self, repo: str, branch: str, local_dir, path: str, message: str,
+                         metadata: dict | None = None, source_ref: str | None = None) -> LakeFSUri:
+        """Make ``lakefs://repo/branch/path`` hold exactly the files of ``local_dir`` in one atomic merge
+        (``branch`` is created from ``source_ref`` when given and new); returns the URI pinned to the commit."""
+        path = path.strip("/")
+        if source_ref is not None:
+            self.ensure_branch(repo, branch, source_ref=source_ref)
+        with self.atomic_write(repo, branch, message, metadata=metadata) as write:
+            self.upload_directory(repo, write.branch, local_dir, prefix=path, delete_missing=True)
+        return LakeFSUri(repo, write.commit_id, path)
 
 
 def connect(settings: LakeFSSettings | None = None, home: Path | None = None) -> LakeFS:
