@@ -168,10 +168,22 @@ class MainConfig:
     """``conf/main.yaml``: ``steps`` holds the parameters given to main for each step, as strings."""
 
     env_manager: str = MISSING
+    force: str = MISSING
+    reuse_dirty: bool = MISSING
     steps: Dict[str, Any] = MISSING
+
+
+@dataclass
+class ReproduceConfig:
+    """``conf/reproduce.yaml``."""
+
+    run_id: str = MISSING
+    compare: str = MISSING  # auto | exact | tolerance
+    tolerance: Dict[str, float] = MISSING  # rel, abs
+    ignore_metrics: List[str] = MISSING
 
 
 GROUP_SCHEMAS = {"transforms": TransformsConfig, "trainer": TrainerConfig, "data": DataConfig,
                  "lakefs": LakeFSConfig}
 STEP_SCHEMAS = {"ingest": IngestConfig, "train": TrainConfig, "register": RegisterConfig,
-                "infer": InferConfig, "main": MainConfig}
+                "infer": InferConfig, "main": MainConfig, "reproduce": ReproduceConfig}

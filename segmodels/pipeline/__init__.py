@@ -22,6 +22,7 @@ STEPS: dict[str, str] = {  # entry point -> module whose run(cfg) does the work
     "register": "segmodels.pipeline.register",
     "infer": "segmodels.pipeline.infer",
     "main": "segmodels.pipeline.main",
+    "reproduce": "segmodels.pipeline.reproduce",
 }
 
 

@@ -26,12 +26,14 @@ from PIL import Image
 
 from segmodels.data import Layout, load_dataset_info
 from segmodels.dataset_store import fetch_dataset
+from segmodels.home import segmodels_home
 from segmodels.inference import predict
 from segmodels.metrics import ConfusionMatrix
 from segmodels.pipeline import StepError
-from segmodels.pipeline.interactive import INSTEAD, choose, short_commit, timestamp
+from segmodels.pipeline.interactive import INSTEAD, choose, timestamp
 from segmodels.pipeline.refs import pin_data_ref
 from segmodels.tracking import lineage
+from segmodels.tracking.lineage import short_commit
 from segmodels.tracking.models import (load_segmentation_model, model_lineage, pinned_model_uri,
                                        registered_versions)
 from segmodels.versioning import LakeFS, LakeFSUri, connect
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 PREDICTED_MASKS_DIR = "masks"  # in output_dir: predicted class-id masks, one PNG per image
 OVERLAYS_DIR = "overlays"  # in output_dir: the masks' colours blended over the images
 METRICS_FILE = "metrics.csv"  # in output_dir: one row per image (its mIoU and pixel accuracy when scored)
+DEFAULT_OUTPUT_FOLDER = "predictions"  # in the segmodels home: one folder per infer run when output_dir is empty
 MARKER_FILE = ".segmodels-predictions"  # in output_dir: the id of the infer run that wrote it (not committed)
 COMMIT_METADATA = {lineage.TAG_MODEL_NAME: "registered_model", lineage.TAG_MODEL_VERSION: "model_version",
                    lineage.TAG_MODEL_COMMIT: "model_commit"}  # model lineage tag -> predictions commit metadata key
@@ -110,6 +113,18 @@ def describe_classes(count: int, names: Sequence[str]) -> str:
 
 
 # -- the output folder -------------------------------------------------------------------------------------------
+
+
+def given_output_dir(output_dir: str) -> Path | None:
+    """``output_dir`` as an absolute path (a relative one is taken from the working directory, the project
+    folder under ``mlflow run``); None when empty: the default, :func:`default_output_dir`."""
+    return Path(output_dir).expanduser().resolve() if output_dir else None
+
+
+def default_output_dir(run_id: str) -> Path:
+    """``<segmodels home>/predictions/<infer run id>``: outside the project folder, which for ``mlflow run
+    <git url>`` is a temporary checkout, and new for every run (as the lakeFS copy of ``commit_predictions``)."""
+    return segmodels_home() / DEFAULT_OUTPUT_FOLDER / run_id
 
 
 def check_output_dir(out: Path) -> None:
@@ -224,12 +239,15 @@ def commit_predictions(lakefs: LakeFS, folder: Path, data: LakeFSUri, branch: st
 
 def run(cfg: DictConfig) -> Path:
     """Predict every image of ``cfg.split`` and return the output folder."""
-    out = Path(cfg.output_dir).resolve()
-    check_output_dir(out)  # before anything runs; checked again when it is replaced
+    given = given_output_dir(cfg.output_dir)
+    if given is not None:
+        check_output_dir(given)  # before anything runs; checked again when it is replaced
     lakefs = connect()
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
     with lineage.step_run("infer", cfg) as active:
         run_id = active.info.run_id
+        out = given or default_output_dir(run_id)
+        log.info("predictions go to %s", out)
         mlflow.log_param("data_commit", data.ref)
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
                          lineage.TAG_DATA_URI: str(data)})

@@ -35,11 +35,6 @@ def require_terminal(param: str, stdin: TextIO | None = None) -> None:
         raise StepError(f"interactive=true needs a terminal to read a choice from; pass {param} instead")
 
 
-def short_commit(commit: str | None) -> str:
-    """The first 12 characters of a commit id, as tables and messages show it."""
-    return commit[:12] if commit else "(none)"
-
-
 def timestamp(milliseconds: int | None) -> str:
     """``YYYY-MM-DD HH:MM`` (local time) of an MLflow timestamp."""
     import datetime

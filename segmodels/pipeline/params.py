@@ -35,7 +35,8 @@ STEP_PARAMS: dict[str, dict[str, str]] = {
                  "alias": "alias", "force": "force", "parent_run_id": "parent_run_id", "interactive": "interactive"},
     "infer": {"model_uri": "model_uri", "data_ref": "data_ref", "repo": "lakefs.repo", "split": "split",
               "output_dir": "output_dir", "commit_predictions": "commit_predictions", "interactive": "interactive"},
-    "main": {"env_manager": "env_manager"},
+    "main": {"env_manager": "env_manager", "force": "force", "reuse_dirty": "reuse_dirty"},
+    "reproduce": {"run_id": "run_id"},
 }
 CHAIN = ("ingest", "train", "register", "infer")
 FILLED_BY_MAIN = {"train": {"data_ref"}, "register": {"run_id"}, "infer": {"model_uri", "data_ref"}}

@@ -24,8 +24,9 @@ from omegaconf import DictConfig
 from segmodels.dataset_store import fetch_dataset
 from segmodels.inference.evaluate import evaluate_split
 from segmodels.pipeline import StepError
-from segmodels.pipeline.interactive import INSTEAD, choose, short_commit, timestamp
+from segmodels.pipeline.interactive import INSTEAD, choose, timestamp
 from segmodels.tracking import lineage
+from segmodels.tracking.lineage import short_commit
 from segmodels.tracking.models import load_segmentation_model, register_version
 from segmodels.versioning import connect
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
@@ -33,6 +34,9 @@ TAG_LOGGED_MODEL_ID = "segmodels.logged_model_id"  # the train run's MLflow logg
 TAG_MODEL_NAME = "segmodels.registered_model"
 TAG_MODEL_VERSION = "segmodels.model_version"
 TAG_TRAIN_RUN = "segmodels.train_run_id"
+TAG_CACHE_KEY = "segmodels.cache_key"  # on a step run main started or reused: its inputs' digest
+TAG_REUSED_RUN = "segmodels.reused_run_id"  # on a child run main reused: the run that did the work
+TAG_WORK_STARTED = "segmodels.work_started_ms"  # when the step's own code started (epoch ms)
 TAG_REGISTER_OUTCOME = "segmodels.register_outcome"  # on a register run: champion | challenger | unchanged
 
 LINEAGE_TAGS = (TAG_LAKEFS_REPO, TAG_DATA_COMMIT, TAG_DATA_URI, TAG_MODEL_COMMIT, TAG_MODEL_URI, TAG_GIT_COMMIT)
@@ -60,9 +64,11 @@ def config_sha256(cfg: DictConfig) -> str:
 def step_run(step: str, cfg: DictConfig, code_dir: Path | str = ".") -> Iterator[mlflow.ActiveRun]:
     """Open (or join, under ``mlflow run``) the step's MLflow run, recording the step name, the code's
     git commit, the resolved config (as an artifact and its hash) and its set values as params."""
+    started_ms = int(time.time() * 1000)
     with mlflow.start_run() as run:
         commit, dirty = git_commit(code_dir)
-        tags = {TAG_STEP: step, TAG_CONFIG_HASH: config_sha256(cfg), TAG_GIT_DIRTY: str(dirty).lower()}
+        tags = {TAG_STEP: step, TAG_CONFIG_HASH: config_sha256(cfg), TAG_GIT_DIRTY: str(dirty).lower(),
+                TAG_WORK_STARTED: str(started_ms)}
         if commit:
             tags[TAG_GIT_COMMIT] = commit
         mlflow.set_tags(tags)
@@ -79,6 +85,11 @@ def log_new_params(params: Mapping[str, str]) -> None:
     fresh = {key: value for key, value in params.items() if key not in existing}
     for start in range(0, len(fresh), 100):
         mlflow.log_params(dict(list(fresh.items())[start:start + 100]))
+
+
+def short_commit(commit: str | None) -> str:
+    """The first 12 characters of a commit id, as tables and messages show it."""
+    return commit[:12] if commit else "(none)"
 
 
 def run_tags(run_id: str) -> dict[str, str]:

@@ -135,10 +135,13 @@ class LakeFS:
                 raise
         return False
 
-    def ensure_branch(self, repo: str, branch: str, source_ref: str = "main") -> None:
-        """Create ``branch`` from ``source_ref`` unless it exists."""
+    def ensure_branch(self, repo: str, branch: str, source_ref: str | None = None) -> None:
+        """Create ``branch`` from ``source_ref`` (default: the repository's default branch) unless it exists."""
         if self.is_branch(repo, branch):
             return
+        if source_ref is None:
+            source_ref = self._call(f"get repository {repo!r}", self.sdk.repositories_api.get_repository,
+                                    repo).default_branch
         try:
             self._call(f"create branch {repo}/{branch} from {source_ref!r}", self.sdk.branches_api.create_branch,
                        repo, lakefs_sdk.BranchCreation(name=branch, source=source_ref))
