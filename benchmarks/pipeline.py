@@ -2,10 +2,11 @@
 step reused), their ratio (goal < 0.15), and for each step of the first the overhead of ``mlflow run`` (run
 created to the step's own code starting: process start, imports, config) against the step's own work.
 
-    python benchmarks/pipeline.py [--images 240] [--epochs 3] [--image-size 64]
+    python benchmarks/pipeline.py [--images N] [--epochs N] [--image-size PX]
 
 Runs in a sandbox (its own sqlite store, segmodels home and embedded lakeFS) against this checkout's code, with
-``-P reuse_dirty=true`` so an edited work tree still measures reuse. Both runs use the same settings.
+``-P reuse_dirty=true`` so an edited work tree still measures reuse. Both runs use the same settings: the
+README's ``mlflow run . -e main`` defaults, but for what the options change.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def step_timings(tracking_uri: str) -> list[tuple[str, float, float, str]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=240)
-    parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--images", type=int, help="demo images (default: conf/ingest.yaml's)")
+    parser.add_argument("--epochs", type=int, help="train epochs (default: conf/trainer/default.yaml's)")
+    parser.add_argument("--image-size", type=int, help="demo and train image size (default: the configs')")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="segmodels-bench-pipeline-") as sandbox:
         root = Path(sandbox)
@@ -67,9 +68,10 @@ def main() -> None:
         env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
         env.update(MLFLOW_TRACKING_URI=tracking_uri, SEGMODELS_HOME=str(root / "home"), HOME=str(root),
                    PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        params = {"ingest.demo.num_images": str(args.images), "ingest.demo.image_size": str(args.image_size),
-                  "epochs": str(args.epochs), "image_size": str(args.image_size), "reuse_dirty": "true",
-                  "output_dir": str(root / "predictions")}
+        given = {"ingest.demo.num_images": args.images, "ingest.demo.image_size": args.image_size,
+                 "epochs": args.epochs, "image_size": args.image_size}
+        params = {**{key: str(value) for key, value in given.items() if value is not None},
+                  "reuse_dirty": "true", "output_dir": str(root / "predictions")}
         first = run_main(env, params)
         second = run_main(env, params)
         print(f"first main:  {first:8.1f} s")

@@ -45,7 +45,7 @@ PREDICTED_MASKS_DIR = "masks"  # in output_dir: predicted class-id masks, one PN
 OVERLAYS_DIR = "overlays"  # in output_dir: the masks' colours blended over the images
 METRICS_FILE = "metrics.csv"  # in output_dir: one row per image (its mIoU and pixel accuracy when scored)
 DEFAULT_OUTPUT_FOLDER = "predictions"  # in the segmodels home: one folder per infer run when output_dir is empty
-MARKER_FILE = ".segmodels-predictions"  # in output_dir: the id of the infer run that wrote it (not committed)
+MARKER_FILE = lineage.PREDICTIONS_MARKER_FILE
 COMMIT_METADATA = {lineage.TAG_MODEL_NAME: "registered_model", lineage.TAG_MODEL_VERSION: "model_version",
                    lineage.TAG_MODEL_COMMIT: "model_commit"}  # model lineage tag -> predictions commit metadata key
 SHOWN_CLASS_NAMES = 6  # class names an error message lists before "..."

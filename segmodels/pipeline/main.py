@@ -22,7 +22,6 @@ from segmodels.config import flatten_config, load_config
 from segmodels.pipeline import StepError
 from segmodels.pipeline.cache import (cache_key, code_version, find_reusable, forced_steps, record_reuse,
                                       source_fingerprint)
-from segmodels.pipeline.infer import MARKER_FILE
 from segmodels.pipeline.params import CHAIN, LAUNCHER_PARAMS, step_overrides
 from segmodels.pipeline.report import log_report
 from segmodels.tracking import lineage
@@ -166,7 +165,7 @@ def outputs_still_stand(client: MlflowClient, entry_point: str, run: Run) -> boo
         except (KeyError, MlflowException):
             return False
     if entry_point == "infer":
-        marker = Path(tags.get("segmodels.output_dir", "")) / MARKER_FILE
+        marker = Path(tags.get("segmodels.output_dir", "")) / lineage.PREDICTIONS_MARKER_FILE
         origin = tags.get(lineage.TAG_REUSED_RUN, run.info.run_id)
         return marker.is_file() and marker.read_text().strip() == origin
     return True

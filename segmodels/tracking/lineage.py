@@ -29,6 +29,7 @@ TAG_DATA_URI = "lakefs.data_uri"
 TAG_MODEL_COMMIT = "lakefs.model_commit"
 TAG_MODEL_URI = "lakefs.model_uri"
 TAG_INPUT_MODEL_URI = "segmodels.model_uri"  # on an infer run: the model URI it predicted with
+PREDICTIONS_MARKER_FILE = ".segmodels-predictions"  # in an infer run's output folder: the id of the run
 TAG_PREDICTIONS_URI = "lakefs.predictions_uri"  # on an infer run: its committed predictions, pinned
 TAG_LOGGED_MODEL_ID = "segmodels.logged_model_id"  # the train run's MLflow logged model (external: files in lakeFS)
 TAG_MODEL_NAME = "segmodels.registered_model"
