@@ -134,7 +134,7 @@ def assert_identical_reproduction(client: MlflowClient, run_id: str, new: mlflow
     assert before == after  # bit for bit, every epoch
     assert new.info.status == "FINISHED"
     tags = new.data.tags
-    assert tags[reproduce.TAG_REPRODUCES] == run_id and tags[reproduce.TAG_REPRODUCED] == "exact"
+    assert tags[lineage.TAG_REPRODUCES] == run_id and tags[lineage.TAG_REPRODUCED] == "exact"
     assert tags[lineage.TAG_STEP] == "train"
     # the recorded commit's code ran, from a clean checkout of that commit, on the recorded data commit and config
     assert tags[lineage.TAG_GIT_COMMIT] == original.data.tags[lineage.TAG_GIT_COMMIT]
@@ -147,9 +147,9 @@ def assert_identical_reproduction(client: MlflowClient, run_id: str, new: mlflow
 
     parent = client.get_run(tags["mlflow.parentRunId"])
     assert parent.data.tags[lineage.TAG_STEP] == "reproduce" and parent.info.status == "FINISHED"
-    assert parent.data.tags[reproduce.TAG_REPRODUCES] == run_id
-    assert parent.data.tags[reproduce.TAG_REPRODUCTION_RUN] == new.info.run_id
-    assert parent.data.tags[reproduce.TAG_REPRODUCED] == "exact"
+    assert parent.data.tags[lineage.TAG_REPRODUCES] == run_id
+    assert parent.data.tags[lineage.TAG_REPRODUCTION_RUN] == new.info.run_id
+    assert parent.data.tags[lineage.TAG_REPRODUCED] == "exact"
     assert parent.data.metrics["max_abs_metric_diff"] == 0.0
     report = mlflow.artifacts.load_text(f"runs:/{parent.info.run_id}/{reproduce.REPORT_ARTIFACT}")
     assert "| `val_miou` | 2 | 0 | identical |" in report and "bit for bit" in report
@@ -255,12 +255,12 @@ def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(project, 
         run_step_cli("reproduce", ["--run_id", original, *overrides])
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("reproduced run")]
     reproduce_run = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
-                                       f"tags.`{reproduce.TAG_REPRODUCES}` = '{original}' and "
+                                       f"tags.`{lineage.TAG_REPRODUCES}` = '{original}' and "
                                        f"tags.`{lineage.TAG_STEP}` = 'reproduce'")[0]
-    new_id = reproduce_run.data.tags[reproduce.TAG_REPRODUCTION_RUN]
+    new_id = reproduce_run.data.tags[lineage.TAG_REPRODUCTION_RUN]
     assert reproduce_run.info.status == ("FAILED" if exit_code else "FINISHED")
-    assert reproduce_run.data.tags[reproduce.TAG_REPRODUCED] == outcome
-    assert client.get_run(new_id).data.tags[reproduce.TAG_REPRODUCED] == outcome
+    assert reproduce_run.data.tags[lineage.TAG_REPRODUCED] == outcome
+    assert client.get_run(new_id).data.tags[lineage.TAG_REPRODUCED] == outcome
     assert math.isclose(reproduce_run.data.metrics["max_abs_metric_diff"], 1e-6, rel_tol=1e-3)  # timings ignored
     if exit_code:
         assert line == (f"reproduced run {original} as {new_id}: per-epoch metrics differ (bit for bit): val_miou "

@@ -57,9 +57,6 @@ from segmodels.tracking import lineage
 
 log = logging.getLogger(__name__)
 
-TAG_REPRODUCES = "segmodels.reproduces"  # on the reproduction and on the reproduce run: the train run reproduced
-TAG_REPRODUCTION_RUN = "segmodels.reproduction_run_id"  # on the reproduce run: the new train run
-TAG_REPRODUCED = "segmodels.reproduced"  # on both: exact | within_tolerance | differs
 EXACT, WITHIN_TOLERANCE, DIFFERS = "exact", "within_tolerance", "differs"
 COMPARE_MODES = ("auto", "exact", "tolerance")
 CONFIG_ARTIFACT = "config/train.yaml"
@@ -149,13 +146,13 @@ def run(cfg: DictConfig) -> str:
     require_commit(root, recorded)
 
     with lineage.step_run("reproduce", cfg) as active:
-        mlflow.set_tag(TAG_REPRODUCES, recorded.run_id)
+        mlflow.set_tag(lineage.TAG_REPRODUCES, recorded.run_id)
         child = client.create_run(
             active.info.experiment_id, run_name=f"reproduce-{recorded.run.info.run_name or recorded.run_id[:8]}",
-            tags={TAG_REPRODUCES: recorded.run_id, "mlflow.parentRunId": active.info.run_id,
+            tags={lineage.TAG_REPRODUCES: recorded.run_id, "mlflow.parentRunId": active.info.run_id,
                   "mlflow.source.git.commit": recorded.commit})
         new_id = child.info.run_id
-        mlflow.set_tag(TAG_REPRODUCTION_RUN, new_id)
+        mlflow.set_tag(lineage.TAG_REPRODUCTION_RUN, new_id)
         log.info("reproducing train run %s as %s: commit %s, data %s", recorded.run_id, new_id,
                  recorded.commit[:12], recorded.data_uri)
         with checkout_of(root, recorded.commit) as folder:
@@ -169,8 +166,8 @@ def run(cfg: DictConfig) -> str:
         comparison = compare_runs(client, recorded.run, reproduction, cfg.ignore_metrics, mode,
                                   float(cfg.tolerance.rel), float(cfg.tolerance.abs))
         config_note = config_difference(recorded, new_id)
-        client.set_tag(new_id, TAG_REPRODUCED, comparison.outcome)
-        mlflow.set_tag(TAG_REPRODUCED, comparison.outcome)
+        client.set_tag(new_id, lineage.TAG_REPRODUCED, comparison.outcome)
+        mlflow.set_tag(lineage.TAG_REPRODUCED, comparison.outcome)
         mlflow.log_metric("max_abs_metric_diff", comparison.max_abs_diff)
         mlflow.log_text(report_markdown(recorded, new_id, comparison, config_note), REPORT_ARTIFACT)
         log.info("%s", config_note)
