@@ -97,6 +97,10 @@ def test_new_data_reruns_every_step_after_ingest(sandbox):
 def test_two_pipelines_at_once_on_one_repository_both_finish(tmp_path_factory):
     root = tmp_path_factory.mktemp("concurrent")
     chain = Chain(root)
+    # the store exists before both start: two processes creating one new sqlite store race in MLflow's own
+    # schema migration (alembic), whatever they run
+    mlflow.set_tracking_uri(chain.env["MLFLOW_TRACKING_URI"])
+    MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
     try:
         processes = []
         for name in ("alpha", "beta"):
@@ -110,7 +114,6 @@ def test_two_pipelines_at_once_on_one_repository_both_finish(tmp_path_factory):
                                               stderr=subprocess.STDOUT, text=True))
         outputs = [process.communicate(timeout=1500)[0] for process in processes]
         assert [process.returncode for process in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
-        mlflow.set_tracking_uri(chain.env["MLFLOW_TRACKING_URI"])
         client = MlflowClient()
         sdk = chain.lakefs_client()
         for name in ("alpha", "beta"):
