@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 
 from segmodels.data.sources import redact
 from segmodels.tracking import lineage
+from segmodels.tracking.models import first_line
 
 TAG_PARENT_RUN = "mlflow.parentRunId"
 PAGE = 1000  # results per search page; every search pages through all of them
@@ -48,7 +49,7 @@ def trace(query: str, client: MlflowClient | None = None) -> dict[str, Any]:
     try:
         return _Tracer(client or MlflowClient(), query).trace()
     except MlflowException as error:
-        raise LineageError(f"{query}: {_first_line(error.message)}") from None
+        raise LineageError(f"{query}: {first_line(error.message)}") from None
 
 
 def format_json(doc: dict[str, Any]) -> str:
@@ -632,7 +633,3 @@ def _time(millis: int | None) -> str | None:
 
 def _bool(text: str | None) -> bool | None:
     return None if text is None else text.lower() == "true"
-
-
-def _first_line(text: str) -> str:
-    return (str(text).strip().splitlines() or [""])[0]
