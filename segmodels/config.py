@@ -14,6 +14,9 @@ from omegaconf.errors import OmegaConfBaseException
 from segmodels.schemas import GROUP_SCHEMAS, STEP_SCHEMAS
 
 
+RECIPES_DIR = "experiment"  # conf/experiment/<step>/<recipe>.yaml
+
+
 class ConfigError(ValueError):
     """A configuration value or override that cannot be used."""
 
@@ -37,15 +40,26 @@ def register_schemas() -> None:
         store.store(name=f"{step}_schema", node=schema)
 
 
+def step_recipe_overrides(name: str, overrides: Iterable[str], config_dir: Path) -> list[str]:
+    """``overrides`` with ``experiment=<recipe>`` turned into ``experiment/<name>=<recipe>``: a recipe
+    (``conf/experiment/<step>/<recipe>.yaml``, lightning-hydra-template's experiment files) has one part per
+    step, because each step's config has its own groups (ingest's ``data``, train's ``model``...)."""
+    if not (config_dir / RECIPES_DIR / name).is_dir():
+        return list(overrides)
+    return [f"{RECIPES_DIR}/{name}={override.partition('=')[2]}" if override.partition("=")[0] == RECIPES_DIR
+            else override for override in overrides]
+
+
 def load_config(name: str, overrides: Iterable[str] = (), config_dir: Path | None = None) -> DictConfig:
-    """Compose ``conf/<name>.yaml`` with ``overrides``; raise :class:`ConfigError` with Hydra's reason."""
+    """Compose ``conf/<name>.yaml`` with ``overrides`` (``experiment=<recipe>`` selects the recipe's part for
+    this step: :func:`step_recipe_overrides`); raise :class:`ConfigError` with Hydra's reason."""
     config_dir = Path(config_dir or default_config_dir()).resolve()
     if not (config_dir / f"{name}.yaml").is_file():
         raise ConfigError(f"no config {name}.yaml in {config_dir}")
     register_schemas()
     try:
         with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-            cfg = compose(config_name=name, overrides=list(overrides))
+            cfg = compose(config_name=name, overrides=step_recipe_overrides(name, overrides, config_dir))
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as exc:
         raise ConfigError(f"config {name}: {one_line_reason(exc)}") from exc

@@ -54,6 +54,8 @@ class TrainerConfig:
     cudnn_benchmark: bool = MISSING
     deterministic: bool = MISSING
     grad_clip_norm: Optional[float] = MISSING
+    encoder_lr_scale: float = MISSING
+    freeze_encoder_epochs: int = MISSING
     device: str = MISSING
     monitor: str = MISSING
     monitor_mode: str = MISSING

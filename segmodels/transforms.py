@@ -1,13 +1,19 @@
 """Image+mask transforms on ``torchvision.transforms.v2``: the mask is a ``tv_tensors.Mask`` so geometric
-transforms move it with the image (nearest interpolation) and photometric ones leave it alone."""
+transforms move it with the image (nearest interpolation) and photometric ones leave it alone.
+
+Geometry respects the data: random crops keep the aspect ratio of ``image_size`` (up to ``ratio`` jitter), and
+evaluation resizes each image to fit ``image_size`` without distortion, pads it, and keeps the mask at the
+image's own resolution, where metrics are computed (:func:`logits_at_size` maps the logits back)."""
 from __future__ import annotations
 
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from omegaconf import ListConfig
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 from segmodels.config import ConfigError
 
@@ -22,6 +28,31 @@ def image_size_of(cfg) -> tuple[int, int]:
         return size[0], size[1]
     shown = list(size) if isinstance(size, ListConfig) else size
     raise ConfigError(f"transforms.image_size={shown!r}: expected a positive int or [height, width]")
+
+
+def fit_within(height: int, width: int, box: Sequence[int]) -> tuple[int, int]:
+    """The size of a ``height`` x ``width`` image scaled, keeping its aspect ratio, to fit the ``box``
+    ``(height, width)`` and touch two of its sides."""
+    scale = min(box[0] / height, box[1] / width)
+    return max(1, min(box[0], round(height * scale))), max(1, min(box[1], round(width * scale)))
+
+
+def letterbox(image: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
+    """``image`` [..., C, H, W] resized to :func:`fit_within` ``box`` and zero-padded bottom and right to ``box``."""
+    height, width = fit_within(image.shape[-2], image.shape[-1], box)
+    if (height, width) != tuple(image.shape[-2:]):
+        image = TF.resize(image, [height, width], antialias=True)
+    return F.pad(image, (0, box[1] - width, 0, box[0] - height))
+
+
+def logits_at_size(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Logits [C, h, w] of a :func:`letterbox`-ed image as logits [C, *size] of the original image: the padding
+    is cropped off and the rest resized bilinearly."""
+    height, width = fit_within(size[0], size[1], logits.shape[-2:])
+    logits = logits[:, :height, :width]
+    if (height, width) != tuple(size):
+        logits = F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+    return logits
 
 
 class RandomRot90(v2.Transform):
@@ -42,11 +73,26 @@ class RandomRot90(v2.Transform):
         return tv_tensors.wrap(torch.rot90(inpt, turns, dims=(-2, -1)), like=inpt)
 
 
+class LetterboxImage(v2.Transform):
+    """:func:`letterbox` for the image only: the mask keeps the original resolution for evaluation."""
+
+    def __init__(self, box: Sequence[int]):
+        super().__init__()
+        self.box = tuple(box)
+
+    def transform(self, inpt, params: dict):
+        if isinstance(inpt, tv_tensors.Image):
+            return tv_tensors.wrap(letterbox(inpt.as_subclass(torch.Tensor), self.box), like=inpt)
+        return inpt
+
+
 def _train_augmentations(cfg, size: tuple[int, int], ignore_index: int) -> list:
     if cfg.scale is None:
         steps: list = [v2.Resize(size, antialias=True)]
-    else:
-        steps = [v2.RandomResizedCrop(size, scale=tuple(cfg.scale), ratio=tuple(cfg.ratio), antialias=True)]
+    else:  # crop aspect ratios relative to the output's, so content is not stretched beyond the jitter
+        aspect = size[1] / size[0]
+        steps = [v2.RandomResizedCrop(size, scale=tuple(cfg.scale), ratio=(cfg.ratio[0] * aspect, cfg.ratio[1] * aspect),
+                                      antialias=True)]
     if cfg.hflip:
         steps.append(v2.RandomHorizontalFlip(cfg.hflip))
     if cfg.vflip:
@@ -62,18 +108,21 @@ def _train_augmentations(cfg, size: tuple[int, int], ignore_index: int) -> list:
 
 
 def build_transforms(cfg, train: bool, mean: Sequence[float], std: Sequence[float], ignore_index: int) -> v2.Compose:
-    """Train preset (random resized crop, flips, rotations, colour jitter as ``cfg.train`` says) or eval preset
-    (resize to ``cfg.image_size``), then float conversion and normalisation with the encoder's ``mean`` / ``std``.
-    ``cfg`` is the ``transforms`` config (:class:`segmodels.schemas.TransformsConfig`); pixels a rotation moves
-    in from outside the image get ``ignore_index`` in the mask.
+    """Train preset (random resized crop to ``cfg.image_size``, flips, rotations, colour jitter as ``cfg.train``
+    says) or eval preset (the image letterboxed into ``cfg.image_size``, the mask left at full resolution), then
+    float conversion and normalisation with the encoder's ``mean`` / ``std`` (so letterbox padding is the mean
+    colour). ``cfg`` is the ``transforms`` config (:class:`segmodels.schemas.TransformsConfig`); pixels a rotation
+    moves in from outside the image get ``ignore_index`` in the mask.
 
     The result is called as ``transforms(image, mask)`` with ``tv_tensors.Image`` uint8 [3,H,W] and
     ``tv_tensors.Mask`` int64 [H,W]; it returns a float32 image and the int64 mask.
     """
     size = image_size_of(cfg)
-    steps = _train_augmentations(cfg.train, size, ignore_index) if train else [v2.Resize(size, antialias=True)]
+    steps = _train_augmentations(cfg.train, size, ignore_index) if train else []
     steps += [
         v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
         v2.Normalize(mean=list(mean), std=list(std)),
     ]
+    if not train:
+        steps.append(LetterboxImage(size))
     return v2.Compose(steps)

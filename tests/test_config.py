@@ -22,8 +22,9 @@ SAMPLES = {
     "image_size": "32", "run_id": "0123abcd", "model_name": "m", "metric": "best_val_miou", "threshold": "0.5",
     "alias": "a", "model_uri": "models:/m@a", "split": "val", "output_dir": "out", "env_manager": "local",
     "nproc": "2", "force": "True", "parent_run_id": "feed1234", "interactive": "True", "commit_predictions": "True",
+    "experiment": "demo",
 }
-GROUP_CHOICES = {"model", "format"}  # pick a config group option rather than set a value
+GROUP_CHOICES = {"model", "format", "experiment"}  # pick a config group option rather than set a value
 
 
 def mlflow_command(entry_point: str, params: dict[str, str]) -> list[str]:
@@ -120,6 +121,27 @@ def test_main_hands_each_step_its_own_parameters():
                         ({"train.data_ref": "x"}, "filled in by main")]:
         with pytest.raises(ConfigError, match=reason):
             route_main_params(bad)
+
+
+def test_a_recipe_selects_each_steps_part():
+    """``experiment=<recipe>`` sets the data preset for ingest and model, transforms, loss, optimisation and
+    epochs for train; values given beside it still win."""
+    ingest = load_config("ingest", ["experiment=camvid"])
+    assert ingest.data.format == "folder" and "Unlabelled" in ingest.data.ignore_classes
+    assert load_config("ingest", ["experiment=isbi"]).data.mask_values == {255: 1}
+    train = load_config("train", ["experiment=camvid", "trainer.epochs=3"])
+    assert train.model.encoder_name == "mobilenetv2_100" and train.loss.class_weights == "auto"
+    assert list(train.transforms.image_size) == [240, 320] and train.transforms.train.vflip == 0
+    assert train.trainer.epochs == 3 and train.trainer.encoder_lr_scale < 1
+    demo = load_config("train", ["experiment=demo"])
+    assert demo.transforms.train.vflip > 0 and load_config("train").transforms.train.vflip == 0
+    with pytest.raises(ConfigError, match=r"experiment/train/nope.*available: camvid, demo, isbi, none"):
+        load_config("train", ["experiment=nope"])
+    for params in ({"experiment": "camvid"}, {"overrides": "experiment=camvid trainer.epochs=3"}):
+        _, per_step = route_main_params(params)
+        assert per_step["ingest"] == {"experiment": "camvid"}
+        assert load_config("ingest", step_overrides("ingest", [f"--{k}={v}" for k, v in per_step["ingest"].items()]
+                                                    )).data.format == "folder"
 
 
 def test_launcher_takes_nproc_wherever_mlflow_put_it():

@@ -80,7 +80,7 @@ def test_reingest_unchanged_makes_no_commit_and_a_change_uploads_only_it(lakefs,
     Image.fromarray(mask).save(mask_path)
     changed = ingest_into(lakefs, repo, source, tmp_path / "work")
     assert changed.changed and changed.commit_id != first.commit_id
-    assert changed.uploaded_files == 2  # that mask and the manifest listing its checksum
+    assert changed.uploaded_files == 3  # that mask, the manifest listing its checksum, dataset.yaml (class stats)
     assert lakefs.get_commit(repo, changed.commit_id).parents[0] == first.commit_id
 
 

@@ -82,7 +82,7 @@ def test_prepare_is_byte_stable_and_incremental(demo, tmp_path):
     assert changed.reused == 29
     after = tree_digest(changed.root)
     differing = {k for k in before if before[k] != after.get(k)}
-    assert {k.split("/")[-1] for k in differing} == {"demo_00004.png", "manifest.csv"}
+    assert {k.split("/")[-1] for k in differing} == {"demo_00004.png", "manifest.csv", "dataset.yaml"}  # its class stats
 
 
 def test_splits_are_seeded_and_stable_under_additions():

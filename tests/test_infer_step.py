@@ -12,7 +12,9 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
+from PIL import Image
 from mlflow.tracking import MlflowClient
 
 from segmodels.config import load_config
@@ -69,11 +71,16 @@ def tracking(tmp_path) -> MlflowClient:
 def data_uri(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, tracking) -> str:
     """A 12-image demo data set (train, val and test splits) committed to ``repo_name``; the step's
     ``connect()`` finds the embedded server through the LAKECTL_* variables."""
+    return ingest_demo(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, image_size=32)
+
+
+def ingest_demo(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, image_size: int) -> str:
+    """Ingest a 12-image demo data set of ``image_size`` pixels; its pinned URI."""
     monkeypatch.setenv(versioning_settings.ENV_ENDPOINT, lakefs_settings.endpoint)
     monkeypatch.setenv(versioning_settings.ENV_ACCESS_KEY_ID, lakefs_settings.access_key_id)
     monkeypatch.setenv(versioning_settings.ENV_SECRET_ACCESS_KEY, lakefs_settings.secret_access_key)
     lakefs.ensure_repository(repo_name, default_branch="main")
-    source = generate_demo_dataset(tmp_path / "source", num_images=12, image_size=32, seed=1)
+    source = generate_demo_dataset(tmp_path / "source", num_images=12, image_size=image_size, seed=1)
     cfg = load_config("ingest", ["data.val_fraction=0.25", "data.test_fraction=0.25"])
     result = ingest(lakefs, source, cfg.data, repo_name, cfg.lakefs.data_branch, cfg.lakefs.data_prefix,
                     on_error=cfg.on_error, split_seed=cfg.split_seed, work_dir=tmp_path / "work")
@@ -135,6 +142,34 @@ def test_same_number_of_classes_with_other_names_is_refused(renamed_model, data_
         run_infer(renamed_model, data_uri, out)
     assert "\n" not in str(info.value)
     assert not out.exists() and not any(tmp_path.glob(".predictions*"))
+
+
+def test_a_labelled_split_is_scored_at_full_resolution_per_class(demo_model, lakefs, lakefs_settings, repo_name,
+                                                                 tracking, tmp_path, monkeypatch):
+    """48x48 images through a 32x32 model: the logged mIoU, per-class IoU and confusion matrix are those of the
+    written full-size masks against the ground truth, computed here with numpy."""
+    uri = LakeFSUri.parse(ingest_demo(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, image_size=48))
+    out = run_infer(demo_model, str(uri), tmp_path / "predictions", split="test")
+    truths = lakefs.download_prefix(uri.repo, uri.ref, f"{uri.path}/masks/test/", tmp_path / "truth")
+    matrix = np.zeros((4, 4), np.int64)
+    for mask_path in sorted((out / "masks").glob("*.png")):
+        truth = np.asarray(Image.open(truths / mask_path.name))
+        predicted = np.asarray(Image.open(mask_path))
+        assert predicted.shape == truth.shape == (48, 48)
+        valid = truth != 255
+        np.add.at(matrix, (truth[valid].astype(int), predicted[valid].astype(int)), 1)
+    run = last_infer_run(tracking)
+    union = matrix.sum(0) + matrix.sum(1) - np.diag(matrix)
+    ious = {name: matrix[c, c] / union[c] for c, name in enumerate(DEMO_NAMES) if union[c]}
+    for name, iou in ious.items():
+        assert run.data.metrics[f"iou_{name}"] == pytest.approx(iou)
+    assert run.data.metrics["miou"] == pytest.approx(np.mean(list(ious.values())))
+    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="confusion_matrix.csv",
+                                                 dst_path=str(tmp_path / "artifacts-copy"))
+    with open(logged) as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][1:] == DEMO_NAMES and np.array_equal(np.array([r[1:] for r in rows[1:]], dtype=np.int64), matrix)
+    assert {"per_class_iou.json", "confusion_matrix.png"} <= {a.path for a in tracking.list_artifacts(run.info.run_id)}
 
 
 # -- 2. the output folder ----------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import torch
 from torchvision import tv_tensors
 
 from segmodels.config import ConfigError, load_config
-from segmodels.transforms import build_transforms, image_size_of
+from segmodels.transforms import build_transforms, fit_within, image_size_of, letterbox, logits_at_size
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -27,13 +27,53 @@ def sample():
     return tv_tensors.Image(image), tv_tensors.Mask(mask)
 
 
-def test_eval_preset_resizes_and_normalises():
-    t = build_transforms(transforms_config("image_size=[20,30]"), train=False, mean=MEAN, std=STD, ignore_index=255)
-    image, mask = t(*sample())
-    assert image.dtype == torch.float32 and image.shape == (3, 20, 30)
-    assert mask.dtype == torch.int64 and mask.shape == (20, 30)
-    assert set(mask.unique().tolist()) <= {0, 1, 2, 255}
-    assert image[1].min().item() == pytest.approx(-2.0)  # (0 - 0.5) / 0.25
+def test_eval_preset_letterboxes_the_image_and_keeps_the_mask_at_full_resolution():
+    t = build_transforms(transforms_config("image_size=[30,30]"), train=False, mean=MEAN, std=STD, ignore_index=255)
+    source_image, source_mask = sample()  # 40 x 60
+    image, mask = t(source_image, source_mask)
+    assert image.dtype == torch.float32 and image.shape == (3, 30, 30)
+    assert torch.equal(mask, source_mask)  # metrics are computed on the original mask
+    assert image[1, :20].min().item() == pytest.approx(-2.0)  # (0 - 0.5) / 0.25: content, 40x60 -> 20x30
+    assert torch.all(image[:, 20:] == 0)  # padding: the mean colour after normalisation
+
+
+@pytest.mark.parametrize("size, box", [((40, 60), (30, 30)), ((360, 480), (192, 256)), ((50, 20), (64, 64)),
+                                       ((64, 64), (64, 64))])
+def test_letterbox_and_logits_at_size_round_trip(size, box):
+    """Letterboxing keeps the aspect ratio; mapping its output back crops the padding and restores the size."""
+    height, width = fit_within(*size, box)
+    assert height <= box[0] and width <= box[1] and (height == box[0] or width == box[1])
+    assert abs(height / width - size[0] / size[1]) < 0.05
+    image = torch.rand(3, *size)
+    boxed = letterbox(image, box)
+    assert boxed.shape == (3, *box) and torch.all(boxed[:, height:] == 0) and torch.all(boxed[:, :, width:] == 0)
+    classes = torch.zeros(2, *size)
+    classes[1, :, : size[1] // 2] = 1  # left half class 1, right half class 0
+    classes[0] = 1 - classes[1]
+    restored = logits_at_size(letterbox(classes, box), size)
+    assert restored.shape == (2, *size)
+    assert (restored.argmax(0) == classes.argmax(0)).float().mean() > 0.95
+
+
+def test_train_crops_keep_the_aspect_ratio_of_image_size():
+    """A wide output takes wide crops: a circle stays a circle (ratio jitter 1.0), not an ellipse."""
+    cfg = transforms_config("image_size=[30,60]", "train.scale=[0.5,1.0]", "train.ratio=[1.0,1.0]",
+                            "train.hflip=0", "train.vflip=0", "train.color_jitter=0")
+    t = build_transforms(cfg, train=True, mean=(0, 0, 0), std=(1, 1, 1), ignore_index=255)
+    yy, xx = torch.meshgrid(torch.arange(200), torch.arange(400), indexing="ij")
+    disc = ((yy - 100) ** 2 + (xx - 200) ** 2 < 40 ** 2).long()
+    torch.manual_seed(0)
+    for _ in range(5):
+        _, mask = t(tv_tensors.Image(torch.zeros(3, 200, 400, dtype=torch.uint8)), tv_tensors.Mask(disc))
+        rows, cols = torch.nonzero(mask, as_tuple=True)
+        if len(rows) and rows.min() > 0 and cols.min() > 0 and rows.max() < 29 and cols.max() < 59:
+            extent_h, extent_w = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+            assert abs(extent_h - extent_w) <= 2
+
+
+def test_shipped_defaults_do_not_turn_images_upside_down():
+    cfg = transforms_config()
+    assert cfg.train.vflip == 0 and cfg.train.rot90 == 0
 
 
 def test_train_preset_keeps_image_and_mask_aligned():

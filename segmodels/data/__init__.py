@@ -1,6 +1,7 @@
 """Data: source formats, validation, the normalised layout and the torch Dataset (reading and writing local files;
 putting data sets into lakeFS is `segmodels.dataset_store`)."""
 
+from segmodels.data.balance import median_frequency_weights
 from segmodels.data.classes import ClassSpec
 from segmodels.data.demo import generate_demo_dataset
 from segmodels.data.errors import DataValidationError, Issue, ValidationReport
@@ -8,7 +9,7 @@ from segmodels.data.formats import create_reader, detect_format, list_formats, r
 from segmodels.data.info import DatasetInfo, load_dataset_info
 from segmodels.data.layout import Layout
 from segmodels.data.prepare import PreparedDataset, prepare_dataset
-from segmodels.data.stats import DatasetStats
+from segmodels.data.stats import ClassStats, DatasetStats
 
 
 def __getattr__(name: str):
@@ -22,6 +23,7 @@ def __getattr__(name: str):
 
 __all__ = [
     "ClassSpec",
+    "ClassStats",
     "DataValidationError",
     "DatasetInfo",
     "DatasetStats",
@@ -34,6 +36,7 @@ __all__ = [
     "detect_format",
     "generate_demo_dataset",
     "list_formats",
+    "median_frequency_weights",
     "load_dataset_info",
     "prepare_dataset",
     "register_format",

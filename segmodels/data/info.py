@@ -1,4 +1,4 @@
-"""`dataset.yaml`: the description of a normalised data set (classes, ignore index, split counts)."""
+"""`dataset.yaml`: the description of a normalised data set (classes, ignore index, split counts, class statistics)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import yaml
 from segmodels.data.classes import ClassSpec, parse_classes
 from segmodels.data.errors import DataValidationError
 from segmodels.data.layout import SPLITS, Layout
+from segmodels.data.stats import CLASS_STATS_KEY, ClassStats
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class DatasetInfo:
     classes: tuple[ClassSpec, ...]
     ignore_index: int
     splits: dict[str, int]  # images per split
-    extra: dict = field(default_factory=dict)  # further keys, kept as written (e.g. source_format)
+    extra: dict = field(default_factory=dict)  # further keys, kept as written (e.g. source_format, class_stats)
 
     @property
     def num_classes(self) -> int:
@@ -35,6 +36,20 @@ class DatasetInfo:
     def colors(self) -> list[tuple[int, int, int]]:
         by_id = {spec.id: spec.color for spec in self.classes}
         return [by_id.get(i, (0, 0, 0)) for i in range(self.num_classes)]
+
+    @property
+    def class_stats(self) -> dict[str, ClassStats] | None:
+        """Per split (train, val, test) class statistics (see `segmodels.data.stats`), or None when `dataset.yaml`
+        has none (ingested by an older segmodels); DataValidationError when they are malformed."""
+        document = self.extra.get(CLASS_STATS_KEY)
+        if document is None:
+            return None
+        if not isinstance(document, dict):
+            raise DataValidationError(f"dataset.yaml `{CLASS_STATS_KEY}`: not a mapping of split to statistics")
+        return {
+            str(split): ClassStats.from_dict(value, self.num_classes, f"dataset.yaml `{CLASS_STATS_KEY}.{split}`")
+            for split, value in document.items()
+        }
 
     def to_dict(self) -> dict:
         """The `dataset.yaml` document (stable key order)."""

@@ -26,7 +26,7 @@ from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
 from segmodels.data.shapes import AnnotationError
 from segmodels.data.sources import redact, resolve_source
 from segmodels.data.splits import assign_splits
-from segmodels.data.stats import DatasetStats
+from segmodels.data.stats import CLASS_STATS_KEY, DatasetStats
 from segmodels.data.writer import LayoutWriter
 from segmodels.schemas import DataConfig
 
@@ -267,12 +267,13 @@ def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, f
     if declared is None:  # inferred from the ids present in the masks
         present = [i for i in range(255) if stats.pixels[i] and i != ignore_index]
         declared = [ClassSpec(i, f"class_{i}", voc_color(i)) for i in range(max(present, default=0) + 1)]
+    num_classes = max(spec.id for spec in declared) + 1
     return DatasetInfo(
         name=name,
         classes=tuple(declared),
         ignore_index=int(ignore_index),
         splits={split: stats.split_images.get(split, 0) for split in SPLITS},
-        extra={"source_format": format_name},
+        extra={"source_format": format_name, CLASS_STATS_KEY: stats.class_stats(num_classes, int(ignore_index))},
     )
 
 

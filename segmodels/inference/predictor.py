@@ -5,11 +5,11 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from segmodels.models import ModelSpec
+from segmodels.transforms import letterbox, logits_at_size
 
 
 def to_image_tensor(image) -> torch.Tensor:
@@ -41,31 +41,28 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
             device: torch.device | str | None = None) -> list[np.ndarray]:
     """Class-id masks (uint8 when the classes fit, else int64), one per input image and at its size.
 
-    Each image is resized to ``spec.image_size`` and normalised with ``spec.mean`` / ``spec.std``;
-    logits are resized back bilinearly before the arg-max. Mixed precision and channels_last on CUDA.
+    Each image is normalised with ``spec.mean`` / ``spec.std`` and letterboxed into ``spec.image_size`` (resized
+    without distortion, padded with the mean colour), as validation does in training; the logits are cropped
+    and resized back bilinearly to the image's size before the arg-max. Mixed precision and channels_last on CUDA.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
     on_cuda = device.type == "cuda"
-    scale = 1 / (255 * torch.tensor(spec.std, device=device).view(1, 3, 1, 1))
-    shift = -torch.tensor(spec.mean, device=device).view(1, 3, 1, 1) / torch.tensor(spec.std, device=device).view(1, 3, 1, 1)
-    size = list(spec.image_size)
+    box = list(spec.image_size)
     label_dtype = torch.uint8 if spec.num_classes <= 256 else torch.int64
     tensors = [to_image_tensor(image) for image in images]
     masks: list[np.ndarray] = []
     for chunk in _batches(tensors, batch_size):
-        resized = [list(t.shape[-2:]) != size for t in chunk]
-        batch = torch.stack([TF.resize(t, size, antialias=True) if r else t for t, r in zip(chunk, resized)])
-        batch = torch.addcmul(shift, batch.to(device, non_blocking=True).float(), scale)
+        batch = torch.stack([letterbox(TF.normalize(TF.to_dtype(t.to(device, non_blocking=True), torch.float32,
+                                                                 scale=True), list(spec.mean), list(spec.std)), box)
+                             for t in chunk])
         if on_cuda:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
             logits = model(batch)
-        if not any(resized):  # one arg-max for the whole batch
+        if all(list(t.shape[-2:]) == box for t in chunk):  # one arg-max for the whole batch
             masks.extend(logits.argmax(dim=1).to(label_dtype).cpu().numpy())
             continue
-        for t, logit, r in zip(chunk, logits, resized):
-            if r:
-                logit = F.interpolate(logit[None].float(), size=t.shape[-2:], mode="bilinear", align_corners=False)[0]
-            masks.append(logit.argmax(dim=0).to(label_dtype).cpu().numpy())
+        for t, logit in zip(chunk, logits):
+            masks.append(logits_at_size(logit, t.shape[-2:]).argmax(dim=0).to(label_dtype).cpu().numpy())
     return masks

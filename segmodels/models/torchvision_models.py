@@ -22,6 +22,11 @@ class TorchvisionSegmentation(nn.Module):
         self.model = model
         self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
 
+    @property
+    def encoder(self) -> nn.Module:
+        """The backbone (what ``trainer.encoder_lr_scale`` and ``trainer.freeze_encoder_epochs`` act on)."""
+        return self.model.backbone
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)["out"]
 

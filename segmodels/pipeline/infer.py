@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import os
 import shutil
 import uuid
@@ -34,6 +35,8 @@ from segmodels.pipeline.interactive import INSTEAD, choose, timestamp
 from segmodels.pipeline.refs import pin_data_ref
 from segmodels.tracking import lineage
 from segmodels.tracking.lineage import short_commit
+from segmodels.tracking.training import log_class_report
+from segmodels.training.engine import class_iou_key
 from segmodels.tracking.models import (load_segmentation_model, model_lineage, pinned_model_uri,
                                        registered_versions)
 from segmodels.versioning import LakeFS, LakeFSUri, connect
@@ -215,6 +218,19 @@ def write_prediction(path: Path, image: np.ndarray, mask: np.ndarray, layout: La
     return row
 
 
+def log_scores(total: ConfusionMatrix, class_names: list[str]) -> None:
+    """Log the scores of the labelled images at their full resolution: ``miou``, ``pixel_accuracy``,
+    ``mean_accuracy``, ``dice``, one ``iou_<class>`` per class, the per-class table and the confusion matrix."""
+    summary = total.compute()
+    ious = summary["iou_per_class"]
+    mlflow.log_metrics({key: summary[key] for key in ("miou", "pixel_accuracy", "mean_accuracy", "dice")})
+    mlflow.log_metrics({class_iou_key(name, prefix=""): iou for name, iou in zip(class_names, ious)
+                        if not math.isnan(iou)})
+    log_class_report(list(class_names), ious, total.matrix.cpu().numpy())
+    log.info("mIoU %.4f at full resolution; per class: %s", summary["miou"],
+             ", ".join(f"{name} {iou:.3f}" for name, iou in zip(class_names, ious)))
+
+
 def write_metrics(out: Path, rows: list[dict]) -> Path:
     """``metrics.csv``: one row per image."""
     path = out / METRICS_FILE
@@ -267,9 +283,7 @@ def run(cfg: DictConfig) -> Path:
             mlflow.log_artifact(str(write_metrics(staging, rows)))
             mlflow.log_metric("num_images", len(rows))
             if any("miou" in row for row in rows):
-                summary = total.compute()
-                mlflow.log_metrics({"miou": summary["miou"], "pixel_accuracy": summary["pixel_accuracy"]})
-                log.info("mIoU %.4f on %d images", summary["miou"], len(rows))
+                log_scores(total, info.class_names)
             if cfg.commit_predictions:
                 commit, _ = lineage.git_commit()
                 metadata = {"model_uri": model_uri, "data_commit": data.ref, "data_uri": str(data),

@@ -28,8 +28,9 @@ LAUNCHER_PARAMS = {"train": ("nproc",)}  # read by segmodels.training.launch bef
 
 STEP_PARAMS: dict[str, dict[str, str]] = {
     "ingest": {"source": "source", "repo": "lakefs.repo", "branch": "lakefs.data_branch", "format": "data",
-               "on_error": "on_error"},
-    "train": {"data_ref": "data_ref", "repo": "lakefs.repo", "model": "model", "lr": "optimizer.lr",
+               "on_error": "on_error", "experiment": "experiment"},
+    "train": {"data_ref": "data_ref", "repo": "lakefs.repo", "experiment": "experiment", "model": "model",
+              "lr": "optimizer.lr",
               "epochs": "trainer.epochs", "batch_size": "trainer.batch_size", "image_size": "transforms.image_size"},
     "register": {"run_id": "run_id", "model_name": "model_name", "metric": "metric", "threshold": "threshold",
                  "alias": "alias", "force": "force", "parent_run_id": "parent_run_id", "interactive": "interactive"},
@@ -151,6 +152,9 @@ def route_main_params(params: Mapping[str, str]) -> tuple[dict[str, str], dict[s
             continue
         elif name == FREE_OVERRIDES:
             targets = [MAIN_FREE_OVERRIDES_STEP]
+            recipe = recipe_in(value)
+            if recipe is not None and "ingest.experiment" not in params:  # a recipe has a part for ingest too
+                per_step["ingest"].setdefault("experiment", recipe)
         else:
             targets = [s for s in CHAIN if name in STEP_PARAMS[s] or name in LAUNCHER_PARAMS.get(s, ())]
         if not targets:
@@ -164,6 +168,12 @@ def route_main_params(params: Mapping[str, str]) -> tuple[dict[str, str], dict[s
                 continue
             per_step[step][name] = value
     return own, per_step
+
+
+def recipe_in(overrides: str) -> str | None:
+    """The recipe an ``experiment=<name>`` word of free ``overrides`` selects, if any."""
+    words = [word.partition("=") for word in free_overrides(overrides)]
+    return next((value for key, _, value in words if key == "experiment"), None)
 
 
 def main_overrides(params: Mapping[str, str]) -> list[str]:

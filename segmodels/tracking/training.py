@@ -74,7 +74,8 @@ def sample_panel(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], color
 class MLflowTrainingLogger(Callback):
     """Training callback logging into the active MLflow run (main process only).
 
-    Per epoch: every numeric metric (step = epoch, ``lr`` included) and, every ``image_every`` epochs, one
+    At the start: the class weights ``loss.class_weights=auto`` resolved to (param
+    ``loss.class_weights_resolved`` and ``class_weights.json``). Per epoch: every numeric metric (step = epoch, ``lr`` included) and, every ``image_every`` epochs, one
     image of ``num_samples`` validation samples (image | target overlay | prediction overlay) as
     ``val_predictions`` via ``mlflow.log_image``. At the end: ``best_*`` metrics, the per-class IoU table
     ``per_class_iou.json`` and ``confusion_matrix.png`` of the best epoch.
@@ -82,6 +83,13 @@ class MLflowTrainingLogger(Callback):
 
     def __init__(self, num_samples: int = 4, image_every: int = 1):
         self.num_samples, self.image_every = num_samples, image_every
+
+    def on_fit_start(self, state: TrainState) -> None:
+        if state.class_weights is not None:
+            weights = {name: round(w, 6) for name, w in zip(state.spec.class_names, state.class_weights)}
+            mlflow.log_param("loss.class_weights_resolved", ", ".join(f"{w:.4g}" for w in weights.values()))
+            mlflow.log_dict({"method": "median_frequency", "split": "train", "weights": weights},
+                            "class_weights.json")
 
     def on_epoch_end(self, state: TrainState, metrics: dict) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=state.epoch)
@@ -93,11 +101,22 @@ class MLflowTrainingLogger(Callback):
         mlflow.log_metrics({f"best_{k}": float(v) for k, v in result.best_metrics.items()})
         names = state.spec.class_names
         ious = [result.best_metrics.get(class_iou_key(n)) for n in names]
-        mlflow.log_table(pd.DataFrame({"class_id": range(len(names)), "class": names, "iou": ious}),
-                         artifact_file="per_class_iou.json")
-        if state.best_confusion is not None:
-            import matplotlib.pyplot as plt
+        matrix = state.best_confusion.numpy() if state.best_confusion is not None else None
+        log_class_report(names, ious, matrix)
 
-            figure = confusion_figure(state.best_confusion.numpy(), names)
-            mlflow.log_figure(figure, "confusion_matrix.png")
-            plt.close(figure)
+
+def log_class_report(class_names: list[str], ious: list, matrix: np.ndarray | None) -> None:
+    """Log into the active run the per-class IoU table ``per_class_iou.json`` and, when given, the confusion
+    matrix (rows: target, columns: prediction) as ``confusion_matrix.csv`` (pixel counts) and ``.png``
+    (row-normalised)."""
+    mlflow.log_table(pd.DataFrame({"class_id": range(len(class_names)), "class": class_names, "iou": ious}),
+                     artifact_file="per_class_iou.json")
+    if matrix is None:
+        return
+    import matplotlib.pyplot as plt
+
+    counts = pd.DataFrame(np.asarray(matrix, dtype=np.int64), index=class_names, columns=class_names)
+    mlflow.log_text(counts.to_csv(index_label="target \\ predicted"), "confusion_matrix.csv")
+    figure = confusion_figure(matrix, class_names)
+    mlflow.log_figure(figure, "confusion_matrix.png")
+    plt.close(figure)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import random
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +15,14 @@ import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
 
 from segmodels.config import ConfigError
-from segmodels.data import DatasetInfo, SegmentationDataset, load_dataset_info
+from segmodels.data import DatasetInfo, SegmentationDataset, load_dataset_info, median_frequency_weights
 from segmodels.metrics import ConfusionMatrix
 from segmodels.models import ModelSpec
 from segmodels.transforms import build_transforms, image_size_of
@@ -101,29 +102,81 @@ def build_loaders(cfg: DictConfig, data_root: Path, info: DatasetInfo, spec: Mod
                            len(train_sampler) > tcfg.batch_size, tcfg, context.device)
     val_indices = list(range(context.rank, len(val_set), context.world_size))
     val_batch_size = tcfg.batch_size if tcfg.val_batch_size is None else tcfg.val_batch_size
-    val_loader = _loader(val_set, val_indices, val_batch_size, False, tcfg, context.device)
+    val_loader = _loader(val_set, val_indices, val_batch_size, False, tcfg, context.device,
+                         collate_fn=partial(collate_full_resolution, ignore_index=info.ignore_index))
     return train_loader, val_loader
 
 
-def _loader(dataset, sampler, batch_size: int, drop_last: bool, tcfg: DictConfig, device: torch.device) -> DataLoader:
+def collate_full_resolution(batch: list, ignore_index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(images [N,3,H,W], masks [N,Hmax,Wmax], sizes [N,2])`` from ``(image, mask)`` pairs whose masks may
+    differ in size: masks padded bottom and right with ``ignore_index``, ``sizes`` their own (height, width)."""
+    images = torch.stack([image for image, _ in batch])
+    sizes = torch.tensor([list(mask.shape[-2:]) for _, mask in batch], dtype=torch.int64)
+    height, width = sizes.max(dim=0).values.tolist()
+    masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
+    for index, (_, mask) in enumerate(batch):
+        masks[index, :mask.shape[-2], :mask.shape[-1]] = mask
+    return images, masks, sizes
+
+
+def _loader(dataset, sampler, batch_size: int, drop_last: bool, tcfg: DictConfig, device: torch.device,
+            collate_fn=None) -> DataLoader:
     workers = resolve_num_workers(tcfg.num_workers)
     worker_options = {}
     if workers > 0:
         worker_options = {"persistent_workers": tcfg.persistent_workers, "prefetch_factor": tcfg.prefetch_factor}
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       pin_memory=auto_flag("pin_memory", tcfg.pin_memory, device.type == "cuda"),
-                      drop_last=drop_last, **worker_options)
+                      drop_last=drop_last, collate_fn=collate_fn, **worker_options)
 
 
-def build_optimizer(cfg: DictConfig, model: nn.Module) -> Optimizer:
+def model_encoder(model: nn.Module, tcfg: DictConfig) -> nn.Module | None:
+    """The model's ``encoder`` when ``trainer.encoder_lr_scale`` or ``trainer.freeze_encoder_epochs`` act on it
+    (None when neither is set); a model without one is a ConfigError."""
+    if tcfg.encoder_lr_scale == 1.0 and tcfg.freeze_encoder_epochs == 0:
+        return None
+    if tcfg.encoder_lr_scale < 0 or tcfg.freeze_encoder_epochs < 0:
+        raise ConfigError(f"trainer.encoder_lr_scale={tcfg.encoder_lr_scale}, trainer.freeze_encoder_epochs="
+                          f"{tcfg.freeze_encoder_epochs}: expected values >= 0")
+    encoder = getattr(model, "encoder", None)
+    if not isinstance(encoder, nn.Module):
+        raise ConfigError(f"trainer.encoder_lr_scale / freeze_encoder_epochs: model {type(model).__name__} has no "
+                          f"encoder to act on")
+    return encoder
+
+
+def resolve_class_weights(loss_cfg: DictConfig, info: DatasetInfo) -> tuple[DictConfig, list[float] | None]:
+    """``loss_cfg`` with every ``class_weights: auto`` (its own or a combo member's) replaced by the median-frequency
+    weights of the data set's train split (:func:`segmodels.data.median_frequency_weights`), and those weights
+    (None when nothing asked for them)."""
+    resolved = OmegaConf.to_container(loss_cfg, resolve=True)
+    nodes = [resolved, *(member for member in resolved.get("losses") or () if isinstance(member, dict))]
+    auto = [node for node in nodes if node.get("class_weights") == "auto"]
+    if not auto:
+        return loss_cfg, None
+    weights = median_frequency_weights(info)
+    for node in auto:
+        node["class_weights"] = weights
+    return OmegaConf.create(resolved), weights
+
+
+def build_optimizer(cfg: DictConfig, model: nn.Module, encoder: nn.Module | None = None) -> Optimizer:
     """The optimizer of ``cfg.optimizer`` over ``model``'s parameters, without weight decay for norms and
-    biases (1-D tensors)."""
-    decay, no_decay = [], []
+    biases (1-D tensors); ``encoder``'s parameters (when given) at ``optimizer.lr x trainer.encoder_lr_scale``."""
+    in_encoder = {id(param) for param in encoder.parameters()} if encoder is not None else set()
+    groups: dict[tuple[bool, bool], list] = {}
     for param in model.parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return instantiate_group("optimizer", cfg.optimizer, params=groups)
+            groups.setdefault((id(param) in in_encoder, param.ndim <= 1), []).append(param)
+    param_groups = []
+    for (encoder_param, no_decay), params in sorted(groups.items()):
+        group: dict = {"params": params}
+        if no_decay:
+            group["weight_decay"] = 0.0
+        if encoder_param:
+            group["lr"] = cfg.optimizer.lr * cfg.trainer.encoder_lr_scale
+        param_groups.append(group)
+    return instantiate_group("optimizer", cfg.optimizer, params=param_groups)
 
 
 def build_scheduler(cfg: DictConfig, optimizer: Optimizer, steps_per_epoch: int) -> LRScheduler:
@@ -166,15 +219,19 @@ def build_state(cfg: DictConfig, data_root: Path, work_dir: Path, context: DistC
     channels_last = auto_flag("channels_last", tcfg.channels_last, on_cuda)
 
     info = load_dataset_info(data_root)
+    loss_cfg, class_weights = resolve_class_weights(cfg.loss, info)
     model, spec = build_model(cfg, info)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     train_loader, val_loader = build_loaders(cfg, data_root, info, spec, context)
-    optimizer = build_optimizer(cfg, model)
+    encoder = model_encoder(model, tcfg)
+    optimizer = build_optimizer(cfg, model, encoder)
     steps_per_epoch = math.ceil(len(train_loader) / tcfg.accumulate_grad_batches)
     return TrainState(
         cfg=cfg, data_root=data_root, work_dir=work_dir, dist=context,
-        model=model, train_model=wrap_for_training(model, context), spec=spec,
-        criterion=instantiate_group("loss", cfg.loss, ignore_index=info.ignore_index).to(device),
+        model=model, train_model=wrap_for_training(model, context, tcfg.freeze_encoder_epochs > 0), spec=spec,
+        encoder=encoder,
+        criterion=instantiate_group("loss", loss_cfg, ignore_index=info.ignore_index).to(device),
+        class_weights=class_weights,
         optimizer=optimizer, scheduler=build_scheduler(cfg, optimizer, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=amp.enabled and amp.dtype == torch.float16),
         train_loader=train_loader, val_loader=val_loader, amp=amp, channels_last=channels_last,

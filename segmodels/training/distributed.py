@@ -95,11 +95,13 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def wrap_for_training(model: nn.Module, context: DistContext) -> nn.Module:
-    """``DistributedDataParallel(model)`` with several processes (gradients averaged over them), else ``model``."""
+def wrap_for_training(model: nn.Module, context: DistContext, find_unused_parameters: bool = False) -> nn.Module:
+    """``DistributedDataParallel(model)`` with several processes (gradients averaged over them), else ``model``.
+    ``find_unused_parameters``: some parameters get no gradient in some steps (a frozen encoder)."""
     if not context.distributed:
         return model
-    return DistributedDataParallel(model, device_ids=[context.device.index] if context.device.type == "cuda" else None)
+    return DistributedDataParallel(model, device_ids=[context.device.index] if context.device.type == "cuda" else None,
+                                   find_unused_parameters=find_unused_parameters)
 
 
 def callbacks_for_rank(callbacks: Sequence[Callback], context: DistContext) -> list[Callback]:

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from segmodels.metrics import ConfusionMatrix
+from segmodels.transforms import logits_at_size
 
 from .distributed import all_reduce_sum, world_size
 
@@ -34,9 +35,9 @@ class MixedPrecision:
         return torch.autocast(device.type, dtype=self.dtype, enabled=self.enabled)
 
 
-def class_iou_key(class_name: str) -> str:
-    """Metric name of a class's validation IoU (characters MLflow rejects become ``_``)."""
-    return "val_iou_" + re.sub(r"[^0-9A-Za-z_\-. /]", "_", class_name)
+def class_iou_key(class_name: str, prefix: str = "val_") -> str:
+    """Metric name of a class's IoU, ``val_iou_<class>`` by default (characters MLflow rejects become ``_``)."""
+    return f"{prefix}iou_" + re.sub(r"[^0-9A-Za-z_\-. /]", "_", class_name)
 
 
 def _to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device, channels_last: bool):
@@ -55,16 +56,19 @@ def _sum_over_processes(loss_sum: torch.Tensor, images: int) -> tuple[float, flo
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
                     scaler: torch.amp.GradScaler, loader: DataLoader, device: torch.device, amp: MixedPrecision,
                     channels_last: bool, accumulate_grad_batches: int, grad_clip_norm: float | None,
-                    progress_label: str | None) -> dict:
+                    progress_label: str | None, frozen: nn.Module | None = None) -> dict:
     """One pass over ``loader``; the optimizer and the per-step ``scheduler`` step once per
     ``accumulate_grad_batches`` batches (and after the last batch). ``model`` may be DDP-wrapped: gradients
     are then synchronised on optimizer steps only. ``progress_label`` names the progress bar (shown on
-    terminals only); None hides it. ``grad_clip_norm``: None (or 0) clips nothing.
+    terminals only); None hides it. ``grad_clip_norm``: None (or 0) clips nothing. ``frozen`` (a submodule,
+    e.g. a pretrained encoder) is neither updated nor changes its BatchNorm statistics this epoch.
 
     Returns ``train_loss`` (mean over images and processes), ``lr`` (at the epoch's start),
     ``train_images_per_s`` (all processes) and ``train_time_s``.
     """
     model.train()
+    if frozen is not None:
+        frozen.eval()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     seen = 0
     lr = optimizer.param_groups[0]["lr"]
@@ -106,20 +110,32 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer
 @torch.inference_mode()
 def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, device: torch.device, amp: MixedPrecision,
              channels_last: bool, confusion: ConfusionMatrix, class_names: Sequence[str]) -> dict:
-    """Loss and confusion-matrix metrics over ``loader`` (summed over processes). ``confusion`` is reset, then
-    holds this pass's matrix. Returns ``val_loss``, ``val_miou``, ``val_dice``, ``val_pixel_accuracy``,
-    ``val_mean_accuracy`` and one ``val_iou_<class>`` per class."""
+    """Loss and confusion-matrix metrics over ``loader`` at each image's own resolution (summed over processes).
+
+    ``loader`` yields ``(images, masks, sizes)`` as :func:`~segmodels.training.builder.collate_full_resolution`
+    makes them: letterboxed images, full-resolution masks padded to the batch's largest and each mask's size.
+    The logits of each image are cropped and resized back to its mask (:func:`segmodels.transforms.logits_at_size`)
+    before the loss and the confusion matrix see them. ``confusion`` is reset, then holds this pass's matrix.
+    Returns ``val_loss``, ``val_miou``, ``val_dice``, ``val_pixel_accuracy``, ``val_mean_accuracy`` and one
+    ``val_iou_<class>`` per class."""
     model.eval()
     confusion.reset()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     seen = 0
-    for images, masks in loader:
+    for images, masks, sizes in loader:
         images, masks = _to_device(images, masks, device, channels_last)
         with amp.autocast(device):
             logits = model(images)
+        if all(tuple(size) == tuple(logits.shape[-2:]) for size in sizes.tolist()):  # one pass for the batch
             loss_sum += criterion(logits, masks).double() * images.shape[0]
+            confusion.update(logits.argmax(dim=1), masks)
+        else:
+            for logit, mask, (height, width) in zip(logits, masks, sizes.tolist()):
+                logit = logits_at_size(logit, (height, width))[None]
+                mask = mask[None, :height, :width]
+                loss_sum += criterion(logit, mask).double()
+                confusion.update(logit.argmax(dim=1), mask)
         seen += images.shape[0]
-        confusion.update(logits.argmax(dim=1), masks)
     confusion.all_reduce()
     total_loss, total_images = _sum_over_processes(loss_sum, seen)
     scores = confusion.compute()

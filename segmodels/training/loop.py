@@ -85,12 +85,16 @@ def run_epoch(state: TrainState) -> dict:
     tcfg = state.cfg.trainer
     state.train_loader.sampler.set_epoch(state.epoch)
     show_bar = tcfg.progress_bar and state.dist.is_main
+    frozen = state.encoder if state.epoch < tcfg.freeze_encoder_epochs else None
+    if state.encoder is not None:
+        state.encoder.requires_grad_(frozen is None)
     metrics = {
         "epoch": state.epoch,
         **train_one_epoch(state.train_model, state.criterion, state.optimizer, state.scheduler, state.scaler,
                           state.train_loader, state.device, state.amp, state.channels_last,
                           tcfg.accumulate_grad_batches, tcfg.grad_clip_norm,
-                          progress_label=f"epoch {state.epoch + 1}/{state.epochs}" if show_bar else None),
+                          progress_label=f"epoch {state.epoch + 1}/{state.epochs}" if show_bar else None,
+                          frozen=frozen),
         **evaluate(state.model, state.criterion, state.val_loader, state.device, state.amp, state.channels_last,
                    state.confusion, state.spec.class_names),
     }

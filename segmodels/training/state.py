@@ -101,6 +101,8 @@ class TrainState:
     monitor: Monitor
     epochs: int
     steps_per_epoch: int
+    class_weights: list[float] | None = None  # the loss's resolved class_weights=auto, when asked for
+    encoder: nn.Module | None = None  # what trainer.encoder_lr_scale / freeze_encoder_epochs act on, when set
     epoch: int = -1
     history: list[dict] = field(default_factory=list)
     best_confusion: torch.Tensor | None = None

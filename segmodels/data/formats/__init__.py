@@ -52,7 +52,8 @@ def detect_format(root: Path, **options) -> str:
         if set(options) <= accepted_options(reader) and reader.detect(Path(root), **preset_options(name), **options):
             return name
     raise DataValidationError(
-        f"{root}: cannot detect the annotation format (looked for {', '.join(DETECTION_ORDER)}); name it with format=<name>"
+        f"{root}: cannot detect the annotation format (looked for {', '.join(DETECTION_ORDER)}; folder: {folder.LOOKED_FOR});"
+        " name it with format=<name>"
     )
 
 

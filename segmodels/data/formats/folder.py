@@ -1,4 +1,9 @@
-"""Image/mask folder pairs: `<images_dir>/[split/]name.ext` with `<masks_dir>/[split/]<mask_name>.png`."""
+"""Image/mask folder pairs: `<images_dir>/[split/]name.ext` with `<masks_dir>/[split/]<mask_name>.png`, or one
+folder pair per split (`{split}` in both names, e.g. SegNet's CamVid `train/` + `trainannot/`).
+
+With `images_dir`/`masks_dir` unset (null), the folders are found by their usual names directly under the root
+(`IMAGE_FOLDERS`, `MASK_FOLDERS`, any case), else SegNet's per-split pairs (`SPLIT_FOLDERS`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import os
 from pathlib import Path
 
 from segmodels.data.classes import ClassSpec, find_class_file, read_class_file
-from segmodels.data.errors import Issue
+from segmodels.data.errors import DataValidationError, Issue
 from segmodels.data.formats.base import (
     Sample,
     SourceReader,
@@ -16,49 +21,69 @@ from segmodels.data.formats.base import (
 )
 from segmodels.data.layout import SPLITS
 
+IMAGE_FOLDERS = ("images", "image", "img", "imgs", "JPEGImages")
+MASK_FOLDERS = ("masks", "mask", "labels", "label", "annotations", "SegmentationClass", "ground_truth", "gt")
+SPLIT = "{split}"
+SPLIT_FOLDERS = ("{split}", "{split}annot")  # SegNet (CamVid): train/ + trainannot/, val/ + valannot/, ...
+LOOKED_FOR = f"{'|'.join(IMAGE_FOLDERS)} with {'|'.join(MASK_FOLDERS)}, or <split>/ with <split>annot/"
+
 
 @register_format
 class FolderReader(SourceReader):
-    """Pairs every image with the mask of the same relative path; a first folder named train/val/test is its split."""
+    """Pairs every image with the mask of the same relative path; its split is the split of its folder pair
+    (`{split}` names) or a first folder named train/val/test."""
 
     name = "folder"
 
     def __init__(
         self,
         root: Path,
-        images_dir: str,
-        masks_dir: str,
+        images_dir: str | None,
+        masks_dir: str | None,
         image_suffixes: tuple[str, ...],
         mask_suffix: str,
         mask_name: str,
     ):
         super().__init__(root)
-        self.images_dir = self.root / images_dir
-        self.masks_dir = self.root / masks_dir
+        self.images_dir, self.masks_dir = resolve_folders(self.root, images_dir, masks_dir)
         self.image_suffixes = tuple(suffix.lower() for suffix in image_suffixes)
         self.mask_suffix = mask_suffix
         self.mask_name = mask_name
         self._orphans: list[Issue] = []
 
     @classmethod
-    def detect(cls, root: Path, images_dir: str, masks_dir: str, **_) -> bool:
-        return (root / images_dir).is_dir() and (root / masks_dir).is_dir()
+    def detect(cls, root: Path, images_dir: str | None = None, masks_dir: str | None = None, **_) -> bool:
+        try:
+            folders = folder_pairs(Path(root), *resolve_folders(Path(root), images_dir, masks_dir))
+        except DataValidationError:
+            return False
+        return any(images.is_dir() and masks.is_dir() for _, images, masks in folders)
 
     def classes(self) -> list[ClassSpec] | None:
         path = find_class_file(self.root)
         return read_class_file(path) if path else None
 
     def samples(self) -> list[Sample]:
-        if not self.images_dir.is_dir():
-            raise FileNotFoundError(f"{self.images_dir}: images folder not found")
-        masks = set(walk_files(self.masks_dir, (self.mask_suffix,)))
-        samples, expected_masks = [], set()
-        for image in walk_files(self.images_dir, self.image_suffixes):
-            relative = image.relative_to(self.images_dir)
-            mask = self.masks_dir / relative.parent / (self.mask_name.format(stem=image.stem) + self.mask_suffix)
+        folders = [(split, images, masks) for split, images, masks in folder_pairs(self.root, self.images_dir, self.masks_dir)
+                   if images.is_dir() or masks.is_dir()]
+        if not any(images.is_dir() for _, images, _ in folders):
+            where = f" for any of {'|'.join(SPLITS)}" if SPLIT in self.images_dir else ""
+            raise DataValidationError(f"{self.root}: images folder {self.images_dir!r} not found{where}{_present(self.root)}")
+        samples, masks, expected_masks = [], set(), set()
+        for split, images_dir, masks_dir in folders:
+            masks.update(walk_files(masks_dir, (self.mask_suffix,)))
+            samples += self._pairs(split, images_dir, masks_dir, masks, expected_masks)
+        self._orphans = [Issue(str(mask), "extra mask: no image matches it") for mask in sorted(masks - expected_masks)]
+        return samples
+
+    def _pairs(self, split: str | None, images_dir: Path, masks_dir: Path, masks: set[Path], expected_masks: set[Path]) -> list[Sample]:
+        samples = []
+        for image in walk_files(images_dir, self.image_suffixes):
+            relative = image.relative_to(images_dir)
+            mask = masks_dir / relative.parent / (self.mask_name.format(stem=image.stem) + self.mask_suffix)
             expected_masks.add(mask)
             folders = list(relative.parent.parts)
-            split = folders.pop(0) if folders and folders[0] in SPLITS else None
+            image_split = split or (folders.pop(0) if folders and folders[0] in SPLITS else None)
             samples.append(
                 Sample(
                     name="__".join([*folders, image.stem]),
@@ -67,15 +92,78 @@ class FolderReader(SourceReader):
                     image_bytes=read_file(image),
                     annotation_bytes=read_file(mask),
                     decode_mask=decode_mask_image,
-                    split=split,
+                    split=image_split,
                     files=(image, mask),
                 )
             )
-        self._orphans = [Issue(str(mask), "extra mask: no image matches it") for mask in sorted(masks - expected_masks)]
         return samples
 
     def orphans(self) -> list[Issue]:
         return self._orphans
+
+
+def resolve_folders(root: Path, images_dir: str | None, masks_dir: str | None) -> tuple[str, str]:
+    """The images and masks folder names below root: those given, else found by their usual names (a null one
+    alone is looked up among `IMAGE_FOLDERS` / `MASK_FOLDERS`). Raises DataValidationError naming what it looked
+    for when nothing fits."""
+    if images_dir and masks_dir:
+        if (SPLIT in images_dir) != (SPLIT in masks_dir):
+            raise DataValidationError(
+                f"data.options.images_dir={images_dir!r}, masks_dir={masks_dir!r}: name {SPLIT} in both or in neither"
+            )
+        return images_dir, masks_dir
+    if images_dir or masks_dir:
+        given = images_dir or masks_dir
+        if SPLIT in given:
+            raise DataValidationError(f"data.options {given!r} names {SPLIT}: set both images_dir and masks_dir")
+        candidates = MASK_FOLDERS if images_dir else IMAGE_FOLDERS
+        found = find_folder(root, candidates)
+        if found is None:
+            missing = "masks_dir" if images_dir else "images_dir"
+            raise DataValidationError(
+                f"{root}: no {missing.split('_')[0]} folder found beside {given!r} (looked for {'|'.join(candidates)}; "
+                f"set data.options.{missing}){_present(root)}"
+            )
+        return (images_dir, found) if images_dir else (found, masks_dir)
+    images, masks = find_folder(root, IMAGE_FOLDERS), find_folder(root, MASK_FOLDERS)
+    if images and masks:
+        return images, masks
+    if any((root / split).is_dir() and (root / SPLIT_FOLDERS[1].format(split=split)).is_dir() for split in SPLITS):
+        return SPLIT_FOLDERS
+    raise DataValidationError(
+        f"{root}: no image/mask folder pair found (looked for {LOOKED_FOR}; set data.options.images_dir and masks_dir)"
+        f"{_present(root)}"
+    )
+
+
+def folder_pairs(root: Path, images_dir: str, masks_dir: str) -> list[tuple[str | None, Path, Path]]:
+    """(split, images folder, masks folder): one per split for `{split}` names, else one without a split."""
+    if SPLIT in images_dir:
+        return [(split, root / images_dir.format(split=split), root / masks_dir.format(split=split)) for split in SPLITS]
+    return [(None, root / images_dir, root / masks_dir)]
+
+
+def find_folder(root: Path, names: tuple[str, ...]) -> str | None:
+    """The folder directly under root named like the first of `names` present (any case), or None."""
+    by_name = {}
+    for folder in _folders(root):
+        by_name.setdefault(folder.lower(), folder)
+    return next((by_name[name.lower()] for name in names if name.lower() in by_name), None)
+
+
+def _folders(root: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(root) if entry.is_dir() and not entry.name.startswith("."))
+    except OSError:
+        return []
+
+
+def _present(root: Path, at_most: int = 10) -> str:
+    folders = _folders(root)
+    if not folders:
+        return "; it holds no folders"
+    more = f", ... ({len(folders)} in all)" if len(folders) > at_most else ""
+    return f"; folders there: {', '.join(folders[:at_most])}{more}"
 
 
 def walk_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
