@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import lakefs_sdk
@@ -271,3 +272,47 @@ def test_lineage_walks_the_chain_both_ways(chain):
     assert forward["kind"] == "data_commit"
     assert ("segmodels", version) in {(v["name"], v["version"]) for v in forward["versions"]}
     assert children["train"].info.run_id in {run["run_id"] for run in forward["train_runs"]}
+
+
+def test_a_killed_train_step_resumes_from_its_checkpoint_to_the_same_metrics(chain):
+    """SIGKILL mid-training leaves the step's checkpoint in the segmodels home; the same step rerun resumes from
+    it, says so, and ends with the metrics of an uninterrupted run (seeded); success removes the work folder."""
+    args = ["--epochs", "6", "--image_size", "32", "--batch_size", "8", "trainer.num_workers=0",
+            "trainer.progress_bar=false"]
+    work_root = chain.home / "train-work"
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+
+    def newest_train_run():
+        return client.search_runs([experiment], f"tags.`{lineage.TAG_STEP}` = 'train'",
+                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+
+    def curve(run) -> list[tuple[int, float]]:
+        return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, "val_miou"),
+                                                   key=lambda m: m.step)]
+
+    straight = chain.step("train", *args)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    uninterrupted = newest_train_run()
+    assert not any(work_root.iterdir()), "a finished step leaves no work folder"
+
+    killed = subprocess.Popen([sys.executable, "steps/train.py", *args], cwd=PROJECT, env=chain.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not list(work_root.glob("*/checkpoints/last.pt")) and killed.poll() is None:
+        assert time.monotonic() < deadline, "no checkpoint written"
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    assert killed.wait(timeout=60) == -signal.SIGKILL, "killed mid-run, before it finished"
+    assert list(work_root.glob("*/checkpoints/last.pt")), "the checkpoint survives the kill"
+
+    resumed = chain.step("train", *args)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    run = newest_train_run()
+    assert run.data.tags["segmodels.resumed_after_epoch"].isdigit()
+    resumed_curve, straight_curve = curve(run), curve(uninterrupted)
+    assert [step for step, _ in resumed_curve] == [step for step, _ in straight_curve] == list(range(6))
+    assert [value for _, value in resumed_curve] == pytest.approx([value for _, value in straight_curve])
+    assert run.data.metrics["best_val_miou"] == pytest.approx(uninterrupted.data.metrics["best_val_miou"])
+    assert not any(work_root.iterdir())

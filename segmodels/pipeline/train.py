@@ -1,17 +1,28 @@
 """The ``train`` step: data pinned to a lakeFS commit in; out, the complete MLflow pyfunc model committed to
-lakeFS once, and on the run an external logged model and tags pointing at that commit."""
+lakeFS once, and on the run an external logged model and tags pointing at that commit.
+
+The step trains in ``<segmodels home>/train-work/<key>``, keyed by the data commit, the resolved config and the
+code's commit: a step killed mid-run leaves its last checkpoint there, and a rerun with the same inputs resumes
+from it (``trainer.resume=auto``); the folder is removed once the model is committed."""
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import logging
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import mlflow
 from omegaconf import DictConfig
 
 from segmodels.data import load_dataset_info
 from segmodels.dataset_store import fetch_dataset
+from segmodels.home import segmodels_home
 from segmodels.inference.pyfunc import save_pyfunc_model
 from segmodels.model_store import publish_model
 from segmodels.pipeline.refs import pin_data_ref
@@ -26,29 +37,64 @@ from segmodels.versioning import connect
 log = logging.getLogger(__name__)
 
 
+WORK_ROOT = "train-work"  # in the segmodels home: one resumable work folder per (data, config, code)
+LOCK_FILE = ".lock"
+
+
+def work_key(data_commit: str, cfg: DictConfig, code_commit: str | None) -> str:
+    """The work folder's name: equal for the same data commit, resolved config and code commit."""
+    payload = json.dumps({"data": data_commit, "config": lineage.config_sha256(cfg), "code": code_commit},
+                         sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+@contextmanager
+def resumable_work_dir(key: str, owner: bool = True) -> Iterator[Path]:
+    """``<home>/train-work/<key>``, locked for this step: it survives a killed step (a rerun resumes from its
+    checkpoint) and is removed when the block succeeds. A folder another live step holds gives way to a fresh
+    temporary one (no resume). ``owner=False`` (other DDP ranks) uses the folder without lock or removal."""
+    folder = segmodels_home() / WORK_ROOT / key
+    folder.mkdir(parents=True, exist_ok=True)
+    if not owner:
+        yield folder
+        return
+    with open(folder / LOCK_FILE, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s is in use by another train step with the same inputs: training in a fresh folder", folder)
+            with tempfile.TemporaryDirectory(prefix="segmodels-train-") as work:
+                yield Path(work)
+            return
+        yield folder
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run(cfg: DictConfig) -> str | None:
     """Train on ``cfg.data_ref`` and return the MLflow run id. Under torchrun (DDP) every process trains;
     only rank 0 records the run and publishes the model."""
     lakefs = connect()
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
     data_root = fetch_dataset(lakefs, data)
+    commit, _ = lineage.git_commit()
+    key = work_key(data.ref, cfg, commit)
     if not is_main_process():
-        with tempfile.TemporaryDirectory(prefix="segmodels-train-") as work:
-            train(cfg, data_root, Path(work))
+        with resumable_work_dir(key, owner=False) as work:
+            train(cfg, data_root, work)
         return None
     log.info("training on %s", data)
     enable_system_metrics()
-    with lineage.step_run("train", cfg) as active, tempfile.TemporaryDirectory(prefix="segmodels-train-") as work:
+    with lineage.step_run("train", cfg) as active, resumable_work_dir(key) as work:
         run_id = active.info.run_id
         mlflow.log_param("data_commit", data.ref)
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
                          lineage.TAG_DATA_URI: str(data)})
         log_dataset_input(str(data), data.ref, load_dataset_info(data_root), context="training")
-        result = train(cfg, data_root, Path(work), callbacks=[MLflowTrainingLogger()])
+        result = train(cfg, data_root, work, callbacks=[MLflowTrainingLogger()])
 
-        commit, _ = lineage.git_commit()
+        shutil.rmtree(work / "mlflow-model", ignore_errors=True)  # half-saved by a step killed while saving
         model_uri = publish_model(
-            lakefs, save_pyfunc_model(result.package_dir, Path(work) / "mlflow-model"), data.repo,
+            lakefs, save_pyfunc_model(result.package_dir, work / "mlflow-model"), data.repo,
             cfg.lakefs.model_branch, cfg.lakefs.model_prefix, run_id,
             metadata={"data_commit": data.ref, "data_uri": str(data), "git_commit": commit or "unknown",
                       "best_epoch": str(result.best_epoch)},

@@ -74,7 +74,7 @@ def sample_panel(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], color
 class MLflowTrainingLogger(Callback):
     """Training callback logging into the active MLflow run (main process only).
 
-    At the start: the class weights ``loss.class_weights=auto`` resolved to (param
+    At the start: a resumed run's earlier epochs (tag ``segmodels.resumed_after_epoch``), the class weights ``loss.class_weights=auto`` resolved to (param
     ``loss.class_weights_resolved`` and ``class_weights.json``). Per epoch: every numeric metric (step = epoch, ``lr`` included) and, every ``image_every`` epochs, one
     image of ``num_samples`` validation samples (image | target overlay | prediction overlay) as
     ``val_predictions`` via ``mlflow.log_image``. At the end: ``best_*`` metrics, the per-class IoU table
@@ -85,6 +85,10 @@ class MLflowTrainingLogger(Callback):
         self.num_samples, self.image_every = num_samples, image_every
 
     def on_fit_start(self, state: TrainState) -> None:
+        if state.resumed_from is not None:  # the epochs a killed step trained, so this run has the whole curve
+            mlflow.set_tag("segmodels.resumed_after_epoch", str(state.epoch))
+            for epoch, metrics in enumerate(state.history):
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
         if state.class_weights is not None:
             weights = {name: round(w, 6) for name, w in zip(state.spec.class_names, state.class_weights)}
             mlflow.log_param("loss.class_weights_resolved", ", ".join(f"{w:.4g}" for w in weights.values()))
