@@ -11,6 +11,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
 from segmodels.lakefs_artifacts import LakeFSArtifactRepository
+from segmodels.versioning import ephemeral
 
 
 @pytest.fixture
@@ -54,7 +55,8 @@ def test_log_list_and_download_through_branch_and_pinned_commit(lakectl_env, lak
     assert second != first and lakefs.resolve_commit(repo_name, "artifacts") == second
     assert repo.pinned_uri() == f"lakefs://{repo_name}/{second}/runs/r1"
     assert repo.pinned_uri("tree/a.txt") == f"lakefs://{repo_name}/{second}/runs/r1/tree/a.txt"
-    assert not [b for b in lakefs.sdk.branches_api.list_branches(repo_name).results if b.id.startswith("tx-")]
+    assert not [b for b in lakefs.sdk.branches_api.list_branches(repo_name).results
+                if b.id.startswith(ephemeral.PREFIX)], "no ephemeral branch left"
 
     assert listing(repo) == [("params.json", False, 11), ("tree", True, None)]
     assert listing(repo, "tree") == [("tree/a.txt", False, 1), ("tree/nested", True, None)]

@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
-import uuid
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 from urllib.parse import quote, urlencode
 
 import lakefs_sdk
+import urllib3
 from lakefs_sdk.client import LakeFSClient
+from lakefs_sdk.rest import RESTClientObject
 
 from segmodels.checksums import OverlappedMd5
 from segmodels.home import segmodels_home
 
+from . import ephemeral
 from .embedded import ensure_embedded_server
 from .errors import LakeFSError
 from .hashing import CHUNK_SIZE, Md5Index, file_chunks, file_md5
@@ -30,6 +34,10 @@ from .uri import LakeFSUri
 AUTH_SETTINGS = ["basic_auth"]
 DELETE_BATCH = 1000
 LIST_PAGE = 1000
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -84,8 +92,42 @@ def _directory_prefix(prefix: str) -> str:
     return prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
+def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
+    """``fn`` over ``items`` on ``workers`` threads, results in order. The first failure is raised as soon as the
+    calls already running have ended: calls not yet started are cancelled, not waited for."""
+    pool = ThreadPoolExecutor(max(1, workers))
+    try:
+        futures = [pool.submit(fn, item) for item in items]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:
+            if future in done and future.exception() is not None:
+                raise future.exception()
+        return [future.result() for future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+class _TimedRESTClient(RESTClientObject):
+    """The sdk's REST client; a request that names no ``_request_timeout`` gets ``timeout`` (connect, read): the
+    sdk's own default is to wait forever."""
+
+    def __init__(self, configuration, timeout: tuple[float, float]):
+        super().__init__(configuration)
+        self.timeout = timeout
+
+    def request(self, *args, **kwargs):
+        if kwargs.get("_request_timeout") is None and len(args) < 8:
+            kwargs["_request_timeout"] = self.timeout
+        return super().request(*args, **kwargs)
+
+
 class LakeFS:
-    """A connection to one lakeFS server. ``sdk`` is the ``lakefs_sdk`` client everything goes through."""
+    """A connection to one lakeFS server. ``sdk`` is the ``lakefs_sdk`` client everything goes through.
+
+    Every request waits at most ``settings.connect_timeout`` to connect and ``settings.read_timeout`` for each
+    socket read; failures are retried (``attempts``, exponential ``backoff``, none starting later than
+    ``settings.retry_window`` after the first) and then raised as one ``LakeFSError`` naming the endpoint.
+    """
 
     def __init__(self, settings: LakeFSSettings, home: Path | None = None, attempts: int = 5,
                  backoff: float = 0.2):
@@ -93,9 +135,15 @@ class LakeFS:
         configuration = lakefs_sdk.Configuration(host=settings.api_url, username=settings.access_key_id,
                                                  password=settings.secret_access_key)
         configuration.connection_pool_maxsize = 32
+        configuration.retries = False  # no urllib3 retries (nor their "Retrying" warnings): self._call retries
         self.sdk = LakeFSClient(configuration)
+        api_client = self.sdk.objects_api.api_client  # shared by every api of the client
+        timeouts = (settings.connect_timeout, settings.read_timeout)
+        api_client.rest_client = _TimedRESTClient(api_client.configuration, timeouts)
+        self._timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
         self.home = segmodels_home(home)
-        self._call = Retrier(settings.endpoint, attempts=attempts, backoff=backoff)
+        self._call = Retrier(settings.endpoint, attempts=attempts, backoff=backoff, window=settings.retry_window,
+                             timeouts=timeouts)
 
     def __repr__(self) -> str:
         return f"LakeFS(endpoint={self.settings.endpoint!r})"
@@ -202,7 +250,8 @@ class LakeFS:
         api_client.update_params_for_auth(headers, None, AUTH_SETTINGS, resource_path, method, None)
         url = self.settings.api_url + quote(resource_path) + "?" + urlencode(query)
         response = api_client.rest_client.pool_manager.request(method, url, headers=headers, body=body,
-                                                               preload_content=preload_content, redirect=False)
+                                                               preload_content=preload_content, redirect=False,
+                                                               retries=False, timeout=self._timeout)
         if response.status >= 400:
             data = response.data if preload_content else response.read()
             response.release_conn()
@@ -292,8 +341,7 @@ class LakeFS:
             return 1, stat.st_size
 
         try:
-            with ThreadPoolExecutor(max(1, workers)) as pool:
-                results = list(pool.map(sync, local_files.items()))
+            results = _parallel(sync, local_files.items(), workers)
         finally:
             index.save()
         uploaded = sum(r[0] for r in results)
@@ -322,8 +370,7 @@ class LakeFS:
                     return
                 self.download_object(repo, commit_id, obj, local)
 
-            with ThreadPoolExecutor(max(1, workers)) as pool:
-                list(pool.map(fetch, objects))
+            _parallel(fetch, objects, workers)
             folder.mkdir(parents=True, exist_ok=True)
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"{repo}/{commit_id}/{prefix}\n")
@@ -337,25 +384,74 @@ class LakeFS:
     @contextmanager
     def atomic_write(self, repo: str, branch: str, message: str, metadata: dict | None = None
                      ) -> Iterator[StagedWrite]:
-        """Write into an ephemeral branch; on success commit there and merge into ``branch`` in one step."""
+        """Write into an ephemeral branch; on success commit there and merge into ``branch`` in one step.
+
+        The ephemeral branch is named after this process (:mod:`segmodels.versioning.ephemeral`), so that a
+        later write to ``branch`` can delete what a killed writer left (:meth:`remove_stale_ephemeral_branches`).
+        """
         head = self.resolve_commit(repo, branch)
-        ephemeral = f"tx-{branch}-{uuid.uuid4().hex[:12]}"
-        self._call(f"create branch {repo}/{ephemeral}", self.sdk.branches_api.create_branch, repo,
-                   lakefs_sdk.BranchCreation(name=ephemeral, source=head))
-        staged = StagedWrite(repo=repo, target=branch, branch=ephemeral, commit_id=head)
+        ephemeral_branch = ephemeral.EphemeralBranch.new(branch).name
+        ephemeral.mark_open(ephemeral_branch)  # before it exists: no clean-up here may take it for stale
         try:
-            yield staged
-            if self.has_uncommitted_changes(repo, ephemeral):
-                self.commit(repo, ephemeral, message, metadata)
-                staged.commit_id = self.merge(repo, ephemeral, branch, message=message, metadata=metadata)
-                staged.changed = True
-            else:
-                staged.commit_id = self.resolve_commit(repo, branch)
-        finally:
+            self._call(f"create branch {repo}/{ephemeral_branch}", self.sdk.branches_api.create_branch, repo,
+                       lakefs_sdk.BranchCreation(name=ephemeral_branch, source=head))
+            self.remove_stale_ephemeral_branches(repo, branch)
+            staged = StagedWrite(repo=repo, target=branch, branch=ephemeral_branch, commit_id=head)
             try:
-                self.delete_branch(repo, ephemeral)
-            except LakeFSError:
-                pass  # the original error (if any) matters more than a leftover ephemeral branch
+                yield staged
+                if self.has_uncommitted_changes(repo, ephemeral_branch):
+                    self.commit(repo, ephemeral_branch, message, metadata)
+                    staged.commit_id = self.merge(repo, ephemeral_branch, branch, message=message,
+                                                  metadata=metadata)
+                    staged.changed = True
+                else:
+                    staged.commit_id = self.resolve_commit(repo, branch)
+            finally:
+                try:
+                    self.delete_branch(repo, ephemeral_branch)
+                except LakeFSError:
+                    pass  # the original error (if any) matters more; the next write to the branch deletes it
+        finally:
+            ephemeral.mark_closed(ephemeral_branch)
+
+    def remove_stale_ephemeral_branches(self, repo: str, target: str) -> list[str]:
+        """Delete the ephemeral branches of atomic writes into ``target`` whose writer is gone (a process of this
+        host that died or whose write here has ended) or, when that cannot be told, that are older than
+        ``settings.ephemeral_max_age``; never one of a writer known alive. Best effort: failures are logged.
+        Returns the names deleted."""
+        now, removed = time.time(), []
+        key = ephemeral.target_key(target)
+        try:
+            names = list(self._branch_names(repo, ephemeral.name_prefix(target)))
+        except LakeFSError as exc:
+            log.warning("not cleaning up ephemeral branches of %s/%s: %s", repo, target, exc)
+            return removed
+        for name in names:
+            parsed = ephemeral.EphemeralBranch.parse(name)
+            if parsed is None or parsed.target_key != key:
+                continue
+            if not parsed.is_stale(now, self.settings.ephemeral_max_age, ephemeral.is_open(name)):
+                continue
+            try:
+                self.delete_branch(repo, name)
+            except LakeFSError as exc:
+                if exc.status != 404:  # 404: deleted meanwhile by another clean-up
+                    log.warning("could not delete stale ephemeral branch %s/%s: %s", repo, name, exc)
+                continue
+            log.info("deleted ephemeral branch %s/%s left by a writer that is gone", repo, name)
+            removed.append(name)
+        return removed
+
+    def _branch_names(self, repo: str, prefix: str) -> Iterator[str]:
+        after = ""
+        while True:
+            page = self._call(f"list branches {repo}/{prefix}*", self.sdk.branches_api.list_branches, repo,
+                              prefix=prefix, after=after, amount=LIST_PAGE)
+            for ref in page.results:
+                yield ref.id
+            if not page.pagination.has_more:
+                return
+            after = page.pagination.next_offset
 
     def commit_directory(self, repo: str, branch: str, local_dir, path: str, message: str,
                          metadata: dict | None = None, source_ref: str | None = None) -> LakeFSUri:
