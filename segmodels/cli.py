@@ -19,9 +19,19 @@ def serve_lakefs(args: argparse.Namespace) -> None:
 
     # keys from lakectl's variables when set, else those kept in (or created for) the data dir
     data_dir = args.data_dir or embedded_server_dir()
-    server = create_server(data_dir, host=args.host, port=args.port,
-                           access_key_id=os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID"),
-                           secret_access_key=os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"))
+    try:
+        server = create_server(data_dir, host=args.host, port=args.port,
+                               access_key_id=os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID"),
+                               secret_access_key=os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"))
+    except (RuntimeError, OSError, ValueError, OverflowError) as error:  # dir locked / unusable, port busy
+        if isinstance(error, OSError) and error.filename is not None:
+            reason = f"{error.filename}: {error.strerror or error}"
+        elif isinstance(error, OSError):
+            reason = f"cannot listen on {args.host}:{args.port}: {error.strerror or error}"
+        else:
+            reason = str(error)
+        print(f"segmodels lakefs serve: error: {reason}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"lakeFS-compatible server on {server.endpoint} (data in {data_dir.resolve()})")
     print("point segmodels, lakectl or any lakeFS client at it with:")
     print(f"  export LAKECTL_SERVER_ENDPOINT_URL={server.endpoint}")

@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         server = create_server(args.data_dir, args.host, args.port, fsync=not args.no_fsync)
-    except (RuntimeError, OSError, ValueError) as exc:
+    except (RuntimeError, OSError, ValueError, OverflowError) as exc:
         print(f"lakefs_server: {exc}", file=sys.stderr)
         return 1
     serve_until_stopped(server, args.data_dir, args.idle_timeout)

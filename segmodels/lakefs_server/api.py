@@ -9,12 +9,18 @@ from .blockstore import BlobStore
 from .catalog import Catalog, CommonPrefix, Commit, Difference, Entry
 from .errors import BadRequest, NotFound, PreconditionFailed, RangeNotSatisfiable
 from .transport import Request, Response, Router, http_date, multipart_content, parse_range
-from .validation import check_object_path
+from .validation import (BOOLEAN, INTEGER, METADATA, STORAGE_NAMESPACE, STRING, STRINGS, check_branch,
+                         check_object_path, check_ref, check_repository, check_tag, fields)
 
 LAKEFS_VERSION = "1.70.0"
 METADATA_HEADER_PREFIX = "x-lakefs-meta-"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_DELETE_PATHS = 1000
+RESET_TYPES = ("object", "common_prefix", "reset")
+# path parameters and how lakeFS validates them (400 before anything is looked up)
+PARAM_CHECKS = {"repository": check_repository, "branch": check_branch, "destination_branch": check_branch,
+                "tag": check_tag, "ref": check_ref, "left_ref": check_ref, "right_ref": check_ref,
+                "source_ref": check_ref, "commit_id": check_ref}
 
 STORAGE_CONFIG = {
     "blockstore_type": "local",
@@ -61,6 +67,14 @@ class LakeFSApi:
         self.router = Router()
         for method, template, handler in self._routes():
             self.router.add(method, template, handler)
+
+    @staticmethod
+    def check_params(params: dict[str, str]) -> None:
+        """400 for a path parameter lakeFS would refuse (a malformed repository, branch, tag or ref)."""
+        for name, value in params.items():
+            check = PARAM_CHECKS.get(name)
+            if check is not None:
+                check(value)
 
     def _routes(self):
         repo = "/repositories/{repository}"
@@ -130,15 +144,19 @@ class LakeFSApi:
     # -- repositories ----------------------------------------------------------------------------------------
     def list_repositories(self, request: Request) -> Response:
         repos, has_more = self.catalog.list_repositories(request.arg("prefix", ""), request.arg("after", ""),
-                                                         request.int_arg("amount"))
+                                                         request.amount())
         return Response(200, {"pagination": pagination(has_more, repos, lambda r: r["id"]), "results": repos})
 
     def create_repository(self, request: Request) -> Response:
-        body = request.json()
-        if not isinstance(body.get("name"), str):
-            raise BadRequest("validation error: name: required")
-        repo = self.catalog.create_repository(body["name"], body.get("storage_namespace") or "",
-                                              body.get("default_branch") or "main", bool(body.get("read_only")))
+        body = fields(request.json(), {"name": STRING, "storage_namespace": STRING, "default_branch": STRING,
+                                       "sample_data": BOOLEAN, "read_only": BOOLEAN, "storage_id": STRING},
+                      required=("name", "storage_namespace"))
+        check_repository(body["name"])
+        if not STORAGE_NAMESPACE.fullmatch(body["storage_namespace"]):
+            raise BadRequest(f"validation error: storage_namespace: {body['storage_namespace']!r} is not a "
+                             "valid storage namespace")
+        repo = self.catalog.create_repository(body["name"], body["storage_namespace"],
+                                              body.get("default_branch") or "main", body.get("read_only", False))
         return Response(201, repo)
 
     def get_repository(self, request: Request) -> Response:
@@ -155,16 +173,17 @@ class LakeFSApi:
     # -- branches --------------------------------------------------------------------------------------------
     def list_branches(self, request: Request) -> Response:
         refs, has_more = self.catalog.list_branches(request.params["repository"], request.arg("prefix", ""),
-                                                    request.arg("after", ""), request.int_arg("amount"))
+                                                    request.arg("after", ""), request.amount())
         results = [{"id": name, "commit_id": commit_id} for name, commit_id in refs]
         return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
 
     def create_branch(self, request: Request) -> Response:
-        body = request.json()
-        if not isinstance(body.get("name"), str) or not isinstance(body.get("source"), str):
-            raise BadRequest("validation error: name and source are required")
+        body = fields(request.json(), {"name": STRING, "source": STRING, "force": BOOLEAN, "hidden": BOOLEAN},
+                      required=("name", "source"))
+        check_branch(body["name"])
+        check_ref(body["source"], "source")
         commit_id = self.catalog.create_branch(request.params["repository"], body["name"], body["source"],
-                                               bool(body.get("force")))
+                                               body.get("force", False))
         return Response(201, commit_id, content_type="text/html")
 
     def get_branch(self, request: Request) -> Response:
@@ -176,8 +195,10 @@ class LakeFSApi:
         return Response(204)
 
     def reset_branch(self, request: Request) -> Response:
-        body = request.json()
-        self.catalog.reset_branch(request.params["repository"], request.params["branch"], body.get("type", ""),
+        body = fields(request.json(), {"type": STRING, "path": STRING, "force": BOOLEAN}, required=("type",))
+        if body["type"] not in RESET_TYPES:
+            raise BadRequest(f"validation error: type: must be one of {', '.join(RESET_TYPES)}")
+        self.catalog.reset_branch(request.params["repository"], request.params["branch"], body["type"],
                                   body.get("path"))
         return Response(204)
 
@@ -185,18 +206,17 @@ class LakeFSApi:
         ref = request.arg("ref")
         if not ref:
             raise BadRequest("validation error: ref: required")
+        check_ref(ref)
         self.catalog.hard_reset_branch(request.params["repository"], request.params["branch"], ref)
         return Response(204)
 
     # -- commits ---------------------------------------------------------------------------------------------
     def commit(self, request: Request) -> Response:
-        body = request.json()
-        metadata = body.get("metadata") or {}
-        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-            raise BadRequest("validation error: metadata: must map strings to strings")
-        commit = self.catalog.commit(request.params["repository"], request.params["branch"],
-                                     body.get("message") or "", request.user or USER_ID, metadata,
-                                     body.get("date"), bool(body.get("allow_empty")))
+        body = fields(request.json(), {"message": STRING, "metadata": METADATA, "date": INTEGER,
+                                       "allow_empty": BOOLEAN, "force": BOOLEAN}, required=("message",))
+        commit = self.catalog.commit(request.params["repository"], request.params["branch"], body["message"],
+                                     request.user or USER_ID, body.get("metadata") or {}, body.get("date"),
+                                     body.get("allow_empty", False))
         return Response(201, commit_json(commit))
 
     def get_commit(self, request: Request) -> Response:
@@ -204,9 +224,11 @@ class LakeFSApi:
                                                                  request.params["commit_id"])))
 
     def log_commits(self, request: Request) -> Response:
+        if request.arg("stop_at"):
+            check_ref(request.arg("stop_at"), "stop_at")
         commits, has_more = self.catalog.log(
             request.params["repository"], request.params["ref"], after=request.arg("after", ""),
-            amount=request.int_arg("amount"), first_parent=request.flag("first_parent"),
+            amount=request.amount(), first_parent=request.flag("first_parent"),
             stop_at=request.arg("stop_at") or None, limit=request.flag("limit"))
         results = [commit_json(c) for c in commits]
         return Response(200, {"pagination": pagination(has_more, results, lambda c: c["id"]), "results": results})
@@ -215,14 +237,14 @@ class LakeFSApi:
     def diff_branch(self, request: Request) -> Response:
         diffs, has_more = self.catalog.diff_branch(
             request.params["repository"], request.params["branch"], request.arg("prefix", ""),
-            request.arg("after", ""), request.int_arg("amount"), request.arg("delimiter", ""))
+            request.arg("after", ""), request.amount(), request.arg("delimiter", ""))
         return self._diff_list(diffs, has_more)
 
     def diff_refs(self, request: Request) -> Response:
         diffs, has_more = self.catalog.diff_refs(
             request.params["repository"], request.params["left_ref"], request.params["right_ref"],
             request.arg("type", "three_dot"), request.arg("prefix", ""), request.arg("after", ""),
-            request.int_arg("amount"), request.arg("delimiter", ""))
+            request.amount(), request.arg("delimiter", ""))
         return self._diff_list(diffs, has_more)
 
     @staticmethod
@@ -231,12 +253,13 @@ class LakeFSApi:
         return Response(200, {"pagination": pagination(has_more, results, lambda d: d["path"]), "results": results})
 
     def merge_into_branch(self, request: Request) -> Response:
-        body = request.json()
+        body = fields(request.json(), {"message": STRING, "metadata": METADATA, "strategy": STRING,
+                                       "force": BOOLEAN, "allow_empty": BOOLEAN, "squash_merge": BOOLEAN})
         reference = self.catalog.merge(
             request.params["repository"], request.params["source_ref"], request.params["destination_branch"],
             request.user or USER_ID, message=body.get("message"), metadata=body.get("metadata"),
-            strategy=body.get("strategy"), allow_empty=bool(body.get("allow_empty")),
-            squash=bool(body.get("squash_merge")))
+            strategy=body.get("strategy"), allow_empty=body.get("allow_empty", False),
+            squash=body.get("squash_merge", False))
         return Response(200, {"reference": reference})
 
     def find_merge_base(self, request: Request) -> Response:
@@ -266,7 +289,7 @@ class LakeFSApi:
         if if_none_match == "*" and self.catalog.exists(repo, branch, path):
             raise PreconditionFailed("path already exists")  # before reading a body that would be refused
         content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
-        chunks = request.body_chunks()
+        chunks = body = request.body_chunks()
         if content_type.split(";")[0].strip().lower() == "multipart/form-data":
             boundary = next((p.split("=", 1)[1].strip('"') for p in content_type.split(";")[1:]
                              if p.strip().lower().startswith("boundary=")), None)
@@ -275,6 +298,8 @@ class LakeFSApi:
             content_type, chunks = multipart_content(chunks, boundary)
             content_type = content_type or DEFAULT_CONTENT_TYPE
         blob = self.blobs.write(chunks)
+        for _ in body:  # what follows the multipart part (its closing delimiter), so the connection can go on
+            pass
         metadata = {key[len(METADATA_HEADER_PREFIX):].lower(): value for key, value in request.headers.items()
                     if key.lower().startswith(METADATA_HEADER_PREFIX)}
         entry = Entry(path, blob.address, blob.checksum, blob.size, int(time.time()), content_type, metadata)
@@ -289,9 +314,7 @@ class LakeFSApi:
         return Response(204)
 
     def delete_objects(self, request: Request) -> Response:
-        paths = request.json().get("paths")
-        if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
-            raise BadRequest("validation error: paths: required list of strings")
+        paths = fields(request.json(), {"paths": STRINGS, "force": BOOLEAN}, required=("paths",))["paths"]
         if len(paths) > MAX_DELETE_PATHS:
             raise BadRequest(f"validation error: paths: at most {MAX_DELETE_PATHS} paths per request")
         for path in paths:
@@ -302,9 +325,13 @@ class LakeFSApi:
 
     def copy_object(self, request: Request) -> Response:
         repo, branch = request.params["repository"], request.params["branch"]
-        dest_path = check_object_path(request.arg("dest_path"))
-        body = request.json()
-        source = self.catalog.get_entry(repo, body.get("src_ref") or branch, check_object_path(body.get("src_path")))
+        dest_path = check_object_path(request.arg("dest_path"), "dest_path")
+        body = fields(request.json(), {"src_path": STRING, "src_ref": STRING, "force": BOOLEAN},
+                      required=("src_path",))
+        if body.get("src_ref"):
+            check_ref(body["src_ref"], "src_ref")
+        source = self.catalog.get_entry(repo, body.get("src_ref") or branch,
+                                        check_object_path(body["src_path"], "src_path"))
         entry = Entry(dest_path, source.address, source.checksum, source.size, int(time.time()),
                       source.content_type, source.metadata)
         self.catalog.put_entry(repo, branch, entry)
@@ -334,7 +361,7 @@ class LakeFSApi:
         repo = request.params["repository"]
         items, has_more = self.catalog.list_entries(
             repo, request.params["ref"], request.arg("prefix", ""), request.arg("after", ""),
-            request.int_arg("amount"), request.arg("delimiter", ""))
+            request.amount(), request.arg("delimiter", ""))
         user_metadata = request.flag("user_metadata", True)
         results = [{"path": item.path, "path_type": "common_prefix", "physical_address": "", "checksum": "",
                     "mtime": 0} if isinstance(item, CommonPrefix) else self._stats(repo, item, user_metadata)
@@ -344,16 +371,16 @@ class LakeFSApi:
     # -- tags ------------------------------------------------------------------------------------------------
     def list_tags(self, request: Request) -> Response:
         refs, has_more = self.catalog.list_tags(request.params["repository"], request.arg("prefix", ""),
-                                                request.arg("after", ""), request.int_arg("amount"))
+                                                request.arg("after", ""), request.amount())
         results = [{"id": name, "commit_id": commit_id} for name, commit_id in refs]
         return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
 
     def create_tag(self, request: Request) -> Response:
-        body = request.json()
-        if not isinstance(body.get("id"), str) or not isinstance(body.get("ref"), str):
-            raise BadRequest("validation error: id and ref are required")
+        body = fields(request.json(), {"id": STRING, "ref": STRING, "force": BOOLEAN}, required=("id", "ref"))
+        check_tag(body["id"])
+        check_ref(body["ref"])
         commit_id = self.catalog.create_tag(request.params["repository"], body["id"], body["ref"],
-                                            bool(body.get("force")))
+                                            body.get("force", False))
         return Response(201, {"id": body["id"], "commit_id": commit_id})
 
     def get_tag(self, request: Request) -> Response:

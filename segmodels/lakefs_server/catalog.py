@@ -138,11 +138,10 @@ def paginate(items: list, amount: int | None) -> tuple[list, bool]:
 
 
 def normalize_amount(amount: int | None) -> int:
-    if amount is None:
+    """lakeFS' ``paginationAmount``: none or <= 0 is the default, at most ``MAX_AMOUNT``."""
+    if amount is None or amount <= 0:
         return DEFAULT_AMOUNT
-    if amount < 0:
-        raise BadRequest("validation error: amount: must be >= 0")
-    return min(amount, MAX_AMOUNT) or DEFAULT_AMOUNT
+    return min(amount, MAX_AMOUNT)
 
 
 class Catalog:

@@ -35,5 +35,9 @@ class PreconditionFailed(ApiError):
     status = 412
 
 
+class PayloadTooLarge(ApiError):
+    status = 413
+
+
 class RangeNotSatisfiable(ApiError):
     status = 416

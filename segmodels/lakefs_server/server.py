@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import email.errors
 import fcntl
+import json
 import logging
 import math
 import os
+import re
 import signal
 import socket
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -21,11 +25,92 @@ from .auth import check_authorization
 from .blockstore import BlobStore
 from .catalog import Catalog
 from .errors import ApiError, NotFound
-from .transport import Request, Response
+from .transport import BodyFraming, Limits, Request, Response, body_framing
 
 API_PREFIX = "/api/v1"
 LOCK_WAIT_SECONDS = 0.5
+LINGER_SECONDS = 1.0  # closing after an error: how long to drain what the client still sends
+LINGER_BYTES = 1 << 20
 LOG = logging.getLogger("segmodels.lakefs_server")
+_REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces or control characters
+_REFUSAL_BODY = json.dumps({"message": "too many connections, retry later"}).encode()
+_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+            b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n"
+            + _REFUSAL_BODY)
+
+
+class _Watchdog:
+    """Shuts down connections whose deadline passed: waiting for a request, or reading its request line and
+    headers (a client trickling bytes never trips a per-read socket timeout, so these need a total deadline)."""
+
+    MAX_CLOSING = 1024  # refused connections drained at once (beyond, closed at once)
+
+    def __init__(self, interval: float = 0.1):
+        self._deadlines: dict[socket.socket, float] = {}
+        self._closing: dict[socket.socket, float] = {}  # refused connections: drained briefly, then closed
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+        self._interval = interval
+        threading.Thread(target=self._run, name="lakefs-connection-watchdog", daemon=True).start()
+
+    def arm(self, sock: socket.socket, seconds: float) -> None:
+        with self._lock:
+            self._deadlines[sock] = time.monotonic() + seconds
+
+    def disarm(self, sock: socket.socket) -> bool:
+        """Cancel ``sock``'s deadline; False when it had passed (the connection was shut down)."""
+        with self._lock:
+            return self._deadlines.pop(sock, None) is not None
+
+    def close_later(self, sock: socket.socket) -> None:
+        """Close ``sock`` (whose answer was sent) after reading what the client still sends, for a moment: a
+        socket closed with unread bytes sends a reset, which can destroy the answer before the client reads it."""
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            return
+        with self._lock:
+            if len(self._closing) < self.MAX_CLOSING:
+                self._closing[sock] = time.monotonic() + LINGER_SECONDS / 2
+                return
+        sock.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            now = time.monotonic()
+            with self._lock:
+                for sock in [s for s, deadline in self._deadlines.items() if deadline <= now]:
+                    del self._deadlines[sock]
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked reading it
+                    except OSError:
+                        pass
+                for sock, deadline in list(self._closing.items()):
+                    if deadline > now and _drained(sock):
+                        continue
+                    del self._closing[sock]
+                    sock.close()
+        with self._lock:
+            for sock in self._closing:
+                sock.close()
+            self._closing.clear()
+
+
+def _drained(sock: socket.socket) -> bool:
+    """Read what ``sock`` (non-blocking) has; False once the client closed it or it failed."""
+    try:
+        while sock.recv(65536):
+            pass
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -39,10 +124,104 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - stdlib signature
         LOG.debug("%s %s", self.address_string(), format % args)
 
+    def finish(self) -> None:
+        super().finish()
+        if self.close_connection:
+            self._linger()
+
+    def _linger(self) -> None:
+        """Half-close, then read and drop what the client still sends (briefly): closing a socket with unread
+        bytes sends a reset, which can destroy the error response before the client reads it."""
+        sock = self.connection
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            deadline, drained = time.monotonic() + LINGER_SECONDS, 0
+            while drained < LINGER_BYTES:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                sock.settimeout(left)
+                data = sock.recv(65536)
+                if not data:
+                    break
+                drained += len(data)
+        except OSError:
+            pass
+
+    def handle_one_request(self) -> None:
+        """Read a request's head within ``header_timeout``: on a new connection counted from the connection, on
+        a kept-alive one from the request's first byte, which must come within ``idle_timeout``."""
+        limits, watchdog = self.server.limits, self.server.watchdog
+        self.connection.settimeout(None)  # the watchdog bounds the wait and the head
+        first = not getattr(self, "_served", False)
+        self._served = True
+        watchdog.arm(self.connection, limits.header_timeout if first else limits.idle_timeout)
+        if not first:
+            try:
+                if not self.rfile.peek(1):
+                    self.close_connection = True
+                    return
+            except OSError:
+                self.close_connection = True
+                return
+            watchdog.arm(self.connection, limits.header_timeout)
+        try:
+            super().handle_one_request()
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        finally:
+            watchdog.disarm(self.connection)
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()
+        in_time = self.server.watchdog.disarm(self.connection)
+        self.connection.settimeout(self.server.limits.body_timeout)  # bodies: no progress for this long ends them
+        if not in_time:  # the head was cut off by its deadline: never act on part of a request
+            self.close_connection = True
+            return False
+        if not ok:
+            return False
+        problem = None
+        payload = self.headers.get_payload()  # header lines the parser could not read land in the "payload"
+        if (isinstance(payload, str) and payload) or any(
+                isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in self.headers.defects):
+            problem = "malformed request header"
+        elif any("\r" in value or "\n" in value for value in self.headers.values()):
+            problem = "malformed request header (line folding)"
+        elif not _REQUEST_TARGET.fullmatch(self.path):
+            problem = "malformed request target"
+        elif self.request_version != "HTTP/1.0" and len(self.headers.get_all("Host") or []) != 1:
+            problem = "missing or repeated Host header"
+        if problem:
+            self.send_error(400, problem)
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Errors found while parsing (before any handler) as lakeFS-style JSON, closing the connection."""
+        self.close_connection = True
+        if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
+            self.request_version = "HTTP/1.1"  # answer with a status line even to an unparsable request line
+        body = json.dumps({"message": message or HTTPStatus(code).phrase}).encode()
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+        except OSError:
+            pass
+
     def _dispatch(self) -> None:
         self.server.request_started()
         request = None
+        framing = BodyFraming()
+        framing_known = False
         try:
+            framing = body_framing(self.headers)
+            framing_known = True
             raw_path, _, query = self.path.partition("?")
             if not raw_path.startswith(API_PREFIX + "/"):
                 raise NotFound("path not found")
@@ -50,22 +229,27 @@ class _Handler(BaseHTTPRequestHandler):
             handler, params, path_exists = self.server.api.router.match(self.command, path)
             if handler is None:
                 raise ApiError("method not allowed", 405) if path_exists else NotFound("path not found")
-            request = Request(self.command, query, self.headers, self.rfile, params)
+            request = Request(self.command, query, self.headers, self.rfile, params, framing, self.server.limits)
             if path not in self.server.api.PUBLIC_PATHS:
                 request.user = check_authorization(self.server.credentials, self.headers.get("Authorization"))
+            self.server.api.check_params(params)
             response = handler(request)
         except ApiError as exc:
             response = Response(exc.status, {"message": exc.message})
+        except ConnectionError:  # the client went away mid-request
+            self.close_connection = True
+            return
         except Exception as exc:  # an internal error answered as lakeFS does, never as a dropped connection
             LOG.exception("internal error on %s %s", self.command, self.path)
             response = Response(500, {"message": f"internal error: {exc}"})
         finally:
             self.server.request_finished()
-        if request is None or not request.body_consumed:
-            has_body = self.headers.get("Content-Length") not in (None, "0") or self.headers.get("Transfer-Encoding")
-            if has_body:
-                self.close_connection = True
-        self._send(response)
+        if not framing_known or (framing.has_body and (request is None or not request.body_complete)):
+            self.close_connection = True  # where this request's body ends (so the next request starts) is unknown
+        try:
+            self._send(response)
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
 
     def _send(self, response: Response) -> None:
         body = b"" if response.file is not None else response.encoded()
@@ -96,23 +280,61 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
 
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
-    def __init__(self, data_dir: Path, host: str, port: int, credentials: Credentials, fsync: bool = True):
+    def __init__(self, data_dir: Path, host: str, port: int, credentials: Credentials, fsync: bool = True,
+                 limits: Limits | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.data_dir / SERVER_LOCK_FILE, "a+")
         if not _lock_exclusively(self._lock_file, LOCK_WAIT_SECONDS):
             self._lock_file.close()
             raise RuntimeError(f"{self.data_dir}: another embedded lakeFS server is using this data directory")
-        self.credentials = credentials
-        self.api = LakeFSApi(Catalog(self.data_dir / "lakefs.db", "FULL" if fsync else "NORMAL"),
-                             BlobStore(self.data_dir / "blobs", fsync=fsync))
-        self._activity = threading.Condition()
-        self._active_requests = 0
-        self._last_activity = time.monotonic()
-        self._thread: threading.Thread | None = None
-        self._serving = threading.Event()
-        super().__init__((host, port), _Handler)
+        try:
+            self.credentials = credentials
+            self.limits = limits or Limits()
+            self._slots = threading.BoundedSemaphore(self.limits.max_connections)
+            self.api = LakeFSApi(Catalog(self.data_dir / "lakefs.db", "FULL" if fsync else "NORMAL"),
+                                 BlobStore(self.data_dir / "blobs", fsync=fsync))
+            self._activity = threading.Condition()
+            self._active_requests = 0
+            self._last_activity = time.monotonic()
+            self._thread: threading.Thread | None = None
+            self._serving = threading.Event()
+            super().__init__((host, port), _Handler)
+        except BaseException:
+            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+            self._lock_file.close()
+            raise
+        self.watchdog = _Watchdog()
+
+    def process_request(self, request, client_address) -> None:
+        """A thread per connection, at most ``limits.max_connections`` at once: beyond, 503 and close."""
+        if not self._slots.acquire(blocking=False):
+            LOG.warning("refusing a connection from %s: %d connections open", client_address,
+                        self.limits.max_connections)
+            try:
+                request.setblocking(False)
+                request.send(_REFUSAL)
+            except OSError:
+                pass
+            self.watchdog.close_later(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.watchdog.disarm(request)
+            self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        LOG.debug("error on a connection from %s", client_address, exc_info=True)
 
     @property
     def endpoint(self) -> str:
@@ -207,16 +429,19 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
             self._thread.join()
         self._thread = None
         self.server_close()
+        self.watchdog.stop()
         if not self._lock_file.closed:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
 
 
 def create_server(data_dir, host: str = "127.0.0.1", port: int = 0, access_key_id: str | None = None,
-                  secret_access_key: str | None = None, fsync: bool = True) -> EmbeddedLakeFSServer:
+                  secret_access_key: str | None = None, fsync: bool = True,
+                  limits: Limits | None = None) -> EmbeddedLakeFSServer:
     """An embedded server over ``data_dir``, bound but not yet serving.
 
     Without keys, they are read from (or generated once into) ``data_dir/credentials.json`` (mode 0600).
+    ``limits`` bounds body sizes, timeouts and open connections (see :class:`~.transport.Limits`).
     """
     data_dir = Path(data_dir)
     if (access_key_id is None) != (secret_access_key is None):
@@ -225,7 +450,7 @@ def create_server(data_dir, host: str = "127.0.0.1", port: int = 0, access_key_i
         credentials = load_or_create_credentials(data_dir)
     else:
         credentials = Credentials(access_key_id, secret_access_key)
-    return EmbeddedLakeFSServer(data_dir, host, port, credentials, fsync=fsync)
+    return EmbeddedLakeFSServer(data_dir, host, port, credentials, fsync=fsync, limits=limits)
 
 
 def _lock_exclusively(lock_file, wait: float) -> bool:

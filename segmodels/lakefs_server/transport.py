@@ -8,24 +8,103 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
-from urllib.parse import parse_qs, unquote
+from urllib.parse import parse_qs, unquote_to_bytes
 
-from .errors import BadRequest
+from .errors import ApiError, BadRequest, PayloadTooLarge
+from .validation import check_amount, parse_json_object
 
 CHUNK_SIZE = 4 << 20  # body reads: large enough that per-chunk Python overhead vanishes
+MAX_LINE = 65536  # chunk-size and trailer lines
+MAX_TRAILERS = 100
+_CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[^\r\n]*)?\r?\n")
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,19}")
+_INTEGER = re.compile(r"[-+]?[0-9]{1,19}")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server accepts from one client; every value can be given to ``create_server``."""
+
+    max_json_body: int = 8 << 20  # bytes of a JSON request body (413 beyond)
+    max_object_body: int = 5 << 40  # bytes of an uploaded object (S3's largest object; 413 beyond)
+    idle_timeout: float = 60.0  # seconds a kept-alive connection may wait for its next request
+    header_timeout: float = 20.0  # seconds for a request line and headers (a new connection's from connecting)
+    body_timeout: float = 60.0  # seconds without a byte received or sent while a body moves
+    max_connections: int = 128  # open connections; more are answered 503 and closed
+
+
+@dataclass(frozen=True)
+class BodyFraming:
+    """How a request's body is delimited: ``chunked``, else ``length`` bytes (0: no body)."""
+
+    chunked: bool = False
+    length: int = 0
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or self.length > 0
+
+
+def body_framing(headers) -> BodyFraming:
+    """The framing that ``Content-Length`` / ``Transfer-Encoding`` announce; 400 (501) for anything ambiguous.
+
+    Both headers at once (request smuggling), several different lengths, or a length that is not a plain
+    decimal number are refused: the connection must then be closed, as where the body ends is unknown."""
+    encodings = headers.get_all("Transfer-Encoding") or []
+    lengths = headers.get_all("Content-Length") or []
+    if encodings:
+        if lengths:
+            raise BadRequest("invalid request: both Content-Length and Transfer-Encoding")
+        codings = [c.strip().lower() for value in encodings for c in value.split(",")]
+        if codings != ["chunked"]:
+            raise ApiError(f"unsupported transfer encoding: {', '.join(encodings)!r}", 501)
+        return BodyFraming(chunked=True)
+    if not lengths:
+        return BodyFraming()
+    values = {v.strip() for value in lengths for v in value.split(",")}
+    if len(values) != 1:
+        raise BadRequest("invalid request: conflicting Content-Length values")
+    value = values.pop()
+    if not _CONTENT_LENGTH.fullmatch(value) or int(value) > (1 << 63) - 1:
+        raise BadRequest(f"invalid request: bad Content-Length {value!r}")
+    return BodyFraming(length=int(value))
+
+
+def decode_component(text: str, what: str = "path") -> str:
+    """Percent-decode ``text`` strictly: every ``%`` starts two hex digits and the bytes are UTF-8."""
+    if _BAD_ESCAPE.search(text):
+        raise BadRequest(f"invalid URL escape in {what}")
+    try:
+        return unquote_to_bytes(text).decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest(f"invalid UTF-8 in {what}") from None
+
+
+def parse_query(query: str) -> dict[str, list[str]]:
+    if _BAD_ESCAPE.search(query):
+        raise BadRequest("invalid URL escape in query")
+    try:
+        return parse_qs(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise BadRequest("invalid UTF-8 in query") from None
 
 
 class Request:
     """One API call: path parameters, query, headers and a body read on demand."""
 
-    def __init__(self, method: str, query: str, headers, rfile, params: dict[str, str]):
+    def __init__(self, method: str, query: str, headers, rfile, params: dict[str, str],
+                 framing: BodyFraming | None = None, limits: Limits | None = None):
         self.method = method
-        self.query = parse_qs(query, keep_blank_values=True)
+        self.query = parse_query(query)
         self.headers = headers
         self.rfile = rfile
         self.params = params
+        self.framing = framing if framing is not None else body_framing(headers)
+        self.limits = limits or Limits()
         self.user: str | None = None
-        self.body_consumed = False
+        self.body_consumed = False  # reading started
+        self.body_complete = not self.framing.has_body  # the whole body was read: the connection can go on
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -43,32 +122,31 @@ class Request:
         value = self.arg(name)
         if value is None or value == "":
             return None
-        try:
-            return int(value)
-        except ValueError:
-            raise BadRequest(f"validation error: {name}: {value!r} is not an integer") from None
+        if not _INTEGER.fullmatch(value) or not -(1 << 63) <= int(value) < (1 << 63):
+            raise BadRequest(f"validation error: {name}: {value!r} is not an integer")
+        return int(value)
 
-    def body_chunks(self) -> Iterator[bytes]:
-        """The request body in chunks, de-chunking ``Transfer-Encoding: chunked``."""
+    def amount(self) -> int | None:
+        return check_amount(self.int_arg("amount"))
+
+    def body_chunks(self, limit: int | None = None) -> Iterator[bytes]:
+        """The request body in chunks, de-chunking ``Transfer-Encoding: chunked``; 413 beyond ``limit`` bytes."""
+        if self.body_consumed:
+            raise RuntimeError("request body already read")
         self.body_consumed = True
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            while True:
-                line = self.rfile.readline(65537)
-                if not line:
-                    raise BadRequest("truncated chunked body")
-                size = int(line.split(b";", 1)[0].strip() or b"0", 16)
-                if size == 0:
-                    while self.rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                        pass
-                    return
-                while size:
-                    data = self.rfile.read(min(size, CHUNK_SIZE))
-                    if not data:
-                        raise BadRequest("truncated chunked body")
-                    size -= len(data)
-                    yield data
-                self.rfile.readline(3)
-        remaining = int(self.headers.get("Content-Length") or 0)
+        limit = self.limits.max_object_body if limit is None else limit
+        try:
+            if self.framing.chunked:
+                yield from self._chunked(limit)
+            else:
+                yield from self._sized(self.framing.length, limit)
+        except TimeoutError:
+            raise ApiError("timed out reading the request body", 408) from None
+        self.body_complete = True
+
+    def _sized(self, remaining: int, limit: int) -> Iterator[bytes]:
+        if remaining > limit:
+            raise PayloadTooLarge(f"request body too large: {remaining} bytes, at most {limit}")
         while remaining:
             data = self.rfile.read(min(remaining, CHUNK_SIZE))
             if not data:
@@ -76,15 +154,42 @@ class Request:
             remaining -= len(data)
             yield data
 
+    def _chunked(self, limit: int) -> Iterator[bytes]:
+        total = 0
+        while True:
+            line = self.rfile.readline(MAX_LINE + 1)
+            if not line:
+                raise BadRequest("truncated chunked body")
+            match = _CHUNK_LINE.fullmatch(line)
+            if not match:
+                raise BadRequest("invalid chunk size line")
+            size = int(match.group(1), 16)
+            if size > self.limits.max_object_body:
+                raise BadRequest("invalid chunk size: too large")
+            if size == 0:
+                for _ in range(MAX_TRAILERS + 1):
+                    trailer = self.rfile.readline(MAX_LINE + 1)
+                    if trailer in (b"\r\n", b"\n"):
+                        return
+                    if not trailer.endswith(b"\n"):
+                        raise BadRequest("truncated or invalid chunked body trailer")
+                raise BadRequest("too many trailer lines")
+            total += size
+            if total > limit:
+                raise PayloadTooLarge(f"request body too large: more than {limit} bytes")
+            while size:
+                data = self.rfile.read(min(size, CHUNK_SIZE))
+                if not data:
+                    raise BadRequest("truncated chunked body")
+                size -= len(data)
+                yield data
+            end = self.rfile.readline(3)
+            if end not in (b"\r\n", b"\n"):
+                raise BadRequest("invalid chunked body: chunk data not followed by CRLF")
+
     def json(self) -> dict:
-        raw = b"".join(self.body_chunks())
-        try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            raise BadRequest("request body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        return body
+        """The body as a JSON object (at most ``limits.max_json_body`` bytes)."""
+        return parse_json_object(b"".join(self.body_chunks(self.limits.max_json_body)))
 
 
 @dataclass
@@ -130,7 +235,7 @@ class Router:
             found = pattern.match(path)
             if found:
                 if route_method == method:
-                    return handler, {k: unquote(v) for k, v in found.groupdict().items()}, True
+                    return handler, {k: decode_component(v) for k, v in found.groupdict().items()}, True
                 path_exists = True
         return None, {}, path_exists
 
