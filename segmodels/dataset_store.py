@@ -7,6 +7,7 @@ sets: :func:`ingest` prepares a source locally (``segmodels.data``) and publishe
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import logging
@@ -15,10 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Mapping
+from urllib.parse import urlsplit
 
 from segmodels.data import DatasetInfo, DatasetStats, Layout, PreparedDataset, ValidationReport, prepare_dataset
 from segmodels.data.sources import redact
 from segmodels.home import segmodels_home
+from segmodels.redaction import redact_text
 from segmodels.schemas import DataConfig
 from segmodels.versioning import LakeFS, LakeFSUri
 
@@ -38,7 +41,7 @@ class IngestResult:
     info: DatasetInfo
     report: ValidationReport
     stats: DatasetStats
-    source: str  # the source as the user named it, credentials removed
+    source: str  # the source as the user named it, credentials masked
     dataset_digest: str  # sha256 of the manifest: equal content, equal digest
 
     def summary(self) -> str:
@@ -73,10 +76,34 @@ def ingest(
     the source when `source` is only where it was put for reading (e.g. `demo`, generated into a temp folder).
     """
     work = Path(work_dir) if work_dir else default_work_dir(repo, branch, prefix)
+    data = named_after_url(data, source)
     with _locked(work):
         prepared = prepare_dataset(source, work / "dataset", data, on_error=on_error, split_seed=split_seed,
                                    cache_file=work / "prepare-cache.json", lakefs=lakefs)
         return publish_dataset(lakefs, prepared, repo, branch, prefix, recorded_source or source, metadata or {})
+
+
+def url_dataset_name(source: str) -> str:
+    """The data set name a URL source stands for: the last part of its path without suffixes (``data`` for
+    ``https://host/d/data.zip?X-Amz-Signature=...``), else its host; never its user info, query or fragment."""
+    parts = urlsplit(source)
+    return Path(parts.path.rstrip("/")).name.split(".")[0] or parts.hostname or "dataset"
+
+
+def named_after_url(data: DataConfig, source) -> DataConfig:
+    """``data`` naming the data set after a URL source's path when it names none and the default name, the
+    source's last ``/`` part, would take in more (a presigned URL's query with its signature and token)."""
+    text = str(source)
+    if getattr(data, "name", None) or "://" not in text:
+        return data
+    name = url_dataset_name(text)
+    if Path(text.rstrip("/")).name.split(".")[0] == name:
+        return data  # the default is this name already (and the prepare cache's settings stay as they were)
+    if dataclasses.is_dataclass(data):
+        return dataclasses.replace(data, name=name)
+    from omegaconf import OmegaConf
+
+    return OmegaConf.merge(data, {"name": name})
 
 
 def publish_dataset(lakefs: LakeFS, prepared: PreparedDataset, repo: str, branch: str, prefix: str, source,
@@ -85,7 +112,7 @@ def publish_dataset(lakefs: LakeFS, prepared: PreparedDataset, repo: str, branch
 
     The upload happens on an ephemeral branch merged in one step, so a failure anywhere leaves `branch` as it
     was; unchanged files are not uploaded and unchanged data makes no commit. The commit message and metadata
-    name `source` (credentials removed) and hold the data set digest, format, counts and `metadata`.
+    name `source` (credentials masked) and hold the data set digest, format, counts and `metadata`.
     """
     named_source = redact(source)
     digest = hashlib.sha256(Layout(prepared.root).manifest_file.read_bytes()).hexdigest()
@@ -97,7 +124,7 @@ def publish_dataset(lakefs: LakeFS, prepared: PreparedDataset, repo: str, branch
         "skipped_bad_files": str(len(prepared.report)),
         **{str(key): redact(value) for key, value in metadata.items()},
     }
-    message = f"ingest {prepared.info.name}: {prepared.stats.num_images} images from {named_source}"
+    message = redact_text(f"ingest {prepared.info.name}: {prepared.stats.num_images} images from {named_source}")
     with lakefs.atomic_write(repo, branch, message, commit_metadata) as staged:
         transfer = lakefs.upload_directory(repo, staged.branch, prepared.root, prefix=prefix, delete_missing=True)
     result = IngestResult(

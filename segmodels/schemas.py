@@ -81,6 +81,9 @@ class DataConfig:
     resize_masks: bool = MISSING
     name: Optional[str] = MISSING
     s3_endpoint_url: Optional[str] = MISSING
+    max_file_bytes: int = MISSING
+    max_image_pixels: Optional[int] = MISSING
+    follow_external_symlinks: bool = MISSING
     options: Dict[str, Any] = MISSING
 
 

@@ -227,7 +227,7 @@ def test_http_errors_and_unsafe_archives_are_refused(archives, http_root, tmp_pa
     (served / "broken.tar.gz").write_bytes(b"not a tarball")
     with pytest.raises(DataValidationError, match="corrupt or unreadable archive"):
         prepare(served / "broken.tar.gz", tmp_path / "out")
-    assert redact("https://user:secret@example.org/d.zip") == "https://example.org/d.zip"
+    assert redact("https://user:secret@example.org/d.zip") == "https://***@example.org/d.zip"
 
 
 @pytest.fixture

@@ -310,7 +310,7 @@ def test_a_killed_train_step_resumes_from_its_checkpoint_to_the_same_metrics(cha
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
     run = newest_train_run()
-    assert run.data.tags["segmodels.resumed_after_epoch"].isdigit()
+    assert run.data.tags[lineage.TAG_RESUMED_AFTER_EPOCH].isdigit()
     resumed_curve, straight_curve = curve(run), curve(uninterrupted)
     assert [step for step, _ in resumed_curve] == [step for step, _ in straight_curve] == list(range(6))
     assert [value for _, value in resumed_curve] == pytest.approx([value for _, value in straight_curve])

@@ -109,7 +109,7 @@ def fails(capsys, ref: str) -> str:
 
 def test_champion_text_walks_back_to_data_commit_ingest_run_and_source(tracking, capsys):
     text = lineage_of(capsys, "models:/seg@champion")
-    for expected in (DATA, tracking.ingests[DATA], "https://example.com/cells.zip", GIT_INGEST, GIT_TRAIN,
+    for expected in (DATA, tracking.ingests[DATA], "https://***@example.com/cells.zip", GIT_INGEST, GIT_TRAIN,
                      MODELS[1], tracking.trains[1], "seg/2 @champion", tracking.register, tracking.infer):
         assert expected in text
     assert "secret" not in text
@@ -131,7 +131,7 @@ def test_json_holds_the_same(tracking, capsys):
     assert doc["train_run"]["run_id"] == tracking.trains[1] and doc["train_run"]["parent_run_id"] == tracking.main
     assert doc["model"]["commit"] == MODELS[1] and doc["data"]["commit"] == DATA
     assert [run["run_id"] for run in doc["ingest_runs"]] == [tracking.ingests[DATA]]
-    assert doc["ingest_runs"][0]["source"] == "https://example.com/cells.zip"
+    assert doc["ingest_runs"][0]["source"] == "https://***@example.com/cells.zip"
     assert [run["run_id"] for run in doc["register_runs"]] == [tracking.register]
     assert [run["run_id"] for run in doc["infer_runs"]] == [tracking.infer]
 

@@ -6,6 +6,25 @@ import csv
 import io
 from dataclasses import dataclass, field
 
+SURROGATES = range(0xDC80, 0xDD00)  # undecodable bytes of a file name (os.fsdecode's surrogateescape)
+
+
+def printable(text) -> str:
+    """`text` as one printable line: undecodable file-name bytes as \\xNN, control and other non-printable
+    characters (newlines, escape sequences) escaped, so a hostile name can neither break a line nor a terminal."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        if char.isprintable():
+            out.append(char)
+        elif ord(char) in SURROGATES:
+            out.append(f"\\x{ord(char) - 0xDC00:02x}")
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
+
 
 @dataclass(frozen=True)
 class Issue:
@@ -27,7 +46,7 @@ class ValidationReport:
     accepted: int = 0
 
     def add(self, file: str, reason: str) -> None:
-        self.issues.append(Issue(str(file), reason))
+        self.issues.append(Issue(printable(file), printable(reason)))
 
     def __bool__(self) -> bool:
         return bool(self.issues)
@@ -59,6 +78,7 @@ class DataValidationError(ValueError):
     """A source failed validation; `.report` lists every bad file and its reason."""
 
     def __init__(self, message: str, report: ValidationReport | None = None):
+        message = printable(message)
         self.report = report if report is not None else ValidationReport()
         details = "".join(f"\n  {issue}" for issue in self.report.issues)
         super().__init__(message + details)

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import io
 import json
 import logging
 import os
-import re
+import shutil
 import tempfile
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image
 
-from segmodels.data.classes import ClassSpec, parse_classes, read_class_file, voc_color
-from segmodels.data.errors import DataValidationError, ValidationReport
+from segmodels.data.classes import ClassSpec, parse_classes, voc_color
+from segmodels.data.errors import DataValidationError, Issue, ValidationReport, printable
 from segmodels.data.formats import Sample, create_reader
+from segmodels.data.formats.base import (
+    MAX_FILE_BYTES,
+    ImageTooLarge,
+    ReadLimits,
+    SourceFileError,
+    describe,
+    load_class_file,
+    open_image,
+    read_limits,
+)
 from segmodels.data.info import DatasetInfo
 from segmodels.data.layout import SPLITS, Layout
 from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
@@ -83,8 +95,15 @@ def prepare_dataset(
     classes, mask_values, options = plain(data.classes), plain(data.mask_values), plain(data.options)
     ignore_classes = list(data.ignore_classes)
     resize_masks = bool(data.resize_masks)
-    with tempfile.TemporaryDirectory(prefix="segmodels-source-") as scratch:
-        root = resolve_source(source, Path(scratch), lakefs=lakefs, s3_endpoint_url=data.s3_endpoint_url)
+    limits = read_limits_of(data)
+    fresh_output = not Path(out_dir).exists()
+    with tempfile.TemporaryDirectory(prefix="segmodels-source-") as scratch, ExitStack() as reading:
+        reading.push(lambda failed, *_: _discard_output(out_dir) if failed and fresh_output else None)
+        root = resolve_source(source, Path(scratch), lakefs=lakefs, s3_endpoint_url=data.s3_endpoint_url,
+                              max_member_bytes=limits.max_file_bytes)
+        reading.enter_context(read_limits(dataclasses.replace(limits, root=root)))  # every read below: inside root
+        shown = _shown_as_source(source, Path(scratch), root)
+        reading.push(lambda failed, error, _: _rename_error(error, shown))
         reader = create_reader(root, data.format, **options)
         declared = _declared_classes(reader, classes, data.classes_file, root)
         value_map = _value_map(reader, declared, ignore_classes, ignore_index, mask_values)
@@ -94,6 +113,7 @@ def prepare_dataset(
         settings = {
             "format": reader.name, "classes": [s.to_dict() for s in declared or ()], "ignore_index": ignore_index,
             "value_map": sorted(value_map.items()), "resize_masks": resize_masks, "options": options,
+            "limits": [limits.max_file_bytes, limits.max_image_pixels, limits.follow_external_symlinks],
         }
         digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
         writer = LayoutWriter(Layout(out_dir), cache_file, digest)
@@ -121,9 +141,62 @@ def prepare_dataset(
             writer.finish(info)
         finally:
             writer.save_cache()
+    _rename_report(report, shown)
     if report:
         log.warning("skipped %d bad file(s):\n%s", len(report), report.to_text())
     return PreparedDataset(Path(out_dir), info, report, stats, reused=writer.reused)
+
+
+def read_limits_of(data) -> ReadLimits:
+    """The read limits the data options set: `max_file_bytes`, `max_image_pixels` (null: Pillow's
+    `Image.MAX_IMAGE_PIXELS`) and `follow_external_symlinks`."""
+    max_bytes = _option(data, "max_file_bytes", MAX_FILE_BYTES)
+    max_pixels = _option(data, "max_image_pixels", None)
+    for key, value in (("max_file_bytes", max_bytes), ("max_image_pixels", max_pixels)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+            raise DataValidationError(f"data.{key}={value!r}: expected a positive whole number")
+    return ReadLimits(
+        root=None,
+        max_file_bytes=int(max_bytes if max_bytes is not None else MAX_FILE_BYTES),
+        max_image_pixels=int(max_pixels) if max_pixels is not None else Image.MAX_IMAGE_PIXELS,
+        follow_external_symlinks=bool(_option(data, "follow_external_symlinks", False)),
+    )
+
+
+def _option(data, key: str, default):
+    try:
+        value = data[key] if isinstance(data, dict) else getattr(data, key)
+    except (AttributeError, KeyError):
+        return default
+    return default if value is None and default is not None else value
+
+
+def _shown_as_source(source, scratch: Path, root: Path):
+    """text -> text naming the files of a downloaded or extracted source by the source as given (credentials
+    redacted: `https://host/data.zip/images/a.png`), not by the temporary folder they were read from; None for a
+    source read where it is."""
+    if not Path(root).is_relative_to(scratch) or Path(root) == scratch:
+        return None
+    temporary = str(scratch / Path(root).relative_to(scratch).parts[0])  # the extraction or download folder
+    label = redact(source).rstrip("/")
+    return lambda text: text.replace(temporary, label)
+
+
+def _rename_report(report: ValidationReport, shown) -> None:
+    if shown:
+        report.issues[:] = [Issue(shown(issue.file), shown(issue.reason)) for issue in report.issues]
+
+
+def _rename_error(error, shown) -> None:
+    """Re-raise a DataValidationError about a temporary copy of the source naming the source instead."""
+    if shown and isinstance(error, DataValidationError):
+        _rename_report(error.report, shown)
+        raise DataValidationError(shown(error.summary), error.report) from None
+
+
+def _discard_output(out_dir) -> None:
+    """Remove an output folder this preparation created: a refused source leaves no half-written layout."""
+    shutil.rmtree(out_dir, ignore_errors=True)
 
 
 def _declared_classes(reader, classes, classes_file, root: Path) -> list[ClassSpec] | None:
@@ -132,7 +205,7 @@ def _declared_classes(reader, classes, classes_file, root: Path) -> list[ClassSp
         return parse_classes(classes)
     if classes_file:
         path = Path(classes_file)
-        return read_class_file(path if path.is_absolute() else root / path)
+        return load_class_file(path if path.is_absolute() else root / path)  # named by the config: read where it says
     return reader.classes()
 
 
@@ -149,13 +222,26 @@ def _value_map(reader, declared, ignore_classes, ignore_index, mask_values) -> d
 
 
 def _unique_samples(reader, report: ValidationReport) -> list[Sample]:
-    """The reader's samples minus duplicated names (each duplicate reported), plus its orphan masks reported."""
+    """The reader's samples minus duplicated names (each duplicate reported), plus its orphan masks reported.
+
+    Names become printable (a file name's undecodable bytes as \\xNN): they name files of the layout, manifest rows
+    and lakeFS objects. A name that is not a plain file name (a folder, `..`) is refused.
+    """
     try:
-        samples = reader.samples()
-    except (OSError, ValueError) as error:
-        raise DataValidationError(f"{reader.root}: cannot list samples ({error})") from None
+        listed = reader.samples()
+    except DataValidationError:
+        raise
+    except Exception as error:  # a reader's failure on garbage is the source's fault: one line, no traceback
+        raise DataValidationError(f"{reader.root}: cannot list samples ({describe(error)})") from None
     for issue in reader.orphans():
         report.add(issue.file, issue.reason)
+    samples = []
+    for sample in listed:
+        name = printable(sample.name)
+        if not name or name in (".", "..") or "/" in name:
+            report.add(sample.image_ref, f"sample name {name!r} is not a plain file name")
+            continue
+        samples.append(sample if name == sample.name else dataclasses.replace(sample, name=name))
     counts = Counter(sample.name for sample in samples)
     by_name: dict[str, list[str]] = {}
     for sample in samples:
@@ -190,14 +276,8 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
     cached = writer.reuse(sample.name, split, signature=signature) if writing and signature else None
     if cached:
         return cached
-    try:
-        image_bytes = sample.image_bytes()
-    except OSError as error:
-        raise SampleError(sample.image_ref, f"unreadable image ({error.strerror or error})") from None
-    try:
-        annotation = sample.annotation_bytes()
-    except OSError as error:
-        raise SampleError(sample.mask_ref, f"unreadable mask ({error.strerror or error})") from None
+    image_bytes = _load(sample.image_bytes, sample.image_ref, "image")
+    annotation = _load(sample.annotation_bytes, sample.mask_ref, "mask")
     fingerprint = hashlib.sha256(hashlib.sha256(image_bytes).digest() + hashlib.sha256(annotation).digest()).hexdigest()
     cached = writer.reuse(sample.name, split, fingerprint=fingerprint, signature=signature) if writing else None
     if cached:
@@ -207,8 +287,10 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
         raw = sample.decode_mask(annotation)
     except AnnotationError as error:
         raise SampleError(sample.mask_ref, f"bad annotation: {error}") from None
+    except ImageTooLarge as error:
+        raise SampleError(sample.mask_ref, str(error)) from None
     except Exception as error:  # any decoder failure is a bad annotation file, reported not raised
-        raise SampleError(sample.mask_ref, f"unreadable mask ({error.__class__.__name__}: {error})") from None
+        raise SampleError(sample.mask_ref, f"unreadable mask ({describe(error)})") from None
     if raw.shape[:2] != (height, width):
         if not resize_masks:
             raise SampleError(
@@ -247,10 +329,25 @@ def file_signature(files: tuple[Path, ...]) -> list | None:
     return signature or None
 
 
-def _check_image(file: str, data: bytes) -> tuple[int, int, str]:
-    """(width, height, file extension) of a fully decodable image; SampleError otherwise."""
+def _load(load, file: str, what: str) -> bytes:
+    """The bytes a sample's loader returns; SampleError naming `file` and why when it fails."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        return load()
+    except SourceFileError as error:  # a FIFO, a device, a file outside the source, too many bytes
+        raise SampleError(file, f"{what} refused: {error}") from None
+    except OSError as error:
+        raise SampleError(file, f"unreadable {what} ({error.strerror or error})") from None
+    except AnnotationError as error:
+        raise SampleError(file, f"bad annotation: {error}") from None
+    except Exception as error:  # a reader's failure on garbage: reported, not raised
+        raise SampleError(file, f"unreadable {what} ({describe(error)})") from None
+
+
+def _check_image(file: str, data: bytes) -> tuple[int, int, str]:
+    """(width, height, file extension) of a fully decodable image of at most `max_image_pixels` (its size is
+    checked from the header, before decoding); SampleError otherwise."""
+    try:
+        with open_image(data, "image") as image:
             image.load()
             if image.mode not in ("RGB", "L", "P", "RGBA", "LA", "I;16", "I", "CMYK", "YCbCr", "1", "PA"):
                 raise SampleError(file, f"unsupported image mode {image.mode}")
@@ -258,9 +355,10 @@ def _check_image(file: str, data: bytes) -> tuple[int, int, str]:
             return image.width, image.height, extension
     except SampleError:
         raise
+    except ImageTooLarge as error:
+        raise SampleError(file, str(error)) from None
     except Exception as error:  # PIL raises many types for corrupt data
-        detail = re.sub(r" ?<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(error))
-        raise SampleError(file, f"corrupt or unreadable image ({error.__class__.__name__}: {detail})") from None
+        raise SampleError(file, f"corrupt or unreadable image ({describe(error)})") from None
 
 
 def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, format_name: str) -> DatasetInfo:
@@ -278,4 +376,7 @@ def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, f
 
 
 def _default_name(source, root: Path) -> str:
-    return Path(str(source).rstrip("/")).name.split(".")[0] or root.name
+    """The data set's name when config gives none: the source's last path part (a URL's path, never its query)."""
+    text = str(source)
+    path = urlsplit(text).path if "://" in text else text
+    return Path(path.rstrip("/")).name.split(".")[0] or root.name

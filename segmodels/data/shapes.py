@@ -11,10 +11,85 @@ from collections.abc import Callable
 import numpy as np
 from PIL import Image, ImageDraw
 
+COORDINATE_RANGE = 4  # coordinates lie within +-4x the image's larger side (else garbage, refused)
 
 
 class AnnotationError(ValueError):
     """An annotation that cannot be turned into a mask; the message says which shape and why."""
+
+
+# -- checking what an annotation file holds -------------------------------------------------------------------------
+
+
+def json_type(value) -> str:
+    """The JSON name of a parsed value's type, for messages: "JSON string", "JSON array", ... ."""
+    if value is None:
+        return "JSON null"
+    if isinstance(value, bool):
+        return "JSON boolean"
+    if isinstance(value, (int, float)):
+        return "JSON number"
+    return "JSON " + {str: "string", list: "array", dict: "object"}.get(type(value), type(value).__name__)
+
+
+def short(value, limit: int = 60) -> str:
+    """repr of value, cut to `limit` characters (a message never prints a whole hostile structure)."""
+    if isinstance(value, (list, dict)) and len(value) > limit:
+        return f"<{json_type(value)} of {len(value)} items>"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def is_integer(value) -> bool:
+    """A JSON integer (not a boolean)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def whole_number(value) -> int | None:
+    """value as an int when it is a positive whole JSON number (28 or 28.0), else None."""
+    if is_integer(value):
+        return value if value > 0 else None
+    if isinstance(value, float) and value.is_integer() and value > 0:
+        return int(value)
+    return None
+
+
+def coordinate_limit(height: int, width: int) -> float:
+    """The largest magnitude a coordinate of an image of that size may have."""
+    return float(COORDINATE_RANGE * max(height, width, 16))
+
+
+def coordinate(value, limit: float, where: str) -> float:
+    """value as a finite float within +-limit; AnnotationError naming `where` and the value otherwise (NaN,
+    infinity, huge or non-numeric coordinates would paint arbitrary masks or make drawing run away)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise AnnotationError(f"{where}: coordinate {short(value)} is not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise AnnotationError(f"{where}: coordinate {short(value)} is not a finite number")
+    if abs(number) > limit:
+        raise AnnotationError(f"{where}: coordinate {short(value)} is far outside the image (beyond +-{limit:g})")
+    return number
+
+
+def labelme_points(shape: dict, height: int, width: int) -> list[tuple[float, float]]:
+    """The [x, y] points of a labelme shape, each checked (:func:`coordinate`)."""
+    raw = shape.get("points")
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise AnnotationError(f"shape {short(shape.get('label'))}: points is a {json_type(raw)}, expected a list of [x, y] pairs")
+    limit = coordinate_limit(height, width)
+    points = []
+    for index, point in enumerate(raw):
+        if not isinstance(point, list) or len(point) != 2:
+            raise AnnotationError(f"shape {short(shape.get('label'))}: point {index} is not an [x, y] pair: {short(point)}")
+        where = f"shape {short(shape.get('label'))} point {index}"
+        points.append((coordinate(point[0], limit, where), coordinate(point[1], limit, where)))
+    return points
 
 
 ShapeDrawer = Callable[[ImageDraw.ImageDraw, list, dict], None]
@@ -35,7 +110,7 @@ def shape_drawer(*names: str):
 @shape_drawer("polygon")
 def _polygon(draw, xy, shape):
     if len(xy) < 3:
-        raise AnnotationError(f"polygon {shape.get('label')!r} has {len(xy)} point(s), needs 3")
+        raise AnnotationError(f"polygon {short(shape.get('label'))} has {len(xy)} point(s), needs 3")
     draw.polygon(xy=xy, outline=1, fill=1)
 
 
@@ -65,20 +140,22 @@ def _point(draw, xy, shape):
 
 def _two_points(xy, shape):
     if len(xy) != 2:
-        raise AnnotationError(f"{shape.get('shape_type')} {shape.get('label')!r} has {len(xy)} point(s), needs 2")
+        raise AnnotationError(f"{short(shape.get('shape_type'))} {short(shape.get('label'))} has {len(xy)} point(s), needs 2")
     return xy
 
 
 def labelme_shape_mask(shape: dict, height: int, width: int) -> np.ndarray:
     """Boolean [H,W] mask of one labelme shape, pixel for pixel as labelme's own exporters draw it."""
     shape_type = shape.get("shape_type") or "polygon"
-    points = [tuple(float(c) for c in point) for point in shape.get("points") or []]
+    if not isinstance(shape_type, str):
+        raise AnnotationError(f"shape {short(shape.get('label'))}: shape_type {short(shape_type)} is not a string")
+    points = labelme_points(shape, height, width)
     if shape_type == "mask":
         return _embedded_mask(shape, points, height, width)
     if shape_type not in SHAPE_DRAWERS:
-        raise AnnotationError(f"shape {shape.get('label')!r}: unknown shape_type {shape_type!r}")
+        raise AnnotationError(f"shape {short(shape.get('label'))}: unknown shape_type {short(shape_type)}")
     if not points:
-        raise AnnotationError(f"shape {shape.get('label')!r} has no points")
+        raise AnnotationError(f"shape {short(shape.get('label'))} has no points")
     canvas = Image.new("L", (width, height), 0)
     SHAPE_DRAWERS[shape_type](ImageDraw.Draw(canvas), points, shape)
     return np.asarray(canvas, dtype=bool)
@@ -87,12 +164,36 @@ def labelme_shape_mask(shape: dict, height: int, width: int) -> np.ndarray:
 def _embedded_mask(shape: dict, points, height: int, width: int) -> np.ndarray:
     """labelme 5 `mask` shapes: a base64 PNG of the box between the two points."""
     (x0, y0), _ = _two_points(points, shape)
-    with Image.open(io.BytesIO(base64.b64decode(shape["mask"]))) as patch:
-        values = np.asarray(patch).astype(bool)
+    encoded = shape.get("mask")
+    if not isinstance(encoded, str) or not encoded:
+        raise AnnotationError(f"mask shape {short(shape.get('label'))} has no `mask` (a base64 PNG)")
+    try:
+        data = base64.b64decode(encoded)
+    except ValueError as error:
+        raise AnnotationError(f"mask shape {short(shape.get('label'))}: `mask` is not valid base64 ({error})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            patch = Image.open(io.BytesIO(data))
+        with patch:
+            if patch.width * patch.height > height * width:  # checked before decoding: never larger than the image
+                raise AnnotationError(
+                    f"mask shape {short(shape.get('label'))}: patch of {patch.width}x{patch.height} is larger than the "
+                    f"{width}x{height} image"
+                )
+            values = np.asarray(patch).astype(bool)
+    except AnnotationError:
+        raise
+    except Exception as error:  # not an image, truncated, a decompression bomb
+        detail = str(error).split(" <_io.BytesIO")[0]
+        raise AnnotationError(f"mask shape {short(shape.get('label'))}: unreadable `mask` ({error.__class__.__name__}: {detail})") from None
+    if values.ndim == 3:
+        values = values.any(axis=2)
     mask = np.zeros((height, width), dtype=bool)
     x0, y0 = int(x0), int(y0)
-    region = mask[y0 : y0 + values.shape[0], x0 : x0 + values.shape[1]]
-    region[...] = values[: region.shape[0], : region.shape[1]]
+    top, left = max(y0, 0), max(x0, 0)  # a patch starting left of or above the image is cut, not wrapped around
+    region = mask[top : max(y0 + values.shape[0], top), left : max(x0 + values.shape[1], left)]
+    region[...] = values[top - y0 : top - y0 + region.shape[0], left - x0 : left - x0 + region.shape[1]]
     return mask
 
 
@@ -125,23 +226,85 @@ POLYGON_RASTERIZERS: dict[str, Callable[[list, int, int], np.ndarray]] = {
 
 
 def coco_segmentation_mask(segmentation, height: int, width: int, polygons: str = "pycocotools") -> np.ndarray:
-    """Boolean [H,W] mask of a COCO segmentation: polygon list, uncompressed RLE or compressed RLE (pycocotools)."""
+    """Boolean [H,W] mask of a COCO segmentation: polygon list, uncompressed RLE or compressed RLE (pycocotools).
+
+    Everything is checked before pycocotools sees it (its C decoder trusts sizes and counts): finite coordinates
+    near the image, RLE sizes equal to the image entry's, counts that cover exactly its pixels.
+    """
     from pycocotools import mask as mask_utils
 
     if isinstance(segmentation, list):
-        outlines = [p for p in segmentation if len(p) >= 6]
+        limit = coordinate_limit(height, width)
+        outlines = []
+        for index, polygon in enumerate(segmentation):
+            if not isinstance(polygon, list):
+                raise AnnotationError(f"polygon {index} is a {json_type(polygon)}, expected a list of coordinates")
+            if len(polygon) % 2:
+                raise AnnotationError(f"polygon {index} has {len(polygon)} coordinates, expected x, y pairs")
+            coordinates = [coordinate(value, limit, f"polygon {index}") for value in polygon]
+            if len(coordinates) >= 6:
+                outlines.append(coordinates)
         if not outlines:
             raise AnnotationError("polygon segmentation with fewer than 3 points")
         return POLYGON_RASTERIZERS[polygons](outlines, height, width)
-    if isinstance(segmentation, dict) and isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, *segmentation["size"])
-    elif isinstance(segmentation, dict) and "counts" in segmentation:
-        rle = dict(segmentation)
-        if isinstance(rle["counts"], str):
-            rle["counts"] = rle["counts"].encode()
+    if not isinstance(segmentation, dict) or "counts" not in segmentation:
+        raise AnnotationError(f"unrecognised segmentation (a {json_type(segmentation)}; expected polygons or RLE)")
+    size = segmentation.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and all(whole_number(v) is not None for v in size)):
+        raise AnnotationError(f"RLE size {short(size)} is not [height, width]")
+    rle_height, rle_width = (int(v) for v in size)
+    if (rle_height, rle_width) != (height, width):
+        raise AnnotationError(f"RLE size {rle_width}x{rle_height} differs from the image entry {width}x{height}")
+    counts = segmentation["counts"]
+    if isinstance(counts, list):
+        check_rle_counts(counts, height, width)
+        rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
+    elif isinstance(counts, (str, bytes)):
+        try:
+            encoded = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+        except UnicodeEncodeError:
+            raise AnnotationError("RLE counts string holds non-ASCII characters") from None
+        check_rle_counts(rle_string_counts(encoded), height, width)
+        rle = {"size": [height, width], "counts": encoded}
     else:
-        raise AnnotationError(f"unrecognised segmentation {type(segmentation).__name__}")
-    decoded = _decode_rle(rle)
-    if decoded.shape[:2] != (height, width):
-        raise AnnotationError(f"RLE size {decoded.shape[1]}x{decoded.shape[0]} differs from the image entry {width}x{height}")
-    return decoded
+        raise AnnotationError(f"RLE counts is a {json_type(counts)}, expected a list or a string")
+    return _decode_rle(rle)
+
+
+def check_rle_counts(counts: list, height: int, width: int) -> None:
+    """AnnotationError unless counts are non-negative integers covering exactly height x width pixels."""
+    for value in counts:
+        if not is_integer(value) or value < 0:
+            raise AnnotationError(f"RLE counts hold {short(value)}, not a run length")
+    total = sum(counts)
+    if total != height * width:
+        raise AnnotationError(f"RLE counts cover {total} pixels, the {width}x{height} image has {height * width}")
+
+
+def rle_string_counts(encoded: bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string, decoded as pycocotools' rleFrString does, checked on the
+    way (characters '0'..'o', no number cut off, no negative or oversized run)."""
+    counts: list[int] = []
+    position = 0
+    while position < len(encoded):
+        value, shift, more = 0, 0, True
+        while more:
+            if position >= len(encoded):
+                raise AnnotationError("RLE counts string ends inside a number")
+            char = encoded[position] - 48
+            if not 0 <= char < 64:
+                raise AnnotationError(f"RLE counts string holds {chr(encoded[position])!r}, not a COCO RLE character")
+            if shift > 25:  # 6 characters at most: what pycocotools decodes without overflowing an int
+                raise AnnotationError("RLE counts string holds a run too long to be real")
+            value |= (char & 0x1F) << shift
+            more = bool(char & 0x20)
+            position += 1
+            shift += 5
+            if not more and char & 0x10:
+                value |= -1 << shift
+        if len(counts) > 2:
+            value += counts[-2]
+        if not 0 <= value < 1 << 32:
+            raise AnnotationError(f"RLE counts string decodes to a run length of {value}")
+        counts.append(value)
+    return counts

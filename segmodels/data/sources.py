@@ -10,7 +10,7 @@ import tarfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from segmodels.data.errors import DataValidationError
 
@@ -19,12 +19,11 @@ CHUNK = 1 << 20
 
 
 def redact(source) -> str:
-    """The source as text with any user:password part of a URL removed (safe to log and record)."""
-    text = str(source)
-    parts = urlsplit(text)
-    if parts.scheme and "@" in parts.netloc:
-        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
-    return text
+    """The source (or any text naming it) with credentials masked, safe to log and record: each URL's user info
+    and secret query parameters become ``***`` (``http://***@host/data.zip``), see :mod:`segmodels.redaction`."""
+    from segmodels.redaction import redact_text
+
+    return redact_text(source)
 
 
 def is_archive(name: str) -> bool:
@@ -32,29 +31,30 @@ def is_archive(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def resolve_source(source, scratch: Path, *, lakefs, s3_endpoint_url: str | None) -> Path:
+def resolve_source(source, scratch: Path, *, lakefs, s3_endpoint_url: str | None, max_member_bytes: int | None = None) -> Path:
     """A local folder holding the source's files, downloading/extracting into `scratch` when needed.
 
     `lakefs` is the client (`segmodels.versioning.LakeFS`) that reads a lakefs:// source (None for other
-    sources); `s3_endpoint_url` the endpoint of an s3:// source (None: AWS or `S3_ENDPOINT_URL`).
+    sources); `s3_endpoint_url` the endpoint of an s3:// source (None: AWS or `S3_ENDPOINT_URL`);
+    `max_member_bytes` refuses archives holding a larger file (`data.max_file_bytes`) before extracting it.
     """
     text = str(source)
     scheme = urlsplit(text).scheme.lower() if "://" in text else ""
     if scheme not in RESOLVERS:
         raise DataValidationError(f"{redact(source)}: unsupported source scheme {scheme!r}; expected a path or {sorted(s for s in RESOLVERS if s)}")
-    return RESOLVERS[scheme](text, Path(scratch), lakefs=lakefs, s3_endpoint_url=s3_endpoint_url)
+    return RESOLVERS[scheme](text, Path(scratch), lakefs=lakefs, s3_endpoint_url=s3_endpoint_url, max_member_bytes=max_member_bytes)
 
 
-def _local(source: str, scratch: Path, **_) -> Path:
+def _local(source: str, scratch: Path, max_member_bytes: int | None = None, **_) -> Path:
     path = Path(source).expanduser()
     if path.is_dir():
         return path
     if path.is_file() and is_archive(path.name):
-        return extract_archive(path, scratch / "extracted")
+        return extract_archive(path, scratch / "extracted", label=redact(source), max_member_bytes=max_member_bytes)
     raise DataValidationError(f"{path}: source not found (expected a folder or an archive {ARCHIVE_SUFFIXES})")
 
 
-def _http(source: str, scratch: Path, **_) -> Path:
+def _http(source: str, scratch: Path, max_member_bytes: int | None = None, **_) -> Path:
     import requests
 
     name = Path(urlsplit(source).path).name
@@ -69,9 +69,10 @@ def _http(source: str, scratch: Path, **_) -> Path:
                 for chunk in response.iter_content(CHUNK):
                     handle.write(chunk)
     except requests.RequestException as error:
-        raise DataValidationError(f"{redact(source)}: download failed ({error.__class__.__name__}: {_first_line(error)})") from None
+        raise DataValidationError(f"{redact(source)}: download failed ({error.__class__.__name__}: "
+                                  f"{redact(_first_line(error))})") from None
     try:
-        return extract_archive(archive, scratch / "extracted")
+        return extract_archive(archive, scratch / "extracted", label=redact(source), max_member_bytes=max_member_bytes)
     finally:
         archive.unlink(missing_ok=True)
 
@@ -94,14 +95,14 @@ def _s3(source: str, scratch: Path, s3_endpoint_url: str | None, **_) -> Path:
                 relative = item["Key"][len(prefix):]
                 if not relative or relative.endswith("/"):
                     continue
-                target = _inside(dest, relative, source)
+                target = _inside(dest, relative, redact(source))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, item["Key"], str(target))
                 found += 1
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
-        raise DataValidationError(f"{source}: s3 read failed ({_first_line(error)})") from None
+        raise DataValidationError(f"{redact(source)}: s3 read failed ({redact(_first_line(error))})") from None
     if not found:
-        raise DataValidationError(f"{source}: no objects under this prefix")
+        raise DataValidationError(f"{redact(source)}: no objects under this prefix")
     return dest
 
 
@@ -117,30 +118,51 @@ def _lakefs(source: str, scratch: Path, lakefs, **_) -> Path:
 RESOLVERS: dict[str, Callable[..., Path]] = {"": _local, "file": _local, "http": _http, "https": _http, "s3": _s3, "lakefs": _lakefs}
 
 
-def extract_archive(archive: Path, dest: Path) -> Path:
-    """Extract a zip or tar archive into dest (refusing members that escape it); descend into a single top folder."""
+def extract_archive(archive: Path, dest: Path, *, label: str | None = None, max_member_bytes: int | None = None) -> Path:
+    """Extract a zip or tar archive into dest (refusing members that escape it, links out of it, FIFOs and devices,
+    and members larger than `max_member_bytes`); descend into a single top folder. Errors name the archive as
+    `label` (the source as the user gave it, credentials removed), never the file it was downloaded to."""
+    label = label or archive.name
     dest.mkdir(parents=True, exist_ok=True)
+
+    def check_size(name: str, size: int) -> None:
+        if max_member_bytes is not None and size > max_member_bytes:
+            raise DataValidationError(
+                f"{label}: member {name!r} of {size} bytes is above data.max_file_bytes={max_member_bytes}"
+            )
+
+    def tar_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
+        member = tarfile.data_filter(member, path)
+        check_size(member.name, member.size)
+        return member
+
     try:
         if archive.name.lower().endswith(".zip"):
             with zipfile.ZipFile(archive) as bundle:
                 for member in bundle.infolist():
-                    _inside(dest, member.filename, archive)
+                    _inside(dest, member.filename, label)
+                    check_size(member.filename, member.file_size)
                 bundle.extractall(dest)
         else:
             with tarfile.open(archive) as bundle:
-                bundle.extractall(dest, filter="data")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
-        raise DataValidationError(f"{archive.name}: corrupt or unreadable archive ({_first_line(error)})") from None
+                bundle.extractall(dest, filter=tar_filter)
+    except tarfile.FilterError as error:
+        raise DataValidationError(f"{label}: archive member refused ({_first_line(error)})") from None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as error:
+        if isinstance(error, DataValidationError):
+            raise
+        raise DataValidationError(f"{label}: corrupt or unreadable archive ({_first_line(error)})") from None
     entries = [entry for entry in dest.iterdir() if entry.name not in ("__MACOSX",) and not entry.name.startswith(".")]
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return dest
 
 
-def _inside(dest: Path, relative: str, source) -> Path:
+def _inside(dest: Path, relative: str, label: str) -> Path:
+    """dest / relative, refused unless it stays inside dest; `label` names the source (credentials removed)."""
     target = (dest / relative).resolve()
     if not target.is_relative_to(dest.resolve()):
-        raise DataValidationError(f"{redact(source)}: member {relative!r} would be written outside the extraction folder")
+        raise DataValidationError(f"{label}: member {relative!r} would be written outside the extraction folder")
     return target
 
 

@@ -26,10 +26,24 @@ def split_counts(total: int, val_fraction: float, test_fraction: float) -> tuple
 
 
 def assign_splits(names: Iterable[str], seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1) -> dict[str, str]:
-    """Split by rank of a seeded hash of each name: independent of listing order, and adding a sample moves O(1) others."""
-    ordered = sorted(set(names), key=lambda name: hashlib.sha256(f"{seed}\0{name}".encode()).digest())
+    """Split by rank of a seeded hash of each name: independent of listing order, and adding a sample moves O(1) others.
+
+    A name may hold undecodable bytes of a file name (surrogate escapes): it is hashed as those bytes.
+    """
+    ordered = sorted(set(names), key=lambda name: _name_hash(seed, name))
     n_val, n_test = split_counts(len(ordered), val_fraction, test_fraction)
     splits = {}
     for rank, name in enumerate(ordered):
         splits[name] = "val" if rank < n_val else "test" if rank < n_val + n_test else "train"
     return splits
+
+
+def _name_hash(seed: int, name: str) -> bytes:
+    """sha256 of seed and name; a valid name hashes as its UTF-8, a file name's undecodable bytes as themselves
+    (any other lone surrogate, e.g. from a JSON escape, as its code point)."""
+    text = f"{seed}\0{name}"
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        data = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).digest()

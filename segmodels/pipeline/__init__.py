@@ -15,6 +15,7 @@ from typing import Callable, Sequence
 from omegaconf import DictConfig
 
 from segmodels.config import ConfigError, load_config
+from segmodels.redaction import install_excepthook, install_log_redaction, redact_text
 
 STEPS: dict[str, str] = {  # entry point -> module whose run(cfg) does the work
     "ingest": "segmodels.pipeline.ingest",
@@ -51,11 +52,14 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
     """Run ``step`` from its command line (see :mod:`segmodels.pipeline.params`).
 
     On a user error, print ``segmodels <step>: error: <reason>`` (then, indented, any detail lines such as
-    a validation report's bad files) and exit with status 2.
+    a validation report's bad files) and exit with status 2. Log records, these lines and the traceback of an
+    unexpected error have credentials masked (a source URL's password or signature: :mod:`segmodels.redaction`).
     """
     from segmodels.pipeline.params import step_overrides
 
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s segmodels {step} %(levelname)s %(message)s")
+    install_log_redaction()
+    install_excepthook()
     try:
         cfg = load_config(step, step_overrides(step, sys.argv[1:] if argv is None else argv))
         if "interactive" in cfg and cfg.interactive:  # fail before the step's imports, never wait for input
@@ -66,7 +70,7 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
     except Exception as exc:
         if not isinstance(exc, (StepError, ConfigError)) and not isinstance(exc, user_errors()):
             raise  # user_errors() imports MLflow: not for the errors found before the step starts
-        summary, *details = str(exc).strip().splitlines() or [type(exc).__name__]
+        summary, *details = redact_text(str(exc)).strip().splitlines() or [type(exc).__name__]
         print(f"segmodels {step}: error: {summary.strip()}", file=sys.stderr)
         for line in details:  # e.g. a validation report: one bad file per line
             print(f"  {line.strip()}", file=sys.stderr)

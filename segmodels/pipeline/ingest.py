@@ -1,4 +1,8 @@
-"""The ``ingest`` step: a data source in, a validated data set committed to lakeFS out."""
+"""The ``ingest`` step: a data source in, a validated data set committed to lakeFS out.
+
+The source may carry credentials (``http://user:pw@host/d.zip``, a presigned URL): the run's params, config
+artifact and logs, the data set input and the lakeFS commit record it with them masked
+(:mod:`segmodels.redaction`)."""
 
 from __future__ import annotations
 
@@ -6,11 +10,11 @@ import logging
 import tempfile
 from pathlib import Path
 
-import mlflow
 from omegaconf import DictConfig
 
 from segmodels.data.demo import generate_demo_dataset
 from segmodels.dataset_store import ingest
+from segmodels.redaction import redact_text, register_secret
 from segmodels.tracking import lineage
 from segmodels.tracking.dataset import log_ingest
 from segmodels.versioning import connect
@@ -32,17 +36,20 @@ def readable_source(cfg: DictConfig, scratch: Path) -> str:
 def run(cfg: DictConfig) -> str:
     """Ingest ``cfg.source`` into ``lakefs://<repo>/<branch>/<prefix>``; return the data commit id."""
     lakefs = connect()
+    settings = getattr(lakefs, "settings", None)  # masked also when read from ~/.lakectl.yaml, not the environment
+    register_secret(getattr(settings, "secret_access_key", None))
     repo, branch = cfg.lakefs.repo, cfg.lakefs.data_branch
     lakefs.ensure_repository(repo, default_branch=branch)
     lakefs.ensure_branch(repo, branch)
     with lineage.step_run("ingest", cfg) as active, tempfile.TemporaryDirectory(prefix="segmodels-ingest-") as scratch:
+        log.info("ingesting %s into lakefs://%s/%s/%s", redact_text(cfg.source), repo, branch, cfg.lakefs.data_prefix)
         commit, _ = lineage.git_commit()
         result = ingest(
             lakefs, readable_source(cfg, Path(scratch)), cfg.data, repo, branch, cfg.lakefs.data_prefix,
             on_error=cfg.on_error, split_seed=cfg.split_seed, recorded_source=str(cfg.source),
             metadata={"mlflow_run_id": active.info.run_id, "git_commit": commit or "unknown"},
         )
-        mlflow.set_tags({lineage.TAG_LAKEFS_REPO: repo, lineage.TAG_DATA_COMMIT: result.commit_id,
-                         lineage.TAG_DATA_URI: result.uri})
+        lineage.set_tags({lineage.TAG_LAKEFS_REPO: repo, lineage.TAG_DATA_COMMIT: result.commit_id,
+                          lineage.TAG_DATA_URI: result.uri})
         log_ingest(result)
         return result.commit_id

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -24,6 +25,7 @@ from segmodels.pipeline.cache import (cache_key, code_version, find_reusable, fo
                                       source_fingerprint)
 from segmodels.pipeline.params import CHAIN, LAUNCHER_PARAMS, step_overrides
 from segmodels.pipeline.report import log_report
+from segmodels.redaction import redact_text
 from segmodels.tracking import lineage
 from segmodels.versioning import LakeFSSettings, ensure_embedded_server
 
@@ -146,7 +148,8 @@ class Chain:
         else:
             log.info("running %s with %s", entry_point, params)
             try:
-                submitted = mlflow.projects.run(str(self.project_dir), entry_point=entry_point, parameters=params,
+                submitted = mlflow.projects.run(str(self.project_dir), entry_point=entry_point,
+                                                parameters=secrets_through_environment(params),
                                                 env_manager=self.env_manager, synchronous=True)
             except ExecutionException as exc:
                 raise StepError(f"step {entry_point} failed: {' '.join(str(exc).split())}") from None
@@ -154,6 +157,22 @@ class Chain:
             run, reused_from = self.client.get_run(submitted.run_id), None
         self.outcomes.append(StepOutcome(entry_point, run, reused_from, time.monotonic() - started))
         return {**run.data.tags, "run_id": reused_from or run.info.run_id}  # the run that did the work
+
+
+def secrets_through_environment(params: Mapping[str, str]) -> dict[str, str]:
+    """``params`` with each value that holds a credential (a URL's user info, a signed query: see
+    :mod:`segmodels.redaction`) moved into an environment variable the child inherits and replaced by its Hydra
+    reference ``${oc.env:SEGMODELS_PARAM_<NAME>}``: MLflow records a child's parameters as given, before the
+    step's own redaction can run."""
+    passed = {}
+    for name, value in params.items():
+        if redact_text(value) == value:
+            passed[name] = value
+            continue
+        variable = "SEGMODELS_PARAM_" + re.sub(r"\W", "_", name).upper()
+        os.environ[variable] = value
+        passed[name] = f"${{oc.env:{variable}}}"
+    return passed
 
 
 def outputs_still_stand(client: MlflowClient, entry_point: str, run: Run) -> bool:

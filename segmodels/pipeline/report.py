@@ -9,6 +9,7 @@ from typing import Sequence
 import mlflow
 from mlflow.entities import Run
 
+from segmodels.redaction import redact_text
 from segmodels.tracking import lineage
 from segmodels.tracking.lineage import short_commit
 
@@ -30,7 +31,7 @@ def report_rows(outcomes: Sequence) -> list[dict[str, str]]:
     for outcome in outcomes:
         tags, params, metrics = outcome.run.data.tags, outcome.run.data.params, outcome.run.data.metrics
         data_in = params.get("data_commit") or params.get("data_ref", "")
-        inputs = {"ingest": params.get("source", ""), "train": f"data {short_commit(data_in)}",
+        inputs = {"ingest": redact_text(params.get("source", "")), "train": f"data {short_commit(data_in)}",
                   "register": f"run {params.get('run_id', '')[:8]}",
                   "infer": f"{params.get('model_uri', '')}, data {short_commit(params.get('data_commit'))}"}
         outputs = {"ingest": f"data {short_commit(tags.get(lineage.TAG_DATA_COMMIT))}",

@@ -1,4 +1,7 @@
-"""MLflow side of ingest: statistics table and plot, validation report, and the data set as a run input."""
+"""MLflow side of ingest: statistics table and plot, validation report, and the data set as a run input.
+
+What is logged here is redacted (:mod:`segmodels.redaction`): a data set named after its source, or a report
+quoting it, never records the source's credentials."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from mlflow.data.dataset_source_registry import register_dataset_source
 
 from segmodels.data.info import DatasetInfo
 from segmodels.data.stats import DatasetStats
+from segmodels.redaction import redact_text, redact_value
 
 ARTIFACT_DIR = "data"
 
@@ -64,7 +68,8 @@ class LakeFSSegmentationData(Dataset):
         self._commit_id = commit_id
         self._info = info
         self._stats = stats
-        super().__init__(source=LakeFSDatasetSource(uri), name=info.name, digest=commit_digest(commit_id))
+        super().__init__(source=LakeFSDatasetSource(redact_text(uri)), name=redact_text(info.name),
+                         digest=commit_digest(commit_id))
 
     def _compute_digest(self) -> str:
         return commit_digest(self._commit_id)
@@ -85,7 +90,7 @@ class LakeFSSegmentationData(Dataset):
 
         config = super().to_dict()
         config["profile"] = json.dumps(self.profile)
-        return config
+        return redact_value(config)
 
 
 def commit_digest(commit_id: str) -> str:
@@ -131,8 +136,8 @@ def log_ingest(result) -> None:
     figure = plot_dataset_stats(result.stats, result.info)
     mlflow.log_figure(figure, f"{ARTIFACT_DIR}/statistics.png")
     plt.close(figure)
-    mlflow.log_dict(result.info.to_dict(), f"{ARTIFACT_DIR}/dataset.yaml")
+    mlflow.log_dict(redact_value(result.info.to_dict()), f"{ARTIFACT_DIR}/dataset.yaml")
     if result.report:
-        mlflow.log_text(result.report.to_csv(), f"{ARTIFACT_DIR}/validation_report.csv")
-        mlflow.log_dict(result.report.to_dict(), f"{ARTIFACT_DIR}/validation_report.json")
+        mlflow.log_text(redact_text(result.report.to_csv()), f"{ARTIFACT_DIR}/validation_report.csv")
+        mlflow.log_dict(redact_value(result.report.to_dict()), f"{ARTIFACT_DIR}/validation_report.json")
     log_dataset_input(result.uri, result.commit_id, result.info, result.stats, context="ingest")

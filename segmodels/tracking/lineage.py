@@ -1,12 +1,14 @@
 """Lineage on MLflow runs: which data commit, model commit, code and config a run used or made.
 
-Tag names are the one vocabulary every step, the registry and ``main`` share.
+Tag names are the one vocabulary every step, the registry and ``main`` share. What a run records of its config
+(params, tags, the config artifact) has its credentials masked (:mod:`segmodels.redaction`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import subprocess
 import time
 from contextlib import contextmanager
@@ -18,6 +20,9 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
 from segmodels.config import flatten_config
+from segmodels.redaction import redact_mapping, redact_text, redact_value
+
+log = logging.getLogger(__name__)
 
 TAG_STEP = "segmodels.step"
 TAG_GIT_COMMIT = "segmodels.git_commit"
@@ -42,6 +47,7 @@ TAG_CACHE_KEY = "segmodels.cache_key"  # on a step run main started or reused: i
 TAG_REUSED_RUN = "segmodels.reused_run_id"  # on a child run main reused: the run that did the work
 TAG_WORK_STARTED = "segmodels.work_started_ms"  # when the step's own code started (epoch ms)
 TAG_REGISTER_OUTCOME = "segmodels.register_outcome"  # on a register run: champion | challenger | unchanged
+TAG_RESUMED_AFTER_EPOCH = "segmodels.resumed_after_epoch"  # on a train run that resumed a killed step's checkpoint
 
 LINEAGE_TAGS = (TAG_LAKEFS_REPO, TAG_DATA_COMMIT, TAG_DATA_URI, TAG_MODEL_COMMIT, TAG_MODEL_URI, TAG_GIT_COMMIT)
 
@@ -58,16 +64,24 @@ def git_commit(path: Path | str = ".") -> tuple[str | None, bool]:
     return head.stdout.strip(), bool(dirty.stdout.strip())
 
 
+def recorded_config(cfg: DictConfig) -> DictConfig:
+    """The resolved config as a run records it: every string value with its credentials masked
+    (``source=http://user:pw@host/d.zip`` is recorded as ``http://***@host/d.zip``)."""
+    return OmegaConf.create(redact_value(OmegaConf.to_container(cfg, resolve=True)))
+
+
 def config_sha256(cfg: DictConfig) -> str:
-    """A stable hash of the resolved config (key order independent)."""
-    payload = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    """A stable hash of the resolved config as recorded (key order independent; credentials masked, so that the
+    hash neither depends on nor reveals them)."""
+    payload = json.dumps(redact_value(OmegaConf.to_container(cfg, resolve=True)), sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 @contextmanager
 def step_run(step: str, cfg: DictConfig, code_dir: Path | str = ".") -> Iterator[mlflow.ActiveRun]:
     """Open (or join, under ``mlflow run``) the step's MLflow run, recording the step name, the code's
-    git commit, the resolved config (as an artifact and its hash) and its set values as params."""
+    git commit, the resolved config (as an artifact and its hash) and its set values as params, all with
+    credentials masked (:mod:`segmodels.redaction`)."""
     started_ms = int(time.time() * 1000)
     with mlflow.start_run() as run:
         commit, dirty = git_commit(code_dir)
@@ -75,18 +89,35 @@ def step_run(step: str, cfg: DictConfig, code_dir: Path | str = ".") -> Iterator
                 TAG_WORK_STARTED: str(started_ms)}
         if commit:
             tags[TAG_GIT_COMMIT] = commit
-        mlflow.set_tags(tags)
-        mlflow.log_text(OmegaConf.to_yaml(cfg, resolve=True), f"config/{step}.yaml")
+        set_tags(tags)
+        mlflow.log_text(redact_text(OmegaConf.to_yaml(recorded_config(cfg))), f"config/{step}.yaml")
         log_new_params({key: value for key, value in flatten_config(cfg).items() if value != ""})  # unset: no param
         yield run
 
 
+def set_tags(tags: Mapping[str, str]) -> None:
+    """Set tags on the active run, credentials masked."""
+    mlflow.set_tags(redact_mapping(tags))
+
+
 def log_new_params(params: Mapping[str, str]) -> None:
     """Log params the active run does not hold yet (MLflow params are immutable; ``mlflow run``
-    already logged the entry point's own parameters)."""
+    already logged the entry point's own parameters), credentials masked.
+
+    Tags that ``mlflow run`` set with credentials in them (a git URL's token in ``mlflow.source.name``) are
+    overwritten masked; a parameter it logged with credentials cannot be (MLflow params are immutable): the
+    step warns, naming the parameter."""
     run = mlflow.active_run()
-    existing = MlflowClient().get_run(run.info.run_id).data.params
-    fresh = {key: value for key, value in params.items() if key not in existing}
+    data = MlflowClient().get_run(run.info.run_id).data
+    leaked_tags = {key: redact_text(value) for key, value in data.tags.items() if redact_text(value) != value}
+    if leaked_tags:
+        mlflow.set_tags(leaked_tags)
+    for key, value in data.params.items():
+        if redact_text(value) != value:
+            log.warning("parameter %s was recorded by `mlflow run` as given, with credentials in it (MLflow "
+                        "parameters cannot be changed): pass credentials through the environment instead, "
+                        "e.g. -P %s='${oc.env:MY_SOURCE_URL}'", key, key)
+    fresh = {key: redact_text(value) for key, value in params.items() if key not in data.params}
     for start in range(0, len(fresh), 100):
         mlflow.log_params(dict(list(fresh.items())[start:start + 100]))
 

@@ -12,6 +12,7 @@ import pandas as pd
 from torch import nn
 
 from segmodels.models import ModelSpec
+from segmodels.tracking import lineage
 from segmodels.training import Callback, TrainResult, TrainState
 from segmodels.training.engine import class_iou_key
 from segmodels.visualize import overlay
@@ -86,7 +87,7 @@ class MLflowTrainingLogger(Callback):
 
     def on_fit_start(self, state: TrainState) -> None:
         if state.resumed_from is not None:  # the epochs a killed step trained, so this run has the whole curve
-            mlflow.set_tag("segmodels.resumed_after_epoch", str(state.epoch))
+            mlflow.set_tag(lineage.TAG_RESUMED_AFTER_EPOCH, str(state.epoch))
             for epoch, metrics in enumerate(state.history):
                 mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=epoch)
         if state.class_weights is not None:

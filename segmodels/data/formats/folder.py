@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from segmodels.data.classes import ClassSpec, find_class_file, read_class_file
+from segmodels.data.classes import ClassSpec, find_class_file
 from segmodels.data.errors import DataValidationError, Issue
 from segmodels.data.formats.base import (
     Sample,
     SourceReader,
     decode_mask_image,
+    load_class_file,
     read_file,
     register_format,
 )
@@ -61,7 +62,7 @@ class FolderReader(SourceReader):
 
     def classes(self) -> list[ClassSpec] | None:
         path = find_class_file(self.root)
-        return read_class_file(path) if path else None
+        return load_class_file(path, self.root) if path else None
 
     def samples(self) -> list[Sample]:
         folders = [(split, images, masks) for split, images, masks in folder_pairs(self.root, self.images_dir, self.masks_dir)
@@ -89,8 +90,8 @@ class FolderReader(SourceReader):
                     name="__".join([*folders, image.stem]),
                     image_ref=str(image),
                     mask_ref=str(mask) if mask in masks else None,
-                    image_bytes=read_file(image),
-                    annotation_bytes=read_file(mask),
+                    image_bytes=read_file(image, self.root),
+                    annotation_bytes=read_file(mask, self.root),
                     decode_mask=decode_mask_image,
                     split=image_split,
                     files=(image, mask),

@@ -8,24 +8,71 @@ from pathlib import Path
 
 import numpy as np
 
-from segmodels.data.classes import ClassSpec, find_class_file, parse_classes, read_class_file
-from segmodels.data.errors import DataValidationError
-from segmodels.data.formats.base import Sample, SourceReader, register_format
+from segmodels.data.classes import ClassSpec, find_class_file, parse_classes
+from segmodels.data.errors import DataValidationError, Issue
+from segmodels.data.formats.base import (
+    Sample,
+    SourceFileError,
+    SourceReader,
+    check_pixels,
+    load_class_file,
+    read_head,
+    read_source_file,
+    refused_file,
+    register_format,
+)
 from segmodels.data.layout import SPLITS
-from segmodels.data.shapes import AnnotationError, labelme_shape_mask
+from segmodels.data.shapes import AnnotationError, json_type, labelme_shape_mask, short, whole_number
 
 IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
 
 
 def is_labelme_file(path: Path) -> bool:
-    """A JSON file whose start shows labelme's keys (`shapes` and `imagePath`)."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            head = handle.read(1 << 14)
-    except OSError:
+    """A regular JSON file whose start shows labelme's keys (`shapes` and `imagePath`); FIFOs, devices and files
+    outside the source are never opened."""
+    head = read_head(path, 1 << 14)
+    if head is None:
         return False
-    return '"shapes"' in head and ('"imagePath"' in head or '"imageData"' in head)
+    text = head.decode("utf-8", "replace")
+    return '"shapes"' in text and ('"imagePath"' in text or '"imageData"' in text)
+
+
+def load_document(data: bytes) -> dict:
+    """The labelme document in `data` with its structure checked (an object whose `shapes` is a list of objects);
+    AnnotationError says what is wrong."""
+    try:
+        document = json.loads(data)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+        raise AnnotationError(f"invalid JSON ({error})") from None
+    except RecursionError:
+        raise AnnotationError("invalid JSON (nested too deeply)") from None
+    if not isinstance(document, dict):
+        raise AnnotationError(f"not a labelme document: a {json_type(document)}, expected an object")
+    shapes = document.get("shapes")
+    if shapes is None:
+        document["shapes"] = []
+    elif not isinstance(shapes, list):
+        raise AnnotationError(f"`shapes` is a {json_type(shapes)}, expected a list of shapes")
+    else:
+        for index, shape in enumerate(shapes):
+            if not isinstance(shape, dict):
+                raise AnnotationError(f"shapes[{index}] is a {json_type(shape)} ({short(shape)}), expected an object")
+    return document
+
+
+def declared_size(document: dict) -> tuple[int, int]:
+    """(height, width) the document declares, checked to be positive whole numbers within `max_image_pixels`
+    before any mask is allocated."""
+    height, width = document.get("imageHeight"), document.get("imageWidth")
+    if not height or not width:
+        raise AnnotationError("no imageHeight/imageWidth")
+    for key, value in (("imageHeight", height), ("imageWidth", width)):
+        if whole_number(value) is None:
+            raise AnnotationError(f"{key} {short(value)} is not a positive whole number")
+    height, width = whole_number(height), whole_number(width)
+    check_pixels(width, height, "declared imageWidth x imageHeight")
+    return height, width
 
 
 @register_format
@@ -40,7 +87,10 @@ class LabelmeReader(SourceReader):
     def __init__(self, root: Path, labels_file: str | None):
         super().__init__(root)
         self.labels_file = self.root / labels_file if labels_file else find_class_file(self.root, self.root.parent)
-        self.files = [p for p in sorted(self.root.rglob("*.json")) if is_labelme_file(p)]
+        self._labels_found = not labels_file
+        candidates = sorted(self.root.rglob("*.json"))
+        self._refused: list[Issue] = [issue for issue in map(refused_file, candidates) if issue]
+        self.files = [p for p in candidates if is_labelme_file(p)]
         self._classes: list[ClassSpec] | None = None
 
     @classmethod
@@ -50,7 +100,9 @@ class LabelmeReader(SourceReader):
     def classes(self) -> list[ClassSpec]:
         if self._classes is None:
             if self.labels_file:
-                self._classes = read_class_file(self.labels_file)
+                # found beside or above the JSONs: it must not leave the folder it was found in (the labels_file
+                # option names its file itself)
+                self._classes = load_class_file(self.labels_file, self.labels_file.parent if self._labels_found else None)
             else:
                 self._classes = parse_classes([BACKGROUND_LABEL, *sorted(self._labels_seen() - {BACKGROUND_LABEL, IGNORE_LABEL})])
         return self._classes
@@ -58,13 +110,17 @@ class LabelmeReader(SourceReader):
     def ignore_values(self) -> tuple[int, ...]:
         return (-1,)
 
+    def orphans(self) -> list[Issue]:
+        return self._refused
+
     def _labels_seen(self) -> set[str]:
         labels = set()
         for path in self.files:
             try:
-                labels |= {str(shape.get("label")) for shape in json.loads(path.read_text()).get("shapes", [])}
-            except (OSError, ValueError):
+                document = load_document(read_source_file(path, self.root))
+            except (OSError, AnnotationError):
                 continue  # reported when the sample is read
+            labels |= {shape["label"] for shape in document["shapes"] if isinstance(shape.get("label"), str)}
         return labels
 
     def samples(self) -> list[Sample]:
@@ -82,40 +138,52 @@ class LabelmeReader(SourceReader):
                     image_ref=f"{path} (image)",
                     mask_ref=str(path),
                     image_bytes=lambda path=path: self._image_bytes(path),
-                    annotation_bytes=path.read_bytes,
+                    annotation_bytes=lambda path=path: read_source_file(path, self.root),
                     decode_mask=lambda data, path=path: self._paint(data, class_of),
                     split=split,
                 )
             )
         return samples
 
-    @staticmethod
-    def _image_bytes(path: Path) -> bytes:
-        """The embedded `imageData` when present, else the file `imagePath` names beside the JSON."""
-        try:
-            document = json.loads(path.read_text())
-        except ValueError as error:
-            raise OSError(f"invalid JSON ({error})") from None
-        if document.get("imageData"):
-            return base64.b64decode(document["imageData"])
-        if not document.get("imagePath"):
+    def _image_bytes(self, path: Path) -> bytes:
+        """The embedded `imageData` when present, else the file `imagePath` names (relative to the JSON, inside
+        the source)."""
+        document = load_document(read_source_file(path, self.root))
+        image_data = document.get("imageData")
+        if image_data:
+            if not isinstance(image_data, str):
+                raise AnnotationError(f"imageData is a {json_type(image_data)}, expected a base64 string")
+            try:
+                return base64.b64decode(image_data)
+            except ValueError as error:
+                raise AnnotationError(f"imageData is not valid base64 ({error})") from None
+        image_path = document.get("imagePath")
+        if not image_path:
             raise OSError("neither imageData nor imagePath given")
-        image = path.parent / document["imagePath"]
-        if not image.is_file():
-            raise OSError(f"imagePath {document['imagePath']!r} not found and no imageData")
-        return image.read_bytes()
+        if not isinstance(image_path, str) or "\0" in image_path:
+            raise AnnotationError(f"imagePath {short(image_path)} is not a file name")
+        try:
+            return read_source_file(path.parent / image_path, self.root)
+        except FileNotFoundError:
+            raise OSError(f"imagePath {image_path!r} not found and no imageData") from None
+        except SourceFileError as error:
+            raise SourceFileError(f"imagePath {image_path!r}: {error}") from None
 
     @staticmethod
     def _paint(data: bytes, class_of: dict[str, int]) -> np.ndarray:
         """Semantic mask (int16, -1 = ignore), shapes painted in file order as labelme's exporters do."""
-        document = json.loads(data)
-        height, width = document.get("imageHeight"), document.get("imageWidth")
-        if not height or not width:
-            raise AnnotationError("no imageHeight/imageWidth")
-        mask = np.zeros((int(height), int(width)), dtype=np.int16)
-        for shape in document.get("shapes", []):
-            label = str(shape.get("label"))
+        document = load_document(data)
+        height, width = declared_size(document)
+        mask = np.zeros((height, width), dtype=np.int16)
+        for index, shape in enumerate(document["shapes"]):
+            label = shape.get("label")
+            if not isinstance(label, str):
+                raise AnnotationError(f"shapes[{index}]: label {short(label)} is not a string")
             if label not in class_of:
                 raise AnnotationError(f"label {label!r} is not a declared class")
-            mask[labelme_shape_mask(shape, int(height), int(width))] = class_of[label]
+            try:
+                region = labelme_shape_mask(shape, height, width)
+            except AnnotationError as error:
+                raise AnnotationError(f"shapes[{index}]: {error}") from None
+            mask[region] = class_of[label]
         return mask
