@@ -147,11 +147,15 @@ class Request:
     def _sized(self, remaining: int, limit: int) -> Iterator[bytes]:
         if remaining > limit:
             raise PayloadTooLarge(f"request body too large: {remaining} bytes, at most {limit}")
-        while remaining:
-            data = self.rfile.read(min(remaining, CHUNK_SIZE))
+        yield from self._exactly(remaining, "truncated request body")
+
+    def _exactly(self, size: int, truncated: str) -> Iterator[bytes]:
+        """The next ``size`` bytes of the body in pieces; BadRequest(``truncated``) when the client stops short."""
+        while size:
+            data = self.rfile.read(min(size, CHUNK_SIZE))
             if not data:
-                raise BadRequest("truncated request body")
-            remaining -= len(data)
+                raise BadRequest(truncated)
+            size -= len(data)
             yield data
 
     def _chunked(self, limit: int) -> Iterator[bytes]:
@@ -177,12 +181,7 @@ class Request:
             total += size
             if total > limit:
                 raise PayloadTooLarge(f"request body too large: more than {limit} bytes")
-            while size:
-                data = self.rfile.read(min(size, CHUNK_SIZE))
-                if not data:
-                    raise BadRequest("truncated chunked body")
-                size -= len(data)
-                yield data
+            yield from self._exactly(size, "truncated chunked body")
             end = self.rfile.readline(3)
             if end not in (b"\r\n", b"\n"):
                 raise BadRequest("invalid chunked body: chunk data not followed by CRLF")
