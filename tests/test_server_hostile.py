@@ -533,11 +533,11 @@ def test_stalled_body_times_out(tight_server):
                    "Content-Type: application/json\r\nContent-Length: 100\r\n") + b'{"message": ')
     conn.sock.settimeout(4.0)
     try:
-        data = conn.sock.recv(65536)
-    except ConnectionResetError:
-        data = b""
-    assert data == b"" or data.startswith(b"HTTP/1.1 408"), data
-    assert conn.closed() if data else True
+        status = conn.response()[0]  # the whole response, however the bytes arrive
+    except (ConnectionError, ConnectionResetError):
+        status = None  # closed without an answer
+    assert status in (None, 408), status
+    assert conn.closed() if status else True
     assert heads(tight_server, name) == before
     assert_healthy(tight_server)
 
