@@ -356,3 +356,45 @@ def test_concurrent_clients(sdk, repo):
     assert checksums == [hashlib.md5(str(i).encode()).hexdigest() for i in range(200)]
     listed = sdk.objects_api.list_objects(repo, "main", amount=1000).results
     assert [o.path for o in listed] == [f"c/{i:03d}" for i in range(200)]
+
+
+# -- log filters, revert, conditional get --------------------------------------------------------------------------
+def test_log_commits_objects_and_prefixes_filters(sdk, repo):
+    upload(sdk, repo, "main", "a.txt", b"a")
+    c1 = commit(sdk, repo, "main", "c1").id
+    upload(sdk, repo, "main", "dir/b", b"b")
+    c2 = commit(sdk, repo, "main", "c2").id
+    upload(sdk, repo, "main", "a.txt", b"a2")
+    c3 = commit(sdk, repo, "main", "c3").id
+
+    def ids(**kwargs):
+        return [c.id for c in sdk.refs_api.log_commits(repo, "main", **kwargs).results]
+
+    assert ids(objects=["a.txt"]) == [c3, c1]
+    assert ids(objects=["nope.txt"]) == []
+    assert ids(prefixes=["dir/"]) == [c2]
+    assert ids(objects=["a.txt"], amount=1, limit=True) == [c3]
+    assert ids(stop_at=c2) == [c3, c2]
+
+
+def test_revert_and_cherry_pick(sdk, repo):
+    upload(sdk, repo, "main", "a.txt", b"a")
+    commit(sdk, repo, "main", "c1")
+    upload(sdk, repo, "main", "b.txt", b"b")
+    c2 = commit(sdk, repo, "main", "c2").id
+    sdk.branches_api.revert_branch(repo, "main", lakefs_sdk.RevertCreation(ref=c2, parent_number=0))
+    assert [o.path for o in sdk.objects_api.list_objects(repo, "main").results] == ["a.txt"]
+    picked = sdk.branches_api.cherry_pick(repo, "main", lakefs_sdk.CherryPickCreation(ref=c2))
+    assert picked.message == "c2"
+    assert [o.path for o in sdk.objects_api.list_objects(repo, "main").results] == ["a.txt", "b.txt"]
+    assert status_of(sdk.branches_api.revert_branch, repo, "main",
+                     lakefs_sdk.RevertCreation(ref="no-such-ref", parent_number=0)) == 404
+
+
+def test_get_object_if_none_match_is_304(sdk, repo, contract_target):
+    upload(sdk, repo, "main", "a.txt", b"hello")
+    etag = sdk.objects_api.stat_object(repo, "main", "a.txt").checksum
+    path = f"/repositories/{repo}/refs/main/objects?path=a.txt"
+    assert raw(contract_target, "GET", path, headers={"If-None-Match": f'"{etag}"'}).status == 304
+    response = raw(contract_target, "GET", path, headers={"If-None-Match": '"different"'})
+    assert (response.status, response.data) == (200, b"hello")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import time
 
 from .auth import USER_ID
@@ -10,13 +11,14 @@ from .catalog import Catalog, CommonPrefix, Commit, Difference, Entry
 from .errors import BadRequest, NotFound, PreconditionFailed, RangeNotSatisfiable
 from .transport import Request, Response, Router, http_date, multipart_content, parse_range
 from .validation import (BOOLEAN, INTEGER, METADATA, STORAGE_NAMESPACE, STRING, STRINGS, check_branch,
-                         check_object_path, check_ref, check_repository, check_tag, fields)
+                         check_object_path, check_ref, check_repository, check_tag, fields, parse_json)
 
 LAKEFS_VERSION = "1.70.0"
 METADATA_HEADER_PREFIX = "x-lakefs-meta-"
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_DELETE_PATHS = 1000
 RESET_TYPES = ("object", "common_prefix", "reset")
+PRESIGN_UNSUPPORTED = "local adapter presigned URL: operation not supported"
 # path parameters and how lakeFS validates them (400 before anything is looked up)
 PARAM_CHECKS = {"repository": check_repository, "branch": check_branch, "destination_branch": check_branch,
                 "tag": check_tag, "ref": check_ref, "left_ref": check_ref, "right_ref": check_ref,
@@ -41,6 +43,30 @@ def pagination(has_more: bool, results: list, key) -> dict:
     """lakeFS' ``Pagination`` object; ``next_offset`` is the last result's key when more exist."""
     return {"has_more": has_more, "next_offset": key(results[-1]) if has_more and results else "",
             "results": len(results), "max_per_page": 1000}
+
+
+def parse_date_time(value: str | None, name: str) -> float | None:
+    """An RFC 3339 ``date-time`` query parameter as a POSIX timestamp (naive: UTC); 400 when malformed."""
+    if value is None or value == "":
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace(" ", "+"))  # "+" decoded as a space
+    except ValueError:
+        raise BadRequest(f"validation error: {name}: {value!r} is not a valid date-time") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
+    return moment.timestamp()
+
+
+def _etag_matches(header: str, checksum: str) -> bool:
+    """Whether an ``If-None-Match`` header names the object's ETag (or is ``*``)."""
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag == "*" or tag.strip('"') == checksum:
+            return True
+    return False
 
 
 def commit_json(commit: Commit) -> dict:
@@ -90,6 +116,8 @@ class LakeFSApi:
             ("GET", repo, self.get_repository),
             ("DELETE", repo, self.delete_repository),
             ("GET", repo + "/metadata", self.get_repository_metadata),
+            ("GET", repo + "/settings/branch_protection", self.get_branch_protection_rules),
+            ("PUT", repo + "/settings/branch_protection", self.set_branch_protection_rules),
             ("GET", repo + "/branches", self.list_branches),
             ("POST", repo + "/branches", self.create_branch),
             ("GET", repo + "/branches/{branch}", self.get_branch),
@@ -97,6 +125,9 @@ class LakeFSApi:
             ("PUT", repo + "/branches/{branch}", self.reset_branch),
             ("PUT", repo + "/branches/{branch}/hard_reset", self.hard_reset_branch),
             ("POST", repo + "/branches/{branch}/commits", self.commit),
+            ("POST", repo + "/branches/{branch}/revert", self.revert_branch),
+            ("POST", repo + "/branches/{branch}/cherry-pick", self.cherry_pick),
+            ("PUT", repo + "/branches/{branch}/objects/stat/user_metadata", self.update_object_user_metadata),
             ("GET", repo + "/branches/{branch}/diff", self.diff_branch),
             ("POST", repo + "/branches/{branch}/objects", self.upload_object),
             ("DELETE", repo + "/branches/{branch}/objects", self.delete_object),
@@ -170,6 +201,23 @@ class LakeFSApi:
         self.catalog.get_repository(request.params["repository"])
         return Response(200, {})
 
+    def get_branch_protection_rules(self, request: Request) -> Response:
+        rules, etag = self.catalog.get_branch_protection(request.params["repository"])
+        return Response(200, rules, headers={"ETag": f'"{etag}"'})
+
+    def set_branch_protection_rules(self, request: Request) -> Response:
+        raw = parse_json(b"".join(request.body_chunks(request.limits.max_json_body)), list)
+        rules = []
+        for rule in raw:
+            if not isinstance(rule, dict):
+                raise BadRequest("validation error: branch protection rule must be an object")
+            pattern = fields(rule, {"pattern": STRING}, required=("pattern",))["pattern"]
+            if not pattern:
+                raise BadRequest("validation error: pattern: required")
+            rules.append({"pattern": pattern})
+        self.catalog.set_branch_protection(request.params["repository"], rules, request.headers.get("If-Match"))
+        return Response(204)
+
     # -- branches --------------------------------------------------------------------------------------------
     def list_branches(self, request: Request) -> Response:
         refs, has_more = self.catalog.list_branches(request.params["repository"], request.arg("prefix", ""),
@@ -191,7 +239,8 @@ class LakeFSApi:
         return Response(200, {"id": request.params["branch"], "commit_id": commit_id})
 
     def delete_branch(self, request: Request) -> Response:
-        self.catalog.delete_branch(request.params["repository"], request.params["branch"])
+        self.catalog.delete_branch(request.params["repository"], request.params["branch"],
+                                   force=request.flag("force"))
         return Response(204)
 
     def reset_branch(self, request: Request) -> Response:
@@ -199,7 +248,7 @@ class LakeFSApi:
         if body["type"] not in RESET_TYPES:
             raise BadRequest(f"validation error: type: must be one of {', '.join(RESET_TYPES)}")
         self.catalog.reset_branch(request.params["repository"], request.params["branch"], body["type"],
-                                  body.get("path"))
+                                  body.get("path"), force=body.get("force", False))
         return Response(204)
 
     def hard_reset_branch(self, request: Request) -> Response:
@@ -207,7 +256,8 @@ class LakeFSApi:
         if not ref:
             raise BadRequest("validation error: ref: required")
         check_ref(ref)
-        self.catalog.hard_reset_branch(request.params["repository"], request.params["branch"], ref)
+        self.catalog.hard_reset_branch(request.params["repository"], request.params["branch"], ref,
+                                       force=request.flag("force"))
         return Response(204)
 
     # -- commits ---------------------------------------------------------------------------------------------
@@ -216,7 +266,38 @@ class LakeFSApi:
                                        "allow_empty": BOOLEAN, "force": BOOLEAN}, required=("message",))
         commit = self.catalog.commit(request.params["repository"], request.params["branch"], body["message"],
                                      request.user or USER_ID, body.get("metadata") or {}, body.get("date"),
-                                     body.get("allow_empty", False))
+                                     body.get("allow_empty", False), force=body.get("force", False))
+        return Response(201, commit_json(commit))
+
+    @staticmethod
+    def _commit_overrides(body: dict) -> tuple[str | None, dict | None]:
+        overrides = body.get("commit_overrides")
+        if overrides is None:
+            return None, None
+        if not isinstance(overrides, dict):
+            raise BadRequest("validation error: commit_overrides: must be an object")
+        overrides = fields(overrides, {"message": STRING, "metadata": METADATA})
+        return overrides.get("message") or None, overrides.get("metadata")
+
+    def revert_branch(self, request: Request) -> Response:
+        raw = request.json()
+        body = fields(raw, {"ref": STRING, "parent_number": INTEGER, "force": BOOLEAN, "allow_empty": BOOLEAN},
+                      required=("ref", "parent_number"))
+        check_ref(body["ref"])
+        message, metadata = self._commit_overrides(raw)
+        self.catalog.revert(request.params["repository"], request.params["branch"], body["ref"],
+                            body["parent_number"], request.user or USER_ID, message, metadata,
+                            body.get("allow_empty", False), force=body.get("force", False))
+        return Response(204)
+
+    def cherry_pick(self, request: Request) -> Response:
+        raw = request.json()
+        body = fields(raw, {"ref": STRING, "parent_number": INTEGER, "force": BOOLEAN}, required=("ref",))
+        check_ref(body["ref"])
+        message, metadata = self._commit_overrides(raw)
+        commit = self.catalog.cherry_pick(request.params["repository"], request.params["branch"], body["ref"],
+                                          body.get("parent_number"), request.user or USER_ID, message, metadata,
+                                          force=body.get("force", False))
         return Response(201, commit_json(commit))
 
     def get_commit(self, request: Request) -> Response:
@@ -226,10 +307,13 @@ class LakeFSApi:
     def log_commits(self, request: Request) -> Response:
         if request.arg("stop_at"):
             check_ref(request.arg("stop_at"), "stop_at")
+        objects = request.query.get("objects", [])  # only compared with paths: any string is a valid filter
+        prefixes = request.query.get("prefixes", [])
         commits, has_more = self.catalog.log(
             request.params["repository"], request.params["ref"], after=request.arg("after", ""),
             amount=request.amount(), first_parent=request.flag("first_parent"),
-            stop_at=request.arg("stop_at") or None, limit=request.flag("limit"))
+            stop_at=request.arg("stop_at") or None, limit=request.flag("limit"), objects=objects,
+            prefixes=prefixes, since=parse_date_time(request.arg("since"), "since"))
         results = [commit_json(c) for c in commits]
         return Response(200, {"pagination": pagination(has_more, results, lambda c: c["id"]), "results": results})
 
@@ -259,7 +343,7 @@ class LakeFSApi:
             request.params["repository"], request.params["source_ref"], request.params["destination_branch"],
             request.user or USER_ID, message=body.get("message"), metadata=body.get("metadata"),
             strategy=body.get("strategy"), allow_empty=body.get("allow_empty", False),
-            squash=body.get("squash_merge", False))
+            squash=body.get("squash_merge", False), force=body.get("force", False))
         return Response(200, {"reference": reference})
 
     def find_merge_base(self, request: Request) -> Response:
@@ -285,7 +369,7 @@ class LakeFSApi:
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match is not None and if_none_match != "*":
             raise BadRequest('Unsupported value for If-None-Match - Only "*" is supported')
-        self.catalog.get_branch(repo, branch)
+        self.catalog.check_writable(repo, branch, request.flag("force"))  # before reading a refused body
         if if_none_match == "*" and self.catalog.exists(repo, branch, path):
             raise PreconditionFailed("path already exists")  # before reading a body that would be refused
         content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
@@ -304,23 +388,24 @@ class LakeFSApi:
                     if key.lower().startswith(METADATA_HEADER_PREFIX)}
         entry = Entry(path, blob.address, blob.checksum, blob.size, int(time.time()), content_type, metadata)
         self.catalog.put_entry(repo, branch, entry, if_absent=if_none_match == "*",
-                               if_match=request.headers.get("If-Match"))
+                               if_match=request.headers.get("If-Match"), force=request.flag("force"))
         return Response(201, self._stats(repo, entry))
 
     def delete_object(self, request: Request) -> Response:
         path = check_object_path(request.arg("path"))
         self.catalog.delete_entries(request.params["repository"], request.params["branch"], [path],
-                                    missing_ok=False)
+                                    missing_ok=False, force=request.flag("force"))
         return Response(204)
 
     def delete_objects(self, request: Request) -> Response:
-        paths = fields(request.json(), {"paths": STRINGS, "force": BOOLEAN}, required=("paths",))["paths"]
+        body = fields(request.json(), {"paths": STRINGS, "force": BOOLEAN}, required=("paths",))
+        paths = body["paths"]
         if len(paths) > MAX_DELETE_PATHS:
             raise BadRequest(f"validation error: paths: at most {MAX_DELETE_PATHS} paths per request")
         for path in paths:
             check_object_path(path)
         self.catalog.delete_entries(request.params["repository"], request.params["branch"], paths,
-                                    missing_ok=True)
+                                    missing_ok=True, force=body.get("force", False))
         return Response(200, {"errors": []})
 
     def copy_object(self, request: Request) -> Response:
@@ -334,18 +419,30 @@ class LakeFSApi:
                                         check_object_path(body["src_path"], "src_path"))
         entry = Entry(dest_path, source.address, source.checksum, source.size, int(time.time()),
                       source.content_type, source.metadata)
-        self.catalog.put_entry(repo, branch, entry)
+        self.catalog.put_entry(repo, branch, entry, force=body.get("force", False))
         return Response(201, self._stats(repo, entry))
+
+    @staticmethod
+    def _refuse_presign(request: Request) -> None:
+        """``presign=true`` as lakeFS answers it over a blockstore that cannot presign (the local one): the
+        adapter's ErrOperationNotSupported, a 400 (after the object was found)."""
+        if request.flag("presign"):
+            raise BadRequest(PRESIGN_UNSUPPORTED)
 
     def stat_object(self, request: Request) -> Response:
         repo = request.params["repository"]
         entry = self.catalog.get_entry(repo, request.params["ref"], check_object_path(request.arg("path")))
+        self._refuse_presign(request)
         return Response(200, self._stats(repo, entry, request.flag("user_metadata", True)))
 
     def get_object(self, request: Request) -> Response:
         entry = self.catalog.get_entry(request.params["repository"], request.params["ref"],
                                        check_object_path(request.arg("path")))
+        self._refuse_presign(request)
         headers = {"ETag": f'"{entry.checksum}"', "Last-Modified": http_date(entry.mtime)}
+        if_none_match = request.headers.get("If-None-Match")
+        if if_none_match is not None and _etag_matches(if_none_match, entry.checksum):
+            return Response(304, headers=headers)
         offset, length, status = 0, entry.size, 200
         range_header = request.headers.get("Range")
         if range_header:
@@ -357,12 +454,22 @@ class LakeFSApi:
         return Response(status, content_type=entry.content_type or DEFAULT_CONTENT_TYPE, headers=headers,
                         file=self.blobs.path(entry.address), offset=offset, length=length)
 
+    def update_object_user_metadata(self, request: Request) -> Response:
+        path = check_object_path(request.arg("path"))
+        raw = request.json()
+        body = fields(raw, {"set": METADATA}, required=("set",))
+        self.catalog.update_user_metadata(request.params["repository"], request.params["branch"], path,
+                                          body["set"])
+        return Response(201)
+
     def list_objects(self, request: Request) -> Response:
         repo = request.params["repository"]
         items, has_more = self.catalog.list_entries(
             repo, request.params["ref"], request.arg("prefix", ""), request.arg("after", ""),
             request.amount(), request.arg("delimiter", ""))
         user_metadata = request.flag("user_metadata", True)
+        if any(not isinstance(item, CommonPrefix) for item in items):
+            self._refuse_presign(request)
         results = [{"path": item.path, "path_type": "common_prefix", "physical_address": "", "checksum": "",
                     "mtime": 0} if isinstance(item, CommonPrefix) else self._stats(repo, item, user_metadata)
                    for item in items]

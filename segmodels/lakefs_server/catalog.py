@@ -6,6 +6,7 @@ before or the state after the operation. Committed trees are stored once per con
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import sqlite3
@@ -16,8 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from .errors import BadRequest, Conflict, NotFound, PreconditionFailed
-from .refs import parse_ref
+from .errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed
+from .refs import is_a_hash, parse_ref
 from .validation import BRANCH_NAME, REPOSITORY_NAME, TAG_NAME, check_name
 
 SCHEMA = """
@@ -40,6 +41,7 @@ CREATE TABLE IF NOT EXISTS staging (
     repo TEXT NOT NULL, branch TEXT NOT NULL, path TEXT NOT NULL, tombstone INTEGER NOT NULL,
     address TEXT, checksum TEXT, size INTEGER, mtime INTEGER, content_type TEXT, metadata TEXT,
     PRIMARY KEY (repo, branch, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS branch_protection (repo TEXT PRIMARY KEY, rules TEXT NOT NULL) WITHOUT ROWID;
 """
 
 ENTRY_COLUMNS = "path, address, checksum, size, mtime, content_type, metadata"
@@ -223,6 +225,7 @@ class Catalog:
     def delete_repository(self, name: str) -> None:
         with self._write() as conn:
             self.get_repository(name, conn)
+            conn.execute("DELETE FROM branch_protection WHERE repo=?", (name,))
             for table in ("branches", "tags", "commits", "staging"):
                 conn.execute(f"DELETE FROM {table} WHERE repo=?", (name,))
             conn.execute("DELETE FROM repositories WHERE name=?", (name,))
@@ -253,12 +256,13 @@ class Catalog:
             return self._commit(conn, repo, self._resolve(conn, repo, ref).commit_id)
 
     def commit(self, repo: str, branch: str, message: str, committer: str, metadata: dict | None = None,
-               date: int | None = None, allow_empty: bool = False) -> Commit:
+               date: int | None = None, allow_empty: bool = False, force: bool = False) -> Commit:
         if not message:
             raise BadRequest("validation error: message: commit message is required")
         with self._write() as conn:
             self.get_repository(repo, conn)
             head = self._branch_commit(conn, repo, branch)
+            self._guard(conn, repo, branch, force, committing=True)
             parent = self._commit(conn, repo, head)
             tree = self._tree(conn, parent.meta_range_id)
             staged = self._staging(conn, repo, branch)
@@ -279,8 +283,13 @@ class Catalog:
             return commit
 
     def log(self, repo: str, ref: str, after: str = "", amount: int | None = None, first_parent: bool = False,
-            stop_at: str | None = None, limit: bool = False) -> tuple[list[Commit], bool]:
-        """Commits reachable from ``ref``, newest generation first, paginated by commit id."""
+            stop_at: str | None = None, limit: bool = False, objects: list[str] | tuple = (),
+            prefixes: list[str] | tuple = (), since: float | None = None) -> tuple[list[Commit], bool]:
+        """Commits reachable from ``ref``, newest generation first, paginated by commit id.
+
+        ``stop_at`` ends the log at that commit (included), ``since`` at the first commit created before it
+        (excluded). With ``objects`` / ``prefixes`` only commits that changed one of those objects, or an
+        object below one of those prefixes, relative to their first parent are listed (as lakeFS does)."""
         with self._read() as conn:
             self.get_repository(repo, conn)
             start = self._resolve(conn, repo, ref).commit_id
@@ -299,11 +308,51 @@ class Catalog:
                 cut = next((i for i, c in enumerate(commits) if c.id == stop), None)
                 if cut is not None:
                     commits = commits[:cut + 1]
+            if since is not None:
+                cut = next((i for i, c in enumerate(commits) if c.creation_date < since), None)
+                if cut is not None:
+                    commits = commits[:cut]
             if after:
                 cut = next((i for i, c in enumerate(commits) if c.id == after), None)
                 commits = commits[cut + 1:] if cut is not None else []
+            if objects or prefixes:
+                wanted, matching = normalize_amount(amount) + 1, []
+                for commit in commits:
+                    if self._commit_touches(conn, repo, commit, objects, prefixes):
+                        matching.append(commit)
+                        if len(matching) >= wanted:
+                            break
+                commits = matching
             page, has_more = paginate(commits, amount)
             return page, (has_more and not limit)
+
+    def _commit_touches(self, conn, repo: str, commit: Commit, objects, prefixes) -> bool:
+        """Whether ``commit`` changed one of ``objects`` or something below one of ``prefixes`` (vs. its
+        first parent; a root commit against the empty tree)."""
+        parent_tree = self._commit(conn, repo, commit.parents[0]).meta_range_id if commit.parents else EMPTY_TREE
+        if parent_tree == commit.meta_range_id:
+            return False
+        for path in objects:
+            if self._tree_slice(conn, parent_tree, path, exact=True) != \
+                    self._tree_slice(conn, commit.meta_range_id, path, exact=True):
+                return True
+        for prefix in prefixes:
+            if self._tree_slice(conn, parent_tree, prefix) != self._tree_slice(conn, commit.meta_range_id, prefix):
+                return True
+        return False
+
+    def _tree_slice(self, conn, tree_id: str, path: str, exact: bool = False) -> dict[str, tuple]:
+        """Identities of a tree's entries at ``path`` (``exact``) or below the prefix ``path``."""
+        if tree_id == EMPTY_TREE:
+            return {}
+        if exact:
+            rows = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM tree_entries WHERE tree_id=? AND path=?",
+                                (tree_id, path))
+        else:
+            upper = _prefix_upper_bound(path)
+            rows = conn.execute(f"SELECT {ENTRY_COLUMNS} FROM tree_entries WHERE tree_id=? AND path >= ?"
+                                + (" AND path < ?" if upper else ""), (tree_id, path, *([upper] if upper else [])))
+        return {row[0]: Entry.from_row(row).identity() for row in rows}
 
     # -- trees and staging -----------------------------------------------------------------------------------
     def _tree(self, conn, tree_id: str) -> dict[str, Entry]:
@@ -325,6 +374,52 @@ class Catalog:
                             (repo, branch))
         return {row[1]: None if row[0] else Entry.from_row(row[1:]) for row in rows}
 
+    # -- write guards: read-only repositories and branch protection -----------------------------------------
+    def _guard(self, conn, repo: str, branch: str | None, force: bool = False, committing: bool = False,
+               protect: bool = True) -> None:
+        """403 for a write to a read-only repository (unless ``force``) or to a protected branch."""
+        if self.get_repository(repo, conn)["read_only"] and not force:
+            raise Forbidden("read-only repository")
+        if protect and branch is not None and self._is_protected(conn, repo, branch):
+            raise Forbidden("cannot commit to protected branch" if committing else
+                            "cannot write to protected branch")
+
+    def check_writable(self, repo: str, branch: str, force: bool = False) -> None:
+        """404 for a missing repository or branch, 403 when writes to ``branch`` are refused (see ``_guard``)."""
+        with self._read() as conn:
+            self.get_repository(repo, conn)
+            self._branch_commit(conn, repo, branch)
+            self._guard(conn, repo, branch, force)
+
+    def _protection_rules(self, conn, repo: str) -> list[dict]:
+        row = conn.execute("SELECT rules FROM branch_protection WHERE repo=?", (repo,)).fetchone()
+        return json.loads(row[0]) if row else []
+
+    def _is_protected(self, conn, repo: str, branch: str) -> bool:
+        return any(fnmatch.fnmatchcase(branch, rule["pattern"]) for rule in self._protection_rules(conn, repo))
+
+    @staticmethod
+    def _rules_etag(rules: list[dict]) -> str:
+        return hashlib.sha256(json.dumps(rules, sort_keys=True).encode()).hexdigest()
+
+    def get_branch_protection(self, repo: str) -> tuple[list[dict], str]:
+        """The repository's branch protection rules and their ETag."""
+        with self._read() as conn:
+            self.get_repository(repo, conn)
+            rules = self._protection_rules(conn, repo)
+            return rules, self._rules_etag(rules)
+
+    def set_branch_protection(self, repo: str, rules: list[dict], if_match: str | None = None) -> None:
+        """Replace the rules; 412 when ``if_match`` is not the current rules' ETag."""
+        with self._write() as conn:
+            repository = self.get_repository(repo, conn)
+            if repository["read_only"]:
+                raise Forbidden("read-only repository")
+            current = self._protection_rules(conn, repo)
+            if if_match is not None and if_match.strip().strip('"') != self._rules_etag(current):
+                raise PreconditionFailed("precondition failed: branch protection rules were changed")
+            conn.execute("INSERT OR REPLACE INTO branch_protection VALUES (?,?)", (repo, json.dumps(rules)))
+
     # -- refs ------------------------------------------------------------------------------------------------
     def _branch_commit(self, conn, repo: str, branch: str) -> str:
         row = conn.execute("SELECT commit_id FROM branches WHERE repo=? AND name=?", (repo, branch)).fetchone()
@@ -335,7 +430,11 @@ class Catalog:
     def _resolve(self, conn, repo: str, ref: str) -> ResolvedRef:
         expression = parse_ref(ref)
         resolved = self._resolve_name(conn, repo, expression.base)
-        if expression.committed_only or expression.modifiers:
+        if expression.branch_modifier:
+            if resolved.branch is None:  # "@" and "$" apply to branches only
+                raise BadRequest(f"{ref}: invalid ref")
+            return resolved if expression.branch_modifier == "$" else ResolvedRef(resolved.commit_id)
+        if expression.modifiers:
             resolved = ResolvedRef(resolved.commit_id)
         commit_id = resolved.commit_id
         for kind, n in expression.modifiers:
@@ -353,17 +452,24 @@ class Catalog:
         return ResolvedRef(commit_id, resolved.branch)
 
     def _resolve_name(self, conn, repo: str, name: str) -> ResolvedRef:
+        """As lakeFS' ``revResolve``: a commit id or unique id prefix first, then a branch, then a tag.
+
+        An ambiguous prefix resolves as no commit (lakeFS' lookup answers not-found), so a branch or tag of
+        that name still wins, and otherwise it is a 404."""
+        if is_a_hash(name):
+            if conn.execute("SELECT 1 FROM commits WHERE repo=? AND id=?", (repo, name)).fetchone():
+                return ResolvedRef(name)
+            upper = _prefix_upper_bound(name)
+            rows = conn.execute("SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2",
+                                (repo, name, upper)).fetchall()
+            if len(rows) == 1:
+                return ResolvedRef(rows[0][0])
         row = conn.execute("SELECT commit_id FROM branches WHERE repo=? AND name=?", (repo, name)).fetchone()
         if row:
             return ResolvedRef(row[0], name)
         row = conn.execute("SELECT commit_id FROM tags WHERE repo=? AND name=?", (repo, name)).fetchone()
         if row:
             return ResolvedRef(row[0])
-        if len(name) >= 6 and all(c in "0123456789abcdef" for c in name):
-            rows = conn.execute("SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2",
-                                (repo, name, _prefix_upper_bound(name))).fetchall()
-            if len(rows) == 1:
-                return ResolvedRef(rows[0][0])
         raise NotFound(f"{name}: not found")
 
     def resolve(self, repo: str, ref: str) -> ResolvedRef:
@@ -376,7 +482,10 @@ class Catalog:
         check_name("branch", name, BRANCH_NAME)
         with self._write() as conn:
             self.get_repository(repo, conn)
+            if parse_ref(source).branch_modifier == "$":  # graveler.ErrCreateBranchNoCommit
+                raise BadRequest(f"source reference '{source}': can only create a branch from a commit")
             commit_id = self._resolve(conn, repo, source).commit_id
+            self._guard(conn, repo, None, force)
             if conn.execute("SELECT 1 FROM branches WHERE repo=? AND name=?", (repo, name)).fetchone():
                 if not force:
                     raise Conflict("branch already exists")
@@ -402,20 +511,23 @@ class Catalog:
                 (repo, after, prefix, *([upper] if upper else []), normalize_amount(amount) + 1)).fetchall()
             return paginate([(r[0], r[1]) for r in rows], amount)
 
-    def delete_branch(self, repo: str, name: str) -> None:
+    def delete_branch(self, repo: str, name: str, force: bool = False) -> None:
         with self._write() as conn:
             repository = self.get_repository(repo, conn)
             self._branch_commit(conn, repo, name)
+            self._guard(conn, repo, None, force)
             if name == repository["default_branch"]:
                 raise BadRequest("cannot delete repository default branch")
             conn.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, name))
             conn.execute("DELETE FROM staging WHERE repo=? AND branch=?", (repo, name))
 
-    def reset_branch(self, repo: str, branch: str, reset_type: str, path: str | None = None) -> None:
+    def reset_branch(self, repo: str, branch: str, reset_type: str, path: str | None = None,
+                     force: bool = False) -> None:
         """Drop uncommitted changes: all (``reset``), one object (``object``) or a prefix (``common_prefix``)."""
         with self._write() as conn:
             self.get_repository(repo, conn)
             self._branch_commit(conn, repo, branch)
+            self._guard(conn, repo, branch, force)
             if reset_type == "reset":
                 conn.execute("DELETE FROM staging WHERE repo=? AND branch=?", (repo, branch))
             elif reset_type == "object":
@@ -428,11 +540,12 @@ class Catalog:
             else:
                 raise BadRequest("unknown reset type")
 
-    def hard_reset_branch(self, repo: str, branch: str, ref: str) -> None:
+    def hard_reset_branch(self, repo: str, branch: str, ref: str, force: bool = False) -> None:
         """Point ``branch`` at ``ref``'s commit and drop its staging area."""
         with self._write() as conn:
             self.get_repository(repo, conn)
             self._branch_commit(conn, repo, branch)
+            self._guard(conn, repo, branch, force)
             commit_id = self._resolve(conn, repo, ref).commit_id
             conn.execute("UPDATE branches SET commit_id=? WHERE repo=? AND name=?", (commit_id, repo, branch))
             conn.execute("DELETE FROM staging WHERE repo=? AND branch=?", (repo, branch))
@@ -494,12 +607,11 @@ class Catalog:
         return True
 
     def put_entry(self, repo: str, branch: str, entry: Entry, if_absent: bool = False,
-                  if_match: str | None = None) -> None:
+                  if_match: str | None = None, force: bool = False) -> None:
         with self._write() as conn:
-            repository = self.get_repository(repo, conn)
-            if repository["read_only"]:
-                raise BadRequest("repository is read-only")
+            self.get_repository(repo, conn)
             head = self._branch_commit(conn, repo, branch)
+            self._guard(conn, repo, branch, force)
             if if_absent or if_match is not None:
                 try:
                     current = self._get_entry(conn, repo, ResolvedRef(head, branch), entry.path)
@@ -513,11 +625,13 @@ class Catalog:
                          (repo, branch, entry.path, entry.address, entry.checksum, entry.size, entry.mtime,
                           entry.content_type, json.dumps(entry.metadata)))
 
-    def delete_entries(self, repo: str, branch: str, paths: list[str], missing_ok: bool) -> list[str]:
+    def delete_entries(self, repo: str, branch: str, paths: list[str], missing_ok: bool,
+                       force: bool = False) -> list[str]:
         """Stage deletion of ``paths``; returns the paths not found (an error unless ``missing_ok``)."""
         with self._write() as conn:
             self.get_repository(repo, conn)
             head = self._branch_commit(conn, repo, branch)
+            self._guard(conn, repo, branch, force)
             tree_id = self._commit(conn, repo, head).meta_range_id
             missing = []
             for path in paths:
@@ -647,13 +761,14 @@ class Catalog:
 
     def merge(self, repo: str, source_ref: str, destination: str, committer: str, message: str | None = None,
               metadata: dict | None = None, strategy: str | None = None, allow_empty: bool = False,
-              squash: bool = False) -> str:
+              squash: bool = False, force: bool = False) -> str:
         """Merge ``source_ref``'s commit into ``destination``; returns the new head commit id."""
         if strategy not in (None, "", "dest-wins", "source-wins"):
             raise BadRequest(f"invalid strategy {strategy!r}: merge strategy is not supported")
         with self._write() as conn:
             self.get_repository(repo, conn)
             dest_head = self._branch_commit(conn, repo, destination)
+            self._guard(conn, repo, destination, force, protect=False)  # merging into protected branches is allowed
             if conn.execute("SELECT 1 FROM staging WHERE repo=? AND branch=? LIMIT 1",
                             (repo, destination)).fetchone():
                 raise BadRequest(f"{destination}: uncommitted changes (dirty branch)")
@@ -675,6 +790,77 @@ class Catalog:
                                          {**(metadata or {}), MERGE_STRATEGY_METADATA_KEY: strategy or "default"})
             conn.execute("UPDATE branches SET commit_id=? WHERE repo=? AND name=?", (commit.id, repo, destination))
             return commit.id
+
+    def _apply_commit_changes(self, conn, repo: str, branch: str, ref: str, parent_number: int | None,
+                              reverse: bool, operation: str,
+                              force: bool = False) -> tuple[str, Commit, dict[str, Entry], str]:
+        """The tree of ``branch``'s head with the change of ``ref``'s commit (against its parent number
+        ``parent_number``) applied, or undone (``reverse``); 409 on a conflict, 400 on a dirty branch."""
+        head = self._branch_commit(conn, repo, branch)
+        self._guard(conn, repo, branch, force, committing=True)
+        if conn.execute("SELECT 1 FROM staging WHERE repo=? AND branch=? LIMIT 1", (repo, branch)).fetchone():
+            raise BadRequest(f"{branch}: uncommitted changes (dirty branch)")
+        commit = self._commit(conn, repo, self._resolve(conn, repo, ref).commit_id)
+        if len(commit.parents) > 1 and not parent_number:  # lakeFS: ErrRevertMergeNoParent is a conflict (409)
+            error = Conflict if reverse else BadRequest
+            raise error(f"{operation}: must specify 1-based parent number for reverting/cherry-picking merge commit")
+        if parent_number is not None and parent_number < 0:
+            raise BadRequest("validation error: parent_number: must not be negative")
+        index = max((parent_number or 1) - 1, 0)
+        if index >= len(commit.parents):
+            raise BadRequest(f"{operation}: parent does not exist")
+        parent_tree = self._tree(conn, self._commit(conn, repo, commit.parents[index]).meta_range_id)
+        commit_tree = self._tree(conn, commit.meta_range_id)
+        head_commit = self._commit(conn, repo, head)
+        dest = self._tree(conn, head_commit.meta_range_id)
+        base, source = (commit_tree, parent_tree) if reverse else (parent_tree, commit_tree)
+        merged = _three_way(base, source, dest, None)
+        return head, commit, merged, head_commit.meta_range_id
+
+    def revert(self, repo: str, branch: str, ref: str, parent_number: int | None, committer: str,
+               message: str | None = None, metadata: dict | None = None, allow_empty: bool = False,
+               force: bool = False) -> Commit:
+        """Commit on ``branch`` the inverse of the change ``ref``'s commit made."""
+        with self._write() as conn:
+            self.get_repository(repo, conn)
+            head, commit, tree, head_tree = self._apply_commit_changes(conn, repo, branch, ref, parent_number,
+                                                                       True, "revert", force)
+            tree_id = tree_id_of(tree)
+            if tree_id == head_tree and not allow_empty:
+                raise BadRequest("no changes")
+            self._store_tree(conn, tree_id, tree)
+            new = self._insert_commit(conn, repo, [head], committer, message or f"Revert {ref}", int(time.time()),
+                                      tree_id, metadata or {})
+            conn.execute("UPDATE branches SET commit_id=? WHERE repo=? AND name=?", (new.id, repo, branch))
+            return new
+
+    def cherry_pick(self, repo: str, branch: str, ref: str, parent_number: int | None, committer: str,
+                    message: str | None = None, metadata: dict | None = None, force: bool = False) -> Commit:
+        """Commit on ``branch`` the change ``ref``'s commit made (its message and metadata unless overridden)."""
+        with self._write() as conn:
+            self.get_repository(repo, conn)
+            head, commit, tree, head_tree = self._apply_commit_changes(conn, repo, branch, ref, parent_number,
+                                                                       False, "cherry-pick", force)
+            tree_id = tree_id_of(tree)
+            if tree_id == head_tree:
+                raise BadRequest("no changes")
+            self._store_tree(conn, tree_id, tree)
+            new = self._insert_commit(conn, repo, [head], committer, message or commit.message,
+                                      int(time.time()), tree_id,
+                                      commit.metadata if metadata is None else metadata)
+            conn.execute("UPDATE branches SET commit_id=? WHERE repo=? AND name=?", (new.id, repo, branch))
+            return new
+
+    def update_user_metadata(self, repo: str, branch: str, path: str, metadata: dict) -> None:
+        """Replace the user metadata of the object at ``path`` on ``branch`` (staging the changed entry)."""
+        with self._write() as conn:
+            self.get_repository(repo, conn)
+            head = self._branch_commit(conn, repo, branch)
+            self._guard(conn, repo, branch)
+            entry = self._get_entry(conn, repo, ResolvedRef(head, branch), path)
+            conn.execute("INSERT OR REPLACE INTO staging VALUES (?,?,?,0,?,?,?,?,?,?)",
+                         (repo, branch, path, entry.address, entry.checksum, entry.size, entry.mtime,
+                          entry.content_type, json.dumps(metadata)))
 
 
 def _differences(left: dict[str, Entry], right: dict[str, Entry]) -> list[Difference]:

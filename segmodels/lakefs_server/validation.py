@@ -164,18 +164,23 @@ def _reject_constant(name: str):
 
 def parse_json_object(raw: bytes) -> dict:
     """A JSON object from ``raw`` (strict UTF-8, no NaN / Infinity, no lone surrogates), else 400."""
+    return parse_json(raw, dict)
+
+
+def parse_json(raw: bytes, kind: type = dict):
+    """A JSON value of type ``kind`` (``dict`` or ``list``) from ``raw``, checked as ``parse_json_object``."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest("request body is not valid UTF-8") from None
     if not text.strip():
-        return {}
+        return kind()
     try:
         body = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError):
         raise BadRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise BadRequest("request body must be a JSON object")
+    if not isinstance(body, kind):
+        raise BadRequest("request body must be a JSON " + ("object" if kind is dict else "array"))
     try:
         json.dumps(body, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
