@@ -1,5 +1,5 @@
-"""The ``segmodels`` command: ``segmodels lakefs serve``, ``segmodels step <name> [key=value ...]`` and
-``segmodels lineage <models:/... | lakefs://... | run id>``."""
+"""The ``segmodels`` command: ``segmodels lakefs serve``, ``segmodels lakefs gc``, ``segmodels step <name>
+[key=value ...]`` and ``segmodels lineage <models:/... | lakefs://... | run id>``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 from segmodels.home import embedded_server_dir
+from segmodels.lakefs_server.gc import DEFAULT_RETENTION_DAYS
 from segmodels.pipeline import STEPS, run_step_cli
 
 
@@ -40,6 +41,23 @@ def serve_lakefs(args: argparse.Namespace) -> None:
     serve_until_stopped(server, data_dir)
 
 
+def collect_lakefs_garbage(args: argparse.Namespace) -> None:
+    """Delete what no branch, tag, staging area or recent commit of the embedded server references."""
+    from segmodels.lakefs_server.gc import collect_garbage
+
+    data_dir = args.data_dir or embedded_server_dir()
+    if args.retention_days < 0:
+        print(f"segmodels lakefs gc: error: --retention-days {args.retention_days}: must not be negative",
+              file=sys.stderr)
+        raise SystemExit(2)
+    try:
+        report = collect_garbage(data_dir, args.retention_days, dry_run=args.dry_run)
+    except (OSError, RuntimeError) as error:
+        print(f"segmodels lakefs gc: error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f"segmodels lakefs gc: {report.summary()} in {data_dir}")
+
+
 def show_lineage(args: argparse.Namespace) -> None:
     """Print the lineage chain of a model version, a lakeFS commit or a run (MLflow only, no lakeFS)."""
     from segmodels.tracking.lineage_graph import LineageError, format_json, format_text, trace
@@ -65,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", type=Path, default=None,
                        help="where metadata and objects live (default: <segmodels home>/lakefs, the steps' own)")
     serve.set_defaults(handler=serve_lakefs)
+    gc = lakefs_commands.add_parser("gc", help="delete blobs, commits and tree data nothing live references "
+                                               "(safe while the server runs)")
+    gc.add_argument("--data-dir", type=Path, default=None,
+                    help="the server's data directory (default: <segmodels home>/lakefs, the steps' own)")
+    gc.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS,
+                    help="keep unreachable commits and unreferenced blobs younger than this "
+                         f"(default {DEFAULT_RETENTION_DAYS:g})")
+    gc.add_argument("--dry-run", action="store_true", help="report what would be freed, delete nothing")
+    gc.set_defaults(handler=collect_lakefs_garbage)
 
     step = commands.add_parser("step", help="run a pipeline step outside MLflow Projects")
     step.add_argument("name", choices=STEPS)

@@ -171,7 +171,7 @@ def test_ambiguous_commit_prefix_is_not_resolved(tmp_path):
     catalog = Catalog(tmp_path / "catalog.db", synchronous="OFF")
     catalog.create_repository("repo-a", "local://repo-a")
     root = catalog.get_branch("repo-a", "main")
-    with catalog._write() as conn:  # two commits whose ids share the prefix "abcdef"
+    with catalog.db.write() as conn:  # two commits whose ids share the prefix "abcdef"
         for suffix in ("1", "2"):
             conn.execute("INSERT INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
                          ("repo-a", "abcdef" + suffix * 58, json.dumps([root]), "u", "m", 0, "", "{}", 2))

@@ -381,14 +381,15 @@ class LakeFSApi:
                 raise BadRequest("multipart upload without boundary")
             content_type, chunks = multipart_content(chunks, boundary)
             content_type = content_type or DEFAULT_CONTENT_TYPE
-        blob = self.blobs.write(chunks)
-        for _ in body:  # what follows the multipart part (its closing delimiter), so the connection can go on
-            pass
         metadata = {key[len(METADATA_HEADER_PREFIX):].lower(): value for key, value in request.headers.items()
                     if key.lower().startswith(METADATA_HEADER_PREFIX)}
-        entry = Entry(path, blob.address, blob.checksum, blob.size, int(time.time()), content_type, metadata)
-        self.catalog.put_entry(repo, branch, entry, if_absent=if_none_match == "*",
-                               if_match=request.headers.get("If-Match"), force=request.flag("force"))
+        with self.blobs.referencing():
+            blob = self.blobs.write(chunks)
+            for _ in body:  # what follows the multipart part (its closing delimiter), so the connection can go on
+                pass
+            entry = Entry(path, blob.address, blob.checksum, blob.size, int(time.time()), content_type, metadata)
+            self.catalog.put_entry(repo, branch, entry, if_absent=if_none_match == "*",
+                                   if_match=request.headers.get("If-Match"), force=request.flag("force"))
         return Response(201, self._stats(repo, entry))
 
     def delete_object(self, request: Request) -> Response:
@@ -415,11 +416,12 @@ class LakeFSApi:
                       required=("src_path",))
         if body.get("src_ref"):
             check_ref(body["src_ref"], "src_ref")
-        source = self.catalog.get_entry(repo, body.get("src_ref") or branch,
-                                        check_object_path(body["src_path"], "src_path"))
-        entry = Entry(dest_path, source.address, source.checksum, source.size, int(time.time()),
-                      source.content_type, source.metadata)
-        self.catalog.put_entry(repo, branch, entry, force=body.get("force", False))
+        with self.blobs.referencing():
+            source = self.catalog.get_entry(repo, body.get("src_ref") or branch,
+                                            check_object_path(body["src_path"], "src_path"))
+            entry = Entry(dest_path, source.address, source.checksum, source.size, int(time.time()),
+                          source.content_type, source.metadata)
+            self.catalog.put_entry(repo, branch, entry, force=body.get("force", False))
         return Response(201, self._stats(repo, entry))
 
     @staticmethod

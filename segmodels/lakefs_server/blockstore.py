@@ -7,13 +7,15 @@ next one, run in the request thread: hashlib releases the GIL on large buffers, 
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from segmodels.checksums import OverlappedMd5
 
@@ -28,16 +30,48 @@ class Blob:
 
 
 class BlobStore:
-    """Immutable blobs under ``root/objects/ab/<sha256>``; a blob is visible only once complete."""
+    """Immutable blobs under ``root/objects/ab/<sha256>``; a blob is visible only once complete.
+
+    A writer holds :meth:`referencing` from writing a blob until the catalog references it; garbage collection
+    holds :meth:`collecting` (exclusive) from finding the referenced blobs until it has deleted the others, so it
+    never deletes a blob that a write in flight is about to reference."""
 
     def __init__(self, root: Path, fsync: bool = True):
         self.root = Path(root)
         self.objects_dir = self.root / "objects"
         self.tmp_dir = self.root / "tmp"
+        self.lock_path = self.root / "gc.lock"
         self.fsync = fsync
         self.objects_dir.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)  # leftovers of interrupted uploads
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    def remove_interrupted_uploads(self) -> None:
+        """Drop temp files of uploads that never finished (only while no upload runs: at server start)."""
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+
+    @contextmanager
+    def _locked(self, mode: int) -> Iterator[None]:
+        with open(self.lock_path, "a+") as lock:  # a descriptor of its own: flock excludes it from the others
+            fcntl.flock(lock, mode)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def referencing(self):
+        """Shared lock: held while a written (or reused) blob is not yet referenced by the catalog."""
+        return self._locked(fcntl.LOCK_SH)
+
+    def collecting(self):
+        """Exclusive lock: no write is between storing a blob and referencing it."""
+        return self._locked(fcntl.LOCK_EX)
+
+    def addresses(self) -> Iterator[tuple[str, os.stat_result]]:
+        """Every stored blob's address and ``stat``."""
+        for shard in sorted(self.objects_dir.iterdir()):
+            for blob in sorted(shard.iterdir()):
+                yield blob.name, blob.stat()
 
     def path(self, address: str) -> Path:
         """Local file of the blob stored under ``address``."""
@@ -68,6 +102,7 @@ class BlobStore:
             final = self.path(address)
             if final.exists():
                 os.unlink(tmp_name)
+                os.utime(final)  # written again now: as young as a new blob for garbage collection
             else:
                 final.parent.mkdir(exist_ok=True)
                 os.replace(tmp_name, final)

@@ -1,11 +1,22 @@
-"""Parsing of lakeFS ref expressions: ``name``, ``name@``, ``name~N``, ``name^N`` and chains of them."""
+"""Refs: repositories, branches, tags and commits in SQL, and lakeFS ref expressions (``name``, ``name@``,
+``name$``, ``name~N``, ``name^N`` and chains of them) resolved to commits.
+
+Functions over a connection inside the caller's transaction.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
+import sqlite3
 from dataclasses import dataclass
 
-from .errors import BadRequest
+from .errors import BadRequest, NotFound
+from .records import Commit, ResolvedRef
+from .staging import prefix_upper_bound
+
+COMMIT_VERSION = 1
 
 _MODIFIER = re.compile(r"([~^])(\d*)|([@$])")
 _HASH = re.compile(r"[a-fA-F0-9]{1,64}")
@@ -57,3 +68,129 @@ def parse_ref(ref: str) -> RefExpression:
     if expression.branch_modifier and len(modifiers) != 1:  # "@" / "$" stand alone, as in lakeFS
         raise BadRequest(f"invalid ref: {ref!r}")
     return expression
+
+
+# -- repositories ------------------------------------------------------------------------------------------------
+def repository(conn: sqlite3.Connection, name: str) -> dict:
+    """The repository's settings as lakeFS reports them; 404 when it does not exist."""
+    row = conn.execute("SELECT name, storage_namespace, default_branch, creation_date, read_only FROM repositories "
+                       "WHERE name=?", (name,)).fetchone()
+    if row is None:
+        raise NotFound("repository not found")
+    return {"id": row[0], "storage_namespace": row[1], "default_branch": row[2], "creation_date": row[3],
+            "read_only": bool(row[4])}
+
+
+# -- commits -----------------------------------------------------------------------------------------------------
+def insert_commit(conn: sqlite3.Connection, repo: str, parents: list, committer: str, message: str,
+                  creation_date: int, tree_id: str, metadata: dict) -> Commit:
+    """Store a commit; its id is the hash of its content (parents, tree, message, ...)."""
+    generation = 1 + max((commit(conn, repo, p).generation for p in parents), default=0)
+    body = json.dumps({"parents": parents, "committer": committer, "message": message,
+                       "creation_date": creation_date, "meta_range_id": tree_id, "metadata": metadata,
+                       "generation": generation, "version": COMMIT_VERSION}, sort_keys=True)
+    commit_id = hashlib.sha256(f"{repo}\n{body}".encode()).hexdigest()
+    conn.execute("INSERT OR IGNORE INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
+                 (repo, commit_id, json.dumps(parents), committer, message, creation_date, tree_id,
+                  json.dumps(metadata), generation))
+    return Commit(commit_id, parents, committer, message, creation_date, tree_id, metadata, generation)
+
+
+def commit(conn: sqlite3.Connection, repo: str, commit_id: str) -> Commit:
+    row = conn.execute("SELECT id, parents, committer, message, creation_date, meta_range_id, metadata, "
+                       "generation FROM commits WHERE repo=? AND id=?", (repo, commit_id)).fetchone()
+    if row is None:
+        raise NotFound("commit not found")
+    return Commit(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+
+
+def ancestors(conn: sqlite3.Connection, repo: str, commit_id: str, first_parent: bool = False) -> dict[str, Commit]:
+    """Every ancestor of ``commit_id`` (itself included), or only its first-parent line."""
+    seen: dict[str, Commit] = {}
+    frontier = [commit_id]
+    while frontier:
+        current = frontier.pop()
+        if current in seen:
+            continue
+        seen[current] = commit(conn, repo, current)
+        frontier.extend(seen[current].parents[:1] if first_parent else seen[current].parents)
+    return seen
+
+
+def merge_base(conn: sqlite3.Connection, repo: str, a: str, b: str) -> str | None:
+    """The best common ancestor of commits ``a`` and ``b`` (None when unrelated)."""
+    ours, theirs = ancestors(conn, repo, a), ancestors(conn, repo, b)
+    common = [c for c in ours if c in theirs]
+    return max(common, key=lambda c: (ours[c].generation, c)) if common else None
+
+
+# -- branches and tags -------------------------------------------------------------------------------------------
+def branch_commit(conn: sqlite3.Connection, repo: str, branch: str) -> str:
+    row = conn.execute("SELECT commit_id FROM branches WHERE repo=? AND name=?", (repo, branch)).fetchone()
+    if row is None:
+        raise NotFound(f"branch '{branch}' not found")
+    return row[0]
+
+
+def move_branch(conn: sqlite3.Connection, repo: str, branch: str, commit_id: str) -> None:
+    conn.execute("INSERT OR REPLACE INTO branches VALUES (?,?,?)", (repo, branch, commit_id))
+
+
+def tag_commit(conn: sqlite3.Connection, repo: str, tag: str) -> str | None:
+    row = conn.execute("SELECT commit_id FROM tags WHERE repo=? AND name=?", (repo, tag)).fetchone()
+    return row[0] if row else None
+
+
+def list_named(conn: sqlite3.Connection, repo: str, table: str, prefix: str, after: str, limit: int) -> list:
+    """Up to ``limit`` ``(name, commit id)`` of ``branches`` or ``tags`` after ``after``, below ``prefix``."""
+    upper = prefix_upper_bound(prefix)
+    rows = conn.execute(f"SELECT name, commit_id FROM {table} WHERE repo=? AND name > ? AND name >= ? "
+                        + ("AND name < ? " if upper else "") + "ORDER BY name LIMIT ?",
+                        (repo, after, prefix, *([upper] if upper else []), limit)).fetchall()
+    return [(r[0], r[1]) for r in rows]
+
+
+# -- resolution --------------------------------------------------------------------------------------------------
+def resolve(conn: sqlite3.Connection, repo: str, ref: str) -> ResolvedRef:
+    """The commit ``ref`` names (and the branch whose staging area reads include), as lakeFS resolves refs."""
+    expression = parse_ref(ref)
+    resolved = _resolve_name(conn, repo, expression.base)
+    if expression.branch_modifier:
+        if resolved.branch is None:  # "@" and "$" apply to branches only
+            raise BadRequest(f"{ref}: invalid ref")
+        return resolved if expression.branch_modifier == "$" else ResolvedRef(resolved.commit_id)
+    commit_id = resolved.commit_id
+    for kind, n in expression.modifiers:
+        if kind == "~":
+            for _ in range(n):
+                parents = commit(conn, repo, commit_id).parents
+                if not parents:
+                    raise NotFound(f"{ref}: commit not found")
+                commit_id = parents[0]
+        elif n > 0:
+            parents = commit(conn, repo, commit_id).parents
+            if n > len(parents):
+                raise BadRequest(f"{ref}: parent out of range")
+            commit_id = parents[n - 1]
+    return ResolvedRef(commit_id, None if expression.modifiers else resolved.branch)
+
+
+def _resolve_name(conn: sqlite3.Connection, repo: str, name: str) -> ResolvedRef:
+    """As lakeFS' ``revResolve``: a commit id or unique id prefix first, then a branch, then a tag.
+
+    An ambiguous prefix resolves as no commit (lakeFS' lookup answers not-found), so a branch or tag of that
+    name still wins, and otherwise it is a 404."""
+    if is_a_hash(name):
+        if conn.execute("SELECT 1 FROM commits WHERE repo=? AND id=?", (repo, name)).fetchone():
+            return ResolvedRef(name)
+        rows = conn.execute("SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2",
+                            (repo, name, prefix_upper_bound(name))).fetchall()
+        if len(rows) == 1:
+            return ResolvedRef(rows[0][0])
+    row = conn.execute("SELECT commit_id FROM branches WHERE repo=? AND name=?", (repo, name)).fetchone()
+    if row:
+        return ResolvedRef(row[0], name)
+    tagged = tag_commit(conn, repo, name)
+    if tagged:
+        return ResolvedRef(tagged)
+    raise NotFound(f"{name}: not found")

@@ -294,8 +294,9 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
             self.credentials = credentials
             self.limits = limits or Limits()
             self._slots = threading.BoundedSemaphore(self.limits.max_connections)
-            self.api = LakeFSApi(Catalog(self.data_dir / "lakefs.db", "FULL" if fsync else "NORMAL"),
-                                 BlobStore(self.data_dir / "blobs", fsync=fsync))
+            blobs = BlobStore(self.data_dir / "blobs", fsync=fsync)
+            blobs.remove_interrupted_uploads()
+            self.api = LakeFSApi(Catalog(self.data_dir / "lakefs.db", "FULL" if fsync else "NORMAL"), blobs)
             self._activity = threading.Condition()
             self._active_requests = 0
             self._last_activity = time.monotonic()

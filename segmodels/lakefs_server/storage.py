@@ -1,0 +1,127 @@
+"""The catalog's SQLite database: schema, connections and transactions, committed-tree nodes, migration.
+
+Every mutation is one SQLite transaction (WAL), so a process killed at any point leaves either the state before
+or the state after it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from .records import Entry
+from .tree import EMPTY_TREE, MissingNode, NodeCache, Trees
+
+PAGE_SIZE = 16384  # tree nodes are 1-3 KB: several share a page
+SCHEMA_VERSION = 2  # 1: a row per object per tree (``tree_entries``); 2: shared tree nodes (``nodes``)
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS repositories (
+    name TEXT PRIMARY KEY, storage_namespace TEXT NOT NULL, default_branch TEXT NOT NULL,
+    creation_date INTEGER NOT NULL, read_only INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS branches (
+    repo TEXT NOT NULL, name TEXT NOT NULL, commit_id TEXT NOT NULL, PRIMARY KEY (repo, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tags (
+    repo TEXT NOT NULL, name TEXT NOT NULL, commit_id TEXT NOT NULL, PRIMARY KEY (repo, name)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS commits (
+    repo TEXT NOT NULL, id TEXT NOT NULL, parents TEXT NOT NULL, committer TEXT NOT NULL, message TEXT NOT NULL,
+    creation_date INTEGER NOT NULL, meta_range_id TEXT NOT NULL, metadata TEXT NOT NULL,
+    generation INTEGER NOT NULL, PRIMARY KEY (repo, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS staging (
+    repo TEXT NOT NULL, branch TEXT NOT NULL, path TEXT NOT NULL, tombstone INTEGER NOT NULL,
+    address TEXT, checksum TEXT, size INTEGER, mtime INTEGER, content_type TEXT, metadata TEXT,
+    PRIMARY KEY (repo, branch, path)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS branch_protection (repo TEXT PRIMARY KEY, rules TEXT NOT NULL) WITHOUT ROWID;
+"""
+
+
+class SQLiteNodes:
+    """Tree nodes in the ``nodes`` table, through one connection (and so inside its transaction)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def get(self, node_id: str) -> bytes:
+        row = self.conn.execute("SELECT data FROM nodes WHERE id=?", (node_id,)).fetchone()
+        if row is None:
+            raise MissingNode(node_id)
+        return row[0]
+
+    def put(self, node_id: str, data: bytes) -> None:
+        self.conn.execute("INSERT OR IGNORE INTO nodes VALUES (?,?)", (node_id, data))
+
+
+class Database:
+    """One SQLite file: a connection per thread, serialized write transactions, snapshot reads."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL"):
+        self.path = str(path)
+        self.synchronous = synchronous
+        self.node_cache = NodeCache()
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        with self.write() as conn:
+            migrate(conn, self.trees(conn))
+
+    def connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")  # takes effect on a new database only
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            self._local.conn = conn
+        return conn
+
+    def trees(self, conn: sqlite3.Connection) -> Trees:
+        """The committed trees, read and written through ``conn``."""
+        return Trees(SQLiteNodes(conn), self.node_cache)
+
+    @contextmanager
+    def write(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock:
+            conn = self.connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        conn = self.connection()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+
+def migrate(conn: sqlite3.Connection, trees: Trees) -> None:
+    """Create the schema, or bring a version-1 database (one row per object per tree) to shared tree nodes.
+
+    Commit ids stay as they are; each commit's ``meta_range_id`` becomes its tree's new root id. It runs inside
+    the caller's transaction, so an interrupted migration leaves the version-1 database untouched."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise RuntimeError(f"{conn.execute('PRAGMA database_list').fetchone()[2]}: written by a newer segmodels "
+                           f"(schema {version}, this one reads {SCHEMA_VERSION})")
+    old_trees = conn.execute("SELECT 1 FROM sqlite_master WHERE name='tree_entries'").fetchone() is not None
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    if old_trees:
+        tree_ids = [row[0] for row in conn.execute(
+            "SELECT DISTINCT meta_range_id FROM commits WHERE meta_range_id != ?", (EMPTY_TREE,))]
+        for tree_id in tree_ids:
+            rows = conn.execute("SELECT path, address, checksum, size, mtime, content_type, metadata "
+                                "FROM tree_entries WHERE tree_id=? ORDER BY path", (tree_id,)).fetchall()
+            root = trees.build((row[0], Entry.from_row(row).value()) for row in rows)
+            conn.execute("UPDATE commits SET meta_range_id=? WHERE meta_range_id=?", (root, tree_id))
+        conn.execute("DROP TABLE tree_entries")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
