@@ -13,6 +13,7 @@ import threading
 import time
 from pathlib import Path
 
+import lakefs_sdk
 import pytest
 
 from segmodels.home import CLIENTS_LOCK_FILE, read_server_state, spawn_lock
@@ -107,6 +108,51 @@ def test_kill_during_commit_is_all_or_nothing(server_process, tmp_path, delay):
         assert client.get_commit("durable", head).parents == [before]
         assert not client.has_uncommitted_changes("durable", "main")
         assert len(list(client.list_objects("durable", head))) == 300
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.08])
+def test_kill_during_merge_is_all_or_nothing(server_process, tmp_path, delay):
+    client = LakeFS(server_process.start(), home=tmp_path / "home", attempts=1)
+    client.ensure_repository("durable")
+    source = tmp_path / "src"
+    source.mkdir()
+    for i in range(300):
+        (source / f"f{i:03d}.txt").write_text(str(i))
+    client.upload_directory("durable", "main", source, prefix="data")
+    client.commit("durable", "main", "base")
+    client.sdk.branches_api.create_branch("durable", lakefs_sdk.BranchCreation(name="feature", source="main"))
+    for i in range(0, 300, 2):
+        (source / f"f{i:03d}.txt").write_text(f"changed {i}")
+    client.upload_directory("durable", "feature", source, prefix="data")
+    client.commit("durable", "feature", "change half")
+    (tmp_path / "other.txt").write_text("main moved on")
+    client.upload_file("durable", "main", "other.txt", tmp_path / "other.txt")
+    before = client.commit("durable", "main", "meanwhile on main").id
+    feature = client.resolve_commit("durable", "feature")
+    merger = threading.Thread(target=lambda: _ignoring_errors(lambda: client.sdk.refs_api.merge_into_branch(
+        "durable", "feature", "main")))
+    merger.start()
+    time.sleep(delay)
+    server_process.kill()
+    merger.join()
+    client = LakeFS(server_process.start(), home=tmp_path / "home")
+    head = client.resolve_commit("durable", "main")
+    changed = client.sdk.objects_api.get_object("durable", "main", "data/f000.txt")
+    if head == before:
+        assert bytes(changed) == b"0"
+    else:
+        assert client.get_commit("durable", head).parents == [before, feature]
+        assert bytes(changed) == b"changed 0"
+        assert bytes(client.sdk.objects_api.get_object("durable", "main", "data/f001.txt")) == b"1"
+    assert len(list(client.list_objects("durable", "main"))) == 301
+    assert not client.has_uncommitted_changes("durable", "main")
+
+
+def _ignoring_errors(call) -> None:
+    try:
+        call()
+    except Exception:  # noqa: BLE001 - the server was killed under it
+        pass
 
 
 def _commit_ignoring_errors(client: LakeFS, errors: list) -> None:

@@ -1,9 +1,9 @@
 """Committed trees: sorted key -> value maps stored as content-addressed chunks that commits share.
 
-A tree is a prolly tree (a B-tree whose node boundaries depend on the keys only). Level 0 holds the items; an
-item ends its node when ``hash(key, level) % target == 0`` (or is the level's last item), and each node becomes
-one item ``(last key, node id)`` of the level above, until a level fits one node: the root. Node ids are the
-sha256 of the node's bytes, so:
+A tree is a prolly tree (a B-tree whose node boundaries depend on the content only). Level 0 holds the items; an
+item ends its node when ``hash(key, level)`` says so (see :func:`ends_node`; or it is the level's last item), and
+each node becomes one item ``(last key, node id)`` of the level above, until a level fits one node: the root.
+Node ids are the sha256 of the node's bytes, so:
 
 - equal trees have equal root ids, however they were made (the root id is a tree's content hash);
 - applying k changes to a tree of N items rewrites only the nodes on the k paths to the root (O(k log N) time
@@ -25,8 +25,11 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol
 
 EMPTY_TREE = ""
-LEAF_TARGET = 32  # mean items per leaf
-INNER_TARGET = 16  # mean children per inner node
+# node sizes (items): (smallest, mean, largest) of leaves, then of inner nodes. Past the smallest size a key closes
+# its node with probability 1 / (mean - smallest): sizes spread little, and a random change lands in a node of
+# about the mean size (with no smallest size it would land in one of twice the mean: sizes are size-biased).
+LEAF_SIZES = (16, 32, 128)
+INNER_SIZES = (8, 16, 64)
 
 
 class NodeStore(Protocol):
@@ -69,11 +72,16 @@ class NodeCache:
                 self._nodes.popitem(last=False)
 
 
-def ends_node(key: str, level: int) -> bool:
-    """Whether ``key`` closes its node at ``level`` (depends on the key only, so trees are canonical)."""
-    target = LEAF_TARGET if level == 0 else INNER_TARGET
+def ends_node(key: str, level: int, size: int) -> bool:
+    """Whether ``key``, the ``size``-th item of its open node at ``level``, closes the node. It depends on the
+    content only (read left to right), so equal contents make equal trees."""
+    smallest, mean, largest = LEAF_SIZES if level == 0 else INNER_SIZES
+    if size < smallest:
+        return False
+    if size >= largest:
+        return True
     digest = hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8, salt=bytes([level])).digest()
-    return int.from_bytes(digest, "big") % target == 0
+    return int.from_bytes(digest, "big") % (mean - smallest) == 0
 
 
 def encode_node(node: Node) -> tuple[str, bytes]:
@@ -127,7 +135,7 @@ class Trees:
                 pending.append([])
                 closed.append([])
             pending[depth].append([key, value])
-            if ends_node(key, level + depth):
+            if ends_node(key, level + depth, len(pending[depth])):
                 close(depth)
 
         for key, value in items:
@@ -301,7 +309,7 @@ class Trees:
                 end = len(changes) if is_last else bisect.bisect_right(changes, last_key, lo=position, key=_key)
                 for key, value in _merge_sorted(node.items, changes[position:end]):
                     open_items.append([key, value])
-                    if ends_node(key, level):
+                    if ends_node(key, level, len(open_items)):
                         new_nodes[key] = self._write(level, open_items)
                         open_items = []
                 position = end
