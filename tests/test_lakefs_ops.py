@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import random
 
 import lakefs
 import lakefs_sdk
@@ -14,8 +15,10 @@ import urllib3
 from lakefs.client import Client
 from lakefs_sdk.client import LakeFSClient
 
+from segmodels.lakefs_server import refs
 from segmodels.lakefs_server.catalog import Catalog, ResolvedRef
 from segmodels.lakefs_server.errors import NotFound
+from segmodels.lakefs_server.storage import Database
 
 
 @pytest.fixture
@@ -404,3 +407,23 @@ def test_presign_is_refused_as_lakefs_refuses_it_for_the_local_blockstore(sdk, r
     assert sdk.objects_api.list_objects(repo, "main", prefix="nope/", presign=True).results == []
     assert read(sdk, repo, "main", "a.txt") == b"hello"
     assert sdk.objects_api.stat_object(repo, "main", "a.txt", presign=False).path == "a.txt"
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_merge_base_is_the_newest_common_ancestor_in_random_histories(tmp_path, seed):
+    """The walk that stops early finds what the definition says: of the common ancestors, the highest
+    generation (then the highest id); None for unrelated commits."""
+    rng = random.Random(seed)
+    db = Database(tmp_path / "refs.db", synchronous="OFF")
+    with db.write() as conn:
+        commits: list[str] = []
+        for i in range(120):
+            recent = commits[-15:]
+            parents = [] if i < 3 else rng.sample(recent, k=rng.choice([1, 1, 2]))  # three unrelated roots
+            commits.append(refs.insert_commit(conn, "r", parents, "me", f"c{i}", i, "", {}).id)
+        for _ in range(200):
+            a, b = rng.choice(commits), rng.choice(commits)
+            ours, theirs = refs.ancestors(conn, "r", a), refs.ancestors(conn, "r", b)
+            common = [ours[c] for c in ours if c in theirs]
+            expected = max(common, key=lambda c: (c.generation, c.id)).id if common else None
+            assert refs.merge_base(conn, "r", a, b) == expected

@@ -7,6 +7,7 @@ Functions over a connection inside the caller's transaction.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import re
 import sqlite3
@@ -118,10 +119,27 @@ def ancestors(conn: sqlite3.Connection, repo: str, commit_id: str, first_parent:
 
 
 def merge_base(conn: sqlite3.Connection, repo: str, a: str, b: str) -> str | None:
-    """The best common ancestor of commits ``a`` and ``b`` (None when unrelated)."""
-    ours, theirs = ancestors(conn, repo, a), ancestors(conn, repo, b)
-    common = [c for c in ours if c in theirs]
-    return max(common, key=lambda c: (ours[c].generation, c)) if common else None
+    """The best common ancestor of commits ``a`` and ``b`` (highest generation, then highest id; None when
+    unrelated). Walks both histories newest generation first and stops at the first commit both reach, so it
+    reads the commits since the merge base, not the whole history."""
+    reached: dict[str, int] = {a: 1}
+    reached[b] = reached.get(b, 0) | 2
+    queue = [(-commit(conn, repo, c).generation, c) for c in reached]
+    heapq.heapify(queue)
+    best: tuple[int, str] | None = None
+    while queue:
+        negative_generation, current = heapq.heappop(queue)
+        if best is not None and -negative_generation < best[0]:
+            break
+        if reached[current] == 3:
+            best = max(best or (0, ""), (-negative_generation, current))
+            continue  # a common ancestor's own ancestors are worse candidates
+        for parent in commit(conn, repo, current).parents:
+            if parent not in reached:
+                heapq.heappush(queue, (-commit(conn, repo, parent).generation, parent))
+                reached[parent] = 0
+            reached[parent] |= reached[current]
+    return best[1] if best else None
 
 
 # -- branches and tags -------------------------------------------------------------------------------------------
