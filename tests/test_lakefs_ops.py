@@ -393,6 +393,34 @@ def test_read_only_repository_refuses_writes(sdk, repo_name):
     assert put_forced.path == "x"
     sdk.commits_api.commit(repo_name, "main", lakefs_sdk.CommitCreation(message="forced", force=True))
     assert paths(sdk, repo_name) == ["x"]
+    # tags too: created and deleted only with force
+    assert status_of(sdk.tags_api.create_tag, repo_name, lakefs_sdk.TagCreation(id="v1", ref="main"))[0] == 403
+    sdk.tags_api.create_tag(repo_name, lakefs_sdk.TagCreation(id="v1", ref="main", force=True))
+    assert status_of(sdk.tags_api.delete_tag, repo_name, "v1")[0] == 403
+    sdk.tags_api.delete_tag(repo_name, "v1", force=True)
+    assert sdk.tags_api.list_tags(repo_name).results == []
+
+
+def test_branch_and_tag_names_never_shadow_each_other_or_a_commit(sdk, repo):
+    """As lakeFS' catalog: a new branch or tag may not take a commit id or the other kind's name (409), and
+    ``force`` does not overwrite an existing one (it only passes a read-only repository)."""
+    head = commit(sdk, repo, "first", allow_empty=True)
+    sdk.tags_api.create_tag(repo, lakefs_sdk.TagCreation(id="v1", ref="main"))
+    sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="dev", source="main"))
+    cases = [
+        (sdk.branches_api.create_branch, lakefs_sdk.BranchCreation(name="v1", source="main"), "tag ID v1: conflict found"),
+        (sdk.branches_api.create_branch, lakefs_sdk.BranchCreation(name=head, source="main"),
+         f"commit ID {head}: conflict found"),
+        (sdk.branches_api.create_branch, lakefs_sdk.BranchCreation(name="dev", source="main", force=True),
+         "branch already exists"),
+        (sdk.tags_api.create_tag, lakefs_sdk.TagCreation(id="dev", ref="main"), "branch name dev: conflict found"),
+        (sdk.tags_api.create_tag, lakefs_sdk.TagCreation(id=head, ref="main"), f"commit ID {head}: conflict found"),
+        (sdk.tags_api.create_tag, lakefs_sdk.TagCreation(id="v1", ref="dev", force=True), "tag already exists"),
+    ]
+    for call, body, message in cases:
+        assert status_of(call, repo, body) == (409, message)
+    assert sdk.tags_api.get_tag(repo, "v1").commit_id == head
+    assert sorted(b.id for b in sdk.branches_api.list_branches(repo).results) == ["dev", "main"]
 
 
 # -- presign over a blockstore that cannot presign -------------------------------------------------------------------

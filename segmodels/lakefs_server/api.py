@@ -497,5 +497,5 @@ class LakeFSApi:
         return Response(200, {"id": request.params["tag"], "commit_id": commit_id})
 
     def delete_tag(self, request: Request) -> Response:
-        self.catalog.delete_tag(request.params["repository"], request.params["tag"])
+        self.catalog.delete_tag(request.params["repository"], request.params["tag"], request.flag("force"))
         return Response(204)

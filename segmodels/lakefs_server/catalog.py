@@ -259,19 +259,27 @@ class Catalog:
 
     # -- branches --------------------------------------------------------------------------------------------
     def create_branch(self, repo: str, name: str, source: str, force: bool = False) -> str:
+        """A new branch at ``source``'s commit; ``force`` only lets it into a read-only repository (as lakeFS)."""
         check_name("branch", name, BRANCH_NAME)
         with self.db.write() as conn:
             refs.repository(conn, repo)
             if parse_ref(source).branch_modifier == "$":  # graveler.ErrCreateBranchNoCommit
                 raise BadRequest(f"source reference '{source}': can only create a branch from a commit")
+            self._check_new_ref_name(conn, repo, name, "tag ID", "tags")
             commit_id = refs.resolve(conn, repo, source).commit_id
             self._guard(conn, repo, None, force)
             if conn.execute("SELECT 1 FROM branches WHERE repo=? AND name=?", (repo, name)).fetchone():
-                if not force:
-                    raise Conflict("branch already exists")
-                staging.drop(conn, repo, name)
+                raise Conflict("branch already exists")
             refs.move_branch(conn, repo, name, commit_id)
             return commit_id
+
+    @staticmethod
+    def _check_new_ref_name(conn, repo: str, name: str, other_kind: str, other_table: str) -> None:
+        """409 when a new branch or tag name is a commit id, or the name of a tag or branch (``other_table``)."""
+        if conn.execute("SELECT 1 FROM commits WHERE repo=? AND id=?", (repo, name)).fetchone():
+            raise Conflict(f"commit ID {name}: conflict found")
+        if conn.execute(f"SELECT 1 FROM {other_table} WHERE repo=? AND name=?", (repo, name)).fetchone():
+            raise Conflict(f"{other_kind} {name}: conflict found")
 
     def get_branch(self, repo: str, name: str) -> str:
         with self.db.read() as conn:
@@ -318,13 +326,16 @@ class Catalog:
 
     # -- tags ------------------------------------------------------------------------------------------------
     def create_tag(self, repo: str, name: str, ref: str, force: bool = False) -> str:
+        """A new tag at ``ref``'s commit; ``force`` only lets it into a read-only repository (as lakeFS)."""
         check_name("tag", name, TAG_NAME)
         with self.db.write() as conn:
             refs.repository(conn, repo)
+            self._check_new_ref_name(conn, repo, name, "branch name", "branches")
             commit_id = refs.resolve(conn, repo, ref).commit_id
-            if refs.tag_commit(conn, repo, name) and not force:
+            self._guard(conn, repo, None, force)
+            if refs.tag_commit(conn, repo, name):
                 raise Conflict("tag already exists")
-            conn.execute("INSERT OR REPLACE INTO tags VALUES (?,?,?)", (repo, name, commit_id))
+            conn.execute("INSERT INTO tags VALUES (?,?,?)", (repo, name, commit_id))
             return commit_id
 
     def get_tag(self, repo: str, name: str) -> str:
@@ -338,9 +349,10 @@ class Catalog:
     def list_tags(self, repo: str, prefix: str = "", after: str = "", amount: int | None = None):
         return self._list_named(repo, "tags", prefix, after, amount)
 
-    def delete_tag(self, repo: str, name: str) -> None:
+    def delete_tag(self, repo: str, name: str, force: bool = False) -> None:
         with self.db.write() as conn:
             refs.repository(conn, repo)
+            self._guard(conn, repo, None, force)
             if conn.execute("DELETE FROM tags WHERE repo=? AND name=?", (repo, name)).rowcount == 0:
                 raise NotFound("tag not found")
 
