@@ -102,3 +102,11 @@ def test_lakefs_spec_filesystem(repository, contract_target, tmp_path):
         tx.commit(message="spec tx")
         assert not fs.exists(f"{root}/tx.txt")
     assert fs.cat(f"{root}/tx.txt") == b"tx"
+    with fs.transaction(repository.id, "main") as tx:  # revert, tag and rev-parse inside a transaction
+        undone = tx.revert(tx.branch, tx.rev_parse(tx.branch.id).id)
+        assert undone.message.startswith("Revert ")
+        assert not fs.exists(f"{repository.id}/{tx.branch.id}/tx.txt")
+        tx.tag(tx.branch.head.get_commit().id, "spec-reverted")
+    assert not fs.exists(f"{root}/tx.txt")
+    assert fs.exists(f"{root}/up/local.bin")
+    assert repository.tag("spec-reverted").get_commit().message.startswith("Revert ")
