@@ -13,7 +13,8 @@ import pytest
 from lakefs_sdk.client import LakeFSClient
 
 from segmodels.lakefs_server import create_server
-from segmodels.lakefs_server.gc import collect_garbage
+from segmodels.lakefs_server.catalog import Catalog, Entry
+from segmodels.lakefs_server.gc import CollectionReport, collect_garbage
 
 DAY = 86400
 REPO = "gc-test"
@@ -139,3 +140,31 @@ def test_the_command_reports_and_refuses_bad_input(served):
     assert missing.returncode == 1 and "lakefs.db is missing" in missing.stderr
     assert not (data_dir / "nope").exists()
     assert read(client, "main", "x") == b"x"
+
+
+@pytest.mark.parametrize("delay", [0.5, 1.0, 1.5, 2.5])
+def test_a_collection_killed_at_any_point_loses_nothing_live_and_the_next_one_finishes(served, delay):
+    data_dir, client = served
+    for i in range(50):
+        upload(client, "main", f"live/{i:02d}", b"live %d" % i)
+    commit(client, "main", "live")
+    client.branches_api.create_branch(REPO, lakefs_sdk.BranchCreation(name="dead", source="main"))
+    dead = [upload(client, "dead", f"dead/{i:03d}", b"dead %d" % i) for i in range(200)]
+    catalog = Catalog(data_dir / "lakefs.db")  # a large dead tree, so the kill lands in the middle of the work
+    catalog.stage_entries(REPO, "dead", (Entry(f"bulk/{i:06d}", f"{i:064x}", f"{i:032x}", 1, 1, "x", {})
+                                         for i in range(30_000)))
+    commit(client, "dead", "dead")
+    client.branches_api.delete_branch(REPO, "dead")
+    process = subprocess.Popen([sys.executable, "-m", "segmodels.cli", "lakefs", "gc", "--retention-days", "0",
+                                "--data-dir", str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    process.kill()
+    process.wait()
+    for i in range(50):
+        assert read(client, "main", f"live/{i:02d}") == b"live %d" % i
+    collect_garbage(data_dir, retention_days=0)
+    assert not any(blob_exists(data_dir, address) for address in dead)
+    assert collect_garbage(data_dir, retention_days=0) == CollectionReport(0, 0, 0, 0, 0, False)
+    upload(client, "main", "after.txt", b"after")
+    commit(client, "main", "after")
+    assert [o.path for o in client.objects_api.list_objects(REPO, "main", amount=1000).results][-1] == "live/49"
