@@ -81,8 +81,8 @@ def test_kill_during_upload_leaves_no_partial_object(server_process, tmp_path):
     assert list((server_process.data_dir / "blobs" / "tmp").iterdir()) == []
 
 
-@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.08])
-def test_kill_during_commit_is_all_or_nothing(server_process, tmp_path, delay):
+def staged_files(server_process, tmp_path) -> tuple[LakeFS, Path]:
+    """A client of a fresh server whose repository ``durable`` has 300 files staged on main, and their folder."""
     client = LakeFS(server_process.start(), home=tmp_path / "home", attempts=1)
     client.ensure_repository("durable")
     source = tmp_path / "src"
@@ -90,14 +90,30 @@ def test_kill_during_commit_is_all_or_nothing(server_process, tmp_path, delay):
     for i in range(300):
         (source / f"f{i:03d}.txt").write_text(str(i))
     client.upload_directory("durable", "main", source, prefix="data")
-    before = client.resolve_commit("durable", "main")
-    errors: list = []
-    committer = threading.Thread(target=lambda: _commit_ignoring_errors(client, errors))
-    committer.start()
+    return client, source
+
+
+def kill_during(server_process, tmp_path, call, delay: float) -> LakeFS:
+    """Start ``call`` (a request), SIGKILL the server ``delay`` seconds later, restart it: a client of the new one."""
+    def call_ignoring_errors() -> None:
+        try:
+            call()
+        except Exception:  # noqa: BLE001 - the server was killed under it
+            pass
+
+    thread = threading.Thread(target=call_ignoring_errors)
+    thread.start()
     time.sleep(delay)
     server_process.kill()
-    committer.join()
-    client = LakeFS(server_process.start(), home=tmp_path / "home")
+    thread.join()
+    return LakeFS(server_process.start(), home=tmp_path / "home")
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.08])
+def test_kill_during_commit_is_all_or_nothing(server_process, tmp_path, delay):
+    client, _ = staged_files(server_process, tmp_path)
+    before = client.resolve_commit("durable", "main")
+    client = kill_during(server_process, tmp_path, lambda: client.commit("durable", "main", "interrupted?"), delay)
     head = client.resolve_commit("durable", "main")
     visible = sorted(o.path for o in client.list_objects("durable", "main"))
     assert visible == sorted(f"data/f{i:03d}.txt" for i in range(300))
@@ -112,13 +128,7 @@ def test_kill_during_commit_is_all_or_nothing(server_process, tmp_path, delay):
 
 @pytest.mark.parametrize("delay", [0.0, 0.01, 0.03, 0.08])
 def test_kill_during_merge_is_all_or_nothing(server_process, tmp_path, delay):
-    client = LakeFS(server_process.start(), home=tmp_path / "home", attempts=1)
-    client.ensure_repository("durable")
-    source = tmp_path / "src"
-    source.mkdir()
-    for i in range(300):
-        (source / f"f{i:03d}.txt").write_text(str(i))
-    client.upload_directory("durable", "main", source, prefix="data")
+    client, source = staged_files(server_process, tmp_path)
     client.commit("durable", "main", "base")
     client.sdk.branches_api.create_branch("durable", lakefs_sdk.BranchCreation(name="feature", source="main"))
     for i in range(0, 300, 2):
@@ -129,13 +139,8 @@ def test_kill_during_merge_is_all_or_nothing(server_process, tmp_path, delay):
     client.upload_file("durable", "main", "other.txt", tmp_path / "other.txt")
     before = client.commit("durable", "main", "meanwhile on main").id
     feature = client.resolve_commit("durable", "feature")
-    merger = threading.Thread(target=lambda: _ignoring_errors(lambda: client.sdk.refs_api.merge_into_branch(
-        "durable", "feature", "main")))
-    merger.start()
-    time.sleep(delay)
-    server_process.kill()
-    merger.join()
-    client = LakeFS(server_process.start(), home=tmp_path / "home")
+    merge = client.sdk.refs_api.merge_into_branch
+    client = kill_during(server_process, tmp_path, lambda: merge("durable", "feature", "main"), delay)
     head = client.resolve_commit("durable", "main")
     changed = client.sdk.objects_api.get_object("durable", "main", "data/f000.txt")
     if head == before:
@@ -146,20 +151,6 @@ def test_kill_during_merge_is_all_or_nothing(server_process, tmp_path, delay):
         assert bytes(client.sdk.objects_api.get_object("durable", "main", "data/f001.txt")) == b"1"
     assert len(list(client.list_objects("durable", "main"))) == 301
     assert not client.has_uncommitted_changes("durable", "main")
-
-
-def _ignoring_errors(call) -> None:
-    try:
-        call()
-    except Exception:  # noqa: BLE001 - the server was killed under it
-        pass
-
-
-def _commit_ignoring_errors(client: LakeFS, errors: list) -> None:
-    try:
-        client.commit("durable", "main", "interrupted?")
-    except LakeFSError as exc:
-        errors.append(exc)
 
 
 def test_idle_timeout_stops_the_server_and_clears_its_state(tmp_path):
