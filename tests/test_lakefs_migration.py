@@ -75,6 +75,9 @@ def test_a_schema_1_database_migrates_with_its_commits_objects_and_staging(tmp_p
     conn = sqlite3.connect(db_path)
     assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
     assert conn.execute("SELECT 1 FROM sqlite_master WHERE name='tree_entries'").fetchone() is None
+    assert conn.execute("PRAGMA freelist_count").fetchone()[0] == 0  # the old rows' pages are given back
+    assert conn.execute("PRAGMA page_size").fetchone()[0] == storage.PAGE_SIZE
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert catalog.get_branch("old", "main") == SECOND and catalog.get_tag("old", "v1") == FIRST
     assert [c.id for c in catalog.log("old", "main")[0]] == [SECOND, FIRST, ROOT]
     assert paths(catalog, FIRST) == [f"data/{i:03d}.png" for i in range(300)]
@@ -101,14 +104,14 @@ def test_an_interrupted_migration_leaves_the_schema_1_database_as_it_was(tmp_pat
     before = sqlite3.connect(db_path).execute("SELECT count(*) FROM tree_entries").fetchone()[0]
     calls = []
 
-    def build_then_fail(self, items, level=0):
+    def apply_then_fail(self, root, changes):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt  # as if killed in the middle
-        return original(self, items, level)
+        return original(self, root, changes)
 
-    original = storage.Trees.build
-    monkeypatch.setattr(storage.Trees, "build", build_then_fail)
+    original = storage.Trees.apply
+    monkeypatch.setattr(storage.Trees, "apply", apply_then_fail)
     with pytest.raises(KeyboardInterrupt):
         Catalog(db_path)
     conn = sqlite3.connect(db_path)
@@ -116,7 +119,7 @@ def test_an_interrupted_migration_leaves_the_schema_1_database_as_it_was(tmp_pat
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
     assert conn.execute("SELECT DISTINCT meta_range_id FROM commits ORDER BY 1").fetchall() == [("",), ("t1",), ("t2",)]
     conn.close()
-    monkeypatch.setattr(storage.Trees, "build", original)
+    monkeypatch.setattr(storage.Trees, "apply", original)
     assert paths(Catalog(db_path), "main")[-1] == "data/new.png"
 
 

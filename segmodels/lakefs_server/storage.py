@@ -6,6 +6,7 @@ or the state after it.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -64,7 +65,22 @@ class Database:
         self._local = threading.local()
         self._write_lock = threading.Lock()
         with self.write() as conn:
-            migrate(conn, self.trees(conn))
+            migrated = migrate(conn, self.trees(conn))
+        if migrated:
+            self._compact()
+
+    def _compact(self) -> None:
+        """Give back free pages and take the page size of new databases; skipped while another connection is
+        open (the database stays valid, only larger)."""
+        conn = self.connection()
+        try:
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+            conn.execute("VACUUM")
+        except sqlite3.OperationalError:
+            pass
+        finally:
+            conn.execute("PRAGMA journal_mode=WAL")
 
     def connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -102,11 +118,13 @@ class Database:
             conn.execute("COMMIT")
 
 
-def migrate(conn: sqlite3.Connection, trees: Trees) -> None:
+def migrate(conn: sqlite3.Connection, trees: Trees) -> bool:
     """Create the schema, or bring a version-1 database (one row per object per tree) to shared tree nodes.
 
-    Commit ids stay as they are; each commit's ``meta_range_id`` becomes its tree's new root id. It runs inside
-    the caller's transaction, so an interrupted migration leaves the version-1 database untouched."""
+    Commit ids stay as they are; each commit's ``meta_range_id`` becomes its tree's new root id. A commit's tree
+    is built from its first parent's as the changes between the two (SQL set differences), so the migration costs
+    about one pass over the old rows. It runs inside the caller's transaction: an interrupted migration leaves
+    the version-1 database untouched. True when it migrated."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
         raise RuntimeError(f"{conn.execute('PRAGMA database_list').fetchone()[2]}: written by a newer segmodels "
@@ -116,12 +134,27 @@ def migrate(conn: sqlite3.Connection, trees: Trees) -> None:
         if statement.strip():
             conn.execute(statement)
     if old_trees:
-        tree_ids = [row[0] for row in conn.execute(
-            "SELECT DISTINCT meta_range_id FROM commits WHERE meta_range_id != ?", (EMPTY_TREE,))]
-        for tree_id in tree_ids:
-            rows = conn.execute("SELECT path, address, checksum, size, mtime, content_type, metadata "
-                                "FROM tree_entries WHERE tree_id=? ORDER BY path", (tree_id,)).fetchall()
-            root = trees.build((row[0], Entry.from_row(row).value()) for row in rows)
-            conn.execute("UPDATE commits SET meta_range_id=? WHERE meta_range_id=?", (root, tree_id))
+        new_roots = {EMPTY_TREE: EMPTY_TREE}
+        commits = conn.execute("SELECT repo, id, parents, meta_range_id FROM commits ORDER BY generation").fetchall()
+        old_tree_of = {(repo, commit_id): tree_id for repo, commit_id, _, tree_id in commits}
+        for repo, _, parents, tree_id in commits:
+            if tree_id not in new_roots:
+                parents = json.loads(parents)
+                base = old_tree_of.get((repo, parents[0]), EMPTY_TREE) if parents else EMPTY_TREE
+                new_roots[tree_id] = trees.apply(new_roots[base], _tree_changes(conn, base, tree_id))
+        conn.executemany("UPDATE commits SET meta_range_id=? WHERE meta_range_id=?",
+                         [(new, old) for old, new in new_roots.items() if old != EMPTY_TREE])
         conn.execute("DROP TABLE tree_entries")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    return old_trees
+
+
+def _tree_changes(conn: sqlite3.Connection, base: str, tree_id: str) -> list[tuple[str, list | None]]:
+    """The changes from version-1 tree ``base`` to ``tree_id``, sorted by path (None: removed)."""
+    columns = "path, address, checksum, size, mtime, content_type, metadata"
+    written = conn.execute(f"SELECT {columns} FROM tree_entries WHERE tree_id=? EXCEPT "
+                           f"SELECT {columns} FROM tree_entries WHERE tree_id=?", (tree_id, base))
+    removed = conn.execute("SELECT path FROM tree_entries WHERE tree_id=? EXCEPT "
+                           "SELECT path FROM tree_entries WHERE tree_id=?", (base, tree_id))
+    changes = [(row[0], Entry.from_row(row).value()) for row in written] + [(row[0], None) for row in removed]
+    return sorted(changes, key=lambda change: change[0])
