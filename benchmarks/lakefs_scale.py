@@ -4,7 +4,7 @@ Prints, for each N (default 1,000, 100,000 and 1,000,000), the time to populate 
 before the server starts) and the median over the repeats, timed by a lakefs-sdk client over HTTP (so including the
 sdk's parsing of the answer), of: commit of 10 changed objects (the commit call only), diff of that commit against
 its parent (full page), 3-way merge into main of a branch with 10 changed objects (main got a 1-object commit
-meanwhile; the merge call only), list of a page of 1000 objects from the middle of the repository, and the growth of
+meanwhile; the merge call only), list of a page of 1000 objects from the middle of the repository, stat of one object, and the growth of
 the metadata database per commit of 10 (used pages of ``lakefs.db`` after a WAL checkpoint, plus the WAL, before the
 uploads and after the commit). Then the ratios N_max / N_min of the times and the goals with PASS / FAIL: N_max
 times within 3x of the N_min times, commit of 10 < 50 ms, database growth per commit of 10 < 100 KB. Exits 0
@@ -41,7 +41,7 @@ REPO = "scale"
 CHANGES = 10
 PAGE = 1000
 KEY_ID, SECRET = "AKIASCALEBENCH", "scale-bench-secret"
-OPERATIONS = ("commit", "diff", "merge", "list")
+OPERATIONS = ("commit", "diff", "merge", "list", "stat")
 MAX_RATIO, MAX_COMMIT_MS, MAX_GROWTH_KB = 3.0, 50.0, 100.0
 
 
@@ -130,6 +130,7 @@ def measure(sdk: LakeFSClient, data_dir: Path, n: int, repeat: int) -> dict[str,
                                                                          after=after))
     if len(listing.results) != min(PAGE, n):
         raise RuntimeError(f"list of a page of {PAGE} gave {len(listing.results)} results")
+    result["stat"], _ = timed(lambda: sdk.objects_api.stat_object(REPO, "main", path_of((n // 3 + repeat) % n)))
     return result
 
 
@@ -170,17 +171,17 @@ def main() -> None:
     print(f"goals: N={sizes[-1]:,} times within {MAX_RATIO:g}x of N={sizes[0]:,}, commit of {CHANGES} < "
           f"{MAX_COMMIT_MS:g} ms, DB growth per commit of {CHANGES} < {MAX_GROWTH_KB:g} KB")
     print(f"{'objects':>11}{'populate s':>12}{'commit ms':>11}{'diff ms':>10}{'merge ms':>10}{'list ms':>10}"
-              f"{'growth KB':>11}")
+          f"{'stat ms':>10}{'growth KB':>11}")
     results = {}
     with tempfile.TemporaryDirectory(prefix="lakefs-scale-") as tmp:
         for n in sizes:
             m = results[n] = run_size(Path(tmp), n, args.repeats)
             print(f"{n:>11,}{m['populate']:>12.2f}{m['commit']:>11.1f}{m['diff']:>10.1f}{m['merge']:>10.1f}"
-                  f"{m['list']:>10.1f}{m['growth']:>11.1f}", flush=True)
+                  f"{m['list']:>10.1f}{m['stat']:>10.1f}{m['growth']:>11.1f}", flush=True)
     first, last = results[sizes[0]], results[sizes[-1]]
     ratios = {op: last[op] / first[op] for op in OPERATIONS}
     print(f"{'ratio':>11}{'':>12}" + "".join(f"{ratios[op]:>{w}.2f}x" for op, w in
-                                            zip(OPERATIONS, (10, 9, 9, 9))) + f"   (N={sizes[-1]:,} / N={sizes[0]:,})")
+                                            zip(OPERATIONS, (10, 9, 9, 9, 9))) + f"   (N={sizes[-1]:,} / N={sizes[0]:,})")
 
     print("\ngoals:")
     for op in OPERATIONS:
