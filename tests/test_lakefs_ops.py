@@ -437,10 +437,22 @@ def test_presign_is_refused_as_lakefs_refuses_it_for_the_local_blockstore(sdk, r
     assert sdk.objects_api.stat_object(repo, "main", "a.txt", presign=False).path == "a.txt"
 
 
+def reachable(conn, commit_id: str, first_parent: bool = False) -> dict:
+    """Every commit reachable from ``commit_id`` (the definition, walked plainly)."""
+    found, frontier = {}, [commit_id]
+    while frontier:
+        current = frontier.pop()
+        if current not in found:
+            found[current] = refs.commit(conn, "r", current)
+            frontier.extend(found[current].parents[:1] if first_parent else found[current].parents)
+    return found
+
+
 @pytest.mark.parametrize("seed", range(5))
-def test_merge_base_is_the_newest_common_ancestor_in_random_histories(tmp_path, seed):
-    """The walk that stops early finds what the definition says: of the common ancestors, the highest
-    generation (then the highest id); None for unrelated commits."""
+def test_merge_base_and_log_order_in_random_histories(tmp_path, seed):
+    """The walks that stop early give what the definitions say: the merge base is, of the common ancestors, the
+    highest generation (then the highest id), None for unrelated commits; the log lists every reachable commit,
+    newest generation first, then newest date, then by id."""
     rng = random.Random(seed)
     db = Database(tmp_path / "refs.db", synchronous="OFF")
     with db.write() as conn:
@@ -448,10 +460,15 @@ def test_merge_base_is_the_newest_common_ancestor_in_random_histories(tmp_path, 
         for i in range(120):
             recent = commits[-15:]
             parents = [] if i < 3 else rng.sample(recent, k=rng.choice([1, 1, 2]))  # three unrelated roots
-            commits.append(refs.insert_commit(conn, "r", parents, "me", f"c{i}", i, "", {}).id)
+            commits.append(refs.insert_commit(conn, "r", parents, "me", f"c{i}", rng.randrange(50), "", {}).id)
         for _ in range(200):
             a, b = rng.choice(commits), rng.choice(commits)
-            ours, theirs = refs.ancestors(conn, "r", a), refs.ancestors(conn, "r", b)
+            ours, theirs = reachable(conn, a), reachable(conn, b)
             common = [ours[c] for c in ours if c in theirs]
             expected = max(common, key=lambda c: (c.generation, c.id)).id if common else None
             assert refs.merge_base(conn, "r", a, b) == expected
+        for start in rng.sample(commits, 20):
+            for first_parent in (False, True):
+                everything = reachable(conn, start, first_parent).values()
+                order = sorted(everything, key=lambda c: (-c.generation, -c.creation_date, c.id))
+                assert list(refs.history(conn, "r", start, first_parent)) == order

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import itertools
 import json
 import time
 from pathlib import Path
@@ -157,29 +158,17 @@ class Catalog:
             refs.repository(conn, repo)
             start = refs.resolve(conn, repo, ref).commit_id
             stop = refs.resolve(conn, repo, stop_at).commit_id if stop_at else None
-            commits = sorted(refs.ancestors(conn, repo, start, first_parent).values(),
-                             key=lambda c: (-c.generation, -c.creation_date, c.id))
+            commits: Iterator[Commit] = refs.history(conn, repo, start, first_parent)
             if stop:
-                cut = next((i for i, c in enumerate(commits) if c.id == stop), None)
-                if cut is not None:
-                    commits = commits[:cut + 1]
+                commits = _through(commits, lambda c: c.id == stop)
             if since is not None:
-                cut = next((i for i, c in enumerate(commits) if c.creation_date < since), None)
-                if cut is not None:
-                    commits = commits[:cut]
+                commits = itertools.takewhile(lambda c: c.creation_date >= since, commits)
             if after:
-                cut = next((i for i, c in enumerate(commits) if c.id == after), None)
-                commits = commits[cut + 1:] if cut is not None else []
+                commits = _after(commits, lambda c: c.id == after)
             if objects or prefixes:
                 trees = self.db.trees(conn)
-                wanted, matching = normalize_amount(amount) + 1, []
-                for commit in commits:
-                    if self._commit_touches(conn, trees, repo, commit, objects, prefixes):
-                        matching.append(commit)
-                        if len(matching) >= wanted:
-                            break
-                commits = matching
-            page, has_more = paginate(commits, amount)
+                commits = (c for c in commits if self._commit_touches(conn, trees, repo, c, objects, prefixes))
+            page, has_more = paginate(list(itertools.islice(commits, normalize_amount(amount) + 1)), amount)
             return page, (has_more and not limit)
 
     @staticmethod
@@ -593,6 +582,22 @@ class Catalog:
                                      tree_id, commit.metadata if metadata is None else metadata)
             refs.move_branch(conn, repo, branch, new.id)
             return new
+
+
+def _through(items: Iterator, last: Callable[[object], bool]) -> Iterator:
+    """``items`` up to and including the first one that is ``last`` (all of them when none is)."""
+    for item in items:
+        yield item
+        if last(item):
+            return
+
+
+def _after(items: Iterator, first: Callable[[object], bool]) -> Iterator:
+    """``items`` after the first one that is ``first`` (none when none is)."""
+    for item in items:
+        if first(item):
+            yield from items
+            return
 
 
 def _prefix_changed(path: str) -> Difference:

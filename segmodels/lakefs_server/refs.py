@@ -12,6 +12,7 @@ import json
 import re
 import sqlite3
 from dataclasses import dataclass
+from typing import Iterator
 
 from .errors import BadRequest, NotFound
 from .records import Commit, ResolvedRef
@@ -105,17 +106,21 @@ def commit(conn: sqlite3.Connection, repo: str, commit_id: str) -> Commit:
     return Commit(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
 
 
-def ancestors(conn: sqlite3.Connection, repo: str, commit_id: str, first_parent: bool = False) -> dict[str, Commit]:
-    """Every ancestor of ``commit_id`` (itself included), or only its first-parent line."""
-    seen: dict[str, Commit] = {}
-    frontier = [commit_id]
-    while frontier:
-        current = frontier.pop()
-        if current in seen:
-            continue
-        seen[current] = commit(conn, repo, current)
-        frontier.extend(seen[current].parents[:1] if first_parent else seen[current].parents)
-    return seen
+def history(conn: sqlite3.Connection, repo: str, start: str, first_parent: bool = False) -> Iterator[Commit]:
+    """The commits reachable from ``start`` (or its first-parent line) in lakeFS' log order: newest generation
+    first, then newest creation date, then by id. Lazy: a parent's generation is below its children's, so once
+    the newest unread commit has generation g, every commit of generation g has been found."""
+    def entry(c: Commit) -> tuple:
+        return -c.generation, -c.creation_date, c.id, c
+
+    queue, seen = [entry(commit(conn, repo, start))], {start}
+    while queue:
+        current = heapq.heappop(queue)[3]
+        yield current
+        for parent in current.parents[:1] if first_parent else current.parents:
+            if parent not in seen:
+                seen.add(parent)
+                heapq.heappush(queue, entry(commit(conn, repo, parent)))
 
 
 def merge_base(conn: sqlite3.Connection, repo: str, a: str, b: str) -> str | None:
