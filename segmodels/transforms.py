@@ -46,12 +46,14 @@ def letterbox(image: torch.Tensor, box: Sequence[int]) -> torch.Tensor:
 
 
 def logits_at_size(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Logits [C, h, w] of a :func:`letterbox`-ed image as logits [C, *size] of the original image: the padding
-    is cropped off and the rest resized bilinearly."""
+    """Logits [..., C, h, w] of :func:`letterbox`-ed images of one original size as logits [..., C, *size]: the
+    padding is cropped off and the rest resized bilinearly."""
     height, width = fit_within(size[0], size[1], logits.shape[-2:])
-    logits = logits[:, :height, :width]
+    logits = logits[..., :height, :width]
     if (height, width) != tuple(size):
-        logits = F.interpolate(logits[None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0]
+        batch = logits.reshape(-1, *logits.shape[-3:]).float()
+        resized = F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False)
+        logits = resized.reshape(*logits.shape[:-2], *size)
     return logits
 
 

@@ -41,6 +41,21 @@ def test_predict_returns_masks_at_input_size(package):
     np.testing.assert_array_equal(masks[1], expected)
 
 
+def test_a_batch_of_mixed_sizes_predicts_what_each_image_alone_does(package, monkeypatch):
+    """Images of one size are resized back together (in slices bounded in bytes), in input order."""
+    model, spec = load_package(package)
+    rng = np.random.default_rng(1)
+    shapes = [(40, 50, 3), (32, 32, 3), (40, 50, 3), (17, 90, 3), (40, 50, 3), (32, 32, 3), (64, 20, 3)]
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]
+    alone = [predict(model, spec, [image], batch_size=1)[0] for image in images]
+    monkeypatch.setattr("segmodels.inference.predictor.FULL_SIZE_LOGITS_BYTES", 2 * 4 * 3 * 40 * 50)
+    for batch_size in (3, 7):
+        together = predict(model, spec, images, batch_size=batch_size)
+        assert [m.shape for m in together] == [s[:2] for s in shapes]
+        for single, batched in zip(alone, together):
+            np.testing.assert_array_equal(single, batched)
+
+
 def test_colorize_and_overlay():
     mask = np.array([[0, 1], [2, 255]], dtype=np.uint8)
     colors = [[0, 0, 0], [255, 0, 0], [0, 255, 0]]

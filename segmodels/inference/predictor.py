@@ -12,6 +12,9 @@ from segmodels.models import ModelSpec
 from segmodels.transforms import letterbox, logits_at_size
 
 
+FULL_SIZE_LOGITS_BYTES = 256 << 20  # float32 logits at the images' own size resized at once, at most
+
+
 def to_image_tensor(image) -> torch.Tensor:
     """An RGB image as uint8 tensor [3,H,W] from a numpy array (HxW grey, HxWx3 or HxWx4) or a PIL image."""
     array = np.asarray(image)
@@ -43,7 +46,9 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
 
     Each image is normalised with ``spec.mean`` / ``spec.std`` and letterboxed into ``spec.image_size`` (resized
     without distortion, padded with the mean colour), as validation does in training; the logits are cropped
-    and resized back bilinearly to the image's size before the arg-max. Mixed precision and channels_last on CUDA.
+    and resized back bilinearly to the image's size before the arg-max. Images of one size in a batch are
+    prepared, resized back and copied to the host together (in slices of ``FULL_SIZE_LOGITS_BYTES``). Mixed
+    precision and channels_last on CUDA.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.eval()
@@ -53,16 +58,28 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
     tensors = [to_image_tensor(image) for image in images]
     masks: list[np.ndarray] = []
     for chunk in _batches(tensors, batch_size):
-        batch = torch.stack([letterbox(TF.normalize(TF.to_dtype(t.to(device, non_blocking=True), torch.float32,
-                                                                 scale=True), list(spec.mean), list(spec.std)), box)
-                             for t in chunk])
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, tensor in enumerate(chunk):
+            by_size.setdefault(tuple(tensor.shape[-2:]), []).append(index)
+        inputs: list = [None] * len(chunk)
+        for indexes in by_size.values():
+            group = torch.stack([chunk[i] for i in indexes]).to(device, non_blocking=True)
+            group = letterbox(TF.normalize(TF.to_dtype(group, torch.float32, scale=True), list(spec.mean),
+                                           list(spec.std)), box)
+            for i, prepared in zip(indexes, group):
+                inputs[i] = prepared
+        batch = torch.stack(inputs)
         if on_cuda:
             batch = batch.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
             logits = model(batch)
-        if all(list(t.shape[-2:]) == box for t in chunk):  # one arg-max for the whole batch
-            masks.extend(logits.argmax(dim=1).to(label_dtype).cpu().numpy())
-            continue
-        for t, logit in zip(chunk, logits):
-            masks.append(logits_at_size(logit, t.shape[-2:]).argmax(dim=0).to(label_dtype).cpu().numpy())
+        chunk_masks: list = [None] * len(chunk)
+        for size, indexes in by_size.items():
+            per_image = max(1, FULL_SIZE_LOGITS_BYTES // (4 * logits.shape[1] * size[0] * size[1]))
+            for start in range(0, len(indexes), per_image):
+                part = indexes[start:start + per_image]
+                labels = logits_at_size(logits[part], size).argmax(dim=1).to(label_dtype).cpu().numpy()
+                for i, label in zip(part, labels):
+                    chunk_masks[i] = label
+        masks.extend(chunk_masks)
     return masks
