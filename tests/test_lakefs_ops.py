@@ -252,7 +252,9 @@ def test_cherry_pick(sdk, repo):
     put(sdk, repo, "g.txt", b"g", branch="feature")
     commit(sdk, repo, "add g", branch="feature")
     result = sdk.branches_api.cherry_pick(repo, "main", lakefs_sdk.CherryPickCreation(ref=picked))
-    assert result.message == "add f" and result.metadata == {"k": "v"}
+    origin = sdk.commits_api.get_commit(repo, picked)
+    assert result.message == "add f"
+    assert result.metadata == {"k": "v", "cherry-pick-origin": picked, "cherry-pick-committer": origin.committer}
     assert sdk.branches_api.get_branch(repo, "main").commit_id == result.id
     assert paths(sdk, repo) == ["a.txt", "f.txt"]
     # picking it again has nothing to change; a missing ref is 404

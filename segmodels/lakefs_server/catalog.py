@@ -30,6 +30,7 @@ __all__ = ["Catalog", "CommonPrefix", "Commit", "Difference", "Entry", "Resolved
 DEFAULT_AMOUNT = 100
 MAX_AMOUNT = 1000
 MERGE_STRATEGY_METADATA_KEY = ".lakefs.merge.strategy"  # recorded on merge commits, as lakeFS does
+CHERRY_PICK_ORIGIN_KEY, CHERRY_PICK_COMMITTER_KEY = "cherry-pick-origin", "cherry-pick-committer"
 
 
 def paginate(items: list, amount: int | None) -> tuple[list, bool]:
@@ -571,7 +572,8 @@ class Catalog:
 
     def cherry_pick(self, repo: str, branch: str, ref: str, parent_number: int | None, committer: str,
                     message: str | None = None, metadata: dict | None = None, force: bool = False) -> Commit:
-        """Commit on ``branch`` the change ``ref``'s commit made (its message and metadata unless overridden)."""
+        """Commit on ``branch`` the change ``ref``'s commit made (its message and metadata unless overridden), noting
+        where it came from in the metadata, as lakeFS does."""
         with self.db.write() as conn:
             refs.repository(conn, repo)
             head, commit, tree_id, head_tree = self._apply_commit_changes(conn, repo, branch, ref, parent_number,
@@ -579,7 +581,9 @@ class Catalog:
             if tree_id == head_tree:
                 raise BadRequest("no changes")
             new = refs.insert_commit(conn, repo, [head], committer, message or commit.message, int(time.time()),
-                                     tree_id, commit.metadata if metadata is None else metadata)
+                                     tree_id, {**(commit.metadata if metadata is None else metadata),
+                                               CHERRY_PICK_ORIGIN_KEY: commit.id,
+                                               CHERRY_PICK_COMMITTER_KEY: commit.committer})
             refs.move_branch(conn, repo, branch, new.id)
             return new
 
