@@ -75,6 +75,29 @@ def test_code_version_reads_git_and_digests_the_diff(tmp_path):
     assert first.diff_sha256 != second.diff_sha256, "two different changes are two different codes"
 
 
+def test_source_fingerprint_of_odd_folders(tmp_path):
+    """Names that are not UTF-8, dangling links and linked folders are fingerprinted (a change behind a link
+    counts, as ingest reads through it); a folder that cannot be read whole gives None (ingest runs and says why)."""
+    folder = tmp_path / "data"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / os.fsdecode(b"caf\xe9.png")).write_bytes(b"latin-1 name")
+    (folder / "images" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    outside = tmp_path / "more"
+    outside.mkdir()
+    (outside / "x.png").write_bytes(b"1")
+    (folder / "linked").symlink_to(outside)
+    (folder / "again").symlink_to(folder / "images")
+    first = source_fingerprint(str(folder))
+    assert first is not None and first == source_fingerprint(str(folder))
+    (outside / "x.png").write_bytes(b"22")
+    second = source_fingerprint(str(folder))
+    assert second != first, "a change behind a linked folder counts"
+    (tmp_path / "nowhere.png").write_bytes(b"now it exists")
+    assert source_fingerprint(str(folder)) != second, "a dangling link's target appearing counts"
+    (folder / "loop").symlink_to(folder / "loop")
+    assert source_fingerprint(str(folder)) is None
+
+
 def test_source_fingerprint_follows_a_folders_files(tmp_path):
     folder = tmp_path / "data"
     (folder / "images").mkdir(parents=True)

@@ -88,21 +88,41 @@ def forced_steps(force: str, chain: Sequence[str]) -> set[str]:
 
 def source_fingerprint(source: str) -> str | None:
     """What an ingest source holds now, where it can be told cheaply: the demo (its config says it all), or a
-    local folder's files (relative path, size, mtime). None for anything else (a URL, an archive, a bucket,
-    a lakeFS ref): such an ingest always runs, and makes no commit when nothing changed."""
+    local folder's files (relative path, size, mtime; symlinks followed, as ingest follows them). None for anything
+    else (a URL, an archive, a bucket, a lakeFS ref) and for a folder that cannot be read whole: such an ingest
+    always runs (and reports what it cannot read), and makes no commit when nothing changed."""
     if source == DEMO_SOURCE:
         return DEMO_SOURCE
     folder = Path(source)
     if "://" in source or not folder.is_dir():
         return None
     digest = hashlib.sha256()
-    for root, dirs, files in os.walk(folder):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(root, name)
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder).as_posix()}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    try:
+        _fingerprint_folder(folder, "", digest, set())
+    except OSError:
+        return None
     return f"folder:{digest.hexdigest()}"
+
+
+def _fingerprint_folder(folder: Path, relative: str, digest, visited: set) -> None:
+    """Feed ``digest`` each file below ``folder`` in name order (a folder reached twice through links: once)."""
+    info = folder.stat()
+    identity = (info.st_dev, info.st_ino)
+    if identity in visited:
+        digest.update(f"{relative}\0(seen)\n".encode("utf-8", "surrogateescape"))
+        return
+    visited.add(identity)
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        name = f"{relative}{entry.name}"
+        try:
+            info = entry.stat()
+        except FileNotFoundError:  # a dangling link: ingest refuses it by name; its target may appear later
+            info = entry.stat(follow_symlinks=False)
+        if entry.is_dir():
+            _fingerprint_folder(Path(entry.path), f"{name}/", digest, visited)
+        else:
+            digest.update(f"{name}\0{info.st_size}\0{info.st_mtime_ns}\0{entry.is_symlink()}\n".encode(
+                "utf-8", "surrogateescape"))
 
 
 def find_reusable(client, experiment_id: str, key: str):
