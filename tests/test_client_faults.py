@@ -19,6 +19,7 @@ from pathlib import Path
 
 import lakefs_sdk
 import pytest
+import urllib3
 
 from segmodels.versioning import LakeFS, LakeFSError, LakeFSSettings
 from segmodels.versioning import client as client_module
@@ -375,3 +376,46 @@ def test_writer_aged_out_only_when_its_liveness_is_unknown(lakefs_settings, repo
             names = branch_names(lakefs, repo_name)
         assert outer.branch in names and foreign not in names
     assert branch_names(lakefs, repo_name) == {"main"}
+
+
+def answer_lost_once(monkeypatch, api, name: str) -> list:
+    """The first call of ``api.name`` reaches the server and does its work, then its answer is lost (a read
+    timeout); later calls go through. Returns the list of the calls' outcomes."""
+    real = getattr(api, name)
+    outcomes: list = []
+
+    def call(*args, **kwargs):
+        result = real(*args, **kwargs)
+        outcomes.append(result)
+        if len(outcomes) == 1:
+            raise urllib3.exceptions.ReadTimeoutError(None, "/api/v1", "Read timed out.")
+        return result
+
+    monkeypatch.setattr(api, name, call)
+    return outcomes
+
+
+def test_a_commit_or_merge_whose_answer_was_lost_is_done_once_and_reported_done(lakefs, repo_name, tmp_path,
+                                                                                monkeypatch):
+    """The retry of a commit (or merge) that landed would get 400 "no changes"; the client finds its own commit
+    by the request id in its metadata and returns it."""
+    lakefs.ensure_repository(repo_name)
+    (tmp_path / "f.txt").write_text("data")
+    lakefs.upload_file(repo_name, "main", "f.txt", tmp_path / "f.txt")
+    base = lakefs.resolve_commit(repo_name, "main")
+    answer_lost_once(monkeypatch, lakefs.sdk.commits_api, "commit")
+    committed = lakefs.commit(repo_name, "main", "once", {"k": "v"})
+    assert committed.parents == [base] and committed.message == "once" and committed.metadata["k"] == "v"
+    assert lakefs.resolve_commit(repo_name, "main") == committed.id
+    assert [c.message for c in lakefs.sdk.refs_api.log_commits(repo_name, "main").results][:2] == \
+        ["once", "Repository created"]
+
+    lakefs.sdk.branches_api.create_branch(repo_name, lakefs_sdk.BranchCreation(name="feature", source="main"))
+    lakefs.upload_file(repo_name, "feature", "g.txt", tmp_path / "f.txt")
+    lakefs.commit(repo_name, "feature", "feature work")
+    outcomes = answer_lost_once(monkeypatch, lakefs.sdk.refs_api, "merge_into_branch")
+    merged = lakefs.merge(repo_name, "feature", "main", message="merge once")
+    assert merged == outcomes[0].reference == lakefs.resolve_commit(repo_name, "main")
+    assert lakefs.get_commit(repo_name, "main").parents == [committed.id, lakefs.resolve_commit(repo_name, "feature")]
+    with pytest.raises(LakeFSError, match="no changes"):  # a real refusal is still reported
+        lakefs.commit(repo_name, "main", "nothing staged")

@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +34,9 @@ from .uri import LakeFSUri
 
 AUTH_SETTINGS = ["basic_auth"]
 DELETE_BATCH = 1000
+REQUEST_KEY = "segmodels.request"  # commit / merge metadata: a unique id per request, so that a retry whose first
+# try landed but whose answer was lost (a timeout, a 5xx from a proxy) finds that commit instead of failing
+LANDED_SEARCH = 20  # newest commits of the branch searched for it
 LIST_PAGE = 1000
 
 log = logging.getLogger(__name__)
@@ -211,19 +215,40 @@ class LakeFS:
         return self.get_commit(repo, ref).id
 
     def commit(self, repo: str, branch: str, message: str, metadata: dict | None = None) -> CommitInfo:
-        """Commit the staged changes of ``branch``."""
-        creation = lakefs_sdk.CommitCreation(message=message, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        commit = self._call(f"commit {repo}/{branch}", self.sdk.commits_api.commit, repo, branch, creation)
+        """Commit the staged changes of ``branch`` (exactly once, also when an answer is lost and retried)."""
+        request = _with_request_id(metadata)
+        creation = lakefs_sdk.CommitCreation(message=message, metadata=request)
+        try:
+            commit = self._call(f"commit {repo}/{branch}", self.sdk.commits_api.commit, repo, branch, creation)
+        except LakeFSError:
+            commit = self._landed(repo, branch, request[REQUEST_KEY])
+            if commit is None:
+                raise
         return CommitInfo(commit.id, commit.message, dict(commit.metadata or {}), list(commit.parents),
                           commit.creation_date)
 
     def merge(self, repo: str, source_ref: str, destination: str, message: str | None = None,
               metadata: dict | None = None) -> str:
         """Merge ``source_ref`` into ``destination``; returns the new head commit id of ``destination``."""
-        merge = lakefs_sdk.Merge(message=message, metadata={k: str(v) for k, v in (metadata or {}).items()})
-        result = self._call(f"merge {repo}/{source_ref} into {destination}", self.sdk.refs_api.merge_into_branch,
-                            repo, source_ref, destination, merge=merge)
-        return result.reference
+        request = _with_request_id(metadata)
+        merge = lakefs_sdk.Merge(message=message, metadata=request)
+        try:
+            return self._call(f"merge {repo}/{source_ref} into {destination}", self.sdk.refs_api.merge_into_branch,
+                              repo, source_ref, destination, merge=merge).reference
+        except LakeFSError:
+            landed = self._landed(repo, destination, request[REQUEST_KEY])
+            if landed is None:
+                raise
+            return landed.id
+
+    def _landed(self, repo: str, branch: str, request_id: str):
+        """The commit of request ``request_id`` among the newest of ``branch``, or None (also when unreachable)."""
+        try:
+            log = self._call(f"log {repo}/{branch}", self.sdk.refs_api.log_commits, repo, branch,
+                             amount=LANDED_SEARCH)
+        except LakeFSError:
+            return None
+        return next((c for c in log.results if (c.metadata or {}).get(REQUEST_KEY) == request_id), None)
 
     def has_uncommitted_changes(self, repo: str, branch: str) -> bool:
         diff = self._call(f"diff {repo}/{branch}", self.sdk.branches_api.diff_branch, repo, branch, amount=1)
@@ -469,3 +494,8 @@ def connect(settings: LakeFSSettings | None = None, home: Path | None = None) ->
     """A client for ``settings``, else the environment / ``~/.lakectl.yaml``, else the embedded server."""
     settings = settings or LakeFSSettings.from_environment() or ensure_embedded_server(home)
     return LakeFS(settings, home=home)
+
+
+def _with_request_id(metadata: dict | None) -> dict[str, str]:
+    """Commit metadata as strings, with a new ``REQUEST_KEY``."""
+    return {**{k: str(v) for k, v in (metadata or {}).items()}, REQUEST_KEY: uuid.uuid4().hex}
