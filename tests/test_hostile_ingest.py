@@ -17,6 +17,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import threading
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from test_data_sources import (  # noqa: F401  (archives, http_root: fixtures)
     prepare,
 )
 from segmodels.data import DataValidationError
+from segmodels.data.formats.base import open_image
 from segmodels.data.sources import redact
 from segmodels.data.splits import assign_splits
 
@@ -856,3 +858,23 @@ def test_ingest_step_prints_one_line_errors_for_garbage(tmp_path):
         assert expected in shown[name] and "Traceback" not in shown[name], shown[name]
         assert_one_line_message(shown[name])
     assert not (tmp_path / "step-out").exists() or not any((tmp_path / "step-out").iterdir())
+
+
+def test_opening_images_from_many_threads_leaves_pillows_own_limit_in_place(tmp_path):
+    """``open_image`` lifts Pillow's limit while it reads a header (ours is checked instead); threads doing so
+    at once must not leave it lifted."""
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    data, limit = buffer.getvalue(), Image.MAX_IMAGE_PIXELS
+
+    def open_many():
+        for _ in range(300):
+            with open_image(data) as image:
+                assert image.size == (4, 4)
+
+    threads = [threading.Thread(target=open_many) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert Image.MAX_IMAGE_PIXELS == limit

@@ -8,6 +8,7 @@ import io
 import os
 import re
 import stat
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -208,16 +209,20 @@ def check_pixels(width: int, height: int, what: str = "image") -> None:
         )
 
 
+_PILLOW_LIMIT_LOCK = threading.Lock()
+
+
 @contextmanager
 def open_image(data: bytes, what: str = "image") -> Iterator[Image.Image]:
     """The image encoded in `data`, opened lazily: its header only, its size checked (:func:`check_pixels`) before
     any pixel is decoded; `.load()` it inside the block."""
-    pillow_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = None  # the limit is data.max_image_pixels, checked below (Pillow's may be lower)
-    try:
-        image = Image.open(io.BytesIO(data))
-    finally:
-        Image.MAX_IMAGE_PIXELS = pillow_limit
+    with _PILLOW_LIMIT_LOCK:  # two threads swapping at once could leave Pillow's limit off for good
+        pillow_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None  # the limit is data.max_image_pixels, checked below (Pillow's may be lower)
+        try:
+            image = Image.open(io.BytesIO(data))
+        finally:
+            Image.MAX_IMAGE_PIXELS = pillow_limit
     with image:
         check_pixels(image.width, image.height, what)
         yield image
