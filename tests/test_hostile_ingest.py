@@ -9,6 +9,7 @@ process with a timeout and an address-space limit, so that a regression fails th
 from __future__ import annotations
 
 import base64
+import http.server
 import io
 import json
 import os
@@ -17,6 +18,7 @@ import struct
 import subprocess
 import sys
 import tarfile
+import tempfile
 import threading
 import zipfile
 import zlib
@@ -39,6 +41,7 @@ from test_data_sources import (  # noqa: F401  (archives, http_root: fixtures)
 )
 from segmodels.data import DataValidationError
 from segmodels.data.formats.base import open_image
+from segmodels.data import sources
 from segmodels.data.sources import redact
 from segmodels.data.splits import assign_splits
 
@@ -878,3 +881,86 @@ def test_opening_images_from_many_threads_leaves_pillows_own_limit_in_place(tmp_
     for thread in threads:
         thread.join()
     assert Image.MAX_IMAGE_PIXELS == limit
+
+
+# -- sources larger than the disk: refused before they fill it -------------------------------------------------------
+def disk_with_free(monkeypatch, free: int) -> None:
+    """A disk with ``free`` bytes above the spare space a download or extraction must leave, less what has been
+    written below the folder asked about."""
+    real = shutil.disk_usage
+
+    def usage(path):
+        written = sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+        return real(path)._replace(free=sources.DISK_SPARE + free - written)
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+
+
+def scratch_dirs() -> set[str]:
+    return {p.name for p in Path(tempfile.gettempdir()).glob("segmodels-source-*")}
+
+
+@pytest.mark.parametrize("kind", ["zip", "tar.gz"])
+def test_an_archive_that_would_not_fit_on_the_disk_is_refused_before_extracting(kind, tmp_path, monkeypatch):
+    archive = tmp_path / f"big.{kind}"
+    payload = bytes(3 << 20)  # 3 MB of zeros: a few KB compressed
+    if kind == "zip":
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for i in range(3):
+                bundle.writestr(f"big/images/{i}.png", payload)
+    else:
+        with tarfile.open(archive, "w:gz") as bundle:
+            for i in range(3):
+                info = tarfile.TarInfo(f"big/images/{i}.png")
+                info.size = len(payload)
+                bundle.addfile(info, io.BytesIO(payload))
+    disk_with_free(monkeypatch, 5 << 20)
+    before = scratch_dirs()
+    message = str(refusal(archive, tmp_path / "out"))
+    assert message.startswith(f"{archive}: extracting it needs 9 MB and the disk of ")
+    assert "MB free (keeping 1,074 MB spare)" in message
+    assert scratch_dirs() == before
+
+
+class StreamingHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``/data.zip`` as ``size`` bytes, with or without a Content-Length (chunked)."""
+
+    size, with_length = 0, True
+
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        self.send_response(200)
+        if self.with_length:
+            self.send_header("Content-Length", str(self.size))
+        else:
+            self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        block = bytes(1 << 20)
+        try:
+            for _ in range(self.size >> 20):
+                self.wfile.write(block if self.with_length else b"%x\r\n%s\r\n" % (len(block), block))
+            if not self.with_length:
+                self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client stopped reading: what the test wants
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "chunked"])
+def test_a_download_that_would_not_fit_on_the_disk_is_refused_and_removed(with_length, tmp_path, monkeypatch):
+    handler = type("Handler", (StreamingHandler,), {"size": 40 << 20, "with_length": with_length})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setattr(sources, "ROOM_CHECK_EVERY", 4)
+    disk_with_free(monkeypatch, 10 << 20)
+    before = scratch_dirs()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/data.zip"
+        message = str(refusal(url, tmp_path / "out"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    needed = "42 MB" if with_length else "4 MB"  # the whole declared size, or the next stretch of the stream
+    assert message.startswith(f"{url}: the download needs {needed} and the disk of ")
+    assert scratch_dirs() == before

@@ -6,6 +6,7 @@ Each resolves to a local folder that a format reader can read; downloads stream 
 from __future__ import annotations
 
 import os
+import shutil
 import tarfile
 import zipfile
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from segmodels.data.errors import DataValidationError
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
 CHUNK = 1 << 20
+DISK_SPARE = 1 << 30  # free space a download or an extraction leaves on its disk, at least
+ROOM_CHECK_EVERY = 64  # chunks downloaded between checks of the free space
 
 
 def redact(source) -> str:
@@ -65,10 +68,18 @@ def _http(source: str, scratch: Path, max_member_bytes: int | None = None, **_) 
     try:
         with requests.get(source, stream=True, timeout=60) as response:
             response.raise_for_status()
+            declared = response.headers.get("Content-Length", "")
+            if declared.isdigit():
+                check_room(scratch, int(declared), redact(source), "the download")
             with open(archive, "wb") as handle:
-                for chunk in response.iter_content(CHUNK):
+                for index, chunk in enumerate(response.iter_content(CHUNK)):
+                    if index % ROOM_CHECK_EVERY == ROOM_CHECK_EVERY - 1:
+                        check_room(scratch, ROOM_CHECK_EVERY * CHUNK, redact(source), "the download")
                     handle.write(chunk)
-    except requests.RequestException as error:
+    except (requests.RequestException, DataValidationError) as error:
+        archive.unlink(missing_ok=True)
+        if isinstance(error, DataValidationError):
+            raise
         raise DataValidationError(f"{redact(source)}: download failed ({error.__class__.__name__}: "
                                   f"{redact(_first_line(error))})") from None
     try:
@@ -142,9 +153,11 @@ def extract_archive(archive: Path, dest: Path, *, label: str | None = None, max_
                 for member in bundle.infolist():
                     _inside(dest, member.filename, label)
                     check_size(member.filename, member.file_size)
+                check_room(dest, sum(member.file_size for member in bundle.infolist()), label, "extracting it")
                 bundle.extractall(dest)
         else:
             with tarfile.open(archive) as bundle:
+                check_room(dest, sum(member.size for member in bundle.getmembers()), label, "extracting it")
                 bundle.extractall(dest, filter=tar_filter)
     except tarfile.FilterError as error:
         raise DataValidationError(f"{label}: archive member refused ({_first_line(error)})") from None
@@ -156,6 +169,15 @@ def extract_archive(archive: Path, dest: Path, *, label: str | None = None, max_
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return dest
+
+
+def check_room(folder: Path, needed: int, label: str, what: str) -> None:
+    """Refuse (naming ``label``) when writing ``needed`` more bytes into ``folder`` would leave its disk with less
+    than ``DISK_SPARE`` free: a download or an archive larger than the disk fails before it fills it."""
+    free = shutil.disk_usage(folder).free
+    if needed > free - DISK_SPARE:
+        raise DataValidationError(f"{label}: {what} needs {needed / 1e6:,.0f} MB and the disk of {folder} has "
+                                  f"{free / 1e6:,.0f} MB free (keeping {DISK_SPARE / 1e6:,.0f} MB spare)")
 
 
 def _inside(dest: Path, relative: str, label: str) -> Path:
