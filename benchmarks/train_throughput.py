@@ -27,7 +27,7 @@ from segmodels.models import load_package
 from segmodels.training import Callback, seed_everything, train
 from segmodels.training.builder import resolve_num_workers
 from segmodels.training.loop import start_workers
-from segmodels.transforms import build_transforms
+from segmodels.transforms import build_transforms, letterbox
 
 
 class BareLoop(Callback):
@@ -73,7 +73,10 @@ class BareLoop(Callback):
 def inference_rates(package_dir: Path, data_root: Path, batch_size: int,
                     repeats: int) -> tuple[float, float, list[float]]:
     """(predict images/s, bare forward+argmax images/s, per-repeat predict/bare ratios) over the validation
-    images; the rates are each one's best repeat, the ratios pair each predict pass with the bare pass beside it."""
+    images; the rates are each one's best repeat, the ratios pair each predict pass with the bare pass beside it.
+    The bare pass gets the images already normalised, letterboxed to the model's input size and on the device, so
+    both run the same model work and the ratio is what ``predict`` adds (input preparation, copies, resizing the
+    logits back to each image's size)."""
     model, spec = load_package(package_dir)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)
@@ -81,7 +84,8 @@ def inference_rates(package_dir: Path, data_root: Path, batch_size: int,
     images = [raw[i][0].permute(1, 2, 0).numpy() for i in range(len(raw))]
     mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
     std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    tensors = [((raw[i][0].float() / 255)[None] - mean) / std for i in range(len(raw))]
+    tensors = [letterbox(((raw[i][0].float() / 255)[None] - mean) / std, list(spec.image_size))
+               for i in range(len(raw))]
     batches = [torch.cat(tensors[i:i + batch_size]).to(device) for i in range(0, len(tensors), batch_size)]
 
     def bare() -> None:
