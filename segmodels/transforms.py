@@ -6,7 +6,7 @@ evaluation resizes each image to fit ``image_size`` without distortion, pads it,
 image's own resolution, where metrics are computed (:func:`logits_at_size` maps the logits back)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,22 @@ def logits_at_size(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         resized = F.interpolate(batch, size=tuple(size), mode="bilinear", align_corners=False)
         logits = resized.reshape(*logits.shape[:-2], *size)
     return logits
+
+
+FULL_SIZE_LOGITS_BYTES = 256 << 20  # float32 logits resized back to their images' size at once, at most
+
+
+def same_size_slices(sizes: Sequence[Sequence[int]], channels: int
+                     ) -> Iterator[tuple[tuple[int, int], list[int]]]:
+    """``(size, indexes)`` of the images of each size, in slices whose ``channels`` float32 logits at that size
+    fit in ``FULL_SIZE_LOGITS_BYTES``: what :func:`logits_at_size` may resize back in one call."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for index, size in enumerate(sizes):
+        by_size.setdefault((int(size[0]), int(size[1])), []).append(index)
+    for size, indexes in by_size.items():
+        per_slice = max(1, FULL_SIZE_LOGITS_BYTES // (4 * channels * size[0] * size[1]))
+        for start in range(0, len(indexes), per_slice):
+            yield size, indexes[start:start + per_slice]
 
 
 class RandomRot90(v2.Transform):

@@ -48,7 +48,7 @@ def test_a_batch_of_mixed_sizes_predicts_what_each_image_alone_does(package, mon
     shapes = [(40, 50, 3), (32, 32, 3), (40, 50, 3), (17, 90, 3), (40, 50, 3), (32, 32, 3), (64, 20, 3)]
     images = [rng.integers(0, 256, shape, dtype=np.uint8) for shape in shapes]
     alone = [predict(model, spec, [image], batch_size=1)[0] for image in images]
-    monkeypatch.setattr("segmodels.inference.predictor.FULL_SIZE_LOGITS_BYTES", 2 * 4 * 3 * 40 * 50)
+    monkeypatch.setattr("segmodels.transforms.FULL_SIZE_LOGITS_BYTES", 2 * 4 * 3 * 40 * 50)
     for batch_size in (3, 7):
         together = predict(model, spec, images, batch_size=batch_size)
         assert [m.shape for m in together] == [s[:2] for s in shapes]

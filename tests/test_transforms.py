@@ -6,7 +6,7 @@ import torch
 from torchvision import tv_tensors
 
 from segmodels.config import ConfigError, load_config
-from segmodels.transforms import build_transforms, fit_within, image_size_of, letterbox, logits_at_size
+from segmodels.transforms import build_transforms, fit_within, image_size_of, letterbox, logits_at_size, same_size_slices
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -119,3 +119,12 @@ def test_rotation_fills_masks_with_the_data_sets_ignore_index(ignore_index):
 def test_shipped_transforms_config_is_typed():
     with pytest.raises(ConfigError, match="hflip"):
         transforms_config("train.hflip=often")
+
+
+def test_same_size_slices_group_by_size_in_input_order_within_the_byte_budget(monkeypatch):
+    sizes = [(4, 5), (2, 2), (4, 5), (4, 5), (2, 2), (9, 1)]
+    assert list(same_size_slices(sizes, 3)) == [((4, 5), [0, 2, 3]), ((2, 2), [1, 4]), ((9, 1), [5])]
+    monkeypatch.setattr("segmodels.transforms.FULL_SIZE_LOGITS_BYTES", 2 * 4 * 3 * 4 * 5)  # two 4x5 images
+    assert list(same_size_slices(sizes, 3)) == [((4, 5), [0, 2]), ((4, 5), [3]), ((2, 2), [1, 4]), ((9, 1), [5])]
+    monkeypatch.setattr("segmodels.transforms.FULL_SIZE_LOGITS_BYTES", 1)  # never less than one image a slice
+    assert [indexes for _, indexes in same_size_slices(sizes, 3)] == [[0], [2], [3], [1], [4], [5]]

@@ -9,10 +9,7 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from segmodels.models import ModelSpec
-from segmodels.transforms import letterbox, logits_at_size
-
-
-FULL_SIZE_LOGITS_BYTES = 256 << 20  # float32 logits at the images' own size resized at once, at most
+from segmodels.transforms import letterbox, logits_at_size, same_size_slices
 
 
 def to_image_tensor(image) -> torch.Tensor:
@@ -47,7 +44,7 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
     Each image is normalised with ``spec.mean`` / ``spec.std`` and letterboxed into ``spec.image_size`` (resized
     without distortion, padded with the mean colour), as validation does in training; the logits are cropped
     and resized back bilinearly to the image's size before the arg-max. Images of one size in a batch are
-    prepared, resized back and copied to the host together (in slices of ``FULL_SIZE_LOGITS_BYTES``). Mixed
+    prepared, resized back and copied to the host together (:func:`~segmodels.transforms.same_size_slices`). Mixed
     precision and channels_last on CUDA.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -58,11 +55,9 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
     tensors = [to_image_tensor(image) for image in images]
     masks: list[np.ndarray] = []
     for chunk in _batches(tensors, batch_size):
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for index, tensor in enumerate(chunk):
-            by_size.setdefault(tuple(tensor.shape[-2:]), []).append(index)
+        sizes = [t.shape[-2:] for t in chunk]
         inputs: list = [None] * len(chunk)
-        for indexes in by_size.values():
+        for _, indexes in same_size_slices(sizes, 3):
             group = torch.stack([chunk[i] for i in indexes]).to(device, non_blocking=True)
             group = letterbox(TF.normalize(TF.to_dtype(group, torch.float32, scale=True), list(spec.mean),
                                            list(spec.std)), box)
@@ -74,12 +69,9 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=on_cuda):
             logits = model(batch)
         chunk_masks: list = [None] * len(chunk)
-        for size, indexes in by_size.items():
-            per_image = max(1, FULL_SIZE_LOGITS_BYTES // (4 * logits.shape[1] * size[0] * size[1]))
-            for start in range(0, len(indexes), per_image):
-                part = indexes[start:start + per_image]
-                labels = logits_at_size(logits[part], size).argmax(dim=1).to(label_dtype).cpu().numpy()
-                for i, label in zip(part, labels):
-                    chunk_masks[i] = label
+        for size, indexes in same_size_slices(sizes, logits.shape[1]):
+            labels = logits_at_size(logits[indexes], size).argmax(dim=1).to(label_dtype).cpu().numpy()
+            for i, label in zip(indexes, labels):
+                chunk_masks[i] = label
         masks.extend(chunk_masks)
     return masks

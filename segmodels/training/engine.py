@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from segmodels.metrics import ConfusionMatrix
-from segmodels.transforms import logits_at_size
+from segmodels.transforms import logits_at_size, same_size_slices
 
 from .distributed import all_reduce_sum, world_size
 
@@ -114,8 +114,8 @@ def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, device:
 
     ``loader`` yields ``(images, masks, sizes)`` as :func:`~segmodels.training.builder.collate_full_resolution`
     makes them: letterboxed images, full-resolution masks padded to the batch's largest and each mask's size.
-    The logits of each image are cropped and resized back to its mask (:func:`segmodels.transforms.logits_at_size`)
-    before the loss and the confusion matrix see them. ``confusion`` is reset, then holds this pass's matrix.
+    The logits of each image are cropped and resized back to its mask (:func:`segmodels.transforms.logits_at_size`,
+    the images of one size together) before the loss and the confusion matrix see them. ``confusion`` is reset, then holds this pass's matrix.
     Returns ``val_loss``, ``val_miou``, ``val_dice``, ``val_pixel_accuracy``, ``val_mean_accuracy`` and one
     ``val_iou_<class>`` per class."""
     model.eval()
@@ -129,11 +129,11 @@ def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, device:
         if all(tuple(size) == tuple(logits.shape[-2:]) for size in sizes.tolist()):  # one pass for the batch
             loss_sum += criterion(logits, masks).double() * images.shape[0]
             confusion.update(logits.argmax(dim=1), masks)
-        else:
-            for logit, mask, (height, width) in zip(logits, masks, sizes.tolist()):
-                logit = logits_at_size(logit, (height, width))[None]
-                mask = mask[None, :height, :width]
-                loss_sum += criterion(logit, mask).double()
+        else:  # the images of each size together
+            for (height, width), indexes in same_size_slices(sizes.tolist(), logits.shape[1]):
+                logit = logits_at_size(logits[indexes], (height, width))
+                mask = masks[indexes, :height, :width]
+                loss_sum += criterion(logit, mask).double() * len(indexes)
                 confusion.update(logit.argmax(dim=1), mask)
         seen += images.shape[0]
     confusion.all_reduce()
