@@ -18,9 +18,9 @@ from typing import Callable, Iterable, Iterator
 from . import refs, staging
 from .errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed
 from .merge import STRATEGIES, merge_changes
-from .records import CommonPrefix, Commit, Difference, Entry, ResolvedRef, same_object
+from .records import CommonPrefix, Commit, Difference, Entry, ResolvedRef, prefix_upper_bound, same_object
 from .refs import parse_ref
-from .staging import NOT_STAGED, prefix_upper_bound
+from .staging import NOT_STAGED
 from .storage import Database
 from .tree import EMPTY_TREE, Trees
 from .validation import BRANCH_NAME, REPOSITORY_NAME, TAG_NAME, check_name

@@ -1,4 +1,5 @@
-"""The records the catalog keeps and answers with: object entries, commits, differences, resolved refs."""
+"""The records the catalog keeps and answers with: object entries, commits, differences, resolved refs; and the
+path ranges they are looked up by."""
 
 from __future__ import annotations
 
@@ -33,6 +34,16 @@ class Entry:
     def value(self) -> list:
         """What a committed tree stores under the entry's path."""
         return [self.address, self.checksum, self.size, self.mtime, self.content_type, self.metadata]
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """Smallest string greater than every string that starts with ``prefix`` (None: unbounded)."""
+    while prefix:
+        last = ord(prefix[-1])
+        if last < 0x10FFFF:
+            return prefix[:-1] + chr(last + 1)
+        prefix = prefix[:-1]
+    return None
 
 
 def same_object(a: list | None, b: list | None) -> bool:

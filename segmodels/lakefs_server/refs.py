@@ -15,8 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import BadRequest, NotFound
-from .records import Commit, ResolvedRef
-from .staging import prefix_upper_bound
+from .records import Commit, ResolvedRef, prefix_upper_bound
 
 COMMIT_VERSION = 1
 

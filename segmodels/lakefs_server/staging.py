@@ -9,20 +9,10 @@ import json
 import sqlite3
 from typing import Iterable, Iterator
 
-from .records import Entry
+from .records import Entry, prefix_upper_bound
 
 ENTRY_COLUMNS = "path, address, checksum, size, mtime, content_type, metadata"
 NOT_STAGED = object()  # what ``staged`` answers for a path without staged changes
-
-
-def prefix_upper_bound(prefix: str) -> str | None:
-    """Smallest string greater than every string that starts with ``prefix`` (None: unbounded)."""
-    while prefix:
-        last = ord(prefix[-1])
-        if last < 0x10FFFF:
-            return prefix[:-1] + chr(last + 1)
-        prefix = prefix[:-1]
-    return None
 
 
 def stage(conn: sqlite3.Connection, repo: str, branch: str, entries: Iterable[Entry]) -> None:
