@@ -27,7 +27,7 @@ from segmodels.models import load_package
 from segmodels.training import Callback, seed_everything, train
 from segmodels.training.builder import resolve_num_workers
 from segmodels.training.loop import start_workers
-from segmodels.transforms import build_transforms, letterbox
+from segmodels.transforms import build_transforms, model_input
 
 
 class BareLoop(Callback):
@@ -82,10 +82,7 @@ def inference_rates(package_dir: Path, data_root: Path, batch_size: int,
     model.to(device)
     raw = SegmentationDataset(data_root, "val")
     images = [raw[i][0].permute(1, 2, 0).numpy() for i in range(len(raw))]
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    tensors = [letterbox(((raw[i][0].float() / 255)[None] - mean) / std, list(spec.image_size))
-               for i in range(len(raw))]
+    tensors = [model_input(raw[i][0][None], spec.mean, spec.std, spec.image_size) for i in range(len(raw))]
     batches = [torch.cat(tensors[i:i + batch_size]).to(device) for i in range(0, len(tensors), batch_size)]
 
     def bare() -> None:

@@ -91,16 +91,27 @@ class RandomRot90(v2.Transform):
         return tv_tensors.wrap(torch.rot90(inpt, turns, dims=(-2, -1)), like=inpt)
 
 
-class LetterboxImage(v2.Transform):
-    """:func:`letterbox` for the image only: the mask keeps the original resolution for evaluation."""
+def model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
+                box: Sequence[int] | None = None) -> torch.Tensor:
+    """uint8 images [..., 3, H, W] as the model takes them: float, normalised with ``mean`` / ``std`` and, with a
+    ``box``, :func:`letterbox`-ed into it (the padding is then the mean colour). Validation and ``predict`` both
+    prepare images with it."""
+    images = TF.normalize(TF.to_dtype(images, torch.float32, scale=True), list(mean), list(std))
+    return letterbox(images, box) if box is not None else images
 
-    def __init__(self, box: Sequence[int]):
+
+class ModelInput(v2.Transform):
+    """:func:`model_input` for the image only: the mask keeps its resolution (full resolution for evaluation)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float], box: Sequence[int] | None):
         super().__init__()
-        self.box = tuple(box)
+        self.mean, self.std = list(mean), list(std)
+        self.box = tuple(box) if box is not None else None
 
     def transform(self, inpt, params: dict):
         if isinstance(inpt, tv_tensors.Image):
-            return tv_tensors.wrap(letterbox(inpt.as_subclass(torch.Tensor), self.box), like=inpt)
+            return tv_tensors.wrap(model_input(inpt.as_subclass(torch.Tensor), self.mean, self.std, self.box),
+                                   like=inpt)
         return inpt
 
 
@@ -137,10 +148,4 @@ def build_transforms(cfg, train: bool, mean: Sequence[float], std: Sequence[floa
     """
     size = image_size_of(cfg)
     steps = _train_augmentations(cfg.train, size, ignore_index) if train else []
-    steps += [
-        v2.ToDtype({tv_tensors.Image: torch.float32, "others": None}, scale=True),
-        v2.Normalize(mean=list(mean), std=list(std)),
-    ]
-    if not train:
-        steps.append(LetterboxImage(size))
-    return v2.Compose(steps)
+    return v2.Compose([*steps, ModelInput(mean, std, None if train else size)])

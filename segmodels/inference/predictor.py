@@ -6,10 +6,9 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from segmodels.models import ModelSpec
-from segmodels.transforms import letterbox, logits_at_size, same_size_slices
+from segmodels.transforms import logits_at_size, model_input, same_size_slices
 
 
 def to_image_tensor(image) -> torch.Tensor:
@@ -41,10 +40,11 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
             device: torch.device | str | None = None) -> list[np.ndarray]:
     """Class-id masks (uint8 when the classes fit, else int64), one per input image and at its size.
 
-    Each image is normalised with ``spec.mean`` / ``spec.std`` and letterboxed into ``spec.image_size`` (resized
-    without distortion, padded with the mean colour), as validation does in training; the logits are cropped
-    and resized back bilinearly to the image's size before the arg-max. Images of one size in a batch are
-    prepared, resized back and copied to the host together (:func:`~segmodels.transforms.same_size_slices`). Mixed
+    Each image is prepared as validation prepares it (:func:`~segmodels.transforms.model_input`: normalised with
+    ``spec.mean`` / ``spec.std``, letterboxed into ``spec.image_size`` without distortion, padded with the mean
+    colour); the logits are cropped and resized back bilinearly to the image's size before the arg-max. Images of
+    one size in a batch are prepared, resized back and copied to the host together
+    (:func:`~segmodels.transforms.same_size_slices`). Mixed
     precision and channels_last on CUDA.
     """
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -58,9 +58,8 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
         sizes = [t.shape[-2:] for t in chunk]
         inputs: list = [None] * len(chunk)
         for _, indexes in same_size_slices(sizes, 3):
-            group = torch.stack([chunk[i] for i in indexes]).to(device, non_blocking=True)
-            group = letterbox(TF.normalize(TF.to_dtype(group, torch.float32, scale=True), list(spec.mean),
-                                           list(spec.std)), box)
+            group = model_input(torch.stack([chunk[i] for i in indexes]).to(device, non_blocking=True), spec.mean,
+                                spec.std, box)
             for i, prepared in zip(indexes, group):
                 inputs[i] = prepared
         batch = torch.stack(inputs)
