@@ -21,6 +21,7 @@ from segmodels.config import load_config
 from segmodels.data import generate_demo_dataset
 from segmodels.data.demo import DEMO_CLASSES
 from segmodels.dataset_store import ingest
+from segmodels.inference import predictor
 from segmodels.inference.pyfunc import save_pyfunc_model
 from segmodels.models import ModelSpec, create_model, save_package
 from segmodels.pipeline import StepError, run_step_cli
@@ -123,7 +124,7 @@ def last_infer_run(client: MlflowClient):
 
 def test_a_model_of_other_classes_is_refused_in_one_line_before_any_prediction(
         street_model, data_uri, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(infer, "predict", lambda *a, **k: pytest.fail("predicted with the wrong classes"))
+    monkeypatch.setattr(infer, "predict_files", lambda *a, **k: pytest.fail("predicted with the wrong classes"))
     out = tmp_path / "out" / "predictions"
     with pytest.raises(SystemExit) as exit_info:
         run_step_cli("infer", infer_args(street_model, data_uri, out))
@@ -204,7 +205,7 @@ def test_an_empty_folder_is_filled(demo_model, data_uri, lakefs, tmp_path):
 
 @pytest.mark.parametrize("kind", ["folder", "file"])
 def test_a_foreign_output_dir_is_refused_and_untouched(kind, demo_model, data_uri, tmp_path, monkeypatch):
-    monkeypatch.setattr(infer, "predict", lambda *a, **k: pytest.fail("predicted into a foreign folder"))
+    monkeypatch.setattr(infer, "predict_files", lambda *a, **k: pytest.fail("predicted into a foreign folder"))
     out = tmp_path / "mine"
     if kind == "folder":
         out.mkdir()
@@ -228,7 +229,7 @@ def test_a_failure_midway_leaves_the_output_dir_as_it_was(demo_model, data_uri, 
     run_infer(demo_model, data_uri, out, split="test")
     before = {name: (out / name).read_bytes() for name in files(out)}
 
-    real_predict, calls = infer.predict, []
+    real_predict, calls = predictor.predict, []
 
     def predict_then_fail(*args, **kwargs):  # the first batch is written, the second one fails
         calls.append(1)
@@ -236,7 +237,7 @@ def test_a_failure_midway_leaves_the_output_dir_as_it_was(demo_model, data_uri, 
             raise RuntimeError("CUDA out of memory")
         return real_predict(*args, **kwargs)
 
-    monkeypatch.setattr(infer, "predict", predict_then_fail)
+    monkeypatch.setattr(predictor, "predict", predict_then_fail)  # the batches predict_files predicts
     with pytest.raises(RuntimeError, match="out of memory"):
         run_infer(demo_model, data_uri, out, split="val")
     assert len(calls) == 2

@@ -9,7 +9,7 @@ from PIL import Image
 from torch import nn
 
 from segmodels.data import Layout, load_dataset_info
-from segmodels.inference.predictor import predict
+from segmodels.inference.predictor import predict_files
 from segmodels.metrics import ConfusionMatrix
 from segmodels.models import ModelSpec
 
@@ -23,10 +23,7 @@ def evaluate_split(model: nn.Module, spec: ModelSpec, data_root: Path | str, spl
     if not labelled:
         raise ValueError(f"no labelled {split!r} image in the data set at {layout.root}")
     total = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
-    for start in range(0, len(labelled), batch_size):
-        chunk = labelled[start:start + batch_size]
-        images = [np.asarray(Image.open(path).convert("RGB")) for path in chunk]
-        for path, mask in zip(chunk, predict(model, spec, images, batch_size=batch_size)):
-            truth = np.asarray(Image.open(layout.mask_for(path)), dtype=np.int64)
-            total.update(torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(truth))
+    for path, _, mask in predict_files(model, spec, labelled, batch_size):
+        truth = np.asarray(Image.open(layout.mask_for(path)), dtype=np.int64)
+        total.update(torch.from_numpy(mask.astype(np.int64)), torch.from_numpy(truth))
     return total.compute()

@@ -1,10 +1,12 @@
 """Batched prediction: images in (any size), class-id masks out (same size)."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from segmodels.models import ModelSpec
@@ -74,3 +76,11 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
                 chunk_masks[i] = label
         masks.extend(chunk_masks)
     return masks
+
+
+def predict_files(model: nn.Module, spec: ModelSpec, paths: Sequence[Path], batch_size: int = 8
+                  ) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    """``(path, RGB image, mask)`` for each image file, read and predicted ``batch_size`` at a time."""
+    for chunk in _batches(paths, batch_size):
+        images = [np.asarray(Image.open(path).convert("RGB")) for path in chunk]
+        yield from zip(chunk, images, predict(model, spec, images, batch_size=batch_size))

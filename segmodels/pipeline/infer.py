@@ -28,7 +28,7 @@ from PIL import Image
 from segmodels.data import Layout, load_dataset_info
 from segmodels.dataset_store import fetch_dataset
 from segmodels.home import segmodels_home
-from segmodels.inference import predict
+from segmodels.inference import predict_files
 from segmodels.metrics import ConfusionMatrix
 from segmodels.pipeline import StepError
 from segmodels.pipeline.interactive import INSTEAD, choose, timestamp
@@ -192,11 +192,8 @@ def predict_images(model, spec, paths: list[Path], layout: Layout, out: Path, in
     """Predict, write and score every image of ``paths`` into ``out``; the per-image rows and the total."""
     total = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
     rows = []
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start:start + batch_size]
-        images = [np.asarray(Image.open(path).convert("RGB")) for path in batch]
-        for path, image, mask in zip(batch, images, predict(model, spec, images, batch_size=batch_size)):
-            rows.append(write_prediction(path, image, mask, layout, out, info, alpha, total))
+    for path, image, mask in predict_files(model, spec, paths, batch_size):
+        rows.append(write_prediction(path, image, mask, layout, out, info, alpha, total))
     return rows, total
 
 
