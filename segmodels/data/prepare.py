@@ -363,7 +363,8 @@ def _check_image(file: str, data: bytes) -> tuple[int, int, str]:
 
 def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, format_name: str) -> DatasetInfo:
     if declared is None:  # inferred from the ids present in the masks
-        present = [i for i in range(255) if stats.pixels[i] and i != ignore_index]
+        pixels = stats.pixels
+        present = [i for i in range(255) if pixels[i] and i != ignore_index]
         declared = [ClassSpec(i, f"class_{i}", voc_color(i)) for i in range(max(present, default=0) + 1)]
     num_classes = max(spec.id for spec in declared) + 1
     return DatasetInfo(

@@ -84,8 +84,6 @@ class ClassStats:
 class DatasetStats:
     """Fixed-size accumulators (per class id, per split and per distinct image size), so memory does not grow with the data."""
 
-    pixels: np.ndarray = field(default_factory=_ids)  # all splits
-    images_with_class: np.ndarray = field(default_factory=_ids)  # all splits
     sizes: Counter = field(default_factory=Counter)
     split_images: Counter = field(default_factory=Counter)
     by_split: dict[str, _SplitCounts] = field(default_factory=dict)  # at most one entry per split name
@@ -97,8 +95,6 @@ class DatasetStats:
         image_pixels = sum(int(count) for count in pixels_per_id.values())  # the mask's size: the image's
         for class_id, count in pixels_per_id.items():
             class_id, count = int(class_id), int(count)
-            self.pixels[class_id] += count
-            self.images_with_class[class_id] += 1
             counts.pixels[class_id] += count
             counts.image_pixels[class_id] += image_pixels
             counts.images[class_id] += 1
@@ -106,6 +102,16 @@ class DatasetStats:
     @property
     def num_images(self) -> int:
         return sum(self.split_images.values())
+
+    @property
+    def pixels(self) -> np.ndarray:
+        """Pixels per class id, all splits together."""
+        return sum((counts.pixels for counts in self.by_split.values()), _ids())
+
+    @property
+    def images_with_class(self) -> np.ndarray:
+        """Images holding each class id, all splits together."""
+        return sum((counts.images for counts in self.by_split.values()), _ids())
 
     def class_stats(self, num_classes: int, ignore_index: int) -> dict[str, dict]:
         """The `class_stats` section of `dataset.yaml` (see the module doc): per split, lists per class id
@@ -125,14 +131,15 @@ class DatasetStats:
 
     def class_table(self, class_names: list[str], ignore_index: int) -> dict[str, list]:
         """Columns: class_id, class_name, pixels, pixel_fraction, images (ignored pixels as a last row)."""
-        total = int(self.pixels.sum()) or 1
-        ids = list(range(len(class_names))) + ([ignore_index] if self.pixels[ignore_index] else [])
+        pixels, images = self.pixels, self.images_with_class
+        total = int(pixels.sum()) or 1
+        ids = list(range(len(class_names))) + ([ignore_index] if pixels[ignore_index] else [])
         return {
             "class_id": ids,
             "class_name": [class_names[i] if i < len(class_names) else "ignore" for i in ids],
-            "pixels": [int(self.pixels[i]) for i in ids],
-            "pixel_fraction": [float(self.pixels[i]) / total for i in ids],
-            "images": [int(self.images_with_class[i]) for i in ids],
+            "pixels": [int(pixels[i]) for i in ids],
+            "pixel_fraction": [float(pixels[i]) / total for i in ids],
+            "images": [int(images[i]) for i in ids],
         }
 
     def size_table(self) -> dict[str, list]:
