@@ -50,6 +50,15 @@ def commit(sdk, repo, message, branch="main", **kwargs) -> str:
     return sdk.commits_api.commit(repo, branch, lakefs_sdk.CommitCreation(message=message, **kwargs)).id
 
 
+def commit_on_feature(sdk, repo, message="feature work", path="f.txt", data=b"f", **kwargs) -> tuple[str, str]:
+    """main with a.txt committed ("base"), and branch "feature" from it with ``path`` committed: both commit ids."""
+    put(sdk, repo, "a.txt", b"a")
+    base = commit(sdk, repo, "base")
+    sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="feature", source="main"))
+    put(sdk, repo, path, data, branch="feature")
+    return base, commit(sdk, repo, message, branch="feature", **kwargs)
+
+
 def log_ids(sdk, repo, ref="main", **kwargs) -> list[str]:
     return [c.id for c in sdk.refs_api.log_commits(repo, ref, **kwargs).results]
 
@@ -120,11 +129,7 @@ def test_log_since_and_stop_at(sdk, repo, history):
 
 
 def test_log_first_parent(sdk, repo):
-    put(sdk, repo, "m.txt", b"m")
-    base = commit(sdk, repo, "base")
-    sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="feature", source="main"))
-    put(sdk, repo, "f.txt", b"f", branch="feature")
-    feature = commit(sdk, repo, "feature work", branch="feature")
+    base, feature = commit_on_feature(sdk, repo)
     put(sdk, repo, "n.txt", b"n")
     main_work = commit(sdk, repo, "main work")
     merge = sdk.refs_api.merge_into_branch(repo, "feature", "main").reference
@@ -229,11 +234,7 @@ def test_revert_errors(sdk, repo):
 
 
 def test_revert_merge_needs_parent_number(sdk, repo):
-    put(sdk, repo, "a.txt", b"a")
-    commit(sdk, repo, "base")
-    sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="feature", source="main"))
-    put(sdk, repo, "f.txt", b"f", branch="feature")
-    commit(sdk, repo, "feature", branch="feature")
+    commit_on_feature(sdk, repo)
     merge = sdk.refs_api.merge_into_branch(repo, "feature", "main").reference
     assert status_of(sdk.branches_api.revert_branch, repo, "main",
                      lakefs_sdk.RevertCreation(ref=merge, parent_number=0))[0] == 409  # as lakeFS answers
@@ -244,11 +245,7 @@ def test_revert_merge_needs_parent_number(sdk, repo):
 
 
 def test_cherry_pick(sdk, repo):
-    put(sdk, repo, "a.txt", b"a")
-    commit(sdk, repo, "base")
-    sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="feature", source="main"))
-    put(sdk, repo, "f.txt", b"f", branch="feature")
-    picked = commit(sdk, repo, "add f", branch="feature", metadata={"k": "v"})
+    _, picked = commit_on_feature(sdk, repo, "add f", metadata={"k": "v"})
     put(sdk, repo, "g.txt", b"g", branch="feature")
     commit(sdk, repo, "add g", branch="feature")
     result = sdk.branches_api.cherry_pick(repo, "main", lakefs_sdk.CherryPickCreation(ref=picked))
@@ -263,11 +260,7 @@ def test_cherry_pick(sdk, repo):
 
 
 def test_cherry_pick_conflict_and_dirty(sdk, repo):
-    put(sdk, repo, "a.txt", b"a")
-    commit(sdk, repo, "base")
-    sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="feature", source="main"))
-    put(sdk, repo, "a.txt", b"feature", branch="feature")
-    picked = commit(sdk, repo, "feature a", branch="feature")
+    _, picked = commit_on_feature(sdk, repo, "feature a", path="a.txt", data=b"feature")
     put(sdk, repo, "a.txt", b"main")
     commit(sdk, repo, "main a")
     head = sdk.branches_api.get_branch(repo, "main").commit_id
@@ -345,11 +338,7 @@ def test_branch_protection_rules_get_set_and_etag(sdk, repo):
 
 
 def test_protected_branch_refuses_writes_but_takes_merges(sdk, repo):
-    put(sdk, repo, "a.txt", b"a")
-    base = commit(sdk, repo, "base")
-    sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="feature", source="main"))
-    put(sdk, repo, "f.txt", b"f", branch="feature")
-    feature_commit = commit(sdk, repo, "f", branch="feature")
+    base, feature_commit = commit_on_feature(sdk, repo, "f")
     sdk.repositories_api.set_branch_protection_rules(repo, [lakefs_sdk.BranchProtectionRule(pattern="ma*")])
     head = sdk.branches_api.get_branch(repo, "main").commit_id
     forbidden = [
