@@ -467,10 +467,8 @@ class Catalog:
             trees = self.db.trees(conn)
 
             def differences(start: str, inclusive: bool) -> Iterator[Difference]:
-                for path, entry in staging.changes(conn, repo, branch, start, inclusive):
-                    before, after_value = trees.get(root, path), entry.value() if entry else None
-                    if not same_object(before, after_value):
-                        yield Difference.between(path, before, after_value)
+                return _differences((path, trees.get(root, path), entry.value() if entry else None)
+                                    for path, entry in staging.changes(conn, repo, branch, start, inclusive))
 
             return page_by_path(differences, prefix, after, amount, delimiter, _prefix_changed)
 
@@ -490,9 +488,7 @@ class Catalog:
             trees = self.db.trees(conn)
 
             def differences(start: str, inclusive: bool) -> Iterator[Difference]:
-                for path, before, after_value in trees.diff(left, right, start, inclusive):
-                    if not same_object(before, after_value):
-                        yield Difference.between(path, before, after_value)
+                return _differences(trees.diff(left, right, start, inclusive))
 
             return page_by_path(differences, prefix, after, amount, delimiter, _prefix_changed)
 
@@ -602,6 +598,12 @@ def _after(items: Iterator, first: Callable[[object], bool]) -> Iterator:
         if first(item):
             yield from items
             return
+
+
+def _differences(changes: Iterator[tuple[str, list | None, list | None]]) -> Iterator[Difference]:
+    """The differences among ``(path, before, after)`` stored values: those that are not the same object."""
+    return (Difference.between(path, before, after) for path, before, after in changes
+            if not same_object(before, after))
 
 
 def _prefix_changed(path: str) -> Difference:

@@ -277,48 +277,41 @@ class Trees:
     def _apply_level(self, root: str, level: int, changes: list) -> list:
         """Apply ``changes`` to the nodes of ``level``; returns the changes this makes to ``level + 1``
         (last key -> new node id, or None for a node that is gone)."""
-        replaced: dict[str, str] = {}
-        written: dict[str, str] = {}
-        for old_nodes, new_nodes in self._rewrite(root, level, changes):
-            replaced.update(old_nodes)
-            written.update(new_nodes)
-        upper = [(key, written.get(key)) for key in sorted(replaced.keys() | written.keys())
-                 if replaced.get(key) != written.get(key)]
-        return upper
+        replaced, written = self._rewrite(root, level, changes)
+        return [(key, written.get(key)) for key in sorted(replaced.keys() | written.keys())
+                if replaced.get(key) != written.get(key)]
 
     def _rechunk_level(self, root: str, level: int, changes: list) -> list:
         """The new nodes of the root's level (the root holds the whole level) as ``[last key, id]``."""
-        written: dict[str, str] = {}
-        for _, new_nodes in self._rewrite(root, level, changes):
-            written.update(new_nodes)
+        _, written = self._rewrite(root, level, changes)
         return [[key, written[key]] for key in sorted(written)]
 
-    def _rewrite(self, root: str, level: int, changes: list) -> Iterator[tuple[dict, dict]]:
-        """For each run of nodes of ``level`` that ``changes`` touch: ``({last key: old id}, {last key: new id})``.
+    def _rewrite(self, root: str, level: int, changes: list) -> tuple[dict[str, str], dict[str, str]]:
+        """Rewrite the nodes of ``level`` that ``changes`` touch: ``({last key: old id}, {last key: new id})``.
 
-        A run starts at the node holding the first change not yet applied and takes the next node while its
-        rewritten items do not end on a node boundary (a removed boundary joins two nodes)."""
+        Each run of rewritten nodes starts at the node holding the first change not yet applied and takes the next
+        node while its rewritten items do not end on a node boundary (a removed boundary joins two nodes)."""
+        replaced: dict[str, str] = {}
+        written: dict[str, str] = {}
         position = 0
         while position < len(changes):
-            old_nodes: dict[str, str] = {}
-            new_nodes: dict[str, str] = {}
             open_items: list = []
             for node_id, node, is_last in self._level_nodes(root, level, changes[position][0]):
                 last_key = node.items[-1][0]
-                old_nodes[last_key] = node_id
+                replaced[last_key] = node_id
                 end = len(changes) if is_last else bisect.bisect_right(changes, last_key, lo=position, key=_key)
                 for key, value in _merge_sorted(node.items, changes[position:end]):
                     open_items.append([key, value])
                     if ends_node(key, level, len(open_items)):
-                        new_nodes[key] = self._write(level, open_items)
+                        written[key] = self._write(level, open_items)
                         open_items = []
                 position = end
                 if not open_items:
                     break
                 if is_last:
-                    new_nodes[open_items[-1][0]] = self._write(level, open_items)
+                    written[open_items[-1][0]] = self._write(level, open_items)
                     break
-            yield old_nodes, new_nodes
+        return replaced, written
 
     def _level_nodes(self, root: str, level: int, key: str) -> Iterator[tuple[str, Node, bool]]:
         """``(id, node, is the level's last)`` for the nodes of ``level`` in key order, from the one that holds
