@@ -349,11 +349,17 @@ def test_labelme_dotdot_image_path_is_refused(tmp_path, host_files):
                    "outside the source root")
 
 
-def _coco_with_file_name(source: Path, file_name: str) -> None:
+def edit_coco_document(source: Path, change) -> Path:
+    """Apply ``change(document)`` to the source's COCO annotation file; returns the file's path."""
     path = source / "annotations" / "instances_val2017.json"
     document = json.loads(path.read_text())
-    document["images"][1]["file_name"] = file_name
+    change(document)
     path.write_text(json.dumps(document))
+    return path
+
+
+def _coco_with_file_name(source: Path, file_name: str) -> None:
+    edit_coco_document(source, lambda document: document["images"][1].update(file_name=file_name))
     (source / "val2017" / "000000000002.jpg").unlink()
 
 
@@ -529,22 +535,21 @@ def _labelme_declared_size(root: Path, big: Path) -> Case:
 
 def _coco_declared_size(root: Path, big: Path) -> Case:
     source, _ = make_coco_source(root / "src")
-    path = source / "annotations" / "instances_val2017.json"
-    document = json.loads(path.read_text())
-    document["images"][0].update(width=20000, height=20000)
-    path.write_text(json.dumps(document))
+    edit_coco_document(source, lambda document: document["images"][0].update(width=20000, height=20000))
     return Case(source, "instances_val2017.json#image_id=1", ("width x height of 20000x20000 = 400000000 pixels",
                                                               f"above data.max_image_pixels={PILLOW_LIMIT}"))
 
 
 def _coco_rle_size(root: Path, big: Path) -> Case:
     source, _ = make_coco_source(root / "src")
-    path = source / "annotations" / "instances_val2017.json"
-    document = json.loads(path.read_text())
-    crowd = next(a for a in document["annotations"] if a["iscrowd"])
-    crowd["segmentation"] = {"size": [20000, 20000], "counts": [400000000]}
-    path.write_text(json.dumps(document))
-    return Case(source, f"image_id={crowd['image_id']}", ("RLE size 20000x20000 differs from the image entry 40x32",))
+    crowds: list[dict] = []
+
+    def huge_rle(document):
+        crowds.append(next(a for a in document["annotations"] if a["iscrowd"]))
+        crowds[0]["segmentation"] = {"size": [20000, 20000], "counts": [400000000]}
+
+    edit_coco_document(source, huge_rle)
+    return Case(source, f"image_id={crowds[0]['image_id']}", ("RLE size 20000x20000 differs from the image entry 40x32",))
 
 
 BOUNDED = {"big_image": _big_image, "big_mask": _big_mask, "labelme_declared_size": _labelme_declared_size,
@@ -731,10 +736,7 @@ COCO_GARBAGE = {
 def test_coco_garbage_is_named_in_one_line(case, tmp_path):
     change, file_end, reason = COCO_GARBAGE[case]
     source, _ = make_coco_source(tmp_path / "src")
-    path = source / "annotations" / "instances_val2017.json"
-    document = json.loads(path.read_text())
-    change(document)
-    path.write_text(json.dumps(document))
+    path = edit_coco_document(source, change)
     error = refusal(source, tmp_path / "out")
     if file_end is None:
         assert error.summary.startswith(f"{path}: ") and reason in error.summary, error.summary
