@@ -15,12 +15,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
-
 from segmodels.metrics import ConfusionMatrix
+from segmodels.progress import Progress, track
 from segmodels.transforms import logits_at_size, same_size_slices
 
-from .distributed import all_reduce_sum, world_size
+from .distributed import all_reduce_sum
 
 
 @dataclass(frozen=True)
@@ -59,9 +58,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer
                     progress_label: str | None, frozen: nn.Module | None = None) -> dict:
     """One pass over ``loader``; the optimizer and the per-step ``scheduler`` step once per
     ``accumulate_grad_batches`` batches (and after the last batch). ``model`` may be DDP-wrapped: gradients
-    are then synchronised on optimizer steps only. ``progress_label`` names the progress bar (shown on
-    terminals only); None hides it. ``grad_clip_norm``: None (or 0) clips nothing. ``frozen`` (a submodule,
-    e.g. a pretrained encoder) is neither updated nor changes its BatchNorm statistics this epoch.
+    are then synchronised on optimizer steps only. ``progress_label`` names the progress report (a bar on a
+    terminal, lines on a pipe: :mod:`segmodels.progress`); None hides it. ``grad_clip_norm``: None (or 0)
+    clips nothing. ``frozen`` (a submodule, e.g. a pretrained encoder) is neither updated nor changes its
+    BatchNorm statistics this epoch.
 
     Returns ``train_loss`` (mean over images and processes), ``lr`` (at the epoch's start),
     ``train_images_per_s`` (all processes) and ``train_time_s``.
@@ -73,35 +73,31 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer
     seen = 0
     lr = optimizer.param_groups[0]["lr"]
     num_batches = len(loader)
-    processes = world_size()
-    bar = tqdm(total=num_batches, desc=progress_label, unit="batch", leave=False,
-               disable=None if progress_label is not None else True)  # None: on a terminal only
-    start = time.perf_counter()
-    for step, (images, masks) in enumerate(loader):
-        images, masks = _to_device(images, masks, device, channels_last)
-        update = (step + 1) % accumulate_grad_batches == 0 or step + 1 == num_batches
-        defer_sync = not update and isinstance(model, DistributedDataParallel)
-        with model.no_sync() if defer_sync else contextlib.nullcontext():
-            with amp.autocast(device):
-                loss = criterion(model(images), masks)
-            if step % accumulate_grad_batches == 0:  # here, not after the step: the new gradients then reuse
-                optimizer.zero_grad(set_to_none=True)  # the freed ones' memory (2-3x fewer page faults on CPU)
-            scaler.scale(loss / accumulate_grad_batches).backward()
-        if update:
-            if grad_clip_norm:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-        loss_sum += loss.detach() * images.shape[0]
-        seen += images.shape[0]
-        bar.update()
-        bar.set_postfix_str(f"{seen * processes / (time.perf_counter() - start):.1f} img/s", refresh=False)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elapsed = time.perf_counter() - start
-    bar.close()
+    with Progress(progress_label or "", num_batches, "batch", enabled=progress_label is not None) as progress:
+        start = time.perf_counter()
+        for step, (images, masks) in enumerate(loader):
+            images, masks = _to_device(images, masks, device, channels_last)
+            update = (step + 1) % accumulate_grad_batches == 0 or step + 1 == num_batches
+            defer_sync = not update and isinstance(model, DistributedDataParallel)
+            with model.no_sync() if defer_sync else contextlib.nullcontext():
+                with amp.autocast(device):
+                    loss = criterion(model(images), masks)
+                if step % accumulate_grad_batches == 0:  # here, not after the step: the new gradients then reuse
+                    optimizer.zero_grad(set_to_none=True)  # the freed ones' memory (2-3x fewer page faults on CPU)
+                scaler.scale(loss / accumulate_grad_batches).backward()
+            if update:
+                if grad_clip_norm:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+            loss_sum += loss.detach() * images.shape[0]
+            seen += images.shape[0]
+            progress.update()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elapsed = time.perf_counter() - start
     total_loss, total_images = _sum_over_processes(loss_sum, seen)
     return {"train_loss": total_loss / total_images, "lr": lr,
             "train_images_per_s": total_images / elapsed, "train_time_s": elapsed}
@@ -109,7 +105,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, device: torch.device, amp: MixedPrecision,
-             channels_last: bool, confusion: ConfusionMatrix, class_names: Sequence[str]) -> dict:
+             channels_last: bool, confusion: ConfusionMatrix, class_names: Sequence[str],
+             progress_label: str | None = None) -> dict:
     """Loss and confusion-matrix metrics over ``loader`` at each image's own resolution (summed over processes).
 
     ``loader`` yields ``(images, masks, sizes)`` as :func:`~segmodels.training.builder.collate_full_resolution`
@@ -117,12 +114,12 @@ def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, device:
     The logits of each image are cropped and resized back to its mask (:func:`segmodels.transforms.logits_at_size`,
     the images of one size together) before the loss and the confusion matrix see them. ``confusion`` is reset, then holds this pass's matrix.
     Returns ``val_loss``, ``val_miou``, ``val_dice``, ``val_pixel_accuracy``, ``val_mean_accuracy`` and one
-    ``val_iou_<class>`` per class."""
+    ``val_iou_<class>`` per class. ``progress_label`` names the progress report, as in :func:`train_one_epoch`."""
     model.eval()
     confusion.reset()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     seen = 0
-    for images, masks, sizes in loader:
+    for images, masks, sizes in track(loader, progress_label or "", unit="batch", enabled=progress_label is not None):
         images, masks = _to_device(images, masks, device, channels_last)
         with amp.autocast(device):
             logits = model(images)

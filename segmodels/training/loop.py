@@ -93,10 +93,11 @@ def run_epoch(state: TrainState) -> dict:
         **train_one_epoch(state.train_model, state.criterion, state.optimizer, state.scheduler, state.scaler,
                           state.train_loader, state.device, state.amp, state.channels_last,
                           tcfg.accumulate_grad_batches, tcfg.grad_clip_norm,
-                          progress_label=f"epoch {state.epoch + 1}/{state.epochs}" if show_bar else None,
+                          progress_label=f"epoch {state.epoch + 1}/{state.epochs} train" if show_bar else None,
                           frozen=frozen),
         **evaluate(state.model, state.criterion, state.val_loader, state.device, state.amp, state.channels_last,
-                   state.confusion, state.spec.class_names),
+                   state.confusion, state.spec.class_names,
+                   progress_label=f"epoch {state.epoch + 1}/{state.epochs} validate" if show_bar else None),
     }
     metrics["epoch_time_s"] = time.perf_counter() - start
     return metrics

@@ -1,0 +1,73 @@
+"""Progress where the user looks: plain lines with rate and ETA when output is a pipe (as under `mlflow run`)."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from segmodels.progress import Progress, duration, interval_seconds, track
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def test_lines_on_a_pipe_carry_count_rate_and_eta_even_while_no_unit_finishes(caplog, monkeypatch):
+    monkeypatch.setenv("SEGMODELS_PROGRESS_SECONDS", "0.05")
+    caplog.set_level(logging.INFO, logger="segmodels.progress")
+    finished = threading.Event()
+    with Progress("copying", total=4, unit="file") as progress:
+        progress.update()
+        finished.wait(0.5)  # a unit that takes ten intervals: the timer reports meanwhile
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) >= 3, lines
+    assert re.fullmatch(r"copying: 1/4 file \(25%\), [\d.e+-]+ file/s, \d+s elapsed, ETA \d+s", lines[0]), lines[0]
+    assert lines[-1].startswith("copying: 1/4 file (25%)")
+
+
+def test_short_work_prints_nothing_and_disabled_progress_prints_nothing(caplog, monkeypatch):
+    monkeypatch.setenv("SEGMODELS_PROGRESS_SECONDS", "30")
+    caplog.set_level(logging.INFO, logger="segmodels.progress")
+    assert list(track(range(3), "quick")) == [0, 1, 2]
+    with Progress("hidden", total=2, enabled=False, interval=0.01) as progress:
+        progress.update(2)
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize("value, expected", [("", 30.0), ("2.5", 2.5), ("soon", 30.0), ("-1", 30.0), ("inf", 30.0)])
+def test_interval_from_the_environment(value, expected, monkeypatch):
+    monkeypatch.setenv("SEGMODELS_PROGRESS_SECONDS", value)
+    assert interval_seconds() == expected
+
+
+def test_durations_read_as_a_person_writes_them():
+    assert [duration(s) for s in (4.4, 65, 3725)] == ["4s", "1m05s", "1h02m"]
+
+
+TRAIN_ON_A_PIPE = """
+import logging, sys
+from segmodels.config import load_config
+from segmodels.training import train
+logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
+cfg = load_config("train", ["trainer.epochs=2", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.device=cpu",
+                            "transforms.image_size=64", "model.encoder_name=resnet18"])
+train(cfg, sys.argv[1], sys.argv[2])
+"""
+
+
+def test_a_training_epoch_longer_than_the_interval_reports_progress_on_a_pipe(tiny_demo_dataset, tmp_path):
+    """stdout and stderr are pipes, as under `mlflow run`: the epoch's train and validation passes print lines
+    with their batch counts (an interval of 10 ms is shorter than any epoch of 6 batches of 64 px)."""
+    data = tiny_demo_dataset(num_images=16, seed=3)
+    env = {**os.environ, "SEGMODELS_PROGRESS_SECONDS": "0.01"}
+    completed = subprocess.run([sys.executable, "-c", TRAIN_ON_A_PIPE, str(data), str(tmp_path / "work")], cwd=PROJECT,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    output = completed.stdout + completed.stderr
+    assert re.search(r"segmodels\.progress epoch 1/2 train: \d+/6 batch \(\d+%\), [\d.e+-]+ batch/s", output), output[-3000:]
+    assert "segmodels.progress epoch 2/2 train:" in output, output[-3000:]
+    assert "\r" not in output  # no bar redrawn into a pipe
