@@ -71,3 +71,21 @@ def test_a_training_epoch_longer_than_the_interval_reports_progress_on_a_pipe(ti
     assert re.search(r"segmodels\.progress epoch 1/2 train: \d+/6 batch \(\d+%\), [\d.e+-]+ batch/s", output), output[-3000:]
     assert "segmodels.progress epoch 2/2 train:" in output, output[-3000:]
     assert "\r" not in output  # no bar redrawn into a pipe
+
+
+def test_uploads_and_downloads_report_their_files_and_megabytes(lakefs, repo_name, tmp_path, caplog, monkeypatch):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for index in range(3):
+        (folder / f"{index}.bin").write_bytes(os.urandom(200_000))
+    lakefs.ensure_repository(repo_name)
+    lakefs.upload_directory(repo_name, "main", folder, "data")
+    lakefs.commit(repo_name, "main", "three files")
+    monkeypatch.setenv("SEGMODELS_PROGRESS_SECONDS", "1e-6")  # shorter than any transfer
+    caplog.set_level(logging.INFO, logger="segmodels.progress")
+    lakefs.upload_directory(repo_name, "main", folder, "data")  # unchanged: checked, not sent, and still counted
+    lakefs.download_prefix(repo_name, "main", "data")
+    lines = [record.getMessage() for record in caplog.records]
+    assert any(line.startswith(f"upload to lakefs://{repo_name}/main/data/: 3/3 file (100%)") for line in lines), lines
+    assert any(re.match(rf"download lakefs://{repo_name}/\w{{12}}/data/: 0\.6/0\.6 MB \(100%\), [\d.e+-]+ MB/s", line)
+               for line in lines), lines

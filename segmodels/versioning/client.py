@@ -23,6 +23,7 @@ from lakefs_sdk.rest import RESTClientObject
 
 from segmodels.checksums import OverlappedMd5
 from segmodels.home import segmodels_home
+from segmodels.progress import Progress
 
 from . import ephemeral
 from .embedded import ensure_embedded_server
@@ -352,21 +353,25 @@ class LakeFS:
                        for p in sorted(local_dir.rglob("*")) if p.is_file()}
         remote = {obj.path: obj for obj in self.list_objects(repo, branch, prefix)}
         index = Md5Index(self.home / "cache")
+        progress = Progress(f"upload to lakefs://{repo}/{branch}/{prefix}", len(local_files), "file")
 
         def sync(item: tuple[str, Path]) -> tuple[int, int]:
             key, path = item
             existing = remote.get(key)
             stat = path.stat()
             if existing is not None and existing.size == stat.st_size and existing.checksum == index.md5(path, stat):
+                progress.update()
                 return 0, 0
             checksum = self.upload_file(repo, branch, key, path)
             after = path.stat()
             if (after.st_size, after.st_mtime_ns) == (stat.st_size, stat.st_mtime_ns):
                 index.record(path, stat, checksum)
+            progress.update()
             return 1, stat.st_size
 
         try:
-            results = _parallel(sync, local_files.items(), workers)
+            with progress:
+                results = _parallel(sync, local_files.items(), workers)
         finally:
             index.save()
         uploaded = sum(r[0] for r in results)
@@ -388,14 +393,17 @@ class LakeFS:
         marker = self.home / "cache" / ".complete" / repo / commit_id / hashlib.sha256(prefix.encode()).hexdigest()
         if not (marker.exists() and folder.is_dir()):
             objects = list(self.list_objects(repo, commit_id, prefix))
+            progress = Progress(f"download lakefs://{repo}/{commit_id[:12]}/{prefix}", sum(o.size for o in objects),
+                                "MB", scale=1e-6)
 
             def fetch(obj: RemoteObject) -> None:
                 local = commit_dir / _safe_relative(obj.path, "")
-                if local.is_file() and local.stat().st_size == obj.size and file_md5(local) == obj.checksum:
-                    return
-                self.download_object(repo, commit_id, obj, local)
+                if not (local.is_file() and local.stat().st_size == obj.size and file_md5(local) == obj.checksum):
+                    self.download_object(repo, commit_id, obj, local)
+                progress.update(obj.size)
 
-            _parallel(fetch, objects, workers)
+            with progress:
+                _parallel(fetch, objects, workers)
             folder.mkdir(parents=True, exist_ok=True)
             marker.parent.mkdir(parents=True, exist_ok=True)
             marker.write_text(f"{repo}/{commit_id}/{prefix}\n")
