@@ -1,9 +1,12 @@
-"""Colour masks and overlay them on images (uint8 numpy arrays)."""
+"""Colour masks and overlay them on images (uint8 numpy arrays); matplotlib set up for the figures segmodels logs."""
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
+
+MATPLOTLIB_DIR = "matplotlib"  # in the segmodels home: matplotlib's config and font cache when MPLCONFIGDIR is unset
 
 
 def colorize(mask: np.ndarray, colors: Sequence[Sequence[int]], ignore_color: Sequence[int] = (0, 0, 0)) -> np.ndarray:
@@ -25,3 +28,20 @@ def overlay(image: np.ndarray, mask: np.ndarray, colors: Sequence[Sequence[int]]
         raise ValueError(f"image size {image.shape[:2]} does not match mask size {np.asarray(mask).shape}")
     blended = (1 - alpha) * image[..., :3].astype(np.float32) + alpha * colorize(mask, colors).astype(np.float32)
     return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+def pyplot():
+    """``matplotlib.pyplot`` on the Agg backend, with its config and font cache in ``<segmodels home>/matplotlib``
+    unless ``MPLCONFIGDIR`` names another folder. Without it matplotlib rebuilds its font cache (a 5-30 s scan
+    that logs "building the font cache" and "generated new fontManager") in every process whose ``~`` is new
+    (a sandbox, a container) or not writable (then a temporary folder per process); the home persists."""
+    if "MPLCONFIGDIR" not in os.environ:
+        from segmodels.home import segmodels_home
+
+        os.environ["MPLCONFIGDIR"] = str(segmodels_home() / MATPLOTLIB_DIR)
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt

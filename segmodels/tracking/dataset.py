@@ -15,6 +15,7 @@ from mlflow.data.dataset_source_registry import register_dataset_source
 from segmodels.data.info import DatasetInfo
 from segmodels.data.stats import DatasetStats
 from segmodels.redaction import redact_text, redact_value
+from segmodels.visualize import pyplot
 
 ARTIFACT_DIR = "data"
 
@@ -105,11 +106,7 @@ def log_dataset_input(uri: str, commit_id: str, info: DatasetInfo, stats: Datase
 
 def plot_dataset_stats(stats: DatasetStats, info: DatasetInfo):
     """Figure: class pixel frequencies (bars, class colours) and image sizes (scatter sized by count)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     table = stats.class_table(info.class_names, info.ignore_index)
     sizes = stats.size_table()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
@@ -129,8 +126,7 @@ def plot_dataset_stats(stats: DatasetStats, info: DatasetInfo):
 def log_ingest(result) -> None:
     """Log an IngestResult to the active MLflow run: stats tables and plot, the report when files were skipped,
     dataset.yaml, and the data set as an input whose source is the pinned URI and whose digest is the commit's."""
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     mlflow.log_table(result.stats.class_table(result.info.class_names, result.info.ignore_index), f"{ARTIFACT_DIR}/class_frequencies.json")
     mlflow.log_table(result.stats.size_table(), f"{ARTIFACT_DIR}/image_sizes.json")
     figure = plot_dataset_stats(result.stats, result.info)
