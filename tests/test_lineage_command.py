@@ -14,6 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segmodels.cli import main
+from segmodels.pipeline.cache import record_reuse
 from segmodels.tracking import lineage
 from segmodels.tracking import lineage_graph
 from segmodels.tracking.lineage_graph import format_text
@@ -62,6 +63,8 @@ def store(tmp_path_factory):
         for key, value in tags.items():
             client.set_tag(run_id, key, value)
         client.log_metric(run_id, "best_val_miou", 0.8 + index / 100)
+        for key, value in (("best_epoch", 3), ("best_lr", 0.001), ("best_train_images_per_s", 250.0)):
+            client.log_metric(run_id, key, value)  # as train steps before 1-based best_epoch logged them
         client.set_terminated(run_id)
         version_tags = {key: tags[key] for key in lineage.LINEAGE_TAGS}
         version_tags.update({lineage.TAG_TRAIN_RUN: run_id, "best_val_miou": str(0.8 + index / 100)})
@@ -74,10 +77,12 @@ def store(tmp_path_factory):
     register = make_run(client, experiment, "register", {
         lineage.TAG_TRAIN_RUN: trains[1], lineage.TAG_MODEL_NAME: "seg", lineage.TAG_MODEL_VERSION: versions[1],
         "segmodels.register_outcome": "champion"})
+    rerun = make_run(client, experiment, "main", {})  # main ran again and reused train run 1
+    reuse = record_reuse(client, rerun, experiment, client.get_run(trains[1]), "cache-key").info.run_id
     infer = make_run(client, experiment, "infer", {lineage.TAG_DATA_COMMIT: DATA, lineage.TAG_LAKEFS_REPO: "repo"},
                      params={"model_uri": "models:/seg/2"}, metrics={"miou": 0.77})
     return SimpleNamespace(uri=uri, ingests=ingests, trains=trains, versions=versions, main=main_run,
-                           register=register, infer=infer)
+                           register=register, infer=infer, reuse=reuse)
 
 
 @pytest.fixture
@@ -179,6 +184,7 @@ def test_searches_page_through_every_result(tracking, capsys, monkeypatch):
     ("lakefs://repo/main", "without lakeFS"),
     ("lakefs://repo/d1d1d1d1", "ambiguous"),
     ("0" * 32, "no MLflow run with this id"),
+    ("0" * 8, "no MLflow run with this id"),
 ])
 def test_unknown_input_is_one_line_naming_it_and_exit_2(tracking, capsys, ref, named):
     err = fails(capsys, ref)
@@ -196,3 +202,33 @@ def test_console_command_in_a_subprocess(tracking):
     assert missing.returncode == 2 and missing.stdout == ""
     assert missing.stderr.strip().splitlines() == [missing.stderr.strip()]
     assert missing.stderr.startswith("segmodels lineage: error: models:/seg/99")
+
+
+def test_a_short_run_id_as_report_md_prints_it_traces_like_the_full_one(tracking, capsys):
+    short = lineage_json(capsys, tracking.trains[0][:8])
+    assert {**short, "query": None} == {**lineage_json(capsys, tracking.trains[0]), "query": None}
+
+
+def test_a_reused_step_is_shown_as_a_reuse_of_the_run_that_did_the_work(tracking, capsys):
+    forward = lineage_json(capsys, f"lakefs://repo/{DATA}")
+    assert [run["run_id"] for run in forward["train_runs"]] == tracking.trains[:2]  # not a third train run
+    assert forward["train_runs"][1]["reused_by"] == [tracking.reuse]
+    assert [run["run_id"] for run in forward["register_runs"]] == [tracking.register]
+    text = lineage_of(capsys, f"lakefs://repo/{DATA}")
+    assert [line.split() for line in text.splitlines() if "reused by" in line] == [["reused", "by", tracking.reuse]]
+    assert "register runs (1)" in text
+
+    stand_in = lineage_json(capsys, tracking.reuse)
+    assert stand_in["run"]["reused_run_id"] == tracking.trains[1]
+    assert stand_in["train_run"]["run_id"] == tracking.trains[1]
+    assert [v["version"] for v in stand_in["versions"]] == ["2"]
+    assert [run["run_id"] for run in stand_in["register_runs"]] == [tracking.register]
+    assert any(f"is a reuse of train run {tracking.trains[1]}" in note for note in stand_in["notes"])
+    model = lineage_json(capsys, f"lakefs://repo/{MODELS[1]}")
+    assert model["train_run"]["run_id"] == tracking.trains[1] and model["notes"] == []
+
+
+def test_only_best_metrics_that_describe_the_model_are_shown(tracking, capsys):
+    text = lineage_of(capsys, tracking.trains[0])
+    assert "best_val_miou" in text and "best_epoch" in text
+    assert "best_lr" not in text and "best_train_images_per_s" not in text

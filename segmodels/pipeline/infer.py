@@ -39,6 +39,7 @@ from segmodels.tracking.training import log_class_report
 from segmodels.training.engine import class_iou_key
 from segmodels.tracking.models import (load_segmentation_model, model_lineage, pinned_model_uri,
                                        registered_versions)
+from segmodels.tracking.stores import warn_if_other_store
 from segmodels.versioning import LakeFS, LakeFSUri, connect
 from segmodels.visualize import overlay
 
@@ -257,6 +258,7 @@ def run(cfg: DictConfig) -> Path:
         check_output_dir(given)  # before anything runs; checked again when it is replaced
     lakefs = connect()
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
+    warn_if_other_store(lakefs, data.repo, cfg.lakefs.model_branch, cfg.lakefs.data_branch)
     with lineage.step_run("infer", cfg) as active:
         run_id = active.info.run_id
         out = given or default_output_dir(run_id)
@@ -285,6 +287,7 @@ def run(cfg: DictConfig) -> Path:
                 commit, _ = lineage.git_commit()
                 metadata = {"model_uri": model_uri, "data_commit": data.ref, "data_uri": str(data),
                             "split": cfg.split, "mlflow_run_id": run_id, "git_commit": commit or "unknown",
+                            lineage.TRACKING_STORE_KEY: lineage.tracking_store(),
                             **{COMMIT_METADATA[key]: value for key, value in model_tags.items()}}
                 uri = commit_predictions(lakefs, staging, data, cfg.lakefs.predictions_branch,
                                          cfg.lakefs.predictions_prefix, run_id, metadata)

@@ -29,6 +29,7 @@ from segmodels.pipeline.refs import pin_data_ref
 from segmodels.tracking import lineage
 from segmodels.tracking.dataset import log_dataset_input
 from segmodels.tracking.models import record_logged_model
+from segmodels.tracking.stores import warn_if_other_store
 from segmodels.tracking.training import MLflowTrainingLogger, enable_system_metrics
 from segmodels.training import train
 from segmodels.training.distributed import is_main_process
@@ -75,6 +76,8 @@ def run(cfg: DictConfig) -> str | None:
     only rank 0 records the run and publishes the model."""
     lakefs = connect()
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
+    if is_main_process():
+        warn_if_other_store(lakefs, data.repo, cfg.lakefs.model_branch, cfg.lakefs.data_branch)
     data_root = fetch_dataset(lakefs, data)
     commit, _ = lineage.git_commit()
     key = work_key(data.ref, cfg, commit)
@@ -97,7 +100,8 @@ def run(cfg: DictConfig) -> str | None:
             lakefs, save_pyfunc_model(result.package_dir, work / "mlflow-model"), data.repo,
             cfg.lakefs.model_branch, cfg.lakefs.model_prefix, run_id,
             metadata={"data_commit": data.ref, "data_uri": str(data), "git_commit": commit or "unknown",
-                      "best_epoch": str(result.best_epoch)},
+                      "best_epoch": str(result.best_epoch + 1),  # counted from 1, as the log counts
+                      lineage.TRACKING_STORE_KEY: lineage.tracking_store()},
             source_ref=data.ref,
         )
         logged = record_logged_model(run_id, model_uri)

@@ -14,13 +14,15 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
+from urllib.parse import urlsplit
 
 import mlflow
 from mlflow.tracking import MlflowClient
+from mlflow.utils.uri import is_local_uri
 from omegaconf import DictConfig, OmegaConf
 
 from segmodels.config import flatten_config
-from segmodels.redaction import redact_mapping, redact_text, redact_value
+from segmodels.redaction import MASK, redact_mapping, redact_text, redact_url, redact_value
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ TAG_REUSED_RUN = "segmodels.reused_run_id"  # on a child run main reused: the ru
 TAG_WORK_STARTED = "segmodels.work_started_ms"  # when the step's own code started (epoch ms)
 TAG_REGISTER_OUTCOME = "segmodels.register_outcome"  # on a register run: champion | challenger | unchanged
 TAG_RESUMED_AFTER_EPOCH = "segmodels.resumed_after_epoch"  # on a train run that resumed a killed step's checkpoint
+
+TRACKING_STORE_KEY = "mlflow_tracking_store"  # in the metadata of every lakeFS commit a step makes
+BEST_EPOCH = "best_epoch"  # train run metric: the best epoch, counted from 1 as the training log counts
 
 LINEAGE_TAGS = (TAG_LAKEFS_REPO, TAG_DATA_COMMIT, TAG_DATA_URI, TAG_MODEL_COMMIT, TAG_MODEL_URI, TAG_GIT_COMMIT)
 
@@ -120,6 +125,34 @@ def log_new_params(params: Mapping[str, str]) -> None:
     fresh = {key: redact_text(value) for key, value in params.items() if key not in data.params}
     for start in range(0, len(fresh), 100):
         mlflow.log_params(dict(list(fresh.items())[start:start + 100]))
+
+
+def tracking_store() -> str:
+    """The MLflow tracking store in use, as lakeFS commit metadata records it: a sqlite or file store as an
+    absolute path (a relative one names a different store in every folder), any other URI without its user
+    info (credentials come from the environment) and with secret query parameters masked."""
+    uri = mlflow.get_tracking_uri()
+    parts = urlsplit(uri)
+    if parts.scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
+        database = uri[len("sqlite:///"):].split("?")[0]
+        return f"sqlite:///{Path(database).resolve()}"
+    if is_local_uri(uri, is_tracking_or_registry_uri=True):  # a plain path or a file: URI
+        return Path(parts.path if parts.scheme else uri).resolve().as_uri()
+    return redact_url(uri).replace(f"://{MASK}@", "://", 1)
+
+
+def best_metrics(epoch_metrics: Mapping[str, float], best_epoch: int) -> dict[str, float]:
+    """The ``best_*`` metrics of a train run: :data:`BEST_EPOCH` (1-based) and the values of the best epoch
+    (0-based ``best_epoch``) that describe the model (``val_*``, ``train_loss``), not the learning rate,
+    throughput or times."""
+    values = {f"best_{key}": float(value) for key, value in epoch_metrics.items()
+              if key.startswith("val_") or key == "train_loss"}
+    return {BEST_EPOCH: float(best_epoch + 1), **values}
+
+
+def is_best_metric(key: str) -> bool:
+    """Whether a run metric is one of :func:`best_metrics` (older runs also logged ``best_lr`` and the like)."""
+    return key == BEST_EPOCH or key.startswith("best_val_") or key == "best_train_loss"
 
 
 def short_commit(commit: str | None) -> str:

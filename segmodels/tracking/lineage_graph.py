@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from segmodels.data.sources import redact
 from segmodels.tracking import lineage
 from segmodels.tracking.models import first_line
+from segmodels.tracking.run_ids import RunIdError, find_run
 
 TAG_PARENT_RUN = "mlflow.parentRunId"
 PAGE = 1000  # results per search page; every search pages through all of them
@@ -71,6 +72,12 @@ def format_text(doc: dict[str, Any]) -> str:
     def run_head(run: dict) -> str:
         return "  ".join(part for part in (run["run_id"], _text_time(run["start_time"]), run["status"]) if part)
 
+    def reuse(depth: int, run: dict) -> None:
+        if run["reused_run_id"]:
+            add(depth, "reuse of", run["reused_run_id"])
+        if run["reused_by"]:
+            add(depth, "reused by", ", ".join(run["reused_by"]))
+
     def code(depth: int, run: dict) -> None:
         if run["git_commit"]:
             add(depth, "git commit", run["git_commit"] + (" (dirty)" if run["git_dirty"] else ""))
@@ -103,6 +110,7 @@ def format_text(doc: dict[str, Any]) -> str:
         code(1, train)
         if train["config_sha256"]:
             add(1, "config sha256", train["config_sha256"])
+        reuse(1, train)
         _metrics(add, 1, train["metrics"], headline=True)
         if train["parent_run_id"]:
             add(1, "parent run", train["parent_run_id"])
@@ -132,6 +140,7 @@ def format_text(doc: dict[str, Any]) -> str:
             add(1, run_head(item) + _metric_tail(item["metrics"], headline=True))
             add(2, "model commit", item["model_commit"] or "(none: no model published)")
             code(2, item)
+            reuse(2, item)
     if doc["kind"] != "main_run" or doc["train_run"]:
         add(0, f"model versions ({len(doc['versions'])})")
         for item in doc["versions"]:
@@ -158,8 +167,9 @@ def _version_head(version: dict) -> str:
 
 
 def _headline(metrics: dict[str, float], headline: bool) -> dict[str, float]:
-    """The metrics worth a line: a train run's ``best_*`` ones (all of them when it has none)."""
-    best = {key: value for key, value in metrics.items() if key.startswith("best_")}
+    """The metrics worth a line: a train run's ``best_*`` ones that describe the model (all metrics when it has
+    none)."""
+    best = {key: value for key, value in metrics.items() if lineage.is_best_metric(key)}
     return best if headline and best else metrics
 
 
@@ -242,6 +252,7 @@ class _Tracer:
         runs = [run for run in self.search_runs(_step("train") + f" and tags.`{lineage.TAG_MODEL_COMMIT}` = "
                                                 f"{_q(commit)}") if _in_repo(run.data.tags, repo)] \
             if commit in model_commits else []
+        runs = [run for run in runs if lineage.TAG_REUSED_RUN not in run.data.tags] or runs  # not stand-ins
         named = [run for run in runs if run.info.run_id == path.strip("/").rsplit("/", 1)[-1]]
         if commit in model_commits and (commit not in data_commits or named):
             self.doc["kind"] = self.doc["kind"] or "model_commit"
@@ -259,7 +270,10 @@ class _Tracer:
         self.data_forward(commit, repo)
 
     def from_bare(self, text: str) -> None:
-        run = self.find_run(text)
+        try:
+            run = find_run(self.client, text)  # a run id or a unique prefix of one, as report.md shows them
+        except RunIdError as error:
+            raise LineageError(str(error)) from None
         if run is None:
             if HEX.fullmatch(text.lower()) and MIN_PREFIX <= len(text) <= 64:
                 try:
@@ -272,7 +286,7 @@ class _Tracer:
         self.doc["kind"] = f"{step}_run" if step else "run"
         self.doc["run"] = self.run_dict(run)
         if step == "train":
-            self.model_chain(run, None)
+            self.model_chain(self.original(run), None)
         elif step == "ingest":
             self.doc["ingest_runs"] = [self.doc["run"]]
             commit = run.data.tags.get(lineage.TAG_DATA_COMMIT)
@@ -298,7 +312,7 @@ class _Tracer:
             self.doc["children"] = [self.run_dict(child) for child in children]
             trains = [child for child in children if child.data.tags.get(lineage.TAG_STEP) == "train"]
             if trains:
-                self.model_chain(trains[-1], None)
+                self.model_chain(self.original(trains[-1]), None)
             else:
                 self.note("the main run has no train child run")
         else:
@@ -338,16 +352,17 @@ class _Tracer:
             if version is not None:
                 self.doc["versions"] = [self.version_dict(version)]
             return
-        versions = {(v.name, str(v.version)): v for v in self.versions_of_runs([train_id])}
-        versions.update({(v.name, str(v.version)): v for v in
-                         self.search_versions(f"tags.`{lineage.TAG_TRAIN_RUN}` = {_q(train_id)}") or []})
+        reuses = self.reuses_of([train_id])
+        if self.doc["train_run"] is not None:
+            self.doc["train_run"]["reused_by"] = [reuse.info.run_id for reuse in reuses]
+        family = [train_id, *(reuse.info.run_id for reuse in reuses)]  # a version may name a stand-in
+        versions = self.versions_made_by(family)
         if version is not None:
             versions[(version.name, str(version.version))] = version
         self.doc["versions"] = [self.version_dict(v) for v in _sorted_versions(versions.values())]
-        self.doc["register_runs"] = [self.run_dict(r) for r in self.search_runs(
-            _step("register") + f" and tags.`{lineage.TAG_TRAIN_RUN}` = {_q(train_id)}")]
+        self.doc["register_runs"] = [self.run_dict(r) for r in self.register_runs_of(family)]
         used = {f"models:/{v.name}/{v.version}" for v in versions.values()} | {v.source for v in versions.values()}
-        used |= {uri for uri in (self.doc["model"]["uri"], f"runs:/{train_id}") if uri}
+        used |= {uri for uri in (self.doc["model"]["uri"], *(f"runs:/{run_id}" for run_id in family)) if uri}
         if self.doc["model"]["logged_model_id"]:
             used.add(f"models:/{self.doc['model']['logged_model_id']}")
         infer = {}
@@ -419,17 +434,67 @@ class _Tracer:
         trains = [run for run in self.search_runs(_step("train") + by_commit) if _in_repo(run.data.tags, repo)]
         repo = repo or next((run.data.tags.get(lineage.TAG_LAKEFS_REPO) for run in trains), None)
         self.data_backward(commit, repo, next((run.data.tags.get(lineage.TAG_DATA_URI) for run in trains), None))
-        self.doc["train_runs"] = [self.run_dict(run) for run in trains]
-        versions = {(v.name, str(v.version)): v for v in self.versions_of_runs([run.info.run_id for run in trains])}
+        self.doc["train_runs"] = self.train_runs_with_reuses(trains)
+        family = [run.info.run_id for run in trains]
+        versions = self.versions_made_by(family)
         tagged = self.search_versions(f"tags.`{lineage.TAG_DATA_COMMIT}` = {_q(commit)}")
         if tagged is None:
             self.note("this MLflow store does not filter model versions by tag: versions matched by train run")
         versions.update({(v.name, str(v.version)): v for v in tagged or [] if _in_repo(v.tags, repo)})
         self.doc["versions"] = [self.version_dict(v) for v in _sorted_versions(versions.values())]
+        registers = {run.info.run_id: run for run in self.register_runs_of(family)}
+        registers.update({run.info.run_id: run for run in self.search_runs(_step("register") + by_commit)
+                          if _in_repo(run.data.tags, repo)})
+        self.doc["register_runs"] = [self.run_dict(run) for run in sorted(registers.values(), key=_started)]
         self.doc["infer_runs"] = [self.run_dict(run) for run in self.search_runs(_step("infer") + by_commit)
                                   if _in_repo(run.data.tags, repo)]
 
+    def original(self, run: Run) -> Run:
+        """The run that did the work: ``run`` itself, or the run a reused step (a stand-in) names."""
+        origin = run.data.tags.get(lineage.TAG_REUSED_RUN)
+        found = self.find_run(origin) if origin else None
+        if origin and found is None:
+            self.note(f"run {run.info.run_id} reused run {origin}, which is not in MLflow")
+        if found is None:
+            return run
+        self.note(f"run {run.info.run_id} is a reuse of train run {origin} (main reused it: same inputs, code "
+                  f"and config); tracing {origin}")
+        return found
+
+    def train_runs_with_reuses(self, trains: list[Run]) -> list[dict[str, Any]]:
+        """The train runs that did the work, each with the stand-ins that reused it (``reused_by``); a stand-in
+        whose original is not among them stays listed, naming it (``reused_run_id``)."""
+        items = {run.info.run_id: self.run_dict(run) for run in trains
+                 if lineage.TAG_REUSED_RUN not in run.data.tags}
+        for run in trains:
+            origin = run.data.tags.get(lineage.TAG_REUSED_RUN)
+            if origin in items:
+                items[origin]["reused_by"].append(run.info.run_id)
+            elif origin:
+                items[run.info.run_id] = self.run_dict(run)
+        return sorted(items.values(), key=lambda item: item["start_time"] or "")
+
     # --- MLflow queries -----------------------------------------------------------------------------------
+
+    def reuses_of(self, run_ids: list[str]) -> list[Run]:
+        """The stand-in runs of reused steps that name one of ``run_ids`` as the run that did the work."""
+        return [reuse for run_id in run_ids
+                for reuse in self.search_runs(f"tags.`{lineage.TAG_REUSED_RUN}` = {_q(run_id)}")]
+
+    def versions_made_by(self, run_ids: list[str]) -> dict[tuple[str, str], ModelVersion]:
+        """The model versions registered from ``run_ids`` (by run, or by their train run tag)."""
+        versions = {(v.name, str(v.version)): v for v in self.versions_of_runs(run_ids)}
+        for run_id in run_ids:
+            versions.update({(v.name, str(v.version)): v for v in
+                             self.search_versions(f"tags.`{lineage.TAG_TRAIN_RUN}` = {_q(run_id)}") or []})
+        return versions
+
+    def register_runs_of(self, run_ids: list[str]) -> list[Run]:
+        """The register runs given one of ``run_ids`` as the candidate, oldest first."""
+        found = {run.info.run_id: run for run_id in run_ids for run in self.search_runs(
+            _step("register") + f" and tags.`{lineage.TAG_TRAIN_RUN}` = {_q(run_id)}")}
+        return sorted(found.values(), key=_started)
+
 
     def experiment_ids(self) -> list[str]:
         if self._experiments is None:
@@ -566,6 +631,8 @@ class _Tracer:
             "registered_model": tags.get(lineage.TAG_MODEL_NAME),
             "model_version": tags.get(lineage.TAG_MODEL_VERSION),
             "register_outcome": tags.get(lineage.TAG_REGISTER_OUTCOME),
+            "reused_run_id": tags.get(lineage.TAG_REUSED_RUN),
+            "reused_by": [],
             "metrics": dict(sorted(run.data.metrics.items())),
         }
 

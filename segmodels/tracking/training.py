@@ -151,7 +151,7 @@ class MLflowTrainingLogger(Callback):
             pyplot().close(figure)
 
     def on_fit_end(self, state: TrainState, result: TrainResult) -> None:
-        mlflow.log_metrics({f"best_{k}": float(v) for k, v in result.best_metrics.items()})
+        mlflow.log_metrics(lineage.best_metrics(result.best_metrics, result.best_epoch))
         names = state.spec.class_names
         ious = [result.best_metrics.get(class_iou_key(n)) for n in names]
         matrix = state.best_confusion.numpy() if state.best_confusion is not None else None
