@@ -3,18 +3,24 @@ from __future__ import annotations
 
 import base64
 import io
+import subprocess
+import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from mlflow.exceptions import MlflowException
 from PIL import Image
 
 from segmodels.inference import predict
 from segmodels.inference.pyfunc import encode_png, save_pyfunc_model
 from segmodels.models import ModelSpec, create_model, load_package, save_package
 from segmodels.visualize import colorize, overlay
+
+PROJECT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -100,5 +106,24 @@ def test_pyfunc_model_is_self_contained_and_takes_every_documented_input_form(pa
     assert [np.asarray(Image.open(io.BytesIO(base64.b64decode(v)))).shape for v in by_key["mask"]] == [(24, 36), (30, 20)]
     from_strings = loaded.predict(np.array([encode_png(image), encode_png(other)]))
     np.testing.assert_array_equal(from_strings[1], expected_other)
-    with pytest.raises(Exception, match="column 'image'"):
+    # an input it cannot read: an MlflowException of INVALID_PARAMETER_VALUE (a 400 when served) naming the reason
+    with pytest.raises(MlflowException) as refused:
         loaded.predict(pd.DataFrame({"picture": [encode_png(image)]}))
+    assert refused.value.error_code == "INVALID_PARAMETER_VALUE"
+    assert refused.value.message == "input DataFrame needs a column 'image', got ['picture']"
+    with pytest.raises(MlflowException, match=r"^image must be HxW, HxWx3 or HxWx4, got shape \(2, 3, 5\)$"):
+        loaded.predict([np.zeros((2, 3, 5), np.uint8)])
+
+
+def test_saving_and_loading_the_pyfunc_model_warns_of_nothing(package, tmp_path):
+    """No MLflow warning about the wrapper's ``predict`` type hints, nor about pickling it with cloudpickle: the
+    model folder holds the wrapper's code (models from code), not a pickle."""
+    script = ("import sys, numpy as np, mlflow\n"
+              "from segmodels.inference.pyfunc import save_pyfunc_model\n"
+              "path = save_pyfunc_model(sys.argv[1], sys.argv[2])\n"
+              "mlflow.pyfunc.load_model(str(path)).predict(np.zeros((8, 8, 3), np.uint8))\n")
+    result = subprocess.run([sys.executable, "-c", script, str(package), str(tmp_path / "mlflow-model")],
+                            cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "type hint" not in result.stderr and "cloudpickle" not in result.stderr.lower(), result.stderr
+    assert not list((tmp_path / "mlflow-model").glob("*.pkl"))

@@ -289,11 +289,17 @@ def test_base64_images_under_inputs_are_served(served):
 
 
 def test_a_request_the_model_cannot_read_is_a_400_not_a_crash(served):
+    """The reason is the answer's message (MLflow's scoring server prefixes the request it failed on), not a
+    generic one with the reason buried in a stack trace."""
     response = served.post({"dataframe_split": {"columns": ["picture"], "data": [["x"]]}})
-    assert response.status_code == 400 and "column 'image'" in response.text
+    assert response.status_code == 400, response.text[:2000]
+    body = response.json()
+    assert body["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert body["message"].endswith("input DataFrame needs a column 'image', got ['picture']"), body["message"]
+    assert "Traceback" not in response.text
     garbage = served.post({"dataframe_split": {"columns": ["image"],
                                                "data": [[base64.b64encode(b"not an image").decode()]]}})
-    assert garbage.status_code == 400 and "not a readable PNG/JPEG" in garbage.text
+    assert garbage.status_code == 400 and "image bytes are not a readable PNG/JPEG" in garbage.json()["message"]
     assert requests.get(f"{served.url}/ping", timeout=10).status_code == 200
 
 

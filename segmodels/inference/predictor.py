@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -11,6 +11,10 @@ from torch import nn
 
 from segmodels.models import ModelSpec
 from segmodels.transforms import logits_at_size, model_input, same_size_slices
+
+
+class InvalidInput(ValueError):
+    """A model input (an image, a request's column or parameter) that cannot be used; the message says why."""
 
 
 def to_image_tensor(image) -> torch.Tensor:
@@ -23,7 +27,7 @@ def to_image_tensor(image) -> torch.Tensor:
     if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=2)
     if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise ValueError(f"image must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
+        raise InvalidInput(f"image must be HxW, HxWx3 or HxWx4, got shape {array.shape}")
     if array.shape[2] == 1:
         array = np.repeat(array, 3, axis=2)
     array = array[..., :3]
@@ -78,9 +82,16 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
     return masks
 
 
-def predict_files(model: nn.Module, spec: ModelSpec, paths: Sequence[Path], batch_size: int = 8
-                  ) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
-    """``(path, RGB image, mask)`` for each image file, read and predicted ``batch_size`` at a time."""
+def read_rgb_file(path: Path) -> np.ndarray:
+    """The RGB pixels of an image file."""
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def predict_files(model: nn.Module, spec: ModelSpec, paths: Sequence[Path], batch_size: int = 8,
+                  read: Callable[[Path], np.ndarray] = read_rgb_file) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    """``(path, RGB image, mask)`` for each image file, read with ``read`` and predicted ``batch_size`` at a time
+    (only one batch of images in memory)."""
     for chunk in _batches(paths, batch_size):
-        images = [np.asarray(Image.open(path).convert("RGB")) for path in chunk]
+        images = [read(path) for path in chunk]
         yield from zip(chunk, images, predict(model, spec, images, batch_size=batch_size))

@@ -6,16 +6,19 @@ import base64
 import io
 from importlib.metadata import version
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 from PIL import Image
 
+from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types.schema import ParamSchema, ParamSpec
 
 import segmodels
+from segmodels.inference.predictor import InvalidInput
 
 PACKAGE_ARTIFACT = "package"
 IMAGE_COLUMN = "image"
@@ -37,13 +40,13 @@ def decode_image(value) -> np.ndarray:
         try:
             value = base64.b64decode(value, validate=True)
         except ValueError as err:
-            raise ValueError(f"image column value is not valid base64 ({err})") from None
+            raise InvalidInput(f"image column value is not valid base64 ({err})") from None
     if isinstance(value, (bytes, bytearray)):
         try:
             with Image.open(io.BytesIO(value)) as image:
                 return np.asarray(image.convert("RGB"))
         except OSError as err:
-            raise ValueError(f"image bytes are not a readable PNG/JPEG ({err})") from None
+            raise InvalidInput(f"image bytes are not a readable PNG/JPEG ({err})") from None
     return np.asarray(value)
 
 
@@ -71,22 +74,31 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
 
         self.model, self.spec = load_package(context.artifacts[PACKAGE_ARTIFACT])
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None):
+        """Masks for ``model_input`` (any form of the class docstring: ``pd.DataFrame`` is the hint MLflow takes
+        without converting or validating the input); an input it cannot read raises an MlflowException of
+        INVALID_PARAMETER_VALUE, which the scoring server answers as a 400 whose message is the reason."""
+        try:
+            return self._masks(model_input, params or {})
+        except InvalidInput as error:
+            raise MlflowException.invalid_parameter_value(str(error)) from None
+
+    def _masks(self, model_input, params: dict[str, Any]):
         from segmodels.inference import predict
 
-        params = params or {}
         batch_size = int(params.get("batch_size", 8))
         if isinstance(model_input, dict):  # {"inputs": {"image": ...}} when served: the column by itself
             if IMAGE_COLUMN not in model_input:
-                raise ValueError(f"input needs the key {IMAGE_COLUMN!r}, got {list(model_input)}")
+                raise InvalidInput(f"input needs the key {IMAGE_COLUMN!r}, got {list(model_input)}")
             values = model_input[IMAGE_COLUMN]
             model_input = pd.DataFrame({IMAGE_COLUMN: [values] if isinstance(values, (str, bytes)) else list(values)})
         if isinstance(model_input, pd.DataFrame):
             if IMAGE_COLUMN not in model_input.columns:
-                raise ValueError(f"input DataFrame needs a column {IMAGE_COLUMN!r}, got {list(model_input.columns)}")
+                raise InvalidInput(f"input DataFrame needs a column {IMAGE_COLUMN!r}, "
+                                   f"got {list(model_input.columns)}")
             output_format = params.get("output_format", "png")
             if output_format not in OUTPUT_FORMATS:
-                raise ValueError(f"output_format {output_format!r}: expected one of {OUTPUT_FORMATS}")
+                raise InvalidInput(f"output_format {output_format!r}: expected one of {OUTPUT_FORMATS}")
             images = [decode_image(v) for v in model_input[IMAGE_COLUMN]]
             masks = predict(self.model, self.spec, images, batch_size=batch_size)
             return pd.DataFrame({MASK_COLUMN: [encode_png(m) if output_format == "png" else m for m in masks]})
@@ -117,7 +129,7 @@ def save_pyfunc_model(package_dir: str | Path, path: str | Path) -> Path:
     package_dir = Path(package_dir)
     mlflow.pyfunc.save_model(
         path=str(path),
-        python_model=SegmentationPyfunc(),
+        python_model=str(Path(__file__).with_name("pyfunc_model.py")),  # models from code: nothing pickled
         artifacts={PACKAGE_ARTIFACT: str(package_dir)},
         code_paths=[str(Path(segmodels.__file__).parent)],
         signature=SIGNATURE,
