@@ -227,7 +227,8 @@ def test_a_run_that_cannot_be_reproduced_is_refused_with_one_line(project, monke
 ])
 def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(project, monkeypatch, capsys, overrides,
                                                                         outcome, exit_code):
-    """The step's bookkeeping around a (stubbed) train step whose val_miou differs in the last bits at epoch 1."""
+    """The step's bookkeeping around a (stubbed) train step whose val_miou differs in the last bits at epoch 2
+    (MLflow step 1)."""
     client = MlflowClient()
     original = fake_train_run(client, **{lineage.TAG_GIT_COMMIT: project.first_commit, lineage.TAG_GIT_DIRTY: "false",
                                          lineage.TAG_DATA_URI: "lakefs://r/c/data"})
@@ -249,10 +250,10 @@ def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(project, 
     monkeypatch.chdir(project.repo)
     if exit_code:
         with pytest.raises(SystemExit) as exit_info:
-            run_step_cli("reproduce", ["--run_id", original, *overrides])
+            run_step_cli("reproduce", ["--run_id", original[:8], *overrides])  # as report.md shows it
         assert exit_info.value.code == exit_code
     else:
-        run_step_cli("reproduce", ["--run_id", original, *overrides])
+        run_step_cli("reproduce", ["--run_id", original[:8], *overrides])  # as report.md shows it
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("reproduced run")]
     reproduce_run = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
                                        f"tags.`{lineage.TAG_REPRODUCES}` = '{original}' and "
@@ -264,7 +265,7 @@ def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(project, 
     assert math.isclose(reproduce_run.data.metrics["max_abs_metric_diff"], 1e-6, rel_tol=1e-3)  # timings ignored
     if exit_code:
         assert line == (f"reproduced run {original} as {new_id}: per-epoch metrics differ (bit for bit): val_miou "
-                        f"epoch 1: 0.25 vs {0.25 + 1e-6!r}")
+                        f"epoch 2: 0.25 vs {0.25 + 1e-6!r}")  # counted from 1, as the training log counts
     else:
         assert line == (f"reproduced run {original} as {new_id}: per-epoch metrics within tolerance (2 metrics x 2 "
                         f"epochs), rel 0.001 / abs 0.0001, max abs diff 1e-06")
@@ -275,7 +276,7 @@ def test_metrics_compare_bit_for_bit_on_cpu_and_within_tolerance_on_cuda():
     assert reproduce.compare_histories("val_miou", original, dict(original), "exact", 1e-3, 1e-4).identical
     nudged = {0: 0.5, 1: 0.25 + 1e-9}
     exact = reproduce.compare_histories("val_miou", original, nudged, "exact", 1e-3, 1e-4)
-    assert exact.describe() == f"val_miou epoch 1: 0.25 vs {0.25 + 1e-9!r}"
+    assert exact.describe() == f"val_miou epoch 2: 0.25 vs {0.25 + 1e-9!r}"  # step 1: the log's epoch 2
     loose = reproduce.compare_histories("val_miou", original, nudged, "tolerance", 1e-3, 1e-4)
     assert not loose.identical and loose.mismatch is None and math.isclose(loose.max_abs_diff, 1e-9, rel_tol=1e-6)
     assert reproduce.Comparison([loose], "tolerance", 1e-3, 1e-4).outcome == reproduce.WITHIN_TOLERANCE

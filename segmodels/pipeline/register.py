@@ -28,11 +28,15 @@ from segmodels.pipeline.interactive import INSTEAD, choose, timestamp
 from segmodels.tracking import lineage
 from segmodels.tracking.lineage import short_commit
 from segmodels.tracking.models import load_segmentation_model, register_version
+from segmodels.tracking.run_ids import RunIdError, resolve_run
 from segmodels.versioning import connect
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER, UNCHANGED = "champion", "challenger", "unchanged"
+TAG_MODEL_ALIAS = "segmodels.model_alias"  # on a register run: the alias the version got (or kept)
+TAG_REGISTER_REASON = "segmodels.register_reason"  # on a register run: why (the comparison with the champion)
+FORCE_HINT = "; -P force=true promotes it anyway"
 REEVALUATION_SPLIT = "val"
 CANDIDATES_SHOWN = 20  # rows of the interactive table
 
@@ -51,19 +55,18 @@ def train_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, met
 
 def candidate_run(client: MlflowClient, cfg: DictConfig, experiment_id: str) -> Run:
     """The train run whose model to register (see the module)."""
-    if cfg.run_id:
-        try:
-            return client.get_run(cfg.run_id)
-        except mlflow.exceptions.MlflowException:
-            raise StepError(f"run_id={cfg.run_id!r}: no such MLflow run") from None
-    if cfg.parent_run_id:
-        try:
-            experiment_id = client.get_run(cfg.parent_run_id).info.experiment_id
-        except mlflow.exceptions.MlflowException:
-            raise StepError(f"parent_run_id={cfg.parent_run_id!r}: no such MLflow run") from None
-    where = f"children of run {cfg.parent_run_id}" if cfg.parent_run_id else f"experiment {experiment_id}"
+    try:
+        if cfg.run_id:
+            return resolve_run(client, cfg.run_id, "run_id")
+        parent = resolve_run(client, cfg.parent_run_id, "parent_run_id") if cfg.parent_run_id else None
+    except RunIdError as error:
+        raise StepError(str(error)) from None
+    parent_run_id = parent.info.run_id if parent else ""
+    if parent:
+        experiment_id = parent.info.experiment_id
+    where = f"children of run {parent_run_id}" if parent else f"experiment {experiment_id}"
     if cfg.interactive:
-        runs = train_runs(client, experiment_id, cfg.parent_run_id, cfg.metric, cfg.greater_is_better,
+        runs = train_runs(client, experiment_id, parent_run_id, cfg.metric, cfg.greater_is_better,
                           CANDIDATES_SHOWN)
         rows = [(run.info.run_id, metric_text(run.data.metrics.get(cfg.metric)),
                  short_commit(run.data.tags.get(lineage.TAG_DATA_COMMIT)), timestamp(run.info.start_time),
@@ -71,7 +74,7 @@ def candidate_run(client: MlflowClient, cfg: DictConfig, experiment_id: str) -> 
         picked = choose(f"finished train runs of {where}, best {cfg.metric} first",
                         ("run id", cfg.metric, "data commit", "started", "name"), rows, INSTEAD["register"])
         return runs[picked]
-    runs = train_runs(client, experiment_id, cfg.parent_run_id, cfg.metric, cfg.greater_is_better, 1)
+    runs = train_runs(client, experiment_id, parent_run_id, cfg.metric, cfg.greater_is_better, 1)
     if not runs:
         raise StepError(f"no finished train run in {where}; pass run_id=<id>")
     return runs[0]
@@ -131,7 +134,7 @@ def decide(alias: str, champion: ModelVersion | None, comparison: Comparison | N
         return CHAMPION, why
     if force:
         return CHAMPION, f"force=true; {why}"
-    return CHALLENGER, f"{why}; -P force=true promotes it anyway"
+    return CHALLENGER, why
 
 
 def compare(cfg: DictConfig, value: float, tags: dict[str, str],
@@ -228,7 +231,8 @@ def run(cfg: DictConfig) -> str:
                 client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, version.version)
                 alias = cfg.challenger_alias
         mlflow.set_tags({lineage.TAG_MODEL_NAME: cfg.model_name, lineage.TAG_MODEL_VERSION: version.version,
-                         lineage.TAG_REGISTER_OUTCOME: outcome,
+                         lineage.TAG_REGISTER_OUTCOME: outcome, TAG_MODEL_ALIAS: alias, TAG_REGISTER_REASON: why,
                          **{key: value for key, value in version_tags.items() if key.startswith("lakefs.")}})
-        log.info("%s version %s registered as @%s: %s", cfg.model_name, version.version, alias, why)
+        log.info("%s version %s registered as @%s: %s%s", cfg.model_name, version.version, alias, why,
+                 FORCE_HINT if outcome == CHALLENGER else "")
         return version.version

@@ -54,6 +54,7 @@ from omegaconf import DictConfig, OmegaConf
 from segmodels.home import segmodels_home
 from segmodels.pipeline import StepError
 from segmodels.tracking import lineage
+from segmodels.tracking.run_ids import RunIdError, resolve_run
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,10 @@ class MetricMatch:
     max_abs_diff: float = 0.0  # over the compared values (NaN against NaN counts as equal)
     identical: bool = True
     mismatch: str | None = None  # the first value outside the criterion ("a vs b"), or why none could be compared
-    mismatch_epoch: int | None = None  # the epoch of that value (none for a best_* summary)
+    mismatch_epoch: int | None = None  # the step (epoch from 0) of that value (none for a best_* summary)
 
     def describe(self) -> str:
-        where = f" epoch {self.mismatch_epoch}" if self.mismatch_epoch is not None else ""
+        where = f" epoch {self.mismatch_epoch + 1}" if self.mismatch_epoch is not None else ""  # as the log counts
         return f"{self.key}{where}: {self.mismatch}"
 
 
@@ -183,9 +184,10 @@ def recorded_train_run(client: MlflowClient, run_id: str) -> RecordedRun:
     """The train run's commit, resolved config and pinned data URI; a StepError saying why it cannot be
     reproduced otherwise."""
     try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise StepError(f"run_id={run_id!r}: no such MLflow run") from None
+        run = resolve_run(client, run_id, "run_id")  # a full id, or a unique prefix as report.md shows it
+    except RunIdError as error:
+        raise StepError(str(error)) from None
+    run_id = run.info.run_id
     tags = run.data.tags
     step = tags.get(lineage.TAG_STEP)
     if step != "train":
@@ -442,6 +444,11 @@ def same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
+def _epoch_numbers(history: Mapping[int, float]) -> list[int]:
+    """The epochs of a metric history (MLflow steps, from 0) as the log counts them, from 1."""
+    return [step + 1 for step in sorted(history)]
+
+
 def compare_histories(key: str, original: Mapping[int, float], reproduction: Mapping[int, float] | None,
                       mode: str, rel: float, abs_: float) -> MetricMatch:
     """Compare one metric step by step: ``exact`` needs identical values, ``tolerance``
@@ -452,7 +459,7 @@ def compare_histories(key: str, original: Mapping[int, float], reproduction: Map
         return match
     if sorted(original) != sorted(reproduction):
         match.identical = False
-        match.mismatch = f"epochs {sorted(original)} vs {sorted(reproduction)}"
+        match.mismatch = f"epochs {_epoch_numbers(original)} vs {_epoch_numbers(reproduction)}"
     for step in sorted(set(original) & set(reproduction)):
         a, b = original[step], reproduction[step]
         match.epochs += 1
