@@ -34,6 +34,9 @@ def test_logger_records_epochs_images_and_tables_but_no_model(tiny_data, tmp_pat
     assert [m.step for m in miou] == [0, 1]
     assert [m.value for m in miou] == pytest.approx([h["val_miou"] for h in result.history])
     assert [m.step for m in client.get_metric_history(run.info.run_id, "lr")] == [0, 1]
+    train_miou = client.get_metric_history(run.info.run_id, "train_miou")
+    assert [m.step for m in train_miou] == [0, 1] and all(0 < m.value <= 1 for m in train_miou)
+    assert [m.value for m in train_miou] == pytest.approx([h["train_miou"] for h in result.history])
     assert client.get_run(run.info.run_id).data.metrics["best_val_miou"] == pytest.approx(
         result.best_metrics["val_miou"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}

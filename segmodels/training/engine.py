@@ -55,20 +55,23 @@ def _sum_over_processes(loss_sum: torch.Tensor, images: int) -> tuple[float, flo
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
                     scaler: torch.amp.GradScaler, loader: DataLoader, device: torch.device, amp: MixedPrecision,
                     channels_last: bool, accumulate_grad_batches: int, grad_clip_norm: float | None,
-                    progress_label: str | None, frozen: nn.Module | None = None) -> dict:
+                    progress_label: str | None, confusion: ConfusionMatrix,
+                    frozen: nn.Module | None = None) -> dict:
     """One pass over ``loader``; the optimizer and the per-step ``scheduler`` step once per
     ``accumulate_grad_batches`` batches (and after the last batch). ``model`` may be DDP-wrapped: gradients
     are then synchronised on optimizer steps only. ``progress_label`` names the progress report (a bar on a
     terminal, lines on a pipe: :mod:`segmodels.progress`); None hides it. ``grad_clip_norm``: None (or 0)
     clips nothing. ``frozen`` (a submodule, e.g. a pretrained encoder) is neither updated nor changes its
-    BatchNorm statistics this epoch.
+    BatchNorm statistics this epoch. ``confusion`` is reset, then counts the training batches' predictions (the
+    argmax of the logits the loss saw: no second pass, so the model changes during the count).
 
-    Returns ``train_loss`` (mean over images and processes), ``lr`` (at the epoch's start),
-    ``train_images_per_s`` (all processes) and ``train_time_s``.
+    Returns ``train_loss`` (mean over images and processes), ``train_miou`` (from ``confusion``, summed over
+    processes), ``lr`` (at the epoch's start), ``train_images_per_s`` (all processes) and ``train_time_s``.
     """
     model.train()
     if frozen is not None:
         frozen.eval()
+    confusion.reset()
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     seen = 0
     lr = optimizer.param_groups[0]["lr"]
@@ -81,7 +84,10 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer
             defer_sync = not update and isinstance(model, DistributedDataParallel)
             with model.no_sync() if defer_sync else contextlib.nullcontext():
                 with amp.autocast(device):
-                    loss = criterion(model(images), masks)
+                    logits = model(images)
+                    loss = criterion(logits, masks)
+                confusion.update(logits.detach().argmax(dim=1), masks)
+                del logits  # not held through the next batch's forward
                 if step % accumulate_grad_batches == 0:  # here, not after the step: the new gradients then reuse
                     optimizer.zero_grad(set_to_none=True)  # the freed ones' memory (2-3x fewer page faults on CPU)
                 scaler.scale(loss / accumulate_grad_batches).backward()
@@ -99,7 +105,8 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer
             torch.cuda.synchronize(device)
         elapsed = time.perf_counter() - start
     total_loss, total_images = _sum_over_processes(loss_sum, seen)
-    return {"train_loss": total_loss / total_images, "lr": lr,
+    confusion.all_reduce()
+    return {"train_loss": total_loss / total_images, "train_miou": confusion.compute()["miou"], "lr": lr,
             "train_images_per_s": total_images / elapsed, "train_time_s": elapsed}
 
 

@@ -12,6 +12,8 @@ from typing import Sequence
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from segmodels.metrics import ConfusionMatrix
+
 from .builder import auto_flag, build_state
 from .callbacks import Callback, Checkpointing, EarlyStopping, EpochSummary
 from .checkpoint import BEST_DIR, CHECKPOINT_FILE, FINAL_DIR, load_checkpoint
@@ -94,6 +96,8 @@ def run_epoch(state: TrainState) -> dict:
                           state.train_loader, state.device, state.amp, state.channels_last,
                           tcfg.accumulate_grad_batches, tcfg.grad_clip_norm,
                           progress_label=f"epoch {state.epoch + 1}/{state.epochs} train" if show_bar else None,
+                          confusion=ConfusionMatrix(state.confusion.num_classes, state.confusion.ignore_index,
+                                                    state.device),
                           frozen=frozen),
         **evaluate(state.model, state.criterion, state.val_loader, state.device, state.amp, state.channels_last,
                    state.confusion, state.spec.class_names,
