@@ -140,6 +140,16 @@ def test_main_leaves_one_parent_with_four_finished_children(chain):
     assert train.data.tags[lineage.TAG_MODEL_URI].startswith(
         f"lakefs://segmodels/{train.data.tags[lineage.TAG_MODEL_COMMIT]}/models/{train.info.run_id}")
     assert any(a.path.startswith("config") for a in client.list_artifacts(train.info.run_id))
+    # the parent carries the chain's key params and metrics, so chains sort and compare in the UI
+    assert {key: parent.data.params.get(key) for key in ("data_commit", "model_name", "model_version",
+                                                          "model_alias")} == {
+        "data_commit": data_commit, "model_name": "segmodels", "model_version": version, "model_alias": "champion"}
+    assert parent.data.metrics["best_val_miou"] == train.data.metrics["best_val_miou"]
+    assert parent.data.metrics["test_miou"] == infer.data.metrics["miou"]
+    main_lines = [line for line in chain.result.stderr.splitlines() if " segmodels main " in line]
+    assert main_lines[-1].endswith(f"model models:/segmodels/{version} became @champion (no @champion before)")
+    assert {"learning_curves.png", "sample_predictions.png", "report.md", "report.html"} <= {
+        a.path for a in client.list_artifacts(parent.info.run_id)}
     # the pinned data set shows under the ingest and train runs' data sets
     for run in (ingest, train):
         inputs = client.get_run(run.info.run_id).inputs.dataset_inputs

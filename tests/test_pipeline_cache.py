@@ -76,7 +76,7 @@ def test_unchanged_main_reuses_every_step_and_changes_rerun_what_follows(sandbox
     report = MlflowClient().download_artifacts(second["parent"].info.run_id, "report.md")
     text = open(report).read()
     assert text.count("| reused ") == 4 and first["train"].info.run_id[:8] in text
-    assert f"runs/{second['train'].info.run_id}" in text
+    assert second['train'].info.run_id in text
 
     only_infer = main(sandbox, **{"infer.split": "val"})  # a param of the last step: only it reruns
     assert reused(only_infer) == {"ingest", "train", "register"}

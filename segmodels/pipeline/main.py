@@ -24,6 +24,7 @@ from segmodels.pipeline import StepError
 from segmodels.pipeline.cache import (cache_key, code_version, find_reusable, forced_steps, record_reuse,
                                       source_fingerprint)
 from segmodels.pipeline.params import CHAIN, LAUNCHER_PARAMS, step_overrides
+from segmodels.pipeline.register import CHALLENGER, CHAMPION, TAG_MODEL_ALIAS, TAG_REGISTER_REASON
 from segmodels.pipeline.report import log_report
 from segmodels.redaction import redact_text
 from segmodels.tracking import lineage
@@ -156,7 +157,40 @@ class Chain:
             self.client.set_tag(submitted.run_id, lineage.TAG_CACHE_KEY, key)
             run, reused_from = self.client.get_run(submitted.run_id), None
         self.outcomes.append(StepOutcome(entry_point, run, reused_from, time.monotonic() - started))
+        summarise_on_parent(entry_point, run)
         return {**run.data.tags, "run_id": reused_from or run.info.run_id}  # the run that did the work
+
+
+def summarise_on_parent(step: str, run: Run) -> None:
+    """Put on the parent (active) run what ``step`` decided, as soon as it is known, so chains sort and compare
+    in the MLflow UI: params ``data_commit`` (ingest), ``model_name``, ``model_version``, ``model_alias``
+    (register); metrics ``best_val_miou`` (train) and ``<split>_miou`` (infer; ``test_miou`` by default)."""
+    tags, metrics = run.data.tags, run.data.metrics
+    if step == "ingest":
+        mlflow.log_param("data_commit", tags[lineage.TAG_DATA_COMMIT])
+    elif step == "train" and "best_val_miou" in metrics:
+        mlflow.log_metric("best_val_miou", metrics["best_val_miou"])
+    elif step == "register":
+        mlflow.log_params({"model_name": tags[lineage.TAG_MODEL_NAME], "model_version": tags[lineage.TAG_MODEL_VERSION],
+                           **({"model_alias": tags[TAG_MODEL_ALIAS]} if TAG_MODEL_ALIAS in tags else {})})
+    elif step == "infer" and "miou" in metrics:
+        mlflow.log_metric(f"{run.data.params.get('split', 'test')}_miou", metrics["miou"])
+
+
+def register_decision(tags: Mapping[str, str]) -> str:
+    """What register made of the model, from its run's tags: ``model models:/<name>/<v> became @champion (why)``,
+    ``... is @challenger (why); -P register.force=true promotes it`` or ``... is still @champion (why)``; a reused
+    register run says which run decided."""
+    model_uri = f"models:/{tags[lineage.TAG_MODEL_NAME]}/{tags[lineage.TAG_MODEL_VERSION]}"
+    alias, why = tags.get(TAG_MODEL_ALIAS), tags.get(TAG_REGISTER_REASON)
+    outcome, reused_from = tags.get(lineage.TAG_REGISTER_OUTCOME), tags.get(lineage.TAG_REUSED_RUN)
+    if not alias:  # a register run from before these tags
+        return f"model {model_uri} ({outcome or 'registered'})"
+    verb = "became" if outcome == CHAMPION and not reused_from else "is" if outcome in (CHAMPION, CHALLENGER) \
+        else "is still"
+    decided = f"register run {reused_from[:8]} decided: " if reused_from else ""
+    hint = "; -P register.force=true promotes it" if outcome == CHALLENGER else ""
+    return f"model {model_uri} {verb} @{alias} ({decided}{why}){hint}"
 
 
 def secrets_through_environment(params: Mapping[str, str]) -> dict[str, str]:
@@ -215,6 +249,6 @@ def run(cfg: DictConfig) -> None:
                          lineage.TAG_MODEL_NAME: registered[lineage.TAG_MODEL_NAME],
                          lineage.TAG_MODEL_VERSION: registered[lineage.TAG_MODEL_VERSION]})
         reused = [outcome.step for outcome in chain.outcomes if outcome.reused_from]
-        log.info("chain done: data %s, model %s version %s, predictions in %s; reused: %s", data_uri, model_uri,
-                 registered[lineage.TAG_MODEL_VERSION], inferred.get("segmodels.output_dir"),
+        log.info("chain done: data %s, predictions in %s; reused: %s", data_uri, inferred.get("segmodels.output_dir"),
                  ", ".join(reused) or "none")
+        log.info("%s", register_decision(registered))

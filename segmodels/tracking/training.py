@@ -65,7 +65,8 @@ def learning_curves_figure(history: list[dict]):
         axes.set_xlabel("epoch")
         axes.xaxis.get_major_locator().set_params(integer=True)
         axes.grid(alpha=0.3)
-        axes.legend()
+        if axes.get_lines():
+            axes.legend()
     figure.tight_layout()
     return figure
 
@@ -156,6 +157,17 @@ class MLflowTrainingLogger(Callback):
         ious = [result.best_metrics.get(class_iou_key(n)) for n in names]
         matrix = state.best_confusion.numpy() if state.best_confusion is not None else None
         log_class_report(names, ious, matrix)
+
+
+def latest_sample_grid(client, run_id: str) -> str | None:
+    """The artifact path of a train run's last logged sample grid (``images/val_predictions+step+<n>+...png``,
+    the highest step), or None when it logged none."""
+    grids = {}
+    for artifact in client.list_artifacts(run_id, "images"):
+        name = Path(artifact.path).name
+        if name.startswith(f"{SAMPLES_KEY}+step+") and name.endswith(".png"):
+            grids[int(name.split("+")[2])] = artifact.path
+    return grids[max(grids)] if grids else None
 
 
 def log_closed_figure(figure, artifact_file: str) -> None:
