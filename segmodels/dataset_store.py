@@ -27,6 +27,8 @@ from segmodels.versioning import LakeFS, LakeFSUri
 
 log = logging.getLogger(__name__)
 
+BAD_FILES = "bad_files.csv"  # in an ingest's work folder: every file the last ingest refused and why
+
 
 @dataclass
 class IngestResult:
@@ -43,6 +45,7 @@ class IngestResult:
     stats: DatasetStats
     source: str  # the source as the user named it, credentials masked
     dataset_digest: str  # sha256 of the manifest: equal content, equal digest
+    root: Path  # the prepared data set on local disk (the work folder's copy)
 
     def summary(self) -> str:
         """One line for the log: what was committed, or that nothing changed."""
@@ -79,7 +82,8 @@ def ingest(
     data = named_after_url(data, source)
     with _locked(work):
         prepared = prepare_dataset(source, work / "dataset", data, on_error=on_error, split_seed=split_seed,
-                                   cache_file=work / "prepare-cache.json", lakefs=lakefs)
+                                   cache_file=work / "prepare-cache.json", lakefs=lakefs,
+                                   report_file=work / BAD_FILES)
         return publish_dataset(lakefs, prepared, repo, branch, prefix, recorded_source or source, metadata or {})
 
 
@@ -139,6 +143,7 @@ def publish_dataset(lakefs: LakeFS, prepared: PreparedDataset, repo: str, branch
         stats=prepared.stats,
         source=named_source,
         dataset_digest=digest,
+        root=prepared.root,
     )
     log.info(result.summary())
     return result

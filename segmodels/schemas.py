@@ -79,6 +79,7 @@ class DataConfig:
     mask_values: Any = MISSING  # {raw value: class id} or None
     ignore_classes: List[str] = MISSING
     resize_masks: bool = MISSING
+    max_ignored_share: float = MISSING
     name: Optional[str] = MISSING
     s3_endpoint_url: Optional[str] = MISSING
     max_file_bytes: int = MISSING

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from mlflow.projects import _project_spec
 
 from segmodels.config import ConfigError, flatten_config, load_config
-from segmodels.pipeline.params import (CHAIN, LAUNCHER_PARAMS, STEP_PARAMS, main_overrides, parse_command_line,
+from segmodels.pipeline.params import (CHAIN, EXAMPLE_CONFIG_KEY, LAUNCHER_PARAMS, STEP_PARAMS, main_overrides, parse_command_line,
                                        route_main_params, step_overrides)
 from segmodels.training.launch import split_nproc
 
@@ -95,6 +97,20 @@ def test_any_config_key_is_a_parameter_and_unknown_names_are_refused():
         compose("train", {"bogus": "1"})
     with pytest.raises(ConfigError, match="trainer.no_such_key"):
         compose("train", {"trainer.no_such_key": "1"})
+
+
+@pytest.mark.parametrize("step", [step for step in STEP_PARAMS if step != "main"])
+def test_unknown_parameter_errors_name_a_config_key_of_that_step(step):
+    with pytest.raises(ConfigError) as caught:
+        compose(step, {"bogus": "1"})
+    named = re.search(r"or a config key such as (\S+)$", str(caught.value))
+    if step not in EXAMPLE_CONFIG_KEY:  # register's config has no dotted keys
+        assert named is None
+        return
+    key = named.group(1)
+    default = OmegaConf.select(load_config(step, []), key)
+    value = str(not default).lower() if isinstance(default, bool) else str(default)
+    assert OmegaConf.select(compose(step, {key: value}), key) == (not default if isinstance(default, bool) else default)
 
 
 def test_segmodels_step_takes_hydra_overrides_and_free_overrides():

@@ -74,6 +74,9 @@ def test_auto_detection_uses_the_same_names_and_voc_stays_voc(tmp_path):
     (tmp_path / "voc" / "ImageSets" / "Segmentation").mkdir(parents=True)
     assert detect_format(tmp_path / "voc") == "voc"
     make_pairs(tmp_path / "other", "frames", "gtFine")
+    assert detect_format(tmp_path / "other") == "folder"  # unknown names, but the file stems pair them
+    for mask in (tmp_path / "other" / "gtFine").iterdir():
+        mask.rename(mask.with_name(f"m_{mask.name}"))
     with pytest.raises(DataValidationError, match=r"cannot detect the annotation format .*images\|image\|img"):
         detect_format(tmp_path / "other")
 
@@ -101,6 +104,8 @@ def test_first_split_folder_inside_recognised_folders(tmp_path):
 
 def test_no_folder_pair_names_what_it_looked_for(tmp_path):
     make_pairs(tmp_path / "src", "frames", "gtFine")
+    for mask in (tmp_path / "src" / "gtFine").iterdir():  # stems that do not pair: nothing found below either
+        mask.rename(mask.with_name(f"m_{mask.name}"))
     with pytest.raises(DataValidationError) as caught:
         prepare(tmp_path / "src", tmp_path / "out", "data=folder")
     message = str(caught.value)

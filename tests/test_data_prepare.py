@@ -151,12 +151,16 @@ def make_bad_source(demo):
 def test_validation_lists_every_bad_file(demo, tmp_path):
     expected = make_bad_source(demo)
     with pytest.raises(DataValidationError) as caught:
-        prepare(demo, tmp_path / "out")
+        prepare(demo, tmp_path / "out", report_file=tmp_path / "bad_files.csv")
     issues = {issue.file.split("/")[-1]: issue.reason for issue in caught.value.report.issues}
     assert set(issues) == set(expected)
+    summary, *shown = str(caught.value).splitlines()
+    assert "7 bad file(s)" in summary and "-P data.resize_masks=true" in summary and "-P on_error=skip" in summary
+    assert len(shown) == 6 and shown[-1] == f"  ... 2 more; full list in {tmp_path / 'bad_files.csv'}"
+    full_list = (tmp_path / "bad_files.csv").read_text()
     for file, reason in expected.items():
         assert reason in issues[file]
-        assert file in str(caught.value)
+        assert file in full_list
     assert not (tmp_path / "out" / "dataset.yaml").exists()
 
 

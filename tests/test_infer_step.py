@@ -133,7 +133,7 @@ def test_a_model_of_other_classes_is_refused_in_one_line_before_any_prediction(
     assert errors == [
         f"segmodels infer: error: model_uri={street_model} predicts 12 classes (sky, building, road, car, tree, "
         f"pole, ...) but the data set at {data_uri} has 4 classes (background, circle, square, triangle); pass a "
-        f"data_ref of data with the model's classes"]
+        f"data_ref of data with the model's classes, or a model_uri of a model of the data's classes"]
     assert not out.exists() and not out.parent.exists(), "nothing written"
 
 
@@ -327,3 +327,161 @@ def test_interactive_infer_without_a_terminal_fails_at_once(data_uri, tmp_path):
     assert result.stderr.strip().splitlines() == [
         "segmodels infer: error: interactive=true needs a terminal to read a choice from; pass model_uri=<uri> "
         "instead"]
+
+
+# -- 5. plain images: source= ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lakefs_env(lakefs_settings, monkeypatch, tracking) -> None:
+    """The step's ``connect()`` finds the embedded server through the LAKECTL_* variables."""
+    monkeypatch.setenv(versioning_settings.ENV_ENDPOINT, lakefs_settings.endpoint)
+    monkeypatch.setenv(versioning_settings.ENV_ACCESS_KEY_ID, lakefs_settings.access_key_id)
+    monkeypatch.setenv(versioning_settings.ENV_SECRET_ACCESS_KEY, lakefs_settings.secret_access_key)
+
+
+def source_args(model_uri, source, output_dir: Path, **params) -> list[str]:
+    params = {"model_uri": str(model_uri), "source": str(source), "output_dir": str(output_dir), **params}
+    return [arg for name, value in params.items() for arg in (f"--{name}", str(value))] + ["batch_size=2"]
+
+
+def run_source(model_uri, source, output_dir: Path, *extra: str, **params) -> Path:
+    return infer.run(load_config("infer", step_overrides("infer", source_args(model_uri, source, output_dir,
+                                                                              **params) + list(extra))))
+
+
+def printed_params(message: str) -> list[str]:
+    """The ``-P name=value`` words of an error's hint, as the step's command line takes them."""
+    return [arg for name, value in re.findall(r"-P (\w[\w.]*)=(\S+?)[);]?(?=\s|$)", message)
+            for arg in (f"--{name}", value)]
+
+
+def unlabelled_images(folder: Path) -> dict[str, tuple[int, int]]:
+    """Plain photos-like images of three sizes and two formats, in nested folders; relative path -> (h, w)."""
+    rng = np.random.default_rng(3)
+    images = {"a.png": (40, 60), "b.jpg": (33, 47), "street/c.jpeg": (64, 48), "street/night/d.PNG": (40, 60),
+              "street/night/e.JPG": (33, 47)}
+    for relative, (height, width) in images.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        kind = "PNG" if path.suffix.lower() == ".png" else "JPEG"
+        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(path, format=kind)
+    return images
+
+
+def test_a_folder_of_unlabelled_images_gets_a_mask_per_image_at_its_size(demo_model, lakefs_env, tracking,
+                                                                           tmp_path):
+    images = unlabelled_images(tmp_path / "photos")
+    (tmp_path / "photos" / "notes.txt").write_text("not an image")
+    (tmp_path / "photos" / ".hidden.png").write_bytes(b"skipped: hidden")
+    out = run_source(demo_model, tmp_path / "photos", tmp_path / "predictions")
+    names = {str(Path(relative).with_suffix("")) for relative in images}
+    assert files(out) == ({f"masks/{n}.png" for n in names} | {f"overlays/{n}.png" for n in names}
+                          | {"index.csv", infer.MARKER_FILE})
+    for relative, (height, width) in images.items():
+        name = str(Path(relative).with_suffix(""))
+        mask = np.asarray(Image.open(out / "masks" / f"{name}.png"))
+        assert mask.shape == (height, width) and mask.max() < len(DEMO_NAMES)
+        assert np.asarray(Image.open(out / "overlays" / f"{name}.png")).shape == (height, width, 3)
+    with open(out / "index.csv") as handle:
+        index = {row["image"]: row for row in csv.DictReader(handle)}
+    assert set(index) == set(images)
+    assert index["street/night/e.JPG"]["mask"] == "masks/street/night/e.png"
+    assert (int(index["b.jpg"]["height"]), int(index["b.jpg"]["width"])) == (33, 47)
+    run = last_infer_run(tracking)
+    assert run.data.metrics["num_images"] == 5 and "miou" not in run.data.metrics
+    assert run.data.tags[infer.SOURCE_TAG] == str(tmp_path / "photos")
+
+
+def test_source_predictions_are_committed_with_their_lineage(demo_model, lakefs, lakefs_env, repo_name, tracking,
+                                                             tmp_path):
+    images = unlabelled_images(tmp_path / "photos")
+    out = run_source(demo_model, tmp_path / "photos", tmp_path / "predictions", f"lakefs.repo={repo_name}",
+                     commit_predictions="true")
+    run_id = last_infer_run(tracking).info.run_id
+    uri = LakeFSUri.parse(last_infer_run(tracking).data.tags[lineage.TAG_PREDICTIONS_URI])
+    assert (uri.repo, uri.path) == (repo_name, f"predictions/{run_id}")
+    commit = lakefs.get_commit(repo_name, uri.ref)
+    assert commit.metadata["source"] == str(tmp_path / "photos") and commit.metadata["mlflow_run_id"] == run_id
+    assert commit.metadata["model_uri"] == str(demo_model)
+    committed = {obj.path[len(uri.path) + 1:] for obj in lakefs.list_objects(repo_name, uri.ref, uri.path + "/")}
+    assert committed == files(out) - {infer.MARKER_FILE} and len(images) * 2 + 1 == len(committed)
+
+
+def test_refused_source_files_fail_in_one_line_and_its_hint_keeps_the_good_ones(demo_model, lakefs_env, tmp_path,
+                                                                                capsys):
+    photos = tmp_path / "photos"
+    images = unlabelled_images(photos)
+    (photos / "broken.png").write_bytes(b"not a png at all")
+    os.mkfifo(photos / "pipe.jpg")
+    (tmp_path / "secret.png").write_bytes((photos / "a.png").read_bytes())
+    (photos / "street" / "escape.png").symlink_to(tmp_path / "secret.png")
+    (photos / "a.jpg").write_bytes((photos / "b.jpg").read_bytes())  # its mask would be a.png's
+    out = tmp_path / "predictions"
+    args = source_args(demo_model, photos, out)
+    with pytest.raises(SystemExit) as exit_info:
+        run_step_cli("infer", args)
+    assert exit_info.value.code == 2
+    [error] = capsys.readouterr().err.strip().splitlines()
+    assert error.startswith(f"segmodels infer: error: source={photos}: 5 of 9 image file(s) refused (a.jpg: "
+                            f"duplicate name"), error
+    assert error.endswith("; -P on_error=skip predicts the 4 others"), error
+    full_list = Path(re.search(r"full list in (\S+\.csv)\)", error).group(1))
+    with open(full_list) as handle:
+        refused = {row["file"]: row["reason"] for row in csv.DictReader(handle)}
+    assert set(refused) == {"a.jpg", "a.png", "broken.png", "pipe.jpg", "street/escape.png"}
+    assert "a FIFO" in refused["pipe.jpg"] and "outside the source root" in refused["street/escape.png"]
+    assert refused["broken.png"].startswith("unreadable image")
+    assert not out.exists() and not list(tmp_path.glob(".predictions*"))
+
+    run_step_cli("infer", args + printed_params(error))  # the hint as printed
+    kept = {str(Path(relative).with_suffix("")) for relative in images} - {"a"}
+    assert {p.relative_to(out / "masks").with_suffix("").as_posix() for p in (out / "masks").rglob("*.png")} == kept
+    assert (out / "refused.csv").read_text() == full_list.read_text()
+
+
+def test_a_too_large_image_is_refused_before_decoding(demo_model, lakefs_env, tmp_path):
+    unlabelled_images(tmp_path / "photos")
+    with pytest.raises(StepError, match=r"c\.jpeg: refused: image of 48x64 = 3072 pixels, above "
+                                        r"data\.max_image_pixels=3000 \(refused before decoding\)"):
+        run_source(demo_model, tmp_path / "photos", tmp_path / "out", "data.max_image_pixels=3000")
+
+
+def test_source_and_data_ref_together_are_one_line(demo_model, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        run_step_cli("infer", source_args(demo_model, tmp_path, tmp_path / "out", data_ref="main"))
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"segmodels infer: error: source={tmp_path} and data_ref=main both given; pass source to predict plain "
+        f"images, or data_ref to predict a data set's split, not both"]
+
+
+def test_no_registered_model_says_what_to_do_and_the_hint_works_as_printed(
+        demo_model, lakefs, lakefs_env, repo_name, tracking, tmp_path, capsys):
+    from segmodels.model_store import publish_model
+
+    unlabelled_images(tmp_path / "photos")
+    out = tmp_path / "predictions"
+    args = source_args("models:/segmodels@champion", tmp_path / "photos", out)
+    with pytest.raises(SystemExit):
+        run_step_cli("infer", args)
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "segmodels infer: error: model_uri=models:/segmodels@champion: no registered model 'segmodels' in the "
+        "tracking store; train and register one first (mlflow run . -e main), or pass -P model_uri=<a model "
+        "folder, runs:/<train run id>/model or lakefs:// URI>"]
+
+    lakefs.ensure_repository(repo_name)
+    with mlflow.start_run() as train_run:  # a train run that made a model (its lakeFS copy)
+        uri = publish_model(lakefs, demo_model, repo_name, "models", "models", train_run.info.run_id, metadata={},
+                            source_ref="main")
+        mlflow.set_tag(lineage.TAG_MODEL_URI, str(uri))
+    with pytest.raises(SystemExit):
+        run_step_cli("infer", args)
+    [error] = capsys.readouterr().err.strip().splitlines()
+    run_id = train_run.info.run_id
+    assert error == (
+        f"segmodels infer: error: model_uri=models:/segmodels@champion: no registered model 'segmodels' in the "
+        f"tracking store; register the newest train run's model first (mlflow run . -e register -P run_id={run_id} "
+        f"-P model_name=segmodels -P alias=champion) or pass -P model_uri=runs:/{run_id}/model")
+    assert not out.exists()
+    run_step_cli("infer", args + printed_params(error.split(" or pass ")[1]))  # the second hint as printed
+    assert len(list((out / "masks").rglob("*.png"))) == 5

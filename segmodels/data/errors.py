@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 
 SURROGATES = range(0xDC80, 0xDD00)  # undecodable bytes of a file name (os.fsdecode's surrogateescape)
+SHOWN_ISSUES = 5  # issue lines a message shows; the rest are in the report file it names
 
 
 def printable(text) -> str:
@@ -36,6 +40,11 @@ class Issue:
     def __str__(self) -> str:
         return f"{self.file}: {self.reason}"
 
+    @property
+    def kind(self) -> str:
+        """The reason's class, its words before any detail: ``size mismatch``, ``missing mask``, ..."""
+        return re.split(r"[:(\[{'\"]", self.reason, maxsplit=1)[0].strip() or self.reason
+
 
 @dataclass
 class ValidationReport:
@@ -54,10 +63,14 @@ class ValidationReport:
     def __len__(self) -> int:
         return len(self.issues)
 
-    def to_text(self) -> str:
+    def kinds(self) -> Counter:
+        """Issues per reason class (see :attr:`Issue.kind`), most frequent first when iterated with most_common."""
+        return Counter(issue.kind for issue in self.issues)
+
+    def to_text(self, full_list: Path | None = None) -> str:
+        """A count line, then the first issues and where the full list is when there are more."""
         lines = [f"{len(self.issues)} bad file(s) in {self.checked} sample(s) checked ({self.accepted} accepted)"]
-        lines += [f"  {issue}" for issue in self.issues]
-        return "\n".join(lines)
+        return "\n".join(lines + issue_lines(self.issues, full_list))
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -74,12 +87,22 @@ class ValidationReport:
         }
 
 
-class DataValidationError(ValueError):
-    """A source failed validation; `.report` lists every bad file and its reason."""
+def issue_lines(issues: list[Issue], full_list: Path | None = None) -> list[str]:
+    """Indented lines for the first :data:`SHOWN_ISSUES` issues, then one saying how many more and where all are."""
+    lines = [f"  {issue}" for issue in issues[:SHOWN_ISSUES]]
+    if len(issues) > SHOWN_ISSUES:
+        where = f"; full list in {full_list}" if full_list else ""
+        lines.append(f"  ... {len(issues) - SHOWN_ISSUES} more{where}")
+    return lines
 
-    def __init__(self, message: str, report: ValidationReport | None = None):
+
+class DataValidationError(ValueError):
+    """A source failed validation; `.report` lists every bad file and its reason, `.report_file` (when set) is the
+    CSV holding them all. The message is the summary line, then the first few bad files."""
+
+    def __init__(self, message: str, report: ValidationReport | None = None, report_file: Path | None = None):
         message = printable(message)
         self.report = report if report is not None else ValidationReport()
-        details = "".join(f"\n  {issue}" for issue in self.report.issues)
-        super().__init__(message + details)
+        self.report_file = report_file
+        super().__init__("\n".join([message, *issue_lines(self.report.issues, report_file)]))
         self.summary = message

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -19,6 +20,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image
 
+from segmodels.data.binary import BinaryMasks, NotBinary, sniff_binary
 from segmodels.data.classes import ClassSpec, parse_classes, voc_color
 from segmodels.data.errors import DataValidationError, Issue, ValidationReport, printable
 from segmodels.data.formats import Sample, create_reader
@@ -40,12 +42,14 @@ from segmodels.data.sources import redact, resolve_source
 from segmodels.data.splits import assign_splits
 from segmodels.data.stats import CLASS_STATS_KEY, DatasetStats
 from segmodels.data.writer import LayoutWriter
+from segmodels.progress import track
 from segmodels.schemas import DataConfig
 
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("fail", "skip")
 IMAGE_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp", "GIF": ".gif"}
+FIXES = {"size mismatch": "-P data.resize_masks=true resizes the masks to their image (nearest)"}  # per Issue.kind
 
 
 @dataclass
@@ -57,6 +61,8 @@ class PreparedDataset:
     report: ValidationReport
     stats: DatasetStats
     reused: int = 0  # samples taken unchanged from a previous preparation
+    resized: int = 0  # masks resized to their image (data.resize_masks)
+    binary: BinaryMasks | None = None  # {0, 255} or {0, 1} masks read as background/foreground
 
 
 class SampleError(Exception):
@@ -76,6 +82,7 @@ def prepare_dataset(
     split_seed: int,
     cache_file: Path | None = None,
     lakefs=None,
+    report_file: Path | None = None,
 ) -> PreparedDataset:
     """Read `source` (folder, archive, http(s)/s3/lakefs URI) and write the normalised layout into `out_dir`.
 
@@ -85,7 +92,13 @@ def prepare_dataset(
     DataValidationError lists every bad file, with "skip" the good ones are kept and the report returned. Samples
     without a split in the source get one by `split_seed`. Images are copied byte for byte and masks re-encoded
     deterministically, one sample in memory at a time. `cache_file` makes re-preparation incremental (unchanged
-    samples are not decoded again); `lakefs` is the client that reads a lakefs:// source.
+    samples are not decoded again); `lakefs` is the client that reads a lakefs:// source; `report_file` receives
+    the full list of bad files as CSV (messages show the first few and name it).
+
+    With no classes and no mask value mapping given, masks holding only {0, 255} (or {0, 1}) become a
+    background/foreground data set (:mod:`segmodels.data.binary`). A data set with more than
+    `data.max_ignored_share` of its pixels ignored, or fewer than two classes with pixels in its train split, is
+    refused whatever `on_error` says.
     """
     if on_error not in ON_ERROR:
         raise ValueError(f"on_error={on_error!r}: expected one of {ON_ERROR}")
@@ -109,42 +122,121 @@ def prepare_dataset(
         value_map = _value_map(reader, declared, ignore_classes, ignore_index, mask_values)
         if declared is not None:
             declared = [spec for spec in declared if spec.name not in set(ignore_classes)]
-        encoder = MaskEncoder(declared, ignore_index, value_map)
+        listing = ValidationReport()
+        samples = _unique_samples(reader, listing)
+        splits = _splits(samples, data.source_splits, split_seed, data.val_fraction, data.test_fraction)
+        binary = sniff_binary(samples) if declared is None and not value_map else None
         settings = {
-            "format": reader.name, "classes": [s.to_dict() for s in declared or ()], "ignore_index": ignore_index,
-            "value_map": sorted(value_map.items()), "resize_masks": resize_masks, "options": options,
+            "format": reader.name, "ignore_index": ignore_index, "resize_masks": resize_masks, "options": options,
             "limits": [limits.max_file_bytes, limits.max_image_pixels, limits.follow_external_symlinks],
         }
-        digest = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-        writer = LayoutWriter(Layout(out_dir), cache_file, digest)
-        report, stats = ValidationReport(), DatasetStats()
+        while True:  # twice at most: binary masks assumed from the first masks, then a mask shows other values
+            known, mapping = (binary.classes, {**value_map, **binary.value_map}) if binary else (declared, value_map)
+            digest = _settings_digest({**settings, "classes": [s.to_dict() for s in known or ()],
+                                       "value_map": sorted(mapping.items()), "binary": binary and binary.values})
+            writer = LayoutWriter(Layout(out_dir), cache_file, digest)
+            try:
+                report, stats, resized = _write_samples(samples, splits, writer, MaskEncoder(known, ignore_index, mapping),
+                                                        binary, resize_masks, on_error, listing)
+            except NotBinary as surprise:
+                log.info("%s: reading the mask values as class ids", surprise)
+                binary = None
+                continue
+            except BaseException:
+                writer.save_cache()
+                raise
+            break
         try:
-            samples = _unique_samples(reader, report)
-            splits = _splits(samples, data.source_splits, split_seed, data.val_fraction, data.test_fraction)
-            for sample in samples:
-                report.checked += 1
-                try:
-                    entry = _process(sample, splits[sample.name], writer, encoder, resize_masks, writing=not report or on_error == "skip")
-                except SampleError as error:
-                    report.add(error.file, str(error))
-                    continue
-                report.accepted += 1
-                if entry:
-                    stats.add(entry["split"], entry["width"], entry["height"], {int(k): v for k, v in entry["pixels"].items()})
+            _rename_report(report, shown)
+            full_list = _write_report_file(report, report_file)
             if report and on_error == "fail":
-                raise DataValidationError(
-                    f"{redact(source)}: {len(report)} bad file(s), data set refused (on_error=skip keeps the good files)", report
-                )
+                raise DataValidationError(refusal_summary(redact(source), report), report, full_list)
             if not stats.num_images:
-                raise DataValidationError(f"{redact(source)}: empty data set (no valid image/mask pair found)", report)
-            info = _dataset_info(data.name or _default_name(source, root), declared, ignore_index, stats, reader.name)
+                raise DataValidationError(f"{redact(source)}: empty data set (no valid image/mask pair found)", report,
+                                          full_list)
+            if binary:
+                log.info(binary.describe())
+            info = _dataset_info(data.name or _default_name(source, root), known, ignore_index, stats, reader.name,
+                                 binary, resized)
+            check_usable(redact(source), stats, info, float(data.max_ignored_share))
             writer.finish(info)
         finally:
             writer.save_cache()
-    _rename_report(report, shown)
     if report:
-        log.warning("skipped %d bad file(s):\n%s", len(report), report.to_text())
-    return PreparedDataset(Path(out_dir), info, report, stats, reused=writer.reused)
+        log.warning("skipped %s", report.to_text(full_list))
+    return PreparedDataset(Path(out_dir), info, report, stats, reused=writer.reused, resized=resized, binary=binary)
+
+
+def _settings_digest(settings: dict) -> str:
+    """sha256 of the settings a prepared sample depends on (the incremental cache is valid for equal settings)."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _write_samples(samples, splits, writer, encoder, binary, resize_masks, on_error, listing):
+    """Validate every sample and write the good ones: (report, statistics, masks resized)."""
+    report = ValidationReport(list(listing.issues))
+    stats, resized = DatasetStats(), 0
+    for sample in track(samples, "ingest: reading samples", unit="sample"):
+        report.checked += 1
+        try:
+            entry = _process(sample, splits[sample.name], writer, encoder, resize_masks, binary,
+                             writing=not report or on_error == "skip")
+        except SampleError as error:
+            report.add(error.file, str(error))
+            continue
+        report.accepted += 1
+        if entry:
+            stats.add(entry["split"], entry["width"], entry["height"], {int(k): v for k, v in entry["pixels"].items()})
+            resized += bool(entry.get("resized"))
+    return report, stats, resized
+
+
+def refusal_summary(source: str, report: ValidationReport) -> str:
+    """The one line of a refused source: how many files, of which reasons, the first one, and the fixes."""
+    kinds = report.kinds().most_common()
+    reasons = ", ".join(f"{count} {kind}" for kind, count in kinds)
+    fixes = [FIXES[kind] for kind, _ in kinds if kind in FIXES] + ["-P on_error=skip keeps the good files"]
+    return (f"{source}: {len(report)} bad file(s) in {report.checked} sample(s), data set refused ({reasons}; first: "
+            f"{report.issues[0]}); {'; '.join(fixes)}")
+
+
+def _write_report_file(report: ValidationReport, report_file: Path | None) -> Path | None:
+    """Write the full list of bad files as CSV to `report_file` (removed when there are none); the path or None."""
+    if report_file is None:
+        return None
+    report_file = Path(report_file)
+    if not report:
+        report_file.unlink(missing_ok=True)
+        return None
+    report_file.parent.mkdir(parents=True, exist_ok=True)
+    report_file.write_text(report.to_csv())
+    return report_file
+
+
+def check_usable(source: str, stats: DatasetStats, info: DatasetInfo, max_ignored_share: float) -> None:
+    """Refuse, in one line with the numbers, a data set a model cannot learn from: more than `max_ignored_share`
+    of its pixels ignored, or fewer than two classes with pixels in its train split."""
+    ignore = info.ignore_index
+    total = int(stats.pixels.sum())
+    ignored = int(stats.pixels[ignore])
+    if total and ignored / total > max_ignored_share:
+        allowed = math.ceil(ignored / total * 100) / 100
+        raise DataValidationError(
+            f"{source}: {ignored / total:.1%} of the pixels ({ignored:,} of {total:,}) are ignore_index {ignore}, "
+            f"above data.max_ignored_share={max_ignored_share:g}: map that mask value to a class "
+            f"(data.mask_values, data.classes) or accept it with -P data.max_ignored_share={allowed:g}"
+        )
+    train = stats.by_split.get("train")
+    pixels = train.pixels if train is not None else np.zeros(256, dtype=np.int64)
+    present = [i for i in np.flatnonzero(pixels) if i != ignore]
+    if len(present) < 2:
+        shares = ", ".join(f"{info.class_names[i] if i < info.num_classes else i}: {int(pixels[i]):,} px"
+                           for i in present) or "none"
+        raise DataValidationError(
+            f"{source}: the train split has pixels of {len(present)} class(es) ({shares}; "
+            f"{int(pixels[ignore]):,} px ignored): a segmentation model needs at least 2; check data.classes and "
+            "data.mask_values"
+        )
 
 
 def read_limits_of(data) -> ReadLimits:
@@ -191,7 +283,7 @@ def _rename_error(error, shown) -> None:
     """Re-raise a DataValidationError about a temporary copy of the source naming the source instead."""
     if shown and isinstance(error, DataValidationError):
         _rename_report(error.report, shown)
-        raise DataValidationError(shown(error.summary), error.report) from None
+        raise DataValidationError(shown(error.summary), error.report, error.report_file) from None
 
 
 def _discard_output(out_dir) -> None:
@@ -268,7 +360,8 @@ def _splits(samples, source_splits, seed, val_fraction, test_fraction) -> dict[s
     return {**assigned, **kept}
 
 
-def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEncoder, resize_masks: bool, writing: bool) -> dict:
+def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEncoder, resize_masks: bool,
+             binary: BinaryMasks | None, writing: bool) -> dict:
     """Validate one sample and (when writing) put it into the layout; raises SampleError naming the bad file."""
     if sample.mask_ref is None:
         raise SampleError(sample.image_ref, "missing mask: no annotation for this image")
@@ -291,16 +384,15 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
         raise SampleError(sample.mask_ref, str(error)) from None
     except Exception as error:  # any decoder failure is a bad annotation file, reported not raised
         raise SampleError(sample.mask_ref, f"unreadable mask ({describe(error)})") from None
-    if raw.shape[:2] != (height, width):
-        if not resize_masks:
-            raise SampleError(
-                sample.mask_ref,
-                f"size mismatch: image {width}x{height}, mask {raw.shape[1]}x{raw.shape[0]} (resize_masks=true resizes masks)",
-            )
+    if binary:
+        binary.check(sample.mask_ref, raw)
+    if raw.shape[:2] != (height, width) and not resize_masks:
+        raise SampleError(sample.mask_ref, f"size mismatch: image {width}x{height}, mask {raw.shape[1]}x{raw.shape[0]}")
     mask, bad_values = encoder.encode(raw)
     if bad_values:
         raise SampleError(sample.mask_ref, f"class ids outside the declared classes: {bad_values[:10]}")
-    if mask.shape != (height, width):
+    resized = mask.shape != (height, width)
+    if resized:
         mask = resize_nearest(mask, (width, height))
     if not writing:
         return {}
@@ -308,6 +400,7 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
     details = {
         "fingerprint": fingerprint, "signature": signature,
         "width": width, "height": height, "pixels": {str(i): int(counts[i]) for i in np.flatnonzero(counts)},
+        "resized": resized,
     }
     return writer.write(sample.name, split, extension, image_bytes, encode_png(mask), details)
 
@@ -361,7 +454,8 @@ def _check_image(file: str, data: bytes) -> tuple[int, int, str]:
         raise SampleError(file, f"corrupt or unreadable image ({describe(error)})") from None
 
 
-def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, format_name: str) -> DatasetInfo:
+def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, format_name: str,
+                  binary: BinaryMasks | None, resized: int) -> DatasetInfo:
     if declared is None:  # inferred from the ids present in the masks
         pixels = stats.pixels
         present = [i for i in range(255) if pixels[i] and i != ignore_index]
@@ -372,7 +466,9 @@ def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, f
         classes=tuple(declared),
         ignore_index=int(ignore_index),
         splits={split: stats.split_images.get(split, 0) for split in SPLITS},
-        extra={"source_format": format_name, CLASS_STATS_KEY: stats.class_stats(num_classes, int(ignore_index))},
+        extra={"source_format": format_name, "masks_resized": resized,
+               **({"binary_masks": binary.to_dict()} if binary else {}),
+               CLASS_STATS_KEY: stats.class_stats(num_classes, int(ignore_index))},
     )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from segmodels.data.errors import DataValidationError
+from segmodels.progress import Progress
 
 ARCHIVE_SUFFIXES = (".zip", ".tar.gz", ".tgz", ".tar", ".tar.bz2", ".tar.xz")
 CHUNK = 1 << 20
@@ -71,11 +72,13 @@ def _http(source: str, scratch: Path, max_member_bytes: int | None = None, **_) 
             declared = response.headers.get("Content-Length", "")
             if declared.isdigit():
                 check_room(scratch, int(declared), redact(source), "the download")
-            with open(archive, "wb") as handle:
+            total = int(declared) if declared.isdigit() else None
+            with open(archive, "wb") as handle, Progress(f"downloading {name}", total, "MB", scale=1e-6) as progress:
                 for index, chunk in enumerate(response.iter_content(CHUNK)):
                     if index % ROOM_CHECK_EVERY == ROOM_CHECK_EVERY - 1:
                         check_room(scratch, ROOM_CHECK_EVERY * CHUNK, redact(source), "the download")
                     handle.write(chunk)
+                    progress.update(len(chunk))
     except (requests.RequestException, DataValidationError) as error:
         archive.unlink(missing_ok=True)
         if isinstance(error, DataValidationError):
@@ -101,15 +104,17 @@ def _s3(source: str, scratch: Path, s3_endpoint_url: str | None, **_) -> Path:
     dest = scratch / "s3"
     found = 0
     try:
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-            for item in page.get("Contents", []):
-                relative = item["Key"][len(prefix):]
-                if not relative or relative.endswith("/"):
-                    continue
-                target = _inside(dest, relative, redact(source))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                client.download_file(bucket, item["Key"], str(target))
-                found += 1
+        with Progress(f"downloading {redact(source)}", None, "files") as progress:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    relative = item["Key"][len(prefix):]
+                    if not relative or relative.endswith("/"):
+                        continue
+                    target = _inside(dest, relative, redact(source))
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    client.download_file(bucket, item["Key"], str(target))
+                    found += 1
+                    progress.update()
     except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as error:
         raise DataValidationError(f"{redact(source)}: s3 read failed ({redact(_first_line(error))})") from None
     if not found:

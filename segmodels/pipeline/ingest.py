@@ -10,13 +10,15 @@ import logging
 import tempfile
 from pathlib import Path
 
+import mlflow
 from omegaconf import DictConfig
 
+from segmodels.data import DataValidationError
 from segmodels.data.demo import generate_demo_dataset
-from segmodels.dataset_store import ingest
+from segmodels.dataset_store import IngestResult, ingest
 from segmodels.redaction import redact_text, register_secret
 from segmodels.tracking import lineage
-from segmodels.tracking.dataset import log_ingest
+from segmodels.tracking.dataset import ARTIFACT_DIR, CARD_FILE, log_ingest
 from segmodels.versioning import connect
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,16 @@ def readable_source(cfg: DictConfig, scratch: Path) -> str:
     return str(folder)
 
 
+def ingest_logging_refusals(*args, **kwargs) -> IngestResult:
+    """:func:`segmodels.dataset_store.ingest`; a refusal's full list of bad files is logged to the active run."""
+    try:
+        return ingest(*args, **kwargs)
+    except DataValidationError as refused:
+        if refused.report_file:
+            mlflow.log_artifact(str(refused.report_file), ARTIFACT_DIR)
+        raise
+
+
 def run(cfg: DictConfig) -> str:
     """Ingest ``cfg.source`` into ``lakefs://<repo>/<branch>/<prefix>``; return the data commit id."""
     lakefs = connect()
@@ -44,13 +56,13 @@ def run(cfg: DictConfig) -> str:
     with lineage.step_run("ingest", cfg) as active, tempfile.TemporaryDirectory(prefix="segmodels-ingest-") as scratch:
         log.info("ingesting %s into lakefs://%s/%s/%s", redact_text(cfg.source), repo, branch, cfg.lakefs.data_prefix)
         commit, _ = lineage.git_commit()
-        result = ingest(
+        result = ingest_logging_refusals(
             lakefs, readable_source(cfg, Path(scratch)), cfg.data, repo, branch, cfg.lakefs.data_prefix,
             on_error=cfg.on_error, split_seed=cfg.split_seed, recorded_source=str(cfg.source),
-            metadata={"mlflow_run_id": active.info.run_id, "git_commit": commit or "unknown",
-                      lineage.TRACKING_STORE_KEY: lineage.tracking_store()},
+            metadata={"mlflow_run_id": active.info.run_id, "git_commit": commit or "unknown"},
         )
         lineage.set_tags({lineage.TAG_LAKEFS_REPO: repo, lineage.TAG_DATA_COMMIT: result.commit_id,
                           lineage.TAG_DATA_URI: result.uri})
-        log_ingest(result)
+        summary = log_ingest(result)
+        log.info("%s\n  card: the run's %s/%s", "\n".join(summary), ARTIFACT_DIR, CARD_FILE)
         return result.commit_id

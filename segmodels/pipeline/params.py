@@ -34,13 +34,16 @@ STEP_PARAMS: dict[str, dict[str, str]] = {
               "epochs": "trainer.epochs", "batch_size": "trainer.batch_size", "image_size": "transforms.image_size"},
     "register": {"run_id": "run_id", "model_name": "model_name", "metric": "metric", "threshold": "threshold",
                  "alias": "alias", "force": "force", "parent_run_id": "parent_run_id", "interactive": "interactive"},
-    "infer": {"model_uri": "model_uri", "data_ref": "data_ref", "repo": "lakefs.repo", "split": "split",
+    "infer": {"model_uri": "model_uri", "data_ref": "data_ref", "source": "source", "on_error": "on_error",
+              "repo": "lakefs.repo", "split": "split",
               "output_dir": "output_dir", "commit_predictions": "commit_predictions", "interactive": "interactive"},
     "main": {"env_manager": "env_manager", "force": "force", "reuse_dirty": "reuse_dirty"},
     "reproduce": {"run_id": "run_id"},
 }
+EXAMPLE_CONFIG_KEY = {"ingest": "data.resize_masks", "train": "trainer.epochs", "infer": "lakefs.data_branch",
+                      "reproduce": "tolerance.rel"}  # a dotted key of each step's config, named by its errors
 CHAIN = ("ingest", "train", "register", "infer")
-FILLED_BY_MAIN = {"train": {"data_ref"}, "register": {"run_id"}, "infer": {"model_uri", "data_ref"}}
+FILLED_BY_MAIN = {"train": {"data_ref"}, "register": {"run_id"}, "infer": {"model_uri", "data_ref", "source"}}
 MAIN_FREE_OVERRIDES_STEP = "train"  # main's own `-P overrides=...` are train's
 
 HYDRA_SPECIAL = re.compile(r"[\s=,'\"\[\]{}()\\]")
@@ -110,8 +113,8 @@ def param_overrides(step: str, params: Mapping[str, str]) -> list[str]:
             key = name
         else:
             known = ", ".join([*table, *LAUNCHER_PARAMS.get(step, ()), FREE_OVERRIDES])
-            raise ConfigError(f"unknown parameter {name!r} for {step}; expected one of {known}, "
-                              f"or a config key such as trainer.epochs")
+            example = f", or a config key such as {EXAMPLE_CONFIG_KEY[step]}" if step in EXAMPLE_CONFIG_KEY else ""
+            raise ConfigError(f"unknown parameter {name!r} for {step}; expected one of {known}{example}")
         if value != "":
             overrides.append(checked_override(name, key, value))
     return overrides

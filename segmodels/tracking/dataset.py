@@ -5,6 +5,7 @@ quoting it, never records the source's credentials."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import mlflow
@@ -12,12 +13,14 @@ from mlflow.data.dataset import Dataset
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import register_dataset_source
 
+from segmodels.data.card import dataset_card, summary_lines
 from segmodels.data.info import DatasetInfo
 from segmodels.data.stats import DatasetStats
 from segmodels.redaction import redact_text, redact_value
 from segmodels.visualize import pyplot
 
 ARTIFACT_DIR = "data"
+CARD_FILE = "dataset_card.html"
 
 
 class LakeFSDatasetSource(DatasetSource):
@@ -123,17 +126,24 @@ def plot_dataset_stats(stats: DatasetStats, info: DatasetInfo):
     return figure
 
 
-def log_ingest(result) -> None:
-    """Log an IngestResult to the active MLflow run: stats tables and plot, the report when files were skipped,
-    dataset.yaml, and the data set as an input whose source is the pinned URI and whose digest is the commit's."""
+def log_ingest(result) -> list[str]:
+    """Log an IngestResult to the active MLflow run: stats tables and plot, the data-set card, the report when files
+    were skipped, dataset.yaml, and the data set as an input whose source is the pinned URI and whose digest is the
+    commit's. Returns the data set's summary lines (the card's too)."""
     plt = pyplot()
     mlflow.log_table(result.stats.class_table(result.info.class_names, result.info.ignore_index), f"{ARTIFACT_DIR}/class_frequencies.json")
     mlflow.log_table(result.stats.size_table(), f"{ARTIFACT_DIR}/image_sizes.json")
     figure = plot_dataset_stats(result.stats, result.info)
     mlflow.log_figure(figure, f"{ARTIFACT_DIR}/statistics.png")
+    plot = io.BytesIO()
+    figure.savefig(plot, format="png", dpi=72)
     plt.close(figure)
+    summary = summary_lines(result.info, result.stats, len(result.report))
+    card = dataset_card(result.root, result.info, result.stats, summary, plot.getvalue())
+    mlflow.log_text(redact_text(card), f"{ARTIFACT_DIR}/{CARD_FILE}")
     mlflow.log_dict(redact_value(result.info.to_dict()), f"{ARTIFACT_DIR}/dataset.yaml")
     if result.report:
         mlflow.log_text(redact_text(result.report.to_csv()), f"{ARTIFACT_DIR}/validation_report.csv")
         mlflow.log_dict(redact_value(result.report.to_dict()), f"{ARTIFACT_DIR}/validation_report.json")
     log_dataset_input(result.uri, result.commit_id, result.info, result.stats, context="ingest")
+    return summary

@@ -8,6 +8,8 @@ With `images_dir`/`masks_dir` unset (null), the folders are found by their usual
 from __future__ import annotations
 
 import os
+import shlex
+from collections import Counter
 from pathlib import Path
 
 from segmodels.data.classes import ClassSpec, find_class_file
@@ -27,6 +29,10 @@ MASK_FOLDERS = ("masks", "mask", "labels", "label", "annotations", "Segmentation
 SPLIT = "{split}"
 SPLIT_FOLDERS = ("{split}", "{split}annot")  # SegNet (CamVid): train/ + trainannot/, val/ + valannot/, ...
 LOOKED_FOR = f"{'|'.join(IMAGE_FOLDERS)} with {'|'.join(MASK_FOLDERS)}, or <split>/ with <split>annot/"
+NESTED_DEPTH = 4  # levels below the root searched for an image/mask folder pair whose file stems match
+NESTED_MAX_FOLDERS = 2000  # folders looked at, at most, in that search
+IMAGE_WORDS = ("image", "img", "photo", "picture", "frame", "input", "raw")
+MASK_WORDS = ("mask", "label", "annot", "gt", "ground", "truth", "seg", "target")
 
 
 @register_format
@@ -175,3 +181,57 @@ def walk_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
         found += [Path(directory, name) for name in files if not name.startswith(".") and name.lower().endswith(suffixes)]
     return sorted(found)
+
+
+def nested_pairs(root: Path, image_suffixes, mask_suffix: str, mask_name: str) -> list[tuple[str, str]]:
+    """The best (images folder, masks folder) pairs, relative to root, up to :data:`NESTED_DEPTH` levels below it:
+    folders whose image stems mostly have a mask (by `mask_name` + `mask_suffix`) in another folder; ranked by how
+    their names read (images-like, masks-like), then by how close the two folders are. Empty when none matches."""
+    suffixes = tuple(suffix.lower() for suffix in image_suffixes)
+    images: dict[str, set[str]] = {}
+    folders_with_mask: dict[str, list[str]] = {}  # mask stem -> folders holding it
+    for index, (directory, subdirectories, files) in enumerate(os.walk(root)):
+        relative = Path(directory).relative_to(root).as_posix()
+        depth = 0 if relative == "." else relative.count("/") + 1
+        subdirectories[:] = sorted(d for d in subdirectories if not d.startswith(".")) if depth < NESTED_DEPTH else []
+        if depth == 0 or index > NESTED_MAX_FOLDERS:
+            continue
+        visible = [name for name in files if not name.startswith(".")]
+        stems = {Path(name).stem for name in visible if name.lower().endswith(suffixes)}
+        if stems:
+            images[relative] = stems
+        for name in visible:
+            if name.endswith(mask_suffix):
+                folders_with_mask.setdefault(name[: -len(mask_suffix)], []).append(relative)
+    ranked = []
+    for images_dir, stems in images.items():
+        hits = Counter(folder for stem in stems for folder in folders_with_mask.get(mask_name.format(stem=stem), ()))
+        for masks_dir, matched in hits.items():
+            if masks_dir != images_dir and matched * 2 > len(stems):
+                rank = (_name_score(images_dir, masks_dir), -_distance(images_dir, masks_dir))
+                ranked.append((rank, matched, images_dir, masks_dir))
+    best = max((rank for rank, *_ in ranked), default=None)
+    return [(i, m) for rank, _, i, m in sorted(ranked, key=lambda r: (-r[1], r[2], r[3])) if rank == best]
+
+
+def _distance(images_dir: str, masks_dir: str) -> int:
+    """Steps from one folder to the other (2 for siblings): a pair of one data set beats a pair across two."""
+    first, second = Path(images_dir).parts, Path(masks_dir).parts
+    common = next((i for i, (a, b) in enumerate(zip(first, second)) if a != b), min(len(first), len(second)))
+    return len(first) + len(second) - 2 * common
+
+
+def _name_score(images_dir: str, masks_dir: str) -> int:
+    """How much two folder names read as (images, masks): +1 for each that reads as its role, -1 when the images
+    folder reads as masks."""
+    image_name, mask_name = Path(images_dir).name.lower(), Path(masks_dir).name.lower()
+    image_like = image_name in (n.lower() for n in IMAGE_FOLDERS) or any(w in image_name for w in IMAGE_WORDS)
+    mask_like = mask_name in (n.lower() for n in MASK_FOLDERS) or any(w in mask_name for w in MASK_WORDS)
+    images_read_as_masks = any(w in image_name for w in MASK_WORDS)
+    return int(image_like) + int(mask_like) - int(images_read_as_masks)
+
+
+def pair_params(images_dir: str, masks_dir: str) -> str:
+    """The ``mlflow run`` parameters that read this folder pair, as a user types them."""
+    return " ".join(f"-P {shlex.quote(f'{key}={value}')}" for key, value in
+                    (("format", "folder"), ("data.options.images_dir", images_dir), ("data.options.masks_dir", masks_dir)))
