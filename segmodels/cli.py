@@ -101,7 +101,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lineage = commands.add_parser("lineage", help="print the lineage chain of a model, commit or run (both ways)")
     lineage.add_argument("ref", help="models:/<name>/<version>, models:/<name>@<alias>, "
-                                     "lakefs://<repo>/<commit>[/path] (a commit id or >= 8 hex prefix) or a run id")
+                                     "lakefs://<repo>/<commit>[/path] (a commit id or >= 8 hex prefix) or a run id "
+                                     "(or its first 8+ hex digits, as report.md shows it)")
     lineage.add_argument("--json", action="store_true", help="print one JSON document (for tools)")
     lineage.set_defaults(handler=show_lineage)
     return parser

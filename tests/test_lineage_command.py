@@ -191,6 +191,10 @@ def test_unknown_input_is_one_line_naming_it_and_exit_2(tracking, capsys, ref, n
     assert ref in err and named in err
 
 
+def test_a_run_not_found_names_the_store_searched(tracking, capsys):
+    assert f"no MLflow run with this id in the MLflow store {tracking.uri}," in fails(capsys, "0" * 32)
+
+
 def test_console_command_in_a_subprocess(tracking):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.uri}
     done = subprocess.run([sys.executable, "-m", "segmodels.cli", "lineage", "models:/seg/2", "--json"],

@@ -244,8 +244,9 @@ class _Tracer:
         model_commits = self.commits(lineage.TAG_MODEL_COMMIT, ref, repo)
         found = data_commits | model_commits
         if not found:
-            raise _UnknownCommit(f"{where}: no MLflow run or model version records this data or model commit "
-                                 f"(a branch or tag name cannot be resolved without lakeFS: pass the commit id)")
+            raise _UnknownCommit(f"{where}: no MLflow run or model version records this data or model commit in "
+                                 f"{_store()} (a branch or tag name cannot be resolved without lakeFS: pass the "
+                                 f"commit id)")
         if len(found) > 1:
             raise LineageError(f"{where}: ambiguous commit prefix, it matches {', '.join(sorted(found))}")
         commit = found.pop()
@@ -280,8 +281,8 @@ class _Tracer:
                     return self.from_commit(None, text)
                 except _UnknownCommit:
                     pass
-            raise LineageError(f"{text}: no MLflow run with this id, and not a models:/ or lakefs:// URI "
-                               f"or a recorded commit id")
+            raise LineageError(f"{text}: no MLflow run with this id in {_store()}, and not a models:/ or "
+                               f"lakefs:// URI or a recorded commit id")
         step = run.data.tags.get(lineage.TAG_STEP)
         self.doc["kind"] = f"{step}_run" if step else "run"
         self.doc["run"] = self.run_dict(run)
@@ -659,6 +660,11 @@ class _Tracer:
     def note(self, text: str) -> None:
         if text and text not in self.doc["notes"]:
             self.doc["notes"].append(text)
+
+
+def _store() -> str:
+    """The tracking store searched, as messages name it (runs recorded elsewhere are not in it)."""
+    return f"the MLflow store {lineage.tracking_store()}"
 
 
 def _q(value: str) -> str:

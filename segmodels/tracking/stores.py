@@ -39,9 +39,12 @@ def is_new_store(client: MlflowClient) -> bool:
     parent (the runs ``mlflow run`` made for this chain)."""
     if client.search_registered_models(max_results=1):
         return False
-    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL, max_results=100)]
-    oldest = client.search_runs(experiments, f"tags.`{lineage.TAG_STEP}` LIKE '%'", run_view_type=ViewType.ALL,
-                                max_results=1, order_by=["attributes.start_time ASC"]) if experiments else []
+    experiments = client.search_experiments(view_type=ViewType.ALL, max_results=100)
+    if experiments.token:  # more than a page of experiments: not a new store
+        return False
+    oldest = client.search_runs([e.experiment_id for e in experiments], f"tags.`{lineage.TAG_STEP}` LIKE '%'",
+                                run_view_type=ViewType.ALL, max_results=1,
+                                order_by=["attributes.start_time ASC"]) if experiments else []
     if not oldest:
         return True
     active = mlflow.active_run()
