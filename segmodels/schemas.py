@@ -160,12 +160,15 @@ class InferConfig:
 
     model_uri: str = MISSING
     data_ref: str = MISSING
+    source: str = MISSING
+    on_error: str = MISSING
     split: str = MISSING
     output_dir: str = MISSING
     overlay_alpha: float = MISSING
     batch_size: int = MISSING
     commit_predictions: bool = MISSING
     interactive: bool = MISSING
+    data: DataConfig = MISSING
     lakefs: LakeFSConfig = MISSING
 
 
