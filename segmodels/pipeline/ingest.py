@@ -59,7 +59,8 @@ def run(cfg: DictConfig) -> str:
         result = ingest_logging_refusals(
             lakefs, readable_source(cfg, Path(scratch)), cfg.data, repo, branch, cfg.lakefs.data_prefix,
             on_error=cfg.on_error, split_seed=cfg.split_seed, recorded_source=str(cfg.source),
-            metadata={"mlflow_run_id": active.info.run_id, "git_commit": commit or "unknown"},
+            metadata={"mlflow_run_id": active.info.run_id, "git_commit": commit or "unknown",
+                      lineage.TRACKING_STORE_KEY: lineage.tracking_store()},
         )
         lineage.set_tags({lineage.TAG_LAKEFS_REPO: repo, lineage.TAG_DATA_COMMIT: result.commit_id,
                           lineage.TAG_DATA_URI: result.uri})
