@@ -485,3 +485,26 @@ def test_no_registered_model_says_what_to_do_and_the_hint_works_as_printed(
     assert not out.exists()
     run_step_cli("infer", args + printed_params(error.split(" or pass ")[1]))  # the second hint as printed
     assert len(list((out / "masks").rglob("*.png"))) == 5
+
+
+@pytest.mark.slow
+def test_mlflow_run_infer_on_a_folder_reports_progress_and_no_warning_of_ours(demo_model, lakefs_settings,
+                                                                               tmp_path):
+    """The real ``mlflow run . -e infer -P source=...``: its log has a progress line with rate and ETA, and
+    neither MLflow's type-hint warning about the wrapper's ``predict`` nor the cloudpickle one."""
+    images = unlabelled_images(tmp_path / "photos")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+           "SEGMODELS_HOME": str(tmp_path / "home"), "SEGMODELS_PROGRESS_SECONDS": "0.001",
+           versioning_settings.ENV_ENDPOINT: lakefs_settings.endpoint,
+           versioning_settings.ENV_ACCESS_KEY_ID: lakefs_settings.access_key_id,
+           versioning_settings.ENV_SECRET_ACCESS_KEY: lakefs_settings.secret_access_key,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    out = tmp_path / "predictions"
+    command = ["mlflow", "run", str(PROJECT), "-e", "infer", "--env-manager", "local", "-P", f"model_uri={demo_model}",
+               "-P", f"source={tmp_path / 'photos'}", "-P", f"output_dir={out}"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert len(list((out / "masks").rglob("*.png"))) == len(images)
+    assert re.search(r"infer: \d/5 images .*images/s", log), log[-4000:]
+    assert "type hint" not in log and "cloudpickle" not in log.lower(), log[-4000:]
