@@ -408,6 +408,21 @@ def test_source_predictions_are_committed_with_their_lineage(demo_model, lakefs,
     assert committed == files(out) - {infer.MARKER_FILE} and len(images) * 2 + 1 == len(committed)
 
 
+def test_a_lakefs_source_is_pinned_and_its_predictions_branch_from_its_commit(demo_model, lakefs, lakefs_env,
+                                                                             repo_name, tracking, tmp_path):
+    images = unlabelled_images(tmp_path / "photos")
+    lakefs.ensure_repository(repo_name)
+    uploaded = lakefs.commit_directory(repo_name, "main", tmp_path / "photos", "photos", "plain photos")
+    out = run_source(demo_model, f"lakefs://{repo_name}/main/photos", tmp_path / "predictions",
+                     commit_predictions="true")
+    assert len(list((out / "masks").rglob("*.png"))) == len(images)
+    run = last_infer_run(tracking)
+    assert run.data.tags[infer.SOURCE_TAG] == f"lakefs://{repo_name}/{uploaded.ref}/photos", "pinned to the commit"
+    predictions = LakeFSUri.parse(run.data.tags[lineage.TAG_PREDICTIONS_URI])
+    assert predictions.repo == repo_name
+    assert lakefs.get_commit(repo_name, predictions.ref).parents[0] == uploaded.ref
+
+
 def test_refused_source_files_fail_in_one_line_and_its_hint_keeps_the_good_ones(demo_model, lakefs_env, tmp_path,
                                                                                 capsys):
     photos = tmp_path / "photos"

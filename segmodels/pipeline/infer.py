@@ -48,8 +48,9 @@ from segmodels.tracking import lineage
 from segmodels.tracking.lineage import short_commit
 from segmodels.tracking.training import log_class_report
 from segmodels.training.engine import class_iou_key
-from segmodels.tracking.models import (ModelURIError, load_segmentation_model, model_lineage, pinned_model_uri,
+from segmodels.tracking.models import (load_segmentation_model, model_lineage, pinned_model_uri,
                                        registered_versions)
+from segmodels.tracking.stores import warn_if_other_store
 from segmodels.versioning import LakeFS, LakeFSUri, connect
 from segmodels.visualize import overlay
 
@@ -386,6 +387,7 @@ def commit_metadata(model_uri: str, model_tags: dict[str, str], run_id: str, inp
     """The lakeFS commit metadata of predictions: the model, the ``inputs`` they were made from, the run and code."""
     commit, _ = lineage.git_commit()
     return {"model_uri": model_uri, **inputs, "mlflow_run_id": run_id, "git_commit": commit or "unknown",
+            lineage.TRACKING_STORE_KEY: lineage.tracking_store(),
             **{COMMIT_METADATA[key]: value for key, value in model_tags.items()}}
 
 
@@ -422,6 +424,7 @@ def open_model(cfg: DictConfig) -> tuple[str, dict[str, str], object, object]:
 def infer_data_set(cfg: DictConfig, lakefs: LakeFS, given: Path | None) -> Path:
     """Predict (and score) the split of the data set ``cfg.data_ref`` names."""
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
+    warn_if_other_store(lakefs, data.repo, cfg.lakefs.model_branch, cfg.lakefs.data_branch)
     with lineage.step_run("infer", cfg) as active:
         run_id = active.info.run_id
         mlflow.log_param("data_commit", data.ref)
