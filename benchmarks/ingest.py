@@ -1,7 +1,9 @@
 """Ingest benchmark: images/s for a first ingest of N images, re-ingest time as a ratio of the first (goal < 10%),
 and peak RSS of ingesting N against N/10 images (goal < 1.5x), against the embedded lakeFS server.
 
-    python benchmarks/ingest.py [--images 2000] [--size 256]
+    python benchmarks/ingest.py [--images 2000] [--size 256] [--binary]
+
+--binary: {0, 255} masks and no class list, the source ingest reads as background/foreground by their values.
 
 Each ingest runs in its own process so that its peak RSS is its own; the server runs in this process.
 """
@@ -22,16 +24,19 @@ import numpy as np
 from PIL import Image
 
 
-def write_source(root: Path, count: int, size: int) -> Path:
-    """`count` demo-like scenes (JPEG images, PNG masks) of size x size."""
+def write_source(root: Path, count: int, size: int, binary: bool = False) -> Path:
+    """`count` demo-like scenes (JPEG images, PNG masks) of size x size; `binary`: {0, 255} masks, no class list."""
     from segmodels.data.demo import DEMO_CLASSES, render_demo_sample
     from segmodels.data.masks import encode_png
 
     (root / "images").mkdir(parents=True)
     (root / "masks").mkdir()
-    (root / "classes.yaml").write_text(json.dumps({"classes": list(DEMO_CLASSES)}))
+    if not binary:
+        (root / "classes.yaml").write_text(json.dumps({"classes": list(DEMO_CLASSES)}))
     for index in range(count):
         image, mask = render_demo_sample(np.random.default_rng([7, index]), size)
+        if binary:
+            mask = np.where(mask > 0, 255, 0).astype(np.uint8)
         Image.fromarray(image).save(root / "images" / f"scene_{index:05d}.jpg", quality=90)
         (root / "masks" / f"scene_{index:05d}.png").write_bytes(encode_png(mask))
     return root
@@ -67,6 +72,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--binary", action="store_true", help="{0, 255} masks without a class list")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
     parser.add_argument("--repo", help=argparse.SUPPRESS)
@@ -87,8 +93,8 @@ def main() -> None:
                     "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": server.secret_access_key})
         try:
             start = time.perf_counter()
-            large_source = write_source(scratch / "large", args.images, args.size)
-            small_source = write_source(scratch / "small", small, args.size)
+            large_source = write_source(scratch / "large", args.images, args.size, args.binary)
+            small_source = write_source(scratch / "small", small, args.size, args.binary)
             print(f"wrote sources ({args.images} and {small} images of {args.size}x{args.size}) in {time.perf_counter() - start:.1f}s")
             first = run_worker(env, large_source, "bench-large", scratch / "work-large")
             again = run_worker(env, large_source, "bench-large", scratch / "work-large")
