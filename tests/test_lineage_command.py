@@ -77,12 +77,14 @@ def store(tmp_path_factory):
     register = make_run(client, experiment, "register", {
         lineage.TAG_TRAIN_RUN: trains[1], lineage.TAG_MODEL_NAME: "seg", lineage.TAG_MODEL_VERSION: versions[1],
         "segmodels.register_outcome": "champion"})
-    rerun = make_run(client, experiment, "main", {})  # main ran again and reused train run 1
-    reuse = record_reuse(client, rerun, experiment, client.get_run(trains[1]), "cache-key").info.run_id
+    rerun = make_run(client, experiment, "main", {})  # main ran again and reused ingest, train 1 and register
+    reuse_ingest, reuse, reuse_register = (record_reuse(client, rerun, experiment, client.get_run(run_id), "key")
+                                           .info.run_id for run_id in (ingests[DATA], trains[1], register))
     infer = make_run(client, experiment, "infer", {lineage.TAG_DATA_COMMIT: DATA, lineage.TAG_LAKEFS_REPO: "repo"},
                      params={"model_uri": "models:/seg/2"}, metrics={"miou": 0.77})
     return SimpleNamespace(uri=uri, ingests=ingests, trains=trains, versions=versions, main=main_run,
-                           register=register, infer=infer, reuse=reuse)
+                           register=register, infer=infer, reuse=reuse, reuse_ingest=reuse_ingest,
+                           reuse_register=reuse_register)
 
 
 @pytest.fixture
@@ -218,9 +220,13 @@ def test_a_reused_step_is_shown_as_a_reuse_of_the_run_that_did_the_work(tracking
     assert [run["run_id"] for run in forward["train_runs"]] == tracking.trains[:2]  # not a third train run
     assert forward["train_runs"][1]["reused_by"] == [tracking.reuse]
     assert [run["run_id"] for run in forward["register_runs"]] == [tracking.register]
+    assert forward["register_runs"][0]["reused_by"] == [tracking.reuse_register]
+    assert [run["run_id"] for run in forward["ingest_runs"]] == [tracking.ingests[DATA]]
+    assert forward["ingest_runs"][0]["reused_by"] == [tracking.reuse_ingest]
     text = lineage_of(capsys, f"lakefs://repo/{DATA}")
-    assert [line.split() for line in text.splitlines() if "reused by" in line] == [["reused", "by", tracking.reuse]]
-    assert "register runs (1)" in text
+    assert [line.split()[2:] for line in text.splitlines() if "reused by" in line] == [
+        [tracking.reuse_ingest], [tracking.reuse], [tracking.reuse_register]]
+    assert "register runs (1)" in text and "ingest run " in text
 
     stand_in = lineage_json(capsys, tracking.reuse)
     assert stand_in["run"]["reused_run_id"] == tracking.trains[1]

@@ -132,6 +132,7 @@ def format_text(doc: dict[str, Any]) -> str:
         add(0, "ingest run", run_head(ingest))
         add(1, "source", ingest["source"] or "(not recorded)")
         code(1, ingest)
+        reuse(1, ingest)
     if data and not doc["ingest_runs"]:
         add(0, "ingest run", "(none in MLflow)")
     if doc["train_runs"] and doc["kind"] in ("data_commit", "ingest_run", "model_commit"):
@@ -151,11 +152,13 @@ def format_text(doc: dict[str, Any]) -> str:
             registered = (f"  {item['registered_model']}/{item['model_version']} ({item['register_outcome']})"
                           if item["registered_model"] else "  (nothing registered)")
             add(1, run_head(item) + registered)
+            reuse(2, item)
         add(0, f"infer runs ({len(doc['infer_runs'])})")
         for item in doc["infer_runs"]:
             add(1, run_head(item) + f"  {item['input_model_uri']}" + _metric_tail(item["metrics"], headline=True))
             if doc["kind"] != "data_commit" and item["data_commit"]:
                 add(2, "data commit", item["data_commit"])
+            reuse(2, item)
     for note in doc["notes"]:
         lines.append(f"note: {note}")
     return "\n".join(lines)
@@ -361,7 +364,7 @@ class _Tracer:
         if version is not None:
             versions[(version.name, str(version.version))] = version
         self.doc["versions"] = [self.version_dict(v) for v in _sorted_versions(versions.values())]
-        self.doc["register_runs"] = [self.run_dict(r) for r in self.register_runs_of(family)]
+        self.doc["register_runs"] = self.runs_with_reuses(self.register_runs_of(family))
         used = {f"models:/{v.name}/{v.version}" for v in versions.values()} | {v.source for v in versions.values()}
         used |= {uri for uri in (self.doc["model"]["uri"], *(f"runs:/{run_id}" for run_id in family)) if uri}
         if self.doc["model"]["logged_model_id"]:
@@ -376,7 +379,7 @@ class _Tracer:
                                           f"{_q(version.name)} and tags.`{lineage.TAG_MODEL_VERSION}` = "
                                           f"{_q(str(version.version))}"):
                 infer[found.info.run_id] = found
-        self.doc["infer_runs"] = [self.run_dict(r) for r in sorted(infer.values(), key=_started)]
+        self.doc["infer_runs"] = self.runs_with_reuses(sorted(infer.values(), key=_started))
         for name in sorted({v.name for v in versions.values()}):
             by_alias = [found for found in self.search_runs(
                 _step("infer") + f" and params.model_uri LIKE {_q(f'models:/{name}@%')}")
@@ -422,7 +425,7 @@ class _Tracer:
     def data_backward(self, commit: str, repo: str | None, uri: str | None) -> None:
         ingests = [run for run in self.search_runs(_step("ingest") + f" and tags.`{lineage.TAG_DATA_COMMIT}` = "
                                                    f"{_q(commit)}") if _in_repo(run.data.tags, repo)]
-        self.doc["ingest_runs"] = [self.run_dict(run) for run in ingests]
+        self.doc["ingest_runs"] = self.runs_with_reuses(ingests)
         uri = uri or next((run.data.tags.get(lineage.TAG_DATA_URI) for run in ingests), None)
         uri = uri or (f"lakefs://{repo}/{commit}" if repo else None)
         self.doc["data"] = {"repo": repo, "commit": commit, "uri": uri}
@@ -435,7 +438,7 @@ class _Tracer:
         trains = [run for run in self.search_runs(_step("train") + by_commit) if _in_repo(run.data.tags, repo)]
         repo = repo or next((run.data.tags.get(lineage.TAG_LAKEFS_REPO) for run in trains), None)
         self.data_backward(commit, repo, next((run.data.tags.get(lineage.TAG_DATA_URI) for run in trains), None))
-        self.doc["train_runs"] = self.train_runs_with_reuses(trains)
+        self.doc["train_runs"] = self.runs_with_reuses(trains)
         family = [run.info.run_id for run in trains]
         versions = self.versions_made_by(family)
         tagged = self.search_versions(f"tags.`{lineage.TAG_DATA_COMMIT}` = {_q(commit)}")
@@ -446,9 +449,9 @@ class _Tracer:
         registers = {run.info.run_id: run for run in self.register_runs_of(family)}
         registers.update({run.info.run_id: run for run in self.search_runs(_step("register") + by_commit)
                           if _in_repo(run.data.tags, repo)})
-        self.doc["register_runs"] = [self.run_dict(run) for run in sorted(registers.values(), key=_started)]
-        self.doc["infer_runs"] = [self.run_dict(run) for run in self.search_runs(_step("infer") + by_commit)
-                                  if _in_repo(run.data.tags, repo)]
+        self.doc["register_runs"] = self.runs_with_reuses(sorted(registers.values(), key=_started))
+        self.doc["infer_runs"] = self.runs_with_reuses([run for run in self.search_runs(_step("infer") + by_commit)
+                                                        if _in_repo(run.data.tags, repo)])
 
     def original(self, run: Run) -> Run:
         """The run that did the work: ``run`` itself, or the run a reused step (a stand-in) names."""
@@ -462,12 +465,12 @@ class _Tracer:
                   f"and config); tracing {origin}")
         return found
 
-    def train_runs_with_reuses(self, trains: list[Run]) -> list[dict[str, Any]]:
-        """The train runs that did the work, each with the stand-ins that reused it (``reused_by``); a stand-in
-        whose original is not among them stays listed, naming it (``reused_run_id``)."""
-        items = {run.info.run_id: self.run_dict(run) for run in trains
+    def runs_with_reuses(self, runs: list[Run]) -> list[dict[str, Any]]:
+        """The runs that did the work, each with the stand-ins of reused steps that name it (``reused_by``); a
+        stand-in whose original is not among them stays listed, naming it (``reused_run_id``)."""
+        items = {run.info.run_id: self.run_dict(run) for run in runs
                  if lineage.TAG_REUSED_RUN not in run.data.tags}
-        for run in trains:
+        for run in runs:
             origin = run.data.tags.get(lineage.TAG_REUSED_RUN)
             if origin in items:
                 items[origin]["reused_by"].append(run.info.run_id)
