@@ -17,6 +17,7 @@ from segmodels.visualize import overlay
 
 SAMPLES_PER_SPLIT = 4
 THUMBNAIL_PX = 160  # longest side of a card image
+IGNORED_COLOR = (255, 255, 255)  # ignored pixels on the card (class colours may include black)
 
 
 def summary_lines(info: DatasetInfo, stats: DatasetStats, skipped: int) -> list[str]:
@@ -50,7 +51,7 @@ def dataset_card(root, info: DatasetInfo, stats: DatasetStats, summary: list[str
     legend = "".join(
         f'<span class="swatch" style="background:rgb{tuple(color)}"></span>{html.escape(name)} ({class_id}) '
         for class_id, (name, color) in enumerate(zip(info.class_names, info.colors))
-    ) + f'<span class="swatch" style="background:rgb(0,0,0)"></span>ignored ({info.ignore_index})'
+    ) + f'<span class="swatch" style="background:rgb{IGNORED_COLOR}"></span>ignored ({info.ignore_index})'
     sections = []
     for split in SPLITS:
         images = layout.images(split)
@@ -81,7 +82,8 @@ def _sample_cell(image_path, mask_path, info: DatasetInfo) -> str:
         image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     with Image.open(mask_path) as mask:
         mask = np.asarray(mask.resize(image.size, Image.Resampling.NEAREST))
-    blended = Image.fromarray(overlay(np.asarray(image), mask, info.colors))
+    colors = list(info.colors) + [(0, 0, 0)] * (info.ignore_index - info.num_classes) + [IGNORED_COLOR]
+    blended = Image.fromarray(overlay(np.asarray(image), mask, colors[: max(info.num_classes, info.ignore_index + 1)]))
     buffer = io.BytesIO()
     blended.save(buffer, format="PNG")
     caption = html.escape(image_path.stem)
