@@ -62,6 +62,10 @@ def test_learning_curves_plot_train_and_val_loss_and_miou_over_one_based_epochs(
         assert sorted(lines) == ["train", "val"]
         assert list(lines["train"].get_xdata()) == [1, 2] and list(lines["train"].get_ydata()) == train_values
         assert list(lines["val"].get_ydata()) == val_values
+    one_epoch = learning_curves_figure(history[:1])
+    one_epoch.canvas.draw()
+    low, high = one_epoch.axes[0].get_xlim()
+    assert [tick for tick in one_epoch.axes[0].get_xticks() if low <= tick <= high] == [1], "whole epochs only"
 
 
 def test_sample_figure_labels_columns_and_classes():

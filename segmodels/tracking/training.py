@@ -54,6 +54,8 @@ CURVES = (("loss", "train_loss", "val_loss"), ("mIoU", "train_miou", "val_miou")
 def learning_curves_figure(history: list[dict]):
     """Two panels, loss and mIoU, each with the train and val curve over epochs (1-based); a metric missing
     from an epoch (an older run's history) is left out of that epoch."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = pyplot()
     figure, panels = plt.subplots(1, len(CURVES), figsize=(10, 3.8))
     for axes, (title, *keys) in zip(panels, CURVES):
@@ -63,7 +65,8 @@ def learning_curves_figure(history: list[dict]):
                 axes.plot(*zip(*points), marker="o", markersize=3, label=key.split("_")[0])
         axes.set_title(title)
         axes.set_xlabel("epoch")
-        axes.xaxis.get_major_locator().set_params(integer=True)
+        axes.set_xlim(0.5, len(history) + 0.5)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axes.grid(alpha=0.3)
         if axes.get_lines():
             axes.legend()
