@@ -152,6 +152,7 @@ class RegisterConfig:
     force: bool = MISSING
     challenger_alias: str = MISSING
     previous_alias: str = MISSING
+    lakefs: LakeFSConfig = MISSING
 
 
 @dataclass

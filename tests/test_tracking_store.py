@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from segmodels.config import load_config
 from segmodels.data.demo import generate_demo_dataset
 from segmodels.model_store import publish_model
-from segmodels.pipeline import ingest, train
+from segmodels.pipeline import StepError, ingest, register, train
 from segmodels.tracking import lineage, stores
 
 TRAIN = ["trainer.epochs=1", "trainer.batch_size=8", "trainer.num_workers=0", "trainer.progress_bar=false",
@@ -102,6 +102,18 @@ def lakectl_env(lakefs_settings, monkeypatch):
     monkeypatch.setenv("LAKECTL_SERVER_ENDPOINT_URL", lakefs_settings.endpoint)
     monkeypatch.setenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", lakefs_settings.access_key_id)
     monkeypatch.setenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", lakefs_settings.secret_access_key)
+
+
+def test_register_on_a_new_store_finding_no_train_run_names_the_store_the_repository_was_recorded_in(
+        lakectl_env, lakefs, repo_name, tmp_path, caplog):
+    first = use_store(tmp_path / "first" / "mlflow.db")
+    publish_dummy_model(lakefs, repo_name, tmp_path, segmodels_run())
+    use_store(tmp_path / "second" / "mlflow.db")
+    caplog.set_level(logging.WARNING, logger=stores.__name__)
+    with pytest.raises(StepError, match="no finished train run"):
+        register.run(load_config("register", [f"lakefs.repo={repo_name}", "model_name=seg"]))
+    [line] = [r.getMessage() for r in caplog.records if r.name == stores.__name__]
+    assert line.endswith(f"holds models recorded in {first}; to use it: export MLFLOW_TRACKING_URI={first}")
 
 
 @pytest.mark.slow

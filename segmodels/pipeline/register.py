@@ -29,6 +29,7 @@ from segmodels.tracking import lineage
 from segmodels.tracking.lineage import short_commit
 from segmodels.tracking.models import load_segmentation_model, register_version
 from segmodels.tracking.run_ids import RunIdError, resolve_run
+from segmodels.tracking.stores import is_new_store, warn_if_other_store
 from segmodels.versioning import connect
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,12 @@ def run(cfg: DictConfig) -> str:
     does not pass the threshold; moves ``@alias`` only past gate 2 (see the module)."""
     client = MlflowClient()
     with lineage.step_run("register", cfg) as active:
-        train_run = candidate_run(client, cfg, active.info.experiment_id)
+        try:
+            train_run = candidate_run(client, cfg, active.info.experiment_id)
+        except StepError:  # on a new store: perhaps the runs are in the store the repository names
+            if is_new_store(client):
+                warn_if_other_store(connect(), cfg.lakefs.repo, cfg.lakefs.model_branch, cfg.lakefs.data_branch)
+            raise
         run_id, tags = train_run.info.run_id, train_run.data.tags
         if lineage.TAG_MODEL_URI not in tags:
             raise StepError(f"run {run_id} has no model (tag {lineage.TAG_MODEL_URI}); is it a finished train run?")

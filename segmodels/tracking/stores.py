@@ -57,14 +57,14 @@ def is_new_store(client: MlflowClient) -> bool:
 def warn_if_other_store(lakefs: LakeFS, repo: str, model_branch: str, data_branch: str) -> str | None:
     """Log (and return) one warning line when this MLflow store is new while ``lakefs://<repo>``'s model (else
     data) commits were recorded in another store."""
+    if not is_new_store(MlflowClient()):
+        return None
     here = lineage.tracking_store()
     for what, branch in (("models", model_branch), ("data", data_branch)):
         other = recorded_store(lakefs, repo, branch)
         if other and other != here:
             break
     else:
-        return None
-    if not is_new_store(MlflowClient()):
         return None
     line = (f"this MLflow store ({here}) is new, but lakefs://{repo} holds {what} recorded in {other}; "
             f"to use it: export MLFLOW_TRACKING_URI={shlex.quote(other)}")
