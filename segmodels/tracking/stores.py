@@ -16,14 +16,12 @@ import mlflow
 from mlflow.entities import ViewType
 from mlflow.environment_variables import MLFLOW_RUN_ID
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from segmodels.tracking import lineage
 from segmodels.versioning import LakeFS, LakeFSError
 
 log = logging.getLogger(__name__)
-
-TAG_PARENT_RUN = "mlflow.parentRunId"
-
 
 def recorded_store(lakefs: LakeFS, repo: str, branch: str) -> str | None:
     """The tracking store the head commit of ``repo``/``branch`` names; None when it names none or there is
@@ -51,7 +49,7 @@ def is_new_store(client: MlflowClient) -> bool:
     run_id = active.info.run_id if active else MLFLOW_RUN_ID.get()  # made by `mlflow run`
     if oldest[0].info.run_id == run_id:
         return True
-    return bool(run_id) and client.get_run(run_id).data.tags.get(TAG_PARENT_RUN) == oldest[0].info.run_id
+    return bool(run_id) and client.get_run(run_id).data.tags.get(MLFLOW_PARENT_RUN_ID) == oldest[0].info.run_id
 
 
 def warn_if_other_store(lakefs: LakeFS, repo: str, model_branch: str, data_branch: str) -> str | None:
