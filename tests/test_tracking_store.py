@@ -139,8 +139,10 @@ def test_the_steps_record_their_store_and_best_epoch_and_a_train_step_on_a_new_s
 
 
 def test_best_metrics_count_the_best_epoch_from_one_and_keep_only_what_describes_the_model():
-    epoch = {"epoch": 2, "train_loss": 0.4, "lr": 0.001, "train_images_per_s": 310.0, "epoch_time_s": 2.5,
-             "val_loss": 0.5, "val_miou": 0.7, "val_iou_cell": 0.6}
+    epoch = {"epoch": 2, "train_loss": 0.4, "train_miou": 0.8, "lr": 0.001, "train_images_per_s": 310.0,
+             "epoch_time_s": 2.5, "val_loss": 0.5, "val_miou": 0.7, "val_iou_cell": 0.6}
+    assert [key for key in epoch if lineage.is_best_metric(f"best_{key}")] == [
+        "epoch", "train_loss", "train_miou", "val_loss", "val_miou", "val_iou_cell"]  # what lineage shows
     assert lineage.best_metrics(epoch, best_epoch=2) == {
-        "best_epoch": 3.0, "best_train_loss": 0.4, "best_val_loss": 0.5, "best_val_miou": 0.7,
+        "best_epoch": 3.0, "best_train_loss": 0.4, "best_train_miou": 0.8, "best_val_loss": 0.5, "best_val_miou": 0.7,
         "best_val_iou_cell": 0.6}

@@ -53,6 +53,7 @@ TAG_RESUMED_AFTER_EPOCH = "segmodels.resumed_after_epoch"  # on a train run that
 
 TRACKING_STORE_KEY = "mlflow_tracking_store"  # in the metadata of every lakeFS commit a step makes
 BEST_EPOCH = "best_epoch"  # train run metric: the best epoch, counted from 1 as the training log counts
+MODEL_TRAIN_METRICS = ("train_loss", "train_miou")  # with every val_* metric: what describes a model at an epoch
 
 LINEAGE_TAGS = (TAG_LAKEFS_REPO, TAG_DATA_COMMIT, TAG_DATA_URI, TAG_MODEL_COMMIT, TAG_MODEL_URI, TAG_GIT_COMMIT)
 
@@ -143,16 +144,16 @@ def tracking_store() -> str:
 
 def best_metrics(epoch_metrics: Mapping[str, float], best_epoch: int) -> dict[str, float]:
     """The ``best_*`` metrics of a train run: :data:`BEST_EPOCH` (1-based) and the values of the best epoch
-    (0-based ``best_epoch``) that describe the model (``val_*``, ``train_loss``), not the learning rate,
-    throughput or times."""
+    (0-based ``best_epoch``) that describe the model (``val_*``, :data:`MODEL_TRAIN_METRICS`), not the learning
+    rate, throughput or times."""
     values = {f"best_{key}": float(value) for key, value in epoch_metrics.items()
-              if key.startswith("val_") or key == "train_loss"}
+              if key.startswith("val_") or key in MODEL_TRAIN_METRICS}
     return {BEST_EPOCH: float(best_epoch + 1), **values}
 
 
 def is_best_metric(key: str) -> bool:
     """Whether a run metric is one of :func:`best_metrics` (older runs also logged ``best_lr`` and the like)."""
-    return key == BEST_EPOCH or key.startswith("best_val_") or key == "best_train_loss"
+    return key == BEST_EPOCH or key.startswith("best_val_") or key in {f"best_{name}" for name in MODEL_TRAIN_METRICS}
 
 
 def short_commit(commit: str | None) -> str:
