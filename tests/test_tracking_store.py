@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from segmodels.config import load_config
 from segmodels.data.demo import generate_demo_dataset
 from segmodels.model_store import publish_model
-from segmodels.pipeline import StepError, ingest, register, train
+from segmodels.pipeline import StepError, infer, ingest, register, train
 from segmodels.tracking import lineage, stores
 
 TRAIN = ["trainer.epochs=1", "trainer.batch_size=8", "trainer.num_workers=0", "trainer.progress_bar=false",
@@ -117,13 +117,17 @@ def test_register_on_a_new_store_finding_no_train_run_names_the_store_the_reposi
 
 
 @pytest.mark.slow
-def test_the_steps_record_their_store_and_best_epoch_and_a_train_step_on_a_new_store_warns(
+def test_every_step_commit_records_its_store_and_a_train_step_on_a_new_store_warns(
         lakectl_env, lakefs, repo_name, tmp_path, caplog):
     first = use_store(tmp_path / "project" / "mlflow.db")
     source = generate_demo_dataset(tmp_path / "source", num_images=16, image_size=32, seed=3)
     data_commit = ingest.run(load_config("ingest", [f"source={source}", f"lakefs.repo={repo_name}"]))
-    train.run(load_config("train", [f"data_ref={data_commit}", f"lakefs.repo={repo_name}", *TRAIN]))
-    assert lakefs.get_commit(repo_name, "main").metadata[lineage.TRACKING_STORE_KEY] == first
+    run_id = train.run(load_config("train", [f"data_ref={data_commit}", f"lakefs.repo={repo_name}", *TRAIN]))
+    infer.run(load_config("infer", [f"model_uri=runs:/{run_id}", f"data_ref={data_commit}", "split=val",
+                                    f"lakefs.repo={repo_name}", "commit_predictions=true",
+                                    f"output_dir={tmp_path / 'predictions'}"]))
+    for branch in ("main", "predictions"):
+        assert lakefs.get_commit(repo_name, branch).metadata[lineage.TRACKING_STORE_KEY] == first
     model_commit = lakefs.get_commit(repo_name, "models").metadata
     assert model_commit[lineage.TRACKING_STORE_KEY] == first and model_commit["best_epoch"] == "1"
     [trained] = MlflowClient().search_runs(["0"], f"tags.`{lineage.TAG_STEP}` = 'train'")
