@@ -227,7 +227,7 @@ def test_unknown_parameter_through_mlflow_run_is_one_line(chain):
     errors = [line for line in result.stderr.splitlines() if line.startswith("segmodels register: error:")]
     assert errors == ["segmodels register: error: unknown parameter 'bogus' for register; expected one of run_id, "
                       "model_name, metric, threshold, alias, force, parent_run_id, interactive, overrides, or a "
-                      "config key such as trainer.epochs"]
+                      "config key such as lakefs.repo"]
     assert "usage:" not in result.stderr and "Traceback" not in result.stderr
 
 

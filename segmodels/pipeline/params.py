@@ -40,8 +40,8 @@ STEP_PARAMS: dict[str, dict[str, str]] = {
     "main": {"env_manager": "env_manager", "force": "force", "reuse_dirty": "reuse_dirty"},
     "reproduce": {"run_id": "run_id"},
 }
-EXAMPLE_CONFIG_KEY = {"ingest": "data.resize_masks", "train": "trainer.epochs", "infer": "lakefs.data_branch",
-                      "reproduce": "tolerance.rel"}  # a dotted key of each step's config, named by its errors
+EXAMPLE_CONFIG_KEY = {"ingest": "data.resize_masks", "train": "trainer.epochs", "register": "lakefs.repo",
+                      "infer": "lakefs.data_branch", "reproduce": "tolerance.rel"}  # a dotted key of each step's config, named by its errors
 CHAIN = ("ingest", "train", "register", "infer")
 FILLED_BY_MAIN = {"train": {"data_ref"}, "register": {"run_id"}, "infer": {"model_uri", "data_ref", "source"}}
 MAIN_FREE_OVERRIDES_STEP = "train"  # main's own `-P overrides=...` are train's
@@ -113,8 +113,8 @@ def param_overrides(step: str, params: Mapping[str, str]) -> list[str]:
             key = name
         else:
             known = ", ".join([*table, *LAUNCHER_PARAMS.get(step, ()), FREE_OVERRIDES])
-            example = f", or a config key such as {EXAMPLE_CONFIG_KEY[step]}" if step in EXAMPLE_CONFIG_KEY else ""
-            raise ConfigError(f"unknown parameter {name!r} for {step}; expected one of {known}{example}")
+            raise ConfigError(f"unknown parameter {name!r} for {step}; expected one of {known}, "
+                              f"or a config key such as {EXAMPLE_CONFIG_KEY[step]}")
         if value != "":
             overrides.append(checked_override(name, key, value))
     return overrides
