@@ -39,11 +39,11 @@ from segmodels.data.sources import redact, resolve_source
 from segmodels.dataset_store import fetch_dataset
 from segmodels.home import segmodels_home
 from segmodels.inference import predict_files
-from segmodels.progress import Progress
 from segmodels.metrics import ConfusionMatrix
 from segmodels.pipeline import StepError
 from segmodels.pipeline.interactive import INSTEAD, choose, timestamp
 from segmodels.pipeline.refs import pin_data_ref
+from segmodels.progress import Progress
 from segmodels.tracking import lineage
 from segmodels.tracking.lineage import short_commit
 from segmodels.tracking.training import log_class_report
@@ -372,14 +372,19 @@ def pinned_source(lakefs: LakeFS, source: str) -> str:
     return str(LakeFSUri(uri.repo, lakefs.resolve_commit(uri.repo, uri.ref), uri.path))
 
 
-def commit_predictions(lakefs: LakeFS, folder: Path, repo: str, source_ref: str, branch: str, prefix: str,
-                       run_id: str, metadata: dict[str, str]) -> LakeFSUri:
-    """Commit ``folder`` (masks, overlays, metrics or index) to ``<branch>/<prefix>/<run_id>`` of ``repo`` in one
-    atomic commit (``branch`` created from ``source_ref`` when new); returns the pinned URI."""
-    path = f"{prefix.strip('/')}/{run_id}".strip("/")
+def commit_predictions(lakefs: LakeFS, folder: Path, repo: str, source_ref: str, settings: DictConfig, run_id: str,
+                       metadata: dict[str, str]) -> LakeFSUri:
+    """Commit ``folder`` (masks, overlays, metrics or index) to ``<predictions_branch>/<predictions_prefix>/<run_id>``
+    (of the ``lakefs`` config ``settings``) in ``repo`` in one atomic commit (the branch created from
+    ``source_ref`` when new); tag the run with the pinned URI, which is returned."""
+    path = f"{settings.predictions_prefix.strip('/')}/{run_id}".strip("/")
     inputs = metadata.get("data_uri") or metadata["source"]
     message = f"infer {run_id}: predictions of {metadata['model_uri']} on {inputs}"
-    return lakefs.commit_directory(repo, branch, folder, path, message, metadata=metadata, source_ref=source_ref)
+    uri = lakefs.commit_directory(repo, settings.predictions_branch, folder, path, message, metadata=metadata,
+                                  source_ref=source_ref)
+    mlflow.set_tag(lineage.TAG_PREDICTIONS_URI, str(uri))
+    log.info("predictions committed to %s", uri)
+    return uri
 
 
 def commit_metadata(model_uri: str, model_tags: dict[str, str], run_id: str, inputs: dict[str, str]
@@ -447,10 +452,7 @@ def infer_data_set(cfg: DictConfig, lakefs: LakeFS, given: Path | None) -> Path:
             if cfg.commit_predictions:
                 metadata = commit_metadata(model_uri, model_tags, run_id, {
                     "data_commit": data.ref, "data_uri": str(data), "split": cfg.split})
-                uri = commit_predictions(lakefs, staging, data.repo, data.ref, cfg.lakefs.predictions_branch,
-                                         cfg.lakefs.predictions_prefix, run_id, metadata)
-                mlflow.set_tag(lineage.TAG_PREDICTIONS_URI, str(uri))
-                log.info("predictions committed to %s", uri)
+                commit_predictions(lakefs, staging, data.repo, data.ref, cfg.lakefs, run_id, metadata)
         mlflow.set_tag("segmodels.output_dir", str(out))
         log.info("wrote %d masks and overlays to %s", len(rows), out)
         return out
@@ -475,10 +477,7 @@ def infer_source(cfg: DictConfig, lakefs: LakeFS, given: Path | None, listing: I
             if cfg.commit_predictions:
                 repo, source_ref = predictions_repo(lakefs, source, cfg)
                 metadata = commit_metadata(model_uri, model_tags, run_id, {"source": source})
-                uri = commit_predictions(lakefs, staging, repo, source_ref, cfg.lakefs.predictions_branch,
-                                         cfg.lakefs.predictions_prefix, run_id, metadata)
-                mlflow.set_tag(lineage.TAG_PREDICTIONS_URI, str(uri))
-                log.info("predictions committed to %s", uri)
+                commit_predictions(lakefs, staging, repo, source_ref, cfg.lakefs, run_id, metadata)
         mlflow.set_tag("segmodels.output_dir", str(out))
         log.info("wrote %d masks and overlays to %s", len(rows), out)
         return out
