@@ -57,7 +57,7 @@ def test_a_unique_prefix_finds_the_run_and_an_unknown_one_finds_none(store):
     assert find_run(client, single[:8]).info.run_id == single
     assert find_run(client, twins[0][:9]).info.run_id == twins[0]
     assert find_run(client, "0" * 8) is None and find_run(client, single[:7]) is None  # too short: no search
-    with pytest.raises(RunIdError, match=f"run_id=0000000: no MLflow run has this id \\(a prefix needs 8"):
+    with pytest.raises(RunIdError, match="run_id=0000000: no MLflow run has this id \\(a prefix needs 8"):
         resolve_run(client, "0" * 7)
 
 
