@@ -174,7 +174,7 @@ def test_lakefs_commits_name_the_runs_that_made_them(chain):
     assert sdk.objects_api.stat_object("segmodels", model_commit_id,
                                        f"models/{children['train'].info.run_id}/MLmodel").size_bytes > 0
     # the model is stored once: MLflow's artifact store holds no weights
-    weights = [path for path in (chain.root / "artifacts").rglob("*") if path.name in ("model.pt", "python_model.pkl")]
+    weights = [path for path in (chain.root / "artifacts").rglob("*") if path.name in ("model.pt", "pyfunc_model.py")]
     assert not weights, weights
     data = sdk.objects_api.list_objects("segmodels", data_commit.id, prefix="data/", amount=1000)
     assert any(obj.path == "data/dataset.yaml" for obj in data.results)

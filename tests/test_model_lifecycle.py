@@ -67,11 +67,11 @@ def test_a_model_is_stored_once_in_lakefs_and_every_uri_loads_it_from_there(sand
 
     # the complete MLflow model is in lakeFS at the model commit, and nothing of it in MLflow's artifact store
     stored = {obj.path for obj in lakefs.list_objects(repo_name, model_commit, f"models/{run_id}/")}
-    for name in ("MLmodel", "python_model.pkl", "requirements.txt", "python_env.yaml", "code/segmodels/__init__.py"):
+    for name in ("MLmodel", "pyfunc_model.py", "requirements.txt", "python_env.yaml", "code/segmodels/__init__.py"):
         assert f"models/{run_id}/{name}" in stored, name
     assert {path.rsplit("/", 1)[-1] for path in stored if "/artifacts/" in path} == {"model.pt", "model.yaml"}
     mlflow_files = [path for path in sandbox.rglob("*") if path.is_file()]
-    assert not [path for path in mlflow_files if path.name in ("model.pt", "python_model.pkl")]
+    assert not [path for path in mlflow_files if path.name in ("model.pt", "pyfunc_model.py")]
     assert sum(path.stat().st_size for path in mlflow_files) < 1_000_000, "weights in MLflow's artifact store"
     assert any(path.name == "per_class_iou.json" for path in mlflow_files), "small things stay in MLflow"
 

@@ -170,7 +170,7 @@ def test_reproduce_runs_the_recorded_commit_when_the_working_tree_has_moved_on(p
     recorded = MlflowClient().get_run(trained).data.tags[lineage.TAG_GIT_COMMIT]
     engine = project.repo / "segmodels" / "training" / "engine.py"
     text = engine.read_text()
-    changed = text.replace("loss = criterion(model(images), masks)", "loss = 2 * criterion(model(images), masks)")
+    changed = text.replace("loss = criterion(logits, masks)", "loss = 2 * criterion(logits, masks)")
     assert changed != text
     engine.write_text(changed)  # new code trains differently and reports twice the loss
     git(project.repo, "commit", "--quiet", "-am", "scale the loss")
@@ -186,7 +186,7 @@ def test_reproduce_runs_the_recorded_commit_when_the_working_tree_has_moved_on(p
     client = MlflowClient()
     new, line = reproduction_of(client, result.stdout + result.stderr, trained)
     assert_identical_reproduction(client, trained, new, line)
-    assert "loss = criterion(model(images), masks)" in (checkout / "segmodels/training/engine.py").read_text()
+    assert "loss = criterion(logits, masks)" in (checkout / "segmodels/training/engine.py").read_text()
     assert git(checkout, "rev-parse", "HEAD") == recorded
     assert "edited by hand" not in (checkout / "segmodels/training/engine.py").read_text()
     assert not (project.repo / ".git" / "worktrees").exists(), "nothing left in the project's repository"
