@@ -89,3 +89,28 @@ def test_uploads_and_downloads_report_their_files_and_megabytes(lakefs, repo_nam
     assert any(line.startswith(f"upload to lakefs://{repo_name}/main/data/: 3/3 file (100%)") for line in lines), lines
     assert any(re.match(rf"download lakefs://{repo_name}/\w{{12}}/data/: 0\.6/0\.6 MB \(100%\), [\d.e+-]+ MB/s", line)
                for line in lines), lines
+
+
+STEP_OUTPUT = """
+import logging
+from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
+from segmodels.pipeline import configure_output
+configure_output("ingest")
+logging.getLogger("matplotlib.font_manager").info("generated new fontManager")
+logging.getLogger("segmodels.data.card").info("data set 'x': 3 images")
+logging.getLogger("somelibrary").warning("a warning stays")
+print("artifact bars:", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.get())
+"""
+
+
+def test_a_piped_step_shows_its_own_lines_and_no_other_librarys_info_or_transfer_bars():
+    """Under `mlflow run` (pipes): segmodels' INFO lines show, matplotlib's font-cache note and MLflow's `\\r` bars
+    do not; warnings of any library still do."""
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
+    completed = subprocess.run([sys.executable, "-c", STEP_OUTPUT], cwd=PROJECT, env=env, capture_output=True,
+                               text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert "segmodels ingest INFO data set 'x': 3 images" in completed.stderr
+    assert "segmodels ingest WARNING a warning stays" in completed.stderr
+    assert "fontManager" not in completed.stderr
+    assert completed.stdout.strip() == "artifact bars: False"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Callable, Sequence
 
 from omegaconf import DictConfig
 
 from segmodels.config import ConfigError, load_config
+from segmodels.progress import on_terminal
 from segmodels.redaction import install_excepthook, install_log_redaction, redact_text
 
 STEPS: dict[str, str] = {  # entry point -> module whose run(cfg) does the work
@@ -48,6 +50,16 @@ def step_function(step: str) -> Callable[[DictConfig], object]:
     return importlib.import_module(STEPS[step]).run
 
 
+def configure_output(step: str) -> None:
+    """What a step prints: segmodels' own records from INFO (results, progress), other libraries' from WARNING
+    (matplotlib's font-cache notes are INFO records); on a pipe, as under ``mlflow run``, none of MLflow's
+    artifact transfer bars (they redraw with carriage returns: :mod:`segmodels.progress` reports there instead)."""
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s segmodels {step} %(levelname)s %(message)s")
+    logging.getLogger("segmodels").setLevel(logging.INFO)
+    if not on_terminal():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
     """Run ``step`` from its command line (see :mod:`segmodels.pipeline.params`).
 
@@ -57,7 +69,7 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
     """
     from segmodels.pipeline.params import step_overrides
 
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s segmodels {step} %(levelname)s %(message)s")
+    configure_output(step)
     install_log_redaction()
     install_excepthook()
     try:
