@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -326,3 +328,20 @@ def test_a_killed_train_step_resumes_from_its_checkpoint_to_the_same_metrics(cha
     assert [value for _, value in resumed_curve] == pytest.approx([value for _, value in straight_curve])
     assert run.data.metrics["best_val_miou"] == pytest.approx(uninterrupted.data.metrics["best_val_miou"])
     assert not any(work_root.iterdir())
+
+
+def test_infer_of_a_name_never_registered_prints_a_register_command_that_works_as_printed(chain):
+    """`infer -P model_uri=models:/<new name>@champion` with no such model: one line naming the register command of
+    the newest train run; that command, typed as printed, registers it, and the same infer then predicts."""
+    params = {"model_uri": "models:/people@champion", "output_dir": chain.root / "people-predictions"}
+    refused = chain.mlflow_run("infer", **params)
+    assert refused.returncode != 0
+    [line] = [line for line in refused.stderr.splitlines() if line.startswith("segmodels infer: error:")]
+    command = shlex.split(re.search(r"\((mlflow run \. -e register [^)]*)\)", line)[1])
+    assert command[:5] == ["mlflow", "run", ".", "-e", "register"], line
+    hinted = dict(command[index + 1].split("=", 1) for index, word in enumerate(command) if word == "-P")
+    registered = chain.mlflow_run("register", **hinted)
+    assert registered.returncode == 0, registered.stderr[-3000:]
+    predicted = chain.mlflow_run("infer", **params)
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    assert list((chain.root / "people-predictions" / "masks").glob("*.png"))

@@ -131,10 +131,13 @@ def check_registered(client: MlflowClient, model_uri: str) -> None:
 
 
 def newest_model_run(client: MlflowClient) -> str | None:
-    """The id of the newest run, of any experiment, that made a model (tagged with its lakeFS URI)."""
+    """The id of the newest finished train run, of any experiment, that made a model (tagged with its lakeFS URI;
+    register runs carry that tag too, and are not what register takes)."""
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    runs = client.search_runs(experiments, f"tags.`{lineage.TAG_MODEL_URI}` LIKE 'lakefs://%'",
-                              order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+    query = (f"tags.`{lineage.TAG_STEP}` = 'train' AND tags.`{lineage.TAG_MODEL_URI}` LIKE 'lakefs://%' "
+             "AND attributes.status = 'FINISHED'")
+    runs = client.search_runs(experiments, query, order_by=["attributes.start_time DESC"],
+                              max_results=1) if experiments else []
     return runs[0].info.run_id if runs else None
 
 
