@@ -485,10 +485,12 @@ def test_no_registered_model_says_what_to_do_and_the_hint_works_as_printed(
         "folder, runs:/<train run id>/model or lakefs:// URI>"]
 
     lakefs.ensure_repository(repo_name)
-    with mlflow.start_run() as train_run:  # a train run that made a model (its lakeFS copy)
+    with mlflow.start_run(tags={lineage.TAG_STEP: "train"}) as train_run:  # a train run that made a model
         uri = publish_model(lakefs, demo_model, repo_name, "models", "models", train_run.info.run_id, metadata={},
                             source_ref="main")
         mlflow.set_tag(lineage.TAG_MODEL_URI, str(uri))
+    with mlflow.start_run(tags={lineage.TAG_STEP: "register", lineage.TAG_MODEL_URI: str(uri)}):
+        pass  # newer, and naming the model too, but not a run register takes
     with pytest.raises(SystemExit):
         run_step_cli("infer", args)
     [error] = capsys.readouterr().err.strip().splitlines()
