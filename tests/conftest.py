@@ -3,6 +3,7 @@ and small prepared demo data sets."""
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import subprocess
@@ -89,6 +90,16 @@ def isolated_mlflow_state():
     for key in [key for key in os.environ if key.startswith("MLFLOW_")]:
         del os.environ[key]
     os.environ.update(saved)
+
+
+@pytest.fixture(autouse=True)
+def isolated_segmodels_log_level():
+    """Leave the ``segmodels`` logger's level as it was: a test that runs a step in-process
+    (``run_step_cli`` sets it to INFO, as a step's process should) must not change what later tests capture."""
+    logger = logging.getLogger("segmodels")
+    level = logger.level
+    yield
+    logger.setLevel(level)
 
 
 @pytest.fixture(scope="session")
