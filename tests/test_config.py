@@ -135,6 +135,17 @@ def test_main_hands_each_step_its_own_parameters():
             route_main_params(bad)
 
 
+def test_main_refuses_infer_source_naming_the_infer_command_that_takes_it():
+    with pytest.raises(ConfigError) as caught:
+        route_main_params({"infer.source": "/data/new photos"})
+    command = str(caught.value).split("run the step on its own: ", 1)[1]
+    argv = shlex.split(command)
+    assert argv[:5] == ["mlflow", "run", ".", "-e", "infer"] and argv[-2:] == ["--env-manager", "local"]
+    name, value = argv[6].split("=", 1)
+    assert (name, value) == ("source", "/data/new photos")
+    assert load_config("infer", step_overrides("infer", [f"--{name}", value])).source == "/data/new photos"
+
+
 def test_a_recipe_selects_each_steps_part():
     """``experiment=<recipe>`` sets the data preset for ingest and model, transforms, loss, optimisation and
     epochs for train; values given beside it still win."""

@@ -43,7 +43,8 @@ STEP_PARAMS: dict[str, dict[str, str]] = {
 EXAMPLE_CONFIG_KEY = {"ingest": "data.resize_masks", "train": "trainer.epochs", "register": "lakefs.repo",
                       "infer": "lakefs.data_branch", "reproduce": "tolerance.rel"}  # a dotted key of each step's config, named by its errors
 CHAIN = ("ingest", "train", "register", "infer")
-FILLED_BY_MAIN = {"train": {"data_ref"}, "register": {"run_id"}, "infer": {"model_uri", "data_ref", "source"}}
+FILLED_BY_MAIN = {"train": {"data_ref"}, "register": {"run_id"}, "infer": {"model_uri", "data_ref"}}
+NOT_IN_CHAIN = {"infer": {"source"}}  # a step's parameters main never passes on (`source` goes to ingest)
 MAIN_FREE_OVERRIDES_STEP = "train"  # main's own `-P overrides=...` are train's
 
 HYDRA_SPECIAL = re.compile(r"[\s=,'\"\[\]{}()\\]")
@@ -165,12 +166,20 @@ def route_main_params(params: Mapping[str, str]) -> tuple[dict[str, str], dict[s
             raise ConfigError(f"unknown parameter {name!r} for main; expected one of {', '.join(known)}, "
                               f"or <step>.<name> (e.g. infer.split=val)")
         for step in targets:
-            if name in FILLED_BY_MAIN.get(step, ()):
+            if name in FILLED_BY_MAIN.get(step, ()) or name in NOT_IN_CHAIN.get(step, ()):
                 if len(targets) == 1:
-                    raise ConfigError(f"parameter {name!r} of {step} is filled in by main from the previous step")
+                    raise ConfigError(_not_for_main(step, name, value))
                 continue
             per_step[step][name] = value
     return own, per_step
+
+
+def _not_for_main(step: str, name: str, value: str) -> str:
+    """Why main refuses ``<step>.<name>``, and what to run instead."""
+    if name in FILLED_BY_MAIN.get(step, ()):
+        return f"parameter {name!r} of {step} is filled in by main from the previous step"
+    return (f"parameter {name!r} of {step} is not part of main's chain (its {step} reads the data ingest committed); "
+            f"run the step on its own: mlflow run . -e {step} -P {name}={shlex.quote(value)} --env-manager local")
 
 
 def recipe_in(overrides: str) -> str | None:
