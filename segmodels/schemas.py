@@ -9,8 +9,8 @@ Code reads these keys as attributes, never with ``.get(key, default)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from dataclasses import dataclass, fields, is_dataclass
+from typing import Any, Dict, List, Optional, get_type_hints
 
 from omegaconf import MISSING
 
@@ -197,3 +197,14 @@ GROUP_SCHEMAS = {"transforms": TransformsConfig, "trainer": TrainerConfig, "data
                  "lakefs": LakeFSConfig}
 STEP_SCHEMAS = {"ingest": IngestConfig, "train": TrainConfig, "register": RegisterConfig,
                 "infer": InferConfig, "main": MainConfig, "reproduce": ReproduceConfig}
+
+
+def is_text_key(step: str, key: str) -> bool:
+    """Whether the dotted ``key`` of ``step``'s config is typed ``str`` (a run id, a ref, a path: a value such as
+    ``47e11020`` or ``0012`` must stay the text typed, never become a number first)."""
+    schema: Any = STEP_SCHEMAS.get(step)
+    for part in key.split("."):
+        if not is_dataclass(schema) or part not in {field.name for field in fields(schema)}:
+            return False
+        schema = get_type_hints(schema)[part]
+    return schema in (str, Optional[str])

@@ -146,6 +146,18 @@ def test_main_refuses_infer_source_naming_the_infer_command_that_takes_it():
     assert load_config("infer", step_overrides("infer", [f"--{name}", value])).source == "/data/new photos"
 
 
+@pytest.mark.parametrize("text", ["47e11020", "1234e005", "00e12345", "12345678", "0x1f2e3d4c", "1e5", "true", "null"])
+@pytest.mark.parametrize("entry_point, name, key", [
+    ("reproduce", "run_id", "run_id"), ("register", "parent_run_id", "parent_run_id"),
+    ("train", "data_ref", "data_ref"), ("infer", "split", "split"), ("ingest", "repo", "lakefs.repo"),
+])
+def test_text_parameters_stay_the_text_typed(entry_point, name, key, text):
+    """A run id prefix that reads as a number (``47e11020`` is 4.7e11021: it became ``inf``) stays the text
+    typed, through the MLproject command and as a ``key=value`` override."""
+    assert OmegaConf.select(compose(entry_point, {name: text}), key) == text
+    assert OmegaConf.select(load_config(entry_point, step_overrides(entry_point, [f"{key}={text}"])), key) == text
+
+
 def test_a_recipe_selects_each_steps_part():
     """``experiment=<recipe>`` sets the data preset for ingest and model, transforms, loss, optimisation and
     epochs for train; values given beside it still win."""

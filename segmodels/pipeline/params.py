@@ -22,6 +22,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from segmodels.config import ConfigError
+from segmodels.schemas import is_text_key
 
 FREE_OVERRIDES = "overrides"
 LAUNCHER_PARAMS = {"train": ("nproc",)}  # read by segmodels.training.launch before the step starts
@@ -85,7 +86,7 @@ def parse_command_line(step: str, argv: Sequence[str]) -> tuple[dict[str, str], 
         elif "=" in arg:
             key, _, value = arg.partition("=")
             if value != "":
-                overrides.append(checked_override(key, key, value))
+                overrides.append(checked_override(step, key, key, value))
         else:
             raise ConfigError(f"argument {arg!r} is not of the form --name value or key=value")
     return params, overrides
@@ -117,14 +118,16 @@ def param_overrides(step: str, params: Mapping[str, str]) -> list[str]:
             raise ConfigError(f"unknown parameter {name!r} for {step}; expected one of {known}, "
                               f"or a config key such as {EXAMPLE_CONFIG_KEY[step]}")
         if value != "":
-            overrides.append(checked_override(name, key, value))
+            overrides.append(checked_override(step, name, key, value))
     return overrides
 
 
-def checked_override(name: str, key: str, value: str) -> str:
-    """The Hydra override setting ``key`` to ``value``; a value Hydra cannot parse is a ConfigError naming
-    the parameter (Hydra's own message names neither)."""
-    override = f"{key}={hydra_value(value)}"
+def checked_override(step: str, name: str, key: str, value: str) -> str:
+    """The Hydra override setting ``key`` to ``value`` (quoted when ``step``'s schema types the key ``str``, so
+    that a run id like ``47e11020`` is not read as a float first); a value Hydra cannot parse is a ConfigError
+    naming the parameter (Hydra's own message names neither)."""
+    literal = quoted(value) if is_text_key(step, key) else hydra_value(value)
+    override = f"{key}={literal}"
     try:
         OverridesParser.create().parse_override(override)
     except HydraException as exc:
