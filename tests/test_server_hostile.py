@@ -302,12 +302,63 @@ def test_good_chunked_upload_keeps_the_connection(server, repo):
     b"GET /api/v1/healthcheck HTTP/1.1\r\n\r\n",
     b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
     b"GET /api/v1/health\xffcheck HTTP/1.1\r\nHost: test\r\n\r\n",
-], ids=["space-before-colon", "obs-fold", "no-host", "two-hosts", "non-ascii-target"])
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x00b\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: te\x00st\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x01b\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x1bb\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x7fb\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\rb\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\x00A: 1\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\rA: 1\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\xe9A: 1\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX(A): 1\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\n: 1\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\n X-A: 1\r\nHost: test\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: 1\r\n\tfolded\r\n\r\n",
+    b"GET /api/v1/health\x00check HTTP/1.1\r\nHost: test\r\n\r\n",
+    b"GET /api/v1/healthcheck?a=\x00 HTTP/1.1\r\nHost: test\r\n\r\n",
+    b"GET /api/v1/healthcheck HTTP/1.1\x00\r\nHost: test\r\n\r\n",
+], ids=["space-before-colon", "obs-fold", "no-host", "two-hosts", "non-ascii-target", "nul-in-value", "nul-in-host",
+        "ctrl-in-value", "esc-in-value", "del-in-value", "bare-cr-in-value", "nul-in-name", "cr-in-name",
+        "non-ascii-name", "separator-in-name", "empty-name", "continuation-first", "tab-fold", "nul-in-target",
+        "nul-in-query", "nul-in-version"])
 def test_malformed_request_head_is_400_and_closes(server, raw_head):
     conn = Conn(server)
     conn.send(raw_head + SMUGGLED)
     status, _, body = conn.response()
     assert_error(status, body, 400)
+    assert conn.closed()
+    assert_healthy(server)
+
+
+def test_nul_in_the_authorization_header_is_400_not_checked(server, repo, unmoved):
+    conn = Conn(server)
+    conn.send(head(server, "GET", f"/api/v1/repositories/{repo}").replace(b"\r\nHost", b"\x00\r\nHost", 1)
+              .replace(b"\r\n\r\n", b"\x00\r\n\r\n"))
+    status, _, body = conn.response()
+    assert_error(status, body, 400)
+    assert conn.closed()
+
+
+@pytest.mark.parametrize("target", ["/healthcheck?a=%00", "/healthcheck?a%00=1", "/repositories/{repo}%00",
+                                    "/repositories/{repo}/refs/main/objects?path=a%00b",
+                                    "/repositories/{repo}/refs/main/objects/ls?prefix=%00"],
+                         ids=["query-value", "query-name", "path-segment", "object-path", "prefix"])
+def test_percent_encoded_nul_is_400(server, repo, unmoved, target):
+    status, _, body = request(server, "GET", "/api/v1" + target.format(repo=repo))
+    assert_error(status, body, 400)
+    assert "NUL" in json.loads(body)["message"]
+
+
+@pytest.mark.parametrize("request_line", [b"G\x00T /api/v1/healthcheck HTTP/1.1", b"X" * 60000 + b" / HTTP/1.1",
+                                          b"GET / HTTP/1.1" + b"X" * 60000, b"GET " + b"/x " * 20000 + b"HTTP/1.1"],
+                         ids=["nul-in-method", "long-method", "long-version", "many-words"])
+def test_bad_request_line_is_refused_without_echoing_it(server, request_line):
+    conn = Conn(server)
+    conn.send(request_line + b"\r\nHost: test\r\n\r\n")
+    status, _, body = conn.response()
+    assert status in (400, 501), body
+    assert len(json.loads(body)["message"]) <= 120
     assert conn.closed()
     assert_healthy(server)
 

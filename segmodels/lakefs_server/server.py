@@ -33,6 +33,12 @@ LINGER_SECONDS = 1.0  # closing after an error: how long to drain what the clien
 LINGER_BYTES = 1 << 20
 LOG = logging.getLogger("segmodels.lakefs_server")
 _REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces or control characters
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a header value: all but horizontal tab
+_HEADER_DEFECTS = (email.errors.MissingHeaderBodySeparatorDefect, email.errors.InvalidHeaderDefect,  # no name
+                   email.errors.FirstHeaderLineIsContinuationDefect)  # lines the parser drops
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD"})
+MAX_ERROR_MESSAGE = 120  # characters of an error message (the stdlib's quote the request line)
 _REFUSAL_BODY = json.dumps({"message": "too many connections, retry later"}).encode()
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
             b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n"
@@ -184,10 +190,17 @@ class _Handler(BaseHTTPRequestHandler):
         problem = None
         payload = self.headers.get_payload()  # header lines the parser could not read land in the "payload"
         if (isinstance(payload, str) and payload) or any(
-                isinstance(d, email.errors.MissingHeaderBodySeparatorDefect) for d in self.headers.defects):
+                isinstance(d, _HEADER_DEFECTS) for d in self.headers.defects):
             problem = "malformed request header"
         elif any("\r" in value or "\n" in value for value in self.headers.values()):
             problem = "malformed request header (line folding)"
+        elif not all(_HEADER_NAME.fullmatch(name) for name in self.headers.keys()):
+            problem = "malformed request header name"
+        elif any(_CONTROL.search(value) for value in self.headers.values()):
+            problem = "malformed request header value (control character)"
+        elif self.command not in METHODS:
+            self.send_error(501, "unsupported method")
+            return False
         elif not _REQUEST_TARGET.fullmatch(self.path):
             problem = "malformed request target"
         elif self.request_version != "HTTP/1.0" and len(self.headers.get_all("Host") or []) != 1:
@@ -200,6 +213,8 @@ class _Handler(BaseHTTPRequestHandler):
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors found while parsing (before any handler) as lakeFS-style JSON, closing the connection."""
         self.close_connection = True
+        if message and len(message) > MAX_ERROR_MESSAGE:
+            message = message[:MAX_ERROR_MESSAGE - 3] + "..."
         if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
             self.request_version = "HTTP/1.1"  # answer with a status line even to an unparsable request line
         body = json.dumps({"message": message or HTTPStatus(code).phrase}).encode()

@@ -76,18 +76,25 @@ def decode_component(text: str, what: str = "path") -> str:
     if _BAD_ESCAPE.search(text):
         raise BadRequest(f"invalid URL escape in {what}")
     try:
-        return unquote_to_bytes(text).decode("utf-8")
+        decoded = unquote_to_bytes(text).decode("utf-8")
     except UnicodeDecodeError:
         raise BadRequest(f"invalid UTF-8 in {what}") from None
+    if "\x00" in decoded:
+        raise BadRequest(f"invalid NUL byte (%00) in {what}")
+    return decoded
 
 
 def parse_query(query: str) -> dict[str, list[str]]:
+    """Query parameters, strictly decoded (see :func:`decode_component`); 400 for a bad escape, UTF-8 or NUL."""
     if _BAD_ESCAPE.search(query):
         raise BadRequest("invalid URL escape in query")
     try:
-        return parse_qs(query, keep_blank_values=True, errors="strict")
+        params = parse_qs(query, keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
         raise BadRequest("invalid UTF-8 in query") from None
+    if any("\x00" in name or any("\x00" in value for value in values) for name, values in params.items()):
+        raise BadRequest("invalid NUL byte (%00) in query")
+    return params
 
 
 class Request:
