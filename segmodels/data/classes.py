@@ -6,9 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from segmodels.data.errors import DataValidationError
+from segmodels.data.errors import DataValidationError, clipped
+from segmodels.data.safe_yaml import load_yaml
 
 IGNORE_NAMES = ("__ignore__",)
 CLASS_FILES = ("dataset.yaml", "classes.yaml", "classes.txt", "labels.txt", "class_names.txt")
@@ -51,11 +50,12 @@ def parse_classes(declared: Iterable) -> list[ClassSpec]:
             class_id, name, color = index, entry, None
         elif isinstance(entry, Mapping):
             if "name" not in entry:
-                raise DataValidationError(f"class entry {dict(entry)!r} has no name")
+                raise DataValidationError(f"class entry {clipped(dict(entry))} has no name")
             class_id, name, color = int(entry.get("id", index)), str(entry["name"]), entry.get("color")
         else:
-            raise DataValidationError(f"class entry {entry!r} is neither a name nor a mapping")
-        specs.append(ClassSpec(class_id, name, tuple(int(c) for c in color) if color is not None else voc_color(class_id)))
+            raise DataValidationError(f"class entry {clipped(entry)} is neither a name nor a mapping")
+        color = tuple(int(c) for c in color) if color is not None else voc_color(class_id)
+        specs.append(ClassSpec(class_id, name, color))
     return check_classes(specs)
 
 
@@ -68,10 +68,12 @@ def check_classes(specs: list[ClassSpec]) -> list[ClassSpec]:
     for label, values in (("id", ids), ("name", names)):
         duplicates = sorted({v for v in values if values.count(v) > 1}, key=str)
         if duplicates:
-            raise DataValidationError(f"duplicate class {label}(s) in declaration: {duplicates}")
+            raise DataValidationError(f"duplicate class {label}(s) in declaration: {clipped(duplicates)}")
     bad = [i for i in ids if not 0 <= i <= 254]
     if bad:
-        raise DataValidationError(f"class ids {bad} outside 0..254 (masks are 8-bit, 255 is reserved for ignore)")
+        raise DataValidationError(
+            f"class ids {clipped(bad)} outside 0..254 (masks are 8-bit, 255 is reserved for ignore)"
+        )
     return sorted(specs, key=lambda spec: spec.id)
 
 
@@ -81,7 +83,7 @@ def read_class_file(path: Path) -> list[ClassSpec]:
     if not path.is_file():
         raise DataValidationError(f"{path}: class file not found")
     if path.suffix in (".yaml", ".yml"):
-        document = yaml.safe_load(path.read_text()) or {}
+        document = load_yaml(path.read_text()) or {}
         entries = document.get("classes") if isinstance(document, Mapping) else document
         if not entries:
             raise DataValidationError(f"{path}: no `classes` list")

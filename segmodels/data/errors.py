@@ -5,12 +5,24 @@ from __future__ import annotations
 import csv
 import io
 import re
+import reprlib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 SURROGATES = range(0xDC80, 0xDD00)  # undecodable bytes of a file name (os.fsdecode's surrogateescape)
 SHOWN_ISSUES = 5  # issue lines a message shows; the rest are in the report file it names
+SHOWN_CHARS = 80  # characters of a user's value a message shows at most
+
+
+def clipped(value, limit: int = SHOWN_CHARS) -> str:
+    """repr of a user's value for a message, at most `limit` characters: built bounded (a huge nested value is
+    never formatted whole), then cut with ``...``."""
+    shown = reprlib.Repr()
+    shown.maxlevel, shown.maxstring, shown.maxother = 3, limit, limit
+    shown.maxlist = shown.maxdict = shown.maxtuple = shown.maxset = 6
+    text = shown.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def printable(text) -> str:

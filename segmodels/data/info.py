@@ -10,6 +10,7 @@ import yaml
 from segmodels.data.classes import ClassSpec, parse_classes
 from segmodels.data.errors import DataValidationError
 from segmodels.data.layout import SPLITS, Layout
+from segmodels.data.safe_yaml import load_yaml
 from segmodels.data.stats import CLASS_STATS_KEY, ClassStats
 
 
@@ -77,7 +78,7 @@ def load_dataset_info(root: Path) -> DatasetInfo:
     if not path.is_file():
         raise DataValidationError(f"{path}: not found (is {root} a prepared data set?)")
     try:
-        document = yaml.safe_load(path.read_text())
+        document = load_yaml(path.read_text())
     except yaml.YAMLError as error:
         raise DataValidationError(f"{path}: invalid YAML ({error.__class__.__name__})") from None
     if not isinstance(document, dict):

@@ -9,6 +9,8 @@ import torch
 import yaml
 from torch import nn
 
+from segmodels.data.safe_yaml import load_yaml
+
 from .registry import create_model
 
 WEIGHTS_FILE = "model.pt"
@@ -65,7 +67,7 @@ def load_spec(package_dir: str | Path) -> ModelSpec:
     path = Path(package_dir) / SPEC_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: not a model package (model.yaml missing)")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = load_yaml(path.read_text()) or {}
     known = set(ModelSpec.__dataclass_fields__)
     unknown = set(raw) - known
     if unknown or "architecture" not in raw or "num_classes" not in raw:
