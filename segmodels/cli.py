@@ -1,5 +1,5 @@
 """The ``segmodels`` command: ``segmodels lakefs serve``, ``segmodels lakefs gc``, ``segmodels step <name>
-[key=value ...]`` and ``segmodels lineage <models:/... | lakefs://... | run id>``."""
+[key=value ...]``, ``segmodels lineage <models:/... | lakefs://... | run id>`` and ``segmodels compare A B``."""
 
 from __future__ import annotations
 
@@ -70,6 +70,13 @@ def show_lineage(args: argparse.Namespace) -> None:
     print(format_json(doc) if args.json else format_text(doc))
 
 
+def compare_refs(args: argparse.Namespace) -> None:
+    """Print two runs, model versions or data commits side by side (``--html FILE``: also as a page)."""
+    from segmodels.compare import run_cli
+
+    run_cli(args.a, args.b, args.html)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="segmodels", description=__doc__)
@@ -105,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(or its first 8+ hex digits, as report.md shows it)")
     lineage.add_argument("--json", action="store_true", help="print one JSON document (for tools)")
     lineage.set_defaults(handler=show_lineage)
+
+    compare = commands.add_parser("compare", help="two runs, model versions or data commits side by side")
+    compare.add_argument("a", help="a run id, models:/<name>/<version>, models:/<name>@<alias> or lakefs://<repo>/<ref>")
+    compare.add_argument("b", help="the same kinds as A")
+    compare.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write the comparison as HTML")
+    compare.set_defaults(handler=compare_refs)
+
     return parser
 
 
