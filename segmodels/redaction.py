@@ -26,30 +26,37 @@ import re
 import sys
 import traceback
 from collections.abc import Mapping
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote, unquote_plus, urlsplit
 
 MASK = "***"
 
-# query/fragment parameter names whose value is a secret, compared lower-cased with "-" read as "_"
+# query/fragment/path parameter names whose value is a secret, compared lower-cased with "-" and "." read as "_"
 SECRET_PARAMS = frozenset({
-    "key", "sig", "sas", "pass", "pwd", "auth", "authorization",
-    "x_amz_signature", "x_amz_credential", "x_amz_security_token", "awsaccesskeyid",
+    "key", "sig", "sas", "pass", "pwd", "pw", "auth", "authorization", "jwt", "hmac", "session", "bearer",
+    "assertion", "x_amz_signature", "x_amz_credential", "x_amz_security_token", "awsaccesskeyid",
     "x_goog_signature", "x_goog_credential", "googleaccessid",
 })
-# ... or whose name contains one of these (token, access_token, api_key, password, client_secret, signature...)
-SECRET_PARAM_PARTS = re.compile(r"token|secret|passw|signature|credential|api_?key|access_?key|private_?key|"
-                                r"session_?key|client_?key")
+# ... or whose name contains one of these (token, access_token, api_key, auth_key, password, client_secret,
+# signature, jsessionid, phpsessid...)
+SECRET_PARAM_PARTS = re.compile(r"token|secret|passw|signature|credential|jwt|hmac|sess(?:ion)?_?id|"
+                                r"(?:api|access|private|session|client|auth|signing|shared|master|encryption)_?key")
 # environment variables whose value is a secret: a name with one of these words (between underscores)
 SECRET_ENV_NAME = re.compile(r"(?:^|_)(?:SECRET|SECRETS|TOKEN|PASSWORD|PASSWD|PASSPHRASE|APIKEY|API_KEY|"
                              r"PRIVATE_KEY|SIGNATURE|CREDENTIAL|CREDENTIALS)(?:_|$)")
 NOT_SECRET_ENV_SUFFIXES = ("_ID", "_FILE", "_PATH", "_DIR")  # AWS_WEB_IDENTITY_TOKEN_FILE names a file, not a secret
 MIN_SECRET_LENGTH = 6  # shorter values (true, 1, yes...) are not masked wherever they occur
+SHOWN_CHARS = 80  # at most this much of a user's value goes into a message (:func:`shown`)
 
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
-_URL_STOP = re.compile(r"[\s\"'<>`]")  # where a URL written in text ends
+_URL_STOP = re.compile(r"[\s\"'<>`]")  # where a URL's host, path and query written in text end
+_AUTHORITY_END = re.compile(r"[/?#\n]")  # where a URL's authority (user info included) ends, as urllib reads it
 _TRAILING = ".,;:!?)]}"  # punctuation after a URL in prose, not part of it
-# a query parameter outside a whole URL (a logged request line "GET /d.zip?X-Amz-Signature=... HTTP/1.1")
-_BARE_PARAM = re.compile(r"([?&])([^\s?&=#\"'<>]+)=([^\s&#\"'<>]*)")
+# a query (or path) parameter outside a whole URL (a logged request line "GET /d.zip?X-Amz-Signature=... HTTP/1.1")
+_BARE_PARAM = re.compile(r"([?&;])([^\s?&;=#\"'<>]+)=([^\s?&;#\"'<>]*)")
+_PATH_PARAM = re.compile(r";([^;/=?#]+)=([^;/?#]*)")  # a path segment's parameter: /app;jsessionid=...
+_ENCODED_MARK = re.compile(r"%3[dD]|%3[aA]%2[fF]%2[fF]")  # an encoded "=" or "://": a URL or query encoded in text
+_ENCODED_STOP = frozenset(" \t\r\n\"'<>&=?#")  # where such an encoded value ends
+_MAX_DEPTH = 4  # encoded values within encoded values decoded this deep
 _registered: set[str] = set()
 
 
@@ -60,8 +67,14 @@ def register_secret(value: str | None) -> None:
 
 
 def is_secret_param(name: str) -> bool:
-    """Whether a URL query (or fragment) parameter named ``name`` carries a secret."""
-    key = unquote_plus(name).strip().lower().replace("-", "_")
+    """Whether a URL query, fragment or path parameter named ``name`` carries a secret: any case, percent-encoded
+    (``%73ig``, ``X%2DAmz%2DSignature``, twice encoded too), HTML-escaped after ``&amp;``, an array ``token[]``."""
+    key = name
+    for _ in range(_MAX_DEPTH):
+        key, previous = unquote_plus(key), key
+        if key == previous:
+            break
+    key = key.rpartition(";")[2].strip().removesuffix("[]").lower().replace("-", "_").replace(".", "_")
     return key in SECRET_PARAMS or bool(SECRET_PARAM_PARTS.search(key))
 
 
@@ -78,21 +91,43 @@ def secret_values() -> list[str]:
 
 
 def redact_url(url: str) -> str:
-    """One URL (``scheme://...``) with its user info and secret query/fragment parameters masked."""
+    """One URL (``scheme://...``) with its user info and secret query, fragment and path parameters masked.
+
+    The user info is what urllib and requests read as such: all of the authority (up to the first ``/``, ``?``
+    or ``#``, whatever characters come before: quotes, spaces, backticks) before its last ``@``. An authority
+    that is no ``host[:port]`` (a password with an unencoded ``/``, ``?`` or ``#`` cut it short) followed by an
+    ``@`` is masked up to that ``@`` too."""
     scheme, sep, rest = url.partition("://")
     if not sep:
         return url
-    end = next((i for i, char in enumerate(rest) if char in "/?#"), len(rest))
+    match = _AUTHORITY_END.search(rest)
+    end = match.start() if match else len(rest)
     authority, tail = rest[:end], rest[end:]
     if "@" in authority:  # user:password@host, or a token as user name: all of it goes
         authority = f"{MASK}@{authority.rsplit('@', 1)[1]}"
+    elif "@" in tail and not _is_host(authority):
+        match = _AUTHORITY_END.search(tail, tail.index("@"))
+        host_end = match.start() if match else len(tail)
+        at = tail.rindex("@", 0, host_end)
+        authority, tail = f"{MASK}@{tail[at + 1:host_end]}", tail[host_end:]
     before_fragment, hash_sign, fragment = tail.partition("#")
     path, question, query = before_fragment.partition("?")
+    if ";" in path:
+        path = _PATH_PARAM.sub(_mask_path_param, path)
     if question:
         query = _redact_params(query)
     if hash_sign and "=" in fragment:  # e.g. an OAuth #access_token=...
         fragment = _redact_params(fragment)
     return f"{scheme}://{authority}{path}{question}{query}{hash_sign}{fragment}"
+
+
+def _is_host(authority: str) -> bool:
+    """Whether ``authority`` reads as ``host[:port]`` (a port of digits, IPv6 in brackets)."""
+    try:
+        urlsplit(f"//{authority}").port
+    except ValueError:
+        return False
+    return bool(authority) and not any(char.isspace() for char in authority)
 
 
 def _redact_params(query: str) -> str:
@@ -103,8 +138,15 @@ def _redact_params(query: str) -> str:
     return "&".join(parts)
 
 
+def _mask_path_param(match: re.Match) -> str:
+    name, value = match.groups()
+    return f";{name}={MASK}" if value and is_secret_param(name) else match.group(0)
+
+
 def _url_spans(text: str):
-    """(start, end) of each ``scheme://...`` URL in ``text`` (linear: found from each ``://``)."""
+    """(start, end) of each ``scheme://...`` URL in ``text`` (linear: found from each ``://``). A URL's authority
+    runs to the first ``/``, ``?``, ``#`` or line end, so that a user info with spaces or quotes is all in it; its
+    host, path and query end at white space, a quote or ``<>`` (or where another URL starts)."""
     spans = []
     last_end = 0
     index = text.find("://")
@@ -115,16 +157,16 @@ def _url_spans(text: str):
         while start < index and not text[start].isalpha():  # a scheme starts with a letter
             start += 1
         following = text.find("://", index + 3)
-        end = len(text)
-        stop = _URL_STOP.search(text, index + 3)
-        if stop:
-            end = stop.start()
-        if following != -1 and following < end:  # another URL (e.g. in a query value) starts there
+        next_start = len(text)
+        if following != -1:  # another URL (e.g. in a query value) starts there
             next_start = following
             while next_start > index + 3 and text[next_start - 1] in _SCHEME_CHARS:
                 next_start -= 1
-            end = min(end, next_start)
-        while end > index + 3 and text[end - 1] in _TRAILING:
+        match = _AUTHORITY_END.search(text, index + 3, next_start)
+        host_start = text.rfind("@", index + 3, match.start() if match else next_start) + 1 or index + 3
+        stop = _URL_STOP.search(text, host_start, next_start)
+        end = stop.start() if stop else next_start
+        while end > host_start and text[end - 1] in _TRAILING:
             end -= 1
         if start < index:
             spans.append((start, end))
@@ -133,18 +175,41 @@ def _url_spans(text: str):
     return spans
 
 
-def redact_text(text) -> str:
-    """``text`` (any value, as text) with every URL's credentials masked (:func:`redact_url`), secret query
-    parameters masked also where no whole URL holds them (``GET /d.zip?sig=... HTTP/1.1``), and every known
-    secret value (:func:`secret_values`) replaced by ``***``; text without any comes back unchanged."""
+def _encoded_spans(text: str):
+    """(start, end) of each percent-encoded value holding an encoded ``=`` or ``://`` (linear)."""
+    spans = []
+    for match in _ENCODED_MARK.finditer(text):
+        if spans and match.start() < spans[-1][1]:
+            continue
+        start = match.start()
+        while start > (spans[-1][1] if spans else 0) and text[start - 1] not in _ENCODED_STOP:
+            start -= 1
+        end = match.end()
+        while end < len(text) and text[end] not in _ENCODED_STOP:
+            end += 1
+        spans.append((start, end))
+    return spans
+
+
+def _replace_spans(text: str, spans, redact) -> str:
+    pieces, position = [], 0
+    for start, end in spans:
+        pieces += [text[position:start], redact(text[start:end])]
+        position = end
+    return "".join(pieces) + text[position:]
+
+
+def redact_text(text, _depth: int = 0) -> str:
+    """``text`` (any value, as text) with every URL's credentials masked (:func:`redact_url`), secret query and
+    path parameters masked also where no whole URL holds them (``GET /d.zip?sig=... HTTP/1.1``), percent-encoded
+    URLs and queries (a ``?next=https%3A%2F%2Fu%3Apw%40host``) redacted as decoded, and every known secret value
+    (:func:`secret_values`) replaced by ``***``; text without any comes back unchanged."""
     text = str(text)
     if "://" in text:
-        pieces, position = [], 0
-        for start, end in _url_spans(text):
-            pieces += [text[position:start], redact_url(text[start:end])]
-            position = end
-        text = "".join(pieces) + text[position:]
-    if "=" in text and ("?" in text or "&" in text):
+        text = _replace_spans(text, _url_spans(text), redact_url)
+    if "%3" in text.upper() and _depth < _MAX_DEPTH:
+        text = _replace_spans(text, _encoded_spans(text), lambda value: _redact_encoded(value, _depth + 1))
+    if "=" in text and ("?" in text or "&" in text or ";" in text):
         text = _BARE_PARAM.sub(_mask_bare_param, text)
     for secret in secret_values():
         if secret in text:
@@ -152,10 +217,20 @@ def redact_text(text) -> str:
     return text
 
 
+def _redact_encoded(value: str, depth: int) -> str:
+    """A percent-encoded value, as it is when its decoded text holds no secret, else that text redacted and
+    encoded again."""
+    decoded = unquote(value)
+    clean = redact_text(decoded, depth)
+    return value if clean == decoded else quote(clean, safe="*")
+
+
 def _mask_bare_param(match: re.Match) -> str:
     separator, name, value = match.groups()
     kept = value.rstrip(_TRAILING)  # punctuation after it in prose stays
-    return f"{separator}{name}={MASK}{value[len(kept):]}" if kept and is_secret_param(name) else match.group(0)
+    if not kept or kept.startswith(MASK) or not is_secret_param(name):  # no secret, or masked in a URL already
+        return match.group(0)
+    return f"{separator}{name}={MASK}{value[len(kept):]}"
 
 
 def redact_value(value):
@@ -167,6 +242,13 @@ def redact_value(value):
     if type(value) in (list, tuple, set, frozenset):
         return type(value)(redact_value(item) for item in value)
     return value
+
+
+def shown(value, limit: int = SHOWN_CHARS) -> str:
+    """A user's value as a message may show it: redacted (:func:`redact_text`), on one line, and cut to ``limit``
+    characters (``...`` and its length after)."""
+    text = redact_text(value).replace("\r", " ").replace("\n", " ")
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def redact_mapping(values: Mapping) -> dict[str, str]:

@@ -176,8 +176,8 @@ def test_a_url_source_names_its_data_set_after_its_path_never_its_query():
 class Server:
     """An http server on 127.0.0.1 serving /data.zip to a request with the right basic auth or signature."""
 
-    def __init__(self, archive: bytes):
-        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    def __init__(self, archive: bytes, user: str = USER, password: str = PASSWORD):
+        expected = "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
         payload = archive
 
         class Handler(http.server.BaseHTTPRequestHandler):

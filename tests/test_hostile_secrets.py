@@ -1,0 +1,162 @@
+"""Hostile secrets, second round (issue 25, cases 1-4 and their siblings): a password with quotes, spaces, ``<>`` or
+a backtick, credentials in the tracking URI, ``lakefs://`` URIs with user info, secret parameters under other names
+(``jwt``, ``;jsessionid=``, percent-encoded names), URLs inside JSON, reprs, encoded queries and tracebacks. Masking
+follows how urllib and requests read a URL. End to end: the ingest step in process, a real sqlite MLflow store, the
+embedded lakeFS and an http server that wants the hostile password."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import traceback
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+import pytest
+from mlflow.tracking import MlflowClient
+from test_data_sources import make_folder_source
+from test_secrets import (
+    Server,
+    assert_nowhere,
+    everything_recorded,
+    run_in_process,
+    step_args,
+    step_env,
+    the_run,
+)
+
+from segmodels.redaction import is_secret_param, redact_text, redact_url, shown
+from segmodels.tracking import lineage
+
+__all__ = ["step_env"]  # a fixture used here
+
+HOSTILE_USER = "h0stile-us3r"
+HOSTILE_PASSWORD = "pa\"ss w0rd'<x>`y"  # every character that ended the old URL pattern before the "@"
+PIECES = ["pa\"ss", "w0rd'", "<x>`y", "w0rd", "pa%22ss"]  # what a mask that stops early would leave
+
+HOSTILE = [
+    # case 1: user info with quotes, a space, <>, a backtick; alone, in text, in JSON, in a repr
+    (f"http://{HOSTILE_USER}:{HOSTILE_PASSWORD}@127.0.0.1:8000/d.zip", "http://***@127.0.0.1:8000/d.zip"),
+    ("http://u:pa\"ss w0rd@h/d.zip", "http://***@h/d.zip"),
+    ("download failed for http://u:pa ss@h/d.zip: 401", "download failed for http://***@h/d.zip: 401"),
+    (json.dumps({"source": "http://u:pa\"ss w0rd@h/d.zip", "n": 1}), '{"source": "http://***@h/d.zip", "n": 1}'),
+    (repr({"source": "http://u:it's \"x\"@h/d.zip"}), "{'source': 'http://***@h/d.zip'}"),
+    ("<a href=\"http://u:p<w>@h/x\">x</a>", "<a href=\"http://***@h/x\">x</a>"),
+    # a password with an unencoded / ? # ends the authority early (no client reads a host there): masked to the @
+    ("http://u:pa/ss@h/d.zip", "http://***@h/d.zip"),
+    ("http://u:pa?ss@h/d.zip", "http://***@h/d.zip"),
+    ("http://u:pa#ss@h:81/d.zip", "http://***@h:81/d.zip"),
+    ("http://u:pa\\ss@h/d.zip", "http://***@h/d.zip"),
+    # other schemes and hosts: ftp, s3 key:secret, user without password, IPv6
+    ("ftp://u:p w@ftp.example.org/pub/x", "ftp://***@ftp.example.org/pub/x"),
+    ("s3://AKIA:wJal rXUt@bucket/prefix/", "s3://***@bucket/prefix/"),
+    ("https://tok\"en@github.com/o/r.git", "https://***@github.com/o/r.git"),
+    ("http://u:p'w@[::1]:8080/x", "http://***@[::1]:8080/x"),
+    ("lakefs://key:sec ret@repo/main/data", "lakefs://***@repo/main/data"),
+    # case 4: other secret parameters, path parameters, encoded and case-varied names, HTML-escaped &
+    ("https://h/d?jwt=a&auth_key=b&hmac=c&page=2", "https://h/d?jwt=***&auth_key=***&hmac=***&page=2"),
+    ("https://h/app;jsessionid=ABC123?x=1", "https://h/app;jsessionid=***?x=1"),
+    ("https://h/a;JSESSIONID=ABC/b;v=2", "https://h/a;JSESSIONID=***/b;v=2"),
+    ("https://h/d?X%2DAmz%2DSignature=abc&%73ig=def&%2573ig=ghi", "https://h/d?X%2DAmz%2DSignature=***&%73ig=***&%2573ig=***"),
+    ("https://h/d?SiG=a&JWT=b&PHPSESSID=c&authKey=d", "https://h/d?SiG=***&JWT=***&PHPSESSID=***&authKey=***"),
+    ("https://h/d?a=1&amp;sig=abc&amp;b=2", "https://h/d?a=1&amp;sig=***&amp;b=2"),
+    ("GET /app;jsessionid=ABC?jwt=x HTTP/1.1", "GET /app;jsessionid=***?jwt=*** HTTP/1.1"),
+    # percent-encoded URLs and queries inside a URL or text
+    ("https://h/cb?next=https%3A%2F%2Fu%3Apw%40h2%2F&x=1", "https://h/cb?next=https%3A%2F%2F***%40h2%2F&x=1"),
+    ("https://h/cb?next=%2Fd.zip%3Fsig%3Dabc&x=1", "https://h/cb?next=%2Fd.zip%3Fsig%3D***&x=1"),
+    # nothing secret: unchanged
+    ("https://medium.com/@user/post", "https://medium.com/@user/post"),
+    ("https://unpkg.com/@babel/core@7.0.0/x.js", "https://unpkg.com/@babel/core@7.0.0/x.js"),
+    ("endpoint http://127.0.0.1:5000 refused", "endpoint http://127.0.0.1:5000 refused"),
+    ("https://h/a;v=1?next=%2Fhome%3Fpage%3D2", "https://h/a;v=1?next=%2Fhome%3Fpage%3D2"),
+    ("mail user@example.org about it", "mail user@example.org about it"),
+]
+
+
+@pytest.mark.parametrize("text, expected", HOSTILE)
+def test_hostile_redaction_table(text, expected):
+    assert redact_text(text) == expected
+    assert redact_text(expected) == expected
+
+
+def test_masking_agrees_with_how_urllib_reads_the_user_info():
+    """Whatever urllib reads as user name and password is gone from the masked URL, host and path stay."""
+    for password in (HOSTILE_PASSWORD, "p@ss", "a b", "x'y\"z", "`rm -rf`", "%22q%20", "<b>", "日本語パス"):
+        url = f"https://{HOSTILE_USER}:{password}@host.example:8443/p/d.zip?x=1"
+        parts = urlsplit(url)
+        assert (parts.username, parts.password) == (HOSTILE_USER, password)
+        masked = redact_url(url)
+        assert masked == "https://***@host.example:8443/p/d.zip?x=1", password
+        assert password not in redact_text(f"error: {url!r} failed"), password
+
+
+def test_secret_parameter_names_second_round():
+    for name in ("jwt", "auth_key", "authKey", "hmac", "jsessionid", "JSESSIONID", "PHPSESSID", "session_id",
+                 "X%2DAmz%2DSignature", "%73ig", "%2573ig", "amp;sig", "token[]", "id_token", "x.amz.signature"):
+        assert is_secret_param(name), name
+    for name in ("page", "keyword", "monkey", "v", "session_start", "author", "X-Amz-Date", "next"):
+        assert not is_secret_param(name), name
+
+
+def test_a_secret_in_a_traceback_is_masked_in_every_frame():
+    """A URL quoted in several lines of a traceback (the source line, the message, a chained exception)."""
+    url = f"http://{HOSTILE_USER}:{HOSTILE_PASSWORD}@h/d.zip"
+    try:
+        try:
+            raise ValueError(f"cannot open {url}")
+        except ValueError as error:
+            raise RuntimeError({"source": url, "detail": [url]}) from error
+    except RuntimeError:
+        text = traceback.format_exc()
+    masked = redact_text(text)
+    assert masked.count("http://***@h/d.zip") == 3
+    assert_nowhere([HOSTILE_USER, *PIECES], {"traceback": masked})
+
+
+def test_shown_values_are_redacted_one_line_and_short():
+    assert shown("http://u:pa ss@h/x") == "http://***@h/x"
+    long = "x" * 500
+    assert shown(long) == "x" * 80 + "... (500 characters)"
+    assert "\n" not in shown("a\nb")
+
+
+# -- case 1 end to end: a hostile password through the ingest step ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def hostile_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    make_folder_source(root / "shapes", count=6)
+    archive = shutil.make_archive(str(root / "data"), "zip", root_dir=root, base_dir="shapes")
+    served = Server(Path(archive).read_bytes(), HOSTILE_USER, HOSTILE_PASSWORD)
+    yield served
+    served.close()
+
+
+def hostile_secrets(password: str, env: dict) -> list[str]:
+    return [password, HOSTILE_USER, quote(password), quote(password, safe=""), *PIECES, *env["secrets"]]
+
+
+@pytest.mark.parametrize("password, status", [(HOSTILE_PASSWORD, 0), ("wr0ng \"pa55' <x>`", 2)])
+def test_a_hostile_password_is_masked_everywhere_the_ingest_step_records(password, status, hostile_server, step_env,
+                                                                        tmp_path, capsys, caplog, monkeypatch):
+    """The issue's repro: SRC='http://u:pa"ss w0rd@127.0.0.1:PORT/d.zip', -P source='${oc.env:SRC}'; the right
+    password ingests, a wrong one fails in one line: neither leaves any piece of the password or user anywhere."""
+    url = f"http://{HOSTILE_USER}:{password}@{hostile_server.base}/data.zip"
+    monkeypatch.setenv("SEGMODELS_TEST_SRC", url)
+    status_seen, output = run_in_process(step_args("${oc.env:SEGMODELS_TEST_SRC}", step_env["repo"]), capsys, caplog)
+    assert status_seen == status, output
+    client = MlflowClient()
+    run = the_run(client)
+    found = everything_recorded(client, run, step_env, tmp_path)
+    found["step output and logs"] = output
+    assert_nowhere(hostile_secrets(password, step_env), found)
+    recorded = f"http://***@{hostile_server.base}/data.zip"
+    assert f"ingesting {recorded} into" in output
+    if status == 0:
+        assert run.info.status == "FINISHED"
+        commit = step_env["lakefs"].get_commit(step_env["repo"], run.data.tags[lineage.TAG_DATA_COMMIT])
+        assert commit.metadata["source"] == recorded and commit.message.endswith(recorded)
+    else:
+        assert run.info.status == "FAILED" and "401 Client Error" in output
+        assert step_env["lakefs"].resolve_commit(step_env["repo"], "main") == step_env["head"]
