@@ -8,15 +8,21 @@ through the ``lakefs`` artifact repository (:mod:`segmodels.lakefs_artifacts`).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import mlflow
+import yaml
 from mlflow.entities import LoggedModel
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.utils.models import _parse_model_uri
 from mlflow.tracking import MlflowClient
 
+from segmodels.data.safe_yaml import load_yaml
 from segmodels.tracking import lineage
 from segmodels.versioning import LakeFSUri
+
+CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"  # the pyfunc loader of a model saved from code (no pickle)
 
 
 class ModelURIError(ValueError):
@@ -69,6 +75,19 @@ def lakefs_model_uri(model_uri: str, client: MlflowClient | None = None) -> str:
                 raise ModelURIError(f"model_uri={model_uri!r}: logged model {model_id} names no lakeFS location")
             return tags[lineage.TAG_MODEL_URI]
     return model_uri
+
+
+def require_model_from_code(model_uri: str, mlmodel: Path) -> None:
+    """Refuse (one line) a model whose pyfunc flavour is not saved from code (MLflow's models from code: a
+    ``model_code_path``): a pickled ``python_model`` or another loader would unpickle what the package holds."""
+    try:
+        flavor = (load_yaml(mlmodel.read_text()) or {}).get("flavors", {}).get("python_function") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        raise ModelURIError(f"model_uri={model_uri!r}: no readable MLmodel file: not a segmodels model") from None
+    if flavor.get("loader_module") != CODE_MODEL_LOADER or not flavor.get("model_code_path"):
+        pickled = str(flavor.get("python_model") or flavor.get("loader_module"))[:80]
+        raise ModelURIError(f"model_uri={model_uri!r}: its MLmodel names {pickled!r}, not a model saved from code: "
+                            f"segmodels does not unpickle model wrappers")
 
 
 def first_line(text: str) -> str:
@@ -134,10 +153,14 @@ def pinned_model_uri(model_uri: str, model: dict[str, str]) -> str:
 
 
 def load_segmentation_model(model_uri: str):
-    """``(torch model, package spec)`` of the segmodels model behind any URI :func:`lakefs_model_uri` takes."""
+    """``(torch model, package spec)`` of the segmodels model behind any URI :func:`lakefs_model_uri` takes.
+    Only a model saved from code loads: one whose MLmodel names a pickled wrapper is refused before MLflow would
+    unpickle it (unpickling runs whatever code the pickle names)."""
     from segmodels.inference.pyfunc import SegmentationPyfunc
 
-    wrapper = mlflow.pyfunc.load_model(lakefs_model_uri(model_uri)).unwrap_python_model()
+    folder = Path(mlflow.artifacts.download_artifacts(lakefs_model_uri(model_uri)))
+    require_model_from_code(model_uri, folder / "MLmodel")
+    wrapper = mlflow.pyfunc.load_model(str(folder)).unwrap_python_model()
     if not isinstance(wrapper, SegmentationPyfunc):
         raise ModelURIError(f"model_uri={model_uri!r} is not a segmodels segmentation model")
     return wrapper.model, wrapper.spec

@@ -15,10 +15,12 @@ FINAL_DIR = "final"  # model package of the last epoch
 
 
 def rng_state() -> dict:
-    """Random states of Python, NumPy, torch CPU and CUDA."""
+    """Random states of Python, NumPy, torch CPU and CUDA, as types ``torch.load(weights_only=True)`` reads (NumPy's
+    key array as a tensor)."""
+    name, keys, position, has_gauss, cached_gaussian = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (name, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, cached_gaussian),
         "torch": torch.get_rng_state(),
         "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -27,7 +29,8 @@ def rng_state() -> dict:
 def restore_rng_state(state: dict) -> None:
     """Set the random states saved by :func:`rng_state`."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    name, keys, position, has_gauss, cached_gaussian = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), position, has_gauss, cached_gaussian))
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -42,8 +45,9 @@ def save_checkpoint(state: dict, path: Path) -> None:
 
 
 def load_checkpoint(path: Path) -> dict:
-    """The state saved at ``path``; an unreadable file raises RuntimeError naming it."""
+    """The state saved at ``path``, read with ``weights_only=True`` (tensors and plain values: a file planted in the
+    work folder runs no code); an unreadable file raises RuntimeError naming it."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file named
         raise RuntimeError(f"{path}: cannot read training checkpoint ({err.__class__.__name__}: {err})") from err
