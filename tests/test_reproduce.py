@@ -192,21 +192,26 @@ def test_reproduce_runs_the_recorded_commit_when_the_working_tree_has_moved_on(p
     assert not (project.repo / ".git" / "worktrees").exists(), "nothing left in the project's repository"
 
 
+DATA_COMMIT = "c" * 64
+PINNED_DATA = {lineage.TAG_LAKEFS_REPO: "r", lineage.TAG_DATA_COMMIT: DATA_COMMIT,
+               lineage.TAG_DATA_URI: f"lakefs://r/{DATA_COMMIT}/data"}
+
+
 def fake_train_run(client: MlflowClient, **tags: str) -> str:
     """A finished run carrying ``tags`` (and a train config artifact): the refusals come before any training."""
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    run = client.create_run(experiment, tags={lineage.TAG_STEP: "train", **tags})
+    run = client.create_run(experiment, tags={lineage.TAG_STEP: "train", **PINNED_DATA, **tags})
     client.log_text(run.info.run_id, "seed: 1\ntrainer:\n  device: cpu\n", reproduce.CONFIG_ARTIFACT)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
 
 
 @pytest.mark.parametrize("tags, reason", [
-    ({lineage.TAG_GIT_COMMIT: "a" * 40, lineage.TAG_GIT_DIRTY: "true", lineage.TAG_DATA_URI: "lakefs://r/c/data"},
+    ({lineage.TAG_GIT_COMMIT: "a" * 40, lineage.TAG_GIT_DIRTY: "true"},
      "ran uncommitted changes on top of commit aaaaaaaaaaaa (segmodels.git_dirty=true): the code that ran is not "
      "recoverable"),
-    ({lineage.TAG_DATA_URI: "lakefs://r/c/data"}, "recorded no git commit (segmodels.git_commit)"),
-    ({lineage.TAG_GIT_COMMIT: "b" * 40, lineage.TAG_GIT_DIRTY: "false", lineage.TAG_DATA_URI: "lakefs://r/c/data"},
+    ({}, "recorded no git commit (segmodels.git_commit)"),
+    ({lineage.TAG_GIT_COMMIT: "b" * 40, lineage.TAG_GIT_DIRTY: "false"},
      f"commit {'b' * 40} (recorded by run"),
     ({lineage.TAG_STEP: "ingest"}, "is not a train run (segmodels.step=ingest)"),
 ])
@@ -230,8 +235,7 @@ def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(project, 
     """The step's bookkeeping around a (stubbed) train step whose val_miou differs in the last bits at epoch 2
     (MLflow step 1)."""
     client = MlflowClient()
-    original = fake_train_run(client, **{lineage.TAG_GIT_COMMIT: project.first_commit, lineage.TAG_GIT_DIRTY: "false",
-                                         lineage.TAG_DATA_URI: "lakefs://r/c/data"})
+    original = fake_train_run(client, **{lineage.TAG_GIT_COMMIT: project.first_commit, lineage.TAG_GIT_DIRTY: "false"})
     values = {"val_miou": [0.5, 0.25], "train_loss": [1.5, 1.25], "train_time_s": [3.0, 4.0]}
     for key, series in values.items():
         for step, value in enumerate(series):

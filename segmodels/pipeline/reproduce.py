@@ -67,6 +67,7 @@ COMPLETE_MARKER = "segmodels-reproduce-complete"  # in the checkout's .git/: wri
 TRAIN_CONFIG = "conf/train.yaml"
 EXIT_DIFFERS = 1  # a reproduction that does not match fails (CI); 2 (StepError) when none could be made
 COMMIT_ID = re.compile(r"^[0-9a-f]{7,64}$")
+LAKEFS_COMMIT_ID = re.compile(r"[0-9a-f]{64}")  # a lakeFS commit id (sha256); a branch or tag moves, a commit not
 
 
 @dataclass(frozen=True)
@@ -216,7 +217,29 @@ def recorded_train_run(client: MlflowClient, run_id: str) -> RecordedRun:
     config = config_mapping(text)
     if config is None:
         raise StepError(f"run {run_id}: {CONFIG_ARTIFACT} is not a config mapping")
+    require_pinned_data(run_id, data_uri, tags, config)
     return RecordedRun(run, commit, config, data_uri)
+
+
+def require_pinned_data(run_id: str, data_uri: str, tags: Mapping[str, str], config: Mapping) -> None:
+    """Refuse (one line) a recorded data URI that is not the data commit the run recorded, in the repository it
+    recorded: a branch or tag may have moved since, so only a commit id reproduces the data."""
+    from segmodels.versioning import LakeFSError, LakeFSUri
+
+    shown = f"{lineage.TAG_DATA_URI}={data_uri[:80]!r}"
+    try:
+        uri = LakeFSUri.parse(data_uri)
+    except LakeFSError:
+        raise StepError(f"run {run_id} recorded {shown}, which is not a lakefs://<repo>/<commit>/<path> URI") from None
+    commit = tags.get(lineage.TAG_DATA_COMMIT, "")
+    if not LAKEFS_COMMIT_ID.fullmatch(uri.ref) or uri.ref != commit:
+        raise StepError(f"run {run_id} recorded {shown}, whose ref {uri.ref[:80]!r} is not the data commit id it "
+                        f"recorded ({lineage.TAG_DATA_COMMIT}={commit[:80]!r}): only a commit id reproduces the data")
+    lakefs = config.get("lakefs") if isinstance(config.get("lakefs"), dict) else {}
+    if any(repo != uri.repo for repo in (tags.get(lineage.TAG_LAKEFS_REPO), lakefs.get("repo", uri.repo))):
+        recorded_repo = str(tags.get(lineage.TAG_LAKEFS_REPO))[:80]
+        raise StepError(f"run {run_id} recorded {shown}, in repository {uri.repo[:80]!r}, not the one it trained "
+                        f"from ({lineage.TAG_LAKEFS_REPO}={recorded_repo!r} and its config's lakefs.repo)")
 
 
 def config_mapping(text: str) -> dict | None:
