@@ -63,6 +63,7 @@ class TrainerConfig:
     early_stopping_min_delta: float = MISSING
     resume: Any = MISSING  # bool or auto
     progress_bar: bool = MISSING
+    val_tta: str = MISSING  # false | hflip | flips: test-time flips averaged in validation
 
 
 @dataclass
@@ -156,6 +157,15 @@ class RegisterConfig:
 
 
 @dataclass
+class InferenceConfig:
+    """How a model sees each image (``inference`` in ``conf/infer.yaml``): ``segmodels.inference.InferenceOptions``."""
+
+    tta: str = MISSING  # false | hflip | flips
+    mode: str = MISSING  # auto | resize | sliding
+    overlap: float = MISSING
+
+
+@dataclass
 class InferConfig:
     """``conf/infer.yaml``."""
 
@@ -169,6 +179,7 @@ class InferConfig:
     batch_size: int = MISSING
     commit_predictions: bool = MISSING
     interactive: bool = MISSING
+    inference: InferenceConfig = MISSING
     data: DataConfig = MISSING
     lakefs: LakeFSConfig = MISSING
 

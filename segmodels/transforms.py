@@ -11,6 +11,7 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn.functional as F
 from omegaconf import ListConfig
+from torch import nn
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
@@ -73,6 +74,44 @@ def same_size_slices(sizes: Sequence[Sequence[int]], channels: int
             yield size, indexes[start:start + per_slice]
 
 
+TTA_FLIPS = {"false": ((),), "hflip": ((), (-1,)), "flips": ((), (-1,), (-2,), (-2, -1))}  # dims flipped per pass
+
+
+def tta_flips(tta, key: str = "tta") -> tuple[tuple[int, ...], ...]:
+    """The flips that test-time augmentation ``tta`` averages over (``false``/``none``: the image alone, ``hflip``:
+    it and its mirror, ``flips``: every combination of horizontal and vertical flips); otherwise a ValueError
+    naming the setting ``key``."""
+    name = "false" if tta is None or tta is False else str(tta).strip().lower()
+    name = "false" if name in ("none", "off", "") else name
+    if name not in TTA_FLIPS:
+        raise ValueError(f"{key}={str(tta)[:80]!r}: expected one of {', '.join(TTA_FLIPS)}")
+    return TTA_FLIPS[name]
+
+
+class FlipAveraged(nn.Module):
+    """``model`` under test-time flip averaging: the softmax of each flipped pass, flipped back and averaged,
+    returned as log-probabilities (valid logits: the loss and the arg-max take them as they take the model's)."""
+
+    def __init__(self, model: nn.Module, flips: Sequence[Sequence[int]]):
+        super().__init__()
+        self.model, self.flips = model, [tuple(dims) for dims in flips]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        total = None
+        for dims in self.flips:
+            logits = self.model(images.flip(dims) if dims else images)
+            probabilities = torch.softmax(logits.float(), dim=1)
+            probabilities = probabilities.flip(dims) if dims else probabilities
+            total = probabilities if total is None else total + probabilities
+        return (total / len(self.flips)).clamp_min(torch.finfo(torch.float32).tiny).log()
+
+
+def with_tta(model: nn.Module, tta) -> nn.Module:
+    """``model`` itself without test-time augmentation, else :class:`FlipAveraged` over :func:`tta_flips` ``tta``."""
+    flips = tta_flips(tta)
+    return model if len(flips) == 1 else FlipAveraged(model, flips)
+
+
 class RandomRot90(v2.Transform):
     """Rotate image and mask together by a random multiple of 90 degrees (exact, no interpolation)."""
 
@@ -120,8 +159,8 @@ def _train_augmentations(cfg, size: tuple[int, int], ignore_index: int) -> list:
         steps: list = [v2.Resize(size, antialias=True)]
     else:  # crop aspect ratios relative to the output's, so content is not stretched beyond the jitter
         aspect = size[1] / size[0]
-        steps = [v2.RandomResizedCrop(size, scale=tuple(cfg.scale), ratio=(cfg.ratio[0] * aspect, cfg.ratio[1] * aspect),
-                                      antialias=True)]
+        ratio = (cfg.ratio[0] * aspect, cfg.ratio[1] * aspect)
+        steps = [v2.RandomResizedCrop(size, scale=tuple(cfg.scale), ratio=ratio, antialias=True)]
     if cfg.hflip:
         steps.append(v2.RandomHorizontalFlip(cfg.hflip))
     if cfg.vflip:

@@ -38,7 +38,7 @@ from segmodels.data.prepare import ON_ERROR, read_limits_of
 from segmodels.data.sources import redact, resolve_source
 from segmodels.dataset_store import fetch_dataset
 from segmodels.home import segmodels_home
-from segmodels.inference import predict_files
+from segmodels.inference import InferenceOptions, InvalidInput, predict_files
 from segmodels.metrics import ConfusionMatrix
 from segmodels.pipeline import StepError
 from segmodels.pipeline.interactive import INSTEAD, choose, timestamp
@@ -46,11 +46,10 @@ from segmodels.pipeline.refs import pin_data_ref
 from segmodels.progress import Progress
 from segmodels.tracking import lineage
 from segmodels.tracking.lineage import short_commit
+from segmodels.tracking.models import load_segmentation_model, model_lineage, pinned_model_uri, registered_versions
+from segmodels.tracking.stores import warn_if_other_store
 from segmodels.tracking.training import log_class_report
 from segmodels.training.engine import class_iou_key
-from segmodels.tracking.models import (load_segmentation_model, model_lineage, pinned_model_uri,
-                                       registered_versions)
-from segmodels.tracking.stores import warn_if_other_store
 from segmodels.versioning import LakeFS, LakeFSUri, connect
 from segmodels.visualize import overlay
 
@@ -244,12 +243,12 @@ def replace_folder(new: Path, out: Path) -> None:
 
 
 def predict_images(model, spec, paths: list[Path], layout: Layout, out: Path, info, batch_size: int,
-                   alpha: float) -> tuple[list[dict], ConfusionMatrix]:
+                   alpha: float, options: InferenceOptions) -> tuple[list[dict], ConfusionMatrix]:
     """Predict, write and score every image of ``paths`` into ``out``; the per-image rows and the total."""
     total = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
     rows = []
     with Progress("infer", len(paths), "images") as progress:
-        for path, image, mask in predict_files(model, spec, paths, batch_size):
+        for path, image, mask in predict_files(model, spec, paths, batch_size, options=options):
             write_outputs(out, path.stem, image, mask, info.colors, alpha)
             rows.append(score(path, mask, layout, info, total))
             progress.update(1)
@@ -257,7 +256,7 @@ def predict_images(model, spec, paths: list[Path], layout: Layout, out: Path, in
 
 
 def predict_source(model, spec, listing: ImageListing, limits: ReadLimits, out: Path, batch_size: int,
-                   alpha: float) -> list[dict]:
+                   alpha: float, options: InferenceOptions) -> list[dict]:
     """Predict and write every image of a source's ``listing`` into ``out`` (its subfolders kept); the rows of
     ``index.csv``."""
     colors = spec.colors or [voc_color(class_id) for class_id in range(spec.num_classes)]
@@ -265,7 +264,7 @@ def predict_source(model, spec, listing: ImageListing, limits: ReadLimits, out: 
     rows = []
     with Progress("infer", len(listing.images), "images") as progress:
         for path, image, mask in predict_files(model, spec, list(by_path), batch_size,
-                                               read=lambda path: read_rgb(path, limits)):
+                                               read=lambda path: read_rgb(path, limits), options=options):
             found = by_path[path]
             mask_file, overlay_file = write_outputs(out, found.output_name, image, mask, colors, alpha)
             rows.append({"image": found.relative, "mask": mask_file, "overlay": overlay_file, "width": found.width,
@@ -407,6 +406,7 @@ def run(cfg: DictConfig) -> Path:
     if cfg.source and cfg.data_ref:
         raise StepError(f"source={redact(cfg.source)} and data_ref={cfg.data_ref} both given; pass source to "
                         f"predict plain images, or data_ref to predict a data set's split, not both")
+    inference_options(cfg)  # before anything runs
     given = given_output_dir(cfg.output_dir)
     if given is not None:
         check_output_dir(given)  # before anything runs; checked again when it is replaced
@@ -415,6 +415,14 @@ def run(cfg: DictConfig) -> Path:
         with source_images(lakefs, cfg) as (listing, limits):
             return infer_source(cfg, lakefs, given, listing, limits)
     return infer_data_set(cfg, lakefs, given)
+
+
+def inference_options(cfg: DictConfig) -> InferenceOptions:
+    """``cfg.inference`` as :class:`InferenceOptions`; a value it refuses is a StepError naming the key."""
+    try:
+        return InferenceOptions.of(cfg.inference)
+    except InvalidInput as error:
+        raise StepError(f"inference.{error}") from None
 
 
 def open_model(cfg: DictConfig) -> tuple[str, dict[str, str], object, object]:
@@ -447,7 +455,7 @@ def infer_data_set(cfg: DictConfig, lakefs: LakeFS, given: Path | None) -> Path:
         log.info("predictions go to %s", out)
         with staged_output(out, run_id) as staging:
             rows, total = predict_images(model, spec, paths, layout, staging, info, cfg.batch_size,
-                                         cfg.overlay_alpha)
+                                         cfg.overlay_alpha, inference_options(cfg))
             mlflow.log_artifact(str(write_rows(staging / METRICS_FILE, rows)))
             mlflow.log_metric("num_images", len(rows))
             if any("miou" in row for row in rows):
@@ -472,7 +480,8 @@ def infer_source(cfg: DictConfig, lakefs: LakeFS, given: Path | None, listing: I
         out = given or default_output_dir(run_id)
         log.info("predictions of %d images go to %s", len(listing.images), out)
         with staged_output(out, run_id) as staging:
-            rows = predict_source(model, spec, listing, limits, staging, cfg.batch_size, cfg.overlay_alpha)
+            rows = predict_source(model, spec, listing, limits, staging, cfg.batch_size, cfg.overlay_alpha,
+                                  inference_options(cfg))
             mlflow.log_artifact(str(write_rows(staging / INDEX_FILE, rows)))
             if listing.report:
                 mlflow.log_artifact(str(write_refused(staging / REFUSED_FILE, listing)))

@@ -12,7 +12,9 @@ from typing import Sequence
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
+from segmodels.config import ConfigError
 from segmodels.metrics import ConfusionMatrix
+from segmodels.transforms import tta_flips, with_tta
 
 from .builder import auto_flag, build_state
 from .callbacks import Callback, Checkpointing, EarlyStopping, EpochSummary
@@ -30,6 +32,10 @@ def train(cfg: DictConfig, data_root: Path, work_dir: Path, callbacks: Sequence[
     ``trainer.monitor``) and ``work_dir/final/``. ``callbacks`` run after the built-in ones. Under torchrun
     every process calls this; the process group is joined here and left on return.
     """
+    try:
+        tta_flips(cfg.trainer.val_tta, "trainer.val_tta")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     context = setup_distributed(cfg.trainer.device)
     try:
         state = build_state(cfg, Path(data_root), Path(work_dir), context)
@@ -99,8 +105,8 @@ def run_epoch(state: TrainState) -> dict:
                           confusion=ConfusionMatrix(state.confusion.num_classes, state.confusion.ignore_index,
                                                     state.device),
                           frozen=frozen),
-        **evaluate(state.model, state.criterion, state.val_loader, state.device, state.amp, state.channels_last,
-                   state.confusion, state.spec.class_names,
+        **evaluate(with_tta(state.model, tcfg.val_tta), state.criterion, state.val_loader, state.device, state.amp,
+                   state.channels_last, state.confusion, state.spec.class_names,
                    progress_label=f"epoch {state.epoch + 1}/{state.epochs} validate" if show_bar else None),
     }
     metrics["epoch_time_s"] = time.perf_counter() - start
