@@ -86,6 +86,9 @@ class DataConfig:
     max_file_bytes: int = MISSING
     max_image_pixels: Optional[int] = MISSING
     follow_external_symlinks: bool = MISSING
+    max_extracted_bytes: int = MISSING
+    max_compression_ratio: float = MISSING
+    max_download_seconds: float = MISSING
     options: Dict[str, Any] = MISSING
 
 

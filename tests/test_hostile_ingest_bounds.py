@@ -7,12 +7,36 @@ guard) and are asserted with generous bounds; each is refused in one line naming
 
 from __future__ import annotations
 
+import http.server
+import io
+import re
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from pathlib import Path
+
+import pytest
 import yaml
-from test_data_sources import make_folder_source
+from test_data_sources import make_folder_source, prepare, s3_endpoint  # noqa: F401  (s3_endpoint: a fixture)
 from test_hostile_ingest import Case, check_isolated, refusal, run_isolated
 
+from segmodels.data import DataValidationError, sources
 from segmodels.data.classes import parse_classes
 from segmodels.data.safe_yaml import AliasRefused, load_yaml
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch) -> Path:
+    """This test's own temporary-files folder (other processes' ingests leave theirs in the shared one)."""
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
 
 # -- YAML: aliases refused, values clipped in messages ---------------------------------------------------------------
 
@@ -81,3 +105,175 @@ def test_dataset_yaml_and_model_yaml_with_aliases_are_refused(tmp_path):
         assert isinstance(error, AliasRefused)
     else:
         raise AssertionError("model.yaml with aliases was read")
+
+
+# -- archives: duplicates refused, extraction bounded ----------------------------------------------------------------
+
+
+def write_archive(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A zip or tar (any compression, by suffix) holding `members` as given, duplicates and odd paths included."""
+    if path.name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as bundle, warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # zipfile warns about the duplicate names we want
+            for name, data in members:
+                bundle.writestr(name, data)
+        return path
+    mode = {".gz": "w:gz", ".tgz": "w:gz", ".bz2": "w:bz2", ".xz": "w:xz"}.get(path.suffix, "w")
+    with tarfile.open(path, mode) as bundle:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            bundle.addfile(info, io.BytesIO(data))
+    return path
+
+
+def source_members(source: Path, top: str) -> list[tuple[str, bytes]]:
+    return [(f"{top}/{path.relative_to(source).as_posix()}", path.read_bytes())
+            for path in sorted(source.rglob("*")) if path.is_file()]
+
+
+ARCHIVE_KINDS = ["zip", "tar", "tar.gz", "tgz", "tar.bz2", "tar.xz"]
+
+
+@pytest.mark.parametrize("kind", ARCHIVE_KINDS)
+def test_duplicate_archive_members_are_refused_with_a_report(kind, tmp_path, private_tmp):
+    members = source_members(make_folder_source(tmp_path / "tiny", count=4), "tiny")
+    masks = {name: data for name, data in members if "/masks/" in name}
+    first, second = sorted(masks)[:2]
+    members += [(first, masks[second]), (second.replace("tiny/masks/", "tiny/./masks//"), masks[first])]
+    archive = write_archive(tmp_path / f"tiny.{kind}", members)
+    error = refusal(archive, tmp_path / "out")
+    assert str(error).startswith(f"{archive}: 2 archive member(s) present more than once, archive refused (first: "
+                                 f"{archive}/{first}: duplicate archive member (2 copies: {first!r}, {first!r})")
+    assert [issue.file for issue in error.report.issues] == [f"{archive}/{first}", f"{archive}/{second}"]
+    assert f"{second.replace('tiny/masks/', 'tiny/./masks//')!r}" in error.report.issues[1].reason
+    assert not any(private_tmp.iterdir())
+
+
+ZEROS = bytes(8 << 20)
+
+
+def test_a_compression_bomb_is_refused_before_writing_its_bulk(tmp_path):
+    """Members of zeros: 6 x 24 MiB here (6 x 400 MB in the issue: 2.4 GB written before any check), in every
+    compressed kind (a plain tar is as large as what it holds: bounded by data.max_extracted_bytes, below)."""
+    cases = {}
+    for kind in ARCHIVE_KINDS[:1] + ARCHIVE_KINDS[2:]:
+        archive = write_archive(tmp_path / f"bomb.{kind}", [(f"bomb/images/{i}.png", ZEROS * 3) for i in range(6)])
+        cases[kind] = Case(archive, str(archive), ("data.max_compression_ratio=200 times its size",), summary=True)
+    results = run_isolated(cases, tmp_path, timeout=120)
+    for kind, case in cases.items():
+        check_isolated(results[kind], case)
+        assert results[kind]["error"].endswith("-P data.max_compression_ratio=<ratio> raises the limit"), results[kind]
+        assert results[kind]["seconds"] < 30 and results[kind]["rss_growth_mib"] < 300, results[kind]
+
+
+@pytest.mark.parametrize("kind", ARCHIVE_KINDS)
+def test_extracted_bytes_are_capped(kind, tmp_path, private_tmp):
+    archive = write_archive(tmp_path / f"big.{kind}", [(f"big/images/{i}.png", ZEROS) for i in range(6)])
+    message = str(refusal(archive, tmp_path / "out", f"data.max_extracted_bytes={20 << 20}"))
+    assert message == (f"{archive}: archive expands to more than data.max_extracted_bytes={20 << 20} bytes (at member "
+                       "'big/images/2.png'); -P data.max_extracted_bytes=<bytes> raises the limit")
+    assert not any(private_tmp.iterdir())
+
+
+def test_extraction_counts_the_bytes_it_writes(tmp_path):
+    """The budget holds while extracting, whatever the headers declared (here: checked with no declared sizes)."""
+    archive = write_archive(tmp_path / "bomb.tar.gz", [(f"bomb/images/{i}.png", ZEROS) for i in range(12)])
+    limits = sources.FetchLimits(max_extracted_bytes=20 << 20)
+    budget = sources._Budget(str(archive), limits, archive.stat().st_size, tmp_path / "x")
+    budget.check_declared = lambda files: None  # a header that lies: only the counting stays
+    written = []
+    real_copy = budget.copy
+
+    def copy(stream, target, name):
+        try:
+            real_copy(stream, target, name)
+        finally:
+            written.append(target.stat().st_size)
+
+    budget.copy = copy
+    with tarfile.open(archive) as bundle:
+        with pytest.raises(DataValidationError, match=r"archive expands to more than data.max_extracted_bytes="
+                                                      r"20971520 bytes \(at member 'bomb/images/2.png'\)"):
+            for member in bundle.getmembers():
+                with bundle.extractfile(member) as stream:
+                    (tmp_path / "x").mkdir(exist_ok=True)
+                    budget.copy(stream, tmp_path / "x" / Path(member.name).name, member.name)
+    assert sum(written) <= (20 << 20), written  # stopped before the chunk that would cross the limit
+
+
+def test_extraction_limits_are_configurable(tmp_path):
+    source = make_folder_source(tmp_path / "shapes", count=4)
+    archive = write_archive(tmp_path / "shapes.zip", source_members(source, "shapes"))
+    size = sum(path.stat().st_size for path in source.rglob("*") if path.is_file())
+    message = str(refusal(archive, tmp_path / "out", f"data.max_extracted_bytes={size - 1}"))
+    assert message.startswith(f"{archive}: archive expands to more than data.max_extracted_bytes={size - 1} bytes")
+    assert prepare(archive, tmp_path / "ok", f"data.max_extracted_bytes={size}").stats.num_images == 4
+    shutil.rmtree(tmp_path / "ok")
+    with pytest.raises(DataValidationError, match=r"^data.max_compression_ratio=0.0: expected a positive number$"):
+        prepare(archive, tmp_path / "out", "data.max_compression_ratio=0")
+
+
+# -- downloads: a total time budget -----------------------------------------------------------------------------------
+
+
+class TrickleHandler(http.server.BaseHTTPRequestHandler):
+    """Serves ``/data.zip`` one byte every ``gap`` seconds, for ever (until the client hangs up)."""
+
+    gap, with_length = 0.1, True
+
+    def do_GET(self):  # noqa: N802 - the stdlib's name
+        self.send_response(200)
+        self.send_header(*(("Content-Length", str(1 << 30)) if self.with_length else ("Transfer-Encoding", "chunked")))
+        self.end_headers()
+        try:
+            while True:
+                self.wfile.write(b"P" if self.with_length else b"1\r\nP\r\n")
+                self.wfile.flush()
+                time.sleep(self.gap)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def trickle_url(request):
+    handler = type("Handler", (TrickleHandler,), {"with_length": request.param})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://user:s3cret@127.0.0.1:{server.server_address[1]}/data.zip"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("trickle_url", [True, False], ids=["content-length", "chunked"], indirect=True)
+def test_a_trickling_download_stops_at_its_time_budget(trickle_url, tmp_path, private_tmp):
+    started = time.monotonic()
+    message = str(refusal(trickle_url, tmp_path / "out", "data.max_download_seconds=1.5"))
+    elapsed = time.monotonic() - started
+    shown = trickle_url.replace("user:s3cret", "***")
+    assert re.fullmatch(re.escape(f"{shown}: download still running after data.max_download_seconds=1.5 (") + r"\d+"
+                        + re.escape(" bytes received); -P data.max_download_seconds=<seconds> raises the limit"),
+                        message), message
+    assert "s3cret" not in message
+    assert 1.5 <= elapsed < 20, elapsed  # was: for ever (a byte every 5 s never trips the 60 s read timeout)
+    assert not any(private_tmp.iterdir())
+
+
+def test_s3_keys_that_are_a_file_and_a_folder_are_refused(s3_endpoint, tmp_path, private_tmp):  # noqa: F811
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=s3_endpoint)
+    client.create_bucket(Bucket="datasets")
+    source = make_folder_source(tmp_path / "shapes", count=4)
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            client.upload_file(str(path), "datasets", f"shapes/{path.relative_to(source).as_posix()}")
+    client.put_object(Bucket="datasets", Key="shapes/images/img0.png/evil", Body=b"x")
+    message = str(refusal("s3://datasets/shapes", tmp_path / "out", f"data.s3_endpoint_url={s3_endpoint}"))
+    assert message == ("s3://datasets/shapes: object 'shapes/images/img0.png' is also the folder of "
+                       "'shapes/images/img0.png/evil'; both cannot be files: remove one of them")
+    assert not any(private_tmp.iterdir())

@@ -38,7 +38,7 @@ from segmodels.data.info import DatasetInfo
 from segmodels.data.layout import SPLITS, Layout
 from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
 from segmodels.data.shapes import AnnotationError
-from segmodels.data.sources import redact, resolve_source
+from segmodels.data.sources import fetch_limits, redact, resolve_source
 from segmodels.data.splits import assign_splits
 from segmodels.data.stats import CLASS_STATS_KEY, DatasetStats
 from segmodels.data.writer import LayoutWriter
@@ -113,7 +113,7 @@ def prepare_dataset(
     with tempfile.TemporaryDirectory(prefix="segmodels-source-") as scratch, ExitStack() as reading:
         reading.push(lambda failed, *_: _discard_output(out_dir) if failed and fresh_output else None)
         root = resolve_source(source, Path(scratch), lakefs=lakefs, s3_endpoint_url=data.s3_endpoint_url,
-                              max_member_bytes=limits.max_file_bytes)
+                              limits=fetch_limits(data, limits.max_file_bytes))
         reading.enter_context(read_limits(dataclasses.replace(limits, root=root)))  # every read below: inside root
         shown = _shown_as_source(source, Path(scratch), root)
         reading.push(lambda failed, error, _: _rename_error(error, shown))
