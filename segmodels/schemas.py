@@ -81,6 +81,7 @@ class DataConfig:
     ignore_classes: List[str] = MISSING
     resize_masks: bool = MISSING
     max_ignored_share: float = MISSING
+    orientation_free: bool = MISSING
     name: Optional[str] = MISSING
     s3_endpoint_url: Optional[str] = MISSING
     max_file_bytes: int = MISSING
@@ -127,6 +128,15 @@ class IngestConfig:
 
 
 @dataclass
+class PlanConfig:
+    """``plan`` of ``conf/train.yaml`` (``experiment=auto``: segmodels.planning)."""
+
+    mode: str = MISSING  # off | auto | applied
+    budget_minutes: float = MISSING
+    rules: Dict[str, str] = MISSING
+
+
+@dataclass
 class TrainConfig:
     """``conf/train.yaml``; model, loss, optimizer and scheduler are ``_target_`` nodes."""
 
@@ -138,6 +148,7 @@ class TrainConfig:
     scheduler: Any = MISSING
     trainer: TrainerConfig = MISSING
     transforms: TransformsConfig = MISSING
+    plan: PlanConfig = MISSING
     lakefs: LakeFSConfig = MISSING
 
 

@@ -24,7 +24,7 @@ SAMPLES = {
     "image_size": "32", "run_id": "0123abcd", "model_name": "m", "metric": "best_val_miou", "threshold": "0.5",
     "alias": "a", "model_uri": "models:/m@a", "split": "val", "output_dir": "out", "env_manager": "local",
     "nproc": "2", "force": "True", "parent_run_id": "feed1234", "interactive": "True", "commit_predictions": "True",
-    "experiment": "demo",
+    "experiment": "demo", "budget_minutes": "7.5",
 }
 GROUP_CHOICES = {"model", "format", "experiment"}  # pick a config group option rather than set a value
 
@@ -170,7 +170,7 @@ def test_a_recipe_selects_each_steps_part():
     assert train.trainer.epochs == 3 and train.trainer.encoder_lr_scale < 1
     demo = load_config("train", ["experiment=demo"])
     assert demo.transforms.train.vflip > 0 and load_config("train").transforms.train.vflip == 0
-    with pytest.raises(ConfigError, match=r"experiment/train/nope.*available: camvid, demo, isbi, none"):
+    with pytest.raises(ConfigError, match=r"experiment/train/nope.*available: auto, camvid, demo, isbi, none"):
         load_config("train", ["experiment=nope"])
     for params in ({"experiment": "camvid"}, {"overrides": "experiment=camvid trainer.epochs=3"}):
         _, per_step = route_main_params(params)

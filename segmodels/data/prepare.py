@@ -34,6 +34,7 @@ from segmodels.data.formats.base import (
     open_image,
     read_limits,
 )
+from segmodels.data.fingerprint import FINGERPRINT_KEY, dataset_fingerprint
 from segmodels.data.info import DatasetInfo
 from segmodels.data.layout import SPLITS, Layout
 from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
@@ -159,6 +160,10 @@ def prepare_dataset(
             info = _dataset_info(data.name or _default_name(source, root), known, ignore_index, stats, reader.name,
                                  binary, resized)
             check_usable(redact(source), stats, info, float(data.max_ignored_share))
+            info.extra[FINGERPRINT_KEY] = dataset_fingerprint(
+                writer.layout, [writer.layout.root / f.path for f in writer.files if (f.split, f.kind) == ("train", "image")],
+                stats, info.num_classes, ignore_index, binary is not None or info.num_classes == 2,
+                bool(data.orientation_free))
             writer.finish(info)
         finally:
             writer.save_cache()

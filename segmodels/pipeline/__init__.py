@@ -73,11 +73,16 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
     install_log_redaction()
     install_excepthook()
     try:
-        cfg = load_config(step, step_overrides(step, sys.argv[1:] if argv is None else argv))
+        overrides = step_overrides(step, sys.argv[1:] if argv is None else argv)
+        cfg = load_config(step, overrides)
         if "interactive" in cfg and cfg.interactive:  # fail before the step's imports, never wait for input
             from segmodels.pipeline.interactive import INSTEAD, require_terminal
 
             require_terminal(INSTEAD[step])
+        if step == "train" and cfg.plan.mode == "auto":  # experiment=auto: values from the data's fingerprint
+            from segmodels.pipeline.plan import planned_config
+
+            cfg = planned_config(cfg, overrides)
         step_function(step)(cfg)
     except Exception as exc:
         if not isinstance(exc, (StepError, ConfigError)) and not isinstance(exc, user_errors()):

@@ -25,6 +25,7 @@ from segmodels.dataset_store import fetch_dataset
 from segmodels.home import segmodels_home
 from segmodels.inference.pyfunc import save_pyfunc_model
 from segmodels.model_store import publish_model
+from segmodels.pipeline.plan import PLAN_ARTIFACT, plan_document
 from segmodels.pipeline.refs import pin_data_ref
 from segmodels.tracking import lineage
 from segmodels.tracking.dataset import log_dataset_input
@@ -93,6 +94,8 @@ def run(cfg: DictConfig) -> str | None:
         mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
                          lineage.TAG_DATA_URI: str(data)})
         log_dataset_input(str(data), data.ref, load_dataset_info(data_root), context="training")
+        if cfg.plan.rules:
+            mlflow.log_text(plan_document(cfg), PLAN_ARTIFACT)
         result = train(cfg, data_root, work, callbacks=[MLflowTrainingLogger()])
 
         shutil.rmtree(work / "mlflow-model", ignore_errors=True)  # half-saved by a step killed while saving
