@@ -1,5 +1,6 @@
 """The ``segmodels`` command: ``segmodels lakefs serve``, ``segmodels lakefs gc``, ``segmodels step <name>
-[key=value ...]``, ``segmodels lineage <models:/... | lakefs://... | run id>`` and ``segmodels compare A B``."""
+[key=value ...]``, ``segmodels lineage <models:/... | lakefs://... | run id>``, ``segmodels compare A B`` and
+``segmodels ui``."""
 
 from __future__ import annotations
 
@@ -60,12 +61,18 @@ def collect_lakefs_garbage(args: argparse.Namespace) -> None:
 
 def show_lineage(args: argparse.Namespace) -> None:
     """Print the lineage chain of a model version, a lakeFS commit or a run (MLflow only, no lakeFS)."""
+    from segmodels.redaction import redact_text, shown
     from segmodels.tracking.lineage_graph import LineageError, format_json, format_text, trace
 
+    if redact_text(args.ref) != args.ref:
+        print(f"segmodels lineage: error: {shown(args.ref)}: holds credentials (user info or a secret parameter); "
+              "pass models:/<name>/<version>, lakefs://<repo>/<commit> or a run id", file=sys.stderr)
+        raise SystemExit(2)
     try:
         doc = trace(args.ref)
-    except LineageError as error:
-        print(f"segmodels lineage: error: {error}", file=sys.stderr)
+    except LineageError as error:  # the message names the argument: shown cut short, on one line
+        message = str(error).replace(args.ref, shown(args.ref)) if args.ref else str(error)
+        print(f"segmodels lineage: error: {redact_text(message)}", file=sys.stderr)
         raise SystemExit(2) from None
     print(format_json(doc) if args.json else format_text(doc))
 
@@ -75,6 +82,13 @@ def compare_refs(args: argparse.Namespace) -> None:
     from segmodels.compare import run_cli
 
     run_cli(args.a, args.b, args.html)
+
+
+def serve_ui(args: argparse.Namespace) -> None:
+    """Serve the browser of data commits, images, diffs, runs and models until interrupted."""
+    from segmodels.ui.app import serve
+
+    serve(args.host, args.port, args.open)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write the comparison as HTML")
     compare.set_defaults(handler=compare_refs)
 
+    ui = commands.add_parser("ui", help="browse data commits, images with masks, diffs, runs and models locally")
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    ui.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    ui.add_argument("--open", action="store_true", help="open the page in a web browser")
+    ui.set_defaults(handler=serve_ui)
     return parser
 
 

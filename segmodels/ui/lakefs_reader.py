@@ -90,8 +90,9 @@ class LakeFSReader:
         return self._call(f"{repo}/{ref}", self.sdk.commits_api.get_commit, valid_repository(repo), valid_ref(ref))
 
     def log(self, repo: str, ref: str, after: str = "", amount: int = 20) -> Page:
+        """The branch's own history (first parents: merges into it, not the ephemeral branches' commits)."""
         page = self._call(f"log of {repo}/{ref}", self.sdk.refs_api.log_commits, valid_repository(repo),
-                          valid_ref(ref), after=after, amount=_amount(amount))
+                          valid_ref(ref), after=after, amount=_amount(amount), first_parent=True)
         return Page(list(page.results), page.pagination.next_offset if page.pagination.has_more else "")
 
     def objects(self, repo: str, ref: str, prefix: str, after: str = "", amount: int = 100) -> Page:
