@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import os
 import re
 import shutil
 import tarfile
@@ -21,12 +22,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_data_sources import make_folder_source, prepare, s3_endpoint  # noqa: F401  (s3_endpoint: a fixture)
+from test_data_sources import ingest_into, make_folder_source, prepare, s3_endpoint  # noqa: F401  (s3_endpoint: a fixture)
 from test_hostile_ingest import Case, check_isolated, refusal, run_isolated
 
 from segmodels.data import DataValidationError, sources
 from segmodels.data.classes import parse_classes
 from segmodels.data.safe_yaml import AliasRefused, load_yaml
+from segmodels.versioning import LakeFSError
 
 
 @pytest.fixture
@@ -277,3 +279,83 @@ def test_s3_keys_that_are_a_file_and_a_folder_are_refused(s3_endpoint, tmp_path,
     assert message == ("s3://datasets/shapes: object 'shapes/images/img0.png' is also the folder of "
                        "'shapes/images/img0.png/evil'; both cannot be files: remove one of them")
     assert not any(private_tmp.iterdir())
+
+
+# -- odd names through the ingest step --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch):
+    """The ingest step's environment: lakeFS through LAKECTL_*, a sqlite MLflow store in tmp_path."""
+    import mlflow
+
+    monkeypatch.setenv("LAKECTL_SERVER_ENDPOINT_URL", lakefs_settings.endpoint)
+    monkeypatch.setenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", lakefs_settings.access_key_id)
+    monkeypatch.setenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", lakefs_settings.secret_access_key)
+    lakefs.ensure_repository(repo_name, default_branch="main")
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
+        "bounds", artifact_location=(tmp_path / "mlartifacts").as_uri()))
+    return lakefs
+
+
+def run_ingest(source, repo: str, capsys, *args: str) -> tuple[int, str]:
+    """The ingest step run as its script runs it: (exit status, what it printed)."""
+    from segmodels.pipeline import run_step_cli
+
+    status = 0
+    try:
+        run_step_cli("ingest", ["--source", str(source), "--repo", repo, *args])
+    except SystemExit as exit_info:
+        status = exit_info.code
+    captured = capsys.readouterr()
+    return status, captured.out + captured.err
+
+
+LONG = "a" * 250  # a 254-byte file name with its extension
+UNDECODABLE = os.fsdecode(b"\xff" * 120)  # 480 characters once escaped (\xff each)
+
+
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_long_file_names_ingest(on_error, tmp_path, private_tmp):
+    source = make_folder_source(tmp_path / "src", count=4)
+    for old, new in (("img0", LONG), ("img1", UNDECODABLE)):
+        for folder in ("images", "masks"):
+            os.rename(source / folder / f"{old}.png", source / folder / f"{new}.png")
+    prepared = prepare(source, tmp_path / "out", f"on_error={on_error}")
+    names = sorted(path.name for path in (tmp_path / "out" / "images").rglob("*.png"))
+    assert prepared.stats.num_images == 4 and not prepared.report
+    assert f"{LONG}.png" in names  # was: OSError, the writer's temporary name .<name>.tmp over 255 bytes
+    shortened = [name for name in names if name.startswith("\\xff")]
+    assert len(shortened) == 1 and re.fullmatch(r"(\\xff){59}\\~[0-9a-f]{12}\.png", shortened[0]), shortened
+    assert not any(private_tmp.iterdir())
+
+
+def test_long_names_go_through_the_ingest_step(step_env, repo_name, tmp_path, capsys):
+    source = make_folder_source(tmp_path / "src", count=4)
+    for folder in ("images", "masks"):
+        os.rename(source / folder / "img0.png", source / folder / f"{LONG}.png")
+    status, printed = run_ingest(source, repo_name, capsys)
+    assert status == 0, printed
+    keys = [obj.path for obj in step_env.list_objects(repo_name, "main", "data/")]
+    assert sum(key.endswith(f"/{LONG}.png") for key in keys) == 2, keys
+
+
+def test_a_lakefs_key_that_is_a_file_and_a_folder_is_refused_naming_both(step_env, repo_name, tmp_path, capsys,
+                                                                           private_tmp):
+    ingest_into(step_env, repo_name, make_folder_source(tmp_path / "src", count=4), tmp_path / "w1")
+    evil = tmp_path / "evil"
+    evil.write_bytes(b"x")
+    image = next(obj.path for obj in step_env.list_objects(repo_name, "main", "data/images/"))
+    step_env.upload_file(repo_name, "main", f"{image}/evil", evil)
+    commit = step_env.commit(repo_name, "main", "a key below a file").id
+    status, printed = run_ingest(f"lakefs://{repo_name}/{commit}/data", repo_name, capsys,
+                                 "--lakefs.data_prefix", "copy")
+    errors = [line for line in printed.splitlines() if "error:" in line]
+    assert status == 2 and len(errors) == 1 and "Traceback" not in printed, printed
+    assert errors[0].endswith(f"object {image!r} is also the folder of {image + '/evil'!r}; both cannot be files: "
+                              "delete one of them"), errors[0]  # was: IsADirectoryError traceback
+    assert step_env.resolve_commit(repo_name, "main") == commit  # nothing committed
+    assert not any(private_tmp.iterdir())
+    with pytest.raises(LakeFSError, match="is also the folder of"):  # train's download: the same refusal
+        step_env.download_prefix(repo_name, commit, "data")

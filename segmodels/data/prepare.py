@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 ON_ERROR = ("fail", "skip")
 IMAGE_EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp", "TIFF": ".tif", "WEBP": ".webp", "GIF": ".gif"}
+NAME_BYTES = 250  # a sample's name in the layout at most (file names: 255 bytes, with an extension of 5 at most)
 FIXES = {"size mismatch": "-P data.resize_masks=true resizes the masks to their image (nearest)"}  # per Issue.kind
 
 
@@ -334,7 +335,7 @@ def _unique_samples(reader, report: ValidationReport) -> list[Sample]:
         report.add(issue.file, issue.reason)
     samples = []
     for sample in listed:
-        name = printable(sample.name)
+        name = file_name(printable(sample.name))
         if not name or name in (".", "..") or "/" in name:
             report.add(sample.image_ref, f"sample name {name!r} is not a plain file name")
             continue
@@ -348,6 +349,16 @@ def _unique_samples(reader, report: ValidationReport) -> list[Sample]:
             others = [ref for ref in by_name[sample.name] if ref != sample.image_ref]
             report.add(sample.image_ref, f"duplicate name {sample.name!r} (also {', '.join(others)})")
     return [sample for sample in samples if counts[sample.name] == 1]
+
+
+def file_name(name: str) -> str:
+    """`name` when it fits a layout file name (:data:`NAME_BYTES` in UTF-8, room left for the extension), else
+    its start and a hash of it all (``start~1a2b3c4d5e6f``): any name a file system accepts can be ingested."""
+    encoded = name.encode()
+    if len(encoded) <= NAME_BYTES:
+        return name
+    start = encoded[: NAME_BYTES - 13].decode("utf-8", "ignore")
+    return f"{start}~{hashlib.sha256(encoded).hexdigest()[:12]}"
 
 
 def _splits(samples, source_splits, seed, val_fraction, test_fraction) -> dict[str, str]:
@@ -449,7 +460,8 @@ def _check_image(file: str, data: bytes) -> tuple[int, int, str]:
             image.load()
             if image.mode not in ("RGB", "L", "P", "RGBA", "LA", "I;16", "I", "CMYK", "YCbCr", "1", "PA"):
                 raise SampleError(file, f"unsupported image mode {image.mode}")
-            extension = IMAGE_EXTENSIONS.get(image.format) or Path(file).suffix.lower() or ".img"
+            suffix = Path(file).suffix.lower()
+            extension = IMAGE_EXTENSIONS.get(image.format) or (suffix if 1 < len(suffix) <= 5 else ".img")
             return image.width, image.height, extension
     except SampleError:
         raise

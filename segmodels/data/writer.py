@@ -96,7 +96,7 @@ class LayoutWriter:
         files = []
         for kind, target, data in outputs:
             target.parent.mkdir(parents=True, exist_ok=True)
-            temporary = target.with_name(f".{target.name}.tmp")
+            temporary = target.with_name(f".{sha256_hex(target.name.encode())[:16]}.tmp")  # short: any name fits
             temporary.write_bytes(data)
             os.replace(temporary, target)
             files.append([self.layout.relative(target), sha256_hex(data), len(data), kind, target.stat().st_mtime_ns])

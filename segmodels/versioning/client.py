@@ -23,6 +23,7 @@ from lakefs_sdk.rest import RESTClientObject
 
 from segmodels.checksums import OverlappedMd5
 from segmodels.home import segmodels_home
+from segmodels.object_keys import file_and_folder
 from segmodels.progress import Progress
 
 from . import ephemeral
@@ -393,6 +394,10 @@ class LakeFS:
         marker = self.home / "cache" / ".complete" / repo / commit_id / hashlib.sha256(prefix.encode()).hexdigest()
         if not (marker.exists() and folder.is_dir()):
             objects = list(self.list_objects(repo, commit_id, prefix))
+            clash = file_and_folder(obj.path for obj in objects)
+            if clash:
+                raise LakeFSError(f"lakefs://{repo}/{commit_id}/{prefix}: object {clash[0][:80]!r} is also the folder "
+                                  f"of {clash[1][:80]!r}; both cannot be files: delete one of them")
             progress = Progress(f"download lakefs://{repo}/{commit_id[:12]}/{prefix}", sum(o.size for o in objects),
                                 "MB", scale=1e-6)
 
