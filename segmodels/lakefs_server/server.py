@@ -24,6 +24,7 @@ from .api import LakeFSApi
 from .auth import check_authorization
 from .blockstore import BlobStore
 from .catalog import Catalog
+from .connections import Connections
 from .errors import ApiError, NotFound
 from .transport import BodyFraming, Limits, Request, Response, body_framing
 
@@ -43,80 +44,6 @@ _REFUSAL_BODY = json.dumps({"message": "too many connections, retry later"}).enc
 _REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
             b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n"
             + _REFUSAL_BODY)
-
-
-class _Watchdog:
-    """Shuts down connections whose deadline passed: waiting for a request, or reading its request line and
-    headers (a client trickling bytes never trips a per-read socket timeout, so these need a total deadline)."""
-
-    MAX_CLOSING = 1024  # refused connections drained at once (beyond, closed at once)
-
-    def __init__(self, interval: float = 0.1):
-        self._deadlines: dict[socket.socket, float] = {}
-        self._closing: dict[socket.socket, float] = {}  # refused connections: drained briefly, then closed
-        self._lock = threading.Lock()
-        self._stopped = threading.Event()
-        self._interval = interval
-        threading.Thread(target=self._run, name="lakefs-connection-watchdog", daemon=True).start()
-
-    def arm(self, sock: socket.socket, seconds: float) -> None:
-        with self._lock:
-            self._deadlines[sock] = time.monotonic() + seconds
-
-    def disarm(self, sock: socket.socket) -> bool:
-        """Cancel ``sock``'s deadline; False when it had passed (the connection was shut down)."""
-        with self._lock:
-            return self._deadlines.pop(sock, None) is not None
-
-    def close_later(self, sock: socket.socket) -> None:
-        """Close ``sock`` (whose answer was sent) after reading what the client still sends, for a moment: a
-        socket closed with unread bytes sends a reset, which can destroy the answer before the client reads it."""
-        try:
-            sock.shutdown(socket.SHUT_WR)
-            sock.setblocking(False)
-        except OSError:
-            sock.close()
-            return
-        with self._lock:
-            if len(self._closing) < self.MAX_CLOSING:
-                self._closing[sock] = time.monotonic() + LINGER_SECONDS / 2
-                return
-        sock.close()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def _run(self) -> None:
-        while not self._stopped.wait(self._interval):
-            now = time.monotonic()
-            with self._lock:
-                for sock in [s for s, deadline in self._deadlines.items() if deadline <= now]:
-                    del self._deadlines[sock]
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked reading it
-                    except OSError:
-                        pass
-                for sock, deadline in list(self._closing.items()):
-                    if deadline > now and _drained(sock):
-                        continue
-                    del self._closing[sock]
-                    sock.close()
-        with self._lock:
-            for sock in self._closing:
-                sock.close()
-            self._closing.clear()
-
-
-def _drained(sock: socket.socket) -> bool:
-    """Read what ``sock`` (non-blocking) has; False once the client closed it or it failed."""
-    try:
-        while sock.recv(65536):
-            pass
-        return False
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -157,11 +84,12 @@ class _Handler(BaseHTTPRequestHandler):
     def handle_one_request(self) -> None:
         """Read a request's head within ``header_timeout``: on a new connection counted from the connection, on
         a kept-alive one from the request's first byte, which must come within ``idle_timeout``."""
-        limits, watchdog = self.server.limits, self.server.watchdog
+        limits, connections = self.server.limits, self.server.connections
         self.connection.settimeout(None)  # the watchdog bounds the wait and the head
-        first = not getattr(self, "_served", False)
-        self._served = True
-        watchdog.arm(self.connection, limits.header_timeout if first else limits.idle_timeout)
+        first = not hasattr(self, "state")
+        if first:
+            self.state = connections.get(self.connection)
+        connections.wait_head(self.state, limits.header_timeout if first else limits.idle_timeout, idle=not first)
         if not first:
             try:
                 if not self.rfile.peek(1):
@@ -170,17 +98,17 @@ class _Handler(BaseHTTPRequestHandler):
             except OSError:
                 self.close_connection = True
                 return
-            watchdog.arm(self.connection, limits.header_timeout)
+            connections.wait_head(self.state, limits.header_timeout)
         try:
             super().handle_one_request()
         except (ConnectionError, TimeoutError):
             self.close_connection = True
         finally:
-            watchdog.disarm(self.connection)
+            connections.busy(self.state)
 
     def parse_request(self) -> bool:
         ok = super().parse_request()
-        in_time = self.server.watchdog.disarm(self.connection)
+        in_time = self.server.connections.busy(self.state)
         self.connection.settimeout(self.server.limits.body_timeout)  # bodies: no progress for this long ends them
         if not in_time:  # the head was cut off by its deadline: never act on part of a request
             self.close_connection = True
@@ -245,8 +173,14 @@ class _Handler(BaseHTTPRequestHandler):
             if handler is None:
                 raise ApiError("method not allowed", 405) if path_exists else NotFound("path not found")
             request = Request(self.command, query, self.headers, self.rfile, params, framing, self.server.limits)
+            if framing.has_body:
+                self.server.connections.read_body(self.state, request)
             if path not in self.server.api.PUBLIC_PATHS:
                 request.user = check_authorization(self.server.credentials, self.headers.get("Authorization"))
+                if not self.server.connections.authenticate(self.state):
+                    self.close_connection = True  # the authenticated pool is full: a request without a body is
+                    if framing.has_body:  # answered from the unauthenticated place it holds, one with is refused
+                        raise ApiError("too many connections, retry later", 503)
             self.server.api.check_params(params)
             response = handler(request)
         except ApiError as exc:
@@ -258,6 +192,7 @@ class _Handler(BaseHTTPRequestHandler):
             LOG.exception("internal error on %s %s", self.command, self.path)
             response = Response(500, {"message": f"internal error: {exc}"})
         finally:
+            self.server.connections.busy(self.state)
             self.server.request_finished()
         if not framing_known or (framing.has_body and (request is None or not request.body_complete)):
             self.close_connection = True  # where this request's body ends (so the next request starts) is unknown
@@ -308,7 +243,6 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
         try:
             self.credentials = credentials
             self.limits = limits or Limits()
-            self._slots = threading.BoundedSemaphore(self.limits.max_connections)
             blobs = BlobStore(self.data_dir / "blobs", fsync=fsync)
             blobs.remove_interrupted_uploads()
             self.api = LakeFSApi(Catalog(self.data_dir / "lakefs.db", "FULL" if fsync else "NORMAL"), blobs)
@@ -322,32 +256,33 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()
             raise
-        self.watchdog = _Watchdog()
+        self.connections = Connections(self.limits)
 
     def process_request(self, request, client_address) -> None:
-        """A thread per connection, at most ``limits.max_connections`` at once: beyond, 503 and close."""
-        if not self._slots.acquire(blocking=False):
-            LOG.warning("refusing a connection from %s: %d connections open", client_address,
+        """A thread per connection, in bounded pools (see :mod:`~.connections`): with no place, 503 and close."""
+        state = self.connections.admit(request)
+        if state is None:
+            LOG.warning("refusing a connection from %s: no place among %d connections", client_address,
                         self.limits.max_connections)
             try:
                 request.setblocking(False)
                 request.send(_REFUSAL)
             except OSError:
                 pass
-            self.watchdog.close_later(request)
+            self.connections.close_later(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self.connections.release(state)
             raise
 
     def process_request_thread(self, request, client_address) -> None:
+        state = self.connections.get(request)
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.watchdog.disarm(request)
-            self._slots.release()
+            self.connections.release(state)
 
     def handle_error(self, request, client_address) -> None:
         LOG.debug("error on a connection from %s", client_address, exc_info=True)
@@ -445,7 +380,7 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
             self._thread.join()
         self._thread = None
         self.server_close()
-        self.watchdog.stop()
+        self.connections.stop()
         if not self._lock_file.closed:
             fcntl.flock(self._lock_file, fcntl.LOCK_UN)
             self._lock_file.close()

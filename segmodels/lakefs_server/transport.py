@@ -24,14 +24,25 @@ _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 
 @dataclass(frozen=True)
 class Limits:
-    """What the server accepts from one client; every value can be given to ``create_server``."""
+    """What the server accepts from its clients; every value can be given to ``create_server`` (how the
+    connection limits act together: :mod:`~.connections`)."""
 
     max_json_body: int = 8 << 20  # bytes of a JSON request body (413 beyond)
     max_object_body: int = 5 << 40  # bytes of an uploaded object (S3's largest object; 413 beyond)
     idle_timeout: float = 60.0  # seconds a kept-alive connection may wait for its next request
     header_timeout: float = 20.0  # seconds for a request line and headers (a new connection's from connecting)
     body_timeout: float = 60.0  # seconds without a byte received or sent while a body moves
-    max_connections: int = 128  # open connections; more are answered 503 and closed
+    body_deadline: float = 30.0  # seconds for a request body, plus 1 s per min_body_rate bytes received (408)
+    min_body_rate: int = 16 << 10  # bytes/s
+    max_connections: int = 160  # open connections, both pools; more are answered 503 and closed
+    max_unauthenticated: int = 32  # of which not (yet) authenticated: new ones and public requests
+
+    def __post_init__(self):
+        if not 0 < self.max_unauthenticated < self.max_connections:
+            raise ValueError(f"max_unauthenticated ({self.max_unauthenticated}) must be between 1 and "
+                             f"max_connections - 1 ({self.max_connections - 1})")
+        if self.min_body_rate <= 0 or self.body_deadline <= 0:
+            raise ValueError("body_deadline and min_body_rate must be positive")
 
 
 @dataclass(frozen=True)
@@ -112,6 +123,8 @@ class Request:
         self.user: str | None = None
         self.body_consumed = False  # reading started
         self.body_complete = not self.framing.has_body  # the whole body was read: the connection can go on
+        self.received = 0  # body bytes read so far
+        self.cut: ApiError | None = None  # set by the server when it shut the body's reading down: raised then
 
     def arg(self, name: str, default: str | None = None) -> str | None:
         values = self.query.get(name)
@@ -147,8 +160,12 @@ class Request:
                 yield from self._chunked(limit)
             else:
                 yield from self._sized(self.framing.length, limit)
-        except TimeoutError:
-            raise ApiError("timed out reading the request body", 408) from None
+        except (BadRequest, TimeoutError, ConnectionError) as error:
+            if self.cut is not None:
+                raise self.cut from None
+            if isinstance(error, TimeoutError):
+                raise ApiError("timed out reading the request body", 408) from None
+            raise
         self.body_complete = True
 
     def _sized(self, remaining: int, limit: int) -> Iterator[bytes]:
@@ -159,10 +176,11 @@ class Request:
     def _exactly(self, size: int, truncated: str) -> Iterator[bytes]:
         """The next ``size`` bytes of the body in pieces; BadRequest(``truncated``) when the client stops short."""
         while size:
-            data = self.rfile.read(min(size, CHUNK_SIZE))
+            data = self.rfile.read1(min(size, CHUNK_SIZE))  # what arrived: the server watches the progress
             if not data:
                 raise BadRequest(truncated)
             size -= len(data)
+            self.received += len(data)
             yield data
 
     def _chunked(self, limit: int) -> Iterator[bytes]:
