@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import struct
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 
 import mlflow
@@ -15,7 +18,7 @@ import torch
 from mlflow.exceptions import MlflowException
 from PIL import Image
 
-from segmodels.inference import predict
+from segmodels.inference import InferenceOptions, predict
 from segmodels.inference.pyfunc import encode_png, save_pyfunc_model
 from segmodels.models import ModelSpec, create_model, load_package, save_package
 from segmodels.visualize import colorize, overlay
@@ -103,7 +106,8 @@ def test_pyfunc_model_is_self_contained_and_takes_every_documented_input_form(pa
     np.testing.assert_array_equal(np.asarray(arrays["mask"][1]), expected)
     # as served: {"inputs": {"image": [...]}} arrives as a dict, {"inputs": ["<base64>", ...]} as a string array
     by_key = loaded.predict({"image": [encode_png(image), encode_png(other)]})
-    assert [np.asarray(Image.open(io.BytesIO(base64.b64decode(v)))).shape for v in by_key["mask"]] == [(24, 36), (30, 20)]
+    shapes = [np.asarray(Image.open(io.BytesIO(base64.b64decode(v)))).shape for v in by_key["mask"]]
+    assert shapes == [(24, 36), (30, 20)]
     from_strings = loaded.predict(np.array([encode_png(image), encode_png(other)]))
     np.testing.assert_array_equal(from_strings[1], expected_other)
     # an input it cannot read: an MlflowException of INVALID_PARAMETER_VALUE (a 400 when served) naming the reason
@@ -127,3 +131,105 @@ def test_saving_and_loading_the_pyfunc_model_warns_of_nothing(package, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "type hint" not in result.stderr and "cloudpickle" not in result.stderr.lower(), result.stderr
     assert not list((tmp_path / "mlflow-model").glob("*.pkl"))
+
+
+# -- serving: every param checked, bounded input -------------------------------------------------------------------
+
+
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header declares ``width`` x ``height`` and that holds no pixel data (what a bomb's header
+    says, without the bytes)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IEND", b""))
+
+
+def served_in_process(loaded, body: str) -> tuple[int, str]:
+    """What MLflow's scoring server answers a JSON ``body`` with (its /invocations handler: ``invocations``, an
+    MlflowException as its HTTP status and message), in this process."""
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        result = scoring_server.invocations(body, "application/json", loaded, loaded.metadata.get_input_schema())
+        return result.status, result.response
+    except MlflowException as error:
+        return error.get_http_status_code(), error.message
+
+
+@pytest.fixture(scope="module")
+def pyfunc_dir(package, tmp_path_factory) -> Path:
+    return save_pyfunc_model(package, tmp_path_factory.mktemp("pyfunc") / "mlflow-model")
+
+
+@pytest.mark.parametrize("params,reason", [
+    ({"batch_size": -1}, "batch_size='-1': expected a whole number from 1 to 1024"),
+    ({"batch_size": 0}, "batch_size='0': expected a whole number from 1 to 1024"),
+    ({"batch_size": 5000}, "batch_size='5000': expected a whole number from 1 to 1024"),
+    ({"output_format": "gif"}, "output_format='gif': expected one of png, array"),
+    ({"tta": "vflip"}, "tta='vflip': expected one of false, hflip, flips"),
+    ({"mode": "tiles"}, "mode='tiles': expected one of auto, resize, sliding"),
+    ({"overlap": 0.8}, "overlap='0.8': expected a number from 0 to 0.75"),
+])
+def test_every_serving_param_is_checked_and_a_bad_one_is_a_400_saying_which(pyfunc_dir, params, reason):
+    """batch_size=-1 answered 200 with no prediction before; the answer is the reason alone (the server echoed the
+    whole request before it)."""
+    loaded = mlflow.pyfunc.load_model(str(pyfunc_dir))
+    body = json.dumps({"inputs": {"image": [encode_png(np.zeros((20, 20, 3), np.uint8))]}, "params": params})
+    assert served_in_process(loaded, body) == (400, reason)
+
+
+def test_tta_mode_and_overlap_reach_predict_from_a_request(package, pyfunc_dir, monkeypatch):
+    loaded = mlflow.pyfunc.load_model(str(pyfunc_dir))
+    model, spec = load_package(package)
+    image = np.random.default_rng(5).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    options = InferenceOptions(tta="hflip", mode="sliding", overlap=0.25)
+    [expected] = predict(model, spec, [image], options=options)
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append((kwargs["batch_size"], kwargs["options"]))
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr("segmodels.inference.predict", spy)
+    status, response = served_in_process(loaded, json.dumps({
+        "inputs": {"image": [encode_png(image)]},
+        "params": {"tta": "hflip", "mode": "sliding", "overlap": 0.25, "batch_size": 3}}))
+    assert status == 200
+    mask = json.loads(response)["predictions"][0]["mask"]
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(mask)))), expected)
+    assert seen == [(3, options)]
+
+
+def test_deeply_nested_json_and_an_oversized_body_are_400s_saying_why(pyfunc_dir, monkeypatch):
+    """JSON nested 1000 deep was a 500 (RecursionError in the server's parser); a body above the cap is refused
+    before it is parsed."""
+    monkeypatch.setenv("SEGMODELS_MAX_REQUEST_BYTES", "5000")
+    loaded = mlflow.pyfunc.load_model(str(pyfunc_dir))
+    deep = "[" * 1000 + "1" + "]" * 1000
+    assert served_in_process(loaded, '{"inputs": {"image": %s}}' % deep) == (
+        400, "request JSON nested too deeply to parse (an image is at most 3 levels of lists)")
+    big = json.dumps({"inputs": {"image": ["A" * 6000]}})
+    assert served_in_process(loaded, big) == (
+        400, f"request body of {len(big)} bytes, above $SEGMODELS_MAX_REQUEST_BYTES=5000")
+
+
+def test_a_served_image_above_the_pixel_limit_is_refused_from_its_header(pyfunc_dir, monkeypatch):
+    """A 12000x12000 PNG cost +4.1 GB and 18 s when served; its header now says it is too large, before any pixel
+    is decoded (this one holds none). The limit is ingest's (Pillow's 89478485) unless set for serving."""
+    loaded = mlflow.pyfunc.load_model(str(pyfunc_dir))
+    bomb = base64.b64encode(header_only_png(12000, 12000)).decode()
+    assert served_in_process(loaded, json.dumps({"inputs": {"image": [bomb]}})) == (
+        400, "image of 12000x12000 = 144000000 pixels, above the limit of a served image "
+             "$SEGMODELS_MAX_IMAGE_PIXELS=89478485 (refused before decoding)")
+    monkeypatch.setenv("SEGMODELS_MAX_IMAGE_PIXELS", "300")
+    strict = mlflow.pyfunc.load_model(str(pyfunc_dir))
+    with pytest.raises(MlflowException, match=r"^image of 20x16 = 320 pixels, above the limit of a served image "
+                                              r"\$SEGMODELS_MAX_IMAGE_PIXELS=300$"):
+        strict.predict([np.zeros((16, 20, 3), np.uint8)])
+    with pytest.raises(MlflowException, match=r"20x16 = 320 pixels.*=300 \(refused before decoding\)$"):
+        strict.predict(pd.DataFrame({"image": [encode_png(np.zeros((16, 20, 3), np.uint8))]}))
+    assert strict.predict([np.zeros((15, 20, 3), np.uint8)])[0].shape == (15, 20)
+    monkeypatch.setenv("SEGMODELS_MAX_IMAGE_PIXELS", "lots")
+    with pytest.raises(ValueError, match=r"^SEGMODELS_MAX_IMAGE_PIXELS='lots': expected a positive whole number$"):
+        mlflow.pyfunc.load_model(str(pyfunc_dir))
