@@ -193,8 +193,8 @@ def test_reproduce_runs_the_recorded_commit_when_the_working_tree_has_moved_on(p
 
 
 DATA_COMMIT = "c" * 64
-PINNED_DATA = {lineage.TAG_LAKEFS_REPO: "r", lineage.TAG_DATA_COMMIT: DATA_COMMIT,
-               lineage.TAG_DATA_URI: f"lakefs://r/{DATA_COMMIT}/data"}
+PINNED_DATA = {lineage.TAG_LAKEFS_REPO: "demo-repo", lineage.TAG_DATA_COMMIT: DATA_COMMIT,
+               lineage.TAG_DATA_URI: f"lakefs://demo-repo/{DATA_COMMIT}/data"}
 
 
 def fake_train_run(client: MlflowClient, **tags: str) -> str:

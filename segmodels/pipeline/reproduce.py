@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import fcntl
 import fnmatch
+import io
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tarfile
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,8 +53,10 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from segmodels.config import ConfigError
 from segmodels.home import segmodels_home
 from segmodels.pipeline import StepError
+from segmodels.targets import check_targets, conf_targets
 from segmodels.tracking import lineage
 from segmodels.tracking.run_ids import RunIdError, resolve_run
 
@@ -146,6 +150,7 @@ def run(cfg: DictConfig) -> str:
     recorded = recorded_train_run(client, cfg.run_id)
     root = project_repository(Path.cwd())
     require_commit(root, recorded)
+    require_commit_targets(root, recorded)
 
     with lineage.step_run("reproduce", cfg) as active:
         mlflow.set_tag(lineage.TAG_REPRODUCES, recorded.run_id)
@@ -295,6 +300,28 @@ def require_commit(root: Path, recorded: RecordedRun) -> None:
     if git(root, "cat-file", "-e", f"{recorded.commit}^{{commit}}").returncode != 0:
         raise StepError(f"commit {recorded.commit} (recorded by run {recorded.run_id}) is not in the git repository "
                         f"at {root}; fetch it (git fetch) and run reproduce again")
+
+
+def commit_conf_files(root: Path, commit: str) -> dict[str, str]:
+    """``{path under conf/: text}`` of every YAML file in ``commit``'s ``conf/`` (one ``git archive``)."""
+    result = subprocess.run(["git", "archive", "--format=tar", commit, "conf"], cwd=root, capture_output=True,
+                            check=False)
+    if result.returncode != 0:
+        raise StepError(f"commit {commit[:12]}: cannot read its conf/ ({result.stderr.decode(errors='replace')[:200]})")
+    with tarfile.open(fileobj=io.BytesIO(result.stdout)) as archive:
+        return {member.name[len("conf/"):]: archive.extractfile(member).read().decode()
+                for member in archive.getmembers() if member.isfile() and member.name.endswith(".yaml")}
+
+
+def require_commit_targets(root: Path, recorded: RecordedRun) -> None:
+    """Refuse (one line naming the key and the target) a recorded config holding a ``_target_`` that its commit's
+    ``conf/`` does not name at that key: the old code would build whatever it names (:mod:`segmodels.targets`)."""
+    allowed = conf_targets(commit_conf_files(root, recorded.commit))
+    try:
+        check_targets(recorded.config, "", allowed)
+    except ConfigError as refused:
+        raise StepError(f"run {recorded.run_id}: {CONFIG_ARTIFACT}: {refused} (checked against commit "
+                        f"{recorded.commit[:12]}'s conf/)") from None
 
 
 @contextmanager

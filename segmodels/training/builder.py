@@ -1,7 +1,8 @@
 """Builds a training run from the Hydra config: model and spec (``cfg.model``), data sets and loaders
 (``cfg.transforms``, ``cfg.trainer``), loss (``cfg.loss``), optimizer (``cfg.optimizer``) and schedule
 (``cfg.scheduler``), all gathered in a :class:`TrainState`. ``_target_`` nodes are built with
-``hydra.utils.instantiate``; a value their target refuses is a one-line :class:`ConfigError`."""
+``hydra.utils.instantiate``, only targets ``conf/`` names (:mod:`segmodels.targets`); a value their target refuses
+is a one-line :class:`ConfigError`."""
 from __future__ import annotations
 
 import math
@@ -25,6 +26,8 @@ from segmodels.config import ConfigError
 from segmodels.data import DatasetInfo, SegmentationDataset, load_dataset_info, median_frequency_weights
 from segmodels.metrics import ConfusionMatrix
 from segmodels.models import ModelSpec
+from segmodels.models.registry import MODELS
+from segmodels.targets import check_targets, project_targets
 from segmodels.transforms import build_transforms, image_size_of
 
 from .distributed import DistContext, wrap_for_training
@@ -43,10 +46,21 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def allowed_targets() -> dict[str, frozenset]:
+    """What a config may build, by key: the targets ``conf/`` names, and for ``model`` each registered model's
+    builder too."""
+    allowed = dict(project_targets())
+    builders = (MODELS.get(name) for name in MODELS.names())
+    allowed["model"] = allowed.get("model", frozenset()) | {f"{b.__module__}.{b.__qualname__}" for b in builders}
+    return allowed
+
+
 def instantiate_group(group: str, node: DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate(node, **kwargs)`` for the config group ``group``. A target that cannot be
-    found or refuses a value raises :class:`ConfigError` with one line: the group, its values and the reason,
-    e.g. ``optimizer: lr='abc', weight_decay=0.0001 (torch.optim.AdamW): TypeError: '<=' not supported ...``."""
+    """``hydra.utils.instantiate(node, **kwargs)`` for the config group ``group``, after refusing a ``_target_``
+    that ``conf/`` does not name there (:func:`allowed_targets`; nested ones in values that are data too). A target
+    that cannot be found or refuses a value raises :class:`ConfigError` with one line: the group, its values and
+    the reason, e.g. ``optimizer: lr='abc', weight_decay=0.0001 (torch.optim.AdamW): TypeError: '<=' not ...``."""
+    check_targets(OmegaConf.to_container(node, resolve=True), group, allowed_targets())
     try:
         return instantiate(node, **kwargs, _convert_="all")
     except (InstantiationException, TypeError, ValueError) as exc:
