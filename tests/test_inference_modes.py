@@ -9,16 +9,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import test_infer_step as infer_step
 import torch
+from PIL import Image
+from test_infer_step import ingest_demo, last_infer_run, run_infer
 from torch import nn
 
 from segmodels.config import ConfigError, load_config
 from segmodels.inference import InferenceOptions, InvalidInput, predict
-from segmodels.inference.windows import blend_weights, sliding_window_logits, window_starts
+from segmodels.inference.windows import (
+    blend_weights,
+    sliding_window_logits,
+    window_starts,
+)
 from segmodels.models import ModelSpec
+from segmodels.pipeline import StepError
 from segmodels.transforms import model_input, with_tta
 
 PROJECT = Path(__file__).resolve().parents[1]
+demo_model, tracking = infer_step.demo_model, infer_step.tracking  # the infer step tests' fixtures
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
@@ -264,3 +273,38 @@ def test_a_4000x3000_image_in_sliding_windows_stays_within_bounded_memory_and_ti
     assert measured["shape"] == [3000, 4000]
     assert measured["grown"] < 600 << 20, measured
     assert measured["seconds"] < 120, measured
+
+
+# -- the infer step ------------------------------------------------------------------------------------------------
+
+
+def test_the_infer_step_predicts_with_tta_and_sliding_windows_as_predict_does(demo_model, lakefs, lakefs_settings,
+                                                                              repo_name, tracking, tmp_path,
+                                                                              monkeypatch):
+    """``-P inference.tta=hflip -P inference.mode=sliding``: 48x48 demo images through a 32x32 model, masks at the
+    images' size, the same as ``predict`` with those options, the options recorded on the run."""
+    from segmodels.models import load_package
+    from segmodels.versioning import LakeFSUri
+
+    uri = LakeFSUri.parse(ingest_demo(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, image_size=48))
+    out = run_infer(demo_model, str(uri), tmp_path / "predictions", split="test",
+                    **{"inference.tta": "hflip", "inference.mode": "sliding", "inference.overlap": "0.25"})
+    images = lakefs.download_prefix(uri.repo, uri.ref, f"{uri.path}/images/test/", tmp_path / "images")
+    model, spec = load_package(demo_model / "artifacts" / "package")
+    options = InferenceOptions(tta="hflip", mode="sliding", overlap=0.25)
+    written = sorted((out / "masks").glob("*.png"))
+    assert written
+    for mask_path in written:
+        [image_path] = list(Path(images).glob(f"{mask_path.stem}.*"))
+        image = np.asarray(Image.open(image_path).convert("RGB"))
+        [expected] = predict(model, spec, [image], options=options)
+        np.testing.assert_array_equal(np.asarray(Image.open(mask_path)), expected)
+    params = last_infer_run(tracking).data.params
+    assert (params["inference.tta"], params["inference.mode"]) == ("hflip", "sliding")
+
+
+def test_a_bad_inference_option_stops_the_infer_step_in_one_line_before_anything_runs(tmp_path):
+    with pytest.raises(StepError, match=r"^inference\.tta='sideways': expected one of false, hflip, flips$"):
+        run_infer(tmp_path / "no-model", "lakefs://nowhere/main/data", tmp_path / "out",
+                  **{"inference.tta": "sideways"})
+    assert not (tmp_path / "out").exists()
