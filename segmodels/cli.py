@@ -61,12 +61,18 @@ def collect_lakefs_garbage(args: argparse.Namespace) -> None:
 
 def show_lineage(args: argparse.Namespace) -> None:
     """Print the lineage chain of a model version, a lakeFS commit or a run (MLflow only, no lakeFS)."""
+    from segmodels.redaction import redact_text, shown
     from segmodels.tracking.lineage_graph import LineageError, format_json, format_text, trace
 
+    if redact_text(args.ref) != args.ref:
+        print(f"segmodels lineage: error: {shown(args.ref)}: holds credentials (user info or a secret parameter); "
+              "pass models:/<name>/<version>, lakefs://<repo>/<commit> or a run id", file=sys.stderr)
+        raise SystemExit(2)
     try:
         doc = trace(args.ref)
-    except LineageError as error:
-        print(f"segmodels lineage: error: {error}", file=sys.stderr)
+    except LineageError as error:  # the message names the argument: shown cut short, on one line
+        message = str(error).replace(args.ref, shown(args.ref)) if args.ref else str(error)
+        print(f"segmodels lineage: error: {redact_text(message)}", file=sys.stderr)
         raise SystemExit(2) from None
     print(format_json(doc) if args.json else format_text(doc))
 

@@ -163,7 +163,12 @@ def _url_spans(text: str):
             while next_start > index + 3 and text[next_start - 1] in _SCHEME_CHARS:
                 next_start -= 1
         match = _AUTHORITY_END.search(text, index + 3, next_start)
-        host_start = text.rfind("@", index + 3, match.start() if match else next_start) + 1 or index + 3
+        authority_end = match.start() if match else next_start
+        host_start = text.rfind("@", index + 3, authority_end) + 1 or index + 3
+        if host_start == index + 3 and not _is_host(text[index + 3:authority_end]):  # cut short by a / ? # in it
+            stop = _URL_STOP.search(text, authority_end, next_start)
+            at = text.find("@", authority_end, stop.start() if stop else next_start)
+            host_start = at + 1 or host_start
         stop = _URL_STOP.search(text, host_start, next_start)
         end = stop.start() if stop else next_start
         while end > host_start and text[end - 1] in _TRAILING:

@@ -7,11 +7,13 @@ embedded lakeFS and an http server that wants the hostile password."""
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import traceback
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 from test_data_sources import make_folder_source
@@ -25,8 +27,11 @@ from test_secrets import (
     the_run,
 )
 
+from segmodels.cli import main
+from segmodels.pipeline import run_step_cli
 from segmodels.redaction import is_secret_param, redact_text, redact_url, shown
 from segmodels.tracking import lineage
+from segmodels.versioning import LakeFSError, LakeFSUri
 
 __all__ = ["step_env"]  # a fixture used here
 
@@ -160,3 +165,84 @@ def test_a_hostile_password_is_masked_everywhere_the_ingest_step_records(passwor
     else:
         assert run.info.status == "FAILED" and "401 Client Error" in output
         assert step_env["lakefs"].resolve_commit(step_env["repo"], "main") == step_env["head"]
+
+
+# -- case 3: lakefs:// URIs with user info, and segmodels lineage's argument ------------------------------------
+
+LAKEFS_SECRET = "lk-s3cr3t'pa55 w0rd"
+LAKEFS_WITH_USER_INFO = [f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}@{{repo}}/main/data",
+                         f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}/x@{{repo}}/main/data"]  # a "/" in the password
+
+
+@pytest.mark.parametrize("template", LAKEFS_WITH_USER_INFO)
+def test_a_lakefs_uri_with_user_info_is_refused_in_one_line_without_it(template):
+    with pytest.raises(LakeFSError) as refused:
+        LakeFSUri.parse(template.format(repo="repo"))
+    message = str(refused.value)
+    assert message.startswith("lakefs://***@repo/main/data: a lakeFS URI takes no user info") and "\n" not in message
+    assert_nowhere(["AKIAUSERINFO", *LAKEFS_SECRET.split()], {"message": message})
+    assert LakeFSUri.parse("lakefs://repo/main@/data") == LakeFSUri("repo", "main@", "data")  # a ref with @ stays
+
+
+def test_a_malformed_lakefs_uri_is_named_cut_short():
+    with pytest.raises(LakeFSError) as refused:
+        LakeFSUri.parse("lakefs://Not_A_Repo/main/" + "x" * 500)
+    assert "'Not_A_Repo' is not a lakeFS repository name" in str(refused.value)
+    assert len(str(refused.value)) < 250 and "(525 characters)" in str(refused.value)
+
+
+def run_step(step: str, args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as exited:
+        run_step_cli(step, args)
+    captured = capsys.readouterr()
+    return exited.value.code, captured.out + captured.err
+
+
+@pytest.mark.parametrize("step, parameter", [("ingest", "--source"), ("train", "--data_ref"),
+                                             ("infer", "--data_ref")])
+def test_a_step_refuses_a_lakefs_uri_with_user_info_in_one_line(step, parameter, step_env, capsys, caplog):
+    for template in LAKEFS_WITH_USER_INFO:
+        uri = template.format(repo=step_env["repo"])
+        args = [parameter, uri, "--repo", step_env["repo"]] + (["--model_uri", "models:/nothing/1"]
+                                                                if step == "infer" else [])
+        with caplog.at_level(logging.DEBUG):
+            status, output = run_step(step, args, capsys)
+        assert status == 2, output
+        [line] = output.strip().splitlines()
+        assert line.startswith(f"segmodels {step}: error: ") and f"lakefs://***@{step_env['repo']}/main/data" in line
+        assert_nowhere(["AKIAUSERINFO", *LAKEFS_SECRET.split()], {"output": output, "logs": caplog.text})
+        assert step_env["lakefs"].resolve_commit(step_env["repo"], "main") == step_env["head"]  # nothing moved
+
+
+def test_a_lakefs_artifact_uri_with_user_info_is_refused_without_it():
+    from mlflow.exceptions import MlflowException
+
+    from segmodels.lakefs_artifacts import LakeFSArtifactRepository
+
+    with pytest.raises(MlflowException) as refused:
+        LakeFSArtifactRepository(LAKEFS_WITH_USER_INFO[0].format(repo="repo"))
+    assert "lakefs://***@repo/main/data: a lakeFS URI takes no user info" in refused.value.message
+    assert_nowhere(["AKIAUSERINFO", *LAKEFS_SECRET.split()], {"message": refused.value.message})
+
+
+@pytest.mark.parametrize("ref", ["http://u:pw-s3cr3t@x/y", f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}@repo/main",
+                                 "models:/m/1?token=pw-s3cr3t", f"lakefs://repo/{'a' * 64}?sig=pw-s3cr3t"])
+def test_lineage_refuses_an_argument_with_credentials_without_echoing_them(ref, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["lineage", ref])
+    assert exited.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.count("\n") == 1
+    assert captured.err.startswith("segmodels lineage: error: ") and "holds credentials" in captured.err
+    assert_nowhere(["pw-s3cr3t", "AKIAUSERINFO", *LAKEFS_SECRET.split()], {"stderr": captured.err})
+
+
+def test_lineage_names_a_long_argument_cut_short(tmp_path, capsys):
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    MlflowClient().search_experiments()  # the store made (MLflow logs that) before the command
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exited:
+        main(["lineage", "f" * 5000])
+    captured = capsys.readouterr()
+    assert exited.value.code == 2 and captured.err.count("\n") == 1
+    assert "f" * 80 + "... (5000 characters)" in captured.err and len(captured.err) < 400

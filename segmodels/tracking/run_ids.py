@@ -9,6 +9,8 @@ from mlflow.entities import Run, ViewType
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from segmodels.redaction import shown
+
 MIN_RUN_ID_PREFIX = 8
 SHOWN_MATCHES = 5
 HEX = re.compile(r"[0-9a-f]+")
@@ -45,10 +47,10 @@ def resolve_run(client: MlflowClient, text: str, name: str = "run_id") -> Run:
     try:
         run = find_run(client, text)
     except RunIdError as error:
-        raise RunIdError(f"{name}={text}: {error}") from None
+        raise RunIdError(f"{name}={shown(text)}: {error}") from None
     if run is None:
         hint = "" if len(text.strip()) >= MIN_RUN_ID_PREFIX else f" (a prefix needs {MIN_RUN_ID_PREFIX} hex digits)"
-        raise RunIdError(f"{name}={text}: no MLflow run has this id{hint}")
+        raise RunIdError(f"{name}={shown(text)}: no MLflow run has this id{hint}")
     return run
 
 
