@@ -66,7 +66,10 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
     On a user error, print ``segmodels <step>: error: <reason>`` (then, indented, any detail lines such as
     a validation report's bad files) and exit with status 2. Log records, these lines and the traceback of an
     unexpected error have credentials masked (a source URL's password or signature: :mod:`segmodels.redaction`).
+    SIGTERM or SIGINT stops the step like an error (:mod:`segmodels.pipeline.exits`: clean-up runs, the run ends
+    failed), then one line and exit status 128 + the signal's number.
     """
+    from segmodels.pipeline.exits import Terminated, signals_raise, step_scratch
     from segmodels.pipeline.params import step_overrides
 
     configure_output(step)
@@ -83,7 +86,12 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
             from segmodels.pipeline.plan import planned_config
 
             cfg = planned_config(cfg, overrides)
-        step_function(step)(cfg)
+        with signals_raise(), step_scratch():
+            step_function(step)(cfg)
+    except Terminated as stop:
+        print(f"segmodels {step}: error: stopped by {stop} (temporary files and branches removed, run marked failed)",
+              file=sys.stderr)
+        raise SystemExit(128 + stop.signum) from None
     except Exception as exc:
         if not isinstance(exc, (StepError, ConfigError)) and not isinstance(exc, user_errors()):
             raise  # user_errors() imports MLflow: not for the errors found before the step starts

@@ -85,14 +85,7 @@ class EphemeralBranch:
 
     def writer_alive(self) -> bool | None:
         """True when the writer is known alive, False when known dead, None when that cannot be told here."""
-        if self.host != host_id():
-            return None
-        start = process_start(self.pid)
-        if start is None:
-            return False  # no such process (or only its zombie): the writer is gone
-        if not (start and self.start):
-            return True  # a process with that pid lives; when it started is not known
-        return start == self.start  # else the pid now belongs to another process
+        return process_alive(self.host, self.pid, self.start)
 
     def is_stale(self, now: float, max_age: float, open_here: bool) -> bool:
         """Whether the branch may be deleted: not open in this process, and its writer dead or unknown and the
@@ -138,6 +131,19 @@ def host_id() -> str:
     """10 hex digits, equal for processes that see the same processes under the same pids (same host, boot and
     pid namespace)."""
     return _host_id(socket.gethostname())
+
+
+def process_alive(host: str, pid: int, start: int) -> bool | None:
+    """Whether process ``pid`` that started at ``start`` (:func:`process_start`, 0: unknown) on ``host``
+    (:func:`host_id`) lives: None when ``host`` is another one, whose processes cannot be seen here."""
+    if host != host_id():
+        return None
+    now = process_start(pid)
+    if now is None:
+        return False  # no such process (or only its zombie): it is gone
+    if not (now and start):
+        return True  # a process with that pid lives; when it started is not known
+    return now == start  # else the pid now belongs to another process
 
 
 def process_start(pid: int) -> int | None:
