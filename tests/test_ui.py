@@ -179,6 +179,9 @@ def test_compare_page_names_the_data_change(ui):
     ("/runs/0123456789abcdef", 404),
     ("/models/segmodels/99", 404),
     ("/runs/{run}/artifact?path=config/train.yaml", 404),
+    ("/repos/{repo}/commits/{commit}?amount=many", 400),
+    ("/repos/{repo}/commits/{commit}?amount=100000", 400),
+    ("/thumb/{repo}/{commit}/image?path=data/" + "x" * 2000, 400),
 ])
 def test_bad_repository_ref_or_path_is_a_400_or_404_page_with_one_line(ui, path, status):
     chain = ui.chain
@@ -186,7 +189,7 @@ def test_bad_repository_ref_or_path_is_a_400_or_404_page_with_one_line(ui, path,
                       run=chain.train_run.info.run_id)
     html = get(ui, url, status=status).text
     [message] = re.findall(r'<p class="error">(.*?)</p>', html, re.S)
-    assert "\n" not in message.strip() and len(message) <= 300
+    assert "\n" not in message.strip() and len(message) <= 200
 
 
 def test_no_page_shows_a_credential(ui, lakefs_server):

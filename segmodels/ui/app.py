@@ -9,6 +9,7 @@ import webbrowser
 from pathlib import Path
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -41,6 +42,12 @@ def create_app(reader: LakeFSReader, client: MlflowClient | None = None, cache: 
     @app.exception_handler(BadInput)
     async def bad_input(request: Request, error: BadInput) -> HTMLResponse:
         return error_page(request, 400, str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_parameter(request: Request, error: RequestValidationError) -> HTMLResponse:
+        first = error.errors()[0] if error.errors() else {}
+        where = ".".join(str(part) for part in first.get("loc", ())[1:]) or "request"
+        return error_page(request, 400, f"{where}: {first.get('msg', 'invalid')}")
 
     return app
 

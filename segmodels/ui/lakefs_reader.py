@@ -3,6 +3,7 @@ per call (``after`` / ``amount``, as lakeFS pages), so a page never reads more t
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
@@ -59,6 +60,7 @@ class LakeFSReader:
         self.sdk = lakefs.sdk
 
     def _call(self, what: str, fn: Callable[..., T], *args, **kwargs) -> T:
+        what = what if len(what) <= 120 else what[:117] + "..."  # it names values from a URL
         try:
             return fn(*args, **kwargs)
         except NotFoundException:
@@ -120,8 +122,6 @@ def _amount(amount: int) -> int:
 
 def _reason(error: ApiException) -> str:
     """lakeFS' ``message`` of an error answer, on one line, shortened."""
-    import json
-
     try:
         text = str(json.loads(error.body or "{}").get("message") or error.reason)
     except (ValueError, AttributeError):

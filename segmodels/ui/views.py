@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import tempfile
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit, urlunsplit
@@ -39,7 +40,7 @@ MAX_GRID_PAGE = 200
 SCAN_PAGES = 10  # pages of images read at most to fill one page filtered by class
 DIFF_PAGE = 500
 PREDICTIONS_PAGE = 24
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+COMMIT_ID = re.compile(r"[0-9a-f]{64}")
 
 
 def _state(request: Request):
@@ -168,6 +169,9 @@ def data_commit(request: Request, repo: str, ref: str, prefix: str = DEFAULT_DAT
         if len(samples) == amount or not page.next_after:
             cursor = cursor if len(samples) == amount or page.next_after else ""
             break
+    masks = _mask_checksums(reader, repo, commit.id, prefix, split, samples)
+    for item in samples:
+        item["mask_checksum"] = masks.get(item["mask"], "")
     stats = info.class_stats or {}
     shares = class_shares(info)
     classes = [{"id": spec.id, "name": spec.name, "color": "#%02x%02x%02x" % tuple(spec.color),
@@ -178,6 +182,18 @@ def data_commit(request: Request, repo: str, ref: str, prefix: str = DEFAULT_DAT
                  classes=classes, splits=splits, split=split, cls=cls, samples=samples, next_after=cursor,
                  amount=amount, scanned=scanned, message=redact_text(commit.message),
                  metadata=redact_value(dict(commit.metadata or {})), thumb_px=THUMB_PX)
+
+
+def _mask_checksums(reader, repo: str, commit: str, prefix: str, split: str, samples: list[dict]) -> dict[str, str]:
+    """Checksums of the samples' masks from one listing page (masks sort as their images do), so their thumbnails
+    are served from the cache without asking lakeFS; a mask the page misses is looked up when its thumbnail is."""
+    if not samples:
+        return {}
+    first = PurePosixPath(samples[0]["path"]).stem
+    page = reader.objects(repo, commit, f"{prefix}/masks/{split}/", amount=len(samples) + 1,
+                          after=f"{prefix}/masks/{split}/{first}")  # the stem sorts just before its mask
+    wanted = {item["mask"] for item in samples}
+    return {obj.path: obj.checksum for obj in page.items if obj.path in wanted}
 
 
 @router.get("/repos/{repo}/commits/{ref}/sample", response_class=HTMLResponse)
@@ -244,17 +260,19 @@ def image_thumbnail(request: Request, repo: str, commit: str, path: str, checksu
 
 
 @router.get("/thumb/{repo}/{commit}/mask")
-def mask_thumbnail(request: Request, repo: str, commit: str, path: str, classes_at: str = "",
+def mask_thumbnail(request: Request, repo: str, commit: str, path: str, classes_at: str = "", checksum: str = "",
                    prefix: str = DEFAULT_DATA_PREFIX, size: int = Query(THUMB_PX, ge=0, le=4096)):
     """A mask in the class colours of the data set at ``classes_at`` (default: the mask's own commit)."""
     reader, cache = _state(request).reader, _state(request).cache
-    palette_commit = reader.commit(repo, classes_at or commit).id
+    valid_repository(repo), valid_ref(commit), valid_path(path)
+    palette_commit = classes_at or commit
+    if not COMMIT_ID.fullmatch(palette_commit):  # a branch or tag: its commit now
+        palette_commit = reader.commit(repo, palette_commit).id
     info = dataset_info(request, repo, palette_commit, _prefix(prefix))
     if info is None:
         raise NotFound(f"{repo}/{palette_commit[:12]}: no dataset.yaml for the class colours")
-    mask = reader.stat(repo, commit, path)
-    return _immutable(cache.mask(mask.checksum, size, info.colors, lambda: reader.read(repo, commit, path)),
-                      "image/png")
+    checksum = checksum or reader.stat(repo, commit, path).checksum
+    return _immutable(cache.mask(checksum, size, info.colors, lambda: reader.read(repo, commit, path)), "image/png")
 
 
 def _immutable(path: Path, media_type: str) -> FileResponse:
