@@ -160,3 +160,15 @@ def test_the_console_script_prints_the_comparison(in_chain):
                           env={**os.environ, "PYTHONPATH": str(PROJECT)}, cwd=PROJECT)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "optimizer.lr: 0.003 -> 0.001" in done.stdout and "1 changed: demo_00003" in done.stdout
+
+
+def test_code_change_is_git_diff_stat_between_the_recorded_commits():
+    from segmodels.compare import _code_change
+
+    log = ["git", "-C", str(PROJECT), "log", "-2", "--format=%H", "--", "segmodels/ui/views.py"]
+    older, newer = subprocess.run(log, capture_output=True, text=True, check=True).stdout.split()[::-1]
+    header, *stat = _code_change(older, newer, PROJECT)
+    assert header == f"code {older[:12]} -> {newer[:12]}"
+    assert any("segmodels/ui/views.py" in line for line in stat) and "changed" in stat[-1]
+    assert _code_change(older, "f" * 40, PROJECT) == [f"code {older[:12]} -> {'f' * 12} (not both in {PROJECT})"]
+    assert _code_change(older, older, PROJECT) == [f"same code commit {older[:12]}"]
