@@ -297,3 +297,19 @@ def test_ui_on_a_busy_port_is_one_line_and_exit_1(capsys):
     assert exited.value.code == 1
     expected = f"segmodels ui: error: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert capsys.readouterr().err == expected
+
+
+def test_compare_page_of_a_model_version_and_its_train_run(ui):
+    chain = ui.chain
+    html = get(ui, f"/compare?a={quote('models:/segmodels@champion')}&b={chain.train_run.info.run_id}").text
+    assert "A: model segmodels/1 @champion" in html and "validated on the same data commit" in html
+    html = get(ui, f"/compare?a={quote('models:/segmodels/7')}&b={chain.train_run.info.run_id}", status=400).text
+    assert "models:/segmodels/7" in html
+
+
+def test_mlflow_links_only_for_a_tracking_server_and_without_user_info():
+    from segmodels.ui.views import mlflow_ui_url
+
+    assert mlflow_ui_url("sqlite:///x/mlflow.db", "1", "abc") == ""
+    assert mlflow_ui_url("https://user:pass@mlflow.example.com:5000/", "1", "abc") == \
+        "https://mlflow.example.com:5000/#/experiments/1/runs/abc"
