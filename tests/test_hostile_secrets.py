@@ -246,3 +246,40 @@ def test_lineage_names_a_long_argument_cut_short(tmp_path, capsys):
     captured = capsys.readouterr()
     assert exited.value.code == 2 and captured.err.count("\n") == 1
     assert "f" * 80 + "... (5000 characters)" in captured.err and len(captured.err) < 400
+
+
+# -- case 2: credentials in MLFLOW_TRACKING_URI and the run report's links ---------------------------------------
+
+
+TRACKING_URIS = [
+    "http://rep0rt-user:rep0rt-pw@mlflow.example:5000",
+    "http://rep0rt-user:rep0rt\"pw x@mlflow.example:5000",
+    "http://rep0rt-user:rep0rt#pw@mlflow.example:5000",  # a "#" or "/" in the password: urllib cuts the authority
+    "http://rep0rt-user:rep0rt/pw@mlflow.example:5000",
+    "https://rep0rt-user:rep0rt-pw@mlflow.example:5000/?token=rep0rt-tok",
+]
+
+
+def test_the_run_report_links_runs_without_the_tracking_credentials(tmp_path, monkeypatch):
+    from segmodels.pipeline.main import StepOutcome
+    from segmodels.pipeline.report import html_page, markdown, report_rows
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient()
+    experiment = client.create_experiment("report", artifact_location=(tmp_path / "artifacts").as_uri())
+    ingest = client.create_run(experiment)
+    client.log_param(ingest.info.run_id, "source", f"http://{HOSTILE_USER}:{HOSTILE_PASSWORD}@h/d.zip")
+    infer = client.create_run(experiment)
+    client.log_param(infer.info.run_id, "model_uri", "runs:/0a1b/model?token=rep0rt-tok")
+    outcomes = [StepOutcome("ingest", client.get_run(ingest.info.run_id), None, 1.0),
+                StepOutcome("infer", client.get_run(infer.info.run_id), None, 2.0)]
+    for tracking_uri in TRACKING_URIS:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri)
+        rows = report_rows(outcomes)
+        report = {"report.md": markdown(rows, "main run x", []), "report.html": html_page(rows, "main run x", {})}
+        link = rows[0]["link"]
+        assert link.startswith(f"{tracking_uri.split(':')[0]}://mlflow.example:5000"), link
+        assert link.endswith(f"#/experiments/{experiment}/runs/{ingest.info.run_id}"), link
+        assert_nowhere(["rep0rt-user", "rep0rt-pw", "rep0rt\"pw", "rep0rt#pw", "rep0rt/pw", "pw x", "rep0rt-tok",
+                        HOSTILE_USER, *PIECES], report)

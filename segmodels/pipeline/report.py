@@ -17,7 +17,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from segmodels.pipeline.register import TAG_MODEL_ALIAS
-from segmodels.redaction import redact_text
+from segmodels.redaction import redact_text, redact_url
 from segmodels.tracking import lineage
 from segmodels.tracking.lineage import short_commit
 from segmodels.tracking.training import LEARNING_CURVES_FILE, latest_sample_grid
@@ -32,11 +32,11 @@ FIGURES = ((LEARNING_CURVES_FILE, "learning curves"), (SAMPLES_FILE, "sample pre
 def tracking_server_url() -> str | None:
     """The tracking server's base URL when tracking is an http(s) server, without user info (and with any secret
     query parameter masked); None for a local store (sqlite, files), which has no page to link to."""
-    parts = urlsplit(mlflow.get_tracking_uri())
+    parts = urlsplit(redact_url(mlflow.get_tracking_uri()))  # user info read as requests reads it, then masked
     if parts.scheme not in ("http", "https"):
         return None
     host = parts.netloc.rpartition("@")[2]
-    return redact_text(urlunsplit((parts.scheme, host, parts.path.rstrip("/"), parts.query, "")))
+    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), parts.query, ""))
 
 
 def run_link(run: Run) -> str | None:
@@ -46,12 +46,12 @@ def run_link(run: Run) -> str | None:
 
 
 def report_rows(outcomes: Sequence) -> list[dict[str, str]]:
-    """The report's rows (plain strings; ``link`` None without a tracking server), one per step outcome."""
+    """The report's rows (plain strings, redacted; ``link`` None without a tracking server), one per step outcome."""
     rows = []
     for outcome in outcomes:
         tags, params, metrics = outcome.run.data.tags, outcome.run.data.params, outcome.run.data.metrics
         data_in = params.get("data_commit") or params.get("data_ref", "")
-        inputs = {"ingest": redact_text(params.get("source", "")), "train": f"data {short_commit(data_in)}",
+        inputs = {"ingest": params.get("source", ""), "train": f"data {short_commit(data_in)}",
                   "register": f"run {params.get('run_id', '')[:8]}",
                   "infer": f"{params.get('model_uri', '')}, data {short_commit(params.get('data_commit'))}"}
         outputs = {"ingest": f"data {short_commit(tags.get(lineage.TAG_DATA_COMMIT))}",
@@ -63,7 +63,7 @@ def report_rows(outcomes: Sequence) -> list[dict[str, str]]:
             model = (f"{tags.get(lineage.TAG_MODEL_NAME)} v{tags[lineage.TAG_MODEL_VERSION]} "
                      f"({decided or tags.get(lineage.TAG_REGISTER_OUTCOME, '')})").replace(" ()", "")
         shown = [f"{name} {metrics[name]:.4g}" for name in KEY_METRICS.get(outcome.step, ()) if name in metrics]
-        rows.append({
+        rows.append({key: value if value is None else redact_text(value) for key, value in {
             "step": outcome.step,
             "run": outcome.run.info.run_id,
             "ran / reused": f"reused {outcome.reused_from[:8]}" if outcome.reused_from else "ran",
@@ -73,7 +73,7 @@ def report_rows(outcomes: Sequence) -> list[dict[str, str]]:
             "metrics": ", ".join(shown),
             "model": model if outcome.step in ("register", "infer") else "",
             "link": run_link(outcome.run),
-        })
+        }.items()})
     return rows
 
 
