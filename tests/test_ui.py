@@ -118,6 +118,21 @@ def test_grid_shows_a_page_of_images_with_mask_overlays_that_load(ui):
     assert sum("-image-" in name for name in cached) >= 5 and sum("-mask-" in name for name in cached) >= 5
 
 
+def test_grid_pages_through_a_split_once_each_and_stops_at_its_end(ui):
+    chain = ui.chain
+    page = f"/repos/{chain.repo}/commits/{chain.commits[1]}"
+    path, names, pages = page + "?split=train&amount=5", [], 0
+    while path:
+        html = get(ui, path).text
+        names += re.findall(r'<span class="caption">([^<]+)</span>', html)
+        pages += 1
+        found = re.findall(r'href="([^"]+)" id="next-page"', html)
+        path = page + found[0].replace("&amp;", "&") if found else ""  # a link relative to the page
+    assert pages == 3 and len(names) == len(set(names)) == 13 and ADDED in names  # 12 + the added image
+    whole = get(ui, page + "?split=train&amount=13").text  # a page that ends exactly at the split's end
+    assert len(re.findall(r'<span class="caption">', whole)) == 13 and 'id="next-page"' not in whole
+
+
 def test_grid_filtered_by_class_shows_only_images_holding_it(ui):
     chain = ui.chain
     html = get(ui, f"/repos/{chain.repo}/commits/{chain.commits[0]}?split=val&cls=1").text

@@ -148,27 +148,7 @@ def data_commit(request: Request, repo: str, ref: str, prefix: str = DEFAULT_DAT
         raise NotFound(f"{repo}/{commit.id[:12]}/{prefix}: no dataset.yaml (not a data set)")
     splits = [name for name in SPLITS if info.splits.get(name)] or list(SPLITS)
     split = split if split in splits else splits[0]
-    folder = f"{prefix}/images/{split}/"
-    samples, scanned, cursor = [], 0, after
-    for _ in range(SCAN_PAGES if cls is not None else 1):
-        page = reader.objects(repo, commit.id, folder, after=cursor, amount=amount - len(samples)
-                              if cls is None else amount)
-        for obj in page.items:
-            name = PurePosixPath(obj.path).stem
-            mask_path = f"{prefix}/masks/{split}/{name}.png"
-            scanned += 1
-            cursor = obj.path
-            if cls is not None:
-                mask = reader.stat(repo, commit.id, mask_path)
-                present = cache.classes_present(mask.checksum, lambda p=mask_path: reader.read(repo, commit.id, p))
-                if cls not in present:
-                    continue
-            samples.append({"name": name, "path": obj.path, "checksum": obj.checksum, "mask": mask_path})
-            if len(samples) == amount:
-                break
-        if len(samples) == amount or not page.next_after:
-            cursor = cursor if len(samples) == amount or page.next_after else ""
-            break
+    samples, scanned, next_after = _grid_samples(reader, cache, repo, commit.id, prefix, split, cls, after, amount)
     masks = _mask_checksums(reader, repo, commit.id, prefix, split, samples)
     for item in samples:
         item["mask_checksum"] = masks.get(item["mask"], "")
@@ -179,9 +159,35 @@ def data_commit(request: Request, repo: str, ref: str, prefix: str = DEFAULT_DAT
                 "split_shares": {name: (s.pixels[spec.id] / max(1, sum(s.pixels))) for name, s in stats.items()}}
                for spec in info.classes]
     return _page(request, "commit.html", repo=repo, ref=ref, commit=commit, prefix=prefix, info=info,
-                 classes=classes, splits=splits, split=split, cls=cls, samples=samples, next_after=cursor,
+                 classes=classes, splits=splits, split=split, cls=cls, samples=samples, next_after=next_after,
                  amount=amount, scanned=scanned, message=redact_text(commit.message),
                  metadata=redact_value(dict(commit.metadata or {})), thumb_px=THUMB_PX)
+
+
+def _grid_samples(reader, cache, repo: str, commit: str, prefix: str, split: str, cls: int | None, after: str,
+                  amount: int) -> tuple[list[dict], int, str]:
+    """Up to ``amount`` samples of ``split`` after ``after`` (those holding class ``cls`` when given, looked for in
+    at most SCAN_PAGES listing pages), the images read, and the ``after`` of the next page ('' at the end)."""
+    samples, scanned, cursor = [], 0, after
+    for _ in range(1 if cls is None else SCAN_PAGES):
+        page = reader.objects(repo, commit, f"{prefix}/images/{split}/", after=cursor,
+                              amount=amount if cls is not None else amount - len(samples))
+        for index, obj in enumerate(page.items):
+            scanned += 1
+            cursor = obj.path
+            name = PurePosixPath(obj.path).stem
+            mask_path = f"{prefix}/masks/{split}/{name}.png"
+            if cls is not None:
+                checksum = reader.stat(repo, commit, mask_path).checksum
+                if cls not in cache.classes_present(checksum, lambda: reader.read(repo, commit, mask_path)):
+                    continue
+            samples.append({"name": name, "path": obj.path, "checksum": obj.checksum, "mask": mask_path})
+            if len(samples) == amount:
+                more = index + 1 < len(page.items) or bool(page.next_after)
+                return samples, scanned, cursor if more else ""
+        if not page.next_after:
+            return samples, scanned, ""
+    return samples, scanned, cursor  # the scan stopped short: the next page goes on from here
 
 
 def _mask_checksums(reader, repo: str, commit: str, prefix: str, split: str, samples: list[dict]) -> dict[str, str]:
