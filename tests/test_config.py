@@ -99,6 +99,29 @@ def test_any_config_key_is_a_parameter_and_unknown_names_are_refused():
         compose("train", {"trainer.no_such_key": "1"})
 
 
+@pytest.mark.parametrize("entry_point, key, value, expected", [
+    ("train", "seed", "7", 7), ("ingest", "split_seed", "3", 3), ("infer", "batch_size", "2", 2),
+    ("register", "threshold", "0.25", 0.25),
+])
+def test_a_top_level_config_key_is_a_parameter(entry_point, key, value, expected):
+    """-P seed=1 (a key at the top of the step's config, in no parameter table) reaches the config as -P
+    trainer.epochs=3 does; through main as <step>.<key>; a name of no config key is still refused in one line."""
+    assert compose(entry_point, {key: value})[key] == expected
+    _, per_step = route_main_params({f"{entry_point}.{key}": value})
+    assert per_step[entry_point] == {key: value}
+    with pytest.raises(ConfigError) as refused:
+        compose(entry_point, {f"{key}x": value})
+    message = str(refused.value)
+    assert message.startswith(f"unknown parameter '{key}x' for {entry_point}") and "\n" not in message
+    assert "or a config key such as" in message
+
+
+def test_an_unknown_parameter_name_is_shown_cut_short():
+    with pytest.raises(ConfigError) as refused:
+        step_overrides("train", ["--" + "n" * 5000, "1"])
+    assert len(str(refused.value)) < 500 and "(5000 characters)" in str(refused.value)
+
+
 @pytest.mark.parametrize("step", [step for step in STEP_PARAMS if step != "main"])
 def test_unknown_parameter_errors_name_a_config_key_of_that_step(step):
     with pytest.raises(ConfigError) as caught:

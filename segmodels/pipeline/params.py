@@ -3,8 +3,8 @@
 ``mlflow run . -e train -P lr=0.001`` runs ``python steps/train.py --lr 0.001`` (the MLproject declares no
 parameters, so MLflow appends every given one and records only those). A step's command line holds:
 
-- ``--<name> <value>``: a named parameter of :data:`STEP_PARAMS`, or any dotted config key
-  (``--trainer.epochs 3``), so a new config key is a parameter without touching this table;
+- ``--<name> <value>``: a named parameter of :data:`STEP_PARAMS`, or any config key, top level included
+  (``--seed 1``, ``--trainer.epochs 3``), so a new config key is a parameter without touching this table;
 - ``<key>=<value>``: a Hydra override, as ``segmodels step train optimizer.lr=0.001`` takes them;
 - ``--overrides "<hydra overrides>"``: free Hydra overrides, space separated (``loss=ce_dice trainer.amp=false``).
 
@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import re
 import shlex
+from dataclasses import fields
 from typing import Mapping, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 
 from segmodels.config import ConfigError
-from segmodels.schemas import is_text_key
+from segmodels.redaction import shown
+from segmodels.schemas import STEP_SCHEMAS, is_text_key
 
 FREE_OVERRIDES = "overrides"
 LAUNCHER_PARAMS = {"train": ("nproc",)}  # read by segmodels.training.launch before the step starts
@@ -42,8 +44,9 @@ STEP_PARAMS: dict[str, dict[str, str]] = {
     "main": {"env_manager": "env_manager", "force": "force", "reuse_dirty": "reuse_dirty"},
     "reproduce": {"run_id": "run_id"},
 }
+# a dotted key of each step's config, named by its errors
 EXAMPLE_CONFIG_KEY = {"ingest": "data.resize_masks", "train": "trainer.epochs", "register": "lakefs.repo",
-                      "infer": "lakefs.data_branch", "reproduce": "tolerance.rel"}  # a dotted key of each step's config, named by its errors
+                      "infer": "lakefs.data_branch", "reproduce": "tolerance.rel"}
 CHAIN = ("ingest", "train", "register", "infer")
 FILLED_BY_MAIN = {"train": {"data_ref"}, "register": {"run_id"}, "infer": {"model_uri", "data_ref"}}
 NOT_IN_CHAIN = {"infer": {"source"}}  # a step's parameters main never passes on (`source` goes to ingest)
@@ -112,15 +115,21 @@ def param_overrides(step: str, params: Mapping[str, str]) -> list[str]:
     for name, value in params.items():
         if name in table:
             key = table[name]
-        elif CONFIG_KEY.match(name):
+        elif is_config_key(step, name):
             key = name
         else:
             known = ", ".join([*table, *LAUNCHER_PARAMS.get(step, ()), FREE_OVERRIDES])
-            raise ConfigError(f"unknown parameter {name!r} for {step}; expected one of {known}, "
+            raise ConfigError(f"unknown parameter {shown(name)!r} for {step}; expected one of {known}, "
                               f"or a config key such as {EXAMPLE_CONFIG_KEY[step]}")
         if value != "":
             overrides.append(checked_override(step, name, key, value))
     return overrides
+
+
+def is_config_key(step: str, name: str) -> bool:
+    """Whether ``name`` names a key of ``step``'s config: a top-level key of it (``seed``), or any dotted key (Hydra
+    refuses one the config lacks in one line naming it)."""
+    return bool(CONFIG_KEY.match(name)) or name in {field.name for field in fields(STEP_SCHEMAS[step])}
 
 
 def checked_override(step: str, name: str, key: str, value: str) -> str:
