@@ -10,9 +10,9 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "segmodels"
 # MLflow builds these from a URI or a stored dict alone, so they connect on their own (see their docstrings): a
-# logged dataset source's load(), and the lakefs:// artifact repository. Everything else below pipeline/ is
-# handed a client.
-CONNECT_ALLOWED = {"pipeline", "tracking/dataset.py", "lakefs_artifacts.py"}
+# logged dataset source's load(), and the lakefs:// artifact repository. ui/ (segmodels ui, segmodels compare) is a
+# top layer beside pipeline/. Everything else below pipeline/ is handed a client.
+CONNECT_ALLOWED = {"pipeline", "ui", "tracking/dataset.py", "lakefs_artifacts.py"}
 
 
 def python_files():

@@ -178,3 +178,31 @@ def test_train_with_experiment_auto_plans_logs_the_plan_and_keeps_the_users_valu
     document = Path(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="plan.md")).read_text()
     assert "| `transforms.image_size` | `[64,64]` | the median image, scaled" in document
     assert "median image 48x48" in document and "ms per train image" in document
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (REALDATA / "isbi2012").is_dir(), reason="../shared/realdata/isbi2012 absent")
+def test_mlflow_run_main_with_experiment_auto_on_a_real_folder(tmp_path):
+    """``mlflow run . -e main -P source=<isbi2012> -P experiment=auto``: ingest finds and fingerprints the data,
+    train plans from it (microscopy declared orientation-free), register and infer follow."""
+    from test_e2e_chain import EXPERIMENT, Chain
+
+    chain = Chain(tmp_path)
+    mlflow.set_tracking_uri(chain.env["MLFLOW_TRACKING_URI"])
+    MlflowClient().create_experiment(EXPERIMENT, artifact_location=(tmp_path / "artifacts").as_uri())
+    try:
+        result = chain.mlflow_run("main", source=REALDATA / "isbi2012", experiment="auto", budget_minutes="0.2",
+                                  threshold="0.0", overrides="trainer.num_workers=0",
+                                  **{"ingest.data.orientation_free": "true"})
+    finally:
+        chain.stop_server()
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    train = client.search_runs([experiment], "tags.`segmodels.step` = 'train'")[0]
+    params = train.data.params
+    assert params["plan.mode"] == "applied" and params["transforms.image_size"] == "[256, 256]"
+    assert params["transforms.train.vflip"] == "0.5" and params["transforms.train.color_jitter"] == "0.0"
+    assert params["model.mean"] != "None" and float(params["plan.budget_minutes"]) == 0.2
+    plan = Path(mlflow.artifacts.download_artifacts(run_id=train.info.run_id, artifact_path="plan.md")).read_text()
+    assert "median image 512x512" in plan and "orientation_free=True" in plan

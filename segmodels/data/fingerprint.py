@@ -25,8 +25,8 @@ import random
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from segmodels.data.formats.base import open_image
 from segmodels.data.layout import SPLITS, Layout
 from segmodels.data.stats import DatasetStats
 
@@ -76,14 +76,14 @@ def sampled_statistics(layout: Layout, images: list[Path], num_classes: int, see
     images = sorted(images)
     sample = sorted(random.Random(seed).sample(images, min(SAMPLE, len(images))))
     for image_path in sample:
-        with Image.open(image_path) as image:
+        with open_image(image_path.read_bytes()) as image:  # the ingest's pixel limit (data.max_image_pixels)
             rgb = np.asarray(image.convert("RGB"), dtype=np.float64) / 255.0
         grey = grey and bool(np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2]))
         flat = rgb.reshape(-1, 3)
         sums += flat.sum(axis=0)
         squares += (flat * flat).sum(axis=0)
         pixels += flat.shape[0]
-        with Image.open(layout.mask_for(image_path)) as mask_image:
+        with open_image(layout.mask_for(image_path).read_bytes(), "mask") as mask_image:
             mask = np.asarray(mask_image)
         for class_id, found in _component_diameters(mask, num_classes).items():
             diameters.setdefault(class_id, []).extend(found)

@@ -45,7 +45,7 @@ def planned_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     info = load_dataset_info(fetch_dataset(lakefs, data))
     device = resolve_device(cfg.trainer.device, 0).type
     context = PlanContext(budget_minutes=float(cfg.plan.budget_minutes), device=device, model=_model_choice(overrides),
-                          pretrained=bool(cfg.model.get("pretrained") or cfg.model.get("pretrained_path")))
+                          pretrained=starts_from_weights(cfg.model))
 
     def speed(model: str, size: list[int], batch: int) -> float:
         from segmodels.training.builder import instantiate_group
@@ -70,6 +70,11 @@ def planned_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     with open_dict(planned):
         planned.plan.rules = plan.rules()
     return planned
+
+
+def starts_from_weights(model: DictConfig) -> bool:
+    """Whether a model config's encoder starts from pretrained weights (hub or a local file)."""
+    return any(key in model and bool(model[key]) for key in ("pretrained", "pretrained_path"))
 
 
 def _model_choice(overrides: Sequence[str]) -> str:
