@@ -211,7 +211,10 @@ def plan_model(plan: Plan, fingerprint: dict, context: PlanContext, user_chose_m
     """The model: the user's choice or the one of their weights file; else the small default network, or a deeper
     one for large data sets on a GPU."""
     train = int((fingerprint.get("images") or {}).get("train") or 0)
-    if user_chose_model or context.pretrained:
+    if user_chose_model:
+        return context.model
+    if context.pretrained:
+        plan.set("model", context.model, "the model whose encoder the given weights file fits (model.pretrained_path)")
         return context.model
     model = "unet_resnet34" if train >= SMALL_DATA and context.device == "cuda" else "unet_resnet18"
     plan.set("model", model, f"U-Net/ResNet-18 below {SMALL_DATA} train images or on CPU, else ResNet-34",

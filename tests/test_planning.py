@@ -105,7 +105,28 @@ def test_the_model_is_the_users_else_small_for_small_data():
     many = fingerprint(images={"train": 5000, "val": 500, "test": 500})
     assert planned(many, device="cuda")["model"] == "unet_resnet34"
     assert "model" not in planned(many, device="cuda", user_chose_model=True)
-    assert "model" not in planned(many, pretrained=True)  # the weights file's model stays
+    assert planned(many, pretrained=True)["model"] == "unet_resnet18"  # the model the weights file fits
+
+
+@pytest.mark.slow
+def test_a_weights_file_picks_the_model_whose_encoder_it_fits(tmp_path):
+    import timm
+    import torch
+
+    from segmodels.pipeline import StepError
+    from segmodels.pipeline.plan import model_for_weights
+
+    weights = tmp_path / "mobilenetv3.pth"
+    torch.save(timm.create_model("mobilenetv3_large_100").state_dict(), weights)
+    assert model_for_weights(str(weights), "unet_resnet18") == "unet_mobilenetv3"
+    resnet = tmp_path / "resnet18.pth"
+    torch.save(timm.create_model("resnet18").state_dict(), resnet)
+    assert model_for_weights(str(resnet), "unet_resnet18") == "unet_resnet18"
+    junk = tmp_path / "junk.pth"
+    torch.save({"layer.weight": torch.zeros(3, 3)}, junk)
+    with pytest.raises(StepError, match=r"junk.pth: fits the encoder of no model config \(tried .*resnet18.*\); "
+                                        r"name the model with -P model=<name>"):
+        model_for_weights(str(junk), "unet_resnet18")
 
 
 def test_every_planned_value_is_a_valid_override_that_the_command_line_overrides():

@@ -44,7 +44,10 @@ def planned_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
     info = load_dataset_info(fetch_dataset(lakefs, data))
     device = resolve_device(cfg.trainer.device, 0).type
-    context = PlanContext(budget_minutes=float(cfg.plan.budget_minutes), device=device, model=_model_choice(overrides),
+    model = _model_choice(overrides)
+    if "pretrained_path" in cfg.model and cfg.model.pretrained_path and not user_chose_model(overrides):
+        model = model_for_weights(cfg.model.pretrained_path, model)
+    context = PlanContext(budget_minutes=float(cfg.plan.budget_minutes), device=device, model=model,
                           pretrained=starts_from_weights(cfg.model))
 
     def speed(model: str, size: list[int], batch: int) -> float:
@@ -70,6 +73,33 @@ def planned_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     with open_dict(planned):
         planned.plan.rules = plan.rules()
     return planned
+
+
+def model_for_weights(path: str, preferred: str) -> str:
+    """The model config whose encoder the weights file fits: ``preferred`` when it does, else the first of
+    ``conf/model/`` in name order; a StepError naming the file and the configs tried when none does."""
+    import yaml
+
+    from segmodels.config import default_config_dir
+    from segmodels.models.encoders import TimmEncoder
+
+    encoders = {}
+    for file in sorted((default_config_dir() / "model").glob("*.yaml")):
+        document = yaml.safe_load(file.read_text()) or {}
+        if "pretrained_path" in document and document.get("encoder_name"):
+            encoders[file.stem] = document["encoder_name"]
+    tried = set()
+    for name in sorted(encoders, key=lambda name: name != preferred):
+        if encoders[name] in tried:
+            continue
+        tried.add(encoders[name])
+        try:
+            TimmEncoder(encoders[name], pretrained_path=path)
+        except ValueError:
+            continue
+        return name
+    raise StepError(f"model.pretrained_path={path}: fits the encoder of no model config (tried "
+                    f"{', '.join(sorted(tried))}); name the model with -P model=<name>")
 
 
 def starts_from_weights(model: DictConfig) -> bool:
