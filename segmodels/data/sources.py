@@ -71,11 +71,22 @@ def resolve_source(source, scratch: Path, *, lakefs, s3_endpoint_url: str | None
     if max_member_bytes is not None:
         limits = dataclasses.replace(limits, max_member_bytes=max_member_bytes)
     text = str(source)
-    scheme = urlsplit(text).scheme.lower() if "://" in text else ""
+    scheme = _scheme(text)
     if scheme not in RESOLVERS:
         raise DataValidationError(f"{redact(source)}: unsupported source scheme {scheme!r}; expected a path or "
                                   f"{sorted(s for s in RESOLVERS if s)}")
     return RESOLVERS[scheme](text, Path(scratch), lakefs=lakefs, s3_endpoint_url=s3_endpoint_url, limits=limits)
+
+
+def _scheme(source: str) -> str:
+    """The source's URL scheme, lower-cased ('' for a path); read also where the rest is no valid URL (an unclosed
+    [ in a password), so that its resolver refuses it in one line."""
+    if "://" not in source:
+        return ""
+    try:
+        return urlsplit(source).scheme.lower()
+    except ValueError:
+        return source.partition("://")[0].lower()
 
 
 def fetch_limits(data, max_member_bytes: int | None = None) -> FetchLimits:
@@ -103,8 +114,10 @@ def _local(source: str, scratch: Path, limits: FetchLimits, **_) -> Path:
 
 def _http(source: str, scratch: Path, limits: FetchLimits, **_) -> Path:
     import requests
+    from urllib3.exceptions import LocationParseError
 
     label = redact(source)
+    _check_authority(source, label)
     name = Path(urlsplit(source).path).name
     if not is_archive(name):
         raise DataValidationError(f"{label}: an http(s) source must be an archive {ARCHIVE_SUFFIXES}")
@@ -131,6 +144,9 @@ def _http(source: str, scratch: Path, limits: FetchLimits, **_) -> Path:
                         unchecked = 0
                     handle.write(chunk)
                     progress.update(len(chunk))
+    except (requests.exceptions.InvalidURL, LocationParseError):  # their messages quote the URL's parts, unmasked
+        archive.unlink(missing_ok=True)
+        raise DataValidationError(f"{label}: not a valid http(s) URL (requests cannot parse its host)") from None
     except (requests.RequestException, DataValidationError, OSError) as error:
         archive.unlink(missing_ok=True)
         if isinstance(error, DataValidationError):
@@ -141,6 +157,19 @@ def _http(source: str, scratch: Path, limits: FetchLimits, **_) -> Path:
         return extract_archive(archive, scratch / "extracted", label=label, limits=limits)
     finally:
         archive.unlink(missing_ok=True)
+
+
+def _check_authority(source: str, label: str) -> None:
+    """Refuse, in one line naming the redacted source, a URL whose authority is no host[:port] (a password with an
+    unencoded / ? # [ cuts it short): requests' own message would quote that authority, user and password start."""
+    try:
+        parts = urlsplit(source)
+        valid = bool(parts.hostname) and (parts.port or 0) >= 0
+    except ValueError:  # an unclosed [ (IPv6), a port that is no number or out of range
+        valid = False
+    if not valid:
+        raise DataValidationError(f"{label}: not a valid http(s) URL: its authority is no host[:port] (in a user name "
+                                  "or password, write / ? # @ [ ] as %2F %3F %23 %40 %5B %5D)")
 
 
 class Deadline:
