@@ -3,14 +3,28 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
+from test_data_sources import (
+    make_coco_source,
+    make_folder_source,
+    make_labelme_source,
+    make_voc_source,
+    prepare,
+)
 
-from test_data_sources import make_coco_source, make_folder_source, make_labelme_source, make_voc_source, prepare
-from segmodels.data import DataValidationError, detect_format, list_formats, load_dataset_info, register_format
+from segmodels.data import (
+    DataValidationError,
+    detect_format,
+    list_formats,
+    load_dataset_info,
+    register_format,
+)
 from segmodels.data.formats.folder import FolderReader
+from segmodels.data.shapes import SegmentationRasterizer, rle_string_counts
 
 
 def read_masks(root):
@@ -113,6 +127,84 @@ def test_coco_unknown_category_and_missing_image_are_reported(tmp_path):
     assert "unreadable image" in reasons["gone.jpg"]
 
 
+REALDATA_COCO = (Path(__file__).parents[2] / "shared/realdata/labelme/examples/instance_segmentation/data_dataset_coco"
+                 / "annotations.json")
+
+
+def full_image_mask(segmentation, height: int, width: int, polygons: str) -> np.ndarray:
+    """How a segmentation was drawn before issue 25 (case 10): on a whole-image canvas, each annotation."""
+    from pycocotools import mask as mask_utils
+
+    if isinstance(segmentation, list) and polygons == "pil":
+        canvas = Image.new("L", (width, height), 0)
+        for outline in segmentation:
+            ImageDraw.Draw(canvas).polygon(xy=list(zip(outline[::2], outline[1::2])), outline=1, fill=1)
+        return np.asarray(canvas, dtype=bool)
+    if isinstance(segmentation, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
+    elif isinstance(segmentation["counts"], list):
+        rle = mask_utils.frPyObjects(segmentation, height, width)
+    else:
+        rle = {"size": [height, width], "counts": segmentation["counts"].encode()}
+    return mask_utils.decode(rle).astype(bool)
+
+
+def painted(rasterizer: SegmentationRasterizer, segmentation) -> np.ndarray:
+    mask = np.zeros((rasterizer.height, rasterizer.width), dtype=bool)
+    rasterizer.patch(segmentation).paint(mask, True)
+    return mask
+
+
+def random_segmentations(rng, height: int, width: int, count: int):
+    """Polygons (several per annotation, vertices off the image, on half pixels, wholly outside) and RLEs."""
+    from pycocotools import mask as mask_utils
+
+    for index in range(count):
+        if index % 5 == 4:
+            blob = np.zeros((height, width), np.uint8, order="F")
+            top, left = rng.integers(0, height), rng.integers(0, width)
+            blob[top : top + rng.integers(1, height), left : left + rng.integers(1, width)] = 1
+            blob[rng.random((height, width)) < 0.02] ^= 1
+            rle = mask_utils.encode(blob)
+            counts = rle["counts"].decode()
+            yield {"size": [height, width], "counts": counts if index % 2 else rle_string_counts(rle["counts"])}
+            continue
+        outlines = []
+        for _ in range(rng.integers(1, 3)):
+            center = rng.uniform([-0.3 * width, -0.3 * height], [1.3 * width, 1.3 * height])
+            radius = rng.uniform(1, max(height, width) / 2)
+            points = center + rng.uniform(-radius, radius, size=(rng.integers(3, 12), 2))
+            halves = rng.random(len(points)) < 0.3
+            points[halves] = np.floor(points[halves]) + 0.5
+            outlines.append([float(v) for v in points.ravel()])
+        yield outlines
+
+
+@pytest.mark.parametrize("polygons", ["pycocotools", "pil"])
+@pytest.mark.parametrize("height, width", [(37, 53), (64, 4133), (2100, 40)])
+def test_coco_drawing_within_boxes_matches_whole_image_drawing(polygons, height, width):
+    """Issue 25 case 10: each annotation drawn within its box (polygons) or from its runs (RLE) sets the very
+    pixels the whole-image drawing set, for polygons partly or wholly off the image and large coordinates too."""
+    rng = np.random.default_rng(height * width)
+    rasterizer = SegmentationRasterizer(height, width, polygons)  # one per image: its PIL canvas is reused
+    for index, segmentation in enumerate(random_segmentations(rng, height, width, 150)):
+        expected = full_image_mask(segmentation, height, width, polygons)
+        assert np.array_equal(painted(rasterizer, segmentation), expected), (index, segmentation)
+
+
+@pytest.mark.skipif(not REALDATA_COCO.exists(), reason="labelme's example COCO export not in ../shared/realdata")
+@pytest.mark.parametrize("polygons", ["pycocotools", "pil"])
+def test_coco_drawing_within_boxes_matches_on_labelme_example(polygons):
+    document = json.loads(REALDATA_COCO.read_text())
+    sizes = {image["id"]: (image["height"], image["width"]) for image in document["images"]}
+    for annotation in document["annotations"]:
+        height, width = sizes[annotation["image_id"]]
+        expected = full_image_mask(annotation["segmentation"], height, width, polygons)
+        assert expected.any()
+        painted_mask = painted(SegmentationRasterizer(height, width, polygons), annotation["segmentation"])
+        assert np.array_equal(painted_mask, expected), annotation["id"]
+
+
 def test_labelme_shapes_labels_and_embedded_images(tmp_path):
     source, expected = make_labelme_source(tmp_path / "src")
     prepared = prepare(source, tmp_path / "out")
@@ -145,7 +237,12 @@ def test_reader_options_come_from_the_format_presets_not_from_code(tmp_path):
     import inspect
 
     from segmodels.config import load_config
-    from segmodels.data.formats import DETECTION_ORDER, FORMATS, create_reader, preset_options
+    from segmodels.data.formats import (
+        DETECTION_ORDER,
+        FORMATS,
+        create_reader,
+        preset_options,
+    )
 
     for name in DETECTION_ORDER:
         parameters = inspect.signature(FORMATS.get(name).__init__).parameters.values()

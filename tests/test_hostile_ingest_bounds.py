@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import http.server
 import io
+import json
 import os
 import re
 import shutil
@@ -20,8 +21,10 @@ import warnings
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 from test_data_sources import ingest_into, make_folder_source, prepare, s3_endpoint  # noqa: F401  (s3_endpoint: a fixture)
 from test_hostile_ingest import Case, check_isolated, refusal, run_isolated
 
@@ -359,3 +362,86 @@ def test_a_lakefs_key_that_is_a_file_and_a_folder_is_refused_naming_both(step_en
     assert not any(private_tmp.iterdir())
     with pytest.raises(LakeFSError, match="is also the folder of"):  # train's download: the same refusal
         step_env.download_prefix(repo_name, commit, "data")
+
+
+# -- COCO annotation floods: each annotation drawn within its box, the work of one image bounded -------------------
+
+
+def rectangle_runs(left: int, top: int, right: int, bottom: int, height: int, width: int) -> list[int]:
+    """Uncompressed COCO RLE (column-major run lengths, from 0s) of a filled rectangle."""
+    counts, position = [], 0
+    for column in range(left, right):
+        start = column * height + top
+        counts += [start - position, bottom - top]
+        position = start + bottom - top
+    return counts + [height * width - position]
+
+
+def coco_flood(root: Path, images: int, size: int, per_image: int) -> Path:
+    """`images` black size x size images with `per_image` small objects each: triangles, 1 in 10 an RLE."""
+    from pycocotools import mask as mask_utils
+
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    document = {"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]}
+    for image_id in range(1, images + 1):
+        Image.new("RGB", (size, size)).save(root / "images" / f"{image_id}.png")
+        document["images"].append({"id": image_id, "file_name": f"{image_id}.png", "width": size, "height": size})
+        corners, sides = rng.integers(0, size - 40, (per_image, 2)), rng.integers(3, 40, (per_image, 2))
+        for index, ((x, y), (w, h)) in enumerate(zip(corners.tolist(), sides.tolist())):
+            if index % 10 == 9:
+                counts = rectangle_runs(x, y, x + w, y + h, size, size)
+                compressed = mask_utils.frPyObjects({"size": [size, size], "counts": counts}, size, size)["counts"]
+                segmentation = {"size": [size, size], "counts": compressed.decode() if index % 20 == 9 else counts}
+            else:
+                segmentation = [[x, y, x + w, y + h * 0.4, x + w * 0.6, y + h]]
+            document["annotations"].append({"id": len(document["annotations"]) + 1, "image_id": image_id,
+                                            "category_id": 1 + index % 2, "segmentation": segmentation})
+    (root / "annotations.json").write_text(json.dumps(document))
+    return root
+
+
+def test_a_coco_annotation_flood_costs_its_objects_not_their_images(tmp_path):
+    """The issue's case: 2 images of 1024x1024 with 20k annotations each took 104 s (92 s here, before), each
+    annotation drawn as a whole-image mask; drawn within their boxes they take 2 s (pycocotools) and 1.4 s (pil)."""
+    source = coco_flood(tmp_path / "flood", images=2, size=1024, per_image=20_000)
+    overrides = ("data=coco",)
+    results = run_isolated({"pycocotools": Case(source, "", (), overrides),
+                            "pil": Case(source, "", (), overrides + ("data.options.polygons=pil",))}, tmp_path,
+                           timeout=120)
+    assert set(results) == {"pycocotools", "pil"}, results
+    for result in results.values():
+        assert result["type"] is None, result
+        assert result["seconds"] < 20 and result["rss_growth_mib"] < 500, result
+
+
+def test_coco_images_with_too_many_annotations_are_refused_naming_them(tmp_path, monkeypatch):
+    from segmodels.data.formats import coco
+
+    monkeypatch.setattr(coco, "MAX_ANNOTATIONS_PER_IMAGE", 30)
+    source = coco_flood(tmp_path / "flood", images=2, size=64, per_image=31)
+    error = refusal(source, tmp_path / "out", "data=coco")
+    reasons = {issue.file.rsplit("/", 1)[-1]: issue.reason for issue in error.report.issues}
+    assert reasons == {f"annotations.json#image_id={i}": "31 annotations, more than the 30 one image may have"
+                       for i in (1, 2)}, reasons
+
+
+def test_coco_annotations_covering_an_image_hundreds_of_times_are_refused(tmp_path):
+    """Whole-image objects: each costs the image's pixels; past MAX_PAINTED_LAYERS times over, one line."""
+    from segmodels.data.formats.coco import MAX_PAINTED_LAYERS
+
+    source = coco_flood(tmp_path / "flood", images=1, size=64, per_image=1)
+    whole = [[0, 0, 64, 0, 64, 64, 0, 64]]
+    document = json.loads((source / "annotations.json").read_text())
+    document["annotations"] = [{"id": i, "image_id": 1, "category_id": 1, "segmentation": whole}
+                               for i in range(1, MAX_PAINTED_LAYERS + 2)]
+    (source / "annotations.json").write_text(json.dumps(document))
+    error = refusal(source, tmp_path / "out", "data=coco")
+    [issue] = error.report.issues
+    assert issue.file.endswith("annotations.json#image_id=1")
+    assert issue.reason == (f"bad annotation: annotation {MAX_PAINTED_LAYERS + 1}: the annotations' boxes so far "
+                            f"cover the 64x64 image more than {MAX_PAINTED_LAYERS} times over (refused as a flood)")
+    small = {"id": 0, "image_id": 1, "category_id": 2, "segmentation": [[2, 2, 9, 2, 2, 9]]}
+    document["annotations"] = document["annotations"][:MAX_PAINTED_LAYERS - 10] + [small]  # fewer: ingested
+    (source / "annotations.json").write_text(json.dumps(document))
+    assert prepare(source, tmp_path / "fewer", "data=coco").info.class_names == ["_background_", "a", "b"]

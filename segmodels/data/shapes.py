@@ -7,6 +7,7 @@ import io
 import math
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -81,12 +82,14 @@ def labelme_points(shape: dict, height: int, width: int) -> list[tuple[float, fl
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise AnnotationError(f"shape {short(shape.get('label'))}: points is a {json_type(raw)}, expected a list of [x, y] pairs")
+        raise AnnotationError(f"shape {short(shape.get('label'))}: points is a {json_type(raw)}, "
+                              "expected a list of [x, y] pairs")
     limit = coordinate_limit(height, width)
     points = []
     for index, point in enumerate(raw):
         if not isinstance(point, list) or len(point) != 2:
-            raise AnnotationError(f"shape {short(shape.get('label'))}: point {index} is not an [x, y] pair: {short(point)}")
+            raise AnnotationError(f"shape {short(shape.get('label'))}: point {index} is not an [x, y] pair: "
+                                  f"{short(point)}")
         where = f"shape {short(shape.get('label'))} point {index}"
         points.append((coordinate(point[0], limit, where), coordinate(point[1], limit, where)))
     return points
@@ -140,7 +143,8 @@ def _point(draw, xy, shape):
 
 def _two_points(xy, shape):
     if len(xy) != 2:
-        raise AnnotationError(f"{short(shape.get('shape_type'))} {short(shape.get('label'))} has {len(xy)} point(s), needs 2")
+        raise AnnotationError(f"{short(shape.get('shape_type'))} {short(shape.get('label'))} has {len(xy)} point(s), "
+                              "needs 2")
     return xy
 
 
@@ -186,7 +190,8 @@ def _embedded_mask(shape: dict, points, height: int, width: int) -> np.ndarray:
         raise
     except Exception as error:  # not an image, truncated, a decompression bomb
         detail = str(error).split(" <_io.BytesIO")[0]
-        raise AnnotationError(f"mask shape {short(shape.get('label'))}: unreadable `mask` ({error.__class__.__name__}: {detail})") from None
+        raise AnnotationError(f"mask shape {short(shape.get('label'))}: unreadable `mask` "
+                              f"({error.__class__.__name__}: {detail})") from None
     if values.ndim == 3:
         values = values.any(axis=2)
     mask = np.zeros((height, width), dtype=bool)
@@ -197,78 +202,123 @@ def _embedded_mask(shape: dict, points, height: int, width: int) -> np.ndarray:
     return mask
 
 
-def _polygons_pycocotools(polygons: list, height: int, width: int) -> np.ndarray:
-    from pycocotools import mask as mask_utils
+@dataclass(frozen=True)
+class Patch:
+    """The pixels one shape sets: boolean `pixels` with their top-left corner at (`top`, `left`) of the image."""
 
-    return _decode_rle(mask_utils.merge(mask_utils.frPyObjects(polygons, height, width)))
+    top: int
+    left: int
+    pixels: np.ndarray
 
-
-def _decode_rle(rle) -> np.ndarray:
-    from pycocotools import mask as mask_utils
-
-    with warnings.catch_warnings():  # pycocotools' numpy 2 copy-keyword deprecation, not ours to fix
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
-
-
-def _polygons_pil(polygons: list, height: int, width: int) -> np.ndarray:
-    canvas = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(canvas)
-    for polygon in polygons:
-        draw.polygon(xy=list(zip(polygon[::2], polygon[1::2])), outline=1, fill=1)
-    return np.asarray(canvas, dtype=bool)
+    def paint(self, mask: np.ndarray, value) -> None:
+        """Set `value` in `mask` where the patch's pixels are set (a later patch paints over an earlier one)."""
+        rows, columns = self.pixels.shape
+        mask[self.top : self.top + rows, self.left : self.left + columns][self.pixels] = value
 
 
-POLYGON_RASTERIZERS: dict[str, Callable[[list, int, int], np.ndarray]] = {
-    "pycocotools": _polygons_pycocotools,  # COCO's own annToMask semantics
-    "pil": _polygons_pil,  # labelme's drawing rule: its COCO exports match its VOC exports pixel for pixel
-}
+EMPTY_PATCH = Patch(0, 0, np.zeros((0, 0), dtype=bool))
 
 
-def coco_segmentation_mask(segmentation, height: int, width: int, polygons: str = "pycocotools") -> np.ndarray:
-    """Boolean [H,W] mask of a COCO segmentation: polygon list, uncompressed RLE or compressed RLE (pycocotools).
+def runs_patch(counts, height: int) -> Patch:
+    """The pixels a COCO RLE sets (run lengths in column-major order, from a run of 0s; counts checked), built
+    over the columns its runs of 1s touch and cut to their rows: the work follows the runs, not the image."""
+    counts = np.asarray(counts, dtype=np.int64)
+    ones = np.flatnonzero(counts[1::2]) * 2 + 1  # the non-empty runs of 1s
+    if not ones.size:
+        return EMPTY_PATCH
+    first, last = int(ones[0]), int(ones[-1])
+    start = int(counts[:first].sum())
+    end = start + int(counts[first : last + 1].sum())
+    left, right = start // height, (end - 1) // height + 1
+    band = np.zeros((right - left) * height, dtype=bool)
+    lead = start - left * height
+    band[lead : lead + end - start] = np.repeat(np.arange(first, last + 1) % 2 == 1, counts[first : last + 1])
+    pixels = band.reshape(right - left, height).T
+    rows = np.flatnonzero(pixels.any(axis=1))
+    return Patch(int(rows[0]), left, pixels[rows[0] : rows[-1] + 1])
+
+
+class SegmentationRasterizer:
+    """Patches (:class:`Patch`) of one image's COCO segmentations: polygon lists, uncompressed RLE or compressed
+    RLE, pixel for pixel as drawing each on the whole image would set them, in work that follows the shape.
 
     Everything is checked before pycocotools sees it (its C decoder trusts sizes and counts): finite coordinates
-    near the image, RLE sizes equal to the image entry's, counts that cover exactly its pixels.
+    near the image, RLE sizes equal to the image entry's, counts that cover exactly its pixels. `polygons` names the
+    rule polygons are drawn by (:data:`POLYGON_RASTERIZERS`).
     """
-    from pycocotools import mask as mask_utils
 
-    if isinstance(segmentation, list):
-        limit = coordinate_limit(height, width)
-        outlines = []
-        for index, polygon in enumerate(segmentation):
-            if not isinstance(polygon, list):
-                raise AnnotationError(f"polygon {index} is a {json_type(polygon)}, expected a list of coordinates")
-            if len(polygon) % 2:
-                raise AnnotationError(f"polygon {index} has {len(polygon)} coordinates, expected x, y pairs")
-            coordinates = [coordinate(value, limit, f"polygon {index}") for value in polygon]
-            if len(coordinates) >= 6:
-                outlines.append(coordinates)
-        if not outlines:
-            raise AnnotationError("polygon segmentation with fewer than 3 points")
-        return POLYGON_RASTERIZERS[polygons](outlines, height, width)
-    if not isinstance(segmentation, dict) or "counts" not in segmentation:
-        raise AnnotationError(f"unrecognised segmentation (a {json_type(segmentation)}; expected polygons or RLE)")
-    size = segmentation.get("size")
-    if not (isinstance(size, list) and len(size) == 2 and all(whole_number(v) is not None for v in size)):
-        raise AnnotationError(f"RLE size {short(size)} is not [height, width]")
-    rle_height, rle_width = (int(v) for v in size)
-    if (rle_height, rle_width) != (height, width):
-        raise AnnotationError(f"RLE size {rle_width}x{rle_height} differs from the image entry {width}x{height}")
-    counts = segmentation["counts"]
-    if isinstance(counts, list):
+    def __init__(self, height: int, width: int, polygons: str = "pycocotools"):
+        self.height, self.width = height, width
+        self.draw_polygons = POLYGON_RASTERIZERS[polygons]
+        self._canvas: Image.Image | None = None  # PIL's, kept blank between polygons (cleared where drawn)
+
+    def patch(self, segmentation) -> Patch:
+        """The pixels `segmentation` sets; AnnotationError saying why when it is no valid COCO segmentation."""
+        height, width = self.height, self.width
+        if isinstance(segmentation, list):
+            limit = coordinate_limit(height, width)
+            outlines = []
+            for index, polygon in enumerate(segmentation):
+                if not isinstance(polygon, list):
+                    raise AnnotationError(f"polygon {index} is a {json_type(polygon)}, expected a list of coordinates")
+                if len(polygon) % 2:
+                    raise AnnotationError(f"polygon {index} has {len(polygon)} coordinates, expected x, y pairs")
+                coordinates = [coordinate(value, limit, f"polygon {index}") for value in polygon]
+                if len(coordinates) >= 6:
+                    outlines.append(coordinates)
+            if not outlines:
+                raise AnnotationError("polygon segmentation with fewer than 3 points")
+            return self.draw_polygons(self, outlines)
+        if not isinstance(segmentation, dict) or "counts" not in segmentation:
+            raise AnnotationError(f"unrecognised segmentation (a {json_type(segmentation)}; expected polygons or RLE)")
+        size = segmentation.get("size")
+        if not (isinstance(size, list) and len(size) == 2 and all(whole_number(v) is not None for v in size)):
+            raise AnnotationError(f"RLE size {short(size)} is not [height, width]")
+        rle_height, rle_width = (int(v) for v in size)
+        if (rle_height, rle_width) != (height, width):
+            raise AnnotationError(f"RLE size {rle_width}x{rle_height} differs from the image entry {width}x{height}")
+        counts = segmentation["counts"]
+        if isinstance(counts, (str, bytes)):
+            try:
+                counts = rle_string_counts(counts.encode("ascii") if isinstance(counts, str) else bytes(counts))
+            except UnicodeEncodeError:
+                raise AnnotationError("RLE counts string holds non-ASCII characters") from None
+        elif not isinstance(counts, list):
+            raise AnnotationError(f"RLE counts is a {json_type(counts)}, expected a list or a string")
         check_rle_counts(counts, height, width)
-        rle = mask_utils.frPyObjects({"size": [height, width], "counts": counts}, height, width)
-    elif isinstance(counts, (str, bytes)):
-        try:
-            encoded = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
-        except UnicodeEncodeError:
-            raise AnnotationError("RLE counts string holds non-ASCII characters") from None
-        check_rle_counts(rle_string_counts(encoded), height, width)
-        rle = {"size": [height, width], "counts": encoded}
-    else:
-        raise AnnotationError(f"RLE counts is a {json_type(counts)}, expected a list or a string")
-    return _decode_rle(rle)
+        return runs_patch(counts, height)
+
+    def _pycocotools(self, outlines: list) -> Patch:
+        """COCO's annToMask: each polygon to an RLE (work along its outline), their union, its runs."""
+        from pycocotools import mask as mask_utils
+
+        rle = mask_utils.merge(mask_utils.frPyObjects(outlines, self.height, self.width))
+        return runs_patch(rle_string_counts(rle["counts"]), self.height)
+
+    def _pil(self, outlines: list) -> Patch:
+        """labelme's rule: PIL's polygon fill and outline. Drawn at image coordinates (PIL finds the edges in
+        float32 from them: a shifted polygon may round otherwise), read and cleared only within the rounded
+        vertices' box (one pixel wider)."""
+        xs = [x for outline in outlines for x in outline[::2]]
+        ys = [y for outline in outlines for y in outline[1::2]]
+        box = (max(math.floor(min(xs)) - 1, 0), max(math.floor(min(ys)) - 1, 0),
+               min(math.ceil(max(xs)) + 2, self.width), min(math.ceil(max(ys)) + 2, self.height))
+        if box[0] >= box[2] or box[1] >= box[3]:
+            return EMPTY_PATCH  # wholly outside the image
+        if self._canvas is None:
+            self._canvas = Image.new("L", (self.width, self.height), 0)
+        draw = ImageDraw.Draw(self._canvas)
+        for outline in outlines:
+            draw.polygon(xy=list(zip(outline[::2], outline[1::2])), outline=1, fill=1)
+        pixels = np.asarray(self._canvas.crop(box), dtype=bool)
+        self._canvas.paste(0, box)
+        return Patch(box[1], box[0], pixels)
+
+
+POLYGON_RASTERIZERS: dict[str, Callable[[SegmentationRasterizer, list], Patch]] = {
+    "pycocotools": SegmentationRasterizer._pycocotools,  # COCO's own annToMask semantics
+    "pil": SegmentationRasterizer._pil,  # labelme's rule: its COCO exports match its VOC exports pixel for pixel
+}
 
 
 def check_rle_counts(counts: list, height: int, width: int) -> None:

@@ -26,7 +26,7 @@ from segmodels.data.layout import SPLITS
 from segmodels.data.shapes import (
     POLYGON_RASTERIZERS,
     AnnotationError,
-    coco_segmentation_mask,
+    SegmentationRasterizer,
     is_integer,
     json_type,
     short,
@@ -35,6 +35,9 @@ from segmodels.data.shapes import (
 
 BACKGROUND_NAMES = ("_background_", "background", "__background__")
 COCO_KEYS = ("images", "annotations", "categories")
+# Bounds on the work one image's annotations make (each is drawn within its box, in work that follows its size):
+MAX_ANNOTATIONS_PER_IMAGE = 100_000  # an image with more is refused, reported by its file and image id
+MAX_PAINTED_LAYERS = 256  # the annotations' boxes may cover the image this many times over, then it is refused
 
 
 def is_coco_file(path: Path) -> bool:
@@ -113,7 +116,8 @@ class COCOReader(SourceReader):
         else:
             self.files = [self.root / name for name in ([annotations] if isinstance(annotations, str) else annotations)]
         if not self.files:
-            raise DataValidationError(f"{self.root}: no COCO annotation file (*.json or annotations/*.json with images, annotations, categories)")
+            raise DataValidationError(f"{self.root}: no COCO annotation file (*.json or annotations/*.json with "
+                                      "images, annotations, categories)")
         self.images_dir = self.root / images_dir if images_dir else None
         self.crowd_as_ignore = crowd_as_ignore
         self._orphans: list[Issue] = []
@@ -137,15 +141,18 @@ class COCOReader(SourceReader):
         for path in self.files:
             for index, category in enumerate(self._read(path)["categories"]):
                 if not isinstance(category, dict):
-                    raise DataValidationError(f"{path}: categories[{index}] is a {json_type(category)}, expected an object")
+                    raise DataValidationError(f"{path}: categories[{index}] is a {json_type(category)}, "
+                                              "expected an object")
                 if not is_integer(category.get("id")):
-                    raise DataValidationError(f"{path}: categories[{index}] has no integer `id` ({short(category.get('id'))})")
+                    raise DataValidationError(f"{path}: categories[{index}] has no integer `id` "
+                                              f"({short(category.get('id'))})")
                 name = category.get("name")
                 if not isinstance(name, str) or not name:
                     raise DataValidationError(f"{path}: category id {category['id']} has no `name` ({short(name)})")
                 known = categories.setdefault(category["id"], name)
                 if known != name:
-                    raise DataValidationError(f"{path}: category id {category['id']} is {name!r} here, {known!r} elsewhere")
+                    raise DataValidationError(f"{path}: category id {category['id']} is {name!r} here, "
+                                              f"{known!r} elsewhere")
         background = [cid for cid, name in categories.items() if name in BACKGROUND_NAMES]
         names = ["_background_" if not background else categories[background[0]]]
         self._class_of = {background[0]: 0} if background else {}
@@ -174,7 +181,8 @@ class COCOReader(SourceReader):
         samples, self._orphans = [], list(self._refused)
         for path in self.files:
             document = self._read(path)
-            ids = Counter(image["id"] for image in document["images"] if isinstance(image, dict) and is_integer(image.get("id")))
+            ids = Counter(image["id"] for image in document["images"]
+                          if isinstance(image, dict) and is_integer(image.get("id")))
             duplicated = {image_id for image_id, count in ids.items() if count > 1}
             images, refused_ids = {}, set()
             for index, image in enumerate(document["images"]):
@@ -189,7 +197,8 @@ class COCOReader(SourceReader):
                 images[image["id"]] = image
             by_image: dict[int, list] = {image_id: [] for image_id in images}
             for index, annotation in enumerate(document["annotations"]):
-                where = f"{path}#annotation={short(annotation.get('id'))}" if isinstance(annotation, dict) else f"{path}#annotations[{index}]"
+                where = (f"{path}#annotation={short(annotation.get('id'))}" if isinstance(annotation, dict)
+                         else f"{path}#annotations[{index}]")
                 image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
                 if not isinstance(annotation, dict):
                     self._orphans.append(Issue(where, f"annotation is a {json_type(annotation)}, expected an object"))
@@ -200,13 +209,18 @@ class COCOReader(SourceReader):
                 elif image_id not in refused_ids:  # an image refused above is reported once, not per annotation
                     self._orphans.append(Issue(where, f"annotation of unknown image id {image_id}"))
             for image_id, image in images.items():
+                if len(by_image[image_id]) > MAX_ANNOTATIONS_PER_IMAGE:
+                    self._orphans.append(Issue(f"{path}#image_id={image_id}", f"{len(by_image[image_id])} annotations, "
+                                               f"more than the {MAX_ANNOTATIONS_PER_IMAGE} one image may have"))
+                    continue
                 samples.append(self._sample(path, image, by_image[image_id]))
         return samples
 
     def _sample(self, path: Path, image: dict, annotations: list) -> Sample:
         file_name = image["file_name"]
         image_path = self._image_path(path, file_name)
-        entry = {"width": whole_number(image["width"]), "height": whole_number(image["height"]), "annotations": annotations}
+        entry = {"width": whole_number(image["width"]), "height": whole_number(image["height"]),
+                 "annotations": annotations}
         encoded = json.dumps(entry, sort_keys=True).encode()
         return Sample(
             name=Path(file_name).stem,
@@ -235,6 +249,7 @@ class COCOReader(SourceReader):
         height, width = entry["height"], entry["width"]
         check_pixels(width, height, "image entry's width x height")
         mask = np.zeros((height, width), dtype=np.int16)
+        rasterizer, painted = SegmentationRasterizer(height, width, self.polygons), 0
         for annotation in entry["annotations"]:
             name = f"annotation {short(annotation.get('id'))}"
             category = annotation.get("category_id")
@@ -245,11 +260,15 @@ class COCOReader(SourceReader):
             if "segmentation" not in annotation:
                 raise AnnotationError(f"{name}: no segmentation")
             try:
-                region = coco_segmentation_mask(annotation["segmentation"], height, width, self.polygons)
+                patch = rasterizer.patch(annotation["segmentation"])
             except AnnotationError as error:
                 raise AnnotationError(f"{name}: {error}") from None
+            painted += patch.pixels.size
+            if painted > MAX_PAINTED_LAYERS * height * width:
+                raise AnnotationError(f"{name}: the annotations' boxes so far cover the {width}x{height} image more "
+                                      f"than {MAX_PAINTED_LAYERS} times over (refused as a flood)")
             ignore = self.crowd_as_ignore and annotation.get("iscrowd")
-            mask[region] = -1 if ignore else self._class_of[category]
+            patch.paint(mask, -1 if ignore else self._class_of[category])
         return mask
 
     def orphans(self) -> list[Issue]:
