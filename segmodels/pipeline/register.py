@@ -8,12 +8,24 @@ there is none yet, or it beats the champion, or ``force=true``; the version that
 ``@previous_alias``. The champion is beaten on ``metric`` when both were validated on the same lakeFS data commit;
 when not, both models are evaluated on the candidate's validation split and their val mIoU compared. A model
 that does not beat it is registered as ``@challenger_alias`` and the champion stays. A run registered before is
-not registered twice: its version goes through gate 2 again."""
+not registered twice: its version goes through gate 2 again.
+
+Concurrent runs (other processes, other machines on one tracking server; MLflow has no transactions) move
+``@alias`` by compare, claim and repair: a winner tags its version with a claim naming the version it beat, checks
+that the alias still points there, then re-reads the claims of that race and points the aliases at the best by gate
+2 (``settle``), again after a short random wait until nothing changes. The end state is the one the race's claims
+decide, whichever write lands last: the best @alias, the version the winner beat @previous_alias, the last
+registered loser @challenger_alias."""
 
 from __future__ import annotations
 
+import json
 import logging
+import random
+import time
+import uuid
 from dataclasses import dataclass
+from typing import Callable
 
 import mlflow
 from mlflow.entities import Run
@@ -40,6 +52,9 @@ TAG_REGISTER_REASON = "segmodels.register_reason"  # on a register run: why (the
 FORCE_HINT = "; -P force=true promotes it anyway"
 REEVALUATION_SPLIT = "val"
 CANDIDATES_SHOWN = 20  # rows of the interactive table
+TAG_CLAIM = "segmodels.claim."  # + alias, on a version: its claim to the alias (see Claim)
+SETTLE_WAIT_S = (0.2, 0.8)  # random wait before re-reading the claims of a race
+SETTLE_ROUNDS = 8  # re-reads before giving up on a race that keeps changing
 
 
 def train_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str,
@@ -177,6 +192,164 @@ def reevaluate(tags: dict[str, str], champion_uri: str) -> tuple[Comparison | No
     return Comparison(scores[0], scores[1], how, True), ""
 
 
+@dataclass(frozen=True)
+class Claim:
+    """A version's claim to an alias: it beat ``base`` (``""``: there was no holder) while ``base`` held the alias
+    under the claim ``base_id`` (``""``: an unclaimed holder); ``force``: it takes the alias without beating it."""
+
+    version: str
+    id: str
+    base: str
+    base_id: str
+    force: bool
+
+    def tag_value(self) -> str:
+        return json.dumps({"id": self.id, "base": self.base, "base_id": self.base_id, "force": self.force})
+
+
+def claim_of(version: ModelVersion, alias: str) -> Claim | None:
+    """The claim a version's tag records for ``alias``; None when it has none (or one this code did not write)."""
+    try:
+        fields = json.loads(version.tags[TAG_CLAIM + alias])
+        return Claim(str(version.version), str(fields["id"]), str(fields["base"]), str(fields["base_id"]),
+                     bool(fields["force"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """Where a race's claims put the aliases: ``champion`` wins, ``previous`` is the version it beat (None: keep
+    the alias as it is), ``challenger`` the last registered loser (None: keep it)."""
+
+    champion: str
+    previous: str | None
+    challenger: str | None
+
+
+def settle(claims: dict[str, Claim], root: str, wins: Callable[[str, str], bool]) -> Settlement:
+    """The outcome of the race from ``root`` (the holder the racers started from; ``""``: none), as if its claims
+    had moved the alias one at a time: root, then the claims that beat it, then those that beat one of them, each
+    level in version order; a claim takes the alias when it is forced or ``wins(claim, holder)`` (gate 2)."""
+    order, level, seen = [], [root], {root}
+    while level:
+        order += [version for version in level if version]
+        parents = {(version, claims[version].id if version in claims else "") for version in level}
+        level = sorted((claim.version for claim in claims.values()
+                        if (claim.base, claim.base_id) in parents and claim.version not in seen), key=int)
+        seen.update(level)
+    champion = order[0]
+    for version in order[1:]:
+        if claims[version].force or wins(version, champion):
+            champion = version
+    beaten, version = set(), champion
+    while version in claims and claims[version].base and claims[version].base not in beaten:
+        version = claims[version].base
+        beaten.add(version)
+    losers = [version for version in order if version not in beaten and version not in (champion, root)]
+    previous = (claims[champion].base or None) if champion != root else None
+    return Settlement(champion, previous, max(losers, key=int) if losers else None)
+
+
+def move_aliases(client: MlflowClient, cfg: DictConfig, settlement: Settlement) -> bool:
+    """Point the aliases where ``settlement`` says; whether any moved."""
+    aliases = {alias: str(version) for alias, version in client.get_registered_model(cfg.model_name).aliases.items()}
+    wanted = {cfg.alias: settlement.champion, cfg.previous_alias: settlement.previous,
+              cfg.challenger_alias: settlement.challenger}
+    challenger = aliases.get(cfg.challenger_alias)
+    if challenger and challenger != settlement.champion and (
+            settlement.challenger is None or int(challenger) > int(settlement.challenger)):
+        wanted[cfg.challenger_alias] = challenger  # a loser registered later than the race's losers keeps it
+    moved = False
+    for alias, version in wanted.items():
+        if version is not None and aliases.get(alias) != version:
+            client.set_registered_model_alias(cfg.model_name, alias, version)
+            moved = True
+    if aliases.get(cfg.challenger_alias) == settlement.champion and settlement.challenger is None:
+        client.delete_registered_model_alias(cfg.model_name, cfg.challenger_alias)
+        moved = True
+    return moved
+
+
+def claim_alias(client: MlflowClient, cfg: DictConfig, version: ModelVersion, holder: ModelVersion | None,
+                value: float, tags: dict[str, str], why: str) -> tuple[str, ModelVersion | None, str]:
+    """Claim ``cfg.alias`` for ``version``, which beat ``holder`` (or is forced), and check that the alias still
+    points at ``holder`` or at a rival that beat the same holder (the race ``settle`` decides); when a run that read
+    a later holder moved it, compare with the new holder (gate 2) and claim again. Returns the outcome, the holder
+    the claim beat and why; a CHALLENGER's claim is withdrawn."""
+    tag = TAG_CLAIM + cfg.alias
+    while True:
+        base_claim = claim_of(holder, cfg.alias) if holder is not None else None
+        claim = Claim(str(version.version), uuid.uuid4().hex, str(holder.version) if holder else "",
+                      base_claim.id if base_claim else "", bool(cfg.force))
+        client.set_model_version_tag(cfg.model_name, version.version, tag, claim.tag_value())
+        now = alias_holder(client, cfg.model_name, cfg.alias)
+        rival = claim_of(now, cfg.alias) if now is not None else None
+        if now is None or str(now.version) in (claim.version, claim.base) or (
+                rival is not None and (rival.base, rival.base_id) == (claim.base, claim.base_id)):
+            return CHAMPION, holder, why  # unmoved, or moved by a run that read the same holder: settle decides
+        log.info("@%s moved to version %s while this run compared: comparing with it", cfg.alias, now.version)
+        comparison, not_compared = compare(cfg, value, tags, now)
+        outcome, why = decide(cfg.alias, now, comparison, not_compared, cfg.force)
+        if outcome != CHAMPION:
+            client.delete_model_version_tag(cfg.model_name, version.version, tag)
+            return outcome, now, why
+        holder = now
+
+
+def settle_race(client: MlflowClient, cfg: DictConfig, holder: ModelVersion | None,
+                decided: dict[tuple[str, str], bool]) -> Settlement:
+    """Move the aliases where the claims of the race from ``holder`` put them (``settle``; its root is the version
+    the holder beat, so the holder's rivals count too) and re-read after a random wait until a read moves nothing.
+    ``decided``: gate 2 outcomes known already, (candidate, holder) -> won; the others are compared here."""
+    def wins(candidate: str, champion: str) -> bool:
+        if (candidate, champion) not in decided:
+            candidate_tags = versions[candidate].tags
+            try:
+                value = float(candidate_tags[cfg.metric])
+            except (KeyError, ValueError):
+                decided[candidate, champion] = False
+                return False
+            comparison, _ = compare(cfg, value, candidate_tags, versions[champion])
+            decided[candidate, champion] = comparison is not None and beats(
+                comparison.candidate, comparison.champion, comparison.greater_is_better)
+        return decided[candidate, champion]
+
+    root = str(holder.version) if holder else ""
+    for _ in range(SETTLE_ROUNDS):
+        versions = {str(v.version): v for v in client.search_model_versions(f"name = '{cfg.model_name}'")}
+        claims = {claim.version: claim for claim in (claim_of(v, cfg.alias) for v in versions.values()) if claim}
+        settlement = settle(claims, claims[root].base if root in claims else root, wins)
+        if not move_aliases(client, cfg, settlement):
+            return settlement
+        time.sleep(random.uniform(*SETTLE_WAIT_S))
+    log.warning("@%s: the claims of concurrent register runs kept changing; left at version %s", cfg.alias,
+                settlement.champion)
+    return settlement
+
+
+def promote(client: MlflowClient, cfg: DictConfig, version: ModelVersion, champion: ModelVersion | None,
+            value: float, tags: dict[str, str], why: str) -> tuple[str, str, str]:
+    """Move ``@alias`` to ``version``, which beat ``champion`` (or is forced), safely against concurrent register
+    runs: claim, check, settle (see the module). Returns the outcome, the alias the version holds and why."""
+    outcome, champion, why = claim_alias(client, cfg, version, champion, value, tags, why)
+    if outcome != CHAMPION:
+        client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, version.version)
+        return outcome, cfg.challenger_alias, why
+    own = str(version.version)
+    decided = {(own, str(champion.version)): True} if champion is not None else {}
+    settlement = settle_race(client, cfg, champion, decided)
+    if settlement.champion == own:
+        if settlement.previous:
+            why += f"; version {settlement.previous} is now @{cfg.previous_alias}"
+        return CHAMPION, cfg.alias, why
+    aliases = client.get_registered_model(cfg.model_name).aliases
+    held = next((alias for alias in (cfg.previous_alias, cfg.challenger_alias)
+                 if str(aliases.get(alias)) == own), "")
+    return CHALLENGER, held, (f"{why}; but version {settlement.champion}, registered at the same time, beat it "
+                              f"and is @{cfg.alias}")
+
+
 def version_of_run(client: MlflowClient, model_name: str, run_id: str) -> ModelVersion | None:
     """The version of ``model_name`` already registered from ``run_id``, if any."""
     versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
@@ -225,14 +398,7 @@ def run(cfg: DictConfig) -> str:
             else:
                 why = f"run {run_id} is already version {version.version}; {why}"
             if outcome == CHAMPION:
-                if champion is not None:
-                    client.set_registered_model_alias(cfg.model_name, cfg.previous_alias, champion.version)
-                    why += f"; version {champion.version} is now @{cfg.previous_alias}"
-                client.set_registered_model_alias(cfg.model_name, cfg.alias, version.version)
-                challenger = alias_holder(client, cfg.model_name, cfg.challenger_alias)
-                if challenger is not None and challenger.version == version.version:
-                    client.delete_registered_model_alias(cfg.model_name, cfg.challenger_alias)
-                alias = cfg.alias
+                outcome, alias, why = promote(client, cfg, version, champion, value, tags, why)
             else:
                 client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, version.version)
                 alias = cfg.challenger_alias
