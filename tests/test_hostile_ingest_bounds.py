@@ -445,3 +445,18 @@ def test_coco_annotations_covering_an_image_hundreds_of_times_are_refused(tmp_pa
     document["annotations"] = document["annotations"][:MAX_PAINTED_LAYERS - 10] + [small]  # fewer: ingested
     (source / "annotations.json").write_text(json.dumps(document))
     assert prepare(source, tmp_path / "fewer", "data=coco").info.class_names == ["_background_", "a", "b"]
+
+
+def test_a_coco_polygon_zigzagging_far_off_the_image_is_refused_before_drawing(tmp_path):
+    """20k vertices from x=-4000 to x=4000 on a 1024x1024 image (160 kB of JSON): pycocotools walks 5 points a
+    pixel of outline, 6.4 GB (2000 vertices took 0.7 s and 684 MB). Refused from its length, in one line."""
+    source = coco_flood(tmp_path / "flood", images=1, size=1024, per_image=1)
+    zigzag = [value for i in range(20_000) for value in (-4000 if i % 2 else 4000, i * 7 % 1024)]
+    document = json.loads((source / "annotations.json").read_text())
+    document["annotations"][0]["segmentation"] = [zigzag]
+    (source / "annotations.json").write_text(json.dumps(document))
+    case = Case(source, "annotations.json#image_id=1", ("annotation 1: polygons 160000000 pixels long, more than 64 "
+                                                         "times the 1024x1024 image's height + width",))
+    [result] = run_isolated({"zigzag": case}, tmp_path, timeout=60).values()
+    check_isolated(result, case)
+    assert result["seconds"] < 10 and result["rss_growth_mib"] < 300, result

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 COORDINATE_RANGE = 4  # coordinates lie within +-4x the image's larger side (else garbage, refused)
+MAX_OUTLINE_LENGTH = 64  # one COCO annotation's polygons are at most this many times the image's height + width long
 
 
 class AnnotationError(ValueError):
@@ -238,6 +239,13 @@ def runs_patch(counts, height: int) -> Patch:
     return Patch(int(rows[0]), left, pixels[rows[0] : rows[-1] + 1])
 
 
+def outline_length(coordinates: list[float]) -> float:
+    """The length of a closed polygon [x0, y0, x1, y1, ...] counted as pycocotools walks it: each edge by its
+    larger extent (its work and memory grow with it: 5 points a pixel)."""
+    points = np.asarray(coordinates, dtype=float).reshape(-1, 2)
+    return float(np.abs(points - np.roll(points, 1, axis=0)).max(axis=1).sum())
+
+
 class SegmentationRasterizer:
     """Patches (:class:`Patch`) of one image's COCO segmentations: polygon lists, uncompressed RLE or compressed
     RLE, pixel for pixel as drawing each on the whole image would set them, in work that follows the shape.
@@ -268,6 +276,10 @@ class SegmentationRasterizer:
                     outlines.append(coordinates)
             if not outlines:
                 raise AnnotationError("polygon segmentation with fewer than 3 points")
+            length = sum(map(outline_length, outlines))
+            if length > MAX_OUTLINE_LENGTH * (height + width):
+                raise AnnotationError(f"polygons {length:.0f} pixels long, more than {MAX_OUTLINE_LENGTH} times the "
+                                      f"{width}x{height} image's height + width (refused as a flood)")
             return self.draw_polygons(self, outlines)
         if not isinstance(segmentation, dict) or "counts" not in segmentation:
             raise AnnotationError(f"unrecognised segmentation (a {json_type(segmentation)}; expected polygons or RLE)")
