@@ -24,7 +24,7 @@ SAMPLES = {
     "image_size": "32", "run_id": "0123abcd", "model_name": "m", "metric": "best_val_miou", "threshold": "0.5",
     "alias": "a", "model_uri": "models:/m@a", "split": "val", "output_dir": "out", "env_manager": "local",
     "nproc": "2", "force": "True", "parent_run_id": "feed1234", "interactive": "True", "commit_predictions": "True",
-    "experiment": "demo", "budget_minutes": "7.5",
+    "experiment": "demo", "budget_minutes": "7.5", "tta": "hflip", "mode": "sliding",
 }
 GROUP_CHOICES = {"model", "format", "experiment"}  # pick a config group option rather than set a value
 

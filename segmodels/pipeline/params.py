@@ -40,7 +40,8 @@ STEP_PARAMS: dict[str, dict[str, str]] = {
                  "alias": "alias", "force": "force", "parent_run_id": "parent_run_id", "interactive": "interactive"},
     "infer": {"model_uri": "model_uri", "data_ref": "data_ref", "source": "source", "on_error": "on_error",
               "repo": "lakefs.repo", "split": "split",
-              "output_dir": "output_dir", "commit_predictions": "commit_predictions", "interactive": "interactive"},
+              "output_dir": "output_dir", "commit_predictions": "commit_predictions", "interactive": "interactive",
+              "tta": "inference.tta", "mode": "inference.mode"},
     "main": {"env_manager": "env_manager", "force": "force", "reuse_dirty": "reuse_dirty"},
     "reproduce": {"run_id": "run_id"},
 }
