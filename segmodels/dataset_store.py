@@ -90,8 +90,11 @@ def ingest(
 def url_dataset_name(source: str) -> str:
     """The data set name a URL source stands for: the last part of its path without suffixes (``data`` for
     ``https://host/d/data.zip?X-Amz-Signature=...``), else its host; never its user info, query or fragment."""
-    parts = urlsplit(source)
-    return Path(parts.path.rstrip("/")).name.split(".")[0] or parts.hostname or "dataset"
+    try:
+        parts = urlsplit(source)
+        return Path(parts.path.rstrip("/")).name.split(".")[0] or parts.hostname or "dataset"
+    except ValueError:  # e.g. an unclosed "[" in the user info: resolve_source refuses the source in one line
+        return "dataset"
 
 
 def named_after_url(data: DataConfig, source) -> DataConfig:

@@ -295,6 +295,7 @@ BROKEN_AUTHORITIES = [
     f"http://{HOSTILE_USER}:ss-s3cr3t@127.0.0.1:99999/data.zip",  # port out of range
     f"http://{HOSTILE_USER}:ss-s3cr3t@.x/data.zip",  # requests: InvalidURL("URL has an invalid label.")
     f"http://{HOSTILE_USER}:ss-s3cr3t@a..b/data.zip",  # urllib3: LocationParseError, not a requests error
+    f"http://{HOSTILE_USER}:pa[ss-s3cr3t@127.0.0.1:9/data.zip",  # urlsplit: ValueError (was a traceback)
 ]
 
 
