@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +27,7 @@ from segmodels.data import (
     register_format,
 )
 from segmodels.data.formats.folder import FolderReader
-from segmodels.data.shapes import SegmentationRasterizer, rle_string_counts
+from segmodels.data.shapes import SegmentationRasterizer, ShapeCanvas, labelme_shape_patch, rle_string_counts
 
 
 def read_masks(root):
@@ -218,6 +221,78 @@ def test_labelme_shapes_labels_and_embedded_images(tmp_path):
         assert np.array_equal(mask[outside], classes[outside])
     embedded = next((prepared.root / "images").rglob("photo0.*"))
     assert embedded.suffix == ".png" and Image.open(embedded).size == (36, 28)
+
+
+def labelme_full_image_mask(shape: dict, height: int, width: int) -> np.ndarray:
+    """How a labelme shape was drawn before issue 25 (case 10), as labelme's shape_to_mask does: on a whole-image
+    canvas, each shape (mask shapes: their PNG placed at the first point, cut to the image)."""
+    kind, xy = shape["shape_type"], [tuple(point) for point in shape["points"]]
+    canvas = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(canvas)
+    if kind == "mask":
+        patch = np.asarray(Image.open(io.BytesIO(base64.b64decode(shape["mask"])))).astype(bool)
+        x0, y0 = (int(v) for v in xy[0])
+        rows, columns = np.arange(height) - y0, np.arange(width) - x0  # each image pixel's place in the patch
+        inside_rows = (rows >= 0) & (rows < patch.shape[0])
+        inside_columns = (columns >= 0) & (columns < patch.shape[1])
+        mask = np.zeros((height, width), dtype=bool)
+        mask[np.ix_(inside_rows, inside_columns)] = patch[np.ix_(rows[inside_rows], columns[inside_columns])]
+        return mask
+    if kind == "circle":
+        (cx, cy), (px, py) = xy
+        d = math.hypot(cx - px, cy - py)
+        draw.ellipse([cx - d, cy - d, cx + d, cy + d], outline=1, fill=1)
+    elif kind == "rectangle":
+        (x0, y0), (x1, y1) = xy
+        draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=1, fill=1)
+    elif kind in ("line", "linestrip"):
+        draw.line(xy=xy, fill=1, width=10)
+    elif kind == "point":
+        (cx, cy), = xy
+        draw.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], outline=1, fill=1)
+    else:
+        draw.polygon(xy=xy, outline=1, fill=1)
+    return np.asarray(canvas, dtype=bool)
+
+
+def random_labelme_shapes(rng, height: int, width: int, count: int):
+    """Every labelme shape type at random: partly or wholly off the image (some just past its edge, where only a
+    line's width or a point's disc reaches in), on half pixels, degenerate (zero radius, repeated points)."""
+    sizes = {"polygon": (3, 12), "rectangle": (2, 2), "circle": (2, 2), "line": (2, 2), "linestrip": (1, 8),
+             "point": (1, 1), "mask": (2, 2)}
+    for index in range(count):
+        kind = list(sizes)[index % len(sizes)]
+        if index % 11 == 3:  # just outside an edge
+            beyond = rng.choice([-7.5, width + 6.5]), rng.choice([-7.5, height + 6.5])
+            center = np.array([beyond[0], rng.uniform(0, height)] if index % 2 else [rng.uniform(0, width), beyond[1]])
+        else:
+            center = rng.uniform([-0.3 * width, -0.3 * height], [1.3 * width, 1.3 * height])
+        radius = rng.uniform(0, max(height, width) / 2) if index % 3 else rng.uniform(0, 6)
+        points = center + rng.uniform(-radius, radius, size=(rng.integers(*sizes[kind], endpoint=True), 2))
+        halves = rng.random(len(points)) < 0.3
+        points[halves] = np.floor(points[halves]) + 0.5
+        if index % 13 == 5:
+            points[1:] = points[0]  # all points the same
+        shape = {"label": "a", "shape_type": kind, "points": points.round(3).tolist()}
+        if kind == "mask":
+            patch = rng.random((rng.integers(1, height), rng.integers(1, width))) < 0.5
+            buffer = io.BytesIO()
+            Image.fromarray(patch).save(buffer, format="PNG")
+            shape["mask"] = base64.b64encode(buffer.getvalue()).decode()
+        yield shape
+
+
+@pytest.mark.parametrize("height, width", [(37, 53), (64, 413), (300, 40), (50, 50)])
+def test_labelme_drawing_within_boxes_matches_whole_image_drawing(height, width):
+    """Issue 25 case 10, labelme's side: each shape drawn within its box on one reused canvas sets the very
+    pixels the whole-image drawing set, for every shape type, partly or wholly off the image."""
+    rng = np.random.default_rng(height * width)
+    canvas = ShapeCanvas(height, width)  # one per file, as the reader uses it
+    for index, shape in enumerate(random_labelme_shapes(rng, height, width, 400)):
+        painted_mask = np.zeros((height, width), dtype=bool)
+        labelme_shape_patch(shape, canvas).paint(painted_mask, True)
+        expected = labelme_full_image_mask(shape, height, width)
+        assert np.array_equal(painted_mask, expected), (index, shape)
 
 
 def test_labelme_unknown_label_is_reported(tmp_path):

@@ -13,7 +13,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 COORDINATE_RANGE = 4  # coordinates lie within +-4x the image's larger side (else garbage, refused)
-MAX_OUTLINE_LENGTH = 64  # one COCO annotation's polygons are at most this many times the image's height + width long
+MAX_OUTLINE_LENGTH = 64  # a COCO annotation's polygons, a labelme polygon or line: at most this many times the
+# image's height + width long
 
 
 class AnnotationError(ValueError):
@@ -96,113 +97,6 @@ def labelme_points(shape: dict, height: int, width: int) -> list[tuple[float, fl
     return points
 
 
-ShapeDrawer = Callable[[ImageDraw.ImageDraw, list, dict], None]
-SHAPE_DRAWERS: dict[str, ShapeDrawer] = {}
-
-
-def shape_drawer(*names: str):
-    """Register a drawer for labelme shape types (drawn with fill=1 on a mode-L canvas, as labelme does)."""
-
-    def register(function: ShapeDrawer) -> ShapeDrawer:
-        for name in names:
-            SHAPE_DRAWERS[name] = function
-        return function
-
-    return register
-
-
-@shape_drawer("polygon")
-def _polygon(draw, xy, shape):
-    if len(xy) < 3:
-        raise AnnotationError(f"polygon {short(shape.get('label'))} has {len(xy)} point(s), needs 3")
-    draw.polygon(xy=xy, outline=1, fill=1)
-
-
-@shape_drawer("rectangle")
-def _rectangle(draw, xy, shape):
-    (x0, y0), (x1, y1) = _two_points(xy, shape)
-    draw.rectangle([min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)], outline=1, fill=1)
-
-
-@shape_drawer("circle")
-def _circle(draw, xy, shape):
-    (cx, cy), (px, py) = _two_points(xy, shape)
-    d = math.hypot(cx - px, cy - py)
-    draw.ellipse([cx - d, cy - d, cx + d, cy + d], outline=1, fill=1)
-
-
-@shape_drawer("line", "linestrip")
-def _line(draw, xy, shape):
-    draw.line(xy=xy, fill=1, width=10)
-
-
-@shape_drawer("point")
-def _point(draw, xy, shape):
-    cx, cy = xy[0]
-    draw.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], outline=1, fill=1)
-
-
-def _two_points(xy, shape):
-    if len(xy) != 2:
-        raise AnnotationError(f"{short(shape.get('shape_type'))} {short(shape.get('label'))} has {len(xy)} point(s), "
-                              "needs 2")
-    return xy
-
-
-def labelme_shape_mask(shape: dict, height: int, width: int) -> np.ndarray:
-    """Boolean [H,W] mask of one labelme shape, pixel for pixel as labelme's own exporters draw it."""
-    shape_type = shape.get("shape_type") or "polygon"
-    if not isinstance(shape_type, str):
-        raise AnnotationError(f"shape {short(shape.get('label'))}: shape_type {short(shape_type)} is not a string")
-    points = labelme_points(shape, height, width)
-    if shape_type == "mask":
-        return _embedded_mask(shape, points, height, width)
-    if shape_type not in SHAPE_DRAWERS:
-        raise AnnotationError(f"shape {short(shape.get('label'))}: unknown shape_type {short(shape_type)}")
-    if not points:
-        raise AnnotationError(f"shape {short(shape.get('label'))} has no points")
-    canvas = Image.new("L", (width, height), 0)
-    SHAPE_DRAWERS[shape_type](ImageDraw.Draw(canvas), points, shape)
-    return np.asarray(canvas, dtype=bool)
-
-
-def _embedded_mask(shape: dict, points, height: int, width: int) -> np.ndarray:
-    """labelme 5 `mask` shapes: a base64 PNG of the box between the two points."""
-    (x0, y0), _ = _two_points(points, shape)
-    encoded = shape.get("mask")
-    if not isinstance(encoded, str) or not encoded:
-        raise AnnotationError(f"mask shape {short(shape.get('label'))} has no `mask` (a base64 PNG)")
-    try:
-        data = base64.b64decode(encoded)
-    except ValueError as error:
-        raise AnnotationError(f"mask shape {short(shape.get('label'))}: `mask` is not valid base64 ({error})") from None
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            patch = Image.open(io.BytesIO(data))
-        with patch:
-            if patch.width * patch.height > height * width:  # checked before decoding: never larger than the image
-                raise AnnotationError(
-                    f"mask shape {short(shape.get('label'))}: patch of {patch.width}x{patch.height} is larger than the "
-                    f"{width}x{height} image"
-                )
-            values = np.asarray(patch).astype(bool)
-    except AnnotationError:
-        raise
-    except Exception as error:  # not an image, truncated, a decompression bomb
-        detail = str(error).split(" <_io.BytesIO")[0]
-        raise AnnotationError(f"mask shape {short(shape.get('label'))}: unreadable `mask` "
-                              f"({error.__class__.__name__}: {detail})") from None
-    if values.ndim == 3:
-        values = values.any(axis=2)
-    mask = np.zeros((height, width), dtype=bool)
-    x0, y0 = int(x0), int(y0)
-    top, left = max(y0, 0), max(x0, 0)  # a patch starting left of or above the image is cut, not wrapped around
-    region = mask[top : max(y0 + values.shape[0], top), left : max(x0 + values.shape[1], left)]
-    region[...] = values[top - y0 : top - y0 + region.shape[0], left - x0 : left - x0 + region.shape[1]]
-    return mask
-
-
 @dataclass(frozen=True)
 class Patch:
     """The pixels one shape sets: boolean `pixels` with their top-left corner at (`top`, `left`) of the image."""
@@ -239,6 +133,160 @@ def runs_patch(counts, height: int) -> Patch:
     return Patch(int(rows[0]), left, pixels[rows[0] : rows[-1] + 1])
 
 
+class ShapeCanvas:
+    """A blank mode-L canvas the size of the image that shapes are drawn on at image coordinates (PIL finds edges
+    in float32 from them: a shifted shape may round otherwise), read and cleared only within the drawn box."""
+
+    def __init__(self, height: int, width: int):
+        self.height, self.width = height, width
+        self._image: Image.Image | None = None  # made at the first shape that touches the image
+
+    def patch(self, bounds: tuple[float, float, float, float], draw: Callable[[ImageDraw.ImageDraw], None]) -> Patch:
+        """The pixels `draw` sets, given that it draws within `bounds` (left, top, right, bottom, in image
+        coordinates; read one pixel wider for PIL's rounding)."""
+        left, top, right, bottom = bounds
+        box = (max(math.floor(left) - 1, 0), max(math.floor(top) - 1, 0),
+               min(math.ceil(right) + 2, self.width), min(math.ceil(bottom) + 2, self.height))
+        if box[0] >= box[2] or box[1] >= box[3]:
+            return EMPTY_PATCH  # wholly outside the image
+        if self._image is None:
+            self._image = Image.new("L", (self.width, self.height), 0)
+        draw(ImageDraw.Draw(self._image))
+        pixels = np.asarray(self._image.crop(box), dtype=bool)
+        self._image.paste(0, box)
+        return Patch(box[1], box[0], pixels)
+
+
+LINE_WIDTH = 10  # labelme draws lines and linestrips this wide
+POINT_RADIUS = 5  # and points as discs of this radius
+
+ShapeDrawer = Callable[[ShapeCanvas, list, dict], Patch]
+SHAPE_DRAWERS: dict[str, ShapeDrawer] = {}
+
+
+def shape_drawer(*names: str):
+    """Register a drawer for labelme shape types (drawn with fill=1 on a :class:`ShapeCanvas`, as labelme does)."""
+
+    def register(function: ShapeDrawer) -> ShapeDrawer:
+        for name in names:
+            SHAPE_DRAWERS[name] = function
+        return function
+
+    return register
+
+
+def points_box(xy, reach: float = 0) -> tuple[float, float, float, float]:
+    """(left, top, right, bottom) of the points, widened by `reach` on each side."""
+    xs, ys = [x for x, _ in xy], [y for _, y in xy]
+    return min(xs) - reach, min(ys) - reach, max(xs) + reach, max(ys) + reach
+
+
+@shape_drawer("polygon")
+def _polygon(canvas, xy, shape):
+    if len(xy) < 3:
+        raise AnnotationError(f"polygon {short(shape.get('label'))} has {len(xy)} point(s), needs 3")
+    return canvas.patch(points_box(xy), lambda draw: draw.polygon(xy=xy, outline=1, fill=1))
+
+
+@shape_drawer("rectangle")
+def _rectangle(canvas, xy, shape):
+    box = points_box(_two_points(xy, shape))
+    return canvas.patch(box, lambda draw: draw.rectangle(box, outline=1, fill=1))
+
+
+@shape_drawer("circle")
+def _circle(canvas, xy, shape):
+    (cx, cy), (px, py) = _two_points(xy, shape)
+    d = math.hypot(cx - px, cy - py)
+    box = (cx - d, cy - d, cx + d, cy + d)
+    return canvas.patch(box, lambda draw: draw.ellipse(box, outline=1, fill=1))
+
+
+@shape_drawer("line", "linestrip")
+def _line(canvas, xy, shape):
+    return canvas.patch(points_box(xy, LINE_WIDTH / 2), lambda draw: draw.line(xy=xy, fill=1, width=LINE_WIDTH))
+
+
+@shape_drawer("point")
+def _point(canvas, xy, shape):
+    box = points_box(xy[:1], POINT_RADIUS)
+    return canvas.patch(box, lambda draw: draw.ellipse(box, outline=1, fill=1))
+
+
+def _two_points(xy, shape):
+    if len(xy) != 2:
+        raise AnnotationError(f"{short(shape.get('shape_type'))} {short(shape.get('label'))} has {len(xy)} point(s), "
+                              "needs 2")
+    return xy
+
+
+def labelme_outline_length(shape_type: str, points: list[tuple[float, float]]) -> float:
+    """How far PIL walks drawing a labelme polygon (closed) or line (open), each edge by its larger extent; 0 for
+    the other shapes (their work is bounded by their box)."""
+    if shape_type not in ("polygon", "line", "linestrip"):
+        return 0.0
+    path = np.asarray(points + points[:1] if shape_type == "polygon" else points, dtype=float)
+    return float(np.abs(np.diff(path, axis=0)).max(axis=1, initial=0).sum())
+
+
+def labelme_shape_patch(shape: dict, canvas: ShapeCanvas) -> Patch:
+    """The pixels one labelme shape sets, pixel for pixel as labelme's own exporters draw it on the whole image,
+    drawn within the shape's box; AnnotationError says why a shape cannot be drawn (or is refused as a flood)."""
+    height, width = canvas.height, canvas.width
+    shape_type = shape.get("shape_type") or "polygon"
+    if not isinstance(shape_type, str):
+        raise AnnotationError(f"shape {short(shape.get('label'))}: shape_type {short(shape_type)} is not a string")
+    points = labelme_points(shape, height, width)
+    if shape_type == "mask":
+        return _embedded_mask(shape, points, height, width)
+    if shape_type not in SHAPE_DRAWERS:
+        raise AnnotationError(f"shape {short(shape.get('label'))}: unknown shape_type {short(shape_type)}")
+    if not points:
+        raise AnnotationError(f"shape {short(shape.get('label'))} has no points")
+    length = labelme_outline_length(shape_type, points)
+    if length > MAX_OUTLINE_LENGTH * (height + width):
+        raise AnnotationError(f"{shape_type} {short(shape.get('label'))} is {length:.0f} pixels long, more than "
+                              f"{MAX_OUTLINE_LENGTH} times the {width}x{height} image's height + width "
+                              "(refused as a flood)")
+    return SHAPE_DRAWERS[shape_type](canvas, points, shape)
+
+
+def _embedded_mask(shape: dict, points, height: int, width: int) -> Patch:
+    """labelme 5 `mask` shapes: a base64 PNG of the box between the two points (cut to the image)."""
+    (x0, y0), _ = _two_points(points, shape)
+    encoded = shape.get("mask")
+    if not isinstance(encoded, str) or not encoded:
+        raise AnnotationError(f"mask shape {short(shape.get('label'))} has no `mask` (a base64 PNG)")
+    try:
+        data = base64.b64decode(encoded)
+    except ValueError as error:
+        raise AnnotationError(f"mask shape {short(shape.get('label'))}: `mask` is not valid base64 ({error})") from None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            patch = Image.open(io.BytesIO(data))
+        with patch:
+            if patch.width * patch.height > height * width:  # checked before decoding: never larger than the image
+                raise AnnotationError(
+                    f"mask shape {short(shape.get('label'))}: patch of {patch.width}x{patch.height} is larger than the "
+                    f"{width}x{height} image"
+                )
+            values = np.asarray(patch).astype(bool)
+    except AnnotationError:
+        raise
+    except Exception as error:  # not an image, truncated, a decompression bomb
+        detail = str(error).split(" <_io.BytesIO")[0]
+        raise AnnotationError(f"mask shape {short(shape.get('label'))}: unreadable `mask` "
+                              f"({error.__class__.__name__}: {detail})") from None
+    if values.ndim == 3:
+        values = values.any(axis=2)
+    x0, y0 = int(x0), int(y0)
+    top, left = max(y0, 0), max(x0, 0)  # a patch starting left of or above the image is cut, not wrapped around
+    rows = max(min(y0 + values.shape[0], height) - top, 0)
+    columns = max(min(x0 + values.shape[1], width) - left, 0)
+    return Patch(top, left, values[top - y0 : top - y0 + rows, left - x0 : left - x0 + columns])
+
+
 def outline_length(coordinates: list[float]) -> float:
     """The length of a closed polygon [x0, y0, x1, y1, ...] counted as pycocotools walks it: each edge by its
     larger extent (its work and memory grow with it: 5 points a pixel)."""
@@ -258,7 +306,7 @@ class SegmentationRasterizer:
     def __init__(self, height: int, width: int, polygons: str = "pycocotools"):
         self.height, self.width = height, width
         self.draw_polygons = POLYGON_RASTERIZERS[polygons]
-        self._canvas: Image.Image | None = None  # PIL's, kept blank between polygons (cleared where drawn)
+        self._canvas = ShapeCanvas(height, width)  # PIL's, reused: kept blank between polygons
 
     def patch(self, segmentation) -> Patch:
         """The pixels `segmentation` sets; AnnotationError saying why when it is no valid COCO segmentation."""
@@ -308,23 +356,15 @@ class SegmentationRasterizer:
         return runs_patch(rle_string_counts(rle["counts"]), self.height)
 
     def _pil(self, outlines: list) -> Patch:
-        """labelme's rule: PIL's polygon fill and outline. Drawn at image coordinates (PIL finds the edges in
-        float32 from them: a shifted polygon may round otherwise), read and cleared only within the rounded
-        vertices' box (one pixel wider)."""
+        """labelme's rule: PIL's polygon fill and outline, drawn within the vertices' box (:class:`ShapeCanvas`)."""
         xs = [x for outline in outlines for x in outline[::2]]
         ys = [y for outline in outlines for y in outline[1::2]]
-        box = (max(math.floor(min(xs)) - 1, 0), max(math.floor(min(ys)) - 1, 0),
-               min(math.ceil(max(xs)) + 2, self.width), min(math.ceil(max(ys)) + 2, self.height))
-        if box[0] >= box[2] or box[1] >= box[3]:
-            return EMPTY_PATCH  # wholly outside the image
-        if self._canvas is None:
-            self._canvas = Image.new("L", (self.width, self.height), 0)
-        draw = ImageDraw.Draw(self._canvas)
-        for outline in outlines:
-            draw.polygon(xy=list(zip(outline[::2], outline[1::2])), outline=1, fill=1)
-        pixels = np.asarray(self._canvas.crop(box), dtype=bool)
-        self._canvas.paste(0, box)
-        return Patch(box[1], box[0], pixels)
+
+        def draw(canvas: ImageDraw.ImageDraw) -> None:
+            for outline in outlines:
+                canvas.polygon(xy=list(zip(outline[::2], outline[1::2])), outline=1, fill=1)
+
+        return self._canvas.patch((min(xs), min(ys), max(xs), max(ys)), draw)
 
 
 POLYGON_RASTERIZERS: dict[str, Callable[[SegmentationRasterizer, list], Patch]] = {

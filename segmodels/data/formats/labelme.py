@@ -22,10 +22,20 @@ from segmodels.data.formats.base import (
     register_format,
 )
 from segmodels.data.layout import SPLITS
-from segmodels.data.shapes import AnnotationError, json_type, labelme_shape_mask, short, whole_number
+from segmodels.data.shapes import (
+    AnnotationError,
+    ShapeCanvas,
+    json_type,
+    labelme_shape_patch,
+    short,
+    whole_number,
+)
 
 IGNORE_LABEL = "__ignore__"
 BACKGROUND_LABEL = "_background_"
+# Bounds on the work one file's shapes make (each is drawn within its box, in work that follows its size):
+MAX_SHAPES_PER_FILE = 100_000  # a file with more is refused
+MAX_PAINTED_LAYERS = 256  # the shapes' boxes may cover the image this many times over, then the file is refused
 
 
 def is_labelme_file(path: Path) -> bool:
@@ -77,7 +87,8 @@ def declared_size(document: dict) -> tuple[int, int]:
 
 @register_format
 class LabelmeReader(SourceReader):
-    """One JSON per image (below root, recursively); class ids from a labels file (labelme's labels.txt) or the labels seen.
+    """One JSON per image (below root, recursively); class ids from a labels file (labelme's labels.txt) or the
+    labels seen.
 
     Labels follow labelme's convention: `__ignore__` marks ignored pixels, `_background_` is class 0.
     """
@@ -102,9 +113,11 @@ class LabelmeReader(SourceReader):
             if self.labels_file:
                 # found beside or above the JSONs: it must not leave the folder it was found in (the labels_file
                 # option names its file itself)
-                self._classes = load_class_file(self.labels_file, self.labels_file.parent if self._labels_found else None)
+                folder = self.labels_file.parent if self._labels_found else None
+                self._classes = load_class_file(self.labels_file, folder)
             else:
-                self._classes = parse_classes([BACKGROUND_LABEL, *sorted(self._labels_seen() - {BACKGROUND_LABEL, IGNORE_LABEL})])
+                seen = sorted(self._labels_seen() - {BACKGROUND_LABEL, IGNORE_LABEL})
+                self._classes = parse_classes([BACKGROUND_LABEL, *seen])
         return self._classes
 
     def ignore_values(self) -> tuple[int, ...]:
@@ -174,7 +187,11 @@ class LabelmeReader(SourceReader):
         """Semantic mask (int16, -1 = ignore), shapes painted in file order as labelme's exporters do."""
         document = load_document(data)
         height, width = declared_size(document)
+        if len(document["shapes"]) > MAX_SHAPES_PER_FILE:
+            raise AnnotationError(f"{len(document['shapes'])} shapes, more than the {MAX_SHAPES_PER_FILE} one file "
+                                  "may have")
         mask = np.zeros((height, width), dtype=np.int16)
+        canvas, painted = ShapeCanvas(height, width), 0
         for index, shape in enumerate(document["shapes"]):
             label = shape.get("label")
             if not isinstance(label, str):
@@ -182,8 +199,12 @@ class LabelmeReader(SourceReader):
             if label not in class_of:
                 raise AnnotationError(f"label {label!r} is not a declared class")
             try:
-                region = labelme_shape_mask(shape, height, width)
+                patch = labelme_shape_patch(shape, canvas)
             except AnnotationError as error:
                 raise AnnotationError(f"shapes[{index}]: {error}") from None
-            mask[region] = class_of[label]
+            painted += patch.pixels.size
+            if painted > MAX_PAINTED_LAYERS * height * width:
+                raise AnnotationError(f"shapes[{index}]: the shapes' boxes so far cover the {width}x{height} image "
+                                      f"more than {MAX_PAINTED_LAYERS} times over (refused as a flood)")
+            patch.paint(mask, class_of[label])
         return mask
