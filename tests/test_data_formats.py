@@ -295,6 +295,23 @@ def test_labelme_drawing_within_boxes_matches_whole_image_drawing(height, width)
         assert np.array_equal(painted_mask, expected), (index, shape)
 
 
+def test_labelme_files_with_many_shapes_are_found(tmp_path):
+    """labelme writes `shapes` before `imagePath`: a file with more than 16 KiB of shapes was not recognised (the
+    source refused as having no labelme JSON files, or the file skipped beside smaller ones)."""
+    source, _ = make_labelme_source(tmp_path / "src")
+    document = json.loads((source / "photo1.json").read_text())
+    shapes = document.pop("shapes") * 300
+    path = document.pop("imagePath")
+    (source / "photo1.json").write_text(json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes,
+                                                    "imagePath": path, **document}, indent=2))
+    assert (source / "photo1.json").read_text().index('"imagePath"') > 1 << 14
+    (source / "photo0.json").unlink()
+    (source / "photo2.json").unlink()
+    assert detect_format(source) == "labelme"
+    prepared = prepare(source, tmp_path / "out", "data.val_fraction=0", "data.test_fraction=0")
+    assert list(read_masks(prepared.root)) == ["photo1"]
+
+
 def test_labelme_unknown_label_is_reported(tmp_path):
     source, _ = make_labelme_source(tmp_path / "src")
     document = json.loads((source / "photo1.json").read_text())

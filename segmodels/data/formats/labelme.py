@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -36,16 +37,20 @@ BACKGROUND_LABEL = "_background_"
 # Bounds on the work one file's shapes make (each is drawn within its box, in work that follows its size):
 MAX_SHAPES_PER_FILE = 100_000  # a file with more is refused
 MAX_PAINTED_LAYERS = 256  # the shapes' boxes may cover the image this many times over, then the file is refused
+# labelme writes `shapes` before `imagePath`, each shape starting with its label: a file with many shapes shows
+# only these in its first bytes
+LABELME_SHAPES_START = re.compile(r'"shapes"\s*:\s*\[\s*\{\s*"label"\s*:')
 
 
 def is_labelme_file(path: Path) -> bool:
-    """A regular JSON file whose start shows labelme's keys (`shapes` and `imagePath`); FIFOs, devices and files
-    outside the source are never opened."""
+    """A regular JSON file whose start shows labelme's keys (`shapes`, and `imagePath`, `imageData` or a shape's
+    `label`); FIFOs, devices and files outside the source are never opened."""
     head = read_head(path, 1 << 14)
     if head is None:
         return False
     text = head.decode("utf-8", "replace")
-    return '"shapes"' in text and ('"imagePath"' in text or '"imageData"' in text)
+    return LABELME_SHAPES_START.search(text) is not None or (
+        '"shapes"' in text and ('"imagePath"' in text or '"imageData"' in text))
 
 
 def load_document(data: bytes) -> dict:
