@@ -1,5 +1,6 @@
 """Bounded work for hostile ingest input (issue 25): YAML alias bombs, archive bombs, downloads that never end,
-COCO annotation floods, long file names, keys that are both a file and a folder, duplicate archive members.
+COCO annotation and labelme shape floods, long file names, keys that are both a file and a folder, duplicate
+archive members.
 
 Resource cases run in a child process (`run_isolated`: peak RSS and wall time measured there, an address-space
 guard) and are asserted with generous bounds; each is refused in one line naming the file or value.
@@ -460,3 +461,87 @@ def test_a_coco_polygon_zigzagging_far_off_the_image_is_refused_before_drawing(t
     [result] = run_isolated({"zigzag": case}, tmp_path, timeout=60).values()
     check_isolated(result, case)
     assert result["seconds"] < 10 and result["rss_growth_mib"] < 300, result
+
+
+# -- labelme shape floods: each shape drawn within its box, the work of one file bounded -----------------------------
+
+
+def labelme_flood(root: Path, files: int, size: int, shapes: int) -> Path:
+    """`files` labelme JSONs, each beside a black size x size image, with `shapes` small shapes of every drawn type."""
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True)
+    for number in range(files):
+        Image.new("RGB", (size, size)).save(root / f"{number}.png")
+        corners, sides = rng.integers(0, size - 40, (shapes, 2)).tolist(), rng.integers(3, 40, (shapes, 2)).tolist()
+        entries = []
+        for index, ((x, y), (w, h)) in enumerate(zip(corners, sides)):
+            kind, points = [("polygon", [[x, y], [x + w, y + h * 0.4], [x + w * 0.6, y + h]]),
+                            ("rectangle", [[x, y], [x + w, y + h]]),
+                            ("circle", [[x + 20, y + 20], [x + 20, y + h / 2]]),
+                            ("linestrip", [[x, y], [x + w, y], [x + w, y + h]]),
+                            ("point", [[x, y]])][index % 5]
+            entries.append({"label": "ab"[index % 2], "points": points, "shape_type": kind})
+        document = {"shapes": entries, "imagePath": f"{number}.png", "imageHeight": size, "imageWidth": size}
+        (root / f"{number}.json").write_text(json.dumps(document))
+    return root
+
+
+def test_a_labelme_shape_flood_costs_its_shapes_not_their_images(tmp_path):
+    """A 2048x2048 file with 20k shapes: each drawn as a whole-image mask, its drawing alone took 16.5 s here
+    (3.5 s at 1024x1024: the cost grew with shapes x pixels); drawn within their boxes, 0.6 s, the whole ingest 2 s."""
+    source = labelme_flood(tmp_path / "flood", files=1, size=2048, shapes=20_000)
+    results = run_isolated({"flood": Case(source, "", ())}, tmp_path, timeout=120)
+    assert results["flood"]["type"] is None, results
+    assert results["flood"]["seconds"] < 10 and results["flood"]["rss_growth_mib"] < 500, results
+
+
+def test_labelme_files_with_too_many_shapes_are_refused_naming_them(tmp_path, monkeypatch):
+    from segmodels.data.formats import labelme
+
+    monkeypatch.setattr(labelme, "MAX_SHAPES_PER_FILE", 30)
+    source = labelme_flood(tmp_path / "flood", files=3, size=64, shapes=30)
+    document = json.loads((source / "1.json").read_text())
+    document["shapes"].append(document["shapes"][0])
+    (source / "1.json").write_text(json.dumps(document))
+    error = refusal(source, tmp_path / "out")
+    assert [(issue.file.rsplit("/", 1)[-1], issue.reason) for issue in error.report.issues] == [
+        ("1.json", "bad annotation: 31 shapes, more than the 30 one file may have")]
+
+
+def test_labelme_shapes_covering_an_image_hundreds_of_times_are_refused(tmp_path):
+    """Whole-image rectangles: each costs the image's pixels; past MAX_PAINTED_LAYERS times over, one line."""
+    from segmodels.data.formats.labelme import MAX_PAINTED_LAYERS
+
+    source = labelme_flood(tmp_path / "flood", files=1, size=64, shapes=1)
+    document = json.loads((source / "0.json").read_text())
+    document["shapes"] = [{"label": "a", "points": [[0, 0], [63, 63]], "shape_type": "rectangle"}] * MAX_PAINTED_LAYERS
+    document["shapes"].append({"label": "b", "points": [[-9, -9], [30, 70]], "shape_type": "rectangle"})
+    (source / "0.json").write_text(json.dumps(document))
+    error = refusal(source, tmp_path / "out")
+    [issue] = error.report.issues
+    assert issue.file.endswith("0.json")
+    assert issue.reason == (f"bad annotation: shapes[{MAX_PAINTED_LAYERS}]: the shapes' boxes so far cover the "
+                            f"64x64 image more than {MAX_PAINTED_LAYERS} times over (refused as a flood)")
+    document["shapes"] = document["shapes"][MAX_PAINTED_LAYERS - 10 :]  # fewer: ingested, the last shape on top
+    (source / "0.json").write_text(json.dumps(document))
+    prepared = prepare(source, tmp_path / "fewer", "data.val_fraction=0", "data.test_fraction=0")
+    assert prepared.info.class_names == ["_background_", "a", "b"]
+    mask = np.asarray(Image.open(next((prepared.root / "masks").rglob("0.png"))))
+    assert (mask[:, :31] == 2).all() and (mask[:, 31:] == 1).all()
+
+
+@pytest.mark.parametrize("shape_type", ["polygon", "linestrip"])
+def test_a_labelme_outline_far_longer_than_its_image_is_refused(tmp_path, shape_type):
+    """20k points zigzagging from x=-250 to 250 on a 64x64 image: 10M pixels of outline, refused before drawing."""
+    source = labelme_flood(tmp_path / "flood", files=1, size=64, shapes=1)
+    document = json.loads((source / "0.json").read_text())
+    zigzag = [[250 if index % 2 else -250, index % 64] for index in range(20_000)]
+    document["shapes"].append({"label": "a" * 500, "points": zigzag, "shape_type": shape_type})
+    (source / "0.json").write_text(json.dumps(document))
+    error = refusal(source, tmp_path / "out")
+    [issue] = error.report.issues
+    assert issue.file.endswith("0.json") and len(issue.reason) < 300, issue.reason
+    assert issue.reason.startswith(f"bad annotation: shapes[1]: {shape_type} 'aaaa")
+    length = 20_000 * 500 if shape_type == "polygon" else 19_999 * 500  # a polygon closes its outline
+    assert issue.reason.endswith(f"... is {length} pixels long, more than 64 times the 64x64 image's height + width "
+                                 "(refused as a flood)")
