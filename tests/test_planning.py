@@ -227,3 +227,11 @@ def test_mlflow_run_main_with_experiment_auto_on_a_real_folder(tmp_path):
     assert params["model.mean"] != "None" and float(params["plan.budget_minutes"]) == 0.2
     plan = Path(mlflow.artifacts.download_artifacts(run_id=train.info.run_id, artifact_path="plan.md")).read_text()
     assert "median image 512x512" in plan and "orientation_free=True" in plan
+
+
+def test_typical_object_size_is_the_component_a_typical_pixel_lies_in():
+    from segmodels.data.fingerprint import pixel_weighted_median
+
+    assert pixel_weighted_median([1.0] * 100 + [50.0]) == 50.0  # a hundred specks of noise beside one object
+    assert pixel_weighted_median([10.0, 10.0, 10.0]) == 10.0
+    assert pixel_weighted_median([4.0, 3.0]) == 4.0

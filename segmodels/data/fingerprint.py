@@ -15,8 +15,9 @@ Written into ``dataset.yaml`` under ``fingerprint`` at ingest (:func:`dataset_fi
       orientation_free: false                # declared at ingest (data.orientation_free)
 
 Sizes come from the statistics of every image; intensity and object sizes from a fixed, seeded sample of at most
-``SAMPLE`` train images (bounded work whatever the data set's size). ``object_px`` is the median equivalent
-diameter (``2 * sqrt(area / pi)``) of the connected components of the class, in native pixels.
+``SAMPLE`` train images (bounded work whatever the data set's size). ``object_px`` is the equivalent diameter
+(``2 * sqrt(area / pi)``, native pixels) of the connected component a typical pixel of the class lies in (the
+area-weighted median, so that specks of label noise do not make a class look tiny).
 """
 
 from __future__ import annotations
@@ -67,6 +68,13 @@ def _component_diameters(mask: np.ndarray, num_classes: int) -> dict[int, list[f
     return diameters
 
 
+def pixel_weighted_median(diameters: list[float]) -> float:
+    """The diameter of the component holding the median pixel (components weighted by their area)."""
+    ordered = np.sort(np.asarray(diameters, dtype=np.float64))
+    cumulative = np.cumsum(ordered * ordered)  # area is proportional to the diameter squared
+    return float(ordered[np.searchsorted(cumulative, cumulative[-1] / 2)])
+
+
 def sampled_statistics(layout: Layout, images: list[Path], num_classes: int, seed: int = 0) -> dict:
     """Channel kind, per-channel intensity mean/std and per-class object sizes of a seeded sample of ``images``
     (the train split's, each with its mask in ``layout``)."""
@@ -90,7 +98,7 @@ def sampled_statistics(layout: Layout, images: list[Path], num_classes: int, see
             per_image[class_id] = per_image.get(class_id, 0) + 1
     mean = sums / max(pixels, 1)
     std = np.sqrt(np.maximum(squares / max(pixels, 1) - mean * mean, 0.0))
-    objects = {class_id: {"object_px": round(float(np.median(found)), 1),
+    objects = {class_id: {"object_px": round(pixel_weighted_median(found), 1),
                           "objects_per_image": round(len(found) / per_image[class_id], 2)}
                for class_id, found in diameters.items()}
     return {"channels": "grey" if grey else "rgb", "intensity": {
