@@ -76,12 +76,19 @@ def against_real_lakefs() -> bool:
     return bool(os.environ.get("LAKEFS_TEST_ENDPOINT"))
 
 
+# What every test starts from, taken before any fixture ran: a module-scoped fixture that runs a step in-process
+# (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID, system metrics set MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
+# run_step_cli sets the segmodels logger to INFO) is set up before a test's own fixtures, so restoring what a test
+# found would keep its state for every later module.
+MLFLOW_ENVIRONMENT = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+SEGMODELS_LOG_LEVEL = logging.getLogger("segmodels").level
+
+
 @pytest.fixture(autouse=True)
 def isolated_mlflow_state():
     """Leave no MLflow process state behind: a test's tracking URI or active experiment (set with
-    ``mlflow.set_experiment`` on a temp store, which also exports ``MLFLOW_EXPERIMENT_ID``) must not leak
-    into the next test."""
-    saved = {key: value for key, value in os.environ.items() if key.startswith("MLFLOW_")}
+    ``mlflow.set_experiment`` on a temp store, which also exports ``MLFLOW_EXPERIMENT_ID``), or a module
+    fixture's, must not leak into the next test: each ends with the session's starting ``MLFLOW_*`` variables."""
     yield
     while mlflow.active_run():
         mlflow.end_run()
@@ -89,17 +96,16 @@ def isolated_mlflow_state():
     mlflow_fluent._active_experiment_id = None  # MLflow has no public way to unset it
     for key in [key for key in os.environ if key.startswith("MLFLOW_")]:
         del os.environ[key]
-    os.environ.update(saved)
+    os.environ.update(MLFLOW_ENVIRONMENT)
 
 
 @pytest.fixture(autouse=True)
 def isolated_segmodels_log_level():
-    """Leave the ``segmodels`` logger's level as it was: a test that runs a step in-process
-    (``run_step_cli`` sets it to INFO, as a step's process should) must not change what later tests capture."""
-    logger = logging.getLogger("segmodels")
-    level = logger.level
+    """Leave the ``segmodels`` logger's level as the session found it: a test or module fixture that runs a step
+    in-process (``run_step_cli`` sets it to INFO, as a step's process should) must not change what later tests
+    capture."""
     yield
-    logger.setLevel(level)
+    logging.getLogger("segmodels").setLevel(SEGMODELS_LOG_LEVEL)
 
 
 @pytest.fixture(scope="session")
