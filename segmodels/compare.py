@@ -21,6 +21,7 @@ from mlflow.tracking import MlflowClient
 from segmodels.data.errors import DataValidationError
 from segmodels.data.info import DatasetInfo, load_dataset_info
 from segmodels.data.layout import SPLITS, Layout
+from segmodels.progress import quiet_mlflow_transfers_on_pipes
 from segmodels.redaction import redact_text, redact_value
 from segmodels.tracking import lineage
 from segmodels.tracking.run_ids import RunIdError, resolve_run
@@ -345,6 +346,7 @@ def run_cli(a: str, b: str, html_file: Path | None = None) -> None:
     from segmodels.config import load_config
     from segmodels.ui.lakefs_reader import BadInput, NotFound, open_reader
 
+    quiet_mlflow_transfers_on_pipes()
     client = MlflowClient()
     try:
         sides = [resolve(query, client) for query in (a, b)]

@@ -34,6 +34,13 @@ def interval_seconds() -> float:
     return value if 0 < value < float("inf") else DEFAULT_INTERVAL_S
 
 
+def quiet_mlflow_transfers_on_pipes() -> None:
+    """On a pipe (``mlflow run``, a CI log, a captured stream) no MLflow artifact transfer bars: they redraw with
+    carriage returns; this module reports progress there instead."""
+    if not on_terminal():
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
 def on_terminal(stream=None) -> bool:
     """True when `stream` (stderr by default) is a terminal, where a live bar redraws in place."""
     stream = stream or sys.stderr

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import sys
 from typing import Callable, Sequence
 
 from omegaconf import DictConfig
 
 from segmodels.config import ConfigError, load_config
-from segmodels.progress import on_terminal
+from segmodels.progress import quiet_mlflow_transfers_on_pipes
 from segmodels.redaction import install_excepthook, install_log_redaction, redact_text
 
 STEPS: dict[str, str] = {  # entry point -> module whose run(cfg) does the work
@@ -56,8 +55,7 @@ def configure_output(step: str) -> None:
     artifact transfer bars (they redraw with carriage returns: :mod:`segmodels.progress` reports there instead)."""
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s segmodels {step} %(levelname)s %(message)s")
     logging.getLogger("segmodels").setLevel(logging.INFO)
-    if not on_terminal():
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    quiet_mlflow_transfers_on_pipes()
 
 
 def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
