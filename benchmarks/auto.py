@@ -19,7 +19,6 @@ Data sets or weights that are absent are skipped. Prints each plan, its figures 
 from __future__ import annotations
 
 import argparse
-import math
 import shutil
 import sys
 import tempfile
@@ -74,7 +73,7 @@ def epochs_within(cfg, info, budget: float) -> int:
     """The epochs of ``cfg``'s model, size and batch that the budget holds at the measured speed (as the plan)."""
     import torch
 
-    from segmodels.planning import EPOCHS, TRAIN_SHARE_OF_BUDGET
+    from segmodels.planning import epochs_for_budget
     from segmodels.training.builder import instantiate_group
     from segmodels.training.speed import measure_seconds_per_image
 
@@ -82,8 +81,7 @@ def epochs_within(cfg, info, budget: float) -> int:
         cfg.transforms.image_size] * 2
     model = instantiate_group("model", cfg.model, num_classes=info.num_classes)
     seconds = measure_seconds_per_image(model, size, int(cfg.trainer.batch_size), torch.device("cpu"))
-    per_epoch = seconds * (info.splits["train"] + info.splits["val"] / 3)
-    return int(min(EPOCHS[1], max(EPOCHS[0], math.floor(budget * 60 * TRAIN_SHARE_OF_BUDGET / per_epoch))))
+    return epochs_for_budget(seconds, info.splits["train"], info.splits["val"], budget)[0]
 
 
 def run_variant(name: str, overrides: list[str], data_root: Path, work: Path, budget: float) -> dict:
@@ -97,17 +95,14 @@ def run_variant(name: str, overrides: list[str], data_root: Path, work: Path, bu
     from segmodels.pipeline.plan import default_model, render_plan, starts_from_weights
     from segmodels.planning import PlanContext, make_plan
     from segmodels.training import train
-    from segmodels.training.builder import instantiate_group
-    from segmodels.training.speed import measure_seconds_per_image
+    from segmodels.training.speed import model_seconds_per_image
 
     info = load_dataset_info(data_root)
     common = ["trainer.progress_bar=false", "trainer.num_workers=1", f"plan.budget_minutes={budget}"]
     cfg = load_config("train", [*overrides, *common])
     if cfg.plan.mode == "auto":
         def speed(model: str, size: list[int], batch: int) -> float:
-            model_cfg = load_config("train", [f"model={model}"]).model
-            built = instantiate_group("model", model_cfg, num_classes=info.num_classes)
-            return measure_seconds_per_image(built, size, batch, torch.device("cpu"))
+            return model_seconds_per_image(model, info.num_classes, size, batch, torch.device("cpu"))
 
         model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), default_model())
         pretrained = starts_from_weights(cfg.model)

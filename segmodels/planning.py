@@ -176,6 +176,14 @@ def plan_loss(plan: Plan, fingerprint: dict) -> None:
         plan.set("loss.class_weights", weights or "null", weight_rule, evidence)
 
 
+def epochs_for_budget(seconds_per_image: float, train: int, val: int, budget_minutes: float) -> tuple[int, float]:
+    """The epochs (within EPOCHS) that TRAIN_SHARE_OF_BUDGET of the budget holds, and the seconds of one epoch (a
+    validation image costs about a third of a train step)."""
+    per_epoch = seconds_per_image * (train + val / 3)
+    budget = budget_minutes * 60 * TRAIN_SHARE_OF_BUDGET
+    return int(min(EPOCHS[1], max(EPOCHS[0], budget // max(per_epoch, 1e-9)))), per_epoch
+
+
 def plan_schedule(plan: Plan, fingerprint: dict, context: PlanContext, size: list[int], speed: Speed) -> None:
     """Batch size from the device and data set size; epochs from the time budget and the measured speed; lr and
     warm-up for a pretrained or a scratch encoder."""
@@ -187,9 +195,7 @@ def plan_schedule(plan: Plan, fingerprint: dict, context: PlanContext, size: lis
     plan.set("trainer.batch_size", batch, f"{MAX_BATCH[context.device]} on {context.device}, at most a quarter of "
              "the train images, at least 2", f"{train} train images")
     seconds = speed(context.model, size, batch)
-    per_epoch = seconds * (train + val / 3)  # a validation image costs about a third of a train step
-    budget = context.budget_minutes * 60 * TRAIN_SHARE_OF_BUDGET
-    epochs = int(min(EPOCHS[1], max(EPOCHS[0], budget // max(per_epoch, 1e-9))))
+    epochs, per_epoch = epochs_for_budget(seconds, train, val, context.budget_minutes)
     plan.set("trainer.epochs", epochs,
              f"{TRAIN_SHARE_OF_BUDGET:.0%} of the {context.budget_minutes:g}-minute budget / the measured epoch time, "
              f"within {EPOCHS[0]}..{EPOCHS[1]}",

@@ -51,16 +51,12 @@ def planned_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
                           pretrained=starts_from_weights(cfg.model))
 
     def speed(model: str, size: list[int], batch: int) -> float:
-        from segmodels.training.builder import instantiate_group
-        from segmodels.training.speed import cached_speed, measure_seconds_per_image, speed_key
+        from segmodels.training.speed import cached_speed, model_seconds_per_image, speed_key
 
         def measure() -> float:
             log.info("plan: measuring the training speed of %s at %dx%d, batch %d (once on this machine)",
                      model, size[0], size[1], batch)
-            model_cfg = load_config("train", [f"model={model}", "++model.pretrained=false",
-                                              "++model.pretrained_path=null"])
-            built = instantiate_group("model", model_cfg.model, num_classes=info.num_classes)
-            return measure_seconds_per_image(built, size, batch, torch.device(device))
+            return model_seconds_per_image(model, info.num_classes, size, batch, torch.device(device))
 
         return cached_speed(speed_key(model, size, batch, torch.device(device)), measure)
 

@@ -43,6 +43,17 @@ def measure_seconds_per_image(model: nn.Module, size: list[int], batch: int, dev
     return elapsed / (TIMED_STEPS * batch)
 
 
+def model_seconds_per_image(model: str, num_classes: int, size: list[int], batch: int, device: torch.device) -> float:
+    """:func:`measure_seconds_per_image` of the model config ``conf/model/<model>.yaml`` (no pretrained weights: the
+    speed does not depend on them)."""
+    from segmodels.config import load_config
+    from segmodels.training.builder import instantiate_group
+
+    model_cfg = load_config("train", [f"model={model}", "++model.pretrained=false", "++model.pretrained_path=null"])
+    built = instantiate_group("model", model_cfg.model, num_classes=num_classes)
+    return measure_seconds_per_image(built, size, batch, device)
+
+
 def cached_speed(key: str, measure: Callable[[], float], home: Path | None = None) -> float:
     """The seconds per image recorded under ``key``, measured (and recorded) on first use."""
     path = segmodels_home(home) / SPEED_FILE
