@@ -39,7 +39,7 @@ def block_layout(images: list[Path], masks: list[Path], counts: tuple[int, int, 
     for split, count in zip(("train", "val", "test"), counts):
         for kind, files in (("images", images), ("masks", masks)):
             (target / kind / split).mkdir(parents=True)
-            for path in files[start:start + count]:
+            for path in files[start : start + count]:
                 shutil.copy(path, target / kind / split / path.name)
         start += count
     return target
@@ -53,19 +53,39 @@ def datasets(root: Path, only: set[str]) -> list[tuple[str, Path, list[str], dic
     """(name, source folder, ingest overrides, {variant: train overrides}) of each data set present."""
     found = []
     if "camvid" in only and (CAMVID / "val").is_dir() and WEIGHTS.is_file():
-        found.append(("camvid", segnet_layout(root / "camvid"), ["experiment=camvid"],
-                      {"recipe camvid": ["experiment=camvid", f"model.pretrained_path={WEIGHTS}"],
-                       "auto": ["experiment=auto", *PRETRAINED]}))
+        found.append(
+            (
+                "camvid",
+                segnet_layout(root / "camvid"),
+                ["experiment=camvid"],
+                {
+                    "recipe camvid": ["experiment=camvid", f"model.pretrained_path={WEIGHTS}"],
+                    "auto": ["experiment=auto", *PRETRAINED],
+                },
+            )
+        )
     if "isbi" in only and ISBI.is_dir():
-        source = block_layout(numbered(ISBI / "image", "*.png"), numbered(ISBI / "label", "*.png"), (24, 3, 3),
-                              root / "isbi")
-        found.append(("isbi", source, ["experiment=isbi"],
-                      {"recipe isbi": ["experiment=isbi"], "auto": ["experiment=auto"]}))
+        source = block_layout(
+            numbered(ISBI / "image", "*.png"), numbered(ISBI / "label", "*.png"), (24, 3, 3), root / "isbi"
+        )
+        found.append(
+            ("isbi", source, ["experiment=isbi"], {"recipe isbi": ["experiment=isbi"], "auto": ["experiment=auto"]})
+        )
     if "human_seg" in only and HUMAN.is_dir() and WEIGHTS.is_file():
-        source = block_layout(numbered(HUMAN / "Training_Images", "*.jpg"), numbered(HUMAN / "Ground_Truth", "*.png"),
-                              (230, 30, 30), root / "human_seg")
-        found.append(("human_seg", source, ["data.resize_masks=true"],
-                      {"defaults": PRETRAINED, "auto": ["experiment=auto", *PRETRAINED]}))
+        source = block_layout(
+            numbered(HUMAN / "Training_Images", "*.jpg"),
+            numbered(HUMAN / "Ground_Truth", "*.png"),
+            (230, 30, 30),
+            root / "human_seg",
+        )
+        found.append(
+            (
+                "human_seg",
+                source,
+                ["data.resize_masks=true"],
+                {"defaults": PRETRAINED, "auto": ["experiment=auto", *PRETRAINED]},
+            )
+        )
     return found
 
 
@@ -77,8 +97,11 @@ def epochs_within(cfg, info, budget: float) -> int:
     from segmodels.training.builder import instantiate_group
     from segmodels.training.speed import measure_seconds_per_image
 
-    size = list(cfg.transforms.image_size) if not isinstance(cfg.transforms.image_size, int) else [
-        cfg.transforms.image_size] * 2
+    size = (
+        list(cfg.transforms.image_size)
+        if not isinstance(cfg.transforms.image_size, int)
+        else [cfg.transforms.image_size] * 2
+    )
     model = instantiate_group("model", cfg.model, num_classes=info.num_classes)
     seconds = measure_seconds_per_image(model, size, int(cfg.trainer.batch_size), torch.device("cpu"))
     return epochs_for_budget(seconds, info.splits["train"], info.splits["val"], budget)[0]
@@ -101,13 +124,18 @@ def run_variant(name: str, overrides: list[str], data_root: Path, work: Path, bu
     common = ["trainer.progress_bar=false", "trainer.num_workers=1", f"plan.budget_minutes={budget}"]
     cfg = load_config("train", [*overrides, *common])
     if cfg.plan.mode == "auto":
+
         def speed(model: str, size: list[int], batch: int) -> float:
             return model_seconds_per_image(model, info.num_classes, size, batch, torch.device("cpu"))
 
         model = next((o.split("=", 1)[1] for o in overrides if o.startswith("model=")), default_model())
         pretrained = starts_from_weights(cfg.model)
-        plan = make_plan(info.extra["fingerprint"], PlanContext(budget, "cpu", model, pretrained), speed,
-                         user_chose_model=any(o.startswith("model=") for o in overrides))
+        plan = make_plan(
+            info.extra["fingerprint"],
+            PlanContext(budget, "cpu", model, pretrained),
+            speed,
+            user_chose_model=any(o.startswith("model=") for o in overrides),
+        )
         print(render_plan(plan.rules()), flush=True)
         cfg = load_config("train", [*plan.overrides(), *overrides, *common, "plan.mode=applied"])
     else:
@@ -117,8 +145,11 @@ def run_variant(name: str, overrides: list[str], data_root: Path, work: Path, bu
     minutes = (time.perf_counter() - start) / 60
     model, spec = load_package(result.package_dir)
     test = evaluate_split(model, spec, data_root, "test")
-    print(f"  {name}: {len(result.history)} epochs at {list(spec.image_size)} in {minutes:.1f} min, best val mIoU "
-          f"{result.best_metrics['val_miou']:.3f}, test mIoU {test['miou']:.3f}", flush=True)
+    print(
+        f"  {name}: {len(result.history)} epochs at {list(spec.image_size)} in {minutes:.1f} min, best val mIoU "
+        f"{result.best_metrics['val_miou']:.3f}, test mIoU {test['miou']:.3f}",
+        flush=True,
+    )
     return {"minutes": minutes, "test_miou": test["miou"]}
 
 
@@ -140,19 +171,25 @@ def main() -> None:
         for name, source, ingest_overrides, variants in datasets(root / "sources", set(args.only.split(","))):
             data = load_config("ingest", ingest_overrides).data
             prepared = prepare_dataset(source, root / name, data, on_error="fail", split_seed=0)
-            print(f"{name}: splits {prepared.info.splits}, {prepared.info.num_classes} classes, "
-                  f"budget {args.budget:g} min per variant", flush=True)
-            results[name] = {variant: run_variant(variant, overrides, prepared.root, root / f"{name}-{index}",
-                                                  args.budget)
-                             for index, (variant, overrides) in enumerate(variants.items())}
+            print(
+                f"{name}: splits {prepared.info.splits}, {prepared.info.num_classes} classes, "
+                f"budget {args.budget:g} min per variant",
+                flush=True,
+            )
+            results[name] = {
+                variant: run_variant(variant, overrides, prepared.root, root / f"{name}-{index}", args.budget)
+                for index, (variant, overrides) in enumerate(variants.items())
+            }
     if not results:
         print("skipped: ../shared/realdata (or its weights) absent")
         return
     print("\ntest mIoU at full resolution (same budget per data set):")
     for name, runs in results.items():
         (base_name, base), (_, auto) = list(runs.items())
-        print(f"  {name:<10} {base_name:<15} {base['test_miou']:.3f}   auto {auto['test_miou']:.3f}   "
-              f"difference {auto['test_miou'] - base['test_miou']:+.3f}")
+        print(
+            f"  {name:<10} {base_name:<15} {base['test_miou']:.3f}   auto {auto['test_miou']:.3f}   "
+            f"difference {auto['test_miou'] - base['test_miou']:+.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def segnet_layout(target: Path) -> Path:
     for split, count in SPLITS:
         for kind, source in ((split, "val"), (f"{split}annot", "valannot")):
             (target / kind).mkdir(parents=True)
-            for frame in frames[start:start + count]:
+            for frame in frames[start : start + count]:
                 shutil.copy(CAMVID / source / frame.name, target / kind / frame.name)
         start += count
     shutil.copy(CAMVID / "class_names.txt", target / "class_names.txt")
@@ -54,11 +54,17 @@ def run_variant(name: str, overrides: list[str], data_root: Path, work: Path) ->
     minutes = (time.perf_counter() - start) / 60
     model, spec = load_package(result.package_dir)
     test = evaluate_split(model, spec, data_root, "test")
-    print(f"  {name}: {len(result.history)} epochs in {minutes:.1f} min, best val mIoU "
-          f"{result.best_metrics['val_miou']:.3f} (epoch {result.best_epoch + 1}), test mIoU {test['miou']:.3f}",
-          flush=True)
-    return {"minutes": minutes, "val_miou": result.best_metrics["val_miou"], "test": test,
-            "class_names": spec.class_names}
+    print(
+        f"  {name}: {len(result.history)} epochs in {minutes:.1f} min, best val mIoU "
+        f"{result.best_metrics['val_miou']:.3f} (epoch {result.best_epoch + 1}), test mIoU {test['miou']:.3f}",
+        flush=True,
+    )
+    return {
+        "minutes": minutes,
+        "val_miou": result.best_metrics["val_miou"],
+        "test": test,
+        "class_names": spec.class_names,
+    }
 
 
 def main() -> None:
@@ -80,19 +86,27 @@ def main() -> None:
         root = Path(sandbox)
         data = load_config("ingest", ["experiment=camvid"]).data
         prepared = prepare_dataset(segnet_layout(root / "source"), root / "data", data, on_error="fail", split_seed=0)
-        print(f"CamVid: splits {prepared.info.splits}, {prepared.info.num_classes} classes "
-              f"(Unlabelled ignored); test scored at 480x360", flush=True)
-        pretrained = run_variant("pretrained", [*common, f"model.pretrained_path={WEIGHTS}"], prepared.root,
-                                 root / "pretrained")
+        print(
+            f"CamVid: splits {prepared.info.splits}, {prepared.info.num_classes} classes "
+            f"(Unlabelled ignored); test scored at 480x360",
+            flush=True,
+        )
+        pretrained = run_variant(
+            "pretrained", [*common, f"model.pretrained_path={WEIGHTS}"], prepared.root, root / "pretrained"
+        )
         scratch = run_variant("scratch", [*common, "trainer.encoder_lr_scale=1.0"], prepared.root, root / "scratch")
     names = pretrained["class_names"]
     print("per-class test IoU   pretrained  scratch")
     for index, name in enumerate(names):
-        print(f"  {name:<18} {pretrained['test']['iou_per_class'][index]:10.3f} "
-              f"{scratch['test']['iou_per_class'][index]:8.3f}")
+        print(
+            f"  {name:<18} {pretrained['test']['iou_per_class'][index]:10.3f} "
+            f"{scratch['test']['iou_per_class'][index]:8.3f}"
+        )
     gain = pretrained["test"]["miou"] - scratch["test"]["miou"]
-    print(f"test mIoU at full resolution: pretrained {pretrained['test']['miou']:.3f} (goal >= 0.45), "
-          f"scratch {scratch['test']['miou']:.3f}, gain {gain:+.3f} (goal >= 0.10)")
+    print(
+        f"test mIoU at full resolution: pretrained {pretrained['test']['miou']:.3f} (goal >= 0.45), "
+        f"scratch {scratch['test']['miou']:.3f}, gain {gain:+.3f} (goal >= 0.10)"
+    )
     print(f"pretrained training: {pretrained['minutes']:.1f} min (goal <= 20 on 2 cores)")
     ok = pretrained["test"]["miou"] >= 0.45 and gain >= 0.10 and pretrained["minutes"] <= 20
     print("goals met" if ok else "goals NOT met")

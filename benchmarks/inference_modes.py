@@ -7,6 +7,7 @@ that all see the same machine load).
 The model is a small untrained U-Net (resnet18 encoder) trained for ``--model-size`` (256: sliding windows of
 256x256); the device is CUDA when there is one, else the CPU.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,11 +48,14 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = create_model("unet", 21, encoder_name="resnet18", decoder_channels=[64, 32, 16, 16, 16]).eval().to(device)
-    spec = ModelSpec.from_model(model, num_classes=21, class_names=[str(i) for i in range(21)],
-                                image_size=[args.model_size, args.model_size])
+    spec = ModelSpec.from_model(
+        model, num_classes=21, class_names=[str(i) for i in range(21)], image_size=[args.model_size, args.model_size]
+    )
     rng = np.random.default_rng(0)
-    print(f"device {device}, threads {torch.get_num_threads()}, model size {args.model_size}, "
-          f"median of {args.repeats} runs, seconds per image (ratio to resize)")
+    print(
+        f"device {device}, threads {torch.get_num_threads()}, model size {args.model_size}, "
+        f"median of {args.repeats} runs, seconds per image (ratio to resize)"
+    )
     print(f"{'image (WxH)':>12} " + " ".join(f"{name:>20}" for name in MODES))
     for text in args.sizes:
         height, width = size_of(text)

@@ -52,12 +52,30 @@ def worker(args) -> None:
     lakefs = connect()
     lakefs.ensure_repository(args.repo, default_branch=cfg.lakefs.data_branch)
     start = time.perf_counter()
-    result = ingest(lakefs, args.source, cfg.data, args.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix,
-                    on_error=cfg.on_error, split_seed=cfg.split_seed, work_dir=Path(args.work))
+    result = ingest(
+        lakefs,
+        args.source,
+        cfg.data,
+        args.repo,
+        cfg.lakefs.data_branch,
+        cfg.lakefs.data_prefix,
+        on_error=cfg.on_error,
+        split_seed=cfg.split_seed,
+        work_dir=Path(args.work),
+    )
     seconds = time.perf_counter() - start
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"seconds": seconds, "uploaded": result.uploaded_files, "changed": result.changed,
-                      "images": result.stats.num_images, "peak_rss_mib": peak_kib / 1024}))
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "uploaded": result.uploaded_files,
+                "changed": result.changed,
+                "images": result.stats.num_images,
+                "peak_rss_mib": peak_kib / 1024,
+            }
+        )
+    )
 
 
 def run_worker(env: dict, source: Path, repo: str, work: Path) -> dict:
@@ -81,21 +99,28 @@ def main() -> None:
     if args.worker:
         return worker(args)
 
-    from segmodels.lakefs_server import create_server
+    from embedded_lakefs import create_server
 
     small = max(1, args.images // 10)
     with tempfile.TemporaryDirectory(prefix="segmodels-bench-ingest-") as scratch:
         scratch = Path(scratch)
         server = create_server(scratch / "lakefs").start_in_thread()
         env = {key: value for key, value in os.environ.items() if not key.startswith("LAKECTL_")}
-        env.update({"LAKECTL_SERVER_ENDPOINT_URL": server.endpoint, "SEGMODELS_HOME": str(scratch / "home"),
-                    "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": server.access_key_id,
-                    "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": server.secret_access_key})
+        env.update(
+            {
+                "LAKECTL_SERVER_ENDPOINT_URL": server.endpoint,
+                "SEGMODELS_HOME": str(scratch / "home"),
+                "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": server.access_key_id,
+                "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": server.secret_access_key,
+            }
+        )
         try:
             start = time.perf_counter()
             large_source = write_source(scratch / "large", args.images, args.size, args.binary)
             small_source = write_source(scratch / "small", small, args.size, args.binary)
-            print(f"wrote sources ({args.images} and {small} images of {args.size}x{args.size}) in {time.perf_counter() - start:.1f}s")
+            print(
+                f"wrote sources ({args.images} and {small} images of {args.size}x{args.size}) in {time.perf_counter() - start:.1f}s"
+            )
             first = run_worker(env, large_source, "bench-large", scratch / "work-large")
             again = run_worker(env, large_source, "bench-large", scratch / "work-large")
             cold = run_worker(env, large_source, "bench-large", scratch / "work-cold")
@@ -105,12 +130,20 @@ def main() -> None:
     assert first["changed"] and not again["changed"] and again["uploaded"] == 0 and not cold["changed"]
     ratio = again["seconds"] / first["seconds"]
     rss_ratio = first["peak_rss_mib"] / baseline["peak_rss_mib"]
-    print(f"first ingest:   {args.images} images in {first['seconds']:.1f}s = {args.images / first['seconds']:.1f} images/s "
-          f"({first['uploaded']} files uploaded)")
-    print(f"re-ingest:      {again['seconds']:.2f}s, {again['uploaded']} uploaded, no commit = {ratio:.1%} of the first (goal < 10%)")
-    print(f"re-ingest without the local cache: {cold['seconds']:.2f}s = {cold['seconds'] / first['seconds']:.1%} of the first, {cold['uploaded']} uploaded")
-    print(f"peak RSS:       {first['peak_rss_mib']:.0f} MiB for {args.images} images vs {baseline['peak_rss_mib']:.0f} MiB "
-          f"for {small} = {rss_ratio:.2f}x (goal < 1.5x)")
+    print(
+        f"first ingest:   {args.images} images in {first['seconds']:.1f}s = {args.images / first['seconds']:.1f} images/s "
+        f"({first['uploaded']} files uploaded)"
+    )
+    print(
+        f"re-ingest:      {again['seconds']:.2f}s, {again['uploaded']} uploaded, no commit = {ratio:.1%} of the first (goal < 10%)"
+    )
+    print(
+        f"re-ingest without the local cache: {cold['seconds']:.2f}s = {cold['seconds'] / first['seconds']:.1%} of the first, {cold['uploaded']} uploaded"
+    )
+    print(
+        f"peak RSS:       {first['peak_rss_mib']:.0f} MiB for {args.images} images vs {baseline['peak_rss_mib']:.0f} MiB "
+        f"for {small} = {rss_ratio:.2f}x (goal < 1.5x)"
+    )
 
 
 if __name__ == "__main__":

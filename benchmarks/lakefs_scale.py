@@ -34,8 +34,8 @@ from lakefs_sdk.client import LakeFSClient
 
 sys.path.insert(0, os.getcwd())  # the segmodels of the current directory, not the installed one
 import segmodels  # noqa: E402
-from segmodels.lakefs_server import create_server  # noqa: E402
-from segmodels.lakefs_server.catalog import Catalog, Entry  # noqa: E402
+from embedded_lakefs import create_server  # noqa: E402
+from embedded_lakefs.catalog import Catalog, Entry  # noqa: E402
 
 REPO = "scale"
 CHANGES = 10
@@ -54,8 +54,15 @@ def entries(n: int):
     """The ``n`` populated entries, generated one at a time (their blobs do not exist, and are never read)."""
     for i in range(n):
         key = b"%d" % i
-        yield Entry(path=path_of(i), address=hashlib.sha256(key).hexdigest(), checksum=hashlib.md5(key).hexdigest(),
-                    size=100_000 + i * 7919 % 900_000, mtime=1_700_000_000 + i, content_type="image/png", metadata={})
+        yield Entry(
+            path=path_of(i),
+            address=hashlib.sha256(key).hexdigest(),
+            checksum=hashlib.md5(key).hexdigest(),
+            size=100_000 + i * 7919 % 900_000,
+            mtime=1_700_000_000 + i,
+            content_type="image/png",
+            metadata={},
+        )
 
 
 def populate(db_path: Path, n: int) -> float:
@@ -78,8 +85,9 @@ def used_db_bytes(data_dir: Path) -> int:
         busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:
             raise RuntimeError("WAL checkpoint blocked")
-        pages, free, page_size = (conn.execute(f"PRAGMA {name}").fetchone()[0]
-                                  for name in ("page_count", "freelist_count", "page_size"))
+        pages, free, page_size = (
+            conn.execute(f"PRAGMA {name}").fetchone()[0] for name in ("page_count", "freelist_count", "page_size")
+        )
     wal = data_dir / "lakefs.db-wal"
     return (pages - free) * page_size + (wal.stat().st_size if wal.exists() else 0)
 
@@ -110,8 +118,9 @@ def measure(sdk: LakeFSClient, data_dir: Path, n: int, repeat: int) -> dict[str,
     result["commit"], new = timed(lambda: commit(sdk, "main", f"change {CHANGES} (round {repeat})"))
     result["growth"] = (used_db_bytes(data_dir) - before) / 1024
 
-    result["diff"], diff = timed(lambda: sdk.refs_api.diff_refs(REPO, left_ref=new.parents[0], right_ref=new.id,
-                                                                amount=PAGE))
+    result["diff"], diff = timed(
+        lambda: sdk.refs_api.diff_refs(REPO, left_ref=new.parents[0], right_ref=new.id, amount=PAGE)
+    )
     if len(diff.results) != CHANGES:
         raise RuntimeError(f"diff of {CHANGES} changes gave {len(diff.results)} results")
 
@@ -121,13 +130,15 @@ def measure(sdk: LakeFSClient, data_dir: Path, n: int, repeat: int) -> dict[str,
     commit(sdk, branch, f"change {CHANGES} on {branch}")
     upload_changes(sdk, "main", [(n // (2 * CHANGES) + repeat) % n], f"main {repeat}")
     commit(sdk, "main", "change 1 on main")
-    result["merge"], _ = timed(lambda: sdk.refs_api.merge_into_branch(
-        REPO, source_ref=branch, destination_branch="main", merge=lakefs_sdk.Merge(message=f"merge {branch}")))
+    result["merge"], _ = timed(
+        lambda: sdk.refs_api.merge_into_branch(
+            REPO, source_ref=branch, destination_branch="main", merge=lakefs_sdk.Merge(message=f"merge {branch}")
+        )
+    )
 
     start = max(0, min(n // 2 + repeat, n - PAGE))
     after = path_of(start - 1) if start else "datasets/"
-    result["list"], listing = timed(lambda: sdk.objects_api.list_objects(REPO, ref="main", amount=PAGE,
-                                                                         after=after))
+    result["list"], listing = timed(lambda: sdk.objects_api.list_objects(REPO, ref="main", amount=PAGE, after=after))
     if len(listing.results) != min(PAGE, n):
         raise RuntimeError(f"list of a page of {PAGE} gave {len(listing.results)} results")
     result["stat"], _ = timed(lambda: sdk.objects_api.stat_object(REPO, "main", path_of((n // 3 + repeat) % n)))
@@ -141,8 +152,7 @@ def run_size(work: Path, n: int, repeats: int) -> dict[str, float]:
     populate_s = populate(data_dir / "lakefs.db", n)
     server = create_server(data_dir, access_key_id=KEY_ID, secret_access_key=SECRET, fsync=True).start_in_thread()
     try:
-        sdk = LakeFSClient(lakefs_sdk.Configuration(host=server.endpoint + "/api/v1", username=KEY_ID,
-                                                    password=SECRET))
+        sdk = LakeFSClient(lakefs_sdk.Configuration(host=server.endpoint + "/api/v1", username=KEY_ID, password=SECRET))
         sdk.objects_api.list_objects(REPO, ref="main", amount=PAGE)  # connects, warms the sdk up
         rounds = [measure(sdk, data_dir, n, r) for r in range(repeats)]
     finally:
@@ -165,34 +175,52 @@ def main() -> None:
     if sizes[0] < PAGE:
         parser.error(f"sizes must be at least {PAGE} (a full page to list)")
     bulk = hasattr(Catalog, "stage_entries")
-    print(f"segmodels from {Path(segmodels.__file__).parent}, populate with "
-          f"{'Catalog.stage_entries' if bulk else 'Catalog.put_entry per entry (no stage_entries)'}, "
-          f"fsync=True, cpus={os.cpu_count()}, repeats={args.repeats} (medians)")
-    print(f"goals: N={sizes[-1]:,} times within {MAX_RATIO:g}x of N={sizes[0]:,}, commit of {CHANGES} < "
-          f"{MAX_COMMIT_MS:g} ms, DB growth per commit of {CHANGES} < {MAX_GROWTH_KB:g} KB")
-    print(f"{'objects':>11}{'populate s':>12}{'commit ms':>11}{'diff ms':>10}{'merge ms':>10}{'list ms':>10}"
-          f"{'stat ms':>10}{'growth KB':>11}")
+    print(
+        f"segmodels from {Path(segmodels.__file__).parent}, populate with "
+        f"{'Catalog.stage_entries' if bulk else 'Catalog.put_entry per entry (no stage_entries)'}, "
+        f"fsync=True, cpus={os.cpu_count()}, repeats={args.repeats} (medians)"
+    )
+    print(
+        f"goals: N={sizes[-1]:,} times within {MAX_RATIO:g}x of N={sizes[0]:,}, commit of {CHANGES} < "
+        f"{MAX_COMMIT_MS:g} ms, DB growth per commit of {CHANGES} < {MAX_GROWTH_KB:g} KB"
+    )
+    print(
+        f"{'objects':>11}{'populate s':>12}{'commit ms':>11}{'diff ms':>10}{'merge ms':>10}{'list ms':>10}"
+        f"{'stat ms':>10}{'growth KB':>11}"
+    )
     results = {}
     with tempfile.TemporaryDirectory(prefix="lakefs-scale-") as tmp:
         for n in sizes:
             m = results[n] = run_size(Path(tmp), n, args.repeats)
-            print(f"{n:>11,}{m['populate']:>12.2f}{m['commit']:>11.1f}{m['diff']:>10.1f}{m['merge']:>10.1f}"
-                  f"{m['list']:>10.1f}{m['stat']:>10.1f}{m['growth']:>11.1f}", flush=True)
+            print(
+                f"{n:>11,}{m['populate']:>12.2f}{m['commit']:>11.1f}{m['diff']:>10.1f}{m['merge']:>10.1f}"
+                f"{m['list']:>10.1f}{m['stat']:>10.1f}{m['growth']:>11.1f}",
+                flush=True,
+            )
     first, last = results[sizes[0]], results[sizes[-1]]
     ratios = {op: last[op] / first[op] for op in OPERATIONS}
-    print(f"{'ratio':>11}{'':>12}" + "".join(f"{ratios[op]:>{w}.2f}x" for op, w in
-                                            zip(OPERATIONS, (10, 9, 9, 9, 9))) + f"   (N={sizes[-1]:,} / N={sizes[0]:,})")
+    print(
+        f"{'ratio':>11}{'':>12}"
+        + "".join(f"{ratios[op]:>{w}.2f}x" for op, w in zip(OPERATIONS, (10, 9, 9, 9, 9)))
+        + f"   (N={sizes[-1]:,} / N={sizes[0]:,})"
+    )
 
     print("\ngoals:")
     for op in OPERATIONS:
-        print(f"  {op:<7} N={sizes[-1]:,} within {MAX_RATIO:g}x of N={sizes[0]:,}: {ratios[op]:6.2f}x  "
-              f"{verdict(ratios[op] <= MAX_RATIO)}")
+        print(
+            f"  {op:<7} N={sizes[-1]:,} within {MAX_RATIO:g}x of N={sizes[0]:,}: {ratios[op]:6.2f}x  "
+            f"{verdict(ratios[op] <= MAX_RATIO)}"
+        )
     worst_commit = max(m["commit"] for m in results.values())
     worst_growth = max(m["growth"] for m in results.values())
-    print(f"  commit of {CHANGES} < {MAX_COMMIT_MS:g} ms at every N: worst {worst_commit:.1f} ms  "
-          f"{verdict(worst_commit < MAX_COMMIT_MS)}")
-    print(f"  DB growth per commit of {CHANGES} < {MAX_GROWTH_KB:g} KB at every N: worst {worst_growth:.1f} KB  "
-          f"{verdict(worst_growth < MAX_GROWTH_KB)}")
+    print(
+        f"  commit of {CHANGES} < {MAX_COMMIT_MS:g} ms at every N: worst {worst_commit:.1f} ms  "
+        f"{verdict(worst_commit < MAX_COMMIT_MS)}"
+    )
+    print(
+        f"  DB growth per commit of {CHANGES} < {MAX_GROWTH_KB:g} KB at every N: worst {worst_growth:.1f} KB  "
+        f"{verdict(worst_growth < MAX_GROWTH_KB)}"
+    )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from segmodels.lakefs_server import create_server
+from embedded_lakefs import create_server
 from segmodels.versioning import LakeFS, LakeFSSettings
 from segmodels.versioning.hashing import file_md5
 
@@ -78,15 +78,22 @@ def main() -> None:
         work = Path(tmp)
         server = create_server(work / "server", fsync=not args.no_fsync).start_in_thread()
         try:
-            client = LakeFS(LakeFSSettings(server.endpoint, server.access_key_id, server.secret_access_key),
-                            home=work / "home")
+            client = LakeFS(
+                LakeFSSettings(server.endpoint, server.access_key_id, server.secret_access_key), home=work / "home"
+            )
             client.ensure_repository("bench")
-            print(f"embedded lakeFS at {server.endpoint}, workers={args.workers}, fsync={not args.no_fsync}, "
-                  f"cpus={os.cpu_count()}")
-            print("goals: large files >= 0.5x of a plain copy, per-object overhead < 3 ms, "
-                  "cached re-download < 5% of the first")
-            print(f"{'data set':<15}{'copy s':>9}{'upload s':>10}{'up ratio':>10}{'download s':>12}"
-                  f"{'down ratio':>12}{'ms/object up':>14}{'cached s':>10}{'cached %':>10}")
+            print(
+                f"embedded lakeFS at {server.endpoint}, workers={args.workers}, fsync={not args.no_fsync}, "
+                f"cpus={os.cpu_count()}"
+            )
+            print(
+                "goals: large files >= 0.5x of a plain copy, per-object overhead < 3 ms, "
+                "cached re-download < 5% of the first"
+            )
+            print(
+                f"{'data set':<15}{'copy s':>9}{'upload s':>10}{'up ratio':>10}{'download s':>12}"
+                f"{'down ratio':>12}{'ms/object up':>14}{'cached s':>10}{'cached %':>10}"
+            )
             extra: list[str] = []
             for name, (count, size) in DATASETS.items():
                 source = work / "src" / name.replace(" ", "")
@@ -97,28 +104,39 @@ def main() -> None:
                 shutil.rmtree(work / "copy")
                 md5_s = timed(lambda: md5_all(source))
                 prefix = source.name
-                up_s = timed(lambda: client.upload_directory("bench", "main", source, prefix=prefix,
-                                                             workers=args.workers))
+                up_s = timed(
+                    lambda: client.upload_directory("bench", "main", source, prefix=prefix, workers=args.workers)
+                )
                 commit = client.commit("bench", "main", f"add {name}")
                 down_s = timed(lambda: client.download_prefix("bench", commit.id, prefix, workers=args.workers))
                 cached_s = timed(lambda: client.download_prefix("bench", commit.id, prefix, workers=args.workers))
                 per_object_ms = max(0.0, up_s - copy_s) / count * 1000
-                print(f"{name:<15}{copy_s:>9.3f}{up_s:>10.3f}{copy_s / up_s:>9.2f}x{down_s:>12.3f}"
-                      f"{copy_s / down_s:>11.2f}x{per_object_ms:>14.2f}{cached_s:>10.4f}"
-                      f"{100 * cached_s / down_s:>9.2f}%")
-                print(f"{'':<15}{total / copy_s / 1e6:>8.0f}M{total / up_s / 1e6:>9.0f}M{'':>10}"
-                      f"{total / down_s / 1e6:>11.0f}M   (MB/s)")
-                extra.append(f"{name:<15}{durable_s:>9.3f}{total / durable_s / 1e6:>8.0f}M{durable_s / up_s:>9.2f}x"
-                             f"{durable_s / down_s:>11.2f}x{md5_s:>9.3f}{total / md5_s / 1e6:>8.0f}M"
-                             f"{md5_s / up_s:>9.2f}x{md5_s / down_s:>11.2f}x")
+                print(
+                    f"{name:<15}{copy_s:>9.3f}{up_s:>10.3f}{copy_s / up_s:>9.2f}x{down_s:>12.3f}"
+                    f"{copy_s / down_s:>11.2f}x{per_object_ms:>14.2f}{cached_s:>10.4f}"
+                    f"{100 * cached_s / down_s:>9.2f}%"
+                )
+                print(
+                    f"{'':<15}{total / copy_s / 1e6:>8.0f}M{total / up_s / 1e6:>9.0f}M{'':>10}"
+                    f"{total / down_s / 1e6:>11.0f}M   (MB/s)"
+                )
+                extra.append(
+                    f"{name:<15}{durable_s:>9.3f}{total / durable_s / 1e6:>8.0f}M{durable_s / up_s:>9.2f}x"
+                    f"{durable_s / down_s:>11.2f}x{md5_s:>9.3f}{total / md5_s / 1e6:>8.0f}M"
+                    f"{md5_s / up_s:>9.2f}x{md5_s / down_s:>11.2f}x"
+                )
                 shutil.rmtree(source)
                 shutil.rmtree(client.home / "cache")
             print("\nbaselines: durable copy (copy + fsync per file) and md5 of the same bytes (1 core, page cache)")
-            print(f"{'data set':<15}{'durable s':>9}{'MB/s':>9}{'up ratio':>10}{'down ratio':>11}{'md5 s':>9}"
-                  f"{'MB/s':>9}{'up/md5':>10}{'down/md5':>11}")
+            print(
+                f"{'data set':<15}{'durable s':>9}{'MB/s':>9}{'up ratio':>10}{'down ratio':>11}{'md5 s':>9}"
+                f"{'MB/s':>9}{'up/md5':>10}{'down/md5':>11}"
+            )
             print("\n".join(extra))
-            print("(up/md5, down/md5: lakeFS throughput as a fraction of one core's md5 throughput, the bound of "
-                  "md5 checksums)")
+            print(
+                "(up/md5, down/md5: lakeFS throughput as a fraction of one core's md5 throughput, the bound of "
+                "md5 checksums)"
+            )
         finally:
             server.shutdown()
 

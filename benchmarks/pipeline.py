@@ -44,15 +44,21 @@ def step_timings(tracking_uri: str) -> list[tuple[str, float, float, str]]:
 
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("Default").experiment_id
-    first = client.search_runs([experiment], f"tags.`{lineage.TAG_STEP}` = 'main'",
-                               order_by=["attributes.start_time ASC"], max_results=1)[0]
+    first = client.search_runs(
+        [experiment], f"tags.`{lineage.TAG_STEP}` = 'main'", order_by=["attributes.start_time ASC"], max_results=1
+    )[0]
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{first.info.run_id}'")
     rows = []
     for child in sorted(children, key=lambda run: run.info.start_time):
         started = int(child.data.tags.get(lineage.TAG_WORK_STARTED, child.info.start_time))
-        rows.append((child.data.tags[lineage.TAG_STEP], (started - child.info.start_time) / 1000,
-                     (child.info.end_time - started) / 1000, "reused" if lineage.TAG_REUSED_RUN in child.data.tags
-                     else "ran"))
+        rows.append(
+            (
+                child.data.tags[lineage.TAG_STEP],
+                (started - child.info.start_time) / 1000,
+                (child.info.end_time - started) / 1000,
+                "reused" if lineage.TAG_REUSED_RUN in child.data.tags else "ran",
+            )
+        )
     return rows
 
 
@@ -66,12 +72,23 @@ def main() -> None:
         root = Path(sandbox)
         tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
         env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
-        env.update(MLFLOW_TRACKING_URI=tracking_uri, SEGMODELS_HOME=str(root / "home"), HOME=str(root),
-                   PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
-        given = {"ingest.demo.num_images": args.images, "ingest.demo.image_size": args.image_size,
-                 "epochs": args.epochs, "image_size": args.image_size}
-        params = {**{key: str(value) for key, value in given.items() if value is not None},
-                  "reuse_dirty": "true", "output_dir": str(root / "predictions")}
+        env.update(
+            MLFLOW_TRACKING_URI=tracking_uri,
+            SEGMODELS_HOME=str(root / "home"),
+            HOME=str(root),
+            PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        )
+        given = {
+            "ingest.demo.num_images": args.images,
+            "ingest.demo.image_size": args.image_size,
+            "epochs": args.epochs,
+            "image_size": args.image_size,
+        }
+        params = {
+            **{key: str(value) for key, value in given.items() if value is not None},
+            "reuse_dirty": "true",
+            "output_dir": str(root / "predictions"),
+        }
         first = run_main(env, params)
         second = run_main(env, params)
         print(f"first main:  {first:8.1f} s")
@@ -79,12 +96,22 @@ def main() -> None:
         print(f"ratio second/first: {second / first:.3f} (goal < 0.15)")
         print("per step of the first main: mlflow run overhead (run created -> step code starts) vs own work")
         for step, overhead, work, how in step_timings(tracking_uri):
-            print(f"  {step:<9} {how:<7} overhead {overhead:6.1f} s   work {work:7.1f} s   "
-                  f"overhead/work {overhead / max(work, 1e-9):.2f}")
-        subprocess.run([sys.executable, "-c", "import json,os,signal,sys;"
-                        "p=os.path.join(sys.argv[1],'lakefs','server.json');"
-                        "os.path.exists(p) and os.kill(json.load(open(p))['pid'], signal.SIGTERM)",
-                        str(root / "home")], check=False, timeout=60)
+            print(
+                f"  {step:<9} {how:<7} overhead {overhead:6.1f} s   work {work:7.1f} s   "
+                f"overhead/work {overhead / max(work, 1e-9):.2f}"
+            )
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import json,os,signal,sys;"
+                "p=os.path.join(sys.argv[1],'lakefs','server.json');"
+                "os.path.exists(p) and os.kill(json.load(open(p))['pid'], signal.SIGTERM)",
+                str(root / "home"),
+            ],
+            check=False,
+            timeout=60,
+        )
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ and of ``segmodels.inference.predict`` against a bare forward pass; prints ratio
 Engine and bare epochs alternate in one process (the bare epoch runs from the engine's ``on_epoch_end``), so
 both see the same machine load; the first epoch of each (worker start-up, allocator warm-up) is left out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,13 +40,21 @@ class BareLoop(Callback):
         info = load_dataset_info(data_root)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = instantiate(cfg.model, num_classes=info.num_classes, _convert_="all").to(self.device)
-        dataset = SegmentationDataset(data_root, "train",
-                                      build_transforms(cfg.transforms, True, self.model.mean, self.model.std,
-                                                       info.ignore_index))
+        dataset = SegmentationDataset(
+            data_root,
+            "train",
+            build_transforms(cfg.transforms, True, self.model.mean, self.model.std, info.ignore_index),
+        )
         workers = resolve_num_workers(cfg.trainer.num_workers)
-        self.loader = DataLoader(dataset, batch_size=int(cfg.trainer.batch_size), shuffle=True, drop_last=True,
-                                 num_workers=workers, persistent_workers=workers > 0,
-                                 pin_memory=self.device.type == "cuda")
+        self.loader = DataLoader(
+            dataset,
+            batch_size=int(cfg.trainer.batch_size),
+            shuffle=True,
+            drop_last=True,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
         start_workers(self.loader)  # now: forked after the engine's first epoch, the worker made the engine's
         # second epoch pay a copy-on-write page copy for all its training memory
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=float(cfg.optimizer.lr))
@@ -70,8 +79,9 @@ class BareLoop(Callback):
         self.run_epoch()
 
 
-def inference_rates(package_dir: Path, data_root: Path, batch_size: int,
-                    repeats: int) -> tuple[float, float, list[float]]:
+def inference_rates(
+    package_dir: Path, data_root: Path, batch_size: int, repeats: int
+) -> tuple[float, float, list[float]]:
     """(predict images/s, bare forward+argmax images/s, per-repeat predict/bare ratios) over the validation
     images; the rates are each one's best repeat, the ratios pair each predict pass with the bare pass beside it.
     The bare pass gets the images already normalised, letterboxed to the model's input size and on the device, so
@@ -83,7 +93,7 @@ def inference_rates(package_dir: Path, data_root: Path, batch_size: int,
     raw = SegmentationDataset(data_root, "val")
     images = [raw[i][0].permute(1, 2, 0).numpy() for i in range(len(raw))]
     tensors = [model_input(raw[i][0][None], spec.mean, spec.std, spec.image_size) for i in range(len(raw))]
-    batches = [torch.cat(tensors[i:i + batch_size]).to(device) for i in range(0, len(tensors), batch_size)]
+    batches = [torch.cat(tensors[i : i + batch_size]).to(device) for i in range(0, len(tensors), batch_size)]
 
     def bare() -> None:
         with torch.inference_mode():
@@ -116,8 +126,9 @@ def demo_data(tmp: Path, num_images: int) -> Path:
     """The demo data set with ``num_images`` images, prepared with the ingest step's default options."""
     ingest = load_config("ingest")
     source = generate_demo_dataset(tmp / "source", num_images=num_images)
-    return prepare_dataset(source, tmp / "data", ingest.data, on_error=ingest.on_error,
-                           split_seed=ingest.split_seed).root
+    return prepare_dataset(
+        source, tmp / "data", ingest.data, on_error=ingest.on_error, split_seed=ingest.split_seed
+    ).root
 
 
 def main() -> None:
@@ -142,17 +153,22 @@ def main() -> None:
         engine_rate = statistics.median(engine_rates[1:] or engine_rates)
         # each engine epoch against the bare epoch run right after it: robust to one slow epoch of either
         epoch_ratios = [e / b for e, b in zip(engine_rates, bare_rates)][1:] or [engine_rates[0] / bare_rates[0]]
-        predict_rate, forward_rate, infer_ratios = inference_rates(result.package_dir, data_root,
-                                                     int(cfg.trainer.batch_size), args.repeats)
+        predict_rate, forward_rate, infer_ratios = inference_rates(
+            result.package_dir, data_root, int(cfg.trainer.batch_size), args.repeats
+        )
     own, children = peak_rss_mib()
     device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
-    print(f"device: {device}; model {cfg.model.name}/{cfg.model.get('encoder_name')}, batch {cfg.trainer.batch_size}, "
-          f"image {cfg.transforms.image_size}, {len(engine_rates)} epochs")
+    print(
+        f"device: {device}; model {cfg.model.name}/{cfg.model.get('encoder_name')}, batch {cfg.trainer.batch_size}, "
+        f"image {cfg.transforms.image_size}, {len(engine_rates)} epochs"
+    )
     print(f"train  segmodels engine : {engine_rate:8.1f} images/s  (per epoch {[round(r, 1) for r in engine_rates]})")
     print(f"train  bare PyTorch loop: {bare_rate:8.1f} images/s  (per epoch {[round(r, 1) for r in bare_rates]})")
     print(f"train  ratio engine/bare: {engine_rate / bare_rate:8.3f}  (goal >= 0.95)")
-    print(f"train  median of per-epoch ratios: {statistics.median(epoch_ratios):.3f}  "
-          f"(per epoch {[round(r, 3) for r in epoch_ratios]})")
+    print(
+        f"train  median of per-epoch ratios: {statistics.median(epoch_ratios):.3f}  "
+        f"(per epoch {[round(r, 3) for r in epoch_ratios]})"
+    )
     print(f"infer  segmodels predict: {predict_rate:8.1f} images/s")
     print(f"infer  bare forward     : {forward_rate:8.1f} images/s")
     print(f"infer  ratio predict/bare: {predict_rate / forward_rate:7.3f}  (goal >= 0.95)")

@@ -40,10 +40,10 @@ from PIL import Image
 sys.path.insert(0, os.getcwd())  # the segmodels of the current directory, not the installed one
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from segmodels.lakefs_server import create_server  # noqa: E402
-from segmodels.lakefs_server.blockstore import BlobStore  # noqa: E402
-from segmodels.lakefs_server.catalog import Catalog  # noqa: E402
-from segmodels.lakefs_server.records import Entry  # noqa: E402
+from embedded_lakefs import create_server  # noqa: E402
+from embedded_lakefs.blockstore import BlobStore  # noqa: E402
+from embedded_lakefs.catalog import Catalog  # noqa: E402
+from embedded_lakefs.records import Entry  # noqa: E402
 from segmodels.ui.app import create_app  # noqa: E402
 from segmodels.ui.lakefs_reader import LakeFSReader  # noqa: E402
 from segmodels.ui.thumbnails import ThumbnailCache  # noqa: E402
@@ -51,8 +51,12 @@ from segmodels.versioning import LakeFS, LakeFSSettings  # noqa: E402
 
 REPO = "uibench"
 TARGET_S = 2.0
-CLASSES = [{"id": 0, "name": "background", "color": [0, 0, 0]}, {"id": 1, "name": "road", "color": [128, 64, 128]},
-           {"id": 2, "name": "car", "color": [0, 0, 142]}, {"id": 3, "name": "tree", "color": [107, 142, 35]}]
+CLASSES = [
+    {"id": 0, "name": "background", "color": [0, 0, 0]},
+    {"id": 1, "name": "road", "color": [128, 64, 128]},
+    {"id": 2, "name": "car", "color": [0, 0, 142]},
+    {"id": 3, "name": "tree", "color": [107, 142, 35]},
+]
 BROWSER_CONNECTIONS = 6
 
 
@@ -63,8 +67,8 @@ def sample(seed: int) -> tuple[bytes, bytes]:
     mask = np.zeros((360, 480), np.uint8)
     mask[200:] = 1
     x, y = rng.integers(0, 380), rng.integers(150, 280)
-    mask[y:y + 60, x:x + 100] = 2
-    mask[20:150, rng.integers(0, 400):][:, :60] = 3
+    mask[y : y + 60, x : x + 100] = 2
+    mask[20:150, rng.integers(0, 400) :][:, :60] = 3
     out = []
     for array in (image, mask):
         buffer = io.BytesIO()
@@ -82,8 +86,14 @@ def populate(data_dir: Path, distinct: int, total: int) -> float:
     stored = []
     for i in range(distinct):
         stored.append(tuple(blobs.write([data]) for data in sample(i)))
-    document = {"name": "bench", "num_classes": len(CLASSES), "ignore_index": 255, "classes": CLASSES,
-                "splits": {"train": total, "val": 0, "test": 0}, "num_images": total}
+    document = {
+        "name": "bench",
+        "num_classes": len(CLASSES),
+        "ignore_index": 255,
+        "classes": CLASSES,
+        "splits": {"train": total, "val": 0, "test": 0},
+        "num_images": total,
+    }
     info = blobs.write([yaml.safe_dump(document, sort_keys=False).encode()])
 
     def entries():
@@ -91,8 +101,16 @@ def populate(data_dir: Path, distinct: int, total: int) -> float:
         for kind in ("images", "masks"):
             for i in range(total):
                 blob = stored[i % distinct][kind == "masks"]
-                yield Entry(f"data/{kind}/train/img-{i:08d}.png", blob.address, blob.checksum, blob.size,
-                            1_700_000_000, "image/png", {})
+                yield Entry(
+                    f"data/{kind}/train/img-{i:08d}.png",
+                    blob.address,
+                    blob.checksum,
+                    blob.size,
+                    1_700_000_000,
+                    "image/png",
+                    {},
+                )
+
     catalog.stage_entries(REPO, "main", entries())
     catalog.commit(REPO, "main", "populate", "bench")
     return time.perf_counter() - start
@@ -111,6 +129,7 @@ def load_page(session: requests.Session, url: str, path: str) -> tuple[float, in
     def fetch(src: str) -> None:
         response = session.get(url + src, timeout=300)
         assert response.status_code == 200, (src, response.status_code)
+
     with ThreadPoolExecutor(BROWSER_CONNECTIONS) as pool:
         list(pool.map(fetch, sources))
     return time.perf_counter() - start, len(sources)
@@ -134,8 +153,11 @@ def main() -> None:
         populated = populate(work / "lakefs", args.images, max(args.total, args.images))
         server = create_server(work / "lakefs", fsync=False).start_in_thread()
         settings = LakeFSSettings(server.endpoint, server.access_key_id, server.secret_access_key)
-        app = create_app(LakeFSReader(LakeFS(settings, home=work / "home")),
-                         MlflowClient(f"sqlite:///{work / 'mlflow.db'}"), ThumbnailCache(work / "thumbnails"))
+        app = create_app(
+            LakeFSReader(LakeFS(settings, home=work / "home")),
+            MlflowClient(f"sqlite:///{work / 'mlflow.db'}"),
+            ThumbnailCache(work / "thumbnails"),
+        )
         listener = socket.create_server(("127.0.0.1", 0))
         web = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
         threading.Thread(target=web.run, kwargs={"sockets": [listener]}, daemon=True).start()
@@ -155,15 +177,21 @@ def main() -> None:
         web.should_exit = True
         server.shutdown()
     print(f"commit of {args.total} images ({args.images} distinct 480x360) populated in {populated:.1f} s")
-    print(f"first page, {count} pictures ({count // 2} overlays): cold {cold:.2f} s, warm {warm:.2f} s "
-          f"({warm / TARGET_S:.2f} of the {TARGET_S:g} s target)")
+    print(
+        f"first page, {count} pictures ({count // 2} overlays): cold {cold:.2f} s, warm {warm:.2f} s "
+        f"({warm / TARGET_S:.2f} of the {TARGET_S:g} s target)"
+    )
     print(f"page after image {args.total - 2 * args.page}: cold {deep_cold:.2f} s, warm {deep_warm:.2f} s")
     print(f"peak Python memory rendering a page: first {peaks[0] / 2**20:.1f} MiB, deep {peaks[1] / 2**20:.1f} MiB")
-    print(f"{'PASS' if warm <= TARGET_S else 'FAIL'}: a page of {count // 2} overlays renders warm in "
-          f"{warm:.2f} s <= {TARGET_S:g} s")
+    print(
+        f"{'PASS' if warm <= TARGET_S else 'FAIL'}: a page of {count // 2} overlays renders warm in "
+        f"{warm:.2f} s <= {TARGET_S:g} s"
+    )
     bounded = peaks[1] <= 2 * peaks[0] + 2**20
-    print(f"{'PASS' if bounded else 'FAIL'}: memory of a page deep in {args.total} images stays at that of the first "
-          f"page ({peaks[1] / 2**20:.1f} vs {peaks[0] / 2**20:.1f} MiB)")
+    print(
+        f"{'PASS' if bounded else 'FAIL'}: memory of a page deep in {args.total} images stays at that of the first "
+        f"page ({peaks[1] / 2**20:.1f} vs {peaks[0] / 2**20:.1f} MiB)"
+    )
 
 
 if __name__ == "__main__":

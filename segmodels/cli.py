@@ -10,21 +10,25 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from embedded_lakefs.gc import DEFAULT_RETENTION_DAYS
 from segmodels.home import embedded_server_dir
-from segmodels.lakefs_server.gc import DEFAULT_RETENTION_DAYS
 from segmodels.pipeline import STEPS, run_step_cli
 
 
 def serve_lakefs(args: argparse.Namespace) -> None:
     """Run the embedded lakeFS-compatible server in the foreground until interrupted."""
-    from segmodels.lakefs_server import create_server, serve_until_stopped
+    from embedded_lakefs import create_server, serve_until_stopped
 
     # keys from lakectl's variables when set, else those kept in (or created for) the data dir
     data_dir = args.data_dir or embedded_server_dir()
     try:
-        server = create_server(data_dir, host=args.host, port=args.port,
-                               access_key_id=os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID"),
-                               secret_access_key=os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"))
+        server = create_server(
+            data_dir,
+            host=args.host,
+            port=args.port,
+            access_key_id=os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID"),
+            secret_access_key=os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"),
+        )
     except (RuntimeError, OSError, ValueError, OverflowError) as error:  # dir locked / unusable, port busy
         if isinstance(error, OSError) and error.filename is not None:
             reason = f"{error.filename}: {error.strerror or error}"
@@ -44,12 +48,13 @@ def serve_lakefs(args: argparse.Namespace) -> None:
 
 def collect_lakefs_garbage(args: argparse.Namespace) -> None:
     """Delete what no branch, tag, staging area or recent commit of the embedded server references."""
-    from segmodels.lakefs_server.gc import collect_garbage
+    from embedded_lakefs.gc import collect_garbage
 
     data_dir = args.data_dir or embedded_server_dir()
     if args.retention_days < 0:
-        print(f"segmodels lakefs gc: error: --retention-days {args.retention_days}: must not be negative",
-              file=sys.stderr)
+        print(
+            f"segmodels lakefs gc: error: --retention-days {args.retention_days}: must not be negative", file=sys.stderr
+        )
         raise SystemExit(2)
     try:
         report = collect_garbage(data_dir, args.retention_days, dry_run=args.dry_run)
@@ -65,8 +70,11 @@ def show_lineage(args: argparse.Namespace) -> None:
     from segmodels.tracking.lineage_graph import LineageError, format_json, format_text, trace
 
     if redact_text(args.ref) != args.ref:
-        print(f"segmodels lineage: error: {shown(args.ref)}: holds credentials (user info or a secret parameter); "
-              "pass models:/<name>/<version>, lakefs://<repo>/<commit> or a run id", file=sys.stderr)
+        print(
+            f"segmodels lineage: error: {shown(args.ref)}: holds credentials (user info or a secret parameter); "
+            "pass models:/<name>/<version>, lakefs://<repo>/<commit> or a run id",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     try:
         doc = trace(args.ref)
@@ -101,34 +109,52 @@ def build_parser() -> argparse.ArgumentParser:
     serve = lakefs_commands.add_parser("serve", help="serve the lakeFS REST API from a local folder")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    serve.add_argument("--data-dir", type=Path, default=None,
-                       help="where metadata and objects live (default: <segmodels home>/lakefs, the steps' own)")
+    serve.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where metadata and objects live (default: <segmodels home>/lakefs, the steps' own)",
+    )
     serve.set_defaults(handler=serve_lakefs)
-    gc = lakefs_commands.add_parser("gc", help="delete blobs, commits and tree data nothing live references "
-                                               "(safe while the server runs)")
-    gc.add_argument("--data-dir", type=Path, default=None,
-                    help="the server's data directory (default: <segmodels home>/lakefs, the steps' own)")
-    gc.add_argument("--retention-days", type=float, default=DEFAULT_RETENTION_DAYS,
-                    help="keep unreachable commits and unreferenced blobs younger than this "
-                         f"(default {DEFAULT_RETENTION_DAYS:g})")
+    gc = lakefs_commands.add_parser(
+        "gc", help="delete blobs, commits and tree data nothing live references (safe while the server runs)"
+    )
+    gc.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="the server's data directory (default: <segmodels home>/lakefs, the steps' own)",
+    )
+    gc.add_argument(
+        "--retention-days",
+        type=float,
+        default=DEFAULT_RETENTION_DAYS,
+        help=f"keep unreachable commits and unreferenced blobs younger than this (default {DEFAULT_RETENTION_DAYS:g})",
+    )
     gc.add_argument("--dry-run", action="store_true", help="report what would be freed, delete nothing")
     gc.set_defaults(handler=collect_lakefs_garbage)
 
     step = commands.add_parser("step", help="run a pipeline step outside MLflow Projects")
     step.add_argument("name", choices=STEPS)
-    step.add_argument("args", nargs=argparse.REMAINDER,
-                      help="Hydra overrides key=value, --<param> value, --overrides \"...\"")
+    step.add_argument(
+        "args", nargs=argparse.REMAINDER, help='Hydra overrides key=value, --<param> value, --overrides "..."'
+    )
     step.set_defaults(handler=lambda args: run_step_cli(args.name, args.args))
 
     lineage = commands.add_parser("lineage", help="print the lineage chain of a model, commit or run (both ways)")
-    lineage.add_argument("ref", help="models:/<name>/<version>, models:/<name>@<alias>, "
-                                     "lakefs://<repo>/<commit>[/path] (a commit id or >= 8 hex prefix) or a run id "
-                                     "(or its first 8+ hex digits, as report.md shows it)")
+    lineage.add_argument(
+        "ref",
+        help="models:/<name>/<version>, models:/<name>@<alias>, "
+        "lakefs://<repo>/<commit>[/path] (a commit id or >= 8 hex prefix) or a run id "
+        "(or its first 8+ hex digits, as report.md shows it)",
+    )
     lineage.add_argument("--json", action="store_true", help="print one JSON document (for tools)")
     lineage.set_defaults(handler=show_lineage)
 
     compare = commands.add_parser("compare", help="two runs, model versions or data commits side by side")
-    compare.add_argument("a", help="a run id, models:/<name>/<version>, models:/<name>@<alias> or lakefs://<repo>/<ref>")
+    compare.add_argument(
+        "a", help="a run id, models:/<name>/<version>, models:/<name>@<alias> or lakefs://<repo>/<ref>"
+    )
     compare.add_argument("b", help="the same kinds as A")
     compare.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write the comparison as HTML")
     compare.set_defaults(handler=compare_refs)

@@ -102,8 +102,11 @@ def resolve(query: str, client: MlflowClient) -> Side:
         if not match:
             raise CompareError(f"{_short(text)}: expected models:/<name>/<version> or models:/<name>@<alias>")
         try:
-            version = (client.get_model_version(match["name"], match["version"]) if match["version"]
-                       else client.get_model_version_by_alias(match["name"], match["alias"]))
+            version = (
+                client.get_model_version(match["name"], match["version"])
+                if match["version"]
+                else client.get_model_version_by_alias(match["name"], match["alias"])
+            )
         except MlflowException as error:
             raise CompareError(f"{_short(text)}: {str(error.message).splitlines()[0][:120]}") from None
         run_id = version.tags.get(lineage.TAG_TRAIN_RUN) or version.run_id
@@ -119,26 +122,37 @@ def resolve(query: str, client: MlflowClient) -> Side:
 
 def _run_side(query: str, run: Run) -> Side:
     tags = run.data.tags
-    side = Side(query, run=run, repo=tags.get(lineage.TAG_LAKEFS_REPO, ""),
-                data_commit=tags.get(lineage.TAG_DATA_COMMIT, ""))
+    side = Side(
+        query, run=run, repo=tags.get(lineage.TAG_LAKEFS_REPO, ""), data_commit=tags.get(lineage.TAG_DATA_COMMIT, "")
+    )
     if tags.get(lineage.TAG_DATA_URI):
         side.data_prefix = LakeFSUri.parse(tags[lineage.TAG_DATA_URI]).path or DEFAULT_DATA_PREFIX
     return side
 
 
-def compare(a: Side, b: Side, client: MlflowClient, reader=None, git_dir: Path | None = None,
-            metric: str = "best_val_miou", greater_is_better: bool = True) -> Comparison:
+def compare(
+    a: Side,
+    b: Side,
+    client: MlflowClient,
+    reader=None,
+    git_dir: Path | None = None,
+    metric: str = "best_val_miou",
+    greater_is_better: bool = True,
+) -> Comparison:
     """Everything ``A`` and ``B`` differ in; ``reader`` (a :class:`~segmodels.ui.lakefs_reader.LakeFSReader`)
     for the data change, ``git_dir`` for the code change (both optional)."""
     result = Comparison(a, b)
     if a.run is not None and b.run is not None:
-        result.params = [(key, a.run.data.params.get(key, ""), b.run.data.params.get(key, ""))
-                         for key in sorted(set(a.run.data.params) | set(b.run.data.params))
-                         if a.run.data.params.get(key) != b.run.data.params.get(key)]
+        result.params = [
+            (key, a.run.data.params.get(key, ""), b.run.data.params.get(key, ""))
+            for key in sorted(set(a.run.data.params) | set(b.run.data.params))
+            if a.run.data.params.get(key) != b.run.data.params.get(key)
+        ]
         result.config_diff = _config_diff(client, a.run, b.run)
         result.metrics = _metric_deltas(a.run.data.metrics, b.run.data.metrics)
-        result.code = _code_change(a.run.data.tags.get(lineage.TAG_GIT_COMMIT, ""),
-                                   b.run.data.tags.get(lineage.TAG_GIT_COMMIT, ""), git_dir)
+        result.code = _code_change(
+            a.run.data.tags.get(lineage.TAG_GIT_COMMIT, ""), b.run.data.tags.get(lineage.TAG_GIT_COMMIT, ""), git_dir
+        )
     _data_change(result, reader)
     result.verdict = _verdict(a, b, metric, greater_is_better)
     return result
@@ -149,8 +163,15 @@ def _metric_deltas(a: dict[str, float], b: dict[str, float]) -> dict[str, list[t
     for key in sorted(set(a) | set(b)):
         if UNCOMPARED_METRICS.search(key):
             continue
-        group = ("per-class IoU (best)" if key.startswith("best_") and "_iou_" in key
-                 else "best" if key.startswith("best_") else None if "_iou_" in key else "final")
+        group = (
+            "per-class IoU (best)"
+            if key.startswith("best_") and "_iou_" in key
+            else "best"
+            if key.startswith("best_")
+            else None
+            if "_iou_" in key
+            else "final"
+        )
         if group:
             groups[group].append((key, a.get(key), b.get(key)))
     return {name: rows for name, rows in groups.items() if rows}
@@ -178,8 +199,9 @@ def _code_change(commit_a: str, commit_b: str, git_dir: Path | None) -> list[str
     header = f"code {commit_a[:12]} -> {commit_b[:12]}"
     if git_dir is None:
         return [header + " (no git repository to diff them in)"]
-    done = subprocess.run(["git", "-C", str(git_dir), "diff", "--stat", commit_a, commit_b], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["git", "-C", str(git_dir), "diff", "--stat", commit_a, commit_b], capture_output=True, text=True, timeout=60
+    )
     if done.returncode != 0:
         return [header + f" (not both in {git_dir})"]
     return [header, *done.stdout.rstrip().splitlines()]
@@ -192,7 +214,7 @@ def group_data_diff(entries, prefix: str, diff: DataDiff | None = None) -> DataD
     samples: dict[tuple[str, str], dict[str, str]] = {}
     root = prefix.strip("/") + "/" if prefix.strip("/") else ""
     for entry in entries:
-        parts = entry.path[len(root):].split("/") if entry.path.startswith(root) else []
+        parts = entry.path[len(root) :].split("/") if entry.path.startswith(root) else []
         if len(parts) == 3 and parts[0] in ("images", "masks"):
             samples.setdefault((parts[1], Path(parts[2]).stem), {})[parts[0]] = entry.type
         else:
@@ -272,8 +294,11 @@ def _verdict(a: Side, b: Side, metric: str, greater_is_better: bool) -> str:
         return "data commits only: no metric to compare"
     value_a, value_b = a.run.data.metrics.get(metric), b.run.data.metrics.get(metric)
     same = a.repo == b.repo and a.data_commit == b.data_commit and bool(a.data_commit)
-    data = ("validated on the same data commit" if same else
-            "validated on different data commits, so the metric is not like for like")
+    data = (
+        "validated on the same data commit"
+        if same
+        else "validated on different data commits, so the metric is not like for like"
+    )
     if value_a is None or value_b is None:
         return f"{metric} missing on {'A' if value_a is None else 'B'}; {data}"
     if value_a == value_b:
@@ -290,8 +315,9 @@ def format_text(result: Comparison) -> str:
     if result.config_diff:
         lines += ["", "config (A -> B):"] + [f"  {line}" for line in result.config_diff]
     for group, rows in result.metrics.items():
-        lines += ["", f"metrics, {group}:"] + [f"  {key:32} {_num(a):>9} {_num(b):>9} {_delta(a, b):>9}"
-                                               for key, a, b in rows]
+        lines += ["", f"metrics, {group}:"] + [
+            f"  {key:32} {_num(a):>9} {_num(b):>9} {_delta(a, b):>9}" for key, a, b in rows
+        ]
     if result.code:
         lines += ["", *result.code]
     lines += ["", *result.data]
@@ -304,8 +330,11 @@ def format_text(result: Comparison) -> str:
                     lines.append(f"  {split}: {len(names)} {status}: {shown}")
         if result.data_diff.truncated:
             lines.append(f"  (diff cut at {MAX_DIFF_ENTRIES} entries)")
-        lines += [f"  class share {name}: {_pct(a)} -> {_pct(b)}" for name, a, b in result.class_shares
-                  if a is None or b is None or abs(a - b) >= 0.0005]
+        lines += [
+            f"  class share {name}: {_pct(a)} -> {_pct(b)}"
+            for name, a, b in result.class_shares
+            if a is None or b is None or abs(a - b) >= 0.0005
+        ]
     lines += ["", result.verdict]
     return redact_text("\n".join(lines))
 
@@ -313,9 +342,11 @@ def format_text(result: Comparison) -> str:
 def format_html(result: Comparison) -> str:
     """A self-contained HTML page of the comparison (no scripts, no external resources)."""
     body = html.escape(format_text(result))
-    return ("<!doctype html><html><head><meta charset='utf-8'><title>segmodels compare</title><style>"
-            "body{font-family:sans-serif;margin:1.5em} pre{background:#f6f6f6;padding:1em;overflow:auto}</style>"
-            f"</head><body><h1>segmodels compare</h1><pre>{body}</pre></body></html>")
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>segmodels compare</title><style>"
+        "body{font-family:sans-serif;margin:1.5em} pre{background:#f6f6f6;padding:1em;overflow:auto}</style>"
+        f"</head><body><h1>segmodels compare</h1><pre>{body}</pre></body></html>"
+    )
 
 
 def _split_order(split: str) -> tuple[int, str]:
@@ -336,7 +367,7 @@ def _pct(value: float | None) -> str:
 
 def _short(value, limit: int = 80) -> str:
     text = str(redact_value(value))
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def run_cli(a: str, b: str, html_file: Path | None = None) -> None:
@@ -352,14 +383,22 @@ def run_cli(a: str, b: str, html_file: Path | None = None) -> None:
         sides = [resolve(query, client) for query in (a, b)]
         reader = open_reader() if all(side.data_commit for side in sides) else None
         register = load_config("register")
-        result = compare(*sides, client, reader, git_dir=_git_dir(), metric=register.metric,
-                         greater_is_better=register.greater_is_better)
+        result = compare(
+            *sides,
+            client,
+            reader,
+            git_dir=_git_dir(),
+            metric=register.metric,
+            greater_is_better=register.greater_is_better,
+        )
     except (CompareError, NotFound, BadInput, LakeFSError) as error:
         print(f"segmodels compare: error: {redact_text(str(error)).splitlines()[0]}", file=sys.stderr)
         raise SystemExit(2) from None
     except MlflowException as error:
-        print(f"segmodels compare: error: {mlflow.get_tracking_uri()}: {str(error.message).splitlines()[0][:160]}",
-              file=sys.stderr)
+        print(
+            f"segmodels compare: error: {mlflow.get_tracking_uri()}: {str(error.message).splitlines()[0][:160]}",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     print(format_text(result))
     if html_file is not None:
@@ -370,8 +409,9 @@ def run_cli(a: str, b: str, html_file: Path | None = None) -> None:
 def _git_dir() -> Path | None:
     """The git repository of the working directory, else of this checkout of segmodels, else None."""
     for folder in (Path.cwd(), Path(__file__).resolve().parents[1]):
-        done = subprocess.run(["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True,
-                              text=True, timeout=30)
+        done = subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=30
+        )
         if done.returncode == 0:
             return Path(done.stdout.strip())
     return None

@@ -13,7 +13,6 @@ from omegaconf.errors import OmegaConfBaseException
 
 from segmodels.schemas import GROUP_SCHEMAS, STEP_SCHEMAS
 
-
 RECIPES_DIR = "experiment"  # conf/experiment/<step>/<recipe>.yaml
 
 
@@ -46,8 +45,10 @@ def step_recipe_overrides(name: str, overrides: Iterable[str], config_dir: Path)
     step, because each step's config has its own groups (ingest's ``data``, train's ``model``...)."""
     if not (config_dir / RECIPES_DIR / name).is_dir():
         return list(overrides)
-    return [f"{RECIPES_DIR}/{name}={override.partition('=')[2]}" if override.partition("=")[0] == RECIPES_DIR
-            else override for override in overrides]
+    return [
+        f"{RECIPES_DIR}/{name}={override.partition('=')[2]}" if override.partition("=")[0] == RECIPES_DIR else override
+        for override in overrides
+    ]
 
 
 def load_config(name: str, overrides: Iterable[str] = (), config_dir: Path | None = None) -> DictConfig:
@@ -75,7 +76,11 @@ def one_line_reason(exc: BaseException) -> str:
         reason += f": {str(cause).strip().splitlines()[0]}"
     if "Available options" in str(exc):
         start = next(i for i, line in enumerate(lines) if line.startswith("Available options"))
-        options = [line for line in lines[start + 1:] if not line.startswith(("Config search path", "provider=")) and line != "schema"]
+        options = [
+            line
+            for line in lines[start + 1 :]
+            if not line.startswith(("Config search path", "provider=")) and line != "schema"
+        ]
         reason += f" (available: {', '.join(options)})"
     return reason
 

@@ -81,9 +81,16 @@ def ingest(
     work = Path(work_dir) if work_dir else default_work_dir(repo, branch, prefix)
     data = named_after_url(data, source)
     with _locked(work):
-        prepared = prepare_dataset(source, work / "dataset", data, on_error=on_error, split_seed=split_seed,
-                                   cache_file=work / "prepare-cache.json", lakefs=lakefs,
-                                   report_file=work / BAD_FILES)
+        prepared = prepare_dataset(
+            source,
+            work / "dataset",
+            data,
+            on_error=on_error,
+            split_seed=split_seed,
+            cache_file=work / "prepare-cache.json",
+            lakefs=lakefs,
+            report_file=work / BAD_FILES,
+        )
         return publish_dataset(lakefs, prepared, repo, branch, prefix, recorded_source or source, metadata or {})
 
 
@@ -113,8 +120,9 @@ def named_after_url(data: DataConfig, source) -> DataConfig:
     return OmegaConf.merge(data, {"name": name})
 
 
-def publish_dataset(lakefs: LakeFS, prepared: PreparedDataset, repo: str, branch: str, prefix: str, source,
-                    metadata: Mapping[str, str]) -> IngestResult:
+def publish_dataset(
+    lakefs: LakeFS, prepared: PreparedDataset, repo: str, branch: str, prefix: str, source, metadata: Mapping[str, str]
+) -> IngestResult:
     """Commit a prepared data set to `lakefs://repo/branch/prefix` in one atomic merge.
 
     The upload happens on an ephemeral branch merged in one step, so a failure anywhere leaves `branch` as it

@@ -39,8 +39,9 @@ def _clean(path: str | None) -> str:
     path = str(path).replace("\\", "/").strip("/")
     parts = [part for part in path.split("/") if part not in ("", ".")]
     if any(part == ".." for part in parts) or "\x00" in path:
-        raise MlflowException(f"Invalid artifact path {path!r}: '..' and NUL are not allowed",
-                              error_code=INVALID_PARAMETER_VALUE)
+        raise MlflowException(
+            f"Invalid artifact path {path!r}: '..' and NUL are not allowed", error_code=INVALID_PARAMETER_VALUE
+        )
     return "/".join(parts)
 
 
@@ -51,8 +52,13 @@ def _join(*parts: str | None) -> str:
 class LakeFSArtifactRepository(ArtifactRepository):
     """Artifacts below ``lakefs://<repo>/<ref>/<path>``; writes are atomic commits on the branch ``<ref>``."""
 
-    def __init__(self, artifact_uri: str, tracking_uri: str | None = None, registry_uri: str | None = None,
-                 lakefs: LakeFS | None = None) -> None:
+    def __init__(
+        self,
+        artifact_uri: str,
+        tracking_uri: str | None = None,
+        registry_uri: str | None = None,
+        lakefs: LakeFS | None = None,
+    ) -> None:
         try:
             uri = LakeFSUri.parse(artifact_uri)
         except LakeFSError as exc:
@@ -77,7 +83,7 @@ class LakeFSArtifactRepository(ArtifactRepository):
 
     def _relative(self, key: str) -> str:
         root = self.uri.path
-        return key[len(root) + 1:] if root else key
+        return key[len(root) + 1 :] if root else key
 
     def pinned_uri(self, artifact_path: str | None = None) -> str:
         """``lakefs://<repo>/<commit id>/<path>[/<artifact_path>]`` at the commit of the last write, else at the
@@ -96,24 +102,34 @@ class LakeFSArtifactRepository(ArtifactRepository):
         except LakeFSError as exc:
             if exc.status != 404:
                 raise
-            raise MlflowException(f"cannot {action} {self.uri}: lakeFS repository {repo!r} has no ref {ref!r} "
-                                  f"(writes need an existing branch)", error_code=RESOURCE_DOES_NOT_EXIST) from None
-        raise MlflowException(f"cannot {action} {self.uri}: {ref!r} is a tag or commit id of {repo!r}, and lakeFS "
-                              f"history is immutable; write to a branch (lakefs://{repo}/<branch>/...) and read "
-                              f"back through pinned_uri()", error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"cannot {action} {self.uri}: lakeFS repository {repo!r} has no ref {ref!r} "
+                f"(writes need an existing branch)",
+                error_code=RESOURCE_DOES_NOT_EXIST,
+            ) from None
+        raise MlflowException(
+            f"cannot {action} {self.uri}: {ref!r} is a tag or commit id of {repo!r}, and lakeFS "
+            f"history is immutable; write to a branch (lakefs://{repo}/<branch>/...) and read "
+            f"back through pinned_uri()",
+            error_code=INVALID_PARAMETER_VALUE,
+        )
 
     def _atomic(self, action: str, message: str, key: str):
         self._require_branch(action)
-        return self.lakefs.atomic_write(self.uri.repo, self.uri.ref, message,
-                                        metadata={"mlflow_artifact_uri": str(LakeFSUri(self.uri.repo, self.uri.ref,
-                                                                                       key))})
+        return self.lakefs.atomic_write(
+            self.uri.repo,
+            self.uri.ref,
+            message,
+            metadata={"mlflow_artifact_uri": str(LakeFSUri(self.uri.repo, self.uri.ref, key))},
+        )
 
     def log_artifact(self, local_file, artifact_path=None):
         """Upload one file to ``<path>/<artifact_path>/<file name>`` in one commit merged into the branch."""
         local_file = os.fspath(local_file)
         if not os.path.isfile(local_file):
-            raise MlflowException(f"log_artifact to {self.uri}: {local_file} is not a file",
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"log_artifact to {self.uri}: {local_file} is not a file", error_code=INVALID_PARAMETER_VALUE
+            )
         key = self._key(artifact_path, os.path.basename(local_file))
         with self._atomic("log an artifact to", f"MLflow artifact {key}", key) as write:
             self.lakefs.upload_file(self.uri.repo, write.branch, key, local_file)
@@ -124,8 +140,9 @@ class LakeFSArtifactRepository(ArtifactRepository):
         branch (files already identical are skipped; nothing else below that prefix is deleted)."""
         local_dir = os.fspath(local_dir)
         if not os.path.isdir(local_dir):
-            raise MlflowException(f"log_artifacts to {self.uri}: {local_dir} is not a directory",
-                                  error_code=INVALID_PARAMETER_VALUE)
+            raise MlflowException(
+                f"log_artifacts to {self.uri}: {local_dir} is not a directory", error_code=INVALID_PARAMETER_VALUE
+            )
         prefix = self._key(artifact_path)
         with self._atomic("log artifacts to", f"MLflow artifacts {prefix or '/'}", prefix) as write:
             self.lakefs.upload_directory(self.uri.repo, write.branch, local_dir, prefix=prefix)
@@ -136,8 +153,11 @@ class LakeFSArtifactRepository(ArtifactRepository):
         in one commit. Earlier commits, and URIs pinned to them, keep the files."""
         key = self._key(artifact_path)
         with self._atomic("delete artifacts of", f"Delete MLflow artifacts {key or '/'}", key) as write:
-            paths = [obj.path for obj in self.lakefs.list_objects(self.uri.repo, write.branch, key)
-                     if not key or obj.path == key or obj.path.startswith(key + "/")]
+            paths = [
+                obj.path
+                for obj in self.lakefs.list_objects(self.uri.repo, write.branch, key)
+                if not key or obj.path == key or obj.path.startswith(key + "/")
+            ]
             self.lakefs.delete_objects(self.uri.repo, write.branch, paths)
         self.last_commit_id = write.commit_id
 
@@ -152,7 +172,7 @@ class LakeFSArtifactRepository(ArtifactRepository):
         prefix = key + "/" if key else ""
         files, folders = [], set()
         for obj in self.lakefs.list_objects(self.uri.repo, ref, prefix):
-            name, slash, _ = obj.path[len(prefix):].partition("/")
+            name, slash, _ = obj.path[len(prefix) :].partition("/")
             if slash:
                 folders.add(name)
             elif name:
@@ -179,8 +199,9 @@ class LakeFSArtifactRepository(ArtifactRepository):
         key = self._key(remote_file_path)
         obj, _ = self._find(ref, key)
         if obj is None:
-            raise MlflowException(f"No such artifact {remote_file_path!r} in {self.uri}",
-                                  error_code=RESOURCE_DOES_NOT_EXIST)
+            raise MlflowException(
+                f"No such artifact {remote_file_path!r} in {self.uri}", error_code=RESOURCE_DOES_NOT_EXIST
+            )
         self.lakefs.download_object(self.uri.repo, ref, obj, local_path)
 
     def download_artifacts(self, artifact_path, dst_path=None):
@@ -189,8 +210,10 @@ class LakeFSArtifactRepository(ArtifactRepository):
         if dst_path:
             dst_path = os.path.abspath(dst_path)
             if not os.path.isdir(dst_path):
-                raise MlflowException(f"The destination path for downloaded artifacts must be an existing "
-                                      f"directory: {dst_path}", error_code=INVALID_PARAMETER_VALUE)
+                raise MlflowException(
+                    f"The destination path for downloaded artifacts must be an existing directory: {dst_path}",
+                    error_code=INVALID_PARAMETER_VALUE,
+                )
         else:
             dst_path = create_tmp_dir()
         relative = _clean(artifact_path)
@@ -207,6 +230,7 @@ class LakeFSArtifactRepository(ArtifactRepository):
         elif is_dir:
             self.lakefs.download_prefix(self.uri.repo, commit, key, dest=local)
         else:
-            raise MlflowException(f"No such artifact {relative!r} in {self.uri} (commit {commit})",
-                                  error_code=RESOURCE_DOES_NOT_EXIST)
+            raise MlflowException(
+                f"No such artifact {relative!r} in {self.uri} (commit {commit})", error_code=RESOURCE_DOES_NOT_EXIST
+            )
         return local

@@ -1,4 +1,5 @@
 """Segmentation losses (cross-entropy, Dice, Focal, weighted combinations) behind a registry."""
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -23,8 +24,9 @@ def create_loss(name: str, **kwargs) -> nn.Module:
 class CrossEntropyLoss(nn.CrossEntropyLoss):
     """Pixel-wise cross-entropy with optional class weights, ``ignore_index`` and label smoothing."""
 
-    def __init__(self, class_weights: Sequence[float] | None = None, ignore_index: int = 255,
-                 label_smoothing: float = 0.0):
+    def __init__(
+        self, class_weights: Sequence[float] | None = None, ignore_index: int = 255, label_smoothing: float = 0.0
+    ):
         weight = torch.tensor(list(class_weights), dtype=torch.float32) if class_weights is not None else None
         super().__init__(weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
 

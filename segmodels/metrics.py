@@ -1,4 +1,5 @@
 """Segmentation metrics from one confusion matrix accumulated on the device."""
+
 from __future__ import annotations
 
 import torch
@@ -25,7 +26,9 @@ class ConfusionMatrix:
         if preds.dim() == targets.dim() + 1:
             preds = preds.argmax(dim=1)
         if preds.shape != targets.shape:
-            raise ValueError(f"prediction shape {tuple(preds.shape)} does not match target shape {tuple(targets.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(preds.shape)} does not match target shape {tuple(targets.shape)}"
+            )
         preds = preds.to(self.matrix.device).flatten().long()
         targets = targets.to(self.matrix.device).flatten().long()
         valid = (targets >= 0) & (targets < self.num_classes)
@@ -33,7 +36,7 @@ class ConfusionMatrix:
             valid &= targets != self.ignore_index
         # Uncounted pixels go to one extra bin: no boolean indexing, so no host sync on CUDA (bincount and masked
         # selection both wait for the device) and 2-3x faster on CPU.
-        cells = self.num_classes ** 2
+        cells = self.num_classes**2
         index = torch.where(valid, targets * self.num_classes + preds.clamp(0, self.num_classes - 1), cells)
         counts = torch.zeros(cells + 1, dtype=torch.int64, device=index.device)
         counts.scatter_add_(0, index, torch.ones_like(index))

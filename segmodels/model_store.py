@@ -11,11 +11,24 @@ from typing import Mapping
 from segmodels.versioning import LakeFS, LakeFSUri
 
 
-def publish_model(lakefs: LakeFS, model_dir: Path, repo: str, branch: str, prefix: str,
-                  run_id: str, metadata: Mapping[str, str], source_ref: str = "main") -> LakeFSUri:
+def publish_model(
+    lakefs: LakeFS,
+    model_dir: Path,
+    repo: str,
+    branch: str,
+    prefix: str,
+    run_id: str,
+    metadata: Mapping[str, str],
+    source_ref: str = "main",
+) -> LakeFSUri:
     """Commit ``model_dir`` (an MLflow model folder) to ``lakefs://repo/branch/prefix/<run_id>/`` in one atomic
     merge and return the URI pinned to the resulting commit (``branch`` is created from ``source_ref`` if new)."""
-    return lakefs.commit_directory(repo, branch, model_dir, f"{prefix.strip('/')}/{run_id}",
-                                   f"Model of MLflow run {run_id}", metadata={"mlflow_run_id": run_id, **metadata},
-                                   source_ref=source_ref)
-
+    return lakefs.commit_directory(
+        repo,
+        branch,
+        model_dir,
+        f"{prefix.strip('/')}/{run_id}",
+        f"Model of MLflow run {run_id}",
+        metadata={"mlflow_run_id": run_id, **metadata},
+        source_ref=source_ref,
+    )

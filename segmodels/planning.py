@@ -58,13 +58,17 @@ class Plan:
 
     def overrides(self) -> list[str]:
         """Hydra overrides setting every planned value (``++`` adds keys a model config does not declare)."""
-        return [f"{'' if value.key in GROUPS else '++'}{value.key}={hydra_literal(value.value)}"
-                for value in self.values]
+        return [
+            f"{'' if value.key in GROUPS else '++'}{value.key}={hydra_literal(value.value)}" for value in self.values
+        ]
 
     def rules(self) -> dict[str, str]:
         """``key -> "value: rule (evidence)"``, as the run's config records it (``plan.rules``)."""
-        return {value.key: f"{hydra_literal(value.value)}: {value.rule}"
-                + (f" ({value.evidence})" if value.evidence else "") for value in self.values}
+        return {
+            value.key: f"{hydra_literal(value.value)}: {value.rule}"
+            + (f" ({value.evidence})" if value.evidence else "")
+            for value in self.values
+        }
 
 
 GROUPS = {"model", "loss"}
@@ -96,9 +100,13 @@ def plan_image_size(plan: Plan, fingerprint: dict, device: str) -> tuple[list[in
     else:  # scaled down, aspect kept, rounded down so that it stays within the budget
         scale = math.sqrt(cap / (height * width))
         size = [max(SIDE_MULTIPLE, int(side * scale // SIDE_MULTIPLE) * SIDE_MULTIPLE) for side in (height, width)]
-    plan.set("transforms.image_size", size,
-             f"the median image, scaled down to at most {cap:,} px ({device}) with its aspect kept, sides the nearest "
-             f"multiple of {SIDE_MULTIPLE} within that", f"median image {height}x{width}")
+    plan.set(
+        "transforms.image_size",
+        size,
+        f"the median image, scaled down to at most {cap:,} px ({device}) with its aspect kept, sides the nearest "
+        f"multiple of {SIDE_MULTIPLE} within that",
+        f"median image {height}x{width}",
+    )
     return size, min(1.0, size[0] * size[1] / (height * width))
 
 
@@ -111,21 +119,30 @@ def plan_augmentation(plan: Plan, fingerprint: dict, size: list[int], native_sha
     shares = _class_shares(fingerprint)
     classes = fingerprint.get("classes") or []
     background = max(range(len(shares)), key=shares.__getitem__) if shares else None
-    diameters = [(i, entry.get("object_px")) for i, entry in enumerate(classes)
-                 if i != background and shares[i] > 0 and entry.get("object_px")]
+    diameters = [
+        (i, entry.get("object_px"))
+        for i, entry in enumerate(classes)
+        if i != background and shares[i] > 0 and entry.get("object_px")
+    ]
     median_height = int(fingerprint["size"]["median"][0])
     lower, evidence = 0.8 * native_share, f"native-resolution crop = {native_share:.2f} of the image"
     if diameters:
         smallest_class, smallest = min(diameters, key=lambda item: item[1])
         at_training = smallest * size[0] / median_height
-        evidence += (f"; smallest typical object: class {smallest_class}, {smallest:.0f} px "
-                     f"({at_training:.0f} px at training size)")
+        evidence += (
+            f"; smallest typical object: class {smallest_class}, {smallest:.0f} px "
+            f"({at_training:.0f} px at training size)"
+        )
         if at_training < MIN_OBJECT_PX:
             lower = min(lower, (at_training / MIN_OBJECT_PX) ** 2)
     lower = round(min(0.8, max(0.08, lower)), 2)
-    plan.set("transforms.train.scale", [lower, 1.0],
-             f"crops from {lower} of the image (slightly past native resolution, and zoomed in until typical objects "
-             f"span >= {MIN_OBJECT_PX} px) to the whole image", evidence)
+    plan.set(
+        "transforms.train.scale",
+        [lower, 1.0],
+        f"crops from {lower} of the image (slightly past native resolution, and zoomed in until typical objects "
+        f"span >= {MIN_OBJECT_PX} px) to the whole image",
+        evidence,
+    )
     plan.set("transforms.train.ratio", [0.9, 1.1], "conservative aspect jitter")
     plan.set("transforms.train.hflip", 0.5, "horizontal flips: every data set")
     free = bool(fingerprint.get("orientation_free"))
@@ -135,9 +152,12 @@ def plan_augmentation(plan: Plan, fingerprint: dict, size: list[int], native_sha
     plan.set("transforms.train.rot90", turns, f"90-degree turns: {rule}", f"orientation_free={free}")
     plan.set("transforms.train.rotation", 0, "no free rotation (its padding is not data)")
     grey = fingerprint.get("channels") == "grey"
-    plan.set("transforms.train.color_jitter", 0.0 if grey else 0.1,
-             "no colour jitter for grey images (saturation jitter does not apply)" if grey else "mild colour jitter",
-             f"channels={fingerprint.get('channels')}")
+    plan.set(
+        "transforms.train.color_jitter",
+        0.0 if grey else 0.1,
+        "no colour jitter for grey images (saturation jitter does not apply)" if grey else "mild colour jitter",
+        f"channels={fingerprint.get('channels')}",
+    )
 
 
 def plan_normalisation(plan: Plan, fingerprint: dict, pretrained: bool) -> None:
@@ -149,10 +169,18 @@ def plan_normalisation(plan: Plan, fingerprint: dict, pretrained: bool) -> None:
     if not intensity.get("mean") or not intensity.get("std"):
         return
     evidence = f"train sample of {intensity.get('sampled')} images"
-    plan.set("model.mean", [round(float(v), 4) for v in intensity["mean"]],
-             "the data's own channel means: the encoder trains from scratch", evidence)
-    plan.set("model.std", [round(float(v), 4) for v in intensity["std"]],
-             "the data's own channel standard deviations: the encoder trains from scratch", evidence)
+    plan.set(
+        "model.mean",
+        [round(float(v), 4) for v in intensity["mean"]],
+        "the data's own channel means: the encoder trains from scratch",
+        evidence,
+    )
+    plan.set(
+        "model.std",
+        [round(float(v), 4) for v in intensity["std"]],
+        "the data's own channel standard deviations: the encoder trains from scratch",
+        evidence,
+    )
 
 
 def plan_loss(plan: Plan, fingerprint: dict) -> None:
@@ -165,8 +193,11 @@ def plan_loss(plan: Plan, fingerprint: dict) -> None:
     imbalance = largest / smallest
     weights = "auto" if imbalance > IMBALANCE else None
     evidence = f"class shares {min(present):.3f} to {max(present):.3f} (x{imbalance:.1f})"
-    weight_rule = (f"median-frequency class weights: largest/smallest share > {IMBALANCE:g}" if weights
-                   else f"no class weights: largest/smallest share <= {IMBALANCE:g}")
+    weight_rule = (
+        f"median-frequency class weights: largest/smallest share > {IMBALANCE:g}"
+        if weights
+        else f"no class weights: largest/smallest share <= {IMBALANCE:g}"
+    )
     if smallest < RARE_SHARE:
         plan.set("loss", "ce_dice", f"cross-entropy + Dice: a class holds < {RARE_SHARE:.0%} of the pixels", evidence)
         ce = {"name": "ce", "weight": 1.0, **({"class_weights": "auto"} if weights else {})}
@@ -192,15 +223,22 @@ def plan_schedule(plan: Plan, fingerprint: dict, context: PlanContext, size: lis
     if train < 1:
         raise PlanError("the fingerprint counts no train images")
     batch = max(2, min(MAX_BATCH[context.device], train // 4))
-    plan.set("trainer.batch_size", batch, f"{MAX_BATCH[context.device]} on {context.device}, at most a quarter of "
-             "the train images, at least 2", f"{train} train images")
+    plan.set(
+        "trainer.batch_size",
+        batch,
+        f"{MAX_BATCH[context.device]} on {context.device}, at most a quarter of the train images, at least 2",
+        f"{train} train images",
+    )
     seconds = speed(context.model, size, batch)
     epochs, per_epoch = epochs_for_budget(seconds, train, val, context.budget_minutes)
-    plan.set("trainer.epochs", epochs,
-             f"{TRAIN_SHARE_OF_BUDGET:.0%} of the {context.budget_minutes:g}-minute budget / the measured epoch time, "
-             f"within {EPOCHS[0]}..{EPOCHS[1]}",
-             f"{seconds * 1000:.0f} ms per train image at {size[0]}x{size[1]}, batch {batch}; "
-             f"{train} train + {val} val images: {per_epoch:.1f} s per epoch")
+    plan.set(
+        "trainer.epochs",
+        epochs,
+        f"{TRAIN_SHARE_OF_BUDGET:.0%} of the {context.budget_minutes:g}-minute budget / the measured epoch time, "
+        f"within {EPOCHS[0]}..{EPOCHS[1]}",
+        f"{seconds * 1000:.0f} ms per train image at {size[0]}x{size[1]}, batch {batch}; "
+        f"{train} train + {val} val images: {per_epoch:.1f} s per epoch",
+    )
     if context.pretrained:
         plan.set("optimizer.lr", 0.001, "pretrained encoder: a smaller lr keeps its features")
         plan.set("trainer.encoder_lr_scale", 0.3, "pretrained encoder moves slower than the new decoder")
@@ -209,8 +247,12 @@ def plan_schedule(plan: Plan, fingerprint: dict, context: PlanContext, size: lis
         plan.set("optimizer.lr", 0.003, "encoder from scratch: every layer learns at the full lr")
         plan.set("trainer.encoder_lr_scale", 1.0, "encoder from scratch: one lr for all layers")
         warmup = max(1, round(0.02 * epochs))
-    plan.set("scheduler.warmup_epochs", warmup,
-             f"warm-up {'5' if context.pretrained else '2'}% of the epochs, at least one", f"{epochs} epochs")
+    plan.set(
+        "scheduler.warmup_epochs",
+        warmup,
+        f"warm-up {'5' if context.pretrained else '2'}% of the epochs, at least one",
+        f"{epochs} epochs",
+    )
 
 
 def plan_model(plan: Plan, fingerprint: dict, context: PlanContext, user_chose_model: bool) -> str:
@@ -223,22 +265,29 @@ def plan_model(plan: Plan, fingerprint: dict, context: PlanContext, user_chose_m
         plan.set("model", context.model, "the model whose encoder the given weights file fits (model.pretrained_path)")
         return context.model
     model = "unet_resnet34" if train >= SMALL_DATA and context.device == "cuda" else "unet_resnet18"
-    plan.set("model", model, f"U-Net/ResNet-18 below {SMALL_DATA} train images or on CPU, else ResNet-34",
-             f"{train} train images, {context.device}")
+    plan.set(
+        "model",
+        model,
+        f"U-Net/ResNet-18 below {SMALL_DATA} train images or on CPU, else ResNet-34",
+        f"{train} train images, {context.device}",
+    )
     return model
 
 
 def make_plan(fingerprint: dict | None, context: PlanContext, speed: Speed, user_chose_model: bool = False) -> Plan:
     """The plan of a data set (see the module doc); PlanError when the fingerprint lacks what it needs."""
     if not fingerprint:
-        raise PlanError("the data commit's dataset.yaml has no fingerprint (ingested by an older segmodels): "
-                        "ingest it again (mlflow run . -e ingest -P source=...) or train without experiment=auto")
+        raise PlanError(
+            "the data commit's dataset.yaml has no fingerprint (ingested by an older segmodels): "
+            "ingest it again (mlflow run . -e ingest -P source=...) or train without experiment=auto"
+        )
     plan = Plan()
     model = plan_model(plan, fingerprint, context, user_chose_model)
     size, native_share = plan_image_size(plan, fingerprint, context.device)
     plan_augmentation(plan, fingerprint, size, native_share)
     plan_normalisation(plan, fingerprint, context.pretrained)
     plan_loss(plan, fingerprint)
-    plan_schedule(plan, fingerprint, PlanContext(context.budget_minutes, context.device, model, context.pretrained),
-                  size, speed)
+    plan_schedule(
+        plan, fingerprint, PlanContext(context.budget_minutes, context.device, model, context.pretrained), size, speed
+    )
     return plan

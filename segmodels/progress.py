@@ -66,8 +66,16 @@ class Progress:
     `update(n)` adds done units; `scale` turns units into the shown figure (e.g. bytes to MB with unit `MB`).
     `enabled=False` shows nothing (another rank's copy, a disabled bar)."""
 
-    def __init__(self, label: str, total: float | None = None, unit: str = "it", *, enabled: bool = True,
-                 scale: float = 1.0, interval: float | None = None):
+    def __init__(
+        self,
+        label: str,
+        total: float | None = None,
+        unit: str = "it",
+        *,
+        enabled: bool = True,
+        scale: float = 1.0,
+        interval: float | None = None,
+    ):
         self.label, self.total, self.unit, self.scale = label, total, unit, scale
         self.done = 0.0
         self.enabled = enabled
@@ -79,14 +87,20 @@ class Progress:
         if not enabled:
             return
         if on_terminal():
-            self._bar = tqdm(total=None if total is None else total * scale, desc=label, unit=unit, leave=False,
-                             dynamic_ncols=True, unit_scale=scale != 1.0)
+            self._bar = tqdm(
+                total=None if total is None else total * scale,
+                desc=label,
+                unit=unit,
+                leave=False,
+                dynamic_ncols=True,
+                unit_scale=scale != 1.0,
+            )
         else:
             self._interval = interval if interval is not None else interval_seconds()
             self._timer = threading.Thread(target=self._report_every_interval, name=f"progress {label}", daemon=True)
             self._timer.start()
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, failed, *_) -> None:
@@ -135,8 +149,9 @@ class Progress:
                 log.info(self.line())
 
 
-def track(items: Iterable[T], label: str, total: int | None = None, unit: str = "it", *,
-          enabled: bool = True) -> Iterator[T]:
+def track(
+    items: Iterable[T], label: str, total: int | None = None, unit: str = "it", *, enabled: bool = True
+) -> Iterator[T]:
     """Yield `items`, counting each as one unit of a :class:`Progress` (`total` defaults to ``len(items)``)."""
     if total is None:
         try:

@@ -31,18 +31,41 @@ from urllib.parse import quote, unquote, unquote_plus, urlsplit
 MASK = "***"
 
 # query/fragment/path parameter names whose value is a secret, compared lower-cased with "-" and "." read as "_"
-SECRET_PARAMS = frozenset({
-    "key", "sig", "sas", "pass", "pwd", "pw", "auth", "authorization", "jwt", "hmac", "session", "bearer",
-    "assertion", "x_amz_signature", "x_amz_credential", "x_amz_security_token", "awsaccesskeyid",
-    "x_goog_signature", "x_goog_credential", "googleaccessid",
-})
+SECRET_PARAMS = frozenset(
+    {
+        "key",
+        "sig",
+        "sas",
+        "pass",
+        "pwd",
+        "pw",
+        "auth",
+        "authorization",
+        "jwt",
+        "hmac",
+        "session",
+        "bearer",
+        "assertion",
+        "x_amz_signature",
+        "x_amz_credential",
+        "x_amz_security_token",
+        "awsaccesskeyid",
+        "x_goog_signature",
+        "x_goog_credential",
+        "googleaccessid",
+    }
+)
 # ... or whose name contains one of these (token, access_token, api_key, auth_key, password, client_secret,
 # signature, jsessionid, phpsessid...)
-SECRET_PARAM_PARTS = re.compile(r"token|secret|passw|signature|credential|jwt|hmac|sess(?:ion)?_?id|"
-                                r"(?:api|access|private|session|client|auth|signing|shared|master|encryption)_?key")
+SECRET_PARAM_PARTS = re.compile(
+    r"token|secret|passw|signature|credential|jwt|hmac|sess(?:ion)?_?id|"
+    r"(?:api|access|private|session|client|auth|signing|shared|master|encryption)_?key"
+)
 # environment variables whose value is a secret: a name with one of these words (between underscores)
-SECRET_ENV_NAME = re.compile(r"(?:^|_)(?:SECRET|SECRETS|TOKEN|PASSWORD|PASSWD|PASSPHRASE|APIKEY|API_KEY|"
-                             r"PRIVATE_KEY|SIGNATURE|CREDENTIAL|CREDENTIALS)(?:_|$)")
+SECRET_ENV_NAME = re.compile(
+    r"(?:^|_)(?:SECRET|SECRETS|TOKEN|PASSWORD|PASSWD|PASSPHRASE|APIKEY|API_KEY|"
+    r"PRIVATE_KEY|SIGNATURE|CREDENTIAL|CREDENTIALS)(?:_|$)"
+)
 NOT_SECRET_ENV_SUFFIXES = ("_ID", "_FILE", "_PATH", "_DIR")  # AWS_WEB_IDENTITY_TOKEN_FILE names a file, not a secret
 MIN_SECRET_LENGTH = 6  # shorter values (true, 1, yes...) are not masked wherever they occur
 SHOWN_CHARS = 80  # at most this much of a user's value goes into a message (:func:`shown`)
@@ -84,8 +107,11 @@ def secret_values() -> list[str]:
     found = set(_registered)
     for name, value in os.environ.items():
         upper = name.upper()
-        if (len(value) >= MIN_SECRET_LENGTH and SECRET_ENV_NAME.search(upper)
-                and not upper.endswith(NOT_SECRET_ENV_SUFFIXES)):
+        if (
+            len(value) >= MIN_SECRET_LENGTH
+            and SECRET_ENV_NAME.search(upper)
+            and not upper.endswith(NOT_SECRET_ENV_SUFFIXES)
+        ):
             found.add(value)
     return sorted(found, key=len, reverse=True)
 
@@ -109,7 +135,7 @@ def redact_url(url: str) -> str:
         match = _AUTHORITY_END.search(tail, tail.index("@"))
         host_end = match.start() if match else len(tail)
         at = tail.rindex("@", 0, host_end)
-        authority, tail = f"{MASK}@{tail[at + 1:host_end]}", tail[host_end:]
+        authority, tail = f"{MASK}@{tail[at + 1 : host_end]}", tail[host_end:]
     before_fragment, hash_sign, fragment = tail.partition("#")
     path, question, query = before_fragment.partition("?")
     if ";" in path:
@@ -165,7 +191,7 @@ def _url_spans(text: str):
         match = _AUTHORITY_END.search(text, index + 3, next_start)
         authority_end = match.start() if match else next_start
         host_start = text.rfind("@", index + 3, authority_end) + 1 or index + 3
-        if host_start == index + 3 and not _is_host(text[index + 3:authority_end]):  # cut short by a / ? # in it
+        if host_start == index + 3 and not _is_host(text[index + 3 : authority_end]):  # cut short by a / ? # in it
             stop = _URL_STOP.search(text, authority_end, next_start)
             at = text.find("@", authority_end, stop.start() if stop else next_start)
             host_start = at + 1 or host_start
@@ -235,7 +261,7 @@ def _mask_bare_param(match: re.Match) -> str:
     kept = value.rstrip(_TRAILING)  # punctuation after it in prose stays
     if not kept or kept.startswith(MASK) or not is_secret_param(name):  # no secret, or masked in a URL already
         return match.group(0)
-    return f"{separator}{name}={MASK}{value[len(kept):]}"
+    return f"{separator}{name}={MASK}{value[len(kept) :]}"
 
 
 def redact_value(value):
@@ -299,6 +325,7 @@ def install_log_redaction(logger_names=("", "segmodels", "mlflow")) -> None:
     ``segmodels`` and ``mlflow`` loggers get a :class:`RedactingFilter` too. Calling it again adds nothing."""
     factory = logging.getLogRecordFactory()
     if not getattr(factory, "segmodels_redacting", False):
+
         def redacting_factory(*args, **kwargs):
             return redact_record(factory(*args, **kwargs))
 

@@ -10,7 +10,7 @@ Code reads these keys as attributes, never with ``.get(key, default)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Dict, List, Optional, get_type_hints
+from typing import Any, Optional, get_type_hints
 
 from omegaconf import MISSING
 
@@ -19,8 +19,8 @@ from omegaconf import MISSING
 class TrainAugmentationConfig:
     """Random train-time transforms (``transforms.train``)."""
 
-    scale: Optional[List[float]] = MISSING  # RandomResizedCrop area range; None: plain resize
-    ratio: List[float] = MISSING  # aspect-ratio range of the crop
+    scale: list[float] | None = MISSING  # RandomResizedCrop area range; None: plain resize
+    ratio: list[float] = MISSING  # aspect-ratio range of the crop
     hflip: float = MISSING  # probabilities
     vflip: float = MISSING
     rot90: float = MISSING
@@ -42,7 +42,7 @@ class TrainerConfig:
 
     epochs: int = MISSING
     batch_size: int = MISSING
-    val_batch_size: Optional[int] = MISSING
+    val_batch_size: int | None = MISSING
     num_workers: Any = MISSING  # int or auto
     pin_memory: Any = MISSING  # bool or auto
     persistent_workers: bool = MISSING
@@ -53,13 +53,13 @@ class TrainerConfig:
     channels_last: Any = MISSING  # bool or auto
     cudnn_benchmark: bool = MISSING
     deterministic: bool = MISSING
-    grad_clip_norm: Optional[float] = MISSING
+    grad_clip_norm: float | None = MISSING
     encoder_lr_scale: float = MISSING
     freeze_encoder_epochs: int = MISSING
     device: str = MISSING
     monitor: str = MISSING
     monitor_mode: str = MISSING
-    early_stopping_patience: Optional[int] = MISSING
+    early_stopping_patience: int | None = MISSING
     early_stopping_min_delta: float = MISSING
     resume: Any = MISSING  # bool or auto
     progress_bar: bool = MISSING
@@ -74,23 +74,23 @@ class DataConfig:
     val_fraction: float = MISSING
     test_fraction: float = MISSING
     source_splits: bool = MISSING
-    classes: Optional[List[Any]] = MISSING
-    classes_file: Optional[str] = MISSING
+    classes: list[Any] | None = MISSING
+    classes_file: str | None = MISSING
     ignore_index: int = MISSING
     mask_values: Any = MISSING  # {raw value: class id} or None
-    ignore_classes: List[str] = MISSING
+    ignore_classes: list[str] = MISSING
     resize_masks: bool = MISSING
     max_ignored_share: float = MISSING
     orientation_free: bool = MISSING
-    name: Optional[str] = MISSING
-    s3_endpoint_url: Optional[str] = MISSING
+    name: str | None = MISSING
+    s3_endpoint_url: str | None = MISSING
     max_file_bytes: int = MISSING
-    max_image_pixels: Optional[int] = MISSING
+    max_image_pixels: int | None = MISSING
     follow_external_symlinks: bool = MISSING
     max_extracted_bytes: int = MISSING
     max_compression_ratio: float = MISSING
     max_download_seconds: float = MISSING
-    options: Dict[str, Any] = MISSING
+    options: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -133,7 +133,7 @@ class PlanConfig:
 
     mode: str = MISSING  # off | auto | applied
     budget_minutes: float = MISSING
-    rules: Dict[str, str] = MISSING
+    rules: dict[str, str] = MISSING
 
 
 @dataclass
@@ -205,7 +205,7 @@ class MainConfig:
     env_manager: str = MISSING
     force: str = MISSING
     reuse_dirty: bool = MISSING
-    steps: Dict[str, Any] = MISSING
+    steps: dict[str, Any] = MISSING
 
 
 @dataclass
@@ -214,14 +214,19 @@ class ReproduceConfig:
 
     run_id: str = MISSING
     compare: str = MISSING  # auto | exact | tolerance
-    tolerance: Dict[str, float] = MISSING  # rel, abs
-    ignore_metrics: List[str] = MISSING
+    tolerance: dict[str, float] = MISSING  # rel, abs
+    ignore_metrics: list[str] = MISSING
 
 
-GROUP_SCHEMAS = {"transforms": TransformsConfig, "trainer": TrainerConfig, "data": DataConfig,
-                 "lakefs": LakeFSConfig}
-STEP_SCHEMAS = {"ingest": IngestConfig, "train": TrainConfig, "register": RegisterConfig,
-                "infer": InferConfig, "main": MainConfig, "reproduce": ReproduceConfig}
+GROUP_SCHEMAS = {"transforms": TransformsConfig, "trainer": TrainerConfig, "data": DataConfig, "lakefs": LakeFSConfig}
+STEP_SCHEMAS = {
+    "ingest": IngestConfig,
+    "train": TrainConfig,
+    "register": RegisterConfig,
+    "infer": InferConfig,
+    "main": MainConfig,
+    "reproduce": ReproduceConfig,
+}
 
 
 def is_text_key(step: str, key: str) -> bool:

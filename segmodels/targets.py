@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -62,7 +62,7 @@ def conf_targets(files: Mapping[str, str]) -> dict[str, frozenset]:
     return {key: frozenset(targets) for key, targets in allowed.items()}
 
 
-@lru_cache(maxsize=None)
+@cache
 def _folder_targets(conf: Path) -> dict[str, frozenset]:
     return conf_targets({path.relative_to(conf).as_posix(): path.read_text() for path in sorted(conf.rglob("*.yaml"))})
 
@@ -78,8 +78,12 @@ def check_targets(node: Any, key: str, allowed: Allowed) -> None:
     for inner, target in target_nodes(node):
         path = ".".join(filter(None, (key, inner)))
         if path not in allowed:
-            raise ConfigError(f"{path or 'the config'}: a {TARGET_KEY} node ({TARGET_KEY}={str(target)[:80]!r}) where "
-                              f"conf/ has plain values: refusing to build it")
+            raise ConfigError(
+                f"{path or 'the config'}: a {TARGET_KEY} node ({TARGET_KEY}={str(target)[:80]!r}) where "
+                f"conf/ has plain values: refusing to build it"
+            )
         if not isinstance(target, str) or target not in allowed[path]:
-            raise ConfigError(f"{path}.{TARGET_KEY}={str(target)[:80]!r}: not a target conf/ names for {path} "
-                              f"({', '.join(sorted(allowed[path]))[:200]}): refusing to build it")
+            raise ConfigError(
+                f"{path}.{TARGET_KEY}={str(target)[:80]!r}: not a target conf/ names for {path} "
+                f"({', '.join(sorted(allowed[path]))[:200]}): refusing to build it"
+            )

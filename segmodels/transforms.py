@@ -4,6 +4,7 @@ transforms move it with the image (nearest interpolation) and photometric ones l
 Geometry respects the data: random crops keep the aspect ratio of ``image_size`` (up to ``ratio`` jitter), and
 evaluation resizes each image to fit ``image_size`` without distortion, pads it, and keeps the mask at the
 image's own resolution, where metrics are computed (:func:`logits_at_size` maps the logits back)."""
+
 from __future__ import annotations
 
 from typing import Iterator, Sequence
@@ -24,8 +25,11 @@ def image_size_of(cfg) -> tuple[int, int]:
     size = cfg.image_size
     if isinstance(size, int) and not isinstance(size, bool) and size > 0:
         return size, size
-    if isinstance(size, (list, tuple, ListConfig)) and len(size) == 2 and all(
-            isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size):
+    if (
+        isinstance(size, (list, tuple, ListConfig))
+        and len(size) == 2
+        and all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in size)
+    ):
         return size[0], size[1]
     shown = list(size) if isinstance(size, ListConfig) else size
     raise ConfigError(f"transforms.image_size={shown!r}: expected a positive int or [height, width]")
@@ -61,8 +65,7 @@ def logits_at_size(logits: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 FULL_SIZE_LOGITS_BYTES = 256 << 20  # float32 logits resized back to their images' size at once, at most
 
 
-def same_size_slices(sizes: Sequence[Sequence[int]], channels: int
-                     ) -> Iterator[tuple[tuple[int, int], list[int]]]:
+def same_size_slices(sizes: Sequence[Sequence[int]], channels: int) -> Iterator[tuple[tuple[int, int], list[int]]]:
     """``(size, indexes)`` of the images of each size, in slices whose ``channels`` float32 logits at that size
     fit in ``FULL_SIZE_LOGITS_BYTES``: what :func:`logits_at_size` may resize back in one call."""
     by_size: dict[tuple[int, int], list[int]] = {}
@@ -71,7 +74,7 @@ def same_size_slices(sizes: Sequence[Sequence[int]], channels: int
     for size, indexes in by_size.items():
         per_slice = max(1, FULL_SIZE_LOGITS_BYTES // (4 * channels * size[0] * size[1]))
         for start in range(0, len(indexes), per_slice):
-            yield size, indexes[start:start + per_slice]
+            yield size, indexes[start : start + per_slice]
 
 
 TTA_FLIPS = {"false": ((),), "hflip": ((), (-1,)), "flips": ((), (-1,), (-2,), (-2, -1))}  # dims flipped per pass
@@ -130,8 +133,9 @@ class RandomRot90(v2.Transform):
         return tv_tensors.wrap(torch.rot90(inpt, turns, dims=(-2, -1)), like=inpt)
 
 
-def model_input(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
-                box: Sequence[int] | None = None) -> torch.Tensor:
+def model_input(
+    images: torch.Tensor, mean: Sequence[float], std: Sequence[float], box: Sequence[int] | None = None
+) -> torch.Tensor:
     """uint8 images [..., 3, H, W] as the model takes them: float, normalised with ``mean`` / ``std`` and, with a
     ``box``, :func:`letterbox`-ed into it (the padding is then the mean colour). Validation and ``predict`` both
     prepare images with it."""
@@ -149,8 +153,9 @@ class ModelInput(v2.Transform):
 
     def transform(self, inpt, params: dict):
         if isinstance(inpt, tv_tensors.Image):
-            return tv_tensors.wrap(model_input(inpt.as_subclass(torch.Tensor), self.mean, self.std, self.box),
-                                   like=inpt)
+            return tv_tensors.wrap(
+                model_input(inpt.as_subclass(torch.Tensor), self.mean, self.std, self.box), like=inpt
+            )
         return inpt
 
 
@@ -170,8 +175,9 @@ def _train_augmentations(cfg, size: tuple[int, int], ignore_index: int) -> list:
     if cfg.rotation:
         steps.append(v2.RandomRotation(cfg.rotation, fill={tv_tensors.Image: 0, tv_tensors.Mask: ignore_index}))
     if cfg.color_jitter:
-        steps.append(v2.ColorJitter(brightness=cfg.color_jitter, contrast=cfg.color_jitter,
-                                    saturation=cfg.color_jitter))
+        steps.append(
+            v2.ColorJitter(brightness=cfg.color_jitter, contrast=cfg.color_jitter, saturation=cfg.color_jitter)
+        )
     return steps
 
 

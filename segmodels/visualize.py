@@ -1,4 +1,5 @@
 """Colour masks and overlay them on images (uint8 numpy arrays); matplotlib set up for the figures segmodels logs."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """MLproject entry point `infer`: Predict masks with a registered model (see segmodels.pipeline.infer)."""
 
 import _checkout  # noqa: F401  (first: this checkout's segmodels, not an installed one)
+
 from segmodels.pipeline import run_step_cli  # noqa: E402 (after _checkout)
 
 if __name__ == "__main__":

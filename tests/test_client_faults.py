@@ -67,8 +67,10 @@ class SilentServer:
                 if not data:
                     return
                 request += data
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                         b"Content-Length: %d\r\n\r\n" % len(self.trickle))
+            conn.sendall(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(self.trickle)
+            )
             for byte in self.trickle:
                 time.sleep(self.interval)
                 conn.sendall(bytes([byte]))
@@ -90,6 +92,7 @@ def serve():
     def start(**kwargs) -> SilentServer:
         servers.append(SilentServer(**kwargs))
         return servers[-1]
+
     yield start
     for server in servers:
         server.close()
@@ -119,7 +122,8 @@ CALLS = {
     "upload": lambda client, tmp: client.upload_file("repo", "main", "small.bin", tmp / "small.bin"),
     "big upload": lambda client, tmp: client.upload_file("repo", "main", "big.bin", tmp / "big.bin"),
     "download": lambda client, tmp: client.download_object(
-        "repo", "main", RemoteObject("a.bin", "0" * 32, 1000), tmp / "out" / "a.bin"),
+        "repo", "main", RemoteObject("a.bin", "0" * 32, 1000), tmp / "out" / "a.bin"
+    ),
 }
 
 
@@ -141,8 +145,9 @@ def test_every_call_to_a_silent_server_fails_in_bounded_time(serve, tmp_path, ca
 
 
 def test_download_stalling_mid_body_fails_in_bounded_time(serve, tmp_path):
-    server = serve(reply=b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n"
-                         + b"x" * 10)
+    server = serve(
+        reply=b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10
+    )
     client = quick_client(server.endpoint, tmp_path / "home")
     start = time.monotonic()
     with pytest.raises(LakeFSError, match=r"no answer within 0\.5 s") as info:
@@ -156,8 +161,9 @@ def test_read_timeout_is_per_read_not_per_transfer(serve, tmp_path):
     body = b"slowly!!"
     server = serve(trickle=body, interval=0.2)  # 1.6 s in all, never 0.5 s without a byte
     client = quick_client(server.endpoint, tmp_path / "home", attempts=1)
-    client.download_object("repo", "main", RemoteObject("a.bin", hashlib.md5(body).hexdigest(), len(body)),
-                           tmp_path / "a.bin")
+    client.download_object(
+        "repo", "main", RemoteObject("a.bin", hashlib.md5(body).hexdigest(), len(body)), tmp_path / "a.bin"
+    )
     assert (tmp_path / "a.bin").read_bytes() == body
 
 
@@ -165,16 +171,24 @@ def test_default_waits_are_bounded_and_configurable(monkeypatch):
     for name in ("CONNECT_TIMEOUT", "READ_TIMEOUT", "RETRY_WINDOW", "EPHEMERAL_MAX_AGE"):
         monkeypatch.delenv(f"SEGMODELS_LAKEFS_{name}", raising=False)
     settings = LakeFSSettings("http://lakefs:8000", "AK", "SK")
-    assert (settings.connect_timeout, settings.read_timeout, settings.retry_window,
-            settings.ephemeral_max_age) == (10.0, 60.0, 45.0, 86400.0)
+    assert (settings.connect_timeout, settings.read_timeout, settings.retry_window, settings.ephemeral_max_age) == (
+        10.0,
+        60.0,
+        45.0,
+        86400.0,
+    )
     assert settings.retry_window + settings.connect_timeout + settings.read_timeout <= 120
     monkeypatch.setenv("SEGMODELS_LAKEFS_CONNECT_TIMEOUT", "2.5")
     monkeypatch.setenv("SEGMODELS_LAKEFS_READ_TIMEOUT", "7")
     monkeypatch.setenv("SEGMODELS_LAKEFS_RETRY_WINDOW", "3")
     monkeypatch.setenv("SEGMODELS_LAKEFS_EPHEMERAL_MAX_AGE", "600")
     settings = LakeFSSettings("http://lakefs:8000", "AK", "SK")
-    assert (settings.connect_timeout, settings.read_timeout, settings.retry_window,
-            settings.ephemeral_max_age) == (2.5, 7.0, 3.0, 600.0)
+    assert (settings.connect_timeout, settings.read_timeout, settings.retry_window, settings.ephemeral_max_age) == (
+        2.5,
+        7.0,
+        3.0,
+        600.0,
+    )
     client = LakeFS(settings)
     assert client.sdk.objects_api.api_client.rest_client.timeout == (2.5, 7.0)
     assert client.sdk.objects_api.api_client.configuration.retries is False
@@ -192,6 +206,7 @@ def test_parallel_transfers_stop_at_the_first_failure():
             raise LakeFSError("first fails")
         time.sleep(0.2)
         return item
+
     start = time.monotonic()
     with pytest.raises(LakeFSError, match="first fails"):
         client_module._parallel(work, range(50), workers=2)
@@ -204,8 +219,11 @@ def test_closed_port_fails_with_one_quiet_line(tmp_path, caplog, capfd):
     endpoint = f"http://127.0.0.1:{free_port()}"
     client = quick_client(endpoint, tmp_path / "home", backoff=0.01)
     caplog.set_level(logging.DEBUG)
-    with pytest.raises(LakeFSError, match=r"resolve ref repo/main: server unreachable after 5 attempts .*"
-                                          r"\(connection refused\)$") as info:
+    with pytest.raises(
+        LakeFSError,
+        match=r"resolve ref repo/main: server unreachable after 5 attempts .*"
+        r"\(connection refused\)$",
+    ) as info:
         client.get_commit("repo", "main")
     assert_one_line(info.value, endpoint)
     out, err = capfd.readouterr()
@@ -228,8 +246,9 @@ except LakeFSError as exc:
 def test_closed_port_prints_only_the_error_line(tmp_path):
     """Logging set up as the steps do it, no pytest capture: urllib3's own retry warnings would reach stderr."""
     endpoint = f"http://127.0.0.1:{free_port()}"
-    result = subprocess.run([sys.executable, "-c", CLOSED_PORT_SCRIPT, endpoint, str(tmp_path)],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", CLOSED_PORT_SCRIPT, endpoint, str(tmp_path)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0 and result.stdout == ""
     lines = result.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"lakeFS {endpoint}: resolve ref repo/main: "), result.stderr
@@ -255,9 +274,21 @@ class Writer:
 
     def __init__(self, settings: LakeFSSettings, repo: str, home: Path, source: Path, prefix: str):
         self.process = subprocess.Popen(
-            [sys.executable, "-c", WRITER_SCRIPT, settings.endpoint, settings.access_key_id,
-             settings.secret_access_key, repo, str(home), str(source), prefix],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            [
+                sys.executable,
+                "-c",
+                WRITER_SCRIPT,
+                settings.endpoint,
+                settings.access_key_id,
+                settings.secret_access_key,
+                repo,
+                str(home),
+                str(source),
+                prefix,
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
         self.output = b""
 
     def line(self, timeout: float = 30.0) -> str:
@@ -395,8 +426,9 @@ def answer_lost_once(monkeypatch, api, name: str) -> list:
     return outcomes
 
 
-def test_a_commit_or_merge_whose_answer_was_lost_is_done_once_and_reported_done(lakefs, repo_name, tmp_path,
-                                                                                monkeypatch):
+def test_a_commit_or_merge_whose_answer_was_lost_is_done_once_and_reported_done(
+    lakefs, repo_name, tmp_path, monkeypatch
+):
     """The retry of a commit (or merge) that landed would get 400 "no changes"; the client finds its own commit
     by the request id in its metadata and returns it."""
     lakefs.ensure_repository(repo_name)
@@ -407,8 +439,10 @@ def test_a_commit_or_merge_whose_answer_was_lost_is_done_once_and_reported_done(
     committed = lakefs.commit(repo_name, "main", "once", {"k": "v"})
     assert committed.parents == [base] and committed.message == "once" and committed.metadata["k"] == "v"
     assert lakefs.resolve_commit(repo_name, "main") == committed.id
-    assert [c.message for c in lakefs.sdk.refs_api.log_commits(repo_name, "main").results][:2] == \
-        ["once", "Repository created"]
+    assert [c.message for c in lakefs.sdk.refs_api.log_commits(repo_name, "main").results][:2] == [
+        "once",
+        "Repository created",
+    ]
 
     lakefs.sdk.branches_api.create_branch(repo_name, lakefs_sdk.BranchCreation(name="feature", source="main"))
     lakefs.upload_file(repo_name, "feature", "g.txt", tmp_path / "f.txt")

@@ -60,8 +60,12 @@ class LocalChain:
         mlflow.set_tracking_uri(self.env["MLFLOW_TRACKING_URI"])
         client = MlflowClient()
         experiment = client.get_experiment_by_name(EXPERIMENT)
-        return client.search_runs([experiment.experiment_id], f"tags.`{lineage.TAG_STEP}` = '{step}'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+        return client.search_runs(
+            [experiment.experiment_id],
+            f"tags.`{lineage.TAG_STEP}` = '{step}'",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )[0]
 
     def ingest(self, source: Path) -> mlflow.entities.Run:
         self.step("ingest", "--source", str(source), "--repo", self.repo)
@@ -139,12 +143,15 @@ def test_same_run_twice_shows_no_change(in_chain, capsys):
     assert out.rstrip().endswith("validated on the same data commit")
 
 
-@pytest.mark.parametrize("ref, reason", [
-    ("models:/nope", "expected models:/<name>/<version> or models:/<name>@<alias>"),
-    ("models:/nope/1", "nope"),
-    ("abcdef12", "no MLflow run has this id"),
-    ("lakefs://", "lakefs://repo/ref/path"),
-])
+@pytest.mark.parametrize(
+    "ref, reason",
+    [
+        ("models:/nope", "expected models:/<name>/<version> or models:/<name>@<alias>"),
+        ("models:/nope/1", "nope"),
+        ("abcdef12", "no MLflow run has this id"),
+        ("lakefs://", "lakefs://repo/ref/path"),
+    ],
+)
 def test_a_side_that_names_nothing_is_one_line(in_chain, capsys, ref, reason):
     with pytest.raises(SystemExit) as exited:
         main(["compare", in_chain.a.info.run_id, ref])
@@ -155,9 +162,14 @@ def test_a_side_that_names_nothing_is_one_line(in_chain, capsys, ref, reason):
 
 
 def test_the_console_script_prints_the_comparison(in_chain):
-    done = subprocess.run([sys.executable, "-m", "segmodels.cli", "compare", in_chain.a.info.run_id,
-                           in_chain.b.info.run_id], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(PROJECT)}, cwd=PROJECT)
+    done = subprocess.run(
+        [sys.executable, "-m", "segmodels.cli", "compare", in_chain.a.info.run_id, in_chain.b.info.run_id],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(PROJECT)},
+        cwd=PROJECT,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "optimizer.lr: 0.003 -> 0.001" in done.stdout and "1 changed: demo_00003" in done.stdout
 

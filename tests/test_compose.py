@@ -78,9 +78,10 @@ def readme_exports() -> dict[str, str]:
 
 # -- the services, their images and the MLflow server image -------------------------------------------------
 
+
 def test_the_stack_has_its_services():
     assert {"postgres", "minio", "minio-buckets", "lakefs", SETUP_JOB, "mlflow"} <= set(SERVICES)
-    assert ONE_SHOT == {"minio-buckets", SETUP_JOB}
+    assert {"minio-buckets", SETUP_JOB} == ONE_SHOT
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -115,8 +116,9 @@ def test_the_dockerfile_pins_its_base_image_and_mlflow_at_the_clients_version():
 @pytest.mark.parametrize("name", sorted(SERVICES))
 def test_no_service_installs_packages_at_start(name):
     for command in commands(SERVICES[name]):
-        assert not re.search(r"\bpip3?\s+install\b|\buv\s+pip\b|\bapt-get\s+install\b|\bapk\s+add\b", command), \
+        assert not re.search(r"\bpip3?\s+install\b|\buv\s+pip\b|\bapt-get\s+install\b|\bapk\s+add\b", command), (
             f"{name} installs packages at start: {command}"
+        )
 
 
 def test_the_mlflow_server_uses_postgres_and_minio():
@@ -126,6 +128,7 @@ def test_the_mlflow_server_uses_postgres_and_minio():
 
 
 # -- health checks, start order and `up --wait` -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", sorted(LONG_RUNNING))
 def test_every_long_running_service_has_a_health_check(name):
@@ -159,6 +162,7 @@ def test_up_wait_waits_for_every_one_shot_job_to_complete(job):
 
 
 # -- the lakeFS setup job -------------------------------------------------------------------------------------
+
 
 def test_the_setup_job_runs_the_setup_script_with_the_readmes_keys():
     job = SERVICES[SETUP_JOB]
@@ -239,9 +243,14 @@ def fake_lakefs():
 
 
 def run_setup(endpoint: str, key_id: str, secret: str, home: Path) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home),  # HOME: no ~/.curlrc; no proxy variables
-           "LAKECTL_SERVER_ENDPOINT_URL": endpoint, "LAKEFS_ADMIN_USER": "admin",
-           "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": key_id, "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret}
+    env = {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(home),  # HOME: no ~/.curlrc; no proxy variables
+        "LAKECTL_SERVER_ENDPOINT_URL": endpoint,
+        "LAKEFS_ADMIN_USER": "admin",
+        "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": key_id,
+        "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret,
+    }
     return subprocess.run(["sh", str(SETUP_SCRIPT)], env=env, capture_output=True, text=True, timeout=60)
 
 
@@ -276,4 +285,3 @@ def test_the_setup_script_quotes_the_keys_and_fails_on_keys_lakefs_does_not_know
     assert other.returncode != 0
     assert "rejects the access key AKIAOTHER" in other.stderr
     assert server.credentials == ("AKIAFIRST", secret)  # nothing changed
-

@@ -9,22 +9,52 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 from mlflow.projects import _project_spec
+from omegaconf import OmegaConf
 
 from segmodels.config import ConfigError, flatten_config, load_config
-from segmodels.pipeline.params import (CHAIN, LAUNCHER_PARAMS, STEP_PARAMS, main_overrides, parse_command_line,
-                                       route_main_params, step_overrides)
+from segmodels.pipeline.params import (
+    CHAIN,
+    LAUNCHER_PARAMS,
+    STEP_PARAMS,
+    main_overrides,
+    parse_command_line,
+    route_main_params,
+    step_overrides,
+)
 from segmodels.training.launch import split_nproc
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLES = {
-    "source": "demo", "repo": "r", "branch": "b", "format": "folder", "on_error": "skip",
-    "data_ref": "lakefs://r/abc/data", "model": "unet_resnet18", "lr": "0.01", "epochs": "2", "batch_size": "4",
-    "image_size": "32", "run_id": "0123abcd", "model_name": "m", "metric": "best_val_miou", "threshold": "0.5",
-    "alias": "a", "model_uri": "models:/m@a", "split": "val", "output_dir": "out", "env_manager": "local",
-    "nproc": "2", "force": "True", "parent_run_id": "feed1234", "interactive": "True", "commit_predictions": "True",
-    "experiment": "demo", "budget_minutes": "7.5", "tta": "hflip", "mode": "sliding",
+    "source": "demo",
+    "repo": "r",
+    "branch": "b",
+    "format": "folder",
+    "on_error": "skip",
+    "data_ref": "lakefs://r/abc/data",
+    "model": "unet_resnet18",
+    "lr": "0.01",
+    "epochs": "2",
+    "batch_size": "4",
+    "image_size": "32",
+    "run_id": "0123abcd",
+    "model_name": "m",
+    "metric": "best_val_miou",
+    "threshold": "0.5",
+    "alias": "a",
+    "model_uri": "models:/m@a",
+    "split": "val",
+    "output_dir": "out",
+    "env_manager": "local",
+    "nproc": "2",
+    "force": "True",
+    "parent_run_id": "feed1234",
+    "interactive": "True",
+    "commit_predictions": "True",
+    "experiment": "demo",
+    "budget_minutes": "7.5",
+    "tta": "hflip",
+    "mode": "sliding",
 }
 GROUP_CHOICES = {"model", "format", "experiment"}  # pick a config group option rather than set a value
 
@@ -40,7 +70,7 @@ def step_argv(entry_point: str, params: dict[str, str]) -> list[str]:
     args = mlflow_command(entry_point, params)
     script = args.index(f"steps/{entry_point}.py")
     assert args[0] == "python" and (script == 1 or args[1:3] == ["-m", "segmodels.training.launch"])
-    return split_nproc(args[script + 1:])[1]
+    return split_nproc(args[script + 1 :])[1]
 
 
 def compose(entry_point: str, params: dict[str, str]):
@@ -60,8 +90,12 @@ def test_every_entry_point_parameter_reaches_its_config_key(entry_point):
 
 
 def test_train_params_map_onto_hyperparameters():
-    flat = flatten_config(compose("train", {"lr": "0.01", "epochs": "3", "batch_size": "4", "image_size": "48",
-                                            "data_ref": "abc", "nproc": "2"}))
+    flat = flatten_config(
+        compose(
+            "train",
+            {"lr": "0.01", "epochs": "3", "batch_size": "4", "image_size": "48", "data_ref": "abc", "nproc": "2"},
+        )
+    )
     assert flat["optimizer.lr"] == "0.01"
     assert flat["trainer.epochs"] == "3"
     assert flat["trainer.batch_size"] == "4"
@@ -77,11 +111,14 @@ def test_list_values_pass_through_mlproject_params(value, expected):
     assert list(cfg.data.ignore_classes) == ["Unlabelled"] and dict(cfg.data.mask_values) == {255: 1}
 
 
-@pytest.mark.parametrize("params, reason", [
-    ({"image_size": "[192,256"}, "image_size"),
-    ({"epochs": "ten"}, "epochs"),
-    ({"image_size": "[a,b]"}, None),  # composes; refused where the size is read (tests/test_transforms.py)
-])
+@pytest.mark.parametrize(
+    "params, reason",
+    [
+        ({"image_size": "[192,256"}, "image_size"),
+        ({"epochs": "ten"}, "epochs"),
+        ({"image_size": "[a,b]"}, None),  # composes; refused where the size is read (tests/test_transforms.py)
+    ],
+)
 def test_bad_list_or_typed_values_are_one_line_config_errors(params, reason):
     if reason is None:
         compose("train", params)
@@ -99,10 +136,15 @@ def test_any_config_key_is_a_parameter_and_unknown_names_are_refused():
         compose("train", {"trainer.no_such_key": "1"})
 
 
-@pytest.mark.parametrize("entry_point, key, value, expected", [
-    ("train", "seed", "7", 7), ("ingest", "split_seed", "3", 3), ("infer", "batch_size", "2", 2),
-    ("register", "threshold", "0.25", 0.25),
-])
+@pytest.mark.parametrize(
+    "entry_point, key, value, expected",
+    [
+        ("train", "seed", "7", 7),
+        ("ingest", "split_seed", "3", 3),
+        ("infer", "batch_size", "2", 2),
+        ("register", "threshold", "0.25", 0.25),
+    ],
+)
 def test_a_top_level_config_key_is_a_parameter(entry_point, key, value, expected):
     """-P seed=1 (a key at the top of the step's config, in no parameter table) reaches the config as -P
     trainer.epochs=3 does; through main as <step>.<key>; a name of no config key is still refused in one line."""
@@ -133,27 +175,48 @@ def test_unknown_parameter_errors_name_a_config_key_of_that_step(step):
 
 
 def test_segmodels_step_takes_hydra_overrides_and_free_overrides():
-    params, overrides = parse_command_line("train", ["optimizer.lr=0.01", "trainer.epochs=", "--overrides",
-                                                     "loss=ce_dice 'model.encoder_name=resnet34'", "--lr=0.5"])
+    params, overrides = parse_command_line(
+        "train",
+        [
+            "optimizer.lr=0.01",
+            "trainer.epochs=",
+            "--overrides",
+            "loss=ce_dice 'model.encoder_name=resnet34'",
+            "--lr=0.5",
+        ],
+    )
     assert params == {"lr": "0.5"} and overrides == ["optimizer.lr=0.01", "loss=ce_dice", "model.encoder_name=resnet34"]
     with pytest.raises(ConfigError, match="'oops' is not of the form"):
         parse_command_line("train", ["oops"])
 
 
 def test_main_hands_each_step_its_own_parameters():
-    own, per_step = route_main_params({"repo": "r", "lr": "0.01", "source": "demo", "infer.split": "val",
-                                       "overrides": "loss=ce_dice", "env_manager": "local", "nproc": "2",
-                                       "train.trainer.epochs": "3"})
+    own, per_step = route_main_params(
+        {
+            "repo": "r",
+            "lr": "0.01",
+            "source": "demo",
+            "infer.split": "val",
+            "overrides": "loss=ce_dice",
+            "env_manager": "local",
+            "nproc": "2",
+            "train.trainer.epochs": "3",
+        }
+    )
     assert own == {"env_manager": "local"}
-    assert per_step == {"ingest": {"repo": "r", "source": "demo"},
-                        "train": {"repo": "r", "lr": "0.01", "overrides": "loss=ce_dice", "nproc": "2",
-                                  "trainer.epochs": "3"},
-                        "register": {}, "infer": {"repo": "r", "split": "val"}}
+    assert per_step == {
+        "ingest": {"repo": "r", "source": "demo"},
+        "train": {"repo": "r", "lr": "0.01", "overrides": "loss=ce_dice", "nproc": "2", "trainer.epochs": "3"},
+        "register": {},
+        "infer": {"repo": "r", "split": "val"},
+    }
     cfg = load_config("main", main_overrides({"lr": "1e-3", "image_size": "[48,64]", "threshold": ""}))
     assert flatten_config(cfg.steps.train) == {"lr": "1e-3", "image_size": "[48,64]"}, "strings, as given"
     assert set(cfg.steps) == set(CHAIN) and not cfg.steps.register
-    for bad, reason in [({"bogus": "1"}, "unknown parameter 'bogus' for main"),
-                        ({"train.data_ref": "x"}, "filled in by main")]:
+    for bad, reason in [
+        ({"bogus": "1"}, "unknown parameter 'bogus' for main"),
+        ({"train.data_ref": "x"}, "filled in by main"),
+    ]:
         with pytest.raises(ConfigError, match=reason):
             route_main_params(bad)
 
@@ -170,10 +233,16 @@ def test_main_refuses_infer_source_naming_the_infer_command_that_takes_it():
 
 
 @pytest.mark.parametrize("text", ["47e11020", "1234e005", "00e12345", "12345678", "0x1f2e3d4c", "1e5", "true", "null"])
-@pytest.mark.parametrize("entry_point, name, key", [
-    ("reproduce", "run_id", "run_id"), ("register", "parent_run_id", "parent_run_id"),
-    ("train", "data_ref", "data_ref"), ("infer", "split", "split"), ("ingest", "repo", "lakefs.repo"),
-])
+@pytest.mark.parametrize(
+    "entry_point, name, key",
+    [
+        ("reproduce", "run_id", "run_id"),
+        ("register", "parent_run_id", "parent_run_id"),
+        ("train", "data_ref", "data_ref"),
+        ("infer", "split", "split"),
+        ("ingest", "repo", "lakefs.repo"),
+    ],
+)
 def test_text_parameters_stay_the_text_typed(entry_point, name, key, text):
     """A run id prefix that reads as a number (``47e11020`` is 4.7e11021: it became ``inf``) stays the text
     typed, through the MLproject command and as a ``key=value`` override."""
@@ -198,8 +267,12 @@ def test_a_recipe_selects_each_steps_part():
     for params in ({"experiment": "camvid"}, {"overrides": "experiment=camvid trainer.epochs=3"}):
         _, per_step = route_main_params(params)
         assert per_step["ingest"] == {"experiment": "camvid"}
-        assert load_config("ingest", step_overrides("ingest", [f"--{k}={v}" for k, v in per_step["ingest"].items()]
-                                                    )).data.format == "folder"
+        assert (
+            load_config(
+                "ingest", step_overrides("ingest", [f"--{k}={v}" for k, v in per_step["ingest"].items()])
+            ).data.format
+            == "folder"
+        )
 
 
 def test_launcher_takes_nproc_wherever_mlflow_put_it():
@@ -209,23 +282,35 @@ def test_launcher_takes_nproc_wherever_mlflow_put_it():
     assert "nproc" in LAUNCHER_PARAMS["train"]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--bogus", "1"], "segmodels register: error: unknown parameter 'bogus' for register"),
-    (["--threshold", "[0.5"], "segmodels register: error: threshold='[0.5': not a valid value"),
-    (["--threshold", "high"], "segmodels register: error: "),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--bogus", "1"], "segmodels register: error: unknown parameter 'bogus' for register"),
+        (["--threshold", "[0.5"], "segmodels register: error: threshold='[0.5': not a valid value"),
+        (["--threshold", "high"], "segmodels register: error: "),
+    ],
+)
 def test_step_script_refuses_bad_parameters_in_one_line(argv, message):
-    result = subprocess.run([sys.executable, "steps/register.py", *argv], cwd=PROJECT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "steps/register.py", *argv], cwd=PROJECT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip().splitlines()[0]]
     assert result.stderr.startswith(message), result.stderr
 
 
 def test_launcher_refuses_a_bad_nproc_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "segmodels.training.launch", "steps/train.py", "--nproc", "two"],
-                            cwd=PROJECT, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 2 and result.stderr == "segmodels train: error: nproc='two': expected a whole number >= 1\n"
+    result = subprocess.run(
+        [sys.executable, "-m", "segmodels.training.launch", "steps/train.py", "--nproc", "two"],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (
+        result.returncode == 2
+        and result.stderr == "segmodels train: error: nproc='two': expected a whole number >= 1\n"
+    )
 
 
 def test_unknown_model_name_is_a_one_line_config_error():
@@ -250,12 +335,15 @@ def test_launcher_runs_one_process_directly_and_several_under_torchrun():
         launch_command(0, "steps/train.py", [])
 
 
-@pytest.mark.parametrize("name, pyvenv, conda, expected", [
-    (".venv", "home = /usr\n", False, "local"),
-    ("mlflow-abc123", "home = /usr\nversion = 3.11\n", False, "virtualenv"),
-    ("mlflow-abc123", "home = /usr\nuv = 0.8.0\n", False, "uv"),
-    ("mlflow-abc123", "", True, "conda"),
-])
+@pytest.mark.parametrize(
+    "name, pyvenv, conda, expected",
+    [
+        (".venv", "home = /usr\n", False, "local"),
+        ("mlflow-abc123", "home = /usr\nversion = 3.11\n", False, "virtualenv"),
+        ("mlflow-abc123", "home = /usr\nuv = 0.8.0\n", False, "uv"),
+        ("mlflow-abc123", "", True, "conda"),
+    ],
+)
 def test_main_hands_children_the_env_manager_it_runs_under(tmp_path, monkeypatch, name, pyvenv, conda, expected):
     from segmodels.pipeline.main import detect_env_manager
 

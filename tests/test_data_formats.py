@@ -31,7 +31,9 @@ from segmodels.data.shapes import SegmentationRasterizer, ShapeCanvas, labelme_s
 
 
 def read_masks(root):
-    return {path.stem: (path.parent.name, np.asarray(Image.open(path))) for path in sorted((root / "masks").rglob("*.png"))}
+    return {
+        path.stem: (path.parent.name, np.asarray(Image.open(path))) for path in sorted((root / "masks").rglob("*.png"))
+    }
 
 
 def test_formats_are_registered_and_detected(tmp_path):
@@ -59,7 +61,11 @@ def test_folder_with_configured_names(tmp_path):
     (source / "masks").rename(source / "labels")
     for mask in (source / "labels").glob("*.png"):
         mask.rename(mask.with_name(f"{mask.stem}_mask.png"))
-    options = ["data.options.images_dir=frames", "data.options.masks_dir=labels", "data.options.mask_name='{stem}_mask'"]
+    options = [
+        "data.options.images_dir=frames",
+        "data.options.masks_dir=labels",
+        "data.options.mask_name='{stem}_mask'",
+    ]
     prepared = prepare(source, tmp_path / "out", "data=folder", *options)
     assert prepared.info.class_names == ["background", "thing", "other"]
     assert prepared.stats.num_images == 6 and not prepared.report
@@ -91,8 +97,13 @@ def test_voc_listed_name_without_mask_is_missing(tmp_path):
 def test_coco_splits_from_annotation_file_names(tmp_path):
     source, _ = make_coco_source(tmp_path / "src")
     document = json.loads((source / "annotations" / "instances_val2017.json").read_text())
-    train = {**document, "images": [dict(image, id=image["id"] + 100, file_name="t_" + image["file_name"]) for image in document["images"]],
-             "annotations": [dict(a, id=a["id"] + 100, image_id=a["image_id"] + 100) for a in document["annotations"]]}
+    train = {
+        **document,
+        "images": [
+            dict(image, id=image["id"] + 100, file_name="t_" + image["file_name"]) for image in document["images"]
+        ],
+        "annotations": [dict(a, id=a["id"] + 100, image_id=a["image_id"] + 100) for a in document["annotations"]],
+    }
     (source / "annotations" / "instances_train2017.json").write_text(json.dumps(train))
     for image in (source / "val2017").iterdir():
         (source / "train2017").mkdir(exist_ok=True)
@@ -130,8 +141,11 @@ def test_coco_unknown_category_and_missing_image_are_reported(tmp_path):
     assert "unreadable image" in reasons["gone.jpg"]
 
 
-REALDATA_COCO = (Path(__file__).parents[2] / "shared/realdata/labelme/examples/instance_segmentation/data_dataset_coco"
-                 / "annotations.json")
+REALDATA_COCO = (
+    Path(__file__).parents[2]
+    / "shared/realdata/labelme/examples/instance_segmentation/data_dataset_coco"
+    / "annotations.json"
+)
 
 
 def full_image_mask(segmentation, height: int, width: int, polygons: str) -> np.ndarray:
@@ -248,7 +262,7 @@ def labelme_full_image_mask(shape: dict, height: int, width: int) -> np.ndarray:
     elif kind in ("line", "linestrip"):
         draw.line(xy=xy, fill=1, width=10)
     elif kind == "point":
-        (cx, cy), = xy
+        ((cx, cy),) = xy
         draw.ellipse([cx - 5, cy - 5, cx + 5, cy + 5], outline=1, fill=1)
     else:
         draw.polygon(xy=xy, outline=1, fill=1)
@@ -258,8 +272,15 @@ def labelme_full_image_mask(shape: dict, height: int, width: int) -> np.ndarray:
 def random_labelme_shapes(rng, height: int, width: int, count: int):
     """Every labelme shape type at random: partly or wholly off the image (some just past its edge, where only a
     line's width or a point's disc reaches in), on half pixels, degenerate (zero radius, repeated points)."""
-    sizes = {"polygon": (3, 12), "rectangle": (2, 2), "circle": (2, 2), "line": (2, 2), "linestrip": (1, 8),
-             "point": (1, 1), "mask": (2, 2)}
+    sizes = {
+        "polygon": (3, 12),
+        "rectangle": (2, 2),
+        "circle": (2, 2),
+        "line": (2, 2),
+        "linestrip": (1, 8),
+        "point": (1, 1),
+        "mask": (2, 2),
+    }
     for index in range(count):
         kind = list(sizes)[index % len(sizes)]
         if index % 11 == 3:  # just outside an edge
@@ -302,8 +323,9 @@ def test_labelme_files_with_many_shapes_are_found(tmp_path):
     document = json.loads((source / "photo1.json").read_text())
     shapes = document.pop("shapes") * 300
     path = document.pop("imagePath")
-    (source / "photo1.json").write_text(json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes,
-                                                    "imagePath": path, **document}, indent=2))
+    (source / "photo1.json").write_text(
+        json.dumps({"version": "5.4.1", "flags": {}, "shapes": shapes, "imagePath": path, **document}, indent=2)
+    )
     assert (source / "photo1.json").read_text().index('"imagePath"') > 1 << 14
     (source / "photo0.json").unlink()
     (source / "photo2.json").unlink()

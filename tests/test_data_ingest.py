@@ -12,8 +12,8 @@ import mlflow
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_data_sources import ingest_into, make_coco_source, make_folder_source, make_labelme_source, make_voc_source
+
 from segmodels.config import load_config
 from segmodels.data import DataValidationError, SegmentationDataset, generate_demo_dataset
 from segmodels.dataset_store import fetch_dataset
@@ -38,8 +38,13 @@ def train_one_epoch(data_root: Path, work_dir: Path):
     from segmodels.training import train
 
     overrides = [
-        "trainer.epochs=1", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.persistent_workers=false",
-        "trainer.progress_bar=false", "trainer.device=cpu", "transforms.image_size=64",
+        "trainer.epochs=1",
+        "trainer.batch_size=2",
+        "trainer.num_workers=0",
+        "trainer.persistent_workers=false",
+        "trainer.progress_bar=false",
+        "trainer.device=cpu",
+        "transforms.image_size=64",
     ]
     cfg = load_config("train", overrides)
     return train(cfg, data_root, work_dir)
@@ -48,8 +53,14 @@ def train_one_epoch(data_root: Path, work_dir: Path):
 @pytest.mark.parametrize("fmt", sorted(SOURCES))
 def test_ingest_each_format_then_train_one_epoch(fmt, lakefs, repo, tmp_path):
     source = SOURCES[fmt](tmp_path / "source")
-    result = ingest_into(lakefs, repo, source, tmp_path / "work", "split_seed=0",
-                         metadata={"mlflow_run_id": "run123", "git_commit": "abc"})
+    result = ingest_into(
+        lakefs,
+        repo,
+        source,
+        tmp_path / "work",
+        "split_seed=0",
+        metadata={"mlflow_run_id": "run123", "git_commit": "abc"},
+    )
     assert result.changed and result.uploaded_files > 0
     assert result.uri == f"lakefs://{repo}/{result.commit_id}/data"
     assert lakefs.resolve_commit(repo, "main") == result.commit_id
@@ -101,8 +112,12 @@ def break_source(source: Path, fault: str) -> str:
     return "img4.png"
 
 
-FAULTS = {"corrupt image": "corrupt or unreadable image", "missing mask": "missing mask",
-          "size mismatch": "size mismatch", "class id out of range": "class ids outside the declared classes: [7]"}
+FAULTS = {
+    "corrupt image": "corrupt or unreadable image",
+    "missing mask": "missing mask",
+    "size mismatch": "size mismatch",
+    "class id out of range": "class ids outside the declared classes: [7]",
+}
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
@@ -155,13 +170,19 @@ def test_skip_policy_and_mlflow_lineage(lakefs, repo, tmp_path):
     bad = break_source(source, "size mismatch")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     with mlflow.start_run() as run:
-        result = ingest_into(lakefs, repo, source, tmp_path / "work", "on_error=skip",
-                             metadata={"mlflow_run_id": run.info.run_id})
+        result = ingest_into(
+            lakefs, repo, source, tmp_path / "work", "on_error=skip", metadata={"mlflow_run_id": run.info.run_id}
+        )
         log_ingest(result)
     client = MlflowClient()
     artifacts = {item.path for item in client.list_artifacts(run.info.run_id, "data")}
-    assert {"data/class_frequencies.json", "data/image_sizes.json", "data/statistics.png",
-            "data/validation_report.csv", "data/dataset.yaml"} <= artifacts
+    assert {
+        "data/class_frequencies.json",
+        "data/image_sizes.json",
+        "data/statistics.png",
+        "data/validation_report.csv",
+        "data/dataset.yaml",
+    } <= artifacts
     report = Path(client.download_artifacts(run.info.run_id, "data/validation_report.csv", str(tmp_path))).read_text()
     assert bad in report and "size mismatch" in report
     [dataset_input] = client.get_run(run.info.run_id).inputs.dataset_inputs
@@ -203,12 +224,20 @@ def test_ingest_step_exits_nonzero_naming_every_bad_file(lakefs_server, lakefs, 
     bad_files = {fault: break_source(source, fault) for fault in FAULTS}
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
     env.update(lakectl_environment(lakefs_server))
-    env.update({
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "SEGMODELS_HOME": str(tmp_path / "home"),
-    })
-    completed = subprocess.run([sys.executable, "steps/ingest.py", f"source={source}", f"lakefs.repo={repo}"],
-                               cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "SEGMODELS_HOME": str(tmp_path / "home"),
+        }
+    )
+    completed = subprocess.run(
+        [sys.executable, "steps/ingest.py", f"source={source}", f"lakefs.repo={repo}"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert completed.returncode != 0
     for fault, bad_file in bad_files.items():
         assert f"{bad_file}: {FAULTS[fault]}" in completed.stderr

@@ -9,28 +9,46 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_data_sources import prepare
+
 from segmodels.data import DataValidationError, detect_format
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
 CAMVID = REALDATA / "camvid"
 ISBI = REALDATA / "isbi2012" / "data" / "membrane" / "train"
-CAMVID_CLASSES = ["Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist"]
+CAMVID_CLASSES = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
 
 realdata = pytest.mark.skipif(not REALDATA.is_dir(), reason=f"{REALDATA} absent")
 
 
 def split_files(root: Path, folder: str = "images") -> dict[str, set[str]]:
     """{split: file stems} of a prepared layout."""
-    return {split.name: {path.stem for path in split.iterdir()} for split in sorted((root / folder).iterdir()) if split.is_dir()}
+    return {
+        split.name: {path.stem for path in split.iterdir()}
+        for split in sorted((root / folder).iterdir())
+        if split.is_dir()
+    }
 
 
 def prepared_masks(root: Path) -> dict[str, np.ndarray]:
     return {path.stem: np.asarray(Image.open(path)) for path in sorted((root / "masks").rglob("*.png"))}
 
 
-def make_pairs(root: Path, images: str, masks: str, names=("a", "b", "c", "d", "e"), size=(12, 10)) -> dict[str, np.ndarray]:
+def make_pairs(
+    root: Path, images: str, masks: str, names=("a", "b", "c", "d", "e"), size=(12, 10)
+) -> dict[str, np.ndarray]:
     """Tiny RGB images in root/images and grey class-id masks (0..2) in root/masks; returns the masks by name."""
     rng = np.random.default_rng(0)
     (root / images).mkdir(parents=True)
@@ -48,10 +66,17 @@ def make_pairs(root: Path, images: str, masks: str, names=("a", "b", "c", "d", "
 # -- folder names found by themselves ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("images, masks", [
-    ("image", "label"), ("img", "masks"), ("JPEGImages", "SegmentationClass"), ("images", "annotations"),
-    ("Images", "GT"), ("imgs", "ground_truth"),
-])
+@pytest.mark.parametrize(
+    "images, masks",
+    [
+        ("image", "label"),
+        ("img", "masks"),
+        ("JPEGImages", "SegmentationClass"),
+        ("images", "annotations"),
+        ("Images", "GT"),
+        ("imgs", "ground_truth"),
+    ],
+)
 def test_folder_names_are_recognised(images, masks, tmp_path):
     expected = make_pairs(tmp_path / "src", images, masks)
     prepared = prepare(tmp_path / "src", tmp_path / "out", "data=folder", "data.classes=[bg,one,two]")
@@ -84,13 +109,24 @@ def test_auto_detection_uses_the_same_names_and_voc_stays_voc(tmp_path):
 def test_explicit_folder_names_still_win(tmp_path):
     expected = make_pairs(tmp_path / "src", "frames", "gtFine")
     make_pairs(tmp_path / "src", "images", "masks", names=("x", "y"))  # recognised names, but not the ones asked for
-    prepared = prepare(tmp_path / "src", tmp_path / "out", "data=folder", "data.options.images_dir=frames",
-                       "data.options.masks_dir=gtFine", "data.classes=[bg,one,two]")
+    prepared = prepare(
+        tmp_path / "src",
+        tmp_path / "out",
+        "data=folder",
+        "data.options.images_dir=frames",
+        "data.options.masks_dir=gtFine",
+        "data.classes=[bg,one,two]",
+    )
     assert set(prepared_masks(prepared.root)) == set(expected)
     # one folder given, the other found by name
     expected = make_pairs(tmp_path / "one", "frames", "Labels")
-    only_images = prepare(tmp_path / "one", tmp_path / "out2", "data=folder", "data.options.images_dir=frames",
-                          "data.classes=[bg,one,two]")
+    only_images = prepare(
+        tmp_path / "one",
+        tmp_path / "out2",
+        "data=folder",
+        "data.options.images_dir=frames",
+        "data.classes=[bg,one,two]",
+    )
     assert set(prepared_masks(only_images.root)) == set(expected) and not only_images.report
 
 
@@ -110,11 +146,19 @@ def test_no_folder_pair_names_what_it_looked_for(tmp_path):
         prepare(tmp_path / "src", tmp_path / "out", "data=folder")
     message = str(caught.value)
     assert "\n" not in message
-    assert "no image/mask folder pair found (looked for images|image|img|imgs|JPEGImages with masks|mask|labels" in message
+    assert (
+        "no image/mask folder pair found (looked for images|image|img|imgs|JPEGImages with masks|mask|labels" in message
+    )
     assert "<split>annot" in message and "set data.options.images_dir and masks_dir" in message
     assert "folders there: frames, gtFine" in message
     with pytest.raises(DataValidationError, match="name {split} in both or in neither"):
-        prepare(tmp_path / "src", tmp_path / "out", "data=folder", "data.options.images_dir='{split}'", "data.options.masks_dir=gtFine")
+        prepare(
+            tmp_path / "src",
+            tmp_path / "out",
+            "data=folder",
+            "data.options.images_dir='{split}'",
+            "data.options.masks_dir=gtFine",
+        )
 
 
 def test_segnet_split_folders(tmp_path):
@@ -124,8 +168,14 @@ def test_segnet_split_folders(tmp_path):
     make_pairs(source, "test", "testannot", names=("s1",))
     expected = {"train": {"t1", "t2", "t3"}, "val": {"v1", "v2"}, "test": {"s1"}}
     classes = "data.classes=[bg,one,two]"
-    explicit = prepare(source, tmp_path / "explicit", "data=folder", "data.options.images_dir='{split}'",
-                       "data.options.masks_dir='{split}annot'", classes)
+    explicit = prepare(
+        source,
+        tmp_path / "explicit",
+        "data=folder",
+        "data.options.images_dir='{split}'",
+        "data.options.masks_dir='{split}annot'",
+        classes,
+    )
     assert split_files(explicit.root) == split_files(explicit.root, "masks") == expected
     found = prepare(source, tmp_path / "found", "data=folder", classes)  # the same layout found by itself
     assert split_files(found.root) == expected

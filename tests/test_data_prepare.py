@@ -10,15 +10,19 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data_sources import prepare
 from torchvision import tv_tensors
 
-from test_data_sources import prepare
 from segmodels.data import DataValidationError, Layout, SegmentationDataset, generate_demo_dataset, load_dataset_info
 from segmodels.data.splits import assign_splits
 
 
 def tree_digest(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture()
@@ -57,7 +61,9 @@ def test_prepare_writes_normalised_layout(demo, tmp_path):
     # images are copied byte for byte
     assert (prepared.root / rows[0]["file"]).suffix == ".png"
     name = next(r["file"] for r in rows if r["kind"] == "image").split("/")[-1]
-    assert (demo / "images" / name).read_bytes() == (prepared.root / next(r["file"] for r in rows if r["file"].endswith(name) and r["kind"] == "image")).read_bytes()
+    assert (demo / "images" / name).read_bytes() == (
+        prepared.root / next(r["file"] for r in rows if r["file"].endswith(name) and r["kind"] == "image")
+    ).read_bytes()
     assert prepared.stats.num_images == 30 and prepared.stats.pixels[:4].sum() == 30 * 32 * 32
 
 
@@ -82,7 +88,11 @@ def test_prepare_is_byte_stable_and_incremental(demo, tmp_path):
     assert changed.reused == 29
     after = tree_digest(changed.root)
     differing = {k for k in before if before[k] != after.get(k)}
-    assert {k.split("/")[-1] for k in differing} == {"demo_00004.png", "manifest.csv", "dataset.yaml"}  # its class stats
+    assert {k.split("/")[-1] for k in differing} == {
+        "demo_00004.png",
+        "manifest.csv",
+        "dataset.yaml",
+    }  # its class stats
 
 
 def test_splits_are_seeded_and_stable_under_additions():

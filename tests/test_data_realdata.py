@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_data_sources import prepare
+
 from segmodels.data import DataValidationError, SegmentationDataset
 
 REALDATA = Path(__file__).resolve().parents[1].parent / "shared" / "realdata"
@@ -54,8 +54,12 @@ def test_labelme_embedded_image_data(tmp_path):
 
 @pytest.mark.parametrize("polygons, at_most", [("pil", 1), ("pycocotools", 0.01)])
 def test_coco_export_gives_the_same_classes_per_pixel(polygons, at_most, tmp_path):
-    prepared = prepare(LABELME / "instance_segmentation" / "data_dataset_coco", tmp_path / "out", "data=coco",
-                       f"data.options.polygons={polygons}")
+    prepared = prepare(
+        LABELME / "instance_segmentation" / "data_dataset_coco",
+        tmp_path / "out",
+        "data=coco",
+        f"data.options.polygons={polygons}",
+    )
     assert prepared.info.class_names[:2] == ["_background_", "aeroplane"] and prepared.info.num_classes == 21
     ours, exported = read_masks(prepared.root), labelme_export("instance_segmentation")
     assert set(ours) == set(exported)
@@ -78,7 +82,12 @@ def test_camvid_grey_masks_with_unlabelled_ignored(tmp_path):
 
 def test_isbi_binary_masks_mapped_by_config(tmp_path):
     source = REALDATA / "isbi2012" / "data" / "membrane" / "train"
-    overrides = ["data=binary", "data.classes=[membrane,cell]", "data.options.images_dir=image", "data.options.masks_dir=label"]
+    overrides = [
+        "data=binary",
+        "data.classes=[membrane,cell]",
+        "data.options.images_dir=image",
+        "data.options.masks_dir=label",
+    ]
     prepared = prepare(source, tmp_path / "out", *overrides)
     assert prepared.info.class_names == ["membrane", "cell"]
     assert prepared.stats.num_images == 30 and prepared.stats.pixels[255] == 0

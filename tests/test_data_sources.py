@@ -26,7 +26,6 @@ from segmodels.data.classes import voc_palette
 from segmodels.data.sources import redact
 from segmodels.dataset_store import IngestResult, ingest
 
-
 # -- calls as the ingest step makes them ------------------------------------------------------------------------
 
 
@@ -41,8 +40,18 @@ def ingest_into(lakefs, repo: str, source, work_dir: Path, *overrides: str, **kw
     """dataset_store.ingest into `repo` with the ingest step's options (see `prepare`), at the configured
     lakefs.data_branch and lakefs.data_prefix."""
     cfg = load_config("ingest", list(overrides))
-    return ingest(lakefs, source, cfg.data, repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix,
-                  on_error=cfg.on_error, split_seed=cfg.split_seed, work_dir=work_dir, **kwargs)
+    return ingest(
+        lakefs,
+        source,
+        cfg.data,
+        repo,
+        cfg.lakefs.data_branch,
+        cfg.lakefs.data_prefix,
+        on_error=cfg.on_error,
+        split_seed=cfg.split_seed,
+        work_dir=work_dir,
+        **kwargs,
+    )
 
 
 # -- sources in each format -------------------------------------------------------------------------------------
@@ -66,7 +75,9 @@ def make_folder_source(root: Path, count=6, size=(24, 20), classes=("background"
     return root
 
 
-def make_voc_source(root: Path, train=("2007_000001", "2007_000002", "2007_000003"), val=("2007_000004", "2007_000005")) -> tuple[Path, dict]:
+def make_voc_source(
+    root: Path, train=("2007_000001", "2007_000002", "2007_000003"), val=("2007_000004", "2007_000005")
+) -> tuple[Path, dict]:
     """VOCdevkit/VOC2012 with JPEGImages, palette SegmentationClass (255 boundaries), ImageSets/Segmentation."""
     rng = np.random.default_rng(1)
     voc = root / "VOCdevkit" / "VOC2012"
@@ -117,13 +128,29 @@ def make_coco_source(root: Path) -> tuple[Path, dict]:
         polygon = [4.0, 4.0, 20.0, 4.0, 20.0, 18.0, 4.0, 18.0]
         region = decode_rle(mask_utils.merge(mask_utils.frPyObjects([polygon], 32, 40))).astype(bool)
         semantic[region] = class_of[3]
-        annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 3, "segmentation": [polygon], "iscrowd": 0})
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": 3,
+                "segmentation": [polygon],
+                "iscrowd": 0,
+            }
+        )
         blob = np.zeros((32, 40), np.uint8, order="F")
         blob[10:30, 15 + image_id : 35] = 1
         compressed = mask_utils.encode(np.asfortranarray(blob))
         compressed["counts"] = compressed["counts"].decode()
         semantic[blob.astype(bool)] = class_of[18]
-        annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 18, "segmentation": compressed, "iscrowd": 0})
+        annotations.append(
+            {
+                "id": len(annotations) + 1,
+                "image_id": image_id,
+                "category_id": 18,
+                "segmentation": compressed,
+                "iscrowd": 0,
+            }
+        )
         if image_id % 2:
             crowd = np.zeros((32, 40), np.uint8)
             crowd[0:3, 0:40] = 1
@@ -135,7 +162,15 @@ def make_coco_source(root: Path) -> tuple[Path, dict]:
                     runs.append(length)
                     value, length = pixel, 1
             runs.append(length)
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 7, "segmentation": {"size": [32, 40], "counts": runs}, "iscrowd": 1})
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": 7,
+                    "segmentation": {"size": [32, 40], "counts": runs},
+                    "iscrowd": 1,
+                }
+            )
             semantic[crowd.astype(bool)] = class_of[7]
         expected[Path(file_name).stem] = semantic
     document = {"images": images, "annotations": annotations, "categories": categories}
@@ -153,9 +188,21 @@ def make_labelme_source(root: Path) -> tuple[Path, dict]:
         name = f"photo{index}"
         image = noise_image(rng, 36, 28)
         shapes = [
-            {"label": "cat", "points": [[2, 2], [14, 2], [14, 12], [2, 12]], "shape_type": "polygon", "group_id": None, "flags": {}},
+            {
+                "label": "cat",
+                "points": [[2, 2], [14, 2], [14, 12], [2, 12]],
+                "shape_type": "polygon",
+                "group_id": None,
+                "flags": {},
+            },
             {"label": "dog", "points": [[20, 15], [30, 25]], "shape_type": "rectangle", "group_id": None, "flags": {}},
-            {"label": "__ignore__", "points": [[22, 4], [25, 4]], "shape_type": "circle", "group_id": None, "flags": {}},
+            {
+                "label": "__ignore__",
+                "points": [[22, 4], [25, 4]],
+                "shape_type": "circle",
+                "group_id": None,
+                "flags": {},
+            },
         ]
         mask = np.zeros((28, 36), np.uint8)
         mask[2:13, 2:15] = 1
@@ -234,7 +281,11 @@ def test_http_errors_and_unsafe_archives_are_refused(archives, http_root, tmp_pa
 def s3_endpoint(monkeypatch):
     """A moto S3 server on 127.0.0.1 (skipped when moto[server] is not installed)."""
     moto_server = pytest.importorskip("moto.server")
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

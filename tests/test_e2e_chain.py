@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import lakefs_sdk
-import numpy as np
-from lakefs_sdk.client import LakeFSClient
 import mlflow
+import numpy as np
 import pytest
+from lakefs_sdk.client import LakeFSClient
 from mlflow.tracking import MlflowClient
 
 from segmodels.data.demo import generate_demo_dataset
@@ -35,14 +35,16 @@ class Chain:
         self.root = root
         self.home = root / "segmodels-home"
         self.env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
-        self.env.update({
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-            "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
-            "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5",  # the tiny train run lasts a few seconds
-            "SEGMODELS_HOME": str(self.home),
-            "HOME": str(root),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        })
+        self.env.update(
+            {
+                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+                "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
+                "MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "0.5",  # the tiny train run lasts a few seconds
+                "SEGMODELS_HOME": str(self.home),
+                "HOME": str(root),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            }
+        )
 
     def mlflow_run(self, entry_point: str, **params) -> subprocess.CompletedProcess:
         """``mlflow run <project> -e <entry_point> --env-manager local -P k=v ...``."""
@@ -53,16 +55,24 @@ class Chain:
 
     def step(self, name: str, *overrides: str) -> subprocess.CompletedProcess:
         """A step script run directly, as ``mlflow run`` runs it."""
-        return subprocess.run([sys.executable, f"steps/{name}.py", *overrides], cwd=PROJECT, env=self.env,
-                              capture_output=True, text=True, timeout=600)
+        return subprocess.run(
+            [sys.executable, f"steps/{name}.py", *overrides],
+            cwd=PROJECT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
 
     def lakefs_client(self) -> LakeFSClient:
         """An sdk client for the embedded server the chain started."""
         state = json.loads((self.home / "lakefs" / "server.json").read_text())
         credentials = json.loads((self.home / "lakefs" / "credentials.json").read_text())
-        config = lakefs_sdk.Configuration(host=f"{state['endpoint'].rstrip('/')}/api/v1",
-                                          username=credentials["access_key_id"],
-                                          password=credentials["secret_access_key"])
+        config = lakefs_sdk.Configuration(
+            host=f"{state['endpoint'].rstrip('/')}/api/v1",
+            username=credentials["access_key_id"],
+            password=credentials["secret_access_key"],
+        )
         return LakeFSClient(config)
 
     def stop_server(self) -> None:
@@ -83,8 +93,15 @@ def chain(tmp_path_factory):
     mlflow.set_tracking_uri(sandbox.env["MLFLOW_TRACKING_URI"])
     MlflowClient().create_experiment(EXPERIMENT, artifact_location=(root / "artifacts").as_uri())
     sandbox.result = sandbox.mlflow_run(
-        "main", source=sandbox.source, epochs=1, image_size="[32,40]", batch_size=8, threshold=0.0,
-        output_dir=sandbox.predictions, overrides="trainer.num_workers=0")
+        "main",
+        source=sandbox.source,
+        epochs=1,
+        image_size="[32,40]",
+        batch_size=8,
+        threshold=0.0,
+        output_dir=sandbox.predictions,
+        overrides="trainer.num_workers=0",
+    )
     yield sandbox
     sandbox.stop_server()
 
@@ -140,18 +157,20 @@ def test_main_leaves_one_parent_with_four_finished_children(chain):
     for tag in (lineage.TAG_GIT_COMMIT, lineage.TAG_MODEL_COMMIT, lineage.TAG_MODEL_URI, lineage.TAG_DATA_URI):
         assert train.data.tags.get(tag), tag
     assert train.data.tags[lineage.TAG_MODEL_URI].startswith(
-        f"lakefs://segmodels/{train.data.tags[lineage.TAG_MODEL_COMMIT]}/models/{train.info.run_id}")
+        f"lakefs://segmodels/{train.data.tags[lineage.TAG_MODEL_COMMIT]}/models/{train.info.run_id}"
+    )
     assert any(a.path.startswith("config") for a in client.list_artifacts(train.info.run_id))
     # the parent carries the chain's key params and metrics, so chains sort and compare in the UI
-    assert {key: parent.data.params.get(key) for key in ("data_commit", "model_name", "model_version",
-                                                          "model_alias")} == {
-        "data_commit": data_commit, "model_name": "segmodels", "model_version": version, "model_alias": "champion"}
+    assert {
+        key: parent.data.params.get(key) for key in ("data_commit", "model_name", "model_version", "model_alias")
+    } == {"data_commit": data_commit, "model_name": "segmodels", "model_version": version, "model_alias": "champion"}
     assert parent.data.metrics["best_val_miou"] == train.data.metrics["best_val_miou"]
     assert parent.data.metrics["test_miou"] == infer.data.metrics["miou"]
     main_lines = [line for line in chain.result.stderr.splitlines() if " segmodels main " in line]
     assert main_lines[-1].endswith(f"model models:/segmodels/{version} became @champion (no @champion before)")
     assert {"learning_curves.png", "sample_predictions.png", "report.md", "report.html"} <= {
-        a.path for a in client.list_artifacts(parent.info.run_id)}
+        a.path for a in client.list_artifacts(parent.info.run_id)
+    }
     # the pinned data set shows under the ingest and train runs' data sets
     for run in (ingest, train):
         inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
@@ -160,8 +179,9 @@ def test_main_leaves_one_parent_with_four_finished_children(chain):
 
 def test_lakefs_commits_name_the_runs_that_made_them(chain):
     client = MlflowClient()
-    parent = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
-                                f"tags.`{lineage.TAG_STEP}` = 'main'")[0]
+    parent = client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id], f"tags.`{lineage.TAG_STEP}` = 'main'"
+    )[0]
     children = child_runs(client, parent.info.run_id)
     sdk = chain.lakefs_client()
     data_commit = sdk.commits_api.get_commit("segmodels", children["ingest"].data.tags[lineage.TAG_DATA_COMMIT])
@@ -170,11 +190,16 @@ def test_lakefs_commits_name_the_runs_that_made_them(chain):
     model_commit = sdk.commits_api.get_commit("segmodels", model_commit_id)
     assert model_commit.metadata["mlflow_run_id"] == children["train"].info.run_id
     assert model_commit.metadata["data_commit"] == data_commit.id
-    listing = sdk.objects_api.list_objects("segmodels", model_commit_id,
-                                           prefix=f"models/{children['train'].info.run_id}/artifacts/")
+    listing = sdk.objects_api.list_objects(
+        "segmodels", model_commit_id, prefix=f"models/{children['train'].info.run_id}/artifacts/"
+    )
     assert {Path(obj.path).name for obj in listing.results} == {"model.pt", "model.yaml"}
-    assert sdk.objects_api.stat_object("segmodels", model_commit_id,
-                                       f"models/{children['train'].info.run_id}/MLmodel").size_bytes > 0
+    assert (
+        sdk.objects_api.stat_object(
+            "segmodels", model_commit_id, f"models/{children['train'].info.run_id}/MLmodel"
+        ).size_bytes
+        > 0
+    )
     # the model is stored once: MLflow's artifact store holds no weights
     weights = [path for path in (chain.root / "artifacts").rglob("*") if path.name in ("model.pt", "pyfunc_model.py")]
     assert not weights, weights
@@ -197,13 +222,18 @@ def test_alias_points_at_a_loadable_model_and_predictions_exist(chain):
 
 
 def test_train_runs_alone_on_the_head_of_the_data_branch(chain):
-    result = chain.mlflow_run("train", lr=0.001, epochs=1, image_size=32, batch_size=8,
-                              overrides="trainer.num_workers=0")
+    result = chain.mlflow_run(
+        "train", lr=0.001, epochs=1, image_size=32, batch_size=8, overrides="trainer.num_workers=0"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id], f"tags.`{lineage.TAG_STEP}` = 'train'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.`{lineage.TAG_STEP}` = 'train'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     run = runs[0]
     assert "mlflow.parentRunId" not in run.data.tags
     assert run.data.params["optimizer.lr"] == "0.001"
@@ -211,10 +241,13 @@ def test_train_runs_alone_on_the_head_of_the_data_branch(chain):
     assert run.data.params["data_commit"] == head
 
 
-@pytest.mark.parametrize("step, overrides, reason", [
-    ("train", ["data_ref=no-such-ref"], "no-such-ref"),
-    ("ingest", ["source=/no/such/folder"], "/no/such/folder"),
-])
+@pytest.mark.parametrize(
+    "step, overrides, reason",
+    [
+        ("train", ["data_ref=no-such-ref"], "no-such-ref"),
+        ("ingest", ["source=/no/such/folder"], "/no/such/folder"),
+    ],
+)
 def test_bad_arguments_exit_non_zero_with_one_line(chain, step, overrides, reason):
     result = chain.step(step, *overrides)
     assert result.returncode != 0
@@ -227,9 +260,11 @@ def test_unknown_parameter_through_mlflow_run_is_one_line(chain):
     result = chain.mlflow_run("register", bogus=1)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("segmodels register: error:")]
-    assert errors == ["segmodels register: error: unknown parameter 'bogus' for register; expected one of run_id, "
-                      "model_name, metric, threshold, alias, force, parent_run_id, interactive, overrides, or a "
-                      "config key such as lakefs.repo"]
+    assert errors == [
+        "segmodels register: error: unknown parameter 'bogus' for register; expected one of run_id, "
+        "model_name, metric, threshold, alias, force, parent_run_id, interactive, overrides, or a "
+        "config key such as lakefs.repo"
+    ]
     assert "usage:" not in result.stderr and "Traceback" not in result.stderr
 
 
@@ -252,8 +287,9 @@ def test_train_data_parallel_under_torchrun_records_one_run(chain):
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
     before = {run.info.run_id for run in client.search_runs([experiment.experiment_id])}
-    result = chain.mlflow_run("train", nproc=2, epochs=1, image_size=32, batch_size=4,
-                              overrides="trainer.num_workers=0")
+    result = chain.mlflow_run(
+        "train", nproc=2, epochs=1, image_size=32, batch_size=4, overrides="trainer.num_workers=0"
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     new = [run for run in client.search_runs([experiment.experiment_id]) if run.info.run_id not in before]
     assert len(new) == 1, "only rank 0 records a run"
@@ -264,21 +300,28 @@ def test_train_data_parallel_under_torchrun_records_one_run(chain):
 
 def test_lineage_walks_the_chain_both_ways(chain):
     client = MlflowClient()
-    parent = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
-                                f"tags.`{lineage.TAG_STEP}` = 'main'")[0]
+    parent = client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id], f"tags.`{lineage.TAG_STEP}` = 'main'"
+    )[0]
     children = child_runs(client, parent.info.run_id)
     data_commit = children["ingest"].data.tags[lineage.TAG_DATA_COMMIT]
     version = children["register"].data.tags[lineage.TAG_MODEL_VERSION]
 
     def lineage_of(ref: str, *flags: str) -> str:
-        result = subprocess.run(["segmodels", "lineage", ref, *flags], env=chain.env, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            ["segmodels", "lineage", ref, *flags], env=chain.env, capture_output=True, text=True, timeout=300
+        )
         assert result.returncode == 0, result.stderr[-2000:]
         return result.stdout
 
     backward = lineage_of("models:/segmodels@champion")
-    for expected in (data_commit, children["ingest"].info.run_id, children["train"].info.run_id,
-                     children["train"].data.tags[lineage.TAG_MODEL_COMMIT], str(chain.source)):
+    for expected in (
+        data_commit,
+        children["ingest"].info.run_id,
+        children["train"].info.run_id,
+        children["train"].data.tags[lineage.TAG_MODEL_COMMIT],
+        str(chain.source),
+    ):
         assert expected in backward, expected
     forward = json.loads(lineage_of(f"lakefs://segmodels/{data_commit}", "--json"))
     assert forward["kind"] == "data_commit"
@@ -289,27 +332,43 @@ def test_lineage_walks_the_chain_both_ways(chain):
 def test_a_killed_train_step_resumes_from_its_checkpoint_to_the_same_metrics(chain):
     """SIGKILL mid-training leaves the step's checkpoint in the segmodels home; the same step rerun resumes from
     it, says so, and ends with the metrics of an uninterrupted run (seeded); success removes the work folder."""
-    args = ["--epochs", "6", "--image_size", "32", "--batch_size", "8", "trainer.num_workers=0",
-            "trainer.progress_bar=false"]
+    args = [
+        "--epochs",
+        "6",
+        "--image_size",
+        "32",
+        "--batch_size",
+        "8",
+        "trainer.num_workers=0",
+        "trainer.progress_bar=false",
+    ]
     work_root = chain.home / "train-work"
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
 
     def newest_train_run():
-        return client.search_runs([experiment], f"tags.`{lineage.TAG_STEP}` = 'train'",
-                                  order_by=["attributes.start_time DESC"], max_results=1)[0]
+        return client.search_runs(
+            [experiment], f"tags.`{lineage.TAG_STEP}` = 'train'", order_by=["attributes.start_time DESC"], max_results=1
+        )[0]
 
     def curve(run) -> list[tuple[int, float]]:
-        return [(m.step, m.value) for m in sorted(client.get_metric_history(run.info.run_id, "val_miou"),
-                                                   key=lambda m: m.step)]
+        return [
+            (m.step, m.value)
+            for m in sorted(client.get_metric_history(run.info.run_id, "val_miou"), key=lambda m: m.step)
+        ]
 
     straight = chain.step("train", *args)
     assert straight.returncode == 0, straight.stderr[-3000:]
     uninterrupted = newest_train_run()
     assert not any(work_root.iterdir()), "a finished step leaves no work folder"
 
-    killed = subprocess.Popen([sys.executable, "steps/train.py", *args], cwd=PROJECT, env=chain.env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed = subprocess.Popen(
+        [sys.executable, "steps/train.py", *args],
+        cwd=PROJECT,
+        env=chain.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 300
     while not list(work_root.glob("*/checkpoints/last.pt")) and killed.poll() is None:
         assert time.monotonic() < deadline, "no checkpoint written"

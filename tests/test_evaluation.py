@@ -1,4 +1,5 @@
 """Validation at the data's resolution, and fine-tuning controls (encoder learning rate, freezing)."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -7,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from omegaconf import OmegaConf
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from segmodels.config import ConfigError, load_config
@@ -20,8 +21,15 @@ from segmodels.training.builder import build_model, collate_full_resolution, res
 from segmodels.training.engine import MixedPrecision, evaluate
 from segmodels.transforms import build_transforms
 
-TINY = ["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress_bar=false",
-        "transforms.image_size=32", "model.encoder_name=resnet18", "model.decoder_channels=[16,16,16,8,8]"]
+TINY = [
+    "trainer.epochs=2",
+    "trainer.batch_size=4",
+    "trainer.num_workers=0",
+    "trainer.progress_bar=false",
+    "transforms.image_size=32",
+    "model.encoder_name=resnet18",
+    "model.decoder_channels=[16,16,16,8,8]",
+]
 VAL_SIZES = [(48, 64), (30, 30), (64, 48), (32, 32), (90, 40)]
 
 
@@ -30,7 +38,7 @@ def write_pair(folder: Path, split: str, name: str, size: tuple[int, int], rng: 
     height, width = size
     mask = np.zeros((height, width), np.uint8)
     mask[: height // 2, : width // 3] = 1
-    mask[height // 3:, width // 2:] = 2
+    mask[height // 3 :, width // 2 :] = 2
     mask[-2:, :] = 255
     colours = np.array([[20, 20, 20], [200, 40, 40], [40, 40, 200]], np.uint8)
     image = colours[np.minimum(mask, 2)] + rng.integers(0, 30, (height, width, 3), dtype=np.uint8)
@@ -75,8 +83,16 @@ def test_validation_metrics_are_those_of_full_resolution_masks(mixed_sizes):
     dataset = SegmentationDataset(mixed_sizes, "val", build_transforms(cfg.transforms, False, spec.mean, spec.std, 255))
     loader = DataLoader(dataset, batch_size=3, collate_fn=partial(collate_full_resolution, ignore_index=255))
     confusion = ConfusionMatrix(info.num_classes, 255)
-    metrics = evaluate(model, torch.nn.CrossEntropyLoss(ignore_index=255), loader, torch.device("cpu"),
-                       MixedPrecision(False, torch.bfloat16), False, confusion, info.class_names)
+    metrics = evaluate(
+        model,
+        torch.nn.CrossEntropyLoss(ignore_index=255),
+        loader,
+        torch.device("cpu"),
+        MixedPrecision(False, torch.bfloat16),
+        False,
+        confusion,
+        info.class_names,
+    )
 
     raw = SegmentationDataset(mixed_sizes, "val")
     images = [image.permute(1, 2, 0).numpy() for image, _ in raw]
@@ -107,8 +123,10 @@ class EncoderWatcher(Callback):
 
     @staticmethod
     def snapshot(state):
-        return ({k: v.clone() for k, v in state.model.encoder.state_dict().items()},
-                {k: v.clone() for k, v in state.model.decoder.state_dict().items()})
+        return (
+            {k: v.clone() for k, v in state.model.encoder.state_dict().items()},
+            {k: v.clone() for k, v in state.model.decoder.state_dict().items()},
+        )
 
 
 def changed(before: dict, after: dict) -> bool:
@@ -117,8 +135,9 @@ def changed(before: dict, after: dict) -> bool:
 
 def test_frozen_encoder_keeps_weights_and_statistics_then_trains_at_its_own_lr(mixed_sizes, tmp_path):
     watcher = EncoderWatcher()
-    cfg = load_config("train", [*TINY, "trainer.encoder_lr_scale=0.1", "trainer.freeze_encoder_epochs=1",
-                                "optimizer.lr=0.01"])
+    cfg = load_config(
+        "train", [*TINY, "trainer.encoder_lr_scale=0.1", "trainer.freeze_encoder_epochs=1", "optimizer.lr=0.01"]
+    )
     train(cfg, mixed_sizes, tmp_path / "work", callbacks=[watcher])
     (encoder0, decoder0), (encoder1, decoder1), (encoder2, _) = watcher.states
     assert not changed(encoder0, encoder1)  # frozen: weights and BatchNorm running statistics
@@ -139,21 +158,29 @@ def test_auto_class_weights_are_the_train_splits_median_frequency_weights(mixed_
             self.weights, self.loss_weight = state.class_weights, state.criterion.weight.tolist()
 
     capture = Capture()
-    train(load_config("train", [*TINY, "trainer.epochs=1", "loss.class_weights=auto"]), mixed_sizes,
-          tmp_path / "work", callbacks=[capture])
+    train(
+        load_config("train", [*TINY, "trainer.epochs=1", "loss.class_weights=auto"]),
+        mixed_sizes,
+        tmp_path / "work",
+        callbacks=[capture],
+    )
     expected = median_frequency_weights(load_dataset_info(mixed_sizes))
     assert capture.weights == expected and capture.loss_weight == pytest.approx(expected)
     assert len(set(expected)) > 1  # the fixture's classes are imbalanced
 
 
 def test_auto_class_weights_reach_combo_members_and_nothing_else():
-    cfg = OmegaConf.create({"_target_": "segmodels.losses.create_loss", "name": "combo",
-                            "losses": [{"name": "ce", "class_weights": "auto"}, {"name": "dice"}]})
+    cfg = OmegaConf.create(
+        {
+            "_target_": "segmodels.losses.create_loss",
+            "name": "combo",
+            "losses": [{"name": "ce", "class_weights": "auto"}, {"name": "dice"}],
+        }
+    )
 
     class Info:  # the statistics of a two-class train split: class 1 is 3x rarer
         name, num_classes = "fixture", 2
-        class_stats = {"train": ClassStats(pixels=(300, 100), image_pixels=(400, 400), images=(1, 1),
-                                           ignored_pixels=0)}
+        class_stats = {"train": ClassStats(pixels=(300, 100), image_pixels=(400, 400), images=(1, 1), ignored_pixels=0)}
 
     resolved, weights = resolve_class_weights(cfg, Info())
     assert weights == pytest.approx([0.5 / 0.75, 0.5 / 0.25])  # median frequency 0.5; frequencies 0.75, 0.25

@@ -40,8 +40,14 @@ if _os.environ.get("{IMPORT_LOG_ENV}"):
 
 
 def git(*args: str, cwd: Path) -> str:
-    result = subprocess.run(["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args], cwd=cwd,
-                            capture_output=True, text=True, timeout=60, check=True)
+    result = subprocess.run(
+        ["git", "-c", "user.name=test", "-c", "user.email=test@example.com", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return result.stdout.strip()
 
 
@@ -59,7 +65,7 @@ def embedded_servers(under: Path) -> dict[int, Path]:
             argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        if "segmodels.lakefs_server" in argv and "--data-dir" in argv:
+        if "embedded_lakefs" in argv and "--data-dir" in argv:
             data_dir = Path(argv[argv.index("--data-dir") + 1])
             if data_dir.is_relative_to(under):
                 found[int(entry.name)] = data_dir
@@ -68,6 +74,7 @@ def embedded_servers(under: Path) -> dict[int, Path]:
 
 def stop(pid: int, timeout: float = 15.0) -> None:
     """SIGTERM ``pid`` (a detached server: not our child), SIGKILL it after ``timeout``; return once it is gone."""
+
     def gone() -> bool:
         try:
             return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -97,21 +104,34 @@ class GitSandbox:
         self.import_log = root / "imports.log"
         for folder in (self.user_home, self.cwd, self.tmp):
             folder.mkdir()
-        self.env = {key: value for key, value in os.environ.items()
-                    if not key.startswith(("LAKECTL_", "MLFLOW_", "GIT_")) and key not in ("SEGMODELS_HOME",
-                                                                                           "PYTHONPATH")}
-        self.env.update({
-            "HOME": str(self.user_home), "TMPDIR": str(self.tmp), IMPORT_LOG_ENV: str(self.import_log),
-            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
-        })
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if not key.startswith(("LAKECTL_", "MLFLOW_", "GIT_")) and key not in ("SEGMODELS_HOME", "PYTHONPATH")
+        }
+        self.env.update(
+            {
+                "HOME": str(self.user_home),
+                "TMPDIR": str(self.tmp),
+                IMPORT_LOG_ENV: str(self.import_log),
+                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+                "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
+                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}",
+            }
+        )
 
     def build_repository(self) -> None:
         """Commit A: this working tree (tracked and untracked, not ignored, files); commit B: A plus the import
         record. Both in a bare repository under ``served/``."""
         work = self.root / "work"
-        listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=PROJECT,
-                                capture_output=True, text=True, timeout=60, check=True).stdout
+        listed = subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout
         for name in filter(None, listed.split("\0")):
             source = PROJECT / name
             if source.is_file():  # not a tracked file deleted in the work tree
@@ -133,9 +153,20 @@ class GitSandbox:
         self.port = free_port()
         self.url = f"git://127.0.0.1:{self.port}/segmodels.git"
         self.daemon = subprocess.Popen(
-            ["git", "daemon", "--reuseaddr", f"--base-path={served}", "--export-all", f"--port={self.port}",
-             "--listen=127.0.0.1", str(served)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
+            [
+                "git",
+                "daemon",
+                "--reuseaddr",
+                f"--base-path={served}",
+                "--export-all",
+                f"--port={self.port}",
+                "--listen=127.0.0.1",
+                str(served),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 30
         while subprocess.run(["git", "ls-remote", self.url], capture_output=True, timeout=30).returncode != 0:
             assert self.daemon.poll() is None, "git daemon exited"
@@ -177,8 +208,9 @@ def git_runs(tmp_path_factory):
         assert sandbox.ingest.returncode == 0, sandbox.ingest.stderr[-3000:]
         sandbox.imports_after_ingest = sandbox.import_log.read_text() if sandbox.import_log.exists() else ""
         started = time.monotonic()
-        sandbox.train = sandbox.mlflow_run(sandbox.commit_b, "train", nproc=2, epochs=1, image_size=32, batch_size=4,
-                                           overrides="trainer.num_workers=0")
+        sandbox.train = sandbox.mlflow_run(
+            sandbox.commit_b, "train", nproc=2, epochs=1, image_size=32, batch_size=4, overrides="trainer.num_workers=0"
+        )
         sandbox.train_seconds = time.monotonic() - started
         assert sandbox.train.returncode == 0, sandbox.train.stderr[-3000:]
         yield sandbox
@@ -188,8 +220,9 @@ def git_runs(tmp_path_factory):
 
 def step_run(step: str) -> mlflow.entities.Run:
     client = MlflowClient()
-    [run] = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
-                               f"tags.`{lineage.TAG_STEP}` = '{step}'")
+    [run] = client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id], f"tags.`{lineage.TAG_STEP}` = '{step}'"
+    )
     return run
 
 
@@ -202,8 +235,10 @@ def test_each_commit_runs_its_own_code_and_is_tagged_with_it(git_runs):
     assert len(checkouts) == 2, checkouts
     # B's segmodels is what ran: the launcher (python -m segmodels.training.launch) and both torchrun workers
     assert len({pid for pid, _ in records}) >= 3, records
-    assert all(Path(path).is_relative_to(git_runs.tmp) and Path(path).parts[-2:] == ("segmodels", "__init__.py")
-               for _, path in records), records
+    assert all(
+        Path(path).is_relative_to(git_runs.tmp) and Path(path).parts[-2:] == ("segmodels", "__init__.py")
+        for _, path in records
+    ), records
     assert len({Path(path).parents[1] for _, path in records}) == 1, "all from the one checkout of B"
     for step, commit in (("ingest", git_runs.commit_a), ("train", git_runs.commit_b)):
         run = step_run(step)
@@ -217,8 +252,9 @@ def test_each_commit_runs_its_own_code_and_is_tagged_with_it(git_runs):
 def test_state_outlives_the_temporary_checkouts(git_runs):
     mlflow.set_tracking_uri(git_runs.env["MLFLOW_TRACKING_URI"])
     ingest, train = step_run("ingest"), step_run("train")
-    assert train.data.params["data_commit"] == ingest.data.tags[lineage.TAG_DATA_COMMIT], \
+    assert train.data.params["data_commit"] == ingest.data.tags[lineage.TAG_DATA_COMMIT], (
         "train found the data the earlier git-URL run ingested"
+    )
     assert train.data.tags[lineage.TAG_MODEL_URI].startswith(f"lakefs://{ingest.data.tags[lineage.TAG_LAKEFS_REPO]}/")
     home = git_runs.user_home / ".segmodels"
     state = json.loads((home / "lakefs" / "server.json").read_text())
@@ -237,8 +273,11 @@ def test_every_step_script_puts_its_checkout_first_before_importing_segmodels():
     assert scripts
     for script in scripts:
         body = ast.parse(script.read_text()).body
-        first_import = next(i for i, node in enumerate(body) if isinstance(node, ast.ImportFrom)
-                            and (node.module or "").split(".")[0] == "segmodels")
+        first_import = next(
+            i
+            for i, node in enumerate(body)
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "segmodels"
+        )
         before = ast.unparse(ast.Module(body=body[:first_import], type_ignores=[]))
         assert "import _checkout" in before, script.name
     header = (PROJECT / "steps" / "_checkout.py").read_text()
@@ -291,13 +330,26 @@ def test_main_with_env_manager_uv_and_no_uv_says_so_in_one_line(tmp_path):
     if shutil.which("uv", path=path):
         pytest.skip("uv is installed in /usr/bin or /bin")
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
-    env.update({"PATH": path, "HOME": str(tmp_path), "SEGMODELS_HOME": str(tmp_path / "segmodels-home"),
-                "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"})
-    result = subprocess.run(["mlflow", "run", str(PROJECT), "-e", "main", "-P", "env_manager=uv", "--env-manager",
-                             "local"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    env.update(
+        {
+            "PATH": path,
+            "HOME": str(tmp_path),
+            "SEGMODELS_HOME": str(tmp_path / "segmodels-home"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        }
+    )
+    result = subprocess.run(
+        ["mlflow", "run", str(PROJECT), "-e", "main", "-P", "env_manager=uv", "--env-manager", "local"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("segmodels main: error:")]
-    assert len(errors) == 1 and errors[0].startswith("segmodels main: error: env_manager=uv needs uv on PATH ("), \
+    assert len(errors) == 1 and errors[0].startswith("segmodels main: error: env_manager=uv needs uv on PATH ("), (
         result.stderr[-3000:]
+    )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "segmodels-home").exists(), "refused before the embedded lakeFS server started"

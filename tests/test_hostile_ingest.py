@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from test_data_sources import (  # noqa: F401  (archives, http_root: fixtures)
     archives,
     http_root,
@@ -39,9 +38,9 @@ from test_data_sources import (  # noqa: F401  (archives, http_root: fixtures)
     noise_image,
     prepare,
 )
-from segmodels.data import DataValidationError
+
+from segmodels.data import DataValidationError, sources
 from segmodels.data.formats.base import open_image
-from segmodels.data import sources
 from segmodels.data.sources import redact
 from segmodels.data.splits import assign_splits
 
@@ -142,10 +141,17 @@ class Case:
 
 def run_isolated(cases: dict[str, Case], base: Path, timeout: float = 30) -> dict[str, dict]:
     """Run prepare on each case in one child process (timeout, address-space guard); name -> result."""
-    payload = [[name, str(case.source), str(base / f"{name}-out"), list(case.overrides)] for name, case in cases.items()]
+    payload = [
+        [name, str(case.source), str(base / f"{name}-out"), list(case.overrides)] for name, case in cases.items()
+    ]
     try:
-        completed = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(payload)], cwd=PROJECT,
-                                   capture_output=True, text=True, timeout=timeout)
+        completed = subprocess.run(
+            [sys.executable, "-c", RUNNER, json.dumps(payload)],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired as expired:
         pytest.fail(f"ingest hung (no answer in {timeout}s); finished before: {expired.stdout!r}")
     assert completed.returncode == 0, completed.stderr
@@ -201,7 +207,9 @@ def _fifo_labelme_image(root: Path) -> Case:
     source, _ = make_labelme_source(root / "src")
     (source / "photo1.jpg").unlink()
     os.mkfifo(source / "photo1.jpg")
-    return Case(source, "photo1.json (image)", ("image refused", "imagePath 'photo1.jpg'", "not a regular file (a FIFO)"))
+    return Case(
+        source, "photo1.json (image)", ("image refused", "imagePath 'photo1.jpg'", "not a regular file (a FIFO)")
+    )
 
 
 def _fifo_coco_image(root: Path) -> Case:
@@ -234,8 +242,12 @@ def _dev_zero_symlink(root: Path) -> Case:
 
 def _dev_zero_symlink_followed(root: Path) -> Case:
     case = _dev_zero_symlink(root)
-    return Case(case.source, "images/img1.png", ("image refused", "not a regular file (a character device)"),
-                overrides=("data.follow_external_symlinks=true",))
+    return Case(
+        case.source,
+        "images/img1.png",
+        ("image refused", "not a regular file (a character device)"),
+        overrides=("data.follow_external_symlinks=true",),
+    )
 
 
 def _unix_socket(root: Path) -> Case:
@@ -290,9 +302,14 @@ def test_bytes_read_per_file_are_capped(tmp_path):
     source = make_folder_source(tmp_path / "src", count=3)
     padded = source / "images" / "img1.png"
     padded.write_bytes(padded.read_bytes() + bytes(20000))  # still a valid PNG, now over the cap
-    assert_refused(source, tmp_path / "out", "images/img1.png", "image refused",
-                   f"file of {padded.stat().st_size} bytes, above data.max_file_bytes=8000",
-                   overrides=("data.max_file_bytes=8000",))
+    assert_refused(
+        source,
+        tmp_path / "out",
+        "images/img1.png",
+        "image refused",
+        f"file of {padded.stat().st_size} bytes, above data.max_file_bytes=8000",
+        overrides=("data.max_file_bytes=8000",),
+    )
     assert prepare(source, tmp_path / "ok", "data.max_file_bytes=1000000").stats.num_images == 3
 
 
@@ -302,8 +319,13 @@ def test_reading_stops_at_the_cap_whatever_size_a_file_claims(tmp_path):
     source = make_folder_source(tmp_path / "src", count=3)
     (source / "images" / "img1.png").unlink()
     (source / "images" / "img1.png").symlink_to("/proc/self/maps")
-    assert_refused(source, tmp_path / "out", "images/img1.png", "file larger than data.max_file_bytes=8000",
-                   overrides=("data.max_file_bytes=8000", "data.follow_external_symlinks=true"))
+    assert_refused(
+        source,
+        tmp_path / "out",
+        "images/img1.png",
+        "file larger than data.max_file_bytes=8000",
+        overrides=("data.max_file_bytes=8000", "data.follow_external_symlinks=true"),
+    )
 
 
 def test_max_file_bytes_must_be_positive(tmp_path):
@@ -338,15 +360,22 @@ def _labelme_with_image_path(source: Path, image_path: str) -> None:
 def test_labelme_absolute_image_path_is_refused(tmp_path, host_files):
     source, _ = make_labelme_source(tmp_path / "src")
     _labelme_with_image_path(source, str(host_files / "secret.png"))
-    assert_refused(source, tmp_path / "out", "photo1.json (image)", "image refused",
-                   f"imagePath '{host_files / 'secret.png'}'", "outside the source root")
+    assert_refused(
+        source,
+        tmp_path / "out",
+        "photo1.json (image)",
+        "image refused",
+        f"imagePath '{host_files / 'secret.png'}'",
+        "outside the source root",
+    )
 
 
 def test_labelme_dotdot_image_path_is_refused(tmp_path, host_files):
     source, _ = make_labelme_source(tmp_path / "src")
     _labelme_with_image_path(source, "../host/secret.png")
-    assert_refused(source, tmp_path / "out", "photo1.json (image)", "imagePath '../host/secret.png'",
-                   "outside the source root")
+    assert_refused(
+        source, tmp_path / "out", "photo1.json (image)", "imagePath '../host/secret.png'", "outside the source root"
+    )
 
 
 def edit_coco_document(source: Path, change) -> Path:
@@ -379,8 +408,14 @@ def test_symlink_out_of_the_source_is_refused_unless_allowed(tmp_path, host_file
     source = make_folder_source(tmp_path / "src", count=3)
     (source / "images" / "img1.png").unlink()
     (source / "images" / "img1.png").symlink_to(host_files / "secret24.png")
-    assert_refused(source, tmp_path / "out", "images/img1.png", "image refused",
-                   f"symlink to {host_files / 'secret24.png'}", "data.follow_external_symlinks=true")
+    assert_refused(
+        source,
+        tmp_path / "out",
+        "images/img1.png",
+        "image refused",
+        f"symlink to {host_files / 'secret24.png'}",
+        "data.follow_external_symlinks=true",
+    )
     allowed = prepare(source, tmp_path / "allowed", "data.follow_external_symlinks=true")
     assert allowed.stats.num_images == 3
 
@@ -423,7 +458,9 @@ def test_voc_list_entries_must_be_plain_names(tmp_path):
     source, _ = make_voc_source(tmp_path / "src")
     split_list = next(source.rglob("ImageSets/Segmentation/train.txt"))
     split_list.write_text(split_list.read_text() + "../../../host/secret\n")
-    assert_refused(source, tmp_path / "out", "train.txt:4", "list entry '../../../host/secret' is not a plain image name")
+    assert_refused(
+        source, tmp_path / "out", "train.txt:4", "list entry '../../../host/secret' is not a plain image name"
+    )
 
 
 def test_archive_links_out_of_it_are_refused(tmp_path):
@@ -475,7 +512,9 @@ def test_unsafe_archive_error_names_the_url_without_credentials(archives, http_r
         bundle.writestr("../../escaped.txt", "x")
     url = http_root.replace("http://", "http://user:secret@") + "/evil.zip"
     error = refusal(url, tmp_path / "out")
-    assert error.summary.startswith(f"{redact(url)}: member '../../escaped.txt' would be written outside"), error.summary
+    assert error.summary.startswith(f"{redact(url)}: member '../../escaped.txt' would be written outside"), (
+        error.summary
+    )
     assert "secret" not in str(error) and "segmodels-source-" not in str(error)
 
 
@@ -505,23 +544,33 @@ def write_blank_png(path: Path, width: int, height: int) -> Path:
     for _ in range(height):
         idat += compressor.compress(row)
     idat += compressor.flush()
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", bytes(idat)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", bytes(idat))
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
 def _big_image(root: Path, big: Path) -> Case:
     source = make_folder_source(root / "src", count=2)
     shutil.copy(big, source / "images" / "img1.png")
-    return Case(source, "images/img1.png", (f"image of {BIG}x{BIG} = {BIG * BIG} pixels",
-                                            f"above data.max_image_pixels={PILLOW_LIMIT}"))
+    return Case(
+        source,
+        "images/img1.png",
+        (f"image of {BIG}x{BIG} = {BIG * BIG} pixels", f"above data.max_image_pixels={PILLOW_LIMIT}"),
+    )
 
 
 def _big_mask(root: Path, big: Path) -> Case:
     source = make_folder_source(root / "src", count=2)
     shutil.copy(big, source / "masks" / "img1.png")
-    return Case(source, "masks/img1.png", (f"mask of {BIG}x{BIG} = {BIG * BIG} pixels",
-                                           f"above data.max_image_pixels={PILLOW_LIMIT}"))
+    return Case(
+        source,
+        "masks/img1.png",
+        (f"mask of {BIG}x{BIG} = {BIG * BIG} pixels", f"above data.max_image_pixels={PILLOW_LIMIT}"),
+    )
 
 
 def _labelme_declared_size(root: Path, big: Path) -> Case:
@@ -529,15 +578,24 @@ def _labelme_declared_size(root: Path, big: Path) -> Case:
     document = json.loads((source / "photo1.json").read_text())
     document.update(imageHeight=20000, imageWidth=20000)
     (source / "photo1.json").write_text(json.dumps(document))
-    return Case(source, "photo1.json", ("declared imageWidth x imageHeight of 20000x20000 = 400000000 pixels",
-                                        f"above data.max_image_pixels={PILLOW_LIMIT}"))
+    return Case(
+        source,
+        "photo1.json",
+        (
+            "declared imageWidth x imageHeight of 20000x20000 = 400000000 pixels",
+            f"above data.max_image_pixels={PILLOW_LIMIT}",
+        ),
+    )
 
 
 def _coco_declared_size(root: Path, big: Path) -> Case:
     source, _ = make_coco_source(root / "src")
     edit_coco_document(source, lambda document: document["images"][0].update(width=20000, height=20000))
-    return Case(source, "instances_val2017.json#image_id=1", ("width x height of 20000x20000 = 400000000 pixels",
-                                                              f"above data.max_image_pixels={PILLOW_LIMIT}"))
+    return Case(
+        source,
+        "instances_val2017.json#image_id=1",
+        ("width x height of 20000x20000 = 400000000 pixels", f"above data.max_image_pixels={PILLOW_LIMIT}"),
+    )
 
 
 def _coco_rle_size(root: Path, big: Path) -> Case:
@@ -549,11 +607,18 @@ def _coco_rle_size(root: Path, big: Path) -> Case:
         crowds[0]["segmentation"] = {"size": [20000, 20000], "counts": [400000000]}
 
     edit_coco_document(source, huge_rle)
-    return Case(source, f"image_id={crowds[0]['image_id']}", ("RLE size 20000x20000 differs from the image entry 40x32",))
+    return Case(
+        source, f"image_id={crowds[0]['image_id']}", ("RLE size 20000x20000 differs from the image entry 40x32",)
+    )
 
 
-BOUNDED = {"big_image": _big_image, "big_mask": _big_mask, "labelme_declared_size": _labelme_declared_size,
-           "coco_declared_size": _coco_declared_size, "coco_rle_size": _coco_rle_size}
+BOUNDED = {
+    "big_image": _big_image,
+    "big_mask": _big_mask,
+    "labelme_declared_size": _labelme_declared_size,
+    "coco_declared_size": _coco_declared_size,
+    "coco_rle_size": _coco_rle_size,
+}
 
 
 @pytest.fixture(scope="module")
@@ -576,8 +641,13 @@ def test_oversized_images_are_refused_before_decoding(name, bounded):
 
 def test_max_image_pixels_is_configurable(tmp_path):
     source = make_folder_source(tmp_path / "src", count=2)  # 24x20 = 480 pixels
-    assert_refused(source, tmp_path / "out", "images/img0.png", "image of 24x20 = 480 pixels, above data.max_image_pixels=400",
-                   overrides=("data.max_image_pixels=400",))
+    assert_refused(
+        source,
+        tmp_path / "out",
+        "images/img0.png",
+        "image of 24x20 = 480 pixels, above data.max_image_pixels=400",
+        overrides=("data.max_image_pixels=400",),
+    )
 
 
 def test_max_image_pixels_defaults_to_pillows_and_may_exceed_it(tmp_path, monkeypatch):
@@ -593,8 +663,14 @@ def test_labelme_embedded_mask_patch_larger_than_the_image_is_refused(tmp_path):
     document = json.loads((source / "photo1.json").read_text())
     buffer = io.BytesIO()
     Image.new("1", (400, 400), 1).save(buffer, format="PNG")
-    document["shapes"].append({"label": "cat", "points": [[1, 1], [30, 20]], "shape_type": "mask",
-                               "mask": base64.b64encode(buffer.getvalue()).decode()})
+    document["shapes"].append(
+        {
+            "label": "cat",
+            "points": [[1, 1], [30, 20]],
+            "shape_type": "mask",
+            "mask": base64.b64encode(buffer.getvalue()).decode(),
+        }
+    )
     (source / "photo1.json").write_text(json.dumps(document))
     assert_refused(source, tmp_path / "out", "photo1.json", "patch of 400x400 is larger than the 36x28 image")
 
@@ -605,12 +681,14 @@ def test_labelme_embedded_mask_patch_larger_than_the_image_is_refused(tmp_path):
 def _shape(index: int, **changes):
     def change(document):
         document["shapes"][index].update(changes)
+
     return change
 
 
 def _set(key, value):
     def change(document):
         document[key] = value
+
     return change
 
 
@@ -652,11 +730,15 @@ def test_labelme_garbage_is_named_in_one_line(case, tmp_path):
     assert reasons and any(reason in text for text in reasons), (reason, error.report.to_text())
 
 
-@pytest.mark.parametrize("text, reason", [
-    ('{"shapes": [], "imagePath": "photo1.jpg", ', "invalid JSON"),
-    ('["shapes", "imagePath"]', "not a labelme document: a JSON array, expected an object"),
-    ('{"imagePath": "photo1.jpg", "shapes": ' + "[" * 100000 + "]" * 100000 + "}", "invalid JSON"),
-], ids=["truncated", "array", "deeply_nested"])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"shapes": [], "imagePath": "photo1.jpg", ', "invalid JSON"),
+        ('["shapes", "imagePath"]', "not a labelme document: a JSON array, expected an object"),
+        ('{"imagePath": "photo1.jpg", "shapes": ' + "[" * 100000 + "]" * 100000 + "}", "invalid JSON"),
+    ],
+    ids=["truncated", "array", "deeply_nested"],
+)
 def test_labelme_file_that_is_not_a_document_is_named(text, reason, tmp_path):
     source, _ = make_labelme_source(tmp_path / "src")
     (source / "labels.txt").unlink()
@@ -668,18 +750,21 @@ def test_labelme_file_that_is_not_a_document_is_named(text, reason, tmp_path):
 def _coco_image(index, **changes):
     def change(document):
         document["images"][index].update(changes)
+
     return change
 
 
 def _coco_drop(section, index, key):
     def change(document):
         del document[section][index][key]
+
     return change
 
 
 def _coco_segmentation(index, segmentation):
     def change(document):
         document["annotations"][index]["segmentation"] = segmentation
+
     return change
 
 
@@ -687,6 +772,7 @@ def _crowd_counts(change_counts):
     def change(document):
         crowd = next(a for a in document["annotations"] if a["iscrowd"])
         change_counts(crowd["segmentation"]["counts"])
+
     return change
 
 
@@ -696,39 +782,97 @@ POLYGON = [4.0, 4.0, 20.0, 4.0, 20.0, 18.0, 4.0, 18.0]
 COCO_GARBAGE = {
     "image_without_id": (_coco_drop("images", 1, "id"), "#images[1]", "image entry without `id`"),
     "image_id_a_string": (_coco_image(1, id="two"), "#images[1]", "image id 'two' is not an integer"),
-    "image_without_file_name": (_coco_drop("images", 1, "file_name"), "#images[1]", "file_name None is not a file name"),
+    "image_without_file_name": (
+        _coco_drop("images", 1, "file_name"),
+        "#images[1]",
+        "file_name None is not a file name",
+    ),
     "image_width_nan": (_coco_image(1, width=float("nan")), "#images[1]", "width nan is not a positive whole number"),
     "duplicate_image_id": (_coco_image(1, id=1), "#images[1]", "image id 1 appears more than once"),
     "dotdot_file_name": (_coco_image(1, file_name=".."), "..", "sample name '..' is not a plain file name"),
     "category_without_name": (_coco_drop("categories", 0, "name"), None, "category id 3 has no `name`"),
     "category_without_id": (_coco_drop("categories", 0, "id"), None, "categories[0] has no integer `id`"),
     "categories_not_a_list": (_set("categories", {"3": "car"}), None, "`categories` is a JSON object, expected a list"),
-    "annotation_of_unknown_image": (lambda d: d["annotations"][0].update(image_id=999), "#annotation=1",
-                                    "annotation of unknown image id 999"),
-    "annotation_without_image_id": (_coco_drop("annotations", 0, "image_id"), "#annotation=1", "image_id None is not an integer"),
-    "annotation_a_string": (lambda d: d["annotations"].__setitem__(0, "x"), "#annotations[0]", "annotation is a JSON string"),
-    "annotation_without_category": (_coco_drop("annotations", 0, "category_id"), "#image_id=1",
-                                    "annotation 1: category_id None is not an integer"),
-    "annotation_without_segmentation": (_coco_drop("annotations", 0, "segmentation"), "#image_id=1", "annotation 1: no segmentation"),
-    "nan_polygon": (_coco_segmentation(0, [[4.0, float("nan"), *POLYGON[2:]]]), "#image_id=1",
-                    "polygon 0: coordinate nan is not a finite number"),
-    "inf_polygon": (_coco_segmentation(0, [[4.0, float("-inf"), *POLYGON[2:]]]), "#image_id=1",
-                    "polygon 0: coordinate -inf is not a finite number"),
-    "huge_polygon": (_coco_segmentation(0, [[4.0, 1e300, *POLYGON[2:]]]), "#image_id=1", "coordinate 1e+300 is far outside the image"),
-    "odd_polygon": (_coco_segmentation(0, [[*POLYGON, 5.0]]), "#image_id=1", "polygon 0 has 9 coordinates, expected x, y pairs"),
+    "annotation_of_unknown_image": (
+        lambda d: d["annotations"][0].update(image_id=999),
+        "#annotation=1",
+        "annotation of unknown image id 999",
+    ),
+    "annotation_without_image_id": (
+        _coco_drop("annotations", 0, "image_id"),
+        "#annotation=1",
+        "image_id None is not an integer",
+    ),
+    "annotation_a_string": (
+        lambda d: d["annotations"].__setitem__(0, "x"),
+        "#annotations[0]",
+        "annotation is a JSON string",
+    ),
+    "annotation_without_category": (
+        _coco_drop("annotations", 0, "category_id"),
+        "#image_id=1",
+        "annotation 1: category_id None is not an integer",
+    ),
+    "annotation_without_segmentation": (
+        _coco_drop("annotations", 0, "segmentation"),
+        "#image_id=1",
+        "annotation 1: no segmentation",
+    ),
+    "nan_polygon": (
+        _coco_segmentation(0, [[4.0, float("nan"), *POLYGON[2:]]]),
+        "#image_id=1",
+        "polygon 0: coordinate nan is not a finite number",
+    ),
+    "inf_polygon": (
+        _coco_segmentation(0, [[4.0, float("-inf"), *POLYGON[2:]]]),
+        "#image_id=1",
+        "polygon 0: coordinate -inf is not a finite number",
+    ),
+    "huge_polygon": (
+        _coco_segmentation(0, [[4.0, 1e300, *POLYGON[2:]]]),
+        "#image_id=1",
+        "coordinate 1e+300 is far outside the image",
+    ),
+    "odd_polygon": (
+        _coco_segmentation(0, [[*POLYGON, 5.0]]),
+        "#image_id=1",
+        "polygon 0 has 9 coordinates, expected x, y pairs",
+    ),
     "polygon_of_strings": (_coco_segmentation(0, [["4"] * 8]), "#image_id=1", "coordinate '4' is not a number"),
     "polygon_a_number": (_coco_segmentation(0, [7]), "#image_id=1", "polygon 0 is a JSON number"),
     "segmentation_a_string": (_coco_segmentation(0, "x"), "#image_id=1", "unrecognised segmentation (a JSON string"),
-    "rle_counts_too_many": (_crowd_counts(lambda counts: counts.append(50)), "#image_id=1", "RLE counts cover 1330 pixels, the 40x32 image has 1280"),
+    "rle_counts_too_many": (
+        _crowd_counts(lambda counts: counts.append(50)),
+        "#image_id=1",
+        "RLE counts cover 1330 pixels, the 40x32 image has 1280",
+    ),
     "rle_counts_too_few": (_crowd_counts(lambda counts: counts.pop()), "#image_id=1", "RLE counts cover"),
-    "rle_negative_count": (_crowd_counts(lambda counts: counts.__setitem__(0, -3)), "#image_id=1", "RLE counts hold -3, not a run length"),
+    "rle_negative_count": (
+        _crowd_counts(lambda counts: counts.__setitem__(0, -3)),
+        "#image_id=1",
+        "RLE counts hold -3, not a run length",
+    ),
     "rle_float_count": (_crowd_counts(lambda counts: counts.__setitem__(0, 0.5)), "#image_id=1", "RLE counts hold 0.5"),
-    "rle_string_bad_character": (_coco_segmentation(1, {"size": [32, 40], "counts": "zz~~"}), "#image_id=1",
-                                 "RLE counts string holds 'z', not a COCO RLE character"),
-    "rle_string_cut_off": (_coco_segmentation(1, {"size": [32, 40], "counts": "0P"}), "#image_id=1",
-                           "RLE counts string ends inside a number"),
-    "rle_string_wrong_total": (_coco_segmentation(1, {"size": [32, 40], "counts": "R1"}), "#image_id=1", "RLE counts cover"),
-    "rle_size_not_a_pair": (_coco_segmentation(1, {"size": [32], "counts": "R1"}), "#image_id=1", "RLE size [32] is not [height, width]"),
+    "rle_string_bad_character": (
+        _coco_segmentation(1, {"size": [32, 40], "counts": "zz~~"}),
+        "#image_id=1",
+        "RLE counts string holds 'z', not a COCO RLE character",
+    ),
+    "rle_string_cut_off": (
+        _coco_segmentation(1, {"size": [32, 40], "counts": "0P"}),
+        "#image_id=1",
+        "RLE counts string ends inside a number",
+    ),
+    "rle_string_wrong_total": (
+        _coco_segmentation(1, {"size": [32, 40], "counts": "R1"}),
+        "#image_id=1",
+        "RLE counts cover",
+    ),
+    "rle_size_not_a_pair": (
+        _coco_segmentation(1, {"size": [32], "counts": "R1"}),
+        "#image_id=1",
+        "RLE size [32] is not [height, width]",
+    ),
 }
 
 
@@ -745,24 +889,38 @@ def test_coco_garbage_is_named_in_one_line(case, tmp_path):
         assert any(reason in text for text in reasons), (reason, error.report.to_text())
 
 
-@pytest.mark.parametrize("text, reason", [
-    ('{"images": [], "annotations": [], "categories": [', "unreadable COCO annotation file (Expecting"),
-    ('["images", "annotations", "categories"]', "not a COCO annotation file"),
-    ('{"images": [], "annotations": [], "categories": ' + "[" * 100000 + "]" * 100000 + "}", "unreadable COCO annotation file"),
-    ('{"images": [], "annotations": [], "categories": []}' + "\xff", "unreadable COCO annotation file"),
-], ids=["truncated", "array", "deeply_nested", "not_utf8"])
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"images": [], "annotations": [], "categories": [', "unreadable COCO annotation file (Expecting"),
+        ('["images", "annotations", "categories"]', "not a COCO annotation file"),
+        (
+            '{"images": [], "annotations": [], "categories": ' + "[" * 100000 + "]" * 100000 + "}",
+            "unreadable COCO annotation file",
+        ),
+        ('{"images": [], "annotations": [], "categories": []}' + "\xff", "unreadable COCO annotation file"),
+    ],
+    ids=["truncated", "array", "deeply_nested", "not_utf8"],
+)
 def test_coco_file_that_is_not_a_document_is_named(text, reason, tmp_path):
     source, _ = make_coco_source(tmp_path / "src")
     path = source / "annotations" / "instances_val2017.json"
     path.write_bytes(text.encode("latin-1") if text.endswith("\xff") else text.encode())
-    error = refusal(source, tmp_path / "out", "data=coco", "data.options.annotations=annotations/instances_val2017.json")
+    error = refusal(
+        source, tmp_path / "out", "data=coco", "data.options.annotations=annotations/instances_val2017.json"
+    )
     assert error.summary.startswith(f"{path}: ") and reason in error.summary, error.summary
 
 
 def test_mask_error_names_the_file_not_a_python_object(tmp_path):
     source = make_folder_source(tmp_path / "src", count=3)
     (source / "masks" / "img1.png").write_bytes(b"not an image at all")
-    reason = assert_refused(source, tmp_path / "out", "masks/img1.png", "unreadable mask (UnidentifiedImageError: cannot identify image file")
+    reason = assert_refused(
+        source,
+        tmp_path / "out",
+        "masks/img1.png",
+        "unreadable mask (UnidentifiedImageError: cannot identify image file",
+    )
     assert "BytesIO" not in reason
 
 
@@ -838,8 +996,10 @@ def test_ingest_step_prints_one_line_errors_for_garbage(tmp_path):
     (array / "labels.txt").unlink()
     (array / "photo1.json").write_text('["shapes", "imagePath"]')
     sources[array.name] = "not a labelme document"
-    for name, change, expected in [("coco_image_without_id", _coco_drop("images", 1, "id"), "image entry without `id`"),
-                                   ("coco_category_without_name", _coco_drop("categories", 0, "name"), "has no `name`")]:
+    for name, change, expected in [
+        ("coco_image_without_id", _coco_drop("images", 1, "id"), "image entry without `id`"),
+        ("coco_category_without_name", _coco_drop("categories", 0, "name"), "has no `name`"),
+    ]:
         coco, _ = make_coco_source(tmp_path / name)
         path = coco / "annotations" / "instances_val2017.json"
         document = json.loads(path.read_text())
@@ -850,8 +1010,13 @@ def test_ingest_step_prints_one_line_errors_for_garbage(tmp_path):
     shutil.copy(undecodable / "masks" / "img0.png", undecodable / "masks" / os.fsdecode(b"bad\xff.png"))
     (undecodable / "images" / os.fsdecode(b"bad\xff.png")).write_bytes(b"garbage")
     sources[undecodable.name] = "bad\\xff.png: corrupt or unreadable image"
-    completed = subprocess.run([sys.executable, "-c", STEP, str(tmp_path / "step-out"), *(str(tmp_path / s) for s in sources)],
-                               cwd=PROJECT, capture_output=True, text=True, timeout=120)
+    completed = subprocess.run(
+        [sys.executable, "-c", STEP, str(tmp_path / "step-out"), *(str(tmp_path / s) for s in sources)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "Traceback" not in completed.stderr, completed.stderr
     blocks = completed.stderr.split("=== ")[1:]
     shown = {block.splitlines()[0]: block for block in blocks if not block.startswith("exit")}
@@ -882,7 +1047,7 @@ def test_opening_images_from_many_threads_leaves_pillows_own_limit_in_place(tmp_
         thread.start()
     for thread in threads:
         thread.join()
-    assert Image.MAX_IMAGE_PIXELS == limit
+    assert limit == Image.MAX_IMAGE_PIXELS
 
 
 # -- sources larger than the disk: refused before they fill it -------------------------------------------------------

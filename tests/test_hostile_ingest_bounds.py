@@ -69,8 +69,9 @@ def test_yaml_aliases_are_refused_before_expansion():
 def test_an_alias_bomb_class_file_is_refused_in_one_short_line(tmp_path):
     source = make_folder_source(tmp_path / "bomb", count=4)
     (source / "classes.yaml").write_text(alias_bomb())
-    results = run_isolated({"bomb": Case(source, "classes.yaml", ("aliases are not accepted",), summary=True)},
-                           tmp_path)
+    results = run_isolated(
+        {"bomb": Case(source, "classes.yaml", ("aliases are not accepted",), summary=True)}, tmp_path
+    )
     result = results["bomb"]
     reason = check_isolated(result, Case(source, "classes.yaml", ("aliases are not accepted",), summary=True))
     assert len(result["error"]) < 400, result["error"]  # was 355 MB: the expanded entries formatted whole
@@ -134,8 +135,11 @@ def write_archive(path: Path, members: list[tuple[str, bytes]]) -> Path:
 
 
 def source_members(source: Path, top: str) -> list[tuple[str, bytes]]:
-    return [(f"{top}/{path.relative_to(source).as_posix()}", path.read_bytes())
-            for path in sorted(source.rglob("*")) if path.is_file()]
+    return [
+        (f"{top}/{path.relative_to(source).as_posix()}", path.read_bytes())
+        for path in sorted(source.rglob("*"))
+        if path.is_file()
+    ]
 
 
 ARCHIVE_KINDS = ["zip", "tar", "tar.gz", "tgz", "tar.bz2", "tar.xz"]
@@ -149,8 +153,10 @@ def test_duplicate_archive_members_are_refused_with_a_report(kind, tmp_path, pri
     members += [(first, masks[second]), (second.replace("tiny/masks/", "tiny/./masks//"), masks[first])]
     archive = write_archive(tmp_path / f"tiny.{kind}", members)
     error = refusal(archive, tmp_path / "out")
-    assert str(error).startswith(f"{archive}: 2 archive member(s) present more than once, archive refused (first: "
-                                 f"{archive}/{first}: duplicate archive member (2 copies: {first!r}, {first!r})")
+    assert str(error).startswith(
+        f"{archive}: 2 archive member(s) present more than once, archive refused (first: "
+        f"{archive}/{first}: duplicate archive member (2 copies: {first!r}, {first!r})"
+    )
     assert [issue.file for issue in error.report.issues] == [f"{archive}/{first}", f"{archive}/{second}"]
     assert f"{second.replace('tiny/masks/', 'tiny/./masks//')!r}" in error.report.issues[1].reason
     assert not any(private_tmp.iterdir())
@@ -177,8 +183,10 @@ def test_a_compression_bomb_is_refused_before_writing_its_bulk(tmp_path):
 def test_extracted_bytes_are_capped(kind, tmp_path, private_tmp):
     archive = write_archive(tmp_path / f"big.{kind}", [(f"big/images/{i}.png", ZEROS) for i in range(6)])
     message = str(refusal(archive, tmp_path / "out", f"data.max_extracted_bytes={20 << 20}"))
-    assert message == (f"{archive}: archive expands to more than data.max_extracted_bytes={20 << 20} bytes (at member "
-                       "'big/images/2.png'); -P data.max_extracted_bytes=<bytes> raises the limit")
+    assert message == (
+        f"{archive}: archive expands to more than data.max_extracted_bytes={20 << 20} bytes (at member "
+        "'big/images/2.png'); -P data.max_extracted_bytes=<bytes> raises the limit"
+    )
     assert not any(private_tmp.iterdir())
 
 
@@ -198,13 +206,18 @@ def test_extraction_counts_the_bytes_it_writes(tmp_path):
             written.append(target.stat().st_size)
 
     budget.copy = copy
-    with tarfile.open(archive) as bundle:
-        with pytest.raises(DataValidationError, match=r"archive expands to more than data.max_extracted_bytes="
-                                                      r"20971520 bytes \(at member 'bomb/images/2.png'\)"):
-            for member in bundle.getmembers():
-                with bundle.extractfile(member) as stream:
-                    (tmp_path / "x").mkdir(exist_ok=True)
-                    budget.copy(stream, tmp_path / "x" / Path(member.name).name, member.name)
+    with (
+        tarfile.open(archive) as bundle,
+        pytest.raises(
+            DataValidationError,
+            match=r"archive expands to more than data.max_extracted_bytes="
+            r"20971520 bytes \(at member 'bomb/images/2.png'\)",
+        ),
+    ):
+        for member in bundle.getmembers():
+            with bundle.extractfile(member) as stream:
+                (tmp_path / "x").mkdir(exist_ok=True)
+                budget.copy(stream, tmp_path / "x" / Path(member.name).name, member.name)
     assert sum(written) <= (20 << 20), written  # stopped before the chunk that would cross the limit
 
 
@@ -261,9 +274,12 @@ def test_a_trickling_download_stops_at_its_time_budget(trickle_url, tmp_path, pr
     message = str(refusal(trickle_url, tmp_path / "out", "data.max_download_seconds=1.5"))
     elapsed = time.monotonic() - started
     shown = trickle_url.replace("user:s3cret", "***")
-    assert re.fullmatch(re.escape(f"{shown}: download still running after data.max_download_seconds=1.5 (") + r"\d+"
-                        + re.escape(" bytes received); -P data.max_download_seconds=<seconds> raises the limit"),
-                        message), message
+    assert re.fullmatch(
+        re.escape(f"{shown}: download still running after data.max_download_seconds=1.5 (")
+        + r"\d+"
+        + re.escape(" bytes received); -P data.max_download_seconds=<seconds> raises the limit"),
+        message,
+    ), message
     assert "s3cret" not in message
     assert 1.5 <= elapsed < 20, elapsed  # was: for ever (a byte every 5 s never trips the 60 s read timeout)
     assert not any(private_tmp.iterdir())
@@ -280,8 +296,10 @@ def test_s3_keys_that_are_a_file_and_a_folder_are_refused(s3_endpoint, tmp_path,
             client.upload_file(str(path), "datasets", f"shapes/{path.relative_to(source).as_posix()}")
     client.put_object(Bucket="datasets", Key="shapes/images/img0.png/evil", Body=b"x")
     message = str(refusal("s3://datasets/shapes", tmp_path / "out", f"data.s3_endpoint_url={s3_endpoint}"))
-    assert message == ("s3://datasets/shapes: object 'shapes/images/img0.png' is also the folder of "
-                       "'shapes/images/img0.png/evil'; both cannot be files: remove one of them")
+    assert message == (
+        "s3://datasets/shapes: object 'shapes/images/img0.png' is also the folder of "
+        "'shapes/images/img0.png/evil'; both cannot be files: remove one of them"
+    )
     assert not any(private_tmp.iterdir())
 
 
@@ -298,8 +316,9 @@ def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch):
     monkeypatch.setenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", lakefs_settings.secret_access_key)
     lakefs.ensure_repository(repo_name, default_branch="main")
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
-        "bounds", artifact_location=(tmp_path / "mlartifacts").as_uri()))
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("bounds", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    )
     return lakefs
 
 
@@ -345,20 +364,23 @@ def test_long_names_go_through_the_ingest_step(step_env, repo_name, tmp_path, ca
     assert sum(key.endswith(f"/{LONG}.png") for key in keys) == 2, keys
 
 
-def test_a_lakefs_key_that_is_a_file_and_a_folder_is_refused_naming_both(step_env, repo_name, tmp_path, capsys,
-                                                                           private_tmp):
+def test_a_lakefs_key_that_is_a_file_and_a_folder_is_refused_naming_both(
+    step_env, repo_name, tmp_path, capsys, private_tmp
+):
     ingest_into(step_env, repo_name, make_folder_source(tmp_path / "src", count=4), tmp_path / "w1")
     evil = tmp_path / "evil"
     evil.write_bytes(b"x")
     image = next(obj.path for obj in step_env.list_objects(repo_name, "main", "data/images/"))
     step_env.upload_file(repo_name, "main", f"{image}/evil", evil)
     commit = step_env.commit(repo_name, "main", "a key below a file").id
-    status, printed = run_ingest(f"lakefs://{repo_name}/{commit}/data", repo_name, capsys,
-                                 "--lakefs.data_prefix", "copy")
+    status, printed = run_ingest(
+        f"lakefs://{repo_name}/{commit}/data", repo_name, capsys, "--lakefs.data_prefix", "copy"
+    )
     errors = [line for line in printed.splitlines() if "error:" in line]
     assert status == 2 and len(errors) == 1 and "Traceback" not in printed, printed
-    assert errors[0].endswith(f"object {image!r} is also the folder of {image + '/evil'!r}; both cannot be files: "
-                              "delete one of them"), errors[0]  # was: IsADirectoryError traceback
+    assert errors[0].endswith(
+        f"object {image!r} is also the folder of {image + '/evil'!r}; both cannot be files: delete one of them"
+    ), errors[0]  # was: IsADirectoryError traceback
     assert step_env.resolve_commit(repo_name, "main") == commit  # nothing committed
     assert not any(private_tmp.iterdir())
     with pytest.raises(LakeFSError, match="is also the folder of"):  # train's download: the same refusal
@@ -396,8 +418,14 @@ def coco_flood(root: Path, images: int, size: int, per_image: int) -> Path:
                 segmentation = {"size": [size, size], "counts": compressed.decode() if index % 20 == 9 else counts}
             else:
                 segmentation = [[x, y, x + w, y + h * 0.4, x + w * 0.6, y + h]]
-            document["annotations"].append({"id": len(document["annotations"]) + 1, "image_id": image_id,
-                                            "category_id": 1 + index % 2, "segmentation": segmentation})
+            document["annotations"].append(
+                {
+                    "id": len(document["annotations"]) + 1,
+                    "image_id": image_id,
+                    "category_id": 1 + index % 2,
+                    "segmentation": segmentation,
+                }
+            )
     (root / "annotations.json").write_text(json.dumps(document))
     return root
 
@@ -407,9 +435,14 @@ def test_a_coco_annotation_flood_costs_its_objects_not_their_images(tmp_path):
     annotation drawn as a whole-image mask; drawn within their boxes they take 2 s (pycocotools) and 1.4 s (pil)."""
     source = coco_flood(tmp_path / "flood", images=2, size=1024, per_image=20_000)
     overrides = ("data=coco",)
-    results = run_isolated({"pycocotools": Case(source, "", (), overrides),
-                            "pil": Case(source, "", (), overrides + ("data.options.polygons=pil",))}, tmp_path,
-                           timeout=120)
+    results = run_isolated(
+        {
+            "pycocotools": Case(source, "", (), overrides),
+            "pil": Case(source, "", (), overrides + ("data.options.polygons=pil",)),
+        },
+        tmp_path,
+        timeout=120,
+    )
     assert set(results) == {"pycocotools", "pil"}, results
     for result in results.values():
         assert result["type"] is None, result
@@ -423,8 +456,9 @@ def test_coco_images_with_too_many_annotations_are_refused_naming_them(tmp_path,
     source = coco_flood(tmp_path / "flood", images=2, size=64, per_image=31)
     error = refusal(source, tmp_path / "out", "data=coco")
     reasons = {issue.file.rsplit("/", 1)[-1]: issue.reason for issue in error.report.issues}
-    assert reasons == {f"annotations.json#image_id={i}": "31 annotations, more than the 30 one image may have"
-                       for i in (1, 2)}, reasons
+    assert reasons == {
+        f"annotations.json#image_id={i}": "31 annotations, more than the 30 one image may have" for i in (1, 2)
+    }, reasons
 
 
 def test_coco_annotations_covering_an_image_hundreds_of_times_are_refused(tmp_path):
@@ -434,16 +468,19 @@ def test_coco_annotations_covering_an_image_hundreds_of_times_are_refused(tmp_pa
     source = coco_flood(tmp_path / "flood", images=1, size=64, per_image=1)
     whole = [[0, 0, 64, 0, 64, 64, 0, 64]]
     document = json.loads((source / "annotations.json").read_text())
-    document["annotations"] = [{"id": i, "image_id": 1, "category_id": 1, "segmentation": whole}
-                               for i in range(1, MAX_PAINTED_LAYERS + 2)]
+    document["annotations"] = [
+        {"id": i, "image_id": 1, "category_id": 1, "segmentation": whole} for i in range(1, MAX_PAINTED_LAYERS + 2)
+    ]
     (source / "annotations.json").write_text(json.dumps(document))
     error = refusal(source, tmp_path / "out", "data=coco")
     [issue] = error.report.issues
     assert issue.file.endswith("annotations.json#image_id=1")
-    assert issue.reason == (f"bad annotation: annotation {MAX_PAINTED_LAYERS + 1}: the annotations' boxes so far "
-                            f"cover the 64x64 image more than {MAX_PAINTED_LAYERS} times over (refused as a flood)")
+    assert issue.reason == (
+        f"bad annotation: annotation {MAX_PAINTED_LAYERS + 1}: the annotations' boxes so far "
+        f"cover the 64x64 image more than {MAX_PAINTED_LAYERS} times over (refused as a flood)"
+    )
     small = {"id": 0, "image_id": 1, "category_id": 2, "segmentation": [[2, 2, 9, 2, 2, 9]]}
-    document["annotations"] = document["annotations"][:MAX_PAINTED_LAYERS - 10] + [small]  # fewer: ingested
+    document["annotations"] = document["annotations"][: MAX_PAINTED_LAYERS - 10] + [small]  # fewer: ingested
     (source / "annotations.json").write_text(json.dumps(document))
     assert prepare(source, tmp_path / "fewer", "data=coco").info.class_names == ["_background_", "a", "b"]
 
@@ -456,8 +493,11 @@ def test_a_coco_polygon_zigzagging_far_off_the_image_is_refused_before_drawing(t
     document = json.loads((source / "annotations.json").read_text())
     document["annotations"][0]["segmentation"] = [zigzag]
     (source / "annotations.json").write_text(json.dumps(document))
-    case = Case(source, "annotations.json#image_id=1", ("annotation 1: polygons 160000000 pixels long, more than 64 "
-                                                         "times the 1024x1024 image's height + width",))
+    case = Case(
+        source,
+        "annotations.json#image_id=1",
+        ("annotation 1: polygons 160000000 pixels long, more than 64 times the 1024x1024 image's height + width",),
+    )
     [result] = run_isolated({"zigzag": case}, tmp_path, timeout=60).values()
     check_isolated(result, case)
     assert result["seconds"] < 10 and result["rss_growth_mib"] < 300, result
@@ -475,11 +515,13 @@ def labelme_flood(root: Path, files: int, size: int, shapes: int) -> Path:
         corners, sides = rng.integers(0, size - 40, (shapes, 2)).tolist(), rng.integers(3, 40, (shapes, 2)).tolist()
         entries = []
         for index, ((x, y), (w, h)) in enumerate(zip(corners, sides)):
-            kind, points = [("polygon", [[x, y], [x + w, y + h * 0.4], [x + w * 0.6, y + h]]),
-                            ("rectangle", [[x, y], [x + w, y + h]]),
-                            ("circle", [[x + 20, y + 20], [x + 20, y + h / 2]]),
-                            ("linestrip", [[x, y], [x + w, y], [x + w, y + h]]),
-                            ("point", [[x, y]])][index % 5]
+            kind, points = [
+                ("polygon", [[x, y], [x + w, y + h * 0.4], [x + w * 0.6, y + h]]),
+                ("rectangle", [[x, y], [x + w, y + h]]),
+                ("circle", [[x + 20, y + 20], [x + 20, y + h / 2]]),
+                ("linestrip", [[x, y], [x + w, y], [x + w, y + h]]),
+                ("point", [[x, y]]),
+            ][index % 5]
             entries.append({"label": "ab"[index % 2], "points": points, "shape_type": kind})
         document = {"shapes": entries, "imagePath": f"{number}.png", "imageHeight": size, "imageWidth": size}
         (root / f"{number}.json").write_text(json.dumps(document))
@@ -505,7 +547,8 @@ def test_labelme_files_with_too_many_shapes_are_refused_naming_them(tmp_path, mo
     (source / "1.json").write_text(json.dumps(document))
     error = refusal(source, tmp_path / "out")
     assert [(issue.file.rsplit("/", 1)[-1], issue.reason) for issue in error.report.issues] == [
-        ("1.json", "bad annotation: 31 shapes, more than the 30 one file may have")]
+        ("1.json", "bad annotation: 31 shapes, more than the 30 one file may have")
+    ]
 
 
 def test_labelme_shapes_covering_an_image_hundreds_of_times_are_refused(tmp_path):
@@ -520,8 +563,10 @@ def test_labelme_shapes_covering_an_image_hundreds_of_times_are_refused(tmp_path
     error = refusal(source, tmp_path / "out")
     [issue] = error.report.issues
     assert issue.file.endswith("0.json")
-    assert issue.reason == (f"bad annotation: shapes[{MAX_PAINTED_LAYERS}]: the shapes' boxes so far cover the "
-                            f"64x64 image more than {MAX_PAINTED_LAYERS} times over (refused as a flood)")
+    assert issue.reason == (
+        f"bad annotation: shapes[{MAX_PAINTED_LAYERS}]: the shapes' boxes so far cover the "
+        f"64x64 image more than {MAX_PAINTED_LAYERS} times over (refused as a flood)"
+    )
     document["shapes"] = document["shapes"][MAX_PAINTED_LAYERS - 10 :]  # fewer: ingested, the last shape on top
     (source / "0.json").write_text(json.dumps(document))
     prepared = prepare(source, tmp_path / "fewer", "data.val_fraction=0", "data.test_fraction=0")
@@ -543,5 +588,6 @@ def test_a_labelme_outline_far_longer_than_its_image_is_refused(tmp_path, shape_
     assert issue.file.endswith("0.json") and len(issue.reason) < 300, issue.reason
     assert issue.reason.startswith(f"bad annotation: shapes[1]: {shape_type} 'aaaa")
     length = 20_000 * 500 if shape_type == "polygon" else 19_999 * 500  # a polygon closes its outline
-    assert issue.reason.endswith(f"... is {length} pixels long, more than 64 times the 64x64 image's height + width "
-                                 "(refused as a flood)")
+    assert issue.reason.endswith(
+        f"... is {length} pixels long, more than 64 times the 64x64 image's height + width (refused as a flood)"
+    )

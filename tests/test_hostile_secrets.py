@@ -37,16 +37,16 @@ __all__ = ["step_env"]  # a fixture used here
 
 HOSTILE_USER = "h0stile-us3r"
 HOSTILE_PASSWORD = "pa\"ss w0rd'<x>`y"  # every character that ended the old URL pattern before the "@"
-PIECES = ["pa\"ss", "w0rd'", "<x>`y", "w0rd", "pa%22ss"]  # what a mask that stops early would leave
+PIECES = ['pa"ss', "w0rd'", "<x>`y", "w0rd", "pa%22ss"]  # what a mask that stops early would leave
 
 HOSTILE = [
     # case 1: user info with quotes, a space, <>, a backtick; alone, in text, in JSON, in a repr
     (f"http://{HOSTILE_USER}:{HOSTILE_PASSWORD}@127.0.0.1:8000/d.zip", "http://***@127.0.0.1:8000/d.zip"),
-    ("http://u:pa\"ss w0rd@h/d.zip", "http://***@h/d.zip"),
+    ('http://u:pa"ss w0rd@h/d.zip', "http://***@h/d.zip"),
     ("download failed for http://u:pa ss@h/d.zip: 401", "download failed for http://***@h/d.zip: 401"),
-    (json.dumps({"source": "http://u:pa\"ss w0rd@h/d.zip", "n": 1}), '{"source": "http://***@h/d.zip", "n": 1}'),
-    (repr({"source": "http://u:it's \"x\"@h/d.zip"}), "{'source': 'http://***@h/d.zip'}"),
-    ("<a href=\"http://u:p<w>@h/x\">x</a>", "<a href=\"http://***@h/x\">x</a>"),
+    (json.dumps({"source": 'http://u:pa"ss w0rd@h/d.zip', "n": 1}), '{"source": "http://***@h/d.zip", "n": 1}'),
+    (repr({"source": 'http://u:it\'s "x"@h/d.zip'}), "{'source': 'http://***@h/d.zip'}"),
+    ('<a href="http://u:p<w>@h/x">x</a>', '<a href="http://***@h/x">x</a>'),
     # a password with an unencoded / ? # ends the authority early (no client reads a host there): masked to the @
     ("http://u:pa/ss@h/d.zip", "http://***@h/d.zip"),
     ("http://u:pa?ss@h/d.zip", "http://***@h/d.zip"),
@@ -55,14 +55,17 @@ HOSTILE = [
     # other schemes and hosts: ftp, s3 key:secret, user without password, IPv6
     ("ftp://u:p w@ftp.example.org/pub/x", "ftp://***@ftp.example.org/pub/x"),
     ("s3://AKIA:wJal rXUt@bucket/prefix/", "s3://***@bucket/prefix/"),
-    ("https://tok\"en@github.com/o/r.git", "https://***@github.com/o/r.git"),
+    ('https://tok"en@github.com/o/r.git', "https://***@github.com/o/r.git"),
     ("http://u:p'w@[::1]:8080/x", "http://***@[::1]:8080/x"),
     ("lakefs://key:sec ret@repo/main/data", "lakefs://***@repo/main/data"),
     # case 4: other secret parameters, path parameters, encoded and case-varied names, HTML-escaped &
     ("https://h/d?jwt=a&auth_key=b&hmac=c&page=2", "https://h/d?jwt=***&auth_key=***&hmac=***&page=2"),
     ("https://h/app;jsessionid=ABC123?x=1", "https://h/app;jsessionid=***?x=1"),
     ("https://h/a;JSESSIONID=ABC/b;v=2", "https://h/a;JSESSIONID=***/b;v=2"),
-    ("https://h/d?X%2DAmz%2DSignature=abc&%73ig=def&%2573ig=ghi", "https://h/d?X%2DAmz%2DSignature=***&%73ig=***&%2573ig=***"),
+    (
+        "https://h/d?X%2DAmz%2DSignature=abc&%73ig=def&%2573ig=ghi",
+        "https://h/d?X%2DAmz%2DSignature=***&%73ig=***&%2573ig=***",
+    ),
     ("https://h/d?SiG=a&JWT=b&PHPSESSID=c&authKey=d", "https://h/d?SiG=***&JWT=***&PHPSESSID=***&authKey=***"),
     ("https://h/d?a=1&amp;sig=abc&amp;b=2", "https://h/d?a=1&amp;sig=***&amp;b=2"),
     ("GET /app;jsessionid=ABC?jwt=x HTTP/1.1", "GET /app;jsessionid=***?jwt=*** HTTP/1.1"),
@@ -96,8 +99,23 @@ def test_masking_agrees_with_how_urllib_reads_the_user_info():
 
 
 def test_secret_parameter_names_second_round():
-    for name in ("jwt", "auth_key", "authKey", "hmac", "jsessionid", "JSESSIONID", "PHPSESSID", "session_id",
-                 "X%2DAmz%2DSignature", "%73ig", "%2573ig", "amp;sig", "token[]", "id_token", "x.amz.signature"):
+    for name in (
+        "jwt",
+        "auth_key",
+        "authKey",
+        "hmac",
+        "jsessionid",
+        "JSESSIONID",
+        "PHPSESSID",
+        "session_id",
+        "X%2DAmz%2DSignature",
+        "%73ig",
+        "%2573ig",
+        "amp;sig",
+        "token[]",
+        "id_token",
+        "x.amz.signature",
+    ):
         assert is_secret_param(name), name
     for name in ("page", "keyword", "monkey", "v", "session_start", "author", "X-Amz-Date", "next"):
         assert not is_secret_param(name), name
@@ -143,8 +161,9 @@ def hostile_secrets(password: str, env: dict) -> list[str]:
 
 
 @pytest.mark.parametrize("password, status", [(HOSTILE_PASSWORD, 0), ("wr0ng \"pa55' <x>`", 2)])
-def test_a_hostile_password_is_masked_everywhere_the_ingest_step_records(password, status, hostile_server, step_env,
-                                                                        tmp_path, capsys, caplog, monkeypatch):
+def test_a_hostile_password_is_masked_everywhere_the_ingest_step_records(
+    password, status, hostile_server, step_env, tmp_path, capsys, caplog, monkeypatch
+):
     """The issue's repro: SRC='http://u:pa"ss w0rd@127.0.0.1:PORT/d.zip', -P source='${oc.env:SRC}'; the right
     password ingests, a wrong one fails in one line: neither leaves any piece of the password or user anywhere."""
     url = f"http://{HOSTILE_USER}:{password}@{hostile_server.base}/data.zip"
@@ -170,8 +189,10 @@ def test_a_hostile_password_is_masked_everywhere_the_ingest_step_records(passwor
 # -- case 3: lakefs:// URIs with user info, and segmodels lineage's argument ------------------------------------
 
 LAKEFS_SECRET = "lk-s3cr3t'pa55 w0rd"
-LAKEFS_WITH_USER_INFO = [f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}@{{repo}}/main/data",
-                         f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}/x@{{repo}}/main/data"]  # a "/" in the password
+LAKEFS_WITH_USER_INFO = [
+    f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}@{{repo}}/main/data",
+    f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}/x@{{repo}}/main/data",
+]  # a "/" in the password
 
 
 @pytest.mark.parametrize("template", LAKEFS_WITH_USER_INFO)
@@ -198,13 +219,13 @@ def run_step(step: str, args: list[str], capsys) -> tuple[int, str]:
     return exited.value.code, captured.out + captured.err
 
 
-@pytest.mark.parametrize("step, parameter", [("ingest", "--source"), ("train", "--data_ref"),
-                                             ("infer", "--data_ref")])
+@pytest.mark.parametrize("step, parameter", [("ingest", "--source"), ("train", "--data_ref"), ("infer", "--data_ref")])
 def test_a_step_refuses_a_lakefs_uri_with_user_info_in_one_line(step, parameter, step_env, capsys, caplog):
     for template in LAKEFS_WITH_USER_INFO:
         uri = template.format(repo=step_env["repo"])
-        args = [parameter, uri, "--repo", step_env["repo"]] + (["--model_uri", "models:/nothing/1"]
-                                                                if step == "infer" else [])
+        args = [parameter, uri, "--repo", step_env["repo"]] + (
+            ["--model_uri", "models:/nothing/1"] if step == "infer" else []
+        )
         with caplog.at_level(logging.DEBUG):
             status, output = run_step(step, args, capsys)
         assert status == 2, output
@@ -225,8 +246,15 @@ def test_a_lakefs_artifact_uri_with_user_info_is_refused_without_it():
     assert_nowhere(["AKIAUSERINFO", *LAKEFS_SECRET.split()], {"message": refused.value.message})
 
 
-@pytest.mark.parametrize("ref", ["http://u:pw-s3cr3t@x/y", f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}@repo/main",
-                                 "models:/m/1?token=pw-s3cr3t", f"lakefs://repo/{'a' * 64}?sig=pw-s3cr3t"])
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "http://u:pw-s3cr3t@x/y",
+        f"lakefs://AKIAUSERINFO:{LAKEFS_SECRET}@repo/main",
+        "models:/m/1?token=pw-s3cr3t",
+        f"lakefs://repo/{'a' * 64}?sig=pw-s3cr3t",
+    ],
+)
 def test_lineage_refuses_an_argument_with_credentials_without_echoing_them(ref, capsys):
     with pytest.raises(SystemExit) as exited:
         main(["lineage", ref])
@@ -253,7 +281,7 @@ def test_lineage_names_a_long_argument_cut_short(tmp_path, capsys):
 
 TRACKING_URIS = [
     "http://rep0rt-user:rep0rt-pw@mlflow.example:5000",
-    "http://rep0rt-user:rep0rt\"pw x@mlflow.example:5000",
+    'http://rep0rt-user:rep0rt"pw x@mlflow.example:5000',
     "http://rep0rt-user:rep0rt#pw@mlflow.example:5000",  # a "#" or "/" in the password: urllib cuts the authority
     "http://rep0rt-user:rep0rt/pw@mlflow.example:5000",
     "https://rep0rt-user:rep0rt-pw@mlflow.example:5000/?token=rep0rt-tok",
@@ -271,8 +299,10 @@ def test_the_run_report_links_runs_without_the_tracking_credentials(tmp_path, mo
     client.log_param(ingest.info.run_id, "source", f"http://{HOSTILE_USER}:{HOSTILE_PASSWORD}@h/d.zip")
     infer = client.create_run(experiment)
     client.log_param(infer.info.run_id, "model_uri", "runs:/0a1b/model?token=rep0rt-tok")
-    outcomes = [StepOutcome("ingest", client.get_run(ingest.info.run_id), None, 1.0),
-                StepOutcome("infer", client.get_run(infer.info.run_id), None, 2.0)]
+    outcomes = [
+        StepOutcome("ingest", client.get_run(ingest.info.run_id), None, 1.0),
+        StepOutcome("infer", client.get_run(infer.info.run_id), None, 2.0),
+    ]
     for tracking_uri in TRACKING_URIS:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         mlflow.set_tracking_uri(tracking_uri)
@@ -281,8 +311,20 @@ def test_the_run_report_links_runs_without_the_tracking_credentials(tmp_path, mo
         link = rows[0]["link"]
         assert link.startswith(f"{tracking_uri.split(':')[0]}://mlflow.example:5000"), link
         assert link.endswith(f"#/experiments/{experiment}/runs/{ingest.info.run_id}"), link
-        assert_nowhere(["rep0rt-user", "rep0rt-pw", "rep0rt\"pw", "rep0rt#pw", "rep0rt/pw", "pw x", "rep0rt-tok",
-                        HOSTILE_USER, *PIECES], report)
+        assert_nowhere(
+            [
+                "rep0rt-user",
+                "rep0rt-pw",
+                'rep0rt"pw',
+                "rep0rt#pw",
+                "rep0rt/pw",
+                "pw x",
+                "rep0rt-tok",
+                HOSTILE_USER,
+                *PIECES,
+            ],
+            report,
+        )
 
 
 # -- an http source whose authority no client can read: requests' own message quotes it, unmasked -------------------
@@ -330,8 +372,11 @@ def test_a_password_percent_encoded_as_the_refusal_says_ingests(step_env, tmp_pa
     password = "pa/ss?x#y@z[w"
     root = tmp_path / "served"
     make_folder_source(root / "shapes", count=6)
-    served = Server(Path(shutil.make_archive(str(root / "data"), "zip", root_dir=root, base_dir="shapes")).read_bytes(),
-                    HOSTILE_USER, password)
+    served = Server(
+        Path(shutil.make_archive(str(root / "data"), "zip", root_dir=root, base_dir="shapes")).read_bytes(),
+        HOSTILE_USER,
+        password,
+    )
     try:
         url = f"http://{HOSTILE_USER}:{quote(password, safe='')}@{served.base}/data.zip"
         status, output = run_in_process(["--source", url, "--repo", step_env["repo"]], capsys, caplog)

@@ -14,8 +14,8 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from PIL import Image
 from mlflow.tracking import MlflowClient
+from PIL import Image
 
 from segmodels.config import load_config
 from segmodels.data import generate_demo_dataset
@@ -24,8 +24,7 @@ from segmodels.dataset_store import ingest
 from segmodels.inference import predictor
 from segmodels.inference.pyfunc import save_pyfunc_model
 from segmodels.models import ModelSpec, create_model, save_package
-from segmodels.pipeline import StepError, run_step_cli
-from segmodels.pipeline import infer
+from segmodels.pipeline import StepError, infer, run_step_cli
 from segmodels.pipeline.params import step_overrides
 from segmodels.tracking import lineage
 from segmodels.tracking.models import ModelURIError
@@ -39,8 +38,9 @@ DEMO_NAMES = [c["name"] for c in DEMO_CLASSES]
 def save_model(root: Path, class_names: list[str]) -> Path:
     """A tiny untrained U-Net for ``class_names`` saved as an MLflow pyfunc folder (a local model URI)."""
     model = create_model("unet", len(class_names), encoder_name="resnet18", decoder_channels=[16, 16, 16, 8, 8])
-    spec = ModelSpec.from_model(model.eval(), num_classes=len(class_names), class_names=class_names,
-                                image_size=[32, 32])
+    spec = ModelSpec.from_model(
+        model.eval(), num_classes=len(class_names), class_names=class_names, image_size=[32, 32]
+    )
     return save_pyfunc_model(save_package(model, spec, root / "package"), root / "mlflow-model")
 
 
@@ -51,8 +51,10 @@ def demo_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def street_model(tmp_path_factory) -> Path:
-    return save_model(tmp_path_factory.mktemp("street-model"), ["sky", "building", "road", "car", "tree", "pole",
-                                                                 "sign", "fence", "person", "bike", "wall", "bus"])
+    return save_model(
+        tmp_path_factory.mktemp("street-model"),
+        ["sky", "building", "road", "car", "tree", "pole", "sign", "fence", "person", "bike", "wall", "bus"],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -63,8 +65,9 @@ def renamed_model(tmp_path_factory) -> Path:
 @pytest.fixture
 def tracking(tmp_path) -> MlflowClient:
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
-        "infer", artifact_location=(tmp_path / "artifacts").as_uri()))
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("infer", artifact_location=(tmp_path / "artifacts").as_uri())
+    )
     return MlflowClient()
 
 
@@ -83,8 +86,17 @@ def ingest_demo(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, image
     lakefs.ensure_repository(repo_name, default_branch="main")
     source = generate_demo_dataset(tmp_path / "source", num_images=12, image_size=image_size, seed=1)
     cfg = load_config("ingest", ["data.val_fraction=0.25", "data.test_fraction=0.25"])
-    result = ingest(lakefs, source, cfg.data, repo_name, cfg.lakefs.data_branch, cfg.lakefs.data_prefix,
-                    on_error=cfg.on_error, split_seed=cfg.split_seed, work_dir=tmp_path / "work")
+    result = ingest(
+        lakefs,
+        source,
+        cfg.data,
+        repo_name,
+        cfg.lakefs.data_branch,
+        cfg.lakefs.data_prefix,
+        on_error=cfg.on_error,
+        split_seed=cfg.split_seed,
+        work_dir=tmp_path / "work",
+    )
     return result.uri
 
 
@@ -95,8 +107,9 @@ def infer_args(model_uri, data_uri: str, output_dir: Path, **params) -> list[str
 
 
 def run_infer(model_uri, data_uri: str, output_dir: Path, **params) -> Path:
-    return infer.run(load_config("infer", step_overrides("infer", infer_args(model_uri, data_uri, output_dir,
-                                                                             **params))))
+    return infer.run(
+        load_config("infer", step_overrides("infer", infer_args(model_uri, data_uri, output_dir, **params)))
+    )
 
 
 def files(folder: Path) -> set[str]:
@@ -104,8 +117,7 @@ def files(folder: Path) -> set[str]:
 
 
 def expected_outputs(names: set[str]) -> set[str]:
-    return ({f"masks/{n}.png" for n in names} | {f"overlays/{n}.png" for n in names}
-            | {"metrics.csv", infer.MARKER_FILE})
+    return {f"masks/{n}.png" for n in names} | {f"overlays/{n}.png" for n in names} | {"metrics.csv", infer.MARKER_FILE}
 
 
 def split_stems(data_uri: str, lakefs, split: str) -> set[str]:
@@ -115,15 +127,15 @@ def split_stems(data_uri: str, lakefs, split: str) -> set[str]:
 
 def last_infer_run(client: MlflowClient):
     experiment = mlflow.get_experiment_by_name("infer")
-    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"],
-                              max_results=1)[0]
+    return client.search_runs([experiment.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
 
 
 # -- 1. classes --------------------------------------------------------------------------------------------------
 
 
 def test_a_model_of_other_classes_is_refused_in_one_line_before_any_prediction(
-        street_model, data_uri, tmp_path, monkeypatch, capsys):
+    street_model, data_uri, tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(infer, "predict_files", lambda *a, **k: pytest.fail("predicted with the wrong classes"))
     out = tmp_path / "out" / "predictions"
     with pytest.raises(SystemExit) as exit_info:
@@ -133,7 +145,8 @@ def test_a_model_of_other_classes_is_refused_in_one_line_before_any_prediction(
     assert errors == [
         f"segmodels infer: error: model_uri={street_model} predicts 12 classes (sky, building, road, car, tree, "
         f"pole, ...) but the data set at {data_uri} has 4 classes (background, circle, square, triangle); pass a "
-        f"data_ref of data with the model's classes, or a model_uri of a model of the data's classes"]
+        f"data_ref of data with the model's classes, or a model_uri of a model of the data's classes"
+    ]
     assert not out.exists() and not out.parent.exists(), "nothing written"
 
 
@@ -145,8 +158,9 @@ def test_same_number_of_classes_with_other_names_is_refused(renamed_model, data_
     assert not out.exists() and not any(tmp_path.glob(".predictions*"))
 
 
-def test_a_labelled_split_is_scored_at_full_resolution_per_class(demo_model, lakefs, lakefs_settings, repo_name,
-                                                                 tracking, tmp_path, monkeypatch):
+def test_a_labelled_split_is_scored_at_full_resolution_per_class(
+    demo_model, lakefs, lakefs_settings, repo_name, tracking, tmp_path, monkeypatch
+):
     """48x48 images through a 32x32 model: the logged mIoU, per-class IoU and confusion matrix are those of the
     written full-size masks against the ground truth, computed here with numpy."""
     uri = LakeFSUri.parse(ingest_demo(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, image_size=48))
@@ -165,8 +179,9 @@ def test_a_labelled_split_is_scored_at_full_resolution_per_class(demo_model, lak
     for name, iou in ious.items():
         assert run.data.metrics[f"iou_{name}"] == pytest.approx(iou)
     assert run.data.metrics["miou"] == pytest.approx(np.mean(list(ious.values())))
-    logged = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="confusion_matrix.csv",
-                                                 dst_path=str(tmp_path / "artifacts-copy"))
+    logged = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="confusion_matrix.csv", dst_path=str(tmp_path / "artifacts-copy")
+    )
     with open(logged) as handle:
         rows = list(csv.reader(handle))
     assert rows[0][1:] == DEMO_NAMES and np.array_equal(np.array([r[1:] for r in rows[1:]], dtype=np.int64), matrix)
@@ -242,17 +257,20 @@ def test_a_failure_midway_leaves_the_output_dir_as_it_was(demo_model, data_uri, 
         run_infer(demo_model, data_uri, out, split="val")
     assert len(calls) == 2
     assert {name: (out / name).read_bytes() for name in files(out)} == before
-    assert sorted(p.name for p in tmp_path.iterdir() if "predictions" in p.name) == ["predictions"], \
+    assert sorted(p.name for p in tmp_path.iterdir() if "predictions" in p.name) == ["predictions"], (
         "no staging folder left"
+    )
 
 
 # -- 3. predictions committed to lakeFS --------------------------------------------------------------------------
 
 
 def test_commit_predictions_commits_the_outputs_once_with_their_lineage(
-        demo_model, data_uri, lakefs, tracking, tmp_path, caplog):
-    version = tracking.create_model_version(tracking.create_registered_model("seg").name, source=str(demo_model),
-                                            tags={lineage.TAG_MODEL_COMMIT: "m" * 64})
+    demo_model, data_uri, lakefs, tracking, tmp_path, caplog
+):
+    version = tracking.create_model_version(
+        tracking.create_registered_model("seg").name, source=str(demo_model), tags={lineage.TAG_MODEL_COMMIT: "m" * 64}
+    )
     tracking.set_registered_model_alias("seg", "champion", version.version)
     caplog.set_level("INFO", logger=infer.__name__)
     out = tmp_path / "predictions"
@@ -269,14 +287,22 @@ def test_commit_predictions_commits_the_outputs_once_with_their_lineage(
     assert run.data.tags[lineage.TAG_MODEL_VERSION] == str(version.version)
 
     commit = lakefs.get_commit(data.repo, uri.ref)
-    assert {key: commit.metadata[key] for key in ("model_uri", "registered_model", "model_version", "model_commit",
-                                                  "data_commit", "mlflow_run_id")} == {
-        "model_uri": "models:/seg@champion", "registered_model": "seg", "model_version": str(version.version),
-        "model_commit": "m" * 64, "data_commit": data.ref, "mlflow_run_id": run_id}
+    assert {
+        key: commit.metadata[key]
+        for key in ("model_uri", "registered_model", "model_version", "model_commit", "data_commit", "mlflow_run_id")
+    } == {
+        "model_uri": "models:/seg@champion",
+        "registered_model": "seg",
+        "model_version": str(version.version),
+        "model_commit": "m" * 64,
+        "data_commit": data.ref,
+        "mlflow_run_id": run_id,
+    }
     assert commit.parents[0] == data.ref, "the new branch starts at the data commit"
-    assert all(lakefs.get_commit(data.repo, parent).parents == [data.ref] for parent in commit.parents[1:]), \
+    assert all(lakefs.get_commit(data.repo, parent).parents == [data.ref] for parent in commit.parents[1:]), (
         "one commit holds it all"
-    committed = {obj.path[len(uri.path) + 1:]: obj for obj in lakefs.list_objects(data.repo, uri.ref, uri.path + "/")}
+    )
+    committed = {obj.path[len(uri.path) + 1 :]: obj for obj in lakefs.list_objects(data.repo, uri.ref, uri.path + "/")}
     assert set(committed) == files(out) - {infer.MARKER_FILE}
     metrics = lakefs.download_prefix(data.repo, uri.ref, uri.path) / "metrics.csv"
     assert metrics.read_bytes() == (out / "metrics.csv").read_bytes()
@@ -299,16 +325,27 @@ def test_an_unknown_alias_is_one_line_naming_the_model_uri(data_uri, tracking, t
 
 
 def test_interactive_infer_predicts_with_the_version_picked_in_a_terminal(
-        demo_model, data_uri, tracking, tmp_path, pty_process):
+    demo_model, data_uri, tracking, tmp_path, pty_process
+):
     tracking.create_registered_model("seg")
-    versions = [tracking.create_model_version("seg", source=str(demo_model),
-                                              tags={"best_val_miou": str(miou), lineage.TAG_DATA_COMMIT: "d" * 64})
-                for miou in (0.5, 0.7)]
+    versions = [
+        tracking.create_model_version(
+            "seg", source=str(demo_model), tags={"best_val_miou": str(miou), lineage.TAG_DATA_COMMIT: "d" * 64}
+        )
+        for miou in (0.5, 0.7)
+    ]
     tracking.set_registered_model_alias("seg", "champion", versions[1].version)
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "MLFLOW_EXPERIMENT_NAME": "infer"}
-    child = pty_process([sys.executable, "steps/infer.py", *infer_args("models:/seg@champion", data_uri,
-                                                                       tmp_path / "predictions", interactive="true")],
-                        cwd=PROJECT, env=env, timeout=180)
+    child = pty_process(
+        [
+            sys.executable,
+            "steps/infer.py",
+            *infer_args("models:/seg@champion", data_uri, tmp_path / "predictions", interactive="true"),
+        ],
+        cwd=PROJECT,
+        env=env,
+        timeout=180,
+    )
     child.expect("Choose 1-2 (q to quit): ")
     # newest first, with its aliases, metric and data commit
     assert re.search(rf"1\s+2\s+@champion\s+best_val_miou=0\.7\s+{'d' * 12}", child.output), child.output
@@ -321,12 +358,18 @@ def test_interactive_infer_predicts_with_the_version_picked_in_a_terminal(
 
 
 def test_interactive_infer_without_a_terminal_fails_at_once(data_uri, tmp_path):
-    result = subprocess.run([sys.executable, "steps/infer.py", "--interactive", "true"], cwd=PROJECT,
-                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "steps/infer.py", "--interactive", "true"],
+        cwd=PROJECT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "segmodels infer: error: interactive=true needs a terminal to read a choice from; pass model_uri=<uri> "
-        "instead"]
+        "segmodels infer: error: interactive=true needs a terminal to read a choice from; pass model_uri=<uri> instead"
+    ]
 
 
 # -- 5. plain images: source= ------------------------------------------------------------------------------------
@@ -346,21 +389,30 @@ def source_args(model_uri, source, output_dir: Path, **params) -> list[str]:
 
 
 def run_source(model_uri, source, output_dir: Path, *extra: str, **params) -> Path:
-    return infer.run(load_config("infer", step_overrides("infer", source_args(model_uri, source, output_dir,
-                                                                              **params) + list(extra))))
+    return infer.run(
+        load_config(
+            "infer", step_overrides("infer", source_args(model_uri, source, output_dir, **params) + list(extra))
+        )
+    )
 
 
 def printed_params(message: str) -> list[str]:
     """The ``-P name=value`` words of an error's hint, as the step's command line takes them."""
-    return [arg for name, value in re.findall(r"-P (\w[\w.]*)=(\S+?)[);]?(?=\s|$)", message)
-            for arg in (f"--{name}", value)]
+    return [
+        arg for name, value in re.findall(r"-P (\w[\w.]*)=(\S+?)[);]?(?=\s|$)", message) for arg in (f"--{name}", value)
+    ]
 
 
 def unlabelled_images(folder: Path) -> dict[str, tuple[int, int]]:
     """Plain photos-like images of three sizes and two formats, in nested folders; relative path -> (h, w)."""
     rng = np.random.default_rng(3)
-    images = {"a.png": (40, 60), "b.jpg": (33, 47), "street/c.jpeg": (64, 48), "street/night/d.PNG": (40, 60),
-              "street/night/e.JPG": (33, 47)}
+    images = {
+        "a.png": (40, 60),
+        "b.jpg": (33, 47),
+        "street/c.jpeg": (64, 48),
+        "street/night/d.PNG": (40, 60),
+        "street/night/e.JPG": (33, 47),
+    }
     for relative, (height, width) in images.items():
         path = folder / relative
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -369,15 +421,15 @@ def unlabelled_images(folder: Path) -> dict[str, tuple[int, int]]:
     return images
 
 
-def test_a_folder_of_unlabelled_images_gets_a_mask_per_image_at_its_size(demo_model, lakefs_env, tracking,
-                                                                           tmp_path):
+def test_a_folder_of_unlabelled_images_gets_a_mask_per_image_at_its_size(demo_model, lakefs_env, tracking, tmp_path):
     images = unlabelled_images(tmp_path / "photos")
     (tmp_path / "photos" / "notes.txt").write_text("not an image")
     (tmp_path / "photos" / ".hidden.png").write_bytes(b"skipped: hidden")
     out = run_source(demo_model, tmp_path / "photos", tmp_path / "predictions")
     names = {str(Path(relative).with_suffix("")) for relative in images}
-    assert files(out) == ({f"masks/{n}.png" for n in names} | {f"overlays/{n}.png" for n in names}
-                          | {"index.csv", infer.MARKER_FILE})
+    assert files(out) == (
+        {f"masks/{n}.png" for n in names} | {f"overlays/{n}.png" for n in names} | {"index.csv", infer.MARKER_FILE}
+    )
     for relative, (height, width) in images.items():
         name = str(Path(relative).with_suffix(""))
         mask = np.asarray(Image.open(out / "masks" / f"{name}.png"))
@@ -393,28 +445,32 @@ def test_a_folder_of_unlabelled_images_gets_a_mask_per_image_at_its_size(demo_mo
     assert run.data.tags[infer.SOURCE_TAG] == str(tmp_path / "photos")
 
 
-def test_source_predictions_are_committed_with_their_lineage(demo_model, lakefs, lakefs_env, repo_name, tracking,
-                                                             tmp_path):
+def test_source_predictions_are_committed_with_their_lineage(
+    demo_model, lakefs, lakefs_env, repo_name, tracking, tmp_path
+):
     images = unlabelled_images(tmp_path / "photos")
-    out = run_source(demo_model, tmp_path / "photos", tmp_path / "predictions", f"lakefs.repo={repo_name}",
-                     commit_predictions="true")
+    out = run_source(
+        demo_model, tmp_path / "photos", tmp_path / "predictions", f"lakefs.repo={repo_name}", commit_predictions="true"
+    )
     run_id = last_infer_run(tracking).info.run_id
     uri = LakeFSUri.parse(last_infer_run(tracking).data.tags[lineage.TAG_PREDICTIONS_URI])
     assert (uri.repo, uri.path) == (repo_name, f"predictions/{run_id}")
     commit = lakefs.get_commit(repo_name, uri.ref)
     assert commit.metadata["source"] == str(tmp_path / "photos") and commit.metadata["mlflow_run_id"] == run_id
     assert commit.metadata["model_uri"] == str(demo_model)
-    committed = {obj.path[len(uri.path) + 1:] for obj in lakefs.list_objects(repo_name, uri.ref, uri.path + "/")}
+    committed = {obj.path[len(uri.path) + 1 :] for obj in lakefs.list_objects(repo_name, uri.ref, uri.path + "/")}
     assert committed == files(out) - {infer.MARKER_FILE} and len(images) * 2 + 1 == len(committed)
 
 
-def test_a_lakefs_source_is_pinned_and_its_predictions_branch_from_its_commit(demo_model, lakefs, lakefs_env,
-                                                                             repo_name, tracking, tmp_path):
+def test_a_lakefs_source_is_pinned_and_its_predictions_branch_from_its_commit(
+    demo_model, lakefs, lakefs_env, repo_name, tracking, tmp_path
+):
     images = unlabelled_images(tmp_path / "photos")
     lakefs.ensure_repository(repo_name)
     uploaded = lakefs.commit_directory(repo_name, "main", tmp_path / "photos", "photos", "plain photos")
-    out = run_source(demo_model, f"lakefs://{repo_name}/main/photos", tmp_path / "predictions",
-                     commit_predictions="true")
+    out = run_source(
+        demo_model, f"lakefs://{repo_name}/main/photos", tmp_path / "predictions", commit_predictions="true"
+    )
     assert len(list((out / "masks").rglob("*.png"))) == len(images)
     run = last_infer_run(tracking)
     assert run.data.tags[infer.SOURCE_TAG] == f"lakefs://{repo_name}/{uploaded.ref}/photos", "pinned to the commit"
@@ -423,8 +479,9 @@ def test_a_lakefs_source_is_pinned_and_its_predictions_branch_from_its_commit(de
     assert lakefs.get_commit(repo_name, predictions.ref).parents[0] == uploaded.ref
 
 
-def test_refused_source_files_fail_in_one_line_and_its_hint_keeps_the_good_ones(demo_model, lakefs_env, tmp_path,
-                                                                                capsys):
+def test_refused_source_files_fail_in_one_line_and_its_hint_keeps_the_good_ones(
+    demo_model, lakefs_env, tmp_path, capsys
+):
     photos = tmp_path / "photos"
     images = unlabelled_images(photos)
     (photos / "broken.png").write_bytes(b"not a png at all")
@@ -438,8 +495,9 @@ def test_refused_source_files_fail_in_one_line_and_its_hint_keeps_the_good_ones(
         run_step_cli("infer", args)
     assert exit_info.value.code == 2
     [error] = capsys.readouterr().err.strip().splitlines()
-    assert error.startswith(f"segmodels infer: error: source={photos}: 5 of 9 image file(s) refused (a.jpg: "
-                            f"duplicate name"), error
+    assert error.startswith(
+        f"segmodels infer: error: source={photos}: 5 of 9 image file(s) refused (a.jpg: duplicate name"
+    ), error
     assert error.endswith("; -P on_error=skip predicts the 4 others"), error
     full_list = Path(re.search(r"full list in (\S+\.csv)\)", error).group(1))
     with open(full_list) as handle:
@@ -457,8 +515,11 @@ def test_refused_source_files_fail_in_one_line_and_its_hint_keeps_the_good_ones(
 
 def test_a_too_large_image_is_refused_before_decoding(demo_model, lakefs_env, tmp_path):
     unlabelled_images(tmp_path / "photos")
-    with pytest.raises(StepError, match=r"c\.jpeg: refused: image of 48x64 = 3072 pixels, above "
-                                        r"data\.max_image_pixels=3000 \(refused before decoding\)"):
+    with pytest.raises(
+        StepError,
+        match=r"c\.jpeg: refused: image of 48x64 = 3072 pixels, above "
+        r"data\.max_image_pixels=3000 \(refused before decoding\)",
+    ):
         run_source(demo_model, tmp_path / "photos", tmp_path / "out", "data.max_image_pixels=3000")
 
 
@@ -467,11 +528,13 @@ def test_source_and_data_ref_together_are_one_line(demo_model, tmp_path, capsys)
         run_step_cli("infer", source_args(demo_model, tmp_path, tmp_path / "out", data_ref="main"))
     assert capsys.readouterr().err.strip().splitlines() == [
         f"segmodels infer: error: source={tmp_path} and data_ref=main both given; pass source to predict plain "
-        f"images, or data_ref to predict a data set's split, not both"]
+        f"images, or data_ref to predict a data set's split, not both"
+    ]
 
 
 def test_no_registered_model_says_what_to_do_and_the_hint_works_as_printed(
-        demo_model, lakefs, lakefs_env, repo_name, tracking, tmp_path, capsys):
+    demo_model, lakefs, lakefs_env, repo_name, tracking, tmp_path, capsys
+):
     from segmodels.model_store import publish_model
 
     unlabelled_images(tmp_path / "photos")
@@ -482,12 +545,14 @@ def test_no_registered_model_says_what_to_do_and_the_hint_works_as_printed(
     assert capsys.readouterr().err.strip().splitlines() == [
         "segmodels infer: error: model_uri=models:/segmodels@champion: no registered model 'segmodels' in the "
         "tracking store; train and register one first (mlflow run . -e main), or pass -P model_uri=<a model "
-        "folder, runs:/<train run id>/model or lakefs:// URI>"]
+        "folder, runs:/<train run id>/model or lakefs:// URI>"
+    ]
 
     lakefs.ensure_repository(repo_name)
     with mlflow.start_run(tags={lineage.TAG_STEP: "train"}) as train_run:  # a train run that made a model
-        uri = publish_model(lakefs, demo_model, repo_name, "models", "models", train_run.info.run_id, metadata={},
-                            source_ref="main")
+        uri = publish_model(
+            lakefs, demo_model, repo_name, "models", "models", train_run.info.run_id, metadata={}, source_ref="main"
+        )
         mlflow.set_tag(lineage.TAG_MODEL_URI, str(uri))
     with mlflow.start_run(tags={lineage.TAG_STEP: "register", lineage.TAG_MODEL_URI: str(uri)}):
         pass  # newer, and naming the model too, but not a run register takes
@@ -498,27 +563,44 @@ def test_no_registered_model_says_what_to_do_and_the_hint_works_as_printed(
     assert error == (
         f"segmodels infer: error: model_uri=models:/segmodels@champion: no registered model 'segmodels' in the "
         f"tracking store; register the newest train run's model first (mlflow run . -e register -P run_id={run_id} "
-        f"-P model_name=segmodels -P alias=champion) or pass -P model_uri=runs:/{run_id}/model")
+        f"-P model_name=segmodels -P alias=champion) or pass -P model_uri=runs:/{run_id}/model"
+    )
     assert not out.exists()
     run_step_cli("infer", args + printed_params(error.split(" or pass ")[1]))  # the second hint as printed
     assert len(list((out / "masks").rglob("*.png"))) == 5
 
 
 @pytest.mark.slow
-def test_mlflow_run_infer_on_a_folder_reports_progress_and_no_warning_of_ours(demo_model, lakefs_settings,
-                                                                               tmp_path):
+def test_mlflow_run_infer_on_a_folder_reports_progress_and_no_warning_of_ours(demo_model, lakefs_settings, tmp_path):
     """The real ``mlflow run . -e infer -P source=...``: its log has a progress line with rate and ETA, and
     neither MLflow's type-hint warning about the wrapper's ``predict`` nor the cloudpickle one."""
     images = unlabelled_images(tmp_path / "photos")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-           "SEGMODELS_HOME": str(tmp_path / "home"), "SEGMODELS_PROGRESS_SECONDS": "0.001",
-           versioning_settings.ENV_ENDPOINT: lakefs_settings.endpoint,
-           versioning_settings.ENV_ACCESS_KEY_ID: lakefs_settings.access_key_id,
-           versioning_settings.ENV_SECRET_ACCESS_KEY: lakefs_settings.secret_access_key,
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "SEGMODELS_HOME": str(tmp_path / "home"),
+        "SEGMODELS_PROGRESS_SECONDS": "0.001",
+        versioning_settings.ENV_ENDPOINT: lakefs_settings.endpoint,
+        versioning_settings.ENV_ACCESS_KEY_ID: lakefs_settings.access_key_id,
+        versioning_settings.ENV_SECRET_ACCESS_KEY: lakefs_settings.secret_access_key,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
     out = tmp_path / "predictions"
-    command = ["mlflow", "run", str(PROJECT), "-e", "infer", "--env-manager", "local", "-P", f"model_uri={demo_model}",
-               "-P", f"source={tmp_path / 'photos'}", "-P", f"output_dir={out}"]
+    command = [
+        "mlflow",
+        "run",
+        str(PROJECT),
+        "-e",
+        "infer",
+        "--env-manager",
+        "local",
+        "-P",
+        f"model_uri={demo_model}",
+        "-P",
+        f"source={tmp_path / 'photos'}",
+        "-P",
+        f"output_dir={out}",
+    ]
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]

@@ -1,4 +1,5 @@
 """Prediction on images of any size, visualisation, and the MLflow pyfunc flavour over a model package."""
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,13 @@ PROJECT = Path(__file__).resolve().parents[1]
 def package(tmp_path_factory):
     torch.manual_seed(0)
     model = create_model("unet", 3, encoder_name="resnet18", decoder_channels=[16, 16, 16, 8, 8]).eval()
-    spec = ModelSpec.from_model(model, num_classes=3, class_names=["bg", "a", "b"],
-                                colors=[[0, 0, 0], [255, 0, 0], [0, 255, 0]], image_size=[32, 32])
+    spec = ModelSpec.from_model(
+        model,
+        num_classes=3,
+        class_names=["bg", "a", "b"],
+        colors=[[0, 0, 0], [255, 0, 0], [0, 255, 0]],
+        image_size=[32, 32],
+    )
     return save_package(model, spec, tmp_path_factory.mktemp("pkg") / "package")
 
 
@@ -43,8 +49,10 @@ def test_predict_returns_masks_at_input_size(package):
     assert [m.shape for m in masks] == [(40, 50), (32, 32)]
     assert all(m.dtype == np.uint8 and m.max() < 3 for m in masks)
     # same as the model's own arg-max on the normalised input when no resize is needed
-    x = (torch.from_numpy(images[1]).float()[None, None].expand(1, 3, 32, 32) / 255
-         - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(1, 3, 1, 1)
+    x = (
+        torch.from_numpy(images[1]).float()[None, None].expand(1, 3, 32, 32) / 255
+        - torch.tensor(spec.mean).view(1, 3, 1, 1)
+    ) / torch.tensor(spec.std).view(1, 3, 1, 1)
     with torch.no_grad():
         expected = model(x).argmax(1)[0].numpy()
     np.testing.assert_array_equal(masks[1], expected)
@@ -122,12 +130,19 @@ def test_pyfunc_model_is_self_contained_and_takes_every_documented_input_form(pa
 def test_saving_and_loading_the_pyfunc_model_warns_of_nothing(package, tmp_path):
     """No MLflow warning about the wrapper's ``predict`` type hints, nor about pickling it with cloudpickle: the
     model folder holds the wrapper's code (models from code), not a pickle."""
-    script = ("import sys, numpy as np, mlflow\n"
-              "from segmodels.inference.pyfunc import save_pyfunc_model\n"
-              "path = save_pyfunc_model(sys.argv[1], sys.argv[2])\n"
-              "mlflow.pyfunc.load_model(str(path)).predict(np.zeros((8, 8, 3), np.uint8))\n")
-    result = subprocess.run([sys.executable, "-c", script, str(package), str(tmp_path / "mlflow-model")],
-                            cwd=PROJECT, capture_output=True, text=True, timeout=300)
+    script = (
+        "import sys, numpy as np, mlflow\n"
+        "from segmodels.inference.pyfunc import save_pyfunc_model\n"
+        "path = save_pyfunc_model(sys.argv[1], sys.argv[2])\n"
+        "mlflow.pyfunc.load_model(str(path)).predict(np.zeros((8, 8, 3), np.uint8))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(package), str(tmp_path / "mlflow-model")],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "type hint" not in result.stderr and "cloudpickle" not in result.stderr.lower(), result.stderr
     assert not list((tmp_path / "mlflow-model").glob("*.pkl"))
@@ -139,10 +154,15 @@ def test_saving_and_loading_the_pyfunc_model_warns_of_nothing(package, tmp_path)
 def header_only_png(width: int, height: int) -> bytes:
     """A PNG whose header declares ``width`` x ``height`` and that holds no pixel data (what a bomb's header
     says, without the bytes)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IEND", b"")
+    )
 
 
 def served_in_process(loaded, body: str) -> tuple[int, str]:
@@ -162,15 +182,18 @@ def pyfunc_dir(package, tmp_path_factory) -> Path:
     return save_pyfunc_model(package, tmp_path_factory.mktemp("pyfunc") / "mlflow-model")
 
 
-@pytest.mark.parametrize("params,reason", [
-    ({"batch_size": -1}, "batch_size='-1': expected a whole number from 1 to 1024"),
-    ({"batch_size": 0}, "batch_size='0': expected a whole number from 1 to 1024"),
-    ({"batch_size": 5000}, "batch_size='5000': expected a whole number from 1 to 1024"),
-    ({"output_format": "gif"}, "output_format='gif': expected one of png, array"),
-    ({"tta": "vflip"}, "tta='vflip': expected one of false, hflip, flips"),
-    ({"mode": "tiles"}, "mode='tiles': expected one of auto, resize, sliding"),
-    ({"overlap": 0.8}, "overlap='0.8': expected a number from 0 to 0.75"),
-])
+@pytest.mark.parametrize(
+    "params,reason",
+    [
+        ({"batch_size": -1}, "batch_size='-1': expected a whole number from 1 to 1024"),
+        ({"batch_size": 0}, "batch_size='0': expected a whole number from 1 to 1024"),
+        ({"batch_size": 5000}, "batch_size='5000': expected a whole number from 1 to 1024"),
+        ({"output_format": "gif"}, "output_format='gif': expected one of png, array"),
+        ({"tta": "vflip"}, "tta='vflip': expected one of false, hflip, flips"),
+        ({"mode": "tiles"}, "mode='tiles': expected one of auto, resize, sliding"),
+        ({"overlap": 0.8}, "overlap='0.8': expected a number from 0 to 0.75"),
+    ],
+)
 def test_every_serving_param_is_checked_and_a_bad_one_is_a_400_saying_which(pyfunc_dir, params, reason):
     """batch_size=-1 answered 200 with no prediction before; the answer is the reason alone (the server echoed the
     whole request before it)."""
@@ -192,9 +215,15 @@ def test_tta_mode_and_overlap_reach_predict_from_a_request(package, pyfunc_dir, 
         return predict(*args, **kwargs)
 
     monkeypatch.setattr("segmodels.inference.predict", spy)
-    status, response = served_in_process(loaded, json.dumps({
-        "inputs": {"image": [encode_png(image)]},
-        "params": {"tta": "hflip", "mode": "sliding", "overlap": 0.25, "batch_size": 3}}))
+    status, response = served_in_process(
+        loaded,
+        json.dumps(
+            {
+                "inputs": {"image": [encode_png(image)]},
+                "params": {"tta": "hflip", "mode": "sliding", "overlap": 0.25, "batch_size": 3},
+            }
+        ),
+    )
     assert status == 200
     mask = json.loads(response)["predictions"][0]["mask"]
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(base64.b64decode(mask)))), expected)
@@ -208,10 +237,14 @@ def test_deeply_nested_json_and_an_oversized_body_are_400s_saying_why(pyfunc_dir
     loaded = mlflow.pyfunc.load_model(str(pyfunc_dir))
     deep = "[" * 1000 + "1" + "]" * 1000
     assert served_in_process(loaded, '{"inputs": {"image": %s}}' % deep) == (
-        400, "request JSON nested too deeply to parse (an image is at most 3 levels of lists)")
+        400,
+        "request JSON nested too deeply to parse (an image is at most 3 levels of lists)",
+    )
     big = json.dumps({"inputs": {"image": ["A" * 6000]}})
     assert served_in_process(loaded, big) == (
-        400, f"request body of {len(big)} bytes, above $SEGMODELS_MAX_REQUEST_BYTES=5000")
+        400,
+        f"request body of {len(big)} bytes, above $SEGMODELS_MAX_REQUEST_BYTES=5000",
+    )
 
 
 def test_a_served_image_above_the_pixel_limit_is_refused_from_its_header(pyfunc_dir, monkeypatch):
@@ -220,12 +253,17 @@ def test_a_served_image_above_the_pixel_limit_is_refused_from_its_header(pyfunc_
     loaded = mlflow.pyfunc.load_model(str(pyfunc_dir))
     bomb = base64.b64encode(header_only_png(12000, 12000)).decode()
     assert served_in_process(loaded, json.dumps({"inputs": {"image": [bomb]}})) == (
-        400, "image of 12000x12000 = 144000000 pixels, above the limit of a served image "
-             "$SEGMODELS_MAX_IMAGE_PIXELS=89478485 (refused before decoding)")
+        400,
+        "image of 12000x12000 = 144000000 pixels, above the limit of a served image "
+        "$SEGMODELS_MAX_IMAGE_PIXELS=89478485 (refused before decoding)",
+    )
     monkeypatch.setenv("SEGMODELS_MAX_IMAGE_PIXELS", "300")
     strict = mlflow.pyfunc.load_model(str(pyfunc_dir))
-    with pytest.raises(MlflowException, match=r"^image of 20x16 = 320 pixels, above the limit of a served image "
-                                              r"\$SEGMODELS_MAX_IMAGE_PIXELS=300$"):
+    with pytest.raises(
+        MlflowException,
+        match=r"^image of 20x16 = 320 pixels, above the limit of a served image "
+        r"\$SEGMODELS_MAX_IMAGE_PIXELS=300$",
+    ):
         strict.predict([np.zeros((16, 20, 3), np.uint8)])
     with pytest.raises(MlflowException, match=r"20x16 = 320 pixels.*=300 \(refused before decoding\)$"):
         strict.predict(pd.DataFrame({"image": [encode_png(np.zeros((16, 20, 3), np.uint8))]}))

@@ -1,5 +1,6 @@
 """How a model sees an image at inference: test-time flip averaging and sliding windows at native resolution,
 in ``predict``, in evaluation, in validation during training and in the infer step."""
+
 from __future__ import annotations
 
 import json
@@ -70,8 +71,14 @@ class LeftRightModel(nn.Module):
 
 
 def spec_of(num_classes: int, size=(32, 32)) -> ModelSpec:
-    return ModelSpec(architecture="test", num_classes=num_classes, class_names=[f"c{i}" for i in range(num_classes)],
-                     image_size=list(size), mean=MEAN, std=STD)
+    return ModelSpec(
+        architecture="test",
+        num_classes=num_classes,
+        class_names=[f"c{i}" for i in range(num_classes)],
+        image_size=list(size),
+        mean=MEAN,
+        std=STD,
+    )
 
 
 def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -81,8 +88,10 @@ def random_image(height: int, width: int, seed: int = 0) -> np.ndarray:
 def full_logits(model, image: np.ndarray, window, overlap: float, batch_size: int = 4) -> torch.Tensor:
     """The blended logits of every row, bands joined (each row exactly once)."""
     tensor = torch.from_numpy(image).permute(2, 0, 1)
-    bands = [(top, band.clone()) for top, band in sliding_window_logits(model, tensor, MEAN, STD, window, overlap,
-                                                                         batch_size)]
+    bands = [
+        (top, band.clone())
+        for top, band in sliding_window_logits(model, tensor, MEAN, STD, window, overlap, batch_size)
+    ]
     tops = [top for top, _ in bands]
     assert tops == sorted(tops) and all(top + band.shape[1] == nxt for (top, band), nxt in zip(bands, tops[1:]))
     return torch.cat([band for _, band in bands], dim=1)
@@ -91,8 +100,10 @@ def full_logits(model, image: np.ndarray, window, overlap: float, batch_size: in
 # -- sliding windows -----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("length,window,overlap", [(32, 32, 0.5), (100, 32, 0.5), (100, 32, 0.0), (33, 32, 0.25),
-                                                    (4000, 512, 0.75), (10, 32, 0.5)])
+@pytest.mark.parametrize(
+    "length,window,overlap",
+    [(32, 32, 0.5), (100, 32, 0.5), (100, 32, 0.0), (33, 32, 0.25), (4000, 512, 0.75), (10, 32, 0.5)],
+)
 def test_windows_cover_the_length_evenly_with_at_least_the_overlap(length, window, overlap):
     starts = window_starts(length, window, overlap)
     assert starts[0] == 0 and starts[-1] == max(0, length - window) and starts == sorted(set(starts))
@@ -112,8 +123,10 @@ def test_a_window_the_size_of_the_image_is_the_plain_forward():
     np.testing.assert_array_equal(sliding, resized)
 
 
-@pytest.mark.parametrize("size,window,overlap", [((100, 77), (32, 24), 0.5), ((64, 300), (32, 32), 0.25),
-                                                  ((20, 45), (32, 32), 0.5), ((97, 97), (32, 32), 0.0)])
+@pytest.mark.parametrize(
+    "size,window,overlap",
+    [((100, 77), (32, 24), 0.5), ((64, 300), (32, 32), 0.25), ((20, 45), (32, 32), 0.5), ((97, 97), (32, 32), 0.0)],
+)
 def test_blending_weights_sum_to_one_a_constant_model_stays_that_constant(size, window, overlap):
     logits = full_logits(ConstantModel(), random_image(*size), window, overlap)
     assert logits.shape == (3, *size)
@@ -204,13 +217,16 @@ def test_without_tta_the_model_is_called_as_it_is():
     assert with_tta(model, False) is model and with_tta(model, "none") is model and with_tta(model, "False") is model
 
 
-@pytest.mark.parametrize("options,message", [
-    ({"tta": "vflip"}, "tta='vflip': expected one of false, hflip, flips"),
-    ({"mode": "tiles" * 40}, "mode='" + ("tiles" * 40)[:80] + "': expected one of auto, resize, sliding"),
-    ({"overlap": 0.9}, "overlap='0.9': expected a number from 0 to 0.75"),
-    ({"overlap": float("nan")}, "overlap='nan': expected a number from 0 to 0.75"),
-    ({"overlap": True}, "overlap='True': expected a number from 0 to 0.75"),
-])
+@pytest.mark.parametrize(
+    "options,message",
+    [
+        ({"tta": "vflip"}, "tta='vflip': expected one of false, hflip, flips"),
+        ({"mode": "tiles" * 40}, "mode='" + ("tiles" * 40)[:80] + "': expected one of auto, resize, sliding"),
+        ({"overlap": 0.9}, "overlap='0.9': expected a number from 0 to 0.75"),
+        ({"overlap": float("nan")}, "overlap='nan': expected a number from 0 to 0.75"),
+        ({"overlap": True}, "overlap='True': expected a number from 0 to 0.75"),
+    ],
+)
 def test_a_bad_option_is_one_line_naming_it(options, message):
     with pytest.raises(InvalidInput) as refused:
         InferenceOptions(**options)
@@ -266,8 +282,9 @@ def test_a_4000x3000_image_in_sliding_windows_stays_within_bounded_memory_and_ti
     windows hold about 1.5 window heights of rows (384 x 4000 x 21 x 4 bytes = 129 MB) and a copy of it, a batch
     of windows' logits, the mask. Measured on one thread of a loaded 2-core machine: 13-16 s, +300 MB; allowed
     120 s and 600 MB."""
-    result = subprocess.run([sys.executable, "-c", BIG_IMAGE_SCRIPT, "sliding"], cwd=PROJECT, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", BIG_IMAGE_SCRIPT, "sliding"], cwd=PROJECT, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert measured["shape"] == [3000, 4000]
@@ -278,17 +295,22 @@ def test_a_4000x3000_image_in_sliding_windows_stays_within_bounded_memory_and_ti
 # -- the infer step ------------------------------------------------------------------------------------------------
 
 
-def test_the_infer_step_predicts_with_tta_and_sliding_windows_as_predict_does(demo_model, lakefs, lakefs_settings,
-                                                                              repo_name, tracking, tmp_path,
-                                                                              monkeypatch):
+def test_the_infer_step_predicts_with_tta_and_sliding_windows_as_predict_does(
+    demo_model, lakefs, lakefs_settings, repo_name, tracking, tmp_path, monkeypatch
+):
     """``-P inference.tta=hflip -P inference.mode=sliding``: 48x48 demo images through a 32x32 model, masks at the
     images' size, the same as ``predict`` with those options, the options recorded on the run."""
     from segmodels.models import load_package
     from segmodels.versioning import LakeFSUri
 
     uri = LakeFSUri.parse(ingest_demo(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, image_size=48))
-    out = run_infer(demo_model, str(uri), tmp_path / "predictions", split="test",
-                    **{"inference.tta": "hflip", "inference.mode": "sliding", "inference.overlap": "0.25"})
+    out = run_infer(
+        demo_model,
+        str(uri),
+        tmp_path / "predictions",
+        split="test",
+        **{"inference.tta": "hflip", "inference.mode": "sliding", "inference.overlap": "0.25"},
+    )
     images = lakefs.download_prefix(uri.repo, uri.ref, f"{uri.path}/images/test/", tmp_path / "images")
     model, spec = load_package(demo_model / "artifacts" / "package")
     options = InferenceOptions(tta="hflip", mode="sliding", overlap=0.25)
@@ -305,6 +327,7 @@ def test_the_infer_step_predicts_with_tta_and_sliding_windows_as_predict_does(de
 
 def test_a_bad_inference_option_stops_the_infer_step_in_one_line_before_anything_runs(tmp_path):
     with pytest.raises(StepError, match=r"^inference\.tta='sideways': expected one of false, hflip, flips$"):
-        run_infer(tmp_path / "no-model", "lakefs://nowhere/main/data", tmp_path / "out",
-                  **{"inference.tta": "sideways"})
+        run_infer(
+            tmp_path / "no-model", "lakefs://nowhere/main/data", tmp_path / "out", **{"inference.tta": "sideways"}
+        )
     assert not (tmp_path / "out").exists()

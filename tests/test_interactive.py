@@ -84,8 +84,9 @@ def _check_no_terminal(stdout: str, returncode: int) -> None:
 
 
 def test_no_terminal_devnull():
-    proc = subprocess.run([sys.executable, "-c", CHILD], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=OVERALL_TIMEOUT)
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=OVERALL_TIMEOUT
+    )
     _check_no_terminal(proc.stdout, proc.returncode)
 
 
@@ -93,8 +94,9 @@ def test_no_terminal_open_pipe_does_not_block():
     """A pipe that stays open and is never written to: reading it would block forever."""
     read_end, write_end = os.pipe()
     try:
-        proc = subprocess.Popen([sys.executable, "-c", CHILD], stdin=read_end, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD], stdin=read_end, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         os.close(read_end)
         try:
             stdout, stderr = proc.communicate(timeout=OVERALL_TIMEOUT)

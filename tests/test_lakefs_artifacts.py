@@ -55,8 +55,9 @@ def test_log_list_and_download_through_branch_and_pinned_commit(lakectl_env, lak
     assert second != first and lakefs.resolve_commit(repo_name, "artifacts") == second
     assert repo.pinned_uri() == f"lakefs://{repo_name}/{second}/runs/r1"
     assert repo.pinned_uri("tree/a.txt") == f"lakefs://{repo_name}/{second}/runs/r1/tree/a.txt"
-    assert not [b for b in lakefs.sdk.branches_api.list_branches(repo_name).results
-                if b.id.startswith(ephemeral.PREFIX)], "no ephemeral branch left"
+    assert not [
+        b for b in lakefs.sdk.branches_api.list_branches(repo_name).results if b.id.startswith(ephemeral.PREFIX)
+    ], "no ephemeral branch left"
 
     assert listing(repo) == [("params.json", False, 11), ("tree", True, None)]
     assert listing(repo, "tree") == [("tree/a.txt", False, 1), ("tree/nested", True, None)]
@@ -81,8 +82,9 @@ def test_log_list_and_download_through_branch_and_pinned_commit(lakectl_env, lak
         pinned.download_artifacts("tree")
 
     # mlflow's own entry point reads a pinned folder and a pinned file
-    folder = mlflow.artifacts.download_artifacts(artifact_uri=repo.pinned_uri("tree/nested"),
-                                                 dst_path=str(tmp_path / "mlflow"))
+    folder = mlflow.artifacts.download_artifacts(
+        artifact_uri=repo.pinned_uri("tree/nested"), dst_path=str(tmp_path / "mlflow")
+    )
     assert open(f"{folder}/b.txt").read() == "bb"
     one = mlflow.artifacts.download_artifacts(artifact_uri=f"lakefs://{repo_name}/artifacts/runs/r1/params.json")
     assert open(one).read() == '{"lr": 0.1}'
@@ -129,19 +131,22 @@ def test_a_pyfunc_model_logged_to_lakefs_loads_back_from_its_pinned_uri(lakectl_
     assert list(model.predict([1, 2])) == [2, 3]
 
 
-def test_an_experiment_with_a_lakefs_artifact_location_logs_run_artifacts_there(lakectl_env, lakefs, repo_name,
-                                                                                 tmp_path):
+def test_an_experiment_with_a_lakefs_artifact_location_logs_run_artifacts_there(
+    lakectl_env, lakefs, repo_name, tmp_path
+):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    experiment = mlflow.create_experiment("lakefs-artifacts",
-                                          artifact_location=f"lakefs://{repo_name}/artifacts/mlflow")
+    experiment = mlflow.create_experiment(
+        "lakefs-artifacts", artifact_location=f"lakefs://{repo_name}/artifacts/mlflow"
+    )
     (tmp_path / "notes.txt").write_text("hello")
     with mlflow.start_run(experiment_id=experiment) as run:
         mlflow.log_artifact(str(tmp_path / "notes.txt"), artifact_path="docs")
     assert run.info.artifact_uri == f"lakefs://{repo_name}/artifacts/mlflow/{run.info.run_id}/artifacts"
     names = [info.path for info in mlflow.MlflowClient().list_artifacts(run.info.run_id, "docs")]
     assert names == ["docs/notes.txt"]
-    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="docs/notes.txt",
-                                                dst_path=str(tmp_path / "back"))
+    local = mlflow.artifacts.download_artifacts(
+        run_id=run.info.run_id, artifact_path="docs/notes.txt", dst_path=str(tmp_path / "back")
+    )
     assert Path(local).read_text() == "hello"
     objects = [obj.path for obj in lakefs.list_objects(repo_name, "artifacts", "mlflow/")]
     assert objects == [f"mlflow/{run.info.run_id}/artifacts/docs/notes.txt"]

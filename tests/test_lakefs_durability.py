@@ -16,14 +16,14 @@ from pathlib import Path
 import lakefs_sdk
 import pytest
 
-from segmodels.home import CLIENTS_LOCK_FILE, read_server_state, spawn_lock
-from segmodels.lakefs_server import create_server
+from embedded_lakefs import create_server
+from embedded_lakefs.datadir import CLIENTS_LOCK_FILE, read_server_state, spawn_lock
 from segmodels.versioning import LakeFS, LakeFSError, LakeFSSettings
 from segmodels.versioning.embedded import is_healthy
 
 
 class ServerProcess:
-    """``python -m segmodels.lakefs_server`` over ``data_dir`` in a subprocess that tests may SIGKILL."""
+    """``python -m embedded_lakefs`` over ``data_dir`` in a subprocess that tests may SIGKILL."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
@@ -32,8 +32,11 @@ class ServerProcess:
     def start(self) -> LakeFSSettings:
         state = self.data_dir / "server.json"
         state.unlink(missing_ok=True)
-        self.process = subprocess.Popen([sys.executable, "-m", "segmodels.lakefs_server", "--data-dir",
-                                         str(self.data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "embedded_lakefs", "--data-dir", str(self.data_dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if state.exists():
@@ -67,9 +70,13 @@ def test_kill_during_upload_leaves_no_partial_object(server_process, tmp_path):
     headers = client.sdk.objects_api.api_client.default_headers.copy()
     client.sdk.objects_api.api_client.update_params_for_auth(headers, None, ["basic_auth"], "", "POST", None)
     with socket.create_connection((host, int(port))) as conn:
-        conn.sendall((f"POST /api/v1/repositories/durable/branches/main/objects?path=big.bin HTTP/1.1\r\n"
-                      f"Host: {host}\r\nAuthorization: {headers['Authorization']}\r\n"
-                      f"Content-Type: application/octet-stream\r\nContent-Length: {20 << 20}\r\n\r\n").encode())
+        conn.sendall(
+            (
+                f"POST /api/v1/repositories/durable/branches/main/objects?path=big.bin HTTP/1.1\r\n"
+                f"Host: {host}\r\nAuthorization: {headers['Authorization']}\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {20 << 20}\r\n\r\n"
+            ).encode()
+        )
         conn.sendall(os.urandom(8 << 20))
         time.sleep(0.2)
         server_process.kill()
@@ -95,6 +102,7 @@ def staged_files(server_process, tmp_path) -> tuple[LakeFS, Path]:
 
 def kill_during(server_process, tmp_path, call, delay: float) -> LakeFS:
     """Start ``call`` (a request), SIGKILL the server ``delay`` seconds later, restart it: a client of the new one."""
+
     def call_ignoring_errors() -> None:
         try:
             call()
@@ -155,8 +163,11 @@ def test_kill_during_merge_is_all_or_nothing(server_process, tmp_path, delay):
 
 def test_idle_timeout_stops_the_server_and_clears_its_state(tmp_path):
     data_dir = tmp_path / "data"
-    process = subprocess.Popen([sys.executable, "-m", "segmodels.lakefs_server", "--data-dir", str(data_dir),
-                                "--idle-timeout", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "embedded_lakefs", "--data-dir", str(data_dir), "--idle-timeout", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         assert process.wait(timeout=30) == 0
     finally:
@@ -168,8 +179,11 @@ def test_idle_timeout_stops_the_server_and_clears_its_state(tmp_path):
 def test_idle_server_does_not_stop_while_a_client_holds_the_spawn_lock(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    process = subprocess.Popen([sys.executable, "-m", "segmodels.lakefs_server", "--data-dir", str(data_dir),
-                                "--idle-timeout", "1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "embedded_lakefs", "--data-dir", str(data_dir), "--idle-timeout", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with spawn_lock(data_dir):  # as a client finding the server holds it
             deadline = time.monotonic() + 30
@@ -193,8 +207,11 @@ def test_idle_server_stays_up_while_a_client_process_holds_the_clients_lock(tmp_
     with open(data_dir / CLIENTS_LOCK_FILE, "a+") as clients:
         fcntl.flock(clients, fcntl.LOCK_SH)  # as a process that got the server's settings holds it
         with open(log, "wb") as out:
-            process = subprocess.Popen([sys.executable, "-m", "segmodels.lakefs_server", "--data-dir", str(data_dir),
-                                        "--idle-timeout", "1"], stdout=out, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "embedded_lakefs", "--data-dir", str(data_dir), "--idle-timeout", "1"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         try:
             deadline = time.monotonic() + 60
             while "staying up while client" not in log.read_text():  # idle for longer than its timeout

@@ -12,9 +12,9 @@ import lakefs_sdk
 import pytest
 from lakefs_sdk.client import LakeFSClient
 
-from segmodels.lakefs_server import create_server
-from segmodels.lakefs_server.catalog import Catalog, Entry
-from segmodels.lakefs_server.gc import CollectionReport, collect_garbage
+from embedded_lakefs import create_server
+from embedded_lakefs.catalog import Catalog, Entry
+from embedded_lakefs.gc import CollectionReport, collect_garbage
 
 DAY = 86400
 REPO = "gc-test"
@@ -23,10 +23,14 @@ REPO = "gc-test"
 @pytest.fixture
 def served(tmp_path):
     server = create_server(tmp_path / "lakefs", fsync=False).start_in_thread()
-    client = LakeFSClient(lakefs_sdk.Configuration(host=server.endpoint + "/api/v1", username=server.access_key_id,
-                                                   password=server.secret_access_key))
+    client = LakeFSClient(
+        lakefs_sdk.Configuration(
+            host=server.endpoint + "/api/v1", username=server.access_key_id, password=server.secret_access_key
+        )
+    )
     client.repositories_api.create_repository(
-        lakefs_sdk.RepositoryCreation(name=REPO, storage_namespace="local://" + REPO, default_branch="main"))
+        lakefs_sdk.RepositoryCreation(name=REPO, storage_namespace="local://" + REPO, default_branch="main")
+    )
     yield tmp_path / "lakefs", client
     server.shutdown()
 
@@ -151,12 +155,16 @@ def test_a_collection_killed_at_any_point_loses_nothing_live_and_the_next_one_fi
     client.branches_api.create_branch(REPO, lakefs_sdk.BranchCreation(name="dead", source="main"))
     dead = [upload(client, "dead", f"dead/{i:03d}", b"dead %d" % i) for i in range(200)]
     catalog = Catalog(data_dir / "lakefs.db")  # a large dead tree, so the kill lands in the middle of the work
-    catalog.stage_entries(REPO, "dead", (Entry(f"bulk/{i:06d}", f"{i:064x}", f"{i:032x}", 1, 1, "x", {})
-                                         for i in range(30_000)))
+    catalog.stage_entries(
+        REPO, "dead", (Entry(f"bulk/{i:06d}", f"{i:064x}", f"{i:032x}", 1, 1, "x", {}) for i in range(30_000))
+    )
     commit(client, "dead", "dead")
     client.branches_api.delete_branch(REPO, "dead")
-    process = subprocess.Popen([sys.executable, "-m", "segmodels.cli", "lakefs", "gc", "--retention-days", "0",
-                                "--data-dir", str(data_dir)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "segmodels.cli", "lakefs", "gc", "--retention-days", "0", "--data-dir", str(data_dir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     time.sleep(delay)
     process.kill()
     process.wait()

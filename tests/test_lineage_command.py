@@ -15,8 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from segmodels.cli import main
 from segmodels.pipeline.cache import record_reuse
-from segmodels.tracking import lineage
-from segmodels.tracking import lineage_graph
+from segmodels.tracking import lineage, lineage_graph
 from segmodels.tracking.lineage_graph import format_text
 
 DATA, OTHER_DATA = "d1" * 32, "d1" * 4 + "e2" * 28  # sharing an 8-digit prefix
@@ -24,8 +23,14 @@ MODELS = ("a1" * 32, "a2" * 32, "a3" * 32)
 GIT_INGEST, GIT_TRAIN = "1" * 40, "2" * 40
 
 
-def make_run(client: MlflowClient, experiment_id: str, step: str, tags: dict, params: dict | None = None,
-             metrics: dict | None = None) -> str:
+def make_run(
+    client: MlflowClient,
+    experiment_id: str,
+    step: str,
+    tags: dict,
+    params: dict | None = None,
+    metrics: dict | None = None,
+) -> str:
     run = client.create_run(experiment_id, tags={lineage.TAG_STEP: step, **tags})
     for key, value in (params or {}).items():
         client.log_param(run.info.run_id, key, value)
@@ -44,20 +49,37 @@ def store(tmp_path_factory):
     experiment = client.create_experiment("lineage")
     ingests = {}
     for commit, source in ((DATA, "https://user:secret@example.com/cells.zip"), (OTHER_DATA, "demo")):
-        ingests[commit] = make_run(client, experiment, "ingest", {
-            lineage.TAG_LAKEFS_REPO: "repo", lineage.TAG_DATA_COMMIT: commit,
-            lineage.TAG_DATA_URI: f"lakefs://repo/{commit}/data", lineage.TAG_GIT_COMMIT: GIT_INGEST,
-            lineage.TAG_GIT_DIRTY: "false"}, params={"source": source})
+        ingests[commit] = make_run(
+            client,
+            experiment,
+            "ingest",
+            {
+                lineage.TAG_LAKEFS_REPO: "repo",
+                lineage.TAG_DATA_COMMIT: commit,
+                lineage.TAG_DATA_URI: f"lakefs://repo/{commit}/data",
+                lineage.TAG_GIT_COMMIT: GIT_INGEST,
+                lineage.TAG_GIT_DIRTY: "false",
+            },
+            params={"source": source},
+        )
     main_run = make_run(client, experiment, "main", {})
     trains, versions = [], []
     client.create_registered_model("seg")
     for index, (commit, model_commit) in enumerate(zip((DATA, DATA, OTHER_DATA), MODELS)):
         run_id = client.create_run(experiment).info.run_id
         model_uri = f"lakefs://repo/{model_commit}/models/{run_id}"
-        tags = {lineage.TAG_STEP: "train", lineage.TAG_LAKEFS_REPO: "repo", lineage.TAG_DATA_COMMIT: commit,
-                lineage.TAG_DATA_URI: f"lakefs://repo/{commit}/data", lineage.TAG_MODEL_COMMIT: model_commit,
-                lineage.TAG_MODEL_URI: model_uri, lineage.TAG_GIT_COMMIT: GIT_TRAIN, lineage.TAG_GIT_DIRTY: "true",
-                lineage.TAG_CONFIG_HASH: "c" * 64, "segmodels.logged_model_id": f"m-{index}"}
+        tags = {
+            lineage.TAG_STEP: "train",
+            lineage.TAG_LAKEFS_REPO: "repo",
+            lineage.TAG_DATA_COMMIT: commit,
+            lineage.TAG_DATA_URI: f"lakefs://repo/{commit}/data",
+            lineage.TAG_MODEL_COMMIT: model_commit,
+            lineage.TAG_MODEL_URI: model_uri,
+            lineage.TAG_GIT_COMMIT: GIT_TRAIN,
+            lineage.TAG_GIT_DIRTY: "true",
+            lineage.TAG_CONFIG_HASH: "c" * 64,
+            "segmodels.logged_model_id": f"m-{index}",
+        }
         if index == 1:
             tags["mlflow.parentRunId"] = main_run
         for key, value in tags.items():
@@ -74,17 +96,42 @@ def store(tmp_path_factory):
     client.set_registered_model_alias("seg", "previous", versions[0])
     client.set_registered_model_alias("seg", "champion", versions[1])
     client.set_registered_model_alias("seg", "challenger", versions[2])
-    register = make_run(client, experiment, "register", {
-        lineage.TAG_TRAIN_RUN: trains[1], lineage.TAG_MODEL_NAME: "seg", lineage.TAG_MODEL_VERSION: versions[1],
-        "segmodels.register_outcome": "champion"})
+    register = make_run(
+        client,
+        experiment,
+        "register",
+        {
+            lineage.TAG_TRAIN_RUN: trains[1],
+            lineage.TAG_MODEL_NAME: "seg",
+            lineage.TAG_MODEL_VERSION: versions[1],
+            "segmodels.register_outcome": "champion",
+        },
+    )
     rerun = make_run(client, experiment, "main", {})  # main ran again and reused ingest, train 1 and register
-    reuse_ingest, reuse, reuse_register = (record_reuse(client, rerun, experiment, client.get_run(run_id), "key")
-                                           .info.run_id for run_id in (ingests[DATA], trains[1], register))
-    infer = make_run(client, experiment, "infer", {lineage.TAG_DATA_COMMIT: DATA, lineage.TAG_LAKEFS_REPO: "repo"},
-                     params={"model_uri": "models:/seg/2"}, metrics={"miou": 0.77})
-    return SimpleNamespace(uri=uri, ingests=ingests, trains=trains, versions=versions, main=main_run,
-                           register=register, infer=infer, reuse=reuse, reuse_ingest=reuse_ingest,
-                           reuse_register=reuse_register)
+    reuse_ingest, reuse, reuse_register = (
+        record_reuse(client, rerun, experiment, client.get_run(run_id), "key").info.run_id
+        for run_id in (ingests[DATA], trains[1], register)
+    )
+    infer = make_run(
+        client,
+        experiment,
+        "infer",
+        {lineage.TAG_DATA_COMMIT: DATA, lineage.TAG_LAKEFS_REPO: "repo"},
+        params={"model_uri": "models:/seg/2"},
+        metrics={"miou": 0.77},
+    )
+    return SimpleNamespace(
+        uri=uri,
+        ingests=ingests,
+        trains=trains,
+        versions=versions,
+        main=main_run,
+        register=register,
+        infer=infer,
+        reuse=reuse,
+        reuse_ingest=reuse_ingest,
+        reuse_register=reuse_register,
+    )
 
 
 @pytest.fixture
@@ -116,8 +163,18 @@ def fails(capsys, ref: str) -> str:
 
 def test_champion_text_walks_back_to_data_commit_ingest_run_and_source(tracking, capsys):
     text = lineage_of(capsys, "models:/seg@champion")
-    for expected in (DATA, tracking.ingests[DATA], "https://***@example.com/cells.zip", GIT_INGEST, GIT_TRAIN,
-                     MODELS[1], tracking.trains[1], "seg/2 @champion", tracking.register, tracking.infer):
+    for expected in (
+        DATA,
+        tracking.ingests[DATA],
+        "https://***@example.com/cells.zip",
+        GIT_INGEST,
+        GIT_TRAIN,
+        MODELS[1],
+        tracking.trains[1],
+        "seg/2 @champion",
+        tracking.register,
+        tracking.infer,
+    ):
         assert expected in text
     assert "secret" not in text
     assert OTHER_DATA not in text and tracking.trains[2] not in text
@@ -125,8 +182,14 @@ def test_champion_text_walks_back_to_data_commit_ingest_run_and_source(tracking,
 
 def test_data_commit_lists_every_train_run_and_version_made_from_it(tracking, capsys):
     text = lineage_of(capsys, f"lakefs://repo/{DATA}/data")
-    for expected in (tracking.ingests[DATA], tracking.trains[0], tracking.trains[1], "seg/1 @previous",
-                     "seg/2 @champion", tracking.infer):
+    for expected in (
+        tracking.ingests[DATA],
+        tracking.trains[0],
+        tracking.trains[1],
+        "seg/1 @previous",
+        "seg/2 @champion",
+        tracking.infer,
+    ):
         assert expected in text
     assert tracking.trains[2] not in text and "seg/3" not in text and MODELS[2] not in text
 
@@ -178,16 +241,19 @@ def test_searches_page_through_every_result(tracking, capsys, monkeypatch):
     assert len(forward["train_runs"]) == 2 and len(forward["versions"]) == 2
 
 
-@pytest.mark.parametrize("ref, named", [
-    ("models:/seg/99", "no version 99"),
-    ("models:/seg@nope", "no alias @nope"),
-    ("models:/nothing/1", "no registered model 'nothing'"),
-    (f"lakefs://repo/{'f' * 64}", "no MLflow run"),
-    ("lakefs://repo/main", "without lakeFS"),
-    ("lakefs://repo/d1d1d1d1", "ambiguous"),
-    ("0" * 32, "no MLflow run with this id"),
-    ("0" * 8, "no MLflow run with this id"),
-])
+@pytest.mark.parametrize(
+    "ref, named",
+    [
+        ("models:/seg/99", "no version 99"),
+        ("models:/seg@nope", "no alias @nope"),
+        ("models:/nothing/1", "no registered model 'nothing'"),
+        (f"lakefs://repo/{'f' * 64}", "no MLflow run"),
+        ("lakefs://repo/main", "without lakeFS"),
+        ("lakefs://repo/d1d1d1d1", "ambiguous"),
+        ("0" * 32, "no MLflow run with this id"),
+        ("0" * 8, "no MLflow run with this id"),
+    ],
+)
 def test_unknown_input_is_one_line_naming_it_and_exit_2(tracking, capsys, ref, named):
     err = fails(capsys, ref)
     assert ref in err and named in err
@@ -199,12 +265,22 @@ def test_a_run_not_found_names_the_store_searched(tracking, capsys):
 
 def test_console_command_in_a_subprocess(tracking):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.uri}
-    done = subprocess.run([sys.executable, "-m", "segmodels.cli", "lineage", "models:/seg/2", "--json"],
-                          env=env, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "segmodels.cli", "lineage", "models:/seg/2", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ingest_runs"][0]["run_id"] == tracking.ingests[DATA]
-    missing = subprocess.run([sys.executable, "-m", "segmodels.cli", "lineage", "models:/seg/99"],
-                             env=env, capture_output=True, text=True, timeout=300)
+    missing = subprocess.run(
+        [sys.executable, "-m", "segmodels.cli", "lineage", "models:/seg/99"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert missing.returncode == 2 and missing.stdout == ""
     assert missing.stderr.strip().splitlines() == [missing.stderr.strip()]
     assert missing.stderr.startswith("segmodels lineage: error: models:/seg/99")
@@ -225,7 +301,10 @@ def test_a_reused_step_is_shown_as_a_reuse_of_the_run_that_did_the_work(tracking
     assert forward["ingest_runs"][0]["reused_by"] == [tracking.reuse_ingest]
     text = lineage_of(capsys, f"lakefs://repo/{DATA}")
     assert [line.split()[2:] for line in text.splitlines() if "reused by" in line] == [
-        [tracking.reuse_ingest], [tracking.reuse], [tracking.reuse_register]]
+        [tracking.reuse_ingest],
+        [tracking.reuse],
+        [tracking.reuse_register],
+    ]
     assert "register runs (1)" in text and "ingest run " in text
 
     stand_in = lineage_json(capsys, tracking.reuse)

@@ -1,4 +1,5 @@
 """Losses: registry, ignore_index, class weights, and values against direct formulas."""
+
 from __future__ import annotations
 
 import pytest
@@ -32,8 +33,9 @@ def test_ce_with_weights_and_ignore(batch):
 
 def test_focal_with_gamma_zero_is_ce_and_ignores(batch):
     logits, target = batch
-    torch.testing.assert_close(create_loss("focal", gamma=0.0)(logits, target),
-                               F.cross_entropy(logits, target, ignore_index=255))
+    torch.testing.assert_close(
+        create_loss("focal", gamma=0.0)(logits, target), F.cross_entropy(logits, target, ignore_index=255)
+    )
     assert create_loss("focal", gamma=2.0)(logits, target) < F.cross_entropy(logits, target, ignore_index=255)
 
 

@@ -1,5 +1,6 @@
 """main's last line says what register made of the model, and the fix it suggests for a challenger works when
 typed exactly as printed (real ``mlflow run . -e main`` chains)."""
+
 from __future__ import annotations
 
 import re
@@ -13,8 +14,7 @@ from test_e2e_chain import Chain
 from segmodels.data.demo import generate_demo_dataset
 
 pytestmark = pytest.mark.slow
-TINY = {"epochs": 1, "image_size": 32, "batch_size": 8, "overrides": "trainer.num_workers=0",
-        "reuse_dirty": "true"}
+TINY = {"epochs": 1, "image_size": 32, "batch_size": 8, "overrides": "trainer.num_workers=0", "reuse_dirty": "true"}
 HINT = "; -P register.force=true promotes it"
 
 
@@ -29,6 +29,7 @@ def test_a_challenger_is_named_and_the_printed_fix_promotes_it(tmp_path):
     mlflow.set_tracking_uri(chain.env["MLFLOW_TRACKING_URI"])
     MlflowClient().create_experiment("e2e", artifact_location=(tmp_path / "artifacts").as_uri())
     try:
+
         def main(**params):
             return chain.mlflow_run("main", source=source, output_dir=tmp_path / "predictions", **{**TINY, **params})
 

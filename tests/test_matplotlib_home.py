@@ -1,4 +1,5 @@
 """matplotlib keeps its font cache in the segmodels home, so a step builds it once per home, not once per process."""
+
 from __future__ import annotations
 
 import os
@@ -7,14 +8,17 @@ import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-DRAW = ("import logging; logging.basicConfig(level=logging.INFO); "
-        "from segmodels.tracking.training import confusion_figure; confusion_figure([[1, 0], [0, 1]], ['a', 'b'])")
+DRAW = (
+    "import logging; logging.basicConfig(level=logging.INFO); "
+    "from segmodels.tracking.training import confusion_figure; confusion_figure([[1, 0], [0, 1]], ['a', 'b'])"
+)
 FONT_CACHE_NOISE = ("font cache", "fontManager", "temporary cache directory")
 
 
 def draw_in_a_new_process(env: dict) -> str:
-    result = subprocess.run([sys.executable, "-c", DRAW], cwd=PROJECT, env=env, capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", DRAW], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stderr
 
@@ -22,8 +26,11 @@ def draw_in_a_new_process(env: dict) -> str:
 def test_a_second_process_does_not_rebuild_the_font_cache_when_home_is_unusable(tmp_path):
     unusable_home = tmp_path / "home-is-a-file"  # ~/.cache cannot be made: matplotlib falls back to a temp folder
     unusable_home.write_text("")
-    env = {key: value for key, value in os.environ.items() if key not in ("MPLCONFIGDIR", "XDG_CACHE_HOME",
-                                                                          "XDG_CONFIG_HOME")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")
+    }
     env.update({"HOME": str(unusable_home), "SEGMODELS_HOME": str(tmp_path / "segmodels-home")})
     first = draw_in_a_new_process(env)
     assert "generated new fontManager" in first, first  # built once, into the segmodels home

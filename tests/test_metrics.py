@@ -1,4 +1,5 @@
 """ConfusionMatrix metrics against an independent per-class set computation."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,12 @@ def reference_scores(preds: np.ndarray, targets: np.ndarray, num_classes: int, i
         total = np.sum(p == c) + np.sum(t == c)
         ious.append(inter / union if union else math.nan)
         dices.append(2 * inter / total if total else math.nan)
-    return {"iou_per_class": ious, "miou": np.nanmean(ious), "dice": np.nanmean(dices),
-            "pixel_accuracy": np.mean(p == t)}
+    return {
+        "iou_per_class": ious,
+        "miou": np.nanmean(ious),
+        "dice": np.nanmean(dices),
+        "pixel_accuracy": np.mean(p == t),
+    }
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -36,7 +41,7 @@ def test_matches_reference_with_ignore_index_over_batches(seed):
     preds[preds == ignore] = 0
     cm = ConfusionMatrix(num_classes, ignore_index=ignore)
     for i in range(0, 6, 2):  # accumulate over batches
-        cm.update(torch.from_numpy(preds[i:i + 2]), torch.from_numpy(targets[i:i + 2]))
+        cm.update(torch.from_numpy(preds[i : i + 2]), torch.from_numpy(targets[i : i + 2]))
     got, expected = cm.compute(), reference_scores(preds, targets, num_classes, ignore)
     assert got["miou"] == pytest.approx(expected["miou"])
     assert got["dice"] == pytest.approx(expected["dice"])

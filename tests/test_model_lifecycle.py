@@ -20,8 +20,14 @@ from segmodels.tracking import lineage
 from segmodels.tracking.models import load_segmentation_model
 
 pytestmark = pytest.mark.slow
-TRAIN = ["trainer.epochs=1", "trainer.batch_size=8", "trainer.num_workers=0", "trainer.progress_bar=false",
-         "transforms.image_size=32", "model.decoder_channels=[16,16,16,8,8]"]
+TRAIN = [
+    "trainer.epochs=1",
+    "trainer.batch_size=8",
+    "trainer.num_workers=0",
+    "trainer.progress_bar=false",
+    "transforms.image_size=32",
+    "model.decoder_channels=[16,16,16,8,8]",
+]
 
 
 @pytest.fixture
@@ -43,9 +49,15 @@ def ingest_demo(tmp_path: Path, repo: str, seed: int, extra_class: bool = False)
         document["classes"].append({"id": len(document["classes"]), "name": "extra", "color": [9, 9, 9]})
         (source / "dataset.yaml").write_text(yaml.safe_dump(document))
     ingest.run(load_config("ingest", [f"source={source}", f"lakefs.repo={repo}"]))
-    return MlflowClient().search_runs([mlflow.get_experiment_by_name("lifecycle").experiment_id],
-                                      order_by=["attributes.start_time DESC"], max_results=1)[0].data.tags[
-        lineage.TAG_DATA_URI]
+    return (
+        MlflowClient()
+        .search_runs(
+            [mlflow.get_experiment_by_name("lifecycle").experiment_id],
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )[0]
+        .data.tags[lineage.TAG_DATA_URI]
+    )
 
 
 def train_on(data_uri: str, repo: str) -> str:
@@ -53,7 +65,9 @@ def train_on(data_uri: str, repo: str) -> str:
 
 
 def register_line(caplog) -> str:
-    [line] = [r.getMessage() for r in caplog.records if r.name == register.__name__ and "registered as" in r.getMessage()]
+    [line] = [
+        r.getMessage() for r in caplog.records if r.name == register.__name__ and "registered as" in r.getMessage()
+    ]
     return line
 
 
@@ -86,26 +100,31 @@ def test_a_model_is_stored_once_in_lakefs_and_every_uri_loads_it_from_there(sand
     image = np.random.default_rng(0).integers(0, 256, (50, 70, 3), dtype=np.uint8)
     masks = mlflow.pyfunc.load_model("models:/seg@champion").predict(image)
     assert masks[0].shape == (50, 70)
-    for uri in (f"models:/seg/{version.version}", f"runs:/{run_id}/model", model_uri,
-                f"models:/{logged.model_id}"):
+    for uri in (f"models:/seg/{version.version}", f"runs:/{run_id}/model", model_uri, f"models:/{logged.model_id}"):
         model, spec = load_segmentation_model(uri)
         assert spec.num_classes == 4 and spec.class_names[0] == "background", uri
 
 
 def test_a_champion_validated_on_other_data_is_compared_on_the_candidates_validation_split(
-        sandbox, repo_name, tmp_path, caplog):
+    sandbox, repo_name, tmp_path, caplog
+):
     client = MlflowClient()
     first = train_on(ingest_demo(tmp_path, repo_name, seed=1), repo_name)
     champion = register.run(load_config("register", [f"run_id={first}", "model_name=seg"]))
     second = train_on(ingest_demo(tmp_path, repo_name, seed=2), repo_name)
-    assert client.get_run(second).data.tags[lineage.TAG_DATA_COMMIT] != \
-        client.get_run(first).data.tags[lineage.TAG_DATA_COMMIT]
+    assert (
+        client.get_run(second).data.tags[lineage.TAG_DATA_COMMIT]
+        != client.get_run(first).data.tags[lineage.TAG_DATA_COMMIT]
+    )
 
     caplog.set_level(logging.INFO, logger=register.__name__)
     candidate = register.run(load_config("register", [f"run_id={second}", "model_name=seg"]))
-    register_run = client.search_runs([mlflow.get_experiment_by_name("lifecycle").experiment_id],
-                                      f"tags.`{lineage.TAG_STEP}` = 'register'",
-                                      order_by=["attributes.start_time DESC"], max_results=1)[0]
+    register_run = client.search_runs(
+        [mlflow.get_experiment_by_name("lifecycle").experiment_id],
+        f"tags.`{lineage.TAG_STEP}` = 'register'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0]
     scores = register_run.data.metrics
     won = scores["reevaluated_candidate_val_miou"] > scores["reevaluated_champion_val_miou"]
     holder = client.get_model_version_by_alias("seg", "champion").version
@@ -117,8 +136,11 @@ def test_a_champion_validated_on_other_data_is_compared_on_the_candidates_valida
 
 def test_a_champion_of_other_classes_is_not_compared_and_stays(sandbox, repo_name, tmp_path, caplog):
     client = MlflowClient()
-    champion = register.run(load_config("register", [
-        f"run_id={train_on(ingest_demo(tmp_path, repo_name, seed=1), repo_name)}", "model_name=seg"]))
+    champion = register.run(
+        load_config(
+            "register", [f"run_id={train_on(ingest_demo(tmp_path, repo_name, seed=1), repo_name)}", "model_name=seg"]
+        )
+    )
     other = train_on(ingest_demo(tmp_path, repo_name, seed=1, extra_class=True), repo_name)
     caplog.set_level(logging.INFO, logger=register.__name__)
     candidate = register.run(load_config("register", [f"run_id={other}", "model_name=seg"]))

@@ -16,14 +16,22 @@ def make_package(folder, weights: bytes):
 
 def test_publish_commits_the_model_folder_readable_at_that_commit(lakefs, repo_name, tmp_path):
     lakefs.ensure_repository(repo_name)
-    first = publish_model(lakefs, make_package(tmp_path / "v1", b"weights-1"), repo_name, "models", "models",
-                          "run1", metadata={"data_commit": "abc"})
+    first = publish_model(
+        lakefs,
+        make_package(tmp_path / "v1", b"weights-1"),
+        repo_name,
+        "models",
+        "models",
+        "run1",
+        metadata={"data_commit": "abc"},
+    )
     assert first == LakeFSUri(repo_name, first.ref, "models/run1")
     commit = lakefs.get_commit(repo_name, first.ref)
     assert commit.metadata["mlflow_run_id"] == "run1" and commit.metadata["data_commit"] == "abc"
 
-    second = publish_model(lakefs, make_package(tmp_path / "v2", b"weights-2"), repo_name, "models", "models",
-                           "run2", metadata={})
+    second = publish_model(
+        lakefs, make_package(tmp_path / "v2", b"weights-2"), repo_name, "models", "models", "run2", metadata={}
+    )
     assert second.ref != first.ref
     for uri, weights in ((first, b"weights-1"), (second, b"weights-2")):
         assert (lakefs.download_prefix(uri.repo, uri.ref, uri.path) / "model.pt").read_bytes() == weights

@@ -1,4 +1,5 @@
 """Model registry/factory, decoders over timm encoders, torchvision models, packages, offline weights."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +9,6 @@ import torch
 from hydra.utils import instantiate
 
 from segmodels.config import load_config
-
 from segmodels.models import ModelSpec, create_model, list_models, load_package, register_model, save_package
 
 WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "weights" / "mobilenet_v2-b0353104.pth"
@@ -16,18 +16,26 @@ WEIGHTS = Path(__file__).resolve().parents[1].parent / "shared" / "realdata" / "
 
 def test_registry_lists_contract_names():
     assert {"unet", "fpn", "deeplabv3plus", "tv_deeplabv3_resnet50", "tv_lraspp_mobilenet_v3_large"} <= set(
-        list_models())
+        list_models()
+    )
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         create_model("nope", 2)
     with pytest.raises(ValueError, match="already registered"):
         register_model("unet")(lambda num_classes: None)
 
 
-@pytest.mark.parametrize("name,encoder", [
-    ("unet", "resnet18"), ("unet", "efficientnet_b0"), ("unet", "convnext_tiny"),
-    ("fpn", "resnet18"), ("fpn", "mobilenetv3_large_100"),
-    ("deeplabv3plus", "resnet18"), ("deeplabv3plus", "efficientnet_b0"),
-])
+@pytest.mark.parametrize(
+    "name,encoder",
+    [
+        ("unet", "resnet18"),
+        ("unet", "efficientnet_b0"),
+        ("unet", "convnext_tiny"),
+        ("fpn", "resnet18"),
+        ("fpn", "mobilenetv3_large_100"),
+        ("deeplabv3plus", "resnet18"),
+        ("deeplabv3plus", "efficientnet_b0"),
+    ],
+)
 def test_decoders_return_logits_at_input_size(name, encoder):
     model = create_model(name, 5, encoder_name=encoder).eval()
     with torch.no_grad():

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 from PIL import Image
-
 from test_data_sources import prepare
+
 from segmodels.data import DataValidationError
 from segmodels.pipeline.params import step_overrides
 
@@ -181,9 +181,15 @@ class Sandbox:
     def __init__(self, root: Path):
         self.root = root
         self.env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
-        self.env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "MLFLOW_EXPERIMENT_NAME": "own",
-                         "SEGMODELS_HOME": str(root / "home"), "HOME": str(root),
-                         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"})
+        self.env.update(
+            {
+                "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+                "MLFLOW_EXPERIMENT_NAME": "own",
+                "SEGMODELS_HOME": str(root / "home"),
+                "HOME": str(root),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            }
+        )
         mlflow.set_tracking_uri(self.env["MLFLOW_TRACKING_URI"])
         mlflow.create_experiment("own", artifact_location=(root / "artifacts").as_uri())
 
@@ -216,7 +222,9 @@ def test_isbi_ingests_as_two_classes_with_no_options(source, sandbox):
     completed = sandbox.ingest(f"source={REALDATA / source}")
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "ingesting two classes, background (0) and foreground (255)" in completed.stderr
-    assert re.search(r"data set '(isbi2012|train)': 30 images \(train \d+, val \d+, test \d+\), 2 classes", completed.stderr)
+    assert re.search(
+        r"data set '(isbi2012|train)': 30 images \(train \d+, val \d+, test \d+\), 2 classes", completed.stderr
+    )
     assert re.search(r"foreground \(1\): 7\d\.\d% ", completed.stderr)
     artifacts = sandbox.last_run_artifacts() / "data"
     info = yaml.safe_load((artifacts / "dataset.yaml").read_text())

@@ -15,8 +15,13 @@ from segmodels.tracking import lineage
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "e2e"
-TINY = {"epochs": 1, "image_size": 32, "batch_size": 8, "overrides": "trainer.num_workers=0",
-        "reuse_dirty": "true"}  # a work tree being edited still reuses (its diff is in the key)
+TINY = {
+    "epochs": 1,
+    "image_size": 32,
+    "batch_size": 8,
+    "overrides": "trainer.num_workers=0",
+    "reuse_dirty": "true",
+}  # a work tree being edited still reuses (its diff is in the key)
 
 
 @pytest.fixture(scope="module")
@@ -37,13 +42,15 @@ def store(sandbox):
 
 def main(sandbox, **params) -> dict[str, mlflow.entities.Run]:
     """Run main with the tiny settings; its children by step."""
-    result = sandbox.mlflow_run("main", source=sandbox.source, output_dir=sandbox.root / "predictions",
-                                **{**TINY, **params})
+    result = sandbox.mlflow_run(
+        "main", source=sandbox.source, output_dir=sandbox.root / "predictions", **{**TINY, **params}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT).experiment_id
-    parent = client.search_runs([experiment], f"tags.`{lineage.TAG_STEP}` = 'main'", max_results=1,
-                                order_by=["attributes.start_time DESC"])[0]
+    parent = client.search_runs(
+        [experiment], f"tags.`{lineage.TAG_STEP}` = 'main'", max_results=1, order_by=["attributes.start_time DESC"]
+    )[0]
     children = client.search_runs([experiment], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     return {"parent": parent, **{run.data.tags[lineage.TAG_STEP]: run for run in children}}
 
@@ -55,7 +62,9 @@ def reused(runs) -> set[str]:
 def state(sandbox) -> tuple:
     """lakeFS heads of the data and model branches, and the registered versions."""
     sdk = sandbox.lakefs_client()
-    heads = tuple(sdk.refs_api.log_commits("segmodels", branch, amount=1).results[0].id for branch in ("main", "models"))
+    heads = tuple(
+        sdk.refs_api.log_commits("segmodels", branch, amount=1).results[0].id for branch in ("main", "models")
+    )
     return heads, len(MlflowClient().search_model_versions("name='segmodels'"))
 
 
@@ -76,7 +85,7 @@ def test_unchanged_main_reuses_every_step_and_changes_rerun_what_follows(sandbox
     report = MlflowClient().download_artifacts(second["parent"].info.run_id, "report.md")
     text = open(report).read()
     assert text.count("| reused ") == 4 and first["train"].info.run_id[:8] in text
-    assert second['train'].info.run_id in text
+    assert second["train"].info.run_id in text
 
     only_infer = main(sandbox, **{"infer.split": "val"})  # a param of the last step: only it reruns
     assert reused(only_infer) == {"ingest", "train", "register"}
@@ -104,14 +113,19 @@ def test_two_pipelines_at_once_on_one_repository_both_finish(tmp_path_factory):
     try:
         processes = []
         for name in ("alpha", "beta"):
-            source = generate_demo_dataset(root / f"source-{name}", num_images=16, image_size=32,
-                                           seed=len(name))
+            source = generate_demo_dataset(root / f"source-{name}", num_images=16, image_size=32, seed=len(name))
             command = ["mlflow", "run", str(PROJECT), "-e", "main", "--env-manager", "local"]
-            for key, value in {**TINY, "source": source, "branch": f"data-{name}", "model_name": f"seg-{name}",
-                               "output_dir": root / f"predictions-{name}"}.items():
+            for key, value in {
+                **TINY,
+                "source": source,
+                "branch": f"data-{name}",
+                "model_name": f"seg-{name}",
+                "output_dir": root / f"predictions-{name}",
+            }.items():
                 command += ["-P", f"{key}={value}"]
-            processes.append(subprocess.Popen(command, env=chain.env, stdout=subprocess.PIPE,
-                                              stderr=subprocess.STDOUT, text=True))
+            processes.append(
+                subprocess.Popen(command, env=chain.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            )
         outputs = [process.communicate(timeout=1500)[0] for process in processes]
         assert [process.returncode for process in processes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
         client = MlflowClient()

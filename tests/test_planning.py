@@ -26,12 +26,17 @@ REALDATA = Path(__file__).resolve().parents[2] / "shared" / "realdata"
 def fingerprint(**changes) -> dict:
     """A fingerprint of 200 RGB 480x640 images, two classes (80% / 20%), objects of 60 px, upright."""
     base = {
-        "version": 1, "images": {"train": 160, "val": 20, "test": 20},
+        "version": 1,
+        "images": {"train": 160, "val": 20, "test": 20},
         "size": {"median": [480, 640], "p10": [480, 640], "p90": [480, 640], "aspect": 1.333},
-        "channels": "rgb", "intensity": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "sampled": 48},
-        "classes": [{"share": 0.8, "images": 160, "object_px": 400.0, "objects_per_image": 1.0},
-                    {"share": 0.2, "images": 150, "object_px": 60.0, "objects_per_image": 2.0}],
-        "binary_masks": True, "orientation_free": False,
+        "channels": "rgb",
+        "intensity": {"mean": [0.4, 0.5, 0.6], "std": [0.2, 0.25, 0.3], "sampled": 48},
+        "classes": [
+            {"share": 0.8, "images": 160, "object_px": 400.0, "objects_per_image": 1.0},
+            {"share": 0.2, "images": 150, "object_px": 60.0, "objects_per_image": 2.0},
+        ],
+        "binary_masks": True,
+        "orientation_free": False,
     }
     return {**base, **changes}
 
@@ -52,8 +57,10 @@ def test_size_is_the_median_image_within_the_devices_pixel_budget_aspect_kept():
 def test_crop_scale_reaches_native_resolution_and_zooms_in_on_small_objects(object_px, lower):
     classes = [{"share": 0.8, "object_px": 900.0}, {"share": 0.2, "object_px": object_px}]
     assert planned(fingerprint(classes=classes))["transforms.train.scale"] == [lower, 1.0]
-    big = fingerprint(size={"median": [2000, 2000], "p10": [2000, 2000], "p90": [2000, 2000], "aspect": 1.0},
-                      classes=[{"share": 0.9, "object_px": 900.0}, {"share": 0.1, "object_px": 300.0}])
+    big = fingerprint(
+        size={"median": [2000, 2000], "p10": [2000, 2000], "p90": [2000, 2000], "aspect": 1.0},
+        classes=[{"share": 0.9, "object_px": 900.0}, {"share": 0.1, "object_px": 300.0}],
+    )
     assert planned(big)["transforms.train.scale"] == [0.08, 1.0]  # native crops would be 1/2000**2: floor 0.08
 
 
@@ -70,10 +77,16 @@ def test_normalisation_from_the_data_only_for_a_scratch_encoder():
     assert "model.mean" not in planned(fingerprint(), pretrained=True)
 
 
-@pytest.mark.parametrize("shares, loss, weighted", [
-    ([0.5, 0.5], "ce", False), ([0.8, 0.2], "ce", True), ([0.97, 0.03], "ce_dice", True),
-    ([0.3, 0.3, 0.38, 0.02], "ce_dice", True), ([0.35, 0.33, 0.32], "ce", False),
-])
+@pytest.mark.parametrize(
+    "shares, loss, weighted",
+    [
+        ([0.5, 0.5], "ce", False),
+        ([0.8, 0.2], "ce", True),
+        ([0.97, 0.03], "ce_dice", True),
+        ([0.3, 0.3, 0.38, 0.02], "ce_dice", True),
+        ([0.35, 0.33, 0.32], "ce", False),
+    ],
+)
 def test_loss_weights_imbalanced_classes_and_adds_dice_for_rare_ones(shares, loss, weighted):
     values = planned(fingerprint(classes=[{"share": s, "object_px": 50.0} for s in shares]))
     assert values["loss"] == loss
@@ -124,8 +137,11 @@ def test_a_weights_file_picks_the_model_whose_encoder_it_fits(tmp_path):
     assert model_for_weights(str(resnet), "unet_resnet18") == "unet_resnet18"
     junk = tmp_path / "junk.pth"
     torch.save({"layer.weight": torch.zeros(3, 3)}, junk)
-    with pytest.raises(StepError, match=r"junk.pth: fits the encoder of no model config \(tried .*resnet18.*\); "
-                                        r"name the model with -P model=<name>"):
+    with pytest.raises(
+        StepError,
+        match=r"junk.pth: fits the encoder of no model config \(tried .*resnet18.*\); "
+        r"name the model with -P model=<name>",
+    ):
         model_for_weights(str(junk), "unet_resnet18")
 
 
@@ -157,8 +173,10 @@ def test_ingest_records_the_fingerprint_in_dataset_yaml(tmp_path):
     assert document["channels"] == "rgb" and len(document["intensity"]["mean"]) == 3
     shares = [entry["share"] for entry in document["classes"]]
     assert abs(sum(shares) - 1.0) < 1e-3 and all(entry["object_px"] for entry in document["classes"] if entry["share"])
-    train_images = [np.asarray(Image.open(p).convert("RGB"), dtype=float) / 255
-                    for p in sorted((tmp_path / "out" / "images" / "train").iterdir())]
+    train_images = [
+        np.asarray(Image.open(p).convert("RGB"), dtype=float) / 255
+        for p in sorted((tmp_path / "out" / "images" / "train").iterdir())
+    ]
     expected = np.concatenate([image.reshape(-1, 3) for image in train_images]).mean(axis=0)
     assert np.allclose(document["intensity"]["mean"], expected, atol=1e-3)
 
@@ -182,14 +200,37 @@ def demo_commit(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch) -> st
     lakefs.ensure_repository(repo_name, default_branch="main")
     source = generate_demo_dataset(tmp_path / "source", num_images=16, image_size=48, seed=1)
     cfg = load_config("ingest", ["data.val_fraction=0.25", "data.test_fraction=0.0"])
-    return str(ingest(lakefs, source, cfg.data, repo_name, cfg.lakefs.data_branch, cfg.lakefs.data_prefix,
-                      on_error=cfg.on_error, split_seed=cfg.split_seed, work_dir=tmp_path / "work").uri)
+    return str(
+        ingest(
+            lakefs,
+            source,
+            cfg.data,
+            repo_name,
+            cfg.lakefs.data_branch,
+            cfg.lakefs.data_prefix,
+            on_error=cfg.on_error,
+            split_seed=cfg.split_seed,
+            work_dir=tmp_path / "work",
+        ).uri
+    )
 
 
 @pytest.mark.slow
 def test_train_with_experiment_auto_plans_logs_the_plan_and_keeps_the_users_values(demo_commit):
-    run_step_cli("train", ["--data_ref", demo_commit, "--experiment", "auto", "--budget_minutes", "0.5",
-                           "--epochs", "2", "trainer.num_workers=0"])
+    run_step_cli(
+        "train",
+        [
+            "--data_ref",
+            demo_commit,
+            "--experiment",
+            "auto",
+            "--budget_minutes",
+            "0.5",
+            "--epochs",
+            "2",
+            "trainer.num_workers=0",
+        ],
+    )
     run = MlflowClient().search_runs([mlflow.get_experiment_by_name("plan").experiment_id])[0]
     params = run.data.params
     assert params["trainer.epochs"] == "2"  # the command line wins over the plan
@@ -212,9 +253,15 @@ def test_mlflow_run_main_with_experiment_auto_on_a_real_folder(tmp_path):
     mlflow.set_tracking_uri(chain.env["MLFLOW_TRACKING_URI"])
     MlflowClient().create_experiment(EXPERIMENT, artifact_location=(tmp_path / "artifacts").as_uri())
     try:
-        result = chain.mlflow_run("main", source=REALDATA / "isbi2012", experiment="auto", budget_minutes="0.2",
-                                  threshold="0.0", overrides="trainer.num_workers=0",
-                                  **{"ingest.data.orientation_free": "true"})
+        result = chain.mlflow_run(
+            "main",
+            source=REALDATA / "isbi2012",
+            experiment="auto",
+            budget_minutes="0.2",
+            threshold="0.0",
+            overrides="trainer.num_workers=0",
+            **{"ingest.data.orientation_free": "true"},
+        )
     finally:
         chain.stop_server()
     assert result.returncode == 0, result.stderr[-3000:]

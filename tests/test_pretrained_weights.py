@@ -1,5 +1,6 @@
 """``pretrained_path``: weight files in timm or torchvision key layout loaded into ``TimmEncoder``, checked
 against the models they come from; files that do not fit fail with a one-line error naming the tensors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -61,8 +62,9 @@ def test_timm_layout_file_matches_timms_own_loading_across_feature_wrappers(tmp_
     """Renamed (flattened ``stages_0``), features-class and ``model.``-wrapped encoders: the same tensors
     as timm's own loading of the file into the features model."""
     path = _saved(_randomized(timm.create_model(name)).state_dict(), tmp_path / f"{name}.pth")
-    timm_loaded = timm.create_model(name, features_only=True, pretrained=True,
-                                    pretrained_cfg_overlay={"file": str(path)})
+    timm_loaded = timm.create_model(
+        name, features_only=True, pretrained=True, pretrained_cfg_overlay={"file": str(path)}
+    )
     _assert_states_equal(TimmEncoder(name, pretrained_path=path).model, timm_loaded)
 
 
@@ -114,14 +116,16 @@ def test_depth_truncated_encoder_loads_its_prefix_of_the_full_file(tmp_path):
     tv = _randomized(torchvision.models.mobilenet_v2())
     shallow = TimmEncoder("mobilenetv2_100", depth=2, pretrained_path=_saved(tv.state_dict(), tmp_path / "mv2.pth"))
     with torch.no_grad():
-        torch.testing.assert_close(_features(shallow)[-1], tv.features[:MOBILENET_V2_LEVEL_ENDS[1]](X))
+        torch.testing.assert_close(_features(shallow)[-1], tv.features[: MOBILENET_V2_LEVEL_ENDS[1]](X))
 
 
 def test_wrapped_file_with_module_prefix_loads(tmp_path):
     full = _randomized(timm.create_model("resnet18"))
     wrapped = {"epoch": 7, "state_dict": {f"module.{k}": v for k, v in full.state_dict().items()}}
     encoder = TimmEncoder("resnet18", pretrained_path=_saved(wrapped, tmp_path / "ddp.pth"))
-    assert torch.equal(encoder.model.state_dict()["layer4.1.bn2.running_var"], full.state_dict()["layer4.1.bn2.running_var"])
+    assert torch.equal(
+        encoder.model.state_dict()["layer4.1.bn2.running_var"], full.state_dict()["layer4.1.bn2.running_var"]
+    )
 
 
 def _error(name: str, path: Path) -> str:
@@ -168,6 +172,7 @@ def test_torchvision_model_backbone_loads_torchvision_weights_in_order(tmp_path)
     """``tv_lraspp_mobilenet_v3_large``'s backbone (``0.0.weight``, ...) takes torchvision's
     ``mobilenet_v3_large`` file (``features.0.0.weight``, ..., classifier)."""
     tv = _randomized(torchvision.models.mobilenet_v3_large())
-    model = create_model("tv_lraspp_mobilenet_v3_large", 2,
-                         pretrained_path=str(_saved(tv.state_dict(), tmp_path / "tv_mv3.pth")))
+    model = create_model(
+        "tv_lraspp_mobilenet_v3_large", 2, pretrained_path=str(_saved(tv.state_dict(), tmp_path / "tv_mv3.pth"))
+    )
     _assert_states_equal(model.encoder, tv.features)

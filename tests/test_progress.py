@@ -1,4 +1,5 @@
 """Progress where the user looks: plain lines with rate and ETA when output is a pipe (as under `mlflow run`)."""
+
 from __future__ import annotations
 
 import logging
@@ -64,11 +65,20 @@ def test_a_training_epoch_longer_than_the_interval_reports_progress_on_a_pipe(ti
     with their batch counts (an interval of 10 ms is shorter than any epoch of 6 batches of 64 px)."""
     data = tiny_demo_dataset(num_images=16, seed=3)
     env = {**os.environ, "SEGMODELS_PROGRESS_SECONDS": "0.01"}
-    completed = subprocess.run([sys.executable, "-c", TRAIN_ON_A_PIPE, str(data), str(tmp_path / "work")], cwd=PROJECT,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=600)
+    completed = subprocess.run(
+        [sys.executable, "-c", TRAIN_ON_A_PIPE, str(data), str(tmp_path / "work")],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=600,
+    )
     assert completed.returncode == 0, completed.stderr[-3000:]
     output = completed.stdout + completed.stderr
-    assert re.search(r"segmodels\.progress epoch 1/2 train: \d+/6 batch \(\d+%\), [\d.e+-]+ batch/s", output), output[-3000:]
+    assert re.search(r"segmodels\.progress epoch 1/2 train: \d+/6 batch \(\d+%\), [\d.e+-]+ batch/s", output), output[
+        -3000:
+    ]
     assert "segmodels.progress epoch 2/2 train:" in output, output[-3000:]
     assert "\r" not in output  # no bar redrawn into a pipe
 
@@ -87,8 +97,10 @@ def test_uploads_and_downloads_report_their_files_and_megabytes(lakefs, repo_nam
     lakefs.download_prefix(repo_name, "main", "data")
     lines = [record.getMessage() for record in caplog.records]
     assert any(line.startswith(f"upload to lakefs://{repo_name}/main/data/: 3/3 file (100%)") for line in lines), lines
-    assert any(re.match(rf"download lakefs://{repo_name}/\w{{12}}/data/: 0\.6/0\.6 MB \(100%\), [\d.e+-]+ MB/s", line)
-               for line in lines), lines
+    assert any(
+        re.match(rf"download lakefs://{repo_name}/\w{{12}}/data/: 0\.6/0\.6 MB \(100%\), [\d.e+-]+ MB/s", line)
+        for line in lines
+    ), lines
 
 
 STEP_OUTPUT = """
@@ -107,8 +119,9 @@ def test_a_piped_step_shows_its_own_lines_and_no_other_librarys_info_or_transfer
     """Under `mlflow run` (pipes): segmodels' INFO lines show, matplotlib's font-cache note and MLflow's `\\r` bars
     do not; warnings of any library still do."""
     env = {key: value for key, value in os.environ.items() if key != "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"}
-    completed = subprocess.run([sys.executable, "-c", STEP_OUTPUT], cwd=PROJECT, env=env, capture_output=True,
-                               text=True, timeout=300)
+    completed = subprocess.run(
+        [sys.executable, "-c", STEP_OUTPUT], cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert completed.returncode == 0, completed.stderr
     assert "segmodels ingest INFO data set 'x': 3 images" in completed.stderr
     assert "segmodels ingest WARNING a warning stays" in completed.stderr

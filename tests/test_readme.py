@@ -23,7 +23,9 @@ from segmodels.training.launch import split_nproc
 PROJECT = Path(__file__).resolve().parents[1]
 README = (PROJECT / "README.md").read_text()
 PLACEHOLDERS = {"<train run id>": "0123abcd", "<main run id>": "4567cdef", "<commit>": "0123456789abcdef"}
-TEMPLATE = re.compile(r"<(?!train run id>|main run id>|commit>)[^>]*>")  # an inline snippet with <name> shows a form, not a command
+TEMPLATE = re.compile(
+    r"<(?!train run id>|main run id>|commit>)[^>]*>"
+)  # an inline snippet with <name> shows a form, not a command
 
 
 def readme_commands() -> list[str]:
@@ -54,7 +56,7 @@ def compose_mlflow_run(argv: list[str]) -> None:
             raise AssertionError(f"unexpected argument {arg!r}")
     project = _project_spec.load_project(str(PROJECT))
     command = shlex.split(project.get_entry_point(entry_point).compute_command(params, storage_dir=None))
-    step_args = split_nproc(command[command.index(f"steps/{entry_point}.py") + 1:])[1]
+    step_args = split_nproc(command[command.index(f"steps/{entry_point}.py") + 1 :])[1]
     load_config(entry_point, step_overrides(entry_point, step_args))
     if entry_point == "main":
         _, per_step = route_main_params(parse_command_line("main", step_args)[0])
@@ -82,12 +84,14 @@ def check(command: str) -> None:
     elif argv[0] == "segmodels":
         build_parser().parse_args(argv[1:])
     elif argv[:3] == ["mlflow", "models", "serve"]:  # served for real in tests/test_serving.py
-        flags = subprocess.run([sys.executable, "-m", "mlflow", "models", "serve", "--help"], capture_output=True,
-                               text=True, timeout=120).stdout
+        flags = subprocess.run(
+            [sys.executable, "-m", "mlflow", "models", "serve", "--help"], capture_output=True, text=True, timeout=120
+        ).stdout
         assert all(flag in flags for flag in argv[3:] if flag.startswith("-"))
     elif argv[:2] == ["mlflow", "ui"]:
-        flags = subprocess.run([sys.executable, "-m", "mlflow", "ui", "--help"], capture_output=True, text=True,
-                               timeout=120).stdout
+        flags = subprocess.run(
+            [sys.executable, "-m", "mlflow", "ui", "--help"], capture_output=True, text=True, timeout=120
+        ).stdout
         assert all(flag in flags for flag in argv[2:] if flag.startswith("--"))
     elif argv[:2] == ["bash", ".ci/run"]:
         assert (PROJECT / ".ci" / "run").is_file()

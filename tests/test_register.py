@@ -15,27 +15,33 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segmodels.config import load_config
-from segmodels.pipeline import StepError
-from segmodels.pipeline import register
+from segmodels.pipeline import StepError, register
 from segmodels.tracking import lineage
 
 
 @pytest.fixture
 def tracking(tmp_path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
-        "register", artifact_location=(tmp_path / "artifacts").as_uri()))
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("register", artifact_location=(tmp_path / "artifacts").as_uri())
+    )
     return MlflowClient()
 
 
 def make_train_run(miou: float, data_commit: str = "c" * 64, parent_run_id: str | None = None) -> str:
     """A finished run shaped like a train run: lineage tags naming its model in lakeFS and a metric."""
     with mlflow.start_run(parent_run_id=parent_run_id, nested=parent_run_id is not None) as run:
-        mlflow.set_tags({lineage.TAG_STEP: "train", lineage.TAG_LAKEFS_REPO: "repo", lineage.TAG_DATA_COMMIT: data_commit,
-                         lineage.TAG_DATA_URI: f"lakefs://repo/{data_commit}/data",
-                         lineage.TAG_MODEL_COMMIT: "m" * 64,
-                         lineage.TAG_MODEL_URI: f"lakefs://repo/{'m' * 64}/models/{run.info.run_id}",
-                         lineage.TAG_GIT_COMMIT: "g" * 40})
+        mlflow.set_tags(
+            {
+                lineage.TAG_STEP: "train",
+                lineage.TAG_LAKEFS_REPO: "repo",
+                lineage.TAG_DATA_COMMIT: data_commit,
+                lineage.TAG_DATA_URI: f"lakefs://repo/{data_commit}/data",
+                lineage.TAG_MODEL_COMMIT: "m" * 64,
+                lineage.TAG_MODEL_URI: f"lakefs://repo/{'m' * 64}/models/{run.info.run_id}",
+                lineage.TAG_GIT_COMMIT: "g" * 40,
+            }
+        )
         mlflow.log_metric("best_val_miou", miou)
     return run.info.run_id
 
@@ -88,8 +94,9 @@ def test_a_run_is_registered_once(tracking, caplog):
     assert register_run(run_id) == version
     assert len(tracking.search_model_versions("name='seg'")) == 1
     assert outcome_of_last_register_run(tracking) == "unchanged"
-    assert register_lines(caplog) == [f"seg version {version} registered as @champion: run {run_id} is already "
-                                      "this version; nothing changed"]
+    assert register_lines(caplog) == [
+        f"seg version {version} registered as @champion: run {run_id} is already this version; nothing changed"
+    ]
 
 
 def test_unknown_metric_names_what_the_run_has(tracking):
@@ -110,14 +117,21 @@ def register_run(run_id: str, *overrides: str) -> str:
 
 def outcome_of_last_register_run(client: MlflowClient) -> str:
     experiment = mlflow.get_experiment_by_name("register")
-    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.`{lineage.TAG_STEP}` = 'register'",
-                              order_by=["attributes.start_time DESC"], max_results=1)
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        filter_string=f"tags.`{lineage.TAG_STEP}` = 'register'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
     return runs[0].data.tags[lineage.TAG_REGISTER_OUTCOME]
 
 
 def register_lines(caplog) -> list[str]:
-    return [record.getMessage() for record in caplog.records
-            if record.name == register.__name__ and "registered as" in record.getMessage()]
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == register.__name__ and "registered as" in record.getMessage()
+    ]
 
 
 def test_first_model_becomes_champion(tracking, caplog):
@@ -139,7 +153,8 @@ def test_weaker_model_becomes_challenger_and_champion_stays(tracking, caplog):
     assert outcome_of_last_register_run(tracking) == "challenger"
     assert register_lines(caplog) == [
         f"seg version {weaker} registered as @challenger: best_val_miou on data commit {'c' * 12}: 0.3210 does not "
-        f"beat @champion version {champion} (0.9400); -P force=true promotes it anyway"]
+        f"beat @champion version {champion} (0.9400); -P force=true promotes it anyway"
+    ]
 
 
 def test_equal_model_does_not_take_champion(tracking):
@@ -158,10 +173,14 @@ def test_stronger_model_takes_champion_and_previous_gets_previous(tracking, capl
     assert outcome_of_last_register_run(tracking) == "champion"
     assert register_lines(caplog) == [
         f"seg version {second} registered as @champion: best_val_miou on data commit {'c' * 12}: 0.9500 beats "
-        f"@champion version {first} (0.9000); version {first} is now @previous"]
-    register_tags = tracking.search_runs([mlflow.get_experiment_by_name("register").experiment_id],
-                                         filter_string=f"tags.`{lineage.TAG_STEP}` = 'register'",
-                                         order_by=["attributes.start_time DESC"], max_results=1)[0].data.tags
+        f"@champion version {first} (0.9000); version {first} is now @previous"
+    ]
+    register_tags = tracking.search_runs(
+        [mlflow.get_experiment_by_name("register").experiment_id],
+        filter_string=f"tags.`{lineage.TAG_STEP}` = 'register'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )[0].data.tags
     assert register_tags[lineage.TAG_MODEL_NAME] == "seg"
     assert register_tags[lineage.TAG_MODEL_VERSION] == str(second)
 
@@ -182,8 +201,10 @@ def test_force_promotes_a_weaker_model(tracking, caplog):
     assert tracking.get_model_version_by_alias("seg", "previous").version == first
     assert outcome_of_last_register_run(tracking) == "champion"
     [line] = register_lines(caplog)
-    assert line.startswith(f"seg version {forced} registered as @champion: force=true; best_val_miou on data "
-                           f"commit {'c' * 12}: 0.3200 does not beat @champion version {first} (0.9400)")
+    assert line.startswith(
+        f"seg version {forced} registered as @champion: force=true; best_val_miou on data "
+        f"commit {'c' * 12}: 0.3200 does not beat @champion version {first} (0.9400)"
+    )
 
 
 def test_force_does_not_skip_the_threshold(tracking):
@@ -210,8 +231,12 @@ def step_env(tmp_path) -> dict[str, str]:
 
 def test_interactive_register_reads_the_choice_from_a_terminal(tracking, tmp_path, pty_process):
     runs = {miou: make_train_run(miou) for miou in (0.7, 0.9, 0.8)}
-    child = pty_process([sys.executable, "steps/register.py", "--interactive", "true", "--model_name", "seg"],
-                        cwd=PROJECT, env=step_env(tmp_path), timeout=120)
+    child = pty_process(
+        [sys.executable, "steps/register.py", "--interactive", "true", "--model_name", "seg"],
+        cwd=PROJECT,
+        env=step_env(tmp_path),
+        timeout=120,
+    )
     child.expect("Choose 1-3 (q to quit): ")
     table = child.output
     # best first, each row with its run id, metric, data commit and start time
@@ -225,14 +250,20 @@ def test_interactive_register_reads_the_choice_from_a_terminal(tracking, tmp_pat
 def test_interactive_register_without_a_terminal_fails_at_once_with_one_line(tracking, tmp_path):
     make_train_run(0.9)
     started = time.monotonic()
-    result = subprocess.run([sys.executable, "steps/register.py", "--interactive", "true"], cwd=PROJECT,
-                            env=step_env(tmp_path), stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, "steps/register.py", "--interactive", "true"],
+        cwd=PROJECT,
+        env=step_env(tmp_path),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     elapsed = time.monotonic() - started
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
-        "segmodels register: error: interactive=true needs a terminal to read a choice from; pass run_id=<id> "
-        "instead"]
+        "segmodels register: error: interactive=true needs a terminal to read a choice from; pass run_id=<id> instead"
+    ]
     assert elapsed < 5, f"took {elapsed:.1f} s (the process itself, interpreter start included)"
     assert tracking.search_model_versions("name='segmodels'") == []
 
@@ -244,6 +275,8 @@ def test_forcing_a_registered_challenger_promotes_that_version_and_clears_challe
     assert tracking.get_model_version_by_alias("seg", "challenger").version == weaker
     assert register_run(weaker_run, "force=true") == weaker  # the same version, not a new one
     aliases = tracking.get_registered_model("seg").aliases
-    assert aliases == {"champion": int(weaker), "previous": int(first)} or \
-        {k: str(v) for k, v in aliases.items()} == {"champion": weaker, "previous": first}
+    assert aliases == {"champion": int(weaker), "previous": int(first)} or {k: str(v) for k, v in aliases.items()} == {
+        "champion": weaker,
+        "previous": first,
+    }
     assert len(tracking.search_model_versions("name='seg'")) == 2

@@ -15,7 +15,7 @@ from segmodels.tracking import lineage
 
 # Loaded into both register processes (PYTHONPATH): after gate 2 decided, wait until both processes decided, so
 # both read the same old champion before either writes; then sleep RACE_DELAY_S, which picks who writes first.
-BARRIER = '''
+BARRIER = """
 import os, time
 from segmodels.pipeline import register
 
@@ -30,7 +30,7 @@ def decide(*args, _decide=register.decide, **kwargs):
     return outcome
 
 register.decide = decide
-'''
+"""
 
 
 def race(tmp_path, model_name: str, run_delays: dict[str, float]) -> list[subprocess.CompletedProcess]:
@@ -43,9 +43,16 @@ def race(tmp_path, model_name: str, run_delays: dict[str, float]) -> list[subpro
     for run_id, delay in run_delays.items():
         env = step_env(tmp_path)
         env.update({"PYTHONPATH": f"{hook}:{PROJECT}", "RACE_BARRIER": str(barrier), "RACE_DELAY_S": str(delay)})
-        processes.append(subprocess.Popen(
-            [sys.executable, "steps/register.py", "--run_id", run_id, "--model_name", model_name], cwd=PROJECT,
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, "steps/register.py", "--run_id", run_id, "--model_name", model_name],
+                cwd=PROJECT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        )
     results = []
     for process in processes:
         output, _ = process.communicate(timeout=180)
@@ -55,8 +62,10 @@ def race(tmp_path, model_name: str, run_delays: dict[str, float]) -> list[subpro
 
 def aliased_runs(client, model_name: str) -> dict[str, str]:
     """alias -> the train run of the version it names."""
-    return {alias: client.get_model_version(model_name, str(version)).tags[lineage.TAG_TRAIN_RUN]
-            for alias, version in client.get_registered_model(model_name).aliases.items()}
+    return {
+        alias: client.get_model_version(model_name, str(version)).tags[lineage.TAG_TRAIN_RUN]
+        for alias, version in client.get_registered_model(model_name).aliases.items()
+    }
 
 
 @pytest.mark.slow
@@ -69,8 +78,9 @@ def test_two_concurrent_register_runs_crown_the_better_model(tracking, tmp_path)
         better, worse = make_train_run(0.536), make_train_run(0.482)
         results = race(tmp_path, model_name, {better: delay_a, worse: delay_b})
         assert [result.returncode for result in results] == [0, 0], [result.stdout[-2000:] for result in results]
-        assert aliased_runs(tracking, model_name) == {"champion": better, "challenger": worse, "previous": old}, \
+        assert aliased_runs(tracking, model_name) == {"champion": better, "challenger": worse, "previous": old}, (
             f"round {round_}"
+        )
 
 
 def claims(*rows: tuple[str, str, str, bool]) -> dict[str, Claim]:
@@ -93,17 +103,21 @@ def test_settle_crowns_the_best_claim_of_a_race_and_the_beaten_holder_is_previou
 
 
 def test_settle_compares_a_claim_that_beat_the_winner_with_it_and_ignores_other_races():
-    race = claims(("2", "1", "", False), ("3", "1", "", False), ("4", "2", "id2", False),
-                  ("5", "1", "old", False))  # v5 beat v1 under an earlier claim of v1: another race
+    race = claims(
+        ("2", "1", "", False), ("3", "1", "", False), ("4", "2", "id2", False), ("5", "1", "old", False)
+    )  # v5 beat v1 under an earlier claim of v1: another race
     assert settle(race, "1", by_score) == Settlement(champion="4", previous="2", challenger="3")
     # a claim that beat v2 under an older claim of v2 is no rival now
-    assert settle(claims(("2", "1", "", False), ("4", "2", "stale", False)), "1", by_score) == \
-        Settlement(champion="2", previous="1", challenger=None)
+    assert settle(claims(("2", "1", "", False), ("4", "2", "stale", False)), "1", by_score) == Settlement(
+        champion="2", previous="1", challenger=None
+    )
 
 
 def test_settle_keeps_the_holder_when_no_claim_beats_it_and_a_forced_claim_wins():
     assert settle(claims(("5", "4", "", False)), "4", by_score) == Settlement("4", None, "5")
-    assert settle(claims(("2", "1", "", False), ("5", "1", "", True)), "1", by_score) == \
-        Settlement(champion="5", previous="1", challenger="2")
-    assert settle(claims(("3", "", "", False), ("2", "", "", False)), "", by_score) == \
-        Settlement(champion="2", previous=None, challenger="3")
+    assert settle(claims(("2", "1", "", False), ("5", "1", "", True)), "1", by_score) == Settlement(
+        champion="5", previous="1", challenger="2"
+    )
+    assert settle(claims(("3", "", "", False), ("2", "", "", False)), "", by_score) == Settlement(
+        champion="2", previous=None, challenger="3"
+    )

@@ -1,4 +1,5 @@
 """The one registry type behind models, losses and data formats."""
+
 from __future__ import annotations
 
 import pytest

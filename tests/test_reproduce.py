@@ -21,15 +21,20 @@ from segmodels.tracking import lineage
 
 PROJECT = Path(__file__).resolve().parents[1]
 EXPERIMENT = "reproduce"
-TRAIN_PARAMS = {"epochs": "2", "image_size": "32", "batch_size": "8",
-                "overrides": "trainer.num_workers=0 trainer.progress_bar=false model.decoder_channels=[16,16,16,8,8]"}
+TRAIN_PARAMS = {
+    "epochs": "2",
+    "image_size": "32",
+    "batch_size": "8",
+    "overrides": "trainer.num_workers=0 trainer.progress_bar=false model.decoder_channels=[16,16,16,8,8]",
+}
 IDENTITY = ["-c", "user.name=segmodels tests", "-c", "user.email=tests@segmodels.invalid", "-c", "commit.gpgsign=false"]
 pytestmark = pytest.mark.slow
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *IDENTITY, *args], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-C", str(repo), *IDENTITY, *args], check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 class Project:
@@ -38,8 +43,12 @@ class Project:
 
     def __init__(self, root: Path, lakefs_server):
         self.root, self.repo, self.home = root, root / "project", root / "segmodels-home"
-        listed = subprocess.run(["git", "-C", str(PROJECT), "ls-files", "-co", "--exclude-standard", "-z"],
-                                check=True, capture_output=True, text=True).stdout.split("\0")
+        listed = subprocess.run(
+            ["git", "-C", str(PROJECT), "ls-files", "-co", "--exclude-standard", "-z"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.split("\0")
         for name in filter(None, listed):
             if (PROJECT / name).is_file():
                 (self.repo / name).parent.mkdir(parents=True, exist_ok=True)
@@ -49,22 +58,24 @@ class Project:
         git(self.repo, "commit", "--quiet", "-m", "the project")
         self.first_commit = self.head()
         self.tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
-        self.env = {key: value for key, value in os.environ.items()
-                    if not key.startswith(("LAKECTL_", "MLFLOW_", "GIT_"))}
-        self.env.update({
-            "LAKECTL_SERVER_ENDPOINT_URL": lakefs_server.endpoint,
-            "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": lakefs_server.access_key_id,
-            "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": lakefs_server.secret_access_key,
-            "MLFLOW_TRACKING_URI": self.tracking_uri,
-            "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
-            "SEGMODELS_HOME": str(self.home),
-            "PYTHONPATH": str(self.repo),
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        })
+        self.env = {
+            key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_", "GIT_"))
+        }
+        self.env.update(
+            {
+                "LAKECTL_SERVER_ENDPOINT_URL": lakefs_server.endpoint,
+                "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": lakefs_server.access_key_id,
+                "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": lakefs_server.secret_access_key,
+                "MLFLOW_TRACKING_URI": self.tracking_uri,
+                "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
+                "SEGMODELS_HOME": str(self.home),
+                "PYTHONPATH": str(self.repo),
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            }
+        )
 
     def run(self, *command: str) -> subprocess.CompletedProcess:
-        result = subprocess.run(list(command), cwd=self.repo, env=self.env, capture_output=True, text=True,
-                                timeout=900)
+        result = subprocess.run(list(command), cwd=self.repo, env=self.env, capture_output=True, text=True, timeout=900)
         sys.stdout.write(result.stdout[-4000:])
         sys.stderr.write(result.stderr[-4000:])
         return result
@@ -112,8 +123,10 @@ def project_store(project):
 
 def histories(client: MlflowClient, run_id: str, keys) -> dict[str, list[tuple[int, float]]]:
     """Each metric's ``(step, repr(value))`` pairs: equal only when bit for bit equal (NaN included)."""
-    return {key: [(m.step, repr(m.value)) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-            for key in keys}
+    return {
+        key: [(m.step, repr(m.value)) for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        for key in keys
+    }
 
 
 def reproduction_of(client: MlflowClient, output: str, run_id: str) -> tuple[mlflow.entities.Run, str]:
@@ -193,8 +206,11 @@ def test_reproduce_runs_the_recorded_commit_when_the_working_tree_has_moved_on(p
 
 
 DATA_COMMIT = "c" * 64
-PINNED_DATA = {lineage.TAG_LAKEFS_REPO: "demo-repo", lineage.TAG_DATA_COMMIT: DATA_COMMIT,
-               lineage.TAG_DATA_URI: f"lakefs://demo-repo/{DATA_COMMIT}/data"}
+PINNED_DATA = {
+    lineage.TAG_LAKEFS_REPO: "demo-repo",
+    lineage.TAG_DATA_COMMIT: DATA_COMMIT,
+    lineage.TAG_DATA_URI: f"lakefs://demo-repo/{DATA_COMMIT}/data",
+}
 
 
 def fake_train_run(client: MlflowClient, **tags: str) -> str:
@@ -206,15 +222,19 @@ def fake_train_run(client: MlflowClient, **tags: str) -> str:
     return run.info.run_id
 
 
-@pytest.mark.parametrize("tags, reason", [
-    ({lineage.TAG_GIT_COMMIT: "a" * 40, lineage.TAG_GIT_DIRTY: "true"},
-     "ran uncommitted changes on top of commit aaaaaaaaaaaa (segmodels.git_dirty=true): the code that ran is not "
-     "recoverable"),
-    ({}, "recorded no git commit (segmodels.git_commit)"),
-    ({lineage.TAG_GIT_COMMIT: "b" * 40, lineage.TAG_GIT_DIRTY: "false"},
-     f"commit {'b' * 40} (recorded by run"),
-    ({lineage.TAG_STEP: "ingest"}, "is not a train run (segmodels.step=ingest)"),
-])
+@pytest.mark.parametrize(
+    "tags, reason",
+    [
+        (
+            {lineage.TAG_GIT_COMMIT: "a" * 40, lineage.TAG_GIT_DIRTY: "true"},
+            "ran uncommitted changes on top of commit aaaaaaaaaaaa (segmodels.git_dirty=true): the code that ran is not "
+            "recoverable",
+        ),
+        ({}, "recorded no git commit (segmodels.git_commit)"),
+        ({lineage.TAG_GIT_COMMIT: "b" * 40, lineage.TAG_GIT_DIRTY: "false"}, f"commit {'b' * 40} (recorded by run"),
+        ({lineage.TAG_STEP: "ingest"}, "is not a train run (segmodels.step=ingest)"),
+    ],
+)
 def test_a_run_that_cannot_be_reproduced_is_refused_with_one_line(project, monkeypatch, capsys, tags, reason):
     run_id = fake_train_run(MlflowClient(), **tags)
     monkeypatch.chdir(project.repo)
@@ -226,12 +246,16 @@ def test_a_run_that_cannot_be_reproduced_is_refused_with_one_line(project, monke
     assert not (project.home / "reproduce" / ("b" * 40)).exists()
 
 
-@pytest.mark.parametrize("overrides, outcome, exit_code", [
-    ([], "differs", 1),
-    (["compare=tolerance", "tolerance.rel=1e-3"], "within_tolerance", 0),
-])
-def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(project, monkeypatch, capsys, overrides,
-                                                                        outcome, exit_code):
+@pytest.mark.parametrize(
+    "overrides, outcome, exit_code",
+    [
+        ([], "differs", 1),
+        (["compare=tolerance", "tolerance.rel=1e-3"], "within_tolerance", 0),
+    ],
+)
+def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(
+    project, monkeypatch, capsys, overrides, outcome, exit_code
+):
     """The step's bookkeeping around a (stubbed) train step whose val_miou differs in the last bits at epoch 2
     (MLflow step 1)."""
     client = MlflowClient()
@@ -245,8 +269,12 @@ def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(project, 
         assert recorded.run_id == original and (folder / "conf" / "train.yaml").read_text().count(original) == 1
         for key, series in values.items():
             for step, value in enumerate(series):
-                client.log_metric(run_id, key, value + (1e-6 if (key, step) == ("val_miou", 1) else 0.5 * (
-                    key == "train_time_s")), step=step)
+                client.log_metric(
+                    run_id,
+                    key,
+                    value + (1e-6 if (key, step) == ("val_miou", 1) else 0.5 * (key == "train_time_s")),
+                    step=step,
+                )
         client.set_terminated(run_id, "FINISHED")
 
     monkeypatch.setattr(reproduce, "run_old_train_step", stub_train_step)
@@ -259,20 +287,25 @@ def test_the_outcome_is_tagged_and_a_reproduction_that_differs_exits_1(project, 
     else:
         run_step_cli("reproduce", ["--run_id", original[:8], *overrides])  # as report.md shows it
     [line] = [line for line in capsys.readouterr().out.splitlines() if line.startswith("reproduced run")]
-    reproduce_run = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id],
-                                       f"tags.`{lineage.TAG_REPRODUCES}` = '{original}' and "
-                                       f"tags.`{lineage.TAG_STEP}` = 'reproduce'")[0]
+    reproduce_run = client.search_runs(
+        [client.get_experiment_by_name(EXPERIMENT).experiment_id],
+        f"tags.`{lineage.TAG_REPRODUCES}` = '{original}' and tags.`{lineage.TAG_STEP}` = 'reproduce'",
+    )[0]
     new_id = reproduce_run.data.tags[lineage.TAG_REPRODUCTION_RUN]
     assert reproduce_run.info.status == ("FAILED" if exit_code else "FINISHED")
     assert reproduce_run.data.tags[lineage.TAG_REPRODUCED] == outcome
     assert client.get_run(new_id).data.tags[lineage.TAG_REPRODUCED] == outcome
     assert math.isclose(reproduce_run.data.metrics["max_abs_metric_diff"], 1e-6, rel_tol=1e-3)  # timings ignored
     if exit_code:
-        assert line == (f"reproduced run {original} as {new_id}: per-epoch metrics differ (bit for bit): val_miou "
-                        f"epoch 2: 0.25 vs {0.25 + 1e-6!r}")  # counted from 1, as the training log counts
+        assert line == (
+            f"reproduced run {original} as {new_id}: per-epoch metrics differ (bit for bit): val_miou "
+            f"epoch 2: 0.25 vs {0.25 + 1e-6!r}"
+        )  # counted from 1, as the training log counts
     else:
-        assert line == (f"reproduced run {original} as {new_id}: per-epoch metrics within tolerance (2 metrics x 2 "
-                        f"epochs), rel 0.001 / abs 0.0001, max abs diff 1e-06")
+        assert line == (
+            f"reproduced run {original} as {new_id}: per-epoch metrics within tolerance (2 metrics x 2 "
+            f"epochs), rel 0.001 / abs 0.0001, max abs diff 1e-06"
+        )
 
 
 def test_metrics_compare_bit_for_bit_on_cpu_and_within_tolerance_on_cuda():

@@ -33,8 +33,13 @@ def rename_run(db: Path, run_id: str, new_id: str) -> None:
 
 def train_run(metric: float) -> str:
     with mlflow.start_run() as run:
-        mlflow.set_tags({lineage.TAG_STEP: "train", lineage.TAG_MODEL_URI: f"lakefs://r/{'m' * 64}/models/x",
-                         lineage.TAG_DATA_COMMIT: "d" * 64})
+        mlflow.set_tags(
+            {
+                lineage.TAG_STEP: "train",
+                lineage.TAG_MODEL_URI: f"lakefs://r/{'m' * 64}/models/x",
+                lineage.TAG_DATA_COMMIT: "d" * 64,
+            }
+        )
         mlflow.log_metric("best_val_miou", metric)
     return run.info.run_id
 
@@ -76,8 +81,13 @@ def test_register_and_lineage_take_the_8_digits_report_md_shows(store, tmp_path)
     run_step_cli("register", ["--run_id", single[:8], "--model_name", "seg"])
     [version] = MlflowClient().search_model_versions("name = 'seg'")
     assert version.run_id == single
-    shown = subprocess.run([sys.executable, "-m", "segmodels.cli", "lineage", single[:8]], cwd=tmp_path,
-                           env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"},
-                           capture_output=True, text=True, timeout=300)
+    shown = subprocess.run(
+        [sys.executable, "-m", "segmodels.cli", "lineage", single[:8]],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert shown.returncode == 0, shown.stderr
     assert f"train run        {single}" in shown.stdout and "seg/1" in shown.stdout

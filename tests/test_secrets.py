@@ -21,15 +21,21 @@ import mlflow
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
-
 from test_data_sources import make_folder_source
+
 from segmodels.config import load_config
 from segmodels.data.sources import redact
 from segmodels.dataset_store import named_after_url
 from segmodels.pipeline import run_step_cli
 from segmodels.pipeline.params import step_overrides
-from segmodels.redaction import (MASK, RedactingFilter, install_log_redaction, is_secret_param, redact_record,
-                                 redact_text, redact_value)
+from segmodels.redaction import (
+    RedactingFilter,
+    install_log_redaction,
+    is_secret_param,
+    redact_record,
+    redact_text,
+    redact_value,
+)
 from segmodels.tracking import lineage
 
 PROJECT = Path(__file__).resolve().parents[1]
@@ -45,13 +51,17 @@ AMZ_DATE = "20240101T000000Z"
 
 # -- the redaction function ----------------------------------------------------------------------------------
 
-PRESIGNED = ("https://bucket.s3.amazonaws.com/d/data.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-             "&X-Amz-Credential=AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z"
-             "&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdz"
-             "&X-Amz-Signature=abcdef0123456789")
-PRESIGNED_REDACTED = ("https://bucket.s3.amazonaws.com/d/data.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-                      "&X-Amz-Credential=***&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
-                      "&X-Amz-Security-Token=***&X-Amz-Signature=***")
+PRESIGNED = (
+    "https://bucket.s3.amazonaws.com/d/data.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=AKIAEXAMPLE%2F20240101%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20240101T000000Z"
+    "&X-Amz-Expires=3600&X-Amz-SignedHeaders=host&X-Amz-Security-Token=FwoGZXIvYXdz"
+    "&X-Amz-Signature=abcdef0123456789"
+)
+PRESIGNED_REDACTED = (
+    "https://bucket.s3.amazonaws.com/d/data.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256"
+    "&X-Amz-Credential=***&X-Amz-Date=20240101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
+    "&X-Amz-Security-Token=***&X-Amz-Signature=***"
+)
 
 REDACTIONS = [
     # user info: user and password, a token as user name, encoded and unencoded @, a port
@@ -62,31 +72,48 @@ REDACTIONS = [
     ("ftp://anonymous@ftp.example.org/pub/", "ftp://***@ftp.example.org/pub/"),
     # query secrets, whatever their case, among parameters that stay
     (PRESIGNED, PRESIGNED_REDACTED),
-    ("https://h/d.zip?x-amz-signature=abc&x-amz-date=20240101", "https://h/d.zip?x-amz-signature=***&x-amz-date=20240101"),
+    (
+        "https://h/d.zip?x-amz-signature=abc&x-amz-date=20240101",
+        "https://h/d.zip?x-amz-signature=***&x-amz-date=20240101",
+    ),
     ("https://h/d.zip?X-AMZ-SECURITY-TOKEN=abc", "https://h/d.zip?X-AMZ-SECURITY-TOKEN=***"),
-    ("https://acct.blob.core.windows.net/c/data.zip?sv=2022-11-02&sp=r&se=2024-01-01T00:00:00Z&sig=abc%2Bdef%3D",
-     "https://acct.blob.core.windows.net/c/data.zip?sv=2022-11-02&sp=r&se=2024-01-01T00:00:00Z&sig=***"),
-    ("https://storage.googleapis.com/b/d.zip?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam"
-     "&X-Goog-Signature=0a1b2c", "https://storage.googleapis.com/b/d.zip?X-Goog-Algorithm=GOOG4-RSA-SHA256"
-     "&X-Goog-Credential=***&X-Goog-Signature=***"),
-    ("https://h/x?token=a&access_token=b&api_key=c&apiKey=d&key=e&password=f&Secret=g&client_secret=h&page=2",
-     "https://h/x?token=***&access_token=***&api_key=***&apiKey=***&key=***&password=***&Secret=***"
-     "&client_secret=***&page=2"),
-    ("https://h/x?Signature=abc&Expires=1700000000&AWSAccessKeyId=AKIA1", "https://h/x?Signature=***&Expires=1700000000&AWSAccessKeyId=***"),
+    (
+        "https://acct.blob.core.windows.net/c/data.zip?sv=2022-11-02&sp=r&se=2024-01-01T00:00:00Z&sig=abc%2Bdef%3D",
+        "https://acct.blob.core.windows.net/c/data.zip?sv=2022-11-02&sp=r&se=2024-01-01T00:00:00Z&sig=***",
+    ),
+    (
+        "https://storage.googleapis.com/b/d.zip?X-Goog-Algorithm=GOOG4-RSA-SHA256&X-Goog-Credential=sa%40p.iam"
+        "&X-Goog-Signature=0a1b2c",
+        "https://storage.googleapis.com/b/d.zip?X-Goog-Algorithm=GOOG4-RSA-SHA256"
+        "&X-Goog-Credential=***&X-Goog-Signature=***",
+    ),
+    (
+        "https://h/x?token=a&access_token=b&api_key=c&apiKey=d&key=e&password=f&Secret=g&client_secret=h&page=2",
+        "https://h/x?token=***&access_token=***&api_key=***&apiKey=***&key=***&password=***&Secret=***"
+        "&client_secret=***&page=2",
+    ),
+    (
+        "https://h/x?Signature=abc&Expires=1700000000&AWSAccessKeyId=AKIA1",
+        "https://h/x?Signature=***&Expires=1700000000&AWSAccessKeyId=***",
+    ),
     ("https://h/x?token=&keyword=k&monkey=1&flag", "https://h/x?token=&keyword=k&monkey=1&flag"),  # nothing secret
     # fragments: parameters in them (an OAuth token) go, a plain anchor stays
     ("https://h/cb#access_token=abc&state=xyz", "https://h/cb#access_token=***&state=xyz"),
     ("https://h/doc.html#section-2", "https://h/doc.html#section-2"),
     ("https://u:p@h/doc?token=t#frag", "https://***@h/doc?token=***#frag"),
     # URLs within text: an error line, quoted values, prose, a URL in another's query, a request line
-    ("download failed for http://u:pw@host/d.zip?sig=abc: 401 Unauthorized",
-     "download failed for http://***@host/d.zip?sig=***: 401 Unauthorized"),
+    (
+        "download failed for http://u:pw@host/d.zip?sig=abc: 401 Unauthorized",
+        "download failed for http://***@host/d.zip?sig=***: 401 Unauthorized",
+    ),
     ("{'a': 'http://u:p@h/x', 'b': \"s3://k:s@bucket/p\"}", "{'a': 'http://***@h/x', 'b': \"s3://***@bucket/p\"}"),
     ("see http://u:p@h/x.", "see http://***@h/x."),
     ("(from https://u:p@h/x)", "(from https://***@h/x)"),
     ("https://h/login?next=https://u:p@other/x&token=t", "https://h/login?next=https://***@other/x&token=***"),
-    ('127.0.0.1:8000 "GET /d.zip?X-Amz-Signature=abc&X-Amz-Date=1 HTTP/1.1" 403',
-     '127.0.0.1:8000 "GET /d.zip?X-Amz-Signature=***&X-Amz-Date=1 HTTP/1.1" 403'),
+    (
+        '127.0.0.1:8000 "GET /d.zip?X-Amz-Signature=abc&X-Amz-Date=1 HTTP/1.1" 403',
+        '127.0.0.1:8000 "GET /d.zip?X-Amz-Signature=***&X-Amz-Date=1 HTTP/1.1" 403',
+    ),
     # s3:// and lakefs:// URLs
     ("s3://AKIAKEY:secretkey@bucket/prefix/", "s3://***@bucket/prefix/"),
     ("s3://bucket/prefix/", "s3://bucket/prefix/"),
@@ -112,12 +139,40 @@ def test_redaction_table(text, expected):
 
 
 def test_secret_parameter_names():
-    for name in ("X-Amz-Signature", "x-amz-credential", "X-Amz-Security-Token", "token", "access_token", "key",
-                 "api_key", "API-KEY", "sig", "signature", "password", "passwd", "secret", "client_secret",
-                 "refresh_token", "X-Goog-Signature"):
+    for name in (
+        "X-Amz-Signature",
+        "x-amz-credential",
+        "X-Amz-Security-Token",
+        "token",
+        "access_token",
+        "key",
+        "api_key",
+        "API-KEY",
+        "sig",
+        "signature",
+        "password",
+        "passwd",
+        "secret",
+        "client_secret",
+        "refresh_token",
+        "X-Goog-Signature",
+    ):
         assert is_secret_param(name), name
-    for name in ("X-Amz-Date", "X-Amz-Expires", "X-Amz-SignedHeaders", "X-Amz-Algorithm", "sv", "se", "sp",
-                 "page", "format", "keyword", "monkey", "prefix", "versionId"):
+    for name in (
+        "X-Amz-Date",
+        "X-Amz-Expires",
+        "X-Amz-SignedHeaders",
+        "X-Amz-Algorithm",
+        "sv",
+        "se",
+        "sp",
+        "page",
+        "format",
+        "keyword",
+        "monkey",
+        "prefix",
+        "versionId",
+    ):
         assert not is_secret_param(name), name
 
 
@@ -130,7 +185,9 @@ def test_secret_environment_values_are_masked_anywhere(monkeypatch):
     text = f"a={ENV_SECRET}; b=lakectl-s3cr3t-value, c=session-t0ken-value AKIAPUBLICID false-but-long"
     assert redact_text(text) == "a=***; b=***, c=*** AKIAPUBLICID false-but-long"
     assert redact_value({"x": [f"http://h/?q={ENV_SECRET}", 3, None], "y": ("http://u:p@h/",)}) == {
-        "x": ["http://h/?q=***", 3, None], "y": ("http://***@h/",)}
+        "x": ["http://h/?q=***", 3, None],
+        "y": ("http://***@h/",),
+    }
 
 
 def test_log_records_are_redacted_message_arguments_and_traceback(caplog):
@@ -226,9 +283,11 @@ def basic_auth_url(server, password: str = PASSWORD) -> str:
 
 def presigned_url(server, signature: str = SIGNATURE) -> str:
     """A presigned-style URL; the credential's slashes unencoded, so that its last "/" part is in the query."""
-    return (f"http://{server.base}/data.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={ACCESS_KEY}"
-            f"/20240101/us-east-1/s3/aws4_request&X-Amz-Date={AMZ_DATE}&X-Amz-Expires=3600"
-            f"&token={SESSION_TOKEN}&X-Amz-Signature={signature}")
+    return (
+        f"http://{server.base}/data.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={ACCESS_KEY}"
+        f"/20240101/us-east-1/s3/aws4_request&X-Amz-Date={AMZ_DATE}&X-Amz-Expires=3600"
+        f"&token={SESSION_TOKEN}&X-Amz-Signature={signature}"
+    )
 
 
 @pytest.fixture
@@ -241,16 +300,29 @@ def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch):
     lakefs.ensure_repository(repo_name, default_branch="main")
     db = tmp_path / "mlflow.db"
     mlflow.set_tracking_uri(f"sqlite:///{db}")
-    mlflow.set_experiment(experiment_id=mlflow.create_experiment(
-        "secrets", artifact_location=(tmp_path / "mlartifacts").as_uri()))
-    return {"db": db, "artifacts": tmp_path / "mlartifacts", "repo": repo_name, "lakefs": lakefs,
-            "head": lakefs.resolve_commit(repo_name, "main"), "secrets": [lakefs_settings.secret_access_key]}
+    mlflow.set_experiment(
+        experiment_id=mlflow.create_experiment("secrets", artifact_location=(tmp_path / "mlartifacts").as_uri())
+    )
+    return {
+        "db": db,
+        "artifacts": tmp_path / "mlartifacts",
+        "repo": repo_name,
+        "lakefs": lakefs,
+        "head": lakefs.resolve_commit(repo_name, "main"),
+        "secrets": [lakefs_settings.secret_access_key],
+    }
 
 
 def step_args(source: str, repo: str) -> list[str]:
     """The ingest step's command line, with a config value that takes a secret from the environment."""
-    return ["--source", source, "--repo", repo,
-            "--data.s3_endpoint_url", "http://minio.local:9000/?note=${oc.env:AWS_SECRET_ACCESS_KEY}"]
+    return [
+        "--source",
+        source,
+        "--repo",
+        repo,
+        "--data.s3_endpoint_url",
+        "http://minio.local:9000/?note=${oc.env:AWS_SECRET_ACCESS_KEY}",
+    ]
 
 
 def run_in_process(args: list[str], capsys, caplog) -> tuple[int, str]:
@@ -284,9 +356,18 @@ def everything_recorded(client: MlflowClient, run, env: dict, tmp_path: Path) ->
     found |= {f"metric {key}": key for key in run.data.metrics}
     for index, dataset_input in enumerate(run.inputs.dataset_inputs):
         dataset = dataset_input.dataset
-        found[f"dataset input {index}"] = " ".join(str(part) for part in (
-            dataset.name, dataset.digest, dataset.source_type, dataset.source, dataset.schema, dataset.profile,
-            *[f"{tag.key}={tag.value}" for tag in dataset_input.tags]))
+        found[f"dataset input {index}"] = " ".join(
+            str(part)
+            for part in (
+                dataset.name,
+                dataset.digest,
+                dataset.source_type,
+                dataset.source,
+                dataset.schema,
+                dataset.profile,
+                *[f"{tag.key}={tag.value}" for tag in dataset_input.tags],
+            )
+        )
     downloaded = Path(client.download_artifacts(run.info.run_id, "", str(tmp_path / f"download-{run.info.run_id}")))
     for path in [*downloaded.rglob("*"), *env["artifacts"].rglob("*")]:
         if path.is_file():
@@ -317,8 +398,9 @@ def assert_nowhere(secrets: list[str], found: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("kind", ["basic auth", "presigned"])
-def test_a_successful_ingest_records_the_source_without_its_credentials(kind, server, step_env, tmp_path, capsys,
-                                                                        caplog):
+def test_a_successful_ingest_records_the_source_without_its_credentials(
+    kind, server, step_env, tmp_path, capsys, caplog
+):
     url = basic_auth_url(server) if kind == "basic auth" else presigned_url(server)
     status, output = run_in_process(step_args(url, step_env["repo"]), capsys, caplog)
     assert status == 0, output
@@ -334,12 +416,15 @@ def test_a_successful_ingest_records_the_source_without_its_credentials(kind, se
     if kind == "basic auth":
         recorded = f"http://***@{server.base}/data.zip"
     else:
-        recorded = (f"http://{server.base}/data.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***"
-                    f"&X-Amz-Date={AMZ_DATE}&X-Amz-Expires=3600&token=***&X-Amz-Signature=***")
+        recorded = (
+            f"http://{server.base}/data.zip?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=***"
+            f"&X-Amz-Date={AMZ_DATE}&X-Amz-Expires=3600&token=***&X-Amz-Signature=***"
+        )
     assert run.data.params["source"] == recorded
     assert run.data.params["data.s3_endpoint_url"] == "http://minio.local:9000/?note=***"
-    config = yaml.safe_load(Path(client.download_artifacts(run.info.run_id, "config/ingest.yaml",
-                                                           str(tmp_path / "config"))).read_text())
+    config = yaml.safe_load(
+        Path(client.download_artifacts(run.info.run_id, "config/ingest.yaml", str(tmp_path / "config"))).read_text()
+    )
     assert config["source"] == recorded and config["data"]["s3_endpoint_url"] == "http://minio.local:9000/?note=***"
     commit = step_env["lakefs"].get_commit(step_env["repo"], run.data.tags[lineage.TAG_DATA_COMMIT])
     assert commit.metadata["source"] == recorded and commit.metadata["mlflow_run_id"] == run.info.run_id
@@ -351,8 +436,7 @@ def test_a_successful_ingest_records_the_source_without_its_credentials(kind, se
 
 
 @pytest.mark.parametrize("kind", ["basic auth", "presigned"])
-def test_a_refused_download_fails_in_one_line_without_the_credentials(kind, server, step_env, tmp_path, capsys,
-                                                                     caplog):
+def test_a_refused_download_fails_in_one_line_without_the_credentials(kind, server, step_env, tmp_path, capsys, caplog):
     url = basic_auth_url(server, WRONG_PASSWORD) if kind == "basic auth" else presigned_url(server, "wr0ng-5ig")
     status, output = run_in_process(step_args(url, step_env["repo"]), capsys, caplog)
     assert status == 2, output
@@ -374,13 +458,23 @@ def test_the_step_script_prints_and_logs_no_credentials(server, step_env, tmp_pa
     """The user's view: `python steps/ingest.py --source <url with a refused password>` in a process of its own
     (the step's own log handler and error line), then a good password: stderr and stdout hold no secret."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("MLFLOW_")}
-    env.update({"MLFLOW_TRACKING_URI": f"sqlite:///{step_env['db']}",
-                "MLFLOW_EXPERIMENT_NAME": "secrets", "SEGMODELS_HOME": str(tmp_path / "home")})
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": f"sqlite:///{step_env['db']}",
+            "MLFLOW_EXPERIMENT_NAME": "secrets",
+            "SEGMODELS_HOME": str(tmp_path / "home"),
+        }
+    )
     outputs = []
     for password, status in ((WRONG_PASSWORD, 2), (PASSWORD, 0)):
         completed = subprocess.run(
             [sys.executable, "steps/ingest.py", *step_args(basic_auth_url(server, password), step_env["repo"])],
-            cwd=PROJECT, env=env, capture_output=True, text=True, timeout=300)
+            cwd=PROJECT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert completed.returncode == status, completed.stderr
         outputs.append(completed.stdout + completed.stderr)
     assert "segmodels ingest: error:" in outputs[0] and f"http://***@{server.base}/data.zip" in outputs[0]
@@ -400,14 +494,18 @@ def test_tags_that_mlflow_run_set_with_a_token_are_masked(step_env, tmp_path, mo
     token = "ghp_s3cr3tT0kenValue"
     client = MlflowClient()
     experiment_id = mlflow.get_experiment_by_name("secrets").experiment_id
-    run = client.create_run(experiment_id, tags={"mlflow.source.name": f"https://{token}@github.com/org/seg.git",
-                                                 "mlflow.gitRepoURL": f"https://{token}@github.com/org/seg.git"})
+    run = client.create_run(
+        experiment_id,
+        tags={
+            "mlflow.source.name": f"https://{token}@github.com/org/seg.git",
+            "mlflow.gitRepoURL": f"https://{token}@github.com/org/seg.git",
+        },
+    )
     client.log_param(run.info.run_id, "note", f"https://h/x?token={token}")
     monkeypatch.setenv("MLFLOW_RUN_ID", run.info.run_id)
     cfg = load_config("ingest", [f"lakefs.repo={step_env['repo']}"])
-    with caplog.at_level(logging.WARNING):
-        with lineage.step_run("ingest", cfg):
-            pass
+    with caplog.at_level(logging.WARNING), lineage.step_run("ingest", cfg):
+        pass
     tags = client.get_run(run.info.run_id).data.tags
     assert tags["mlflow.source.name"] == tags["mlflow.gitRepoURL"] == "https://***@github.com/org/seg.git"
     assert "parameter note was recorded by `mlflow run`" in caplog.text and token not in caplog.text

@@ -20,8 +20,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from segmodels.lakefs_server import create_server
-from segmodels.lakefs_server.transport import Limits
+from embedded_lakefs import create_server
+from embedded_lakefs.transport import Limits
 
 
 # -- raw HTTP ----------------------------------------------------------------------------------------------------
@@ -98,8 +98,9 @@ def request(server, method: str, target: str, body: bytes = b"", extra: str = ""
 
 def call(server, method: str, target: str, body=None) -> tuple[int, object]:
     raw = b"" if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    status, headers, data = request(server, method, "/api/v1" + target, raw,
-                              "Content-Type: application/json\r\n" if raw else "")
+    status, headers, data = request(
+        server, method, "/api/v1" + target, raw, "Content-Type: application/json\r\n" if raw else ""
+    )
     if headers.get("content-type") != "application/json":
         return status, data.decode()
     return status, (json.loads(data) if data else None)
@@ -144,12 +145,28 @@ def repo(server):
     """A repository with a commit on ``main`` and a branch ``feature`` one commit ahead (mergeable)."""
     name = f"hostile-{uuid.uuid4().hex[:10]}"
     assert call(server, "POST", "/repositories", {"name": name, "storage_namespace": f"local://{name}"})[0] == 201
-    assert request(server, "POST", f"/api/v1/repositories/{name}/branches/main/objects?path=a", b"a",
-                   "Content-Type: application/octet-stream\r\n")[0] == 201
+    assert (
+        request(
+            server,
+            "POST",
+            f"/api/v1/repositories/{name}/branches/main/objects?path=a",
+            b"a",
+            "Content-Type: application/octet-stream\r\n",
+        )[0]
+        == 201
+    )
     assert call(server, "POST", f"/repositories/{name}/branches/main/commits", {"message": "first"})[0] == 201
     assert call(server, "POST", f"/repositories/{name}/branches", {"name": "feature", "source": "main"})[0] == 201
-    assert request(server, "POST", f"/api/v1/repositories/{name}/branches/feature/objects?path=b", b"b",
-                   "Content-Type: application/octet-stream\r\n")[0] == 201
+    assert (
+        request(
+            server,
+            "POST",
+            f"/api/v1/repositories/{name}/branches/feature/objects?path=b",
+            b"b",
+            "Content-Type: application/octet-stream\r\n",
+        )[0]
+        == 201
+    )
     assert call(server, "POST", f"/repositories/{name}/branches/feature/commits", {"message": "second"})[0] == 201
     return name
 
@@ -166,8 +183,14 @@ def unmoved(server, repo):
 @pytest.fixture(scope="module")
 def tight_server(tmp_path_factory):
     """A server with short timeouts and few connections, so that slow clients are quick to test."""
-    limits = Limits(max_json_body=64 << 10, idle_timeout=1.0, header_timeout=1.0, body_timeout=1.0,
-                    max_connections=12, max_unauthenticated=8)
+    limits = Limits(
+        max_json_body=64 << 10,
+        idle_timeout=1.0,
+        header_timeout=1.0,
+        body_timeout=1.0,
+        max_connections=12,
+        max_unauthenticated=8,
+    )
     server = create_server(tmp_path_factory.mktemp("tight"), limits=limits).start_in_thread()
     yield server
     server.shutdown()
@@ -176,8 +199,14 @@ def tight_server(tmp_path_factory):
 # -- body size caps ----------------------------------------------------------------------------------------------
 def test_json_body_over_cap_is_413_before_reading_it(server, repo, unmoved):
     conn = Conn(server)
-    conn.send(head(server, "POST", f"/api/v1/repositories/{repo}/branches/main/commits",
-                   "Content-Type: application/json\r\nContent-Length: 200000000\r\n"))
+    conn.send(
+        head(
+            server,
+            "POST",
+            f"/api/v1/repositories/{repo}/branches/main/commits",
+            "Content-Type: application/json\r\nContent-Length: 200000000\r\n",
+        )
+    )
     status, headers, body = conn.response()  # answered without the client sending the 200 MB
     assert_error(status, body, 413)
     assert headers.get("connection") == "close" and conn.closed()
@@ -185,8 +214,15 @@ def test_json_body_over_cap_is_413_before_reading_it(server, repo, unmoved):
 
 def test_chunked_json_body_over_cap_is_413(server, repo, unmoved):
     conn = Conn(server)
-    conn.send(head(server, "POST", f"/api/v1/repositories/{repo}/branches",
-                   "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n") + b"900000\r\n")
+    conn.send(
+        head(
+            server,
+            "POST",
+            f"/api/v1/repositories/{repo}/branches",
+            "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n",
+        )
+        + b"900000\r\n"
+    )
     status, _, body = conn.response()
     assert_error(status, body, 413)
     assert conn.closed()
@@ -195,8 +231,10 @@ def test_chunked_json_body_over_cap_is_413(server, repo, unmoved):
 def test_json_cap_counts_bytes_not_declared_length(tight_server):
     conn = Conn(tight_server)
     chunk = b" " * (40 << 10)
-    conn.send(head(tight_server, "POST", "/api/v1/repositories", "Transfer-Encoding: chunked\r\n")
-              + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2)
+    conn.send(
+        head(tight_server, "POST", "/api/v1/repositories", "Transfer-Encoding: chunked\r\n")
+        + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2
+    )
     status, _, body = conn.response()
     assert_error(status, body, 413)
     assert conn.closed()
@@ -208,8 +246,15 @@ def test_object_uploads_keep_their_own_limit(tight_server):
     assert call(tight_server, "POST", "/repositories", {"name": name, "storage_namespace": f"local://{name}"})[0] == 201
     data = bytes(range(256)) * (4 << 10)  # 1 MiB, 16x the tight server's JSON cap
     conn = Conn(tight_server)
-    conn.send(head(tight_server, "POST", f"/api/v1/repositories/{name}/branches/main/objects?path=big",
-                   f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n") + data)
+    conn.send(
+        head(
+            tight_server,
+            "POST",
+            f"/api/v1/repositories/{name}/branches/main/objects?path=big",
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n",
+        )
+        + data
+    )
     status, _, body = conn.response()
     assert status == 201 and json.loads(body)["size_bytes"] == len(data)
     conn.send(b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -222,8 +267,9 @@ def test_object_upload_over_its_limit_is_413(tmp_path):
     try:
         assert call(small, "POST", "/repositories", {"name": "cap", "storage_namespace": "local://cap"})[0] == 201
         conn = Conn(small)
-        conn.send(head(small, "POST", "/api/v1/repositories/cap/branches/main/objects?path=x",
-                       "Content-Length: 5000\r\n"))
+        conn.send(
+            head(small, "POST", "/api/v1/repositories/cap/branches/main/objects?path=x", "Content-Length: 5000\r\n")
+        )
         status, _, body = conn.response()
         assert_error(status, body, 413)
         assert conn.closed()
@@ -236,10 +282,11 @@ def test_object_upload_over_its_limit_is_413(tmp_path):
 SMUGGLED = b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\n\r\n"
 
 
-@pytest.mark.parametrize("lengths", [["-1"], ["abc"], ["1.5"], ["0x10"], [""], ["99999999999999999999999"],
-                                     ["5", "6"], ["5, 6"], ["٣"]],
-                         ids=["negative", "word", "decimal", "hex", "empty", "huge", "two-headers", "two-values",
-                              "arabic-digit"])
+@pytest.mark.parametrize(
+    "lengths",
+    [["-1"], ["abc"], ["1.5"], ["0x10"], [""], ["99999999999999999999999"], ["5", "6"], ["5, 6"], ["٣"]],
+    ids=["negative", "word", "decimal", "hex", "empty", "huge", "two-headers", "two-values", "arabic-digit"],
+)
 def test_bad_content_length_is_400_and_closes(server, repo, unmoved, lengths):
     conn = Conn(server)
     extra = "".join(f"Content-Length: {value}\r\n" for value in lengths)
@@ -251,9 +298,16 @@ def test_bad_content_length_is_400_and_closes(server, repo, unmoved, lengths):
 
 def test_content_length_and_transfer_encoding_together_are_refused(server, repo, unmoved):
     conn = Conn(server)
-    conn.send(head(server, "POST", f"/api/v1/repositories/{repo}/branches/main/commits",
-                   "Content-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n")
-              + b"0\r\n\r\n" + SMUGGLED)
+    conn.send(
+        head(
+            server,
+            "POST",
+            f"/api/v1/repositories/{repo}/branches/main/commits",
+            "Content-Type: application/json\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n",
+        )
+        + b"0\r\n\r\n"
+        + SMUGGLED
+    )
     status, _, body = conn.response()
     assert_error(status, body, 400)
     assert conn.closed()
@@ -262,23 +316,42 @@ def test_content_length_and_transfer_encoding_together_are_refused(server, repo,
 @pytest.mark.parametrize("encoding", ["gzip", "gzip, chunked", "chunked, chunked", "identity"])
 def test_unsupported_transfer_encoding_is_refused(server, repo, unmoved, encoding):
     conn = Conn(server)
-    conn.send(head(server, "POST", f"/api/v1/repositories/{repo}/branches/main/commits",
-                   f"Transfer-Encoding: {encoding}\r\n") + b"0\r\n\r\n" + SMUGGLED)
+    conn.send(
+        head(server, "POST", f"/api/v1/repositories/{repo}/branches/main/commits", f"Transfer-Encoding: {encoding}\r\n")
+        + b"0\r\n\r\n"
+        + SMUGGLED
+    )
     status, _, body = conn.response()
     assert status in (400, 501), body
     assert conn.closed()
 
 
-@pytest.mark.parametrize("chunks", [b"zz\r\nhello\r\n0\r\n\r\n", b"-5\r\nhello\r\n0\r\n\r\n",
-                                    b"0x5\r\nhello\r\n0\r\n\r\n", b"fffffffffffffffffffff\r\n",
-                                    b"7fffffffffffffff\r\n", b"ffffffffffffffff\r\n", b"5\r\nhelloXX0\r\n\r\n",
-                                    b" \r\nhello\r\n"],
-                         ids=["non-hex", "negative", "0x-prefix", "too-many-digits", "huge", "over-int64",
-                              "no-crlf-after-data", "blank"])
+@pytest.mark.parametrize(
+    "chunks",
+    [
+        b"zz\r\nhello\r\n0\r\n\r\n",
+        b"-5\r\nhello\r\n0\r\n\r\n",
+        b"0x5\r\nhello\r\n0\r\n\r\n",
+        b"fffffffffffffffffffff\r\n",
+        b"7fffffffffffffff\r\n",
+        b"ffffffffffffffff\r\n",
+        b"5\r\nhelloXX0\r\n\r\n",
+        b" \r\nhello\r\n",
+    ],
+    ids=["non-hex", "negative", "0x-prefix", "too-many-digits", "huge", "over-int64", "no-crlf-after-data", "blank"],
+)
 def test_bad_chunk_size_is_400_and_closes(server, repo, unmoved, chunks):
     conn = Conn(server)
-    conn.send(head(server, "POST", f"/api/v1/repositories/{repo}/branches/main/objects?path=chunked",
-                   "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n") + chunks + SMUGGLED)
+    conn.send(
+        head(
+            server,
+            "POST",
+            f"/api/v1/repositories/{repo}/branches/main/objects?path=chunked",
+            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n",
+        )
+        + chunks
+        + SMUGGLED
+    )
     status, _, body = conn.response()
     assert_error(status, body, 400)
     assert conn.closed()
@@ -287,9 +360,16 @@ def test_bad_chunk_size_is_400_and_closes(server, repo, unmoved, chunks):
 
 def test_good_chunked_upload_keeps_the_connection(server, repo):
     conn = Conn(server)
-    conn.send(head(server, "POST", f"/api/v1/repositories/{repo}/branches/main/objects?path=ok-chunked",
-                   "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n")
-              + b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n" + SMUGGLED)
+    conn.send(
+        head(
+            server,
+            "POST",
+            f"/api/v1/repositories/{repo}/branches/main/objects?path=ok-chunked",
+            "Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n",
+        )
+        + b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+        + SMUGGLED
+    )
     status, _, body = conn.response()
     assert status == 201 and json.loads(body)["size_bytes"] == 11
     assert conn.response()[0] == 204  # the next request on the connection, where it should start
@@ -297,32 +377,55 @@ def test_good_chunked_upload_keeps_the_connection(server, repo):
     assert call(server, "PUT", f"/repositories/{repo}/branches/main", {"type": "reset"})[0] == 204
 
 
-@pytest.mark.parametrize("raw_head", [
-    b"POST /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nContent-Length : 5\r\n\r\nhello",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: 1\r\n folded\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-    b"GET /api/v1/health\xffcheck HTTP/1.1\r\nHost: test\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x00b\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: te\x00st\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x01b\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x1bb\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x7fb\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\rb\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\x00A: 1\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\rA: 1\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\xe9A: 1\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX(A): 1\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\n: 1\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\n X-A: 1\r\nHost: test\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: 1\r\n\tfolded\r\n\r\n",
-    b"GET /api/v1/health\x00check HTTP/1.1\r\nHost: test\r\n\r\n",
-    b"GET /api/v1/healthcheck?a=\x00 HTTP/1.1\r\nHost: test\r\n\r\n",
-    b"GET /api/v1/healthcheck HTTP/1.1\x00\r\nHost: test\r\n\r\n",
-], ids=["space-before-colon", "obs-fold", "no-host", "two-hosts", "non-ascii-target", "nul-in-value", "nul-in-host",
-        "ctrl-in-value", "esc-in-value", "del-in-value", "bare-cr-in-value", "nul-in-name", "cr-in-name",
-        "non-ascii-name", "separator-in-name", "empty-name", "continuation-first", "tab-fold", "nul-in-target",
-        "nul-in-query", "nul-in-version"])
+@pytest.mark.parametrize(
+    "raw_head",
+    [
+        b"POST /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nContent-Length : 5\r\n\r\nhello",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: 1\r\n folded\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET /api/v1/health\xffcheck HTTP/1.1\r\nHost: test\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x00b\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: te\x00st\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x01b\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x1bb\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\x7fb\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: a\rb\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\x00A: 1\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\rA: 1\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-\xe9A: 1\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX(A): 1\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\n: 1\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\n X-A: 1\r\nHost: test\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-A: 1\r\n\tfolded\r\n\r\n",
+        b"GET /api/v1/health\x00check HTTP/1.1\r\nHost: test\r\n\r\n",
+        b"GET /api/v1/healthcheck?a=\x00 HTTP/1.1\r\nHost: test\r\n\r\n",
+        b"GET /api/v1/healthcheck HTTP/1.1\x00\r\nHost: test\r\n\r\n",
+    ],
+    ids=[
+        "space-before-colon",
+        "obs-fold",
+        "no-host",
+        "two-hosts",
+        "non-ascii-target",
+        "nul-in-value",
+        "nul-in-host",
+        "ctrl-in-value",
+        "esc-in-value",
+        "del-in-value",
+        "bare-cr-in-value",
+        "nul-in-name",
+        "cr-in-name",
+        "non-ascii-name",
+        "separator-in-name",
+        "empty-name",
+        "continuation-first",
+        "tab-fold",
+        "nul-in-target",
+        "nul-in-query",
+        "nul-in-version",
+    ],
+)
 def test_malformed_request_head_is_400_and_closes(server, raw_head):
     conn = Conn(server)
     conn.send(raw_head + SMUGGLED)
@@ -334,26 +437,43 @@ def test_malformed_request_head_is_400_and_closes(server, raw_head):
 
 def test_nul_in_the_authorization_header_is_400_not_checked(server, repo, unmoved):
     conn = Conn(server)
-    conn.send(head(server, "GET", f"/api/v1/repositories/{repo}").replace(b"\r\nHost", b"\x00\r\nHost", 1)
-              .replace(b"\r\n\r\n", b"\x00\r\n\r\n"))
+    conn.send(
+        head(server, "GET", f"/api/v1/repositories/{repo}")
+        .replace(b"\r\nHost", b"\x00\r\nHost", 1)
+        .replace(b"\r\n\r\n", b"\x00\r\n\r\n")
+    )
     status, _, body = conn.response()
     assert_error(status, body, 400)
     assert conn.closed()
 
 
-@pytest.mark.parametrize("target", ["/healthcheck?a=%00", "/healthcheck?a%00=1", "/repositories/{repo}%00",
-                                    "/repositories/{repo}/refs/main/objects?path=a%00b",
-                                    "/repositories/{repo}/refs/main/objects/ls?prefix=%00"],
-                         ids=["query-value", "query-name", "path-segment", "object-path", "prefix"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/healthcheck?a=%00",
+        "/healthcheck?a%00=1",
+        "/repositories/{repo}%00",
+        "/repositories/{repo}/refs/main/objects?path=a%00b",
+        "/repositories/{repo}/refs/main/objects/ls?prefix=%00",
+    ],
+    ids=["query-value", "query-name", "path-segment", "object-path", "prefix"],
+)
 def test_percent_encoded_nul_is_400(server, repo, unmoved, target):
     status, _, body = request(server, "GET", "/api/v1" + target.format(repo=repo))
     assert_error(status, body, 400)
     assert "NUL" in json.loads(body)["message"]
 
 
-@pytest.mark.parametrize("request_line", [b"G\x00T /api/v1/healthcheck HTTP/1.1", b"X" * 60000 + b" / HTTP/1.1",
-                                          b"GET / HTTP/1.1" + b"X" * 60000, b"GET " + b"/x " * 20000 + b"HTTP/1.1"],
-                         ids=["nul-in-method", "long-method", "long-version", "many-words"])
+@pytest.mark.parametrize(
+    "request_line",
+    [
+        b"G\x00T /api/v1/healthcheck HTTP/1.1",
+        b"X" * 60000 + b" / HTTP/1.1",
+        b"GET / HTTP/1.1" + b"X" * 60000,
+        b"GET " + b"/x " * 20000 + b"HTTP/1.1",
+    ],
+    ids=["nul-in-method", "long-method", "long-version", "many-words"],
+)
 def test_bad_request_line_is_refused_without_echoing_it(server, request_line):
     conn = Conn(server)
     conn.send(request_line + b"\r\nHost: test\r\n\r\n")
@@ -374,11 +494,19 @@ def test_oversized_header_is_refused(server):
 
 
 # -- percent-encoding ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("path", ["a%ff", "a%fe", "a%zz", "a%4", "a%", "%c3%28", "%ed%a0%80"],
-                         ids=["ff", "fe", "not-hex", "short", "bare", "bad-utf8", "surrogate"])
+@pytest.mark.parametrize(
+    "path",
+    ["a%ff", "a%fe", "a%zz", "a%4", "a%", "%c3%28", "%ed%a0%80"],
+    ids=["ff", "fe", "not-hex", "short", "bare", "bad-utf8", "surrogate"],
+)
 def test_invalid_percent_encoding_in_query_is_400(server, repo, unmoved, path):
-    status, _, body = request(server, "POST", f"/api/v1/repositories/{repo}/branches/main/objects?path={path}",
-                              b"x", "Content-Type: application/octet-stream\r\n")
+    status, _, body = request(
+        server,
+        "POST",
+        f"/api/v1/repositories/{repo}/branches/main/objects?path={path}",
+        b"x",
+        "Content-Type: application/octet-stream\r\n",
+    )
     assert_error(status, body, 400)
     assert call(server, "GET", f"/repositories/{repo}/branches/main/diff")[1]["results"] == []
 
@@ -393,37 +521,93 @@ def test_invalid_percent_encoding_in_path_is_400(server, repo, unmoved, segment)
 
 def test_valid_percent_encoding_still_works(server, repo):
     path = quote("dir/é ü+%.txt", safe="")
-    status, _, body = request(server, "POST", f"/api/v1/repositories/{repo}/branches/main/objects?path={path}",
-                              b"x", "Content-Type: application/octet-stream\r\n")
+    status, _, body = request(
+        server,
+        "POST",
+        f"/api/v1/repositories/{repo}/branches/main/objects?path={path}",
+        b"x",
+        "Content-Type: application/octet-stream\r\n",
+    )
     assert status == 201 and json.loads(body)["path"] == "dir/é ü+%.txt"
     assert call(server, "PUT", f"/repositories/{repo}/branches/main", {"type": "reset"})[0] == 204
 
 
 # -- JSON field types ----------------------------------------------------------------------------------------------
 BAD_BODIES = {
-    "commit": ("POST", "/branches/main/commits", [
-        {"message": "m", "date": "2020"}, {"message": {"a": 1}}, {"message": ["m"]}, {"message": 5},
-        {"message": "m", "metadata": {"a": 1}}, {"message": "m", "metadata": {"a": {"x": 1}}},
-        {"message": "m", "metadata": ["a"]}, {"message": "m", "metadata": "a"}, {"message": "m", "date": 1.5},
-        {"message": "m", "date": True}, {"message": "m", "date": 1 << 70}, {"message": "m", "allow_empty": "yes"},
-        b'{"message": "\\ud800"}', b'{"message": "m", "metadata": {"\\udfff": "x"}}', b'{"message": "m", "date": NaN}',
-        b'{"message": "m", "date": Infinity}', b"[1, 2]", b'"message"', b"null", b"\xff\xfe{}", b"{" * 100000,
-        b"[" * 100000, b'{"message": "m"', b'{"message": "m"} x']),
-    "merge": ("POST", "/refs/feature/merge/main", [
-        {"metadata": {"a": {"x": 1}}}, {"metadata": {"a": 1}}, {"metadata": []}, {"message": 5},
-        {"message": {"x": "y"}}, {"strategy": 1}, {"squash_merge": "true"}, {"allow_empty": 1}, [],
-        b'{"message": "\\udc00"}']),
-    "branch": ("POST", "/branches", [
-        {"name": 5, "source": "main"}, {"name": "x", "source": ["main"]}, {"name": "x", "source": "main",
-                                                                            "force": "true"},
-        {"name": {"a": 1}, "source": "main"}, {"name": "x"}, b'{"name": "\\ud800x", "source": "main"}']),
-    "tag": ("POST", "/tags", [{"id": {}, "ref": "main"}, {"id": "t", "ref": 1}, {"id": "t", "ref": "main",
-                                                                                 "force": 0}]),
-    "delete-objects": ("POST", "/branches/main/objects/delete", [
-        {"paths": "a"}, {"paths": [1]}, {"paths": {"a": 1}}, {"paths": None}, {"paths": ["a"], "force": "no"}]),
+    "commit": (
+        "POST",
+        "/branches/main/commits",
+        [
+            {"message": "m", "date": "2020"},
+            {"message": {"a": 1}},
+            {"message": ["m"]},
+            {"message": 5},
+            {"message": "m", "metadata": {"a": 1}},
+            {"message": "m", "metadata": {"a": {"x": 1}}},
+            {"message": "m", "metadata": ["a"]},
+            {"message": "m", "metadata": "a"},
+            {"message": "m", "date": 1.5},
+            {"message": "m", "date": True},
+            {"message": "m", "date": 1 << 70},
+            {"message": "m", "allow_empty": "yes"},
+            b'{"message": "\\ud800"}',
+            b'{"message": "m", "metadata": {"\\udfff": "x"}}',
+            b'{"message": "m", "date": NaN}',
+            b'{"message": "m", "date": Infinity}',
+            b"[1, 2]",
+            b'"message"',
+            b"null",
+            b"\xff\xfe{}",
+            b"{" * 100000,
+            b"[" * 100000,
+            b'{"message": "m"',
+            b'{"message": "m"} x',
+        ],
+    ),
+    "merge": (
+        "POST",
+        "/refs/feature/merge/main",
+        [
+            {"metadata": {"a": {"x": 1}}},
+            {"metadata": {"a": 1}},
+            {"metadata": []},
+            {"message": 5},
+            {"message": {"x": "y"}},
+            {"strategy": 1},
+            {"squash_merge": "true"},
+            {"allow_empty": 1},
+            [],
+            b'{"message": "\\udc00"}',
+        ],
+    ),
+    "branch": (
+        "POST",
+        "/branches",
+        [
+            {"name": 5, "source": "main"},
+            {"name": "x", "source": ["main"]},
+            {"name": "x", "source": "main", "force": "true"},
+            {"name": {"a": 1}, "source": "main"},
+            {"name": "x"},
+            b'{"name": "\\ud800x", "source": "main"}',
+        ],
+    ),
+    "tag": (
+        "POST",
+        "/tags",
+        [{"id": {}, "ref": "main"}, {"id": "t", "ref": 1}, {"id": "t", "ref": "main", "force": 0}],
+    ),
+    "delete-objects": (
+        "POST",
+        "/branches/main/objects/delete",
+        [{"paths": "a"}, {"paths": [1]}, {"paths": {"a": 1}}, {"paths": None}, {"paths": ["a"], "force": "no"}],
+    ),
     "reset": ("PUT", "/branches/main", [{"type": 5}, {"type": "bogus"}, {"type": "object", "path": 5}, {}]),
-    "copy": ("POST", "/branches/main/objects/copy?dest_path=c", [{"src_path": 5}, {"src_path": ["a"]},
-                                                                 {"src_path": "a", "src_ref": 3}]),
+    "copy": (
+        "POST",
+        "/branches/main/objects/copy?dest_path=c",
+        [{"src_path": 5}, {"src_path": ["a"]}, {"src_path": "a", "src_ref": 3}],
+    ),
 }
 
 
@@ -435,11 +619,16 @@ def test_wrongly_typed_json_is_400(server, repo, unmoved, endpoint, index):
     assert body["message"]
 
 
-@pytest.mark.parametrize("body", [{"name": 5, "storage_namespace": "local://x"},
-                                  {"name": "typed-repo", "storage_namespace": 5},
-                                  {"name": "typed-repo", "storage_namespace": "local://x", "read_only": "no"},
-                                  {"name": "typed-repo", "storage_namespace": "nowhere"},
-                                  {"name": "typed-repo", "storage_namespace": "local://x", "default_branch": 1}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": 5, "storage_namespace": "local://x"},
+        {"name": "typed-repo", "storage_namespace": 5},
+        {"name": "typed-repo", "storage_namespace": "local://x", "read_only": "no"},
+        {"name": "typed-repo", "storage_namespace": "nowhere"},
+        {"name": "typed-repo", "storage_namespace": "local://x", "default_branch": 1},
+    ],
+)
 def test_wrongly_typed_repository_creation_is_400(server, body):
     status, answer = call(server, "POST", "/repositories", body)
     assert status == 400 and answer["message"]
@@ -450,10 +639,14 @@ def test_log_stays_readable_by_the_sdk_after_refused_metadata(server, repo, unmo
     import lakefs_sdk
     from lakefs_sdk.client import LakeFSClient
 
-    assert call(server, "POST", f"/repositories/{repo}/refs/feature/merge/main",
-                {"metadata": {"a": {"x": 1}}})[0] == 400
-    sdk = LakeFSClient(lakefs_sdk.Configuration(host=server.endpoint + "/api/v1", username=server.access_key_id,
-                                                password=server.secret_access_key))
+    assert (
+        call(server, "POST", f"/repositories/{repo}/refs/feature/merge/main", {"metadata": {"a": {"x": 1}}})[0] == 400
+    )
+    sdk = LakeFSClient(
+        lakefs_sdk.Configuration(
+            host=server.endpoint + "/api/v1", username=server.access_key_id, password=server.secret_access_key
+        )
+    )
     assert sdk.refs_api.log_commits(repo, "main").results
 
 
@@ -476,8 +669,29 @@ def test_invalid_branch_names_are_400(server, repo, unmoved, name):
     assert status == 400 and body["message"]
 
 
-@pytest.mark.parametrize("name", ["v1.lock", "a..b", "bad\n", "x:y", "a b", "@", "t/", "/t", "x^1", "a//b",
-                                  "a@{b", "q?", "s*", "b[", "c\\d", "end.", "tab\tx", "nb\u00a0sp"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "v1.lock",
+        "a..b",
+        "bad\n",
+        "x:y",
+        "a b",
+        "@",
+        "t/",
+        "/t",
+        "x^1",
+        "a//b",
+        "a@{b",
+        "q?",
+        "s*",
+        "b[",
+        "c\\d",
+        "end.",
+        "tab\tx",
+        "nb\u00a0sp",
+    ],
+)
 def test_invalid_tag_names_are_400(server, repo, unmoved, name):
     status, body = call(server, "POST", f"/repositories/{repo}/tags", {"id": name, "ref": "main"})
     assert status == 400 and body["message"]
@@ -489,9 +703,17 @@ def test_valid_tag_names_are_accepted(server, repo, name):
     assert call(server, "DELETE", f"/repositories/{repo}/tags/{quote(name, safe='')}")[0] == 204
 
 
-@pytest.mark.parametrize("target", ["/repositories/Bad_Name", "/repositories/{repo}/branches/bad%0A",
-                                    "/repositories/{repo}/branches/%C3%A9", "/repositories/{repo}/refs/a%20b/commits",
-                                    "/repositories/{repo}/tags/a..b", "/repositories/{repo}/commits/a%0Ab"])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/repositories/Bad_Name",
+        "/repositories/{repo}/branches/bad%0A",
+        "/repositories/{repo}/branches/%C3%A9",
+        "/repositories/{repo}/refs/a%20b/commits",
+        "/repositories/{repo}/tags/a..b",
+        "/repositories/{repo}/commits/a%0Ab",
+    ],
+)
 def test_invalid_names_in_the_path_are_400(server, repo, unmoved, target):
     status, body = call(server, "GET", target.format(repo=repo))
     assert status == 400 and body["message"]
@@ -499,15 +721,32 @@ def test_invalid_names_in_the_path_are_400(server, repo, unmoved, target):
 
 def test_object_path_length(server, repo, unmoved):
     for path, expected in (("p" * 1024, 201), ("p" * 1025, 400), ("é" * 512, 201), ("é" * 513, 400)):
-        status, _, body = request(server, "POST", f"/api/v1/repositories/{repo}/branches/main/objects?path="
-                                  + quote(path), b"x", "Content-Type: application/octet-stream\r\n")
+        status, _, body = request(
+            server,
+            "POST",
+            f"/api/v1/repositories/{repo}/branches/main/objects?path=" + quote(path),
+            b"x",
+            "Content-Type: application/octet-stream\r\n",
+        )
         assert status == expected, body
     assert call(server, "PUT", f"/repositories/{repo}/branches/main", {"type": "reset"})[0] == 204
 
 
-@pytest.mark.parametrize("amount,expected", [("1001", 400), ("-2", 400), ("1e3", 400), ("x", 400), ("1.0", 400),
-                                             ("99999999999999999999", 400), ("-1", 200), ("0", 200), ("1000", 200),
-                                             ("1", 200)])
+@pytest.mark.parametrize(
+    "amount,expected",
+    [
+        ("1001", 400),
+        ("-2", 400),
+        ("1e3", 400),
+        ("x", 400),
+        ("1.0", 400),
+        ("99999999999999999999", 400),
+        ("-1", 200),
+        ("0", 200),
+        ("1000", 200),
+        ("1", 200),
+    ],
+)
 def test_amount_range_follows_the_swagger(server, repo, amount, expected):
     status, body = call(server, "GET", f"/repositories/{repo}/branches?amount={amount}")
     assert status == expected, body
@@ -581,8 +820,15 @@ def test_stalled_body_times_out(tight_server):
     assert call(tight_server, "POST", "/repositories", {"name": name, "storage_namespace": f"local://{name}"})[0] == 201
     before = heads(tight_server, name)
     conn = Conn(tight_server)
-    conn.send(head(tight_server, "POST", f"/api/v1/repositories/{name}/branches/main/commits",
-                   "Content-Type: application/json\r\nContent-Length: 100\r\n") + b'{"message": ')
+    conn.send(
+        head(
+            tight_server,
+            "POST",
+            f"/api/v1/repositories/{name}/branches/main/commits",
+            "Content-Type: application/json\r\nContent-Length: 100\r\n",
+        )
+        + b'{"message": '
+    )
     conn.sock.settimeout(4.0)
     try:
         status = conn.response()[0]  # the whole response, however the bytes arrive
@@ -596,8 +842,9 @@ def test_stalled_body_times_out(tight_server):
 
 # -- segmodels lakefs serve ------------------------------------------------------------------------------------
 def _serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "segmodels.cli", "lakefs", "serve", *args], capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "segmodels.cli", "lakefs", "serve", *args], capture_output=True, text=True, timeout=60
+    )
 
 
 def test_serve_on_a_locked_data_dir_fails_in_one_line(tmp_path):

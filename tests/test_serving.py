@@ -59,8 +59,12 @@ def section_blocks(language: str) -> list[str]:
 
 def section_commands() -> list[str]:
     """The shell commands of the section's bash blocks, continuation lines joined."""
-    return [line.strip() for block in section_blocks("bash") for line in block.replace("\\\n", " ").splitlines()
-            if line.strip() and not line.strip().startswith("#")]
+    return [
+        line.strip()
+        for block in section_blocks("bash")
+        for line in block.replace("\\\n", " ").splitlines()
+        if line.strip() and not line.strip().startswith("#")
+    ]
 
 
 def readme_command(prefix: str) -> str:
@@ -94,15 +98,20 @@ def register_tiny_model(lakefs: LakeFS, repo: str, folder: Path) -> str:
     as ``segmodels@champion`` with the pinned ``lakefs://`` URI as source; returns that URI."""
     torch.manual_seed(0)
     model = create_model("unet", NUM_CLASSES, encoder_name="resnet18", decoder_channels=[16, 16, 16, 8, 8]).eval()
-    spec = ModelSpec.from_model(model, num_classes=NUM_CLASSES, class_names=["background", "circle", "square",
-                                                                             "triangle"],
-                                colors=[[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]], image_size=[64, 64])
+    spec = ModelSpec.from_model(
+        model,
+        num_classes=NUM_CLASSES,
+        class_names=["background", "circle", "square", "triangle"],
+        colors=[[0, 0, 0], [230, 25, 75], [60, 180, 75], [0, 130, 200]],
+        image_size=[64, 64],
+    )
     package = save_package(model, spec, folder / "package")
     model_dir = save_pyfunc_model(package, folder / "mlflow-model")
     lakefs.ensure_repository(repo)
     with mlflow.start_run() as run:
-        uri = publish_model(lakefs, model_dir, repo, "models", "models", run.info.run_id, metadata={},
-                            source_ref="main")
+        uri = publish_model(
+            lakefs, model_dir, repo, "models", "models", run.info.run_id, metadata={}, source_ref="main"
+        )
     client = MlflowClient()
     version = register_version(client, MODEL_NAME, run.info.run_id, {lineage.TAG_MODEL_URI: str(uri)}, {})
     client.set_registered_model_alias(MODEL_NAME, "champion", version.version)
@@ -165,8 +174,10 @@ def served(lakefs_server, tmp_path_factory):
         "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
         "SEGMODELS_HOME": str(folder / "segmodels-home"),
     }
-    lakefs = LakeFS(LakeFSSettings(lakefs_server.endpoint, lakefs_server.access_key_id,
-                                   lakefs_server.secret_access_key), home=folder / "client-home")
+    lakefs = LakeFS(
+        LakeFSSettings(lakefs_server.endpoint, lakefs_server.access_key_id, lakefs_server.secret_access_key),
+        home=folder / "client-home",
+    )
     with pytest.MonkeyPatch.context() as patch:
         for key, value in env.items():
             patch.setenv(key, value)
@@ -186,8 +197,15 @@ def served(lakefs_server, tmp_path_factory):
     log = folder / "serve.log"
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=folder, env=server_env, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            argv,
+            cwd=folder,
+            env=server_env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     try:
         wait_until_up(proc, url, log)
         yield Served(url, env, model_uri, make_photo(folder))
@@ -225,9 +243,14 @@ def test_a_photo_as_base64_png_and_jpeg_gets_masks_at_each_images_size(served):
     height, width = photo.shape[:2]
     assert height * width >= 600 * 400, "a real-size photo"
     crop = photo[100:150, 200:270]
-    response = served.post({"dataframe_split": {"columns": ["image"],
-                                                "data": [[encode_png(photo)], [b64_file(served.photo)],
-                                                         [encode_png(crop)]]}})
+    response = served.post(
+        {
+            "dataframe_split": {
+                "columns": ["image"],
+                "data": [[encode_png(photo)], [b64_file(served.photo)], [encode_png(crop)]],
+            }
+        }
+    )
     assert response.status_code == 200, response.text[:2000]
     body = response.json()
     assert list(body) == ["predictions"] and len(body["predictions"]) == 3
@@ -241,8 +264,12 @@ def test_a_photo_as_base64_png_and_jpeg_gets_masks_at_each_images_size(served):
     records = served.post({"dataframe_records": [{"image": encode_png(photo)}]})
     assert records.status_code == 200, records.text[:2000]
     np.testing.assert_array_equal(decode_mask(records.json()["predictions"][0]["mask"]), png)
-    arrays = served.post({"dataframe_split": {"columns": ["image"], "data": [[encode_png(photo)]]},
-                          "params": {"output_format": "array", "batch_size": 2}})
+    arrays = served.post(
+        {
+            "dataframe_split": {"columns": ["image"], "data": [[encode_png(photo)]]},
+            "params": {"output_format": "array", "batch_size": 2},
+        }
+    )
     assert arrays.status_code == 200, arrays.text[:2000]
     np.testing.assert_array_equal(assert_mask(arrays.json()["predictions"][0]["mask"], height, width), png)
 
@@ -297,8 +324,9 @@ def test_a_request_the_model_cannot_read_is_a_400_not_a_crash(served):
     assert body["error_code"] == "INVALID_PARAMETER_VALUE"
     assert body["message"].endswith("input DataFrame needs a column 'image', got ['picture']"), body["message"]
     assert "Traceback" not in response.text
-    garbage = served.post({"dataframe_split": {"columns": ["image"],
-                                               "data": [[base64.b64encode(b"not an image").decode()]]}})
+    garbage = served.post(
+        {"dataframe_split": {"columns": ["image"], "data": [[base64.b64encode(b"not an image").decode()]]}}
+    )
     assert garbage.status_code == 400 and "image bytes are not a readable PNG/JPEG" in garbage.json()["message"]
     assert requests.get(f"{served.url}/ping", timeout=10).status_code == 200
 
@@ -314,8 +342,9 @@ def test_the_readme_curl_request_and_mask_decoding_work_as_written(served, tmp_p
     # python3 as in the README's activated environment: this interpreter's folder first on PATH
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     for command in (request, decode):
-        result = subprocess.run(["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True,
-                                timeout=REQUEST_TIMEOUT_S)
+        result = subprocess.run(
+            ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S
+        )
         assert result.returncode == 0, f"{command}\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
     height, width = np.asarray(Image.open(served.photo)).shape[:2]
     with Image.open(tmp_path / "mask.png") as mask:

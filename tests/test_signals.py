@@ -63,30 +63,44 @@ def wait_for(condition, seconds: float, what: str):
 
 
 @pytest.mark.slow
-def test_sigterm_during_an_ingest_download_cleans_up_and_fails_the_run(tmp_path, lakefs_server, lakefs, repo_name,
-                                                                         trickling_source):
+def test_sigterm_during_an_ingest_download_cleans_up_and_fails_the_run(
+    tmp_path, lakefs_server, lakefs, repo_name, trickling_source
+):
     scratch_root = tmp_path / "tmp"
     scratch_root.mkdir()
     tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
-    env.update({"LAKECTL_SERVER_ENDPOINT_URL": lakefs_server.endpoint,
-                "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": lakefs_server.access_key_id,
-                "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": lakefs_server.secret_access_key,
-                "MLFLOW_TRACKING_URI": tracking_uri, "TMPDIR": str(scratch_root),
-                "SEGMODELS_HOME": str(tmp_path / "home")})
-    step = subprocess.Popen([sys.executable, "steps/ingest.py", "--source", trickling_source, "--repo", repo_name],
-                            cwd=PROJECT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env.update(
+        {
+            "LAKECTL_SERVER_ENDPOINT_URL": lakefs_server.endpoint,
+            "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": lakefs_server.access_key_id,
+            "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": lakefs_server.secret_access_key,
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "TMPDIR": str(scratch_root),
+            "SEGMODELS_HOME": str(tmp_path / "home"),
+        }
+    )
+    step = subprocess.Popen(
+        [sys.executable, "steps/ingest.py", "--source", trickling_source, "--repo", repo_name],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        download = wait_for(lambda: list(scratch_root.glob("segmodels-*/segmodels-source-*/data.zip")), 120,
-                            "download in progress")
+        download = wait_for(
+            lambda: list(scratch_root.glob("segmodels-*/segmodels-source-*/data.zip")), 120, "download in progress"
+        )
         assert f"-{step.pid}-" in download[0].parts[-3], "the scratch folder names its process"
         step.send_signal(signal.SIGTERM)
         _, stderr = step.communicate(timeout=120)
     finally:
         step.kill()
     assert step.returncode == 128 + signal.SIGTERM, stderr[-2000:]
-    assert stderr.strip().splitlines()[-1] == ("segmodels ingest: error: stopped by SIGTERM (temporary files and "
-                                               "branches removed, run marked failed)")
+    assert stderr.strip().splitlines()[-1] == (
+        "segmodels ingest: error: stopped by SIGTERM (temporary files and branches removed, run marked failed)"
+    )
     assert not list(scratch_root.iterdir()), "no temporary folder left"
     mlflow.set_tracking_uri(tracking_uri)
     try:
@@ -94,8 +108,11 @@ def test_sigterm_during_an_ingest_download_cleans_up_and_fails_the_run(tmp_path,
     finally:
         mlflow.set_tracking_uri(None)
     assert run.info.status == "FAILED"
-    assert not [branch.id for branch in lakefs.sdk.branches_api.list_branches(repo_name).results
-                if branch.id.startswith(ephemeral.PREFIX)], "no ephemeral branch left"
+    assert not [
+        branch.id
+        for branch in lakefs.sdk.branches_api.list_branches(repo_name).results
+        if branch.id.startswith(ephemeral.PREFIX)
+    ], "no ephemeral branch left"
 
 
 def test_scratch_folders_of_dead_processes_are_swept_and_live_ones_kept(tmp_path):
@@ -120,9 +137,8 @@ def test_temporary_folders_of_a_step_live_in_its_scratch_folder_removed_after(tm
     import tempfile
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    with pytest.raises(KeyboardInterrupt):
-        with step_scratch() as scratch:
-            inner = Path(tempfile.mkdtemp(prefix="segmodels-source-"))
-            assert inner.parent == scratch and scratch.parent == tmp_path
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), step_scratch() as scratch:
+        inner = Path(tempfile.mkdtemp(prefix="segmodels-source-"))
+        assert inner.parent == scratch and scratch.parent == tmp_path
+        raise KeyboardInterrupt
     assert not list(tmp_path.iterdir()) and tempfile.tempdir == str(tmp_path)

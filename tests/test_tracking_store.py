@@ -20,8 +20,14 @@ from segmodels.model_store import publish_model
 from segmodels.pipeline import StepError, infer, ingest, register, train
 from segmodels.tracking import lineage, stores
 
-TRAIN = ["trainer.epochs=1", "trainer.batch_size=8", "trainer.num_workers=0", "trainer.progress_bar=false",
-         "transforms.image_size=32", "model.decoder_channels=[16,16,16,8,8]"]
+TRAIN = [
+    "trainer.epochs=1",
+    "trainer.batch_size=8",
+    "trainer.num_workers=0",
+    "trainer.progress_bar=false",
+    "transforms.image_size=32",
+    "model.decoder_channels=[16,16,16,8,8]",
+]
 
 
 def use_store(path: Path) -> str:
@@ -50,8 +56,15 @@ def publish_dummy_model(lakefs, repo: str, tmp_path: Path, run_id: str) -> None:
     folder.mkdir()
     (folder / "MLmodel").write_text("flavors: {}\n")
     lakefs.ensure_repository(repo, default_branch="main")
-    publish_model(lakefs, folder, repo, "models", "models", run_id,
-                  metadata={lineage.TRACKING_STORE_KEY: lineage.tracking_store()})
+    publish_model(
+        lakefs,
+        folder,
+        repo,
+        "models",
+        "models",
+        run_id,
+        metadata={lineage.TRACKING_STORE_KEY: lineage.tracking_store()},
+    )
 
 
 def segmodels_run(step: str = "train") -> str:
@@ -61,22 +74,34 @@ def segmodels_run(step: str = "train") -> str:
 
 
 def test_a_new_store_beside_a_repository_recorded_elsewhere_says_which_store_and_how_to_use_it(
-        lakefs, repo_name, tmp_path):
+    lakefs, repo_name, tmp_path
+):
     first = use_store(tmp_path / "first" / "mlflow.db")
     publish_dummy_model(lakefs, repo_name, tmp_path, segmodels_run())
     assert stores.warn_if_other_store(lakefs, repo_name, "models", "main") is None  # the same store
 
     use_store(tmp_path / "second" / "mlflow.db")
     line = stores.warn_if_other_store(lakefs, repo_name, "models", "main")
-    assert line == (f"this MLflow store (sqlite:///{tmp_path / 'second' / 'mlflow.db'}) is new, but "
-                    f"lakefs://{repo_name} holds models recorded in {first}; to use it: "
-                    f"export MLFLOW_TRACKING_URI={first}")
+    assert line == (
+        f"this MLflow store (sqlite:///{tmp_path / 'second' / 'mlflow.db'}) is new, but "
+        f"lakefs://{repo_name} holds models recorded in {first}; to use it: "
+        f"export MLFLOW_TRACKING_URI={first}"
+    )
 
     fix = line.split("to use it: ", 1)[1]  # typed as printed, the store named holds the run
-    shown = subprocess.run(["bash", "-c", f"{fix} && {sys.executable} -c 'import mlflow; from mlflow.tracking "
-                            f"import MlflowClient; print(len(MlflowClient().search_experiments()))'"],
-                           capture_output=True, text=True, check=True, cwd=tmp_path,
-                           env={key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"})
+    shown = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{fix} && {sys.executable} -c 'import mlflow; from mlflow.tracking "
+            f"import MlflowClient; print(len(MlflowClient().search_experiments()))'",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+        env={key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"},
+    )
     assert int(shown.stdout.split()[-1]) >= 2  # the Default experiment and the one holding the run
 
 
@@ -105,7 +130,8 @@ def lakectl_env(lakefs_settings, monkeypatch):
 
 
 def test_register_on_a_new_store_finding_no_train_run_names_the_store_the_repository_was_recorded_in(
-        lakectl_env, lakefs, repo_name, tmp_path, caplog):
+    lakectl_env, lakefs, repo_name, tmp_path, caplog
+):
     first = use_store(tmp_path / "first" / "mlflow.db")
     publish_dummy_model(lakefs, repo_name, tmp_path, segmodels_run())
     use_store(tmp_path / "second" / "mlflow.db")
@@ -118,14 +144,25 @@ def test_register_on_a_new_store_finding_no_train_run_names_the_store_the_reposi
 
 @pytest.mark.slow
 def test_every_step_commit_records_its_store_and_a_train_step_on_a_new_store_warns(
-        lakectl_env, lakefs, repo_name, tmp_path, caplog):
+    lakectl_env, lakefs, repo_name, tmp_path, caplog
+):
     first = use_store(tmp_path / "project" / "mlflow.db")
     source = generate_demo_dataset(tmp_path / "source", num_images=16, image_size=32, seed=3)
     data_commit = ingest.run(load_config("ingest", [f"source={source}", f"lakefs.repo={repo_name}"]))
     run_id = train.run(load_config("train", [f"data_ref={data_commit}", f"lakefs.repo={repo_name}", *TRAIN]))
-    infer.run(load_config("infer", [f"model_uri=runs:/{run_id}", f"data_ref={data_commit}", "split=val",
-                                    f"lakefs.repo={repo_name}", "commit_predictions=true",
-                                    f"output_dir={tmp_path / 'predictions'}"]))
+    infer.run(
+        load_config(
+            "infer",
+            [
+                f"model_uri=runs:/{run_id}",
+                f"data_ref={data_commit}",
+                "split=val",
+                f"lakefs.repo={repo_name}",
+                "commit_predictions=true",
+                f"output_dir={tmp_path / 'predictions'}",
+            ],
+        )
+    )
     for branch in ("main", "predictions"):
         assert lakefs.get_commit(repo_name, branch).metadata[lineage.TRACKING_STORE_KEY] == first
     model_commit = lakefs.get_commit(repo_name, "models").metadata
@@ -143,10 +180,30 @@ def test_every_step_commit_records_its_store_and_a_train_step_on_a_new_store_war
 
 
 def test_best_metrics_count_the_best_epoch_from_one_and_keep_only_what_describes_the_model():
-    epoch = {"epoch": 2, "train_loss": 0.4, "train_miou": 0.8, "lr": 0.001, "train_images_per_s": 310.0,
-             "epoch_time_s": 2.5, "val_loss": 0.5, "val_miou": 0.7, "val_iou_cell": 0.6}
+    epoch = {
+        "epoch": 2,
+        "train_loss": 0.4,
+        "train_miou": 0.8,
+        "lr": 0.001,
+        "train_images_per_s": 310.0,
+        "epoch_time_s": 2.5,
+        "val_loss": 0.5,
+        "val_miou": 0.7,
+        "val_iou_cell": 0.6,
+    }
     assert [key for key in epoch if lineage.is_best_metric(f"best_{key}")] == [
-        "epoch", "train_loss", "train_miou", "val_loss", "val_miou", "val_iou_cell"]  # what lineage shows
+        "epoch",
+        "train_loss",
+        "train_miou",
+        "val_loss",
+        "val_miou",
+        "val_iou_cell",
+    ]  # what lineage shows
     assert lineage.best_metrics(epoch, best_epoch=2) == {
-        "best_epoch": 3.0, "best_train_loss": 0.4, "best_train_miou": 0.8, "best_val_loss": 0.5, "best_val_miou": 0.7,
-        "best_val_iou_cell": 0.6}
+        "best_epoch": 3.0,
+        "best_train_loss": 0.4,
+        "best_train_miou": 0.8,
+        "best_val_loss": 0.5,
+        "best_val_miou": 0.7,
+        "best_val_iou_cell": 0.6,
+    }

@@ -1,4 +1,5 @@
 """The training loop end to end on a tiny demo data set: result, packages, checkpoint, callbacks, config errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,15 @@ from segmodels.config import ConfigError, load_config
 from segmodels.models import load_package
 from segmodels.training import Callback, EarlyStopping, TrainResult, train
 
-TINY = ["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0", "trainer.progress_bar=false",
-        "transforms.image_size=32", "model.encoder_name=resnet18", "model.decoder_channels=[16,16,16,8,8]"]
+TINY = [
+    "trainer.epochs=2",
+    "trainer.batch_size=4",
+    "trainer.num_workers=0",
+    "trainer.progress_bar=false",
+    "transforms.image_size=32",
+    "model.encoder_name=resnet18",
+    "model.decoder_channels=[16,16,16,8,8]",
+]
 
 
 def compose_train(overrides=()):
@@ -71,16 +79,25 @@ class StepCounter(Callback):
 
 def test_gradient_accumulation_steps_the_optimizer_once_per_group(tiny_data, tmp_path):
     counter = StepCounter()
-    train(compose_train(["trainer.batch_size=2", "trainer.accumulate_grad_batches=2"]), tiny_data, tmp_path / "w",
-          callbacks=[counter])
+    train(
+        compose_train(["trainer.batch_size=2", "trainer.accumulate_grad_batches=2"]),
+        tiny_data,
+        tmp_path / "w",
+        callbacks=[counter],
+    )
     (after_first, per_epoch, batches), (after_second, _, _) = counter.steps
     assert batches == 6 and per_epoch == 3  # 12 train images, batch 2, one optimizer step per 2 batches
     assert (after_first, after_second) == (3, 6)
 
 
 def test_early_stopping_when_monitor_does_not_improve(tiny_data, tmp_path):
-    result = train(compose_train(["trainer.epochs=5", "optimizer.lr=0.0", "scheduler=constant",
-                                  "trainer.early_stopping_patience=2"]), tiny_data, tmp_path / "w")
+    result = train(
+        compose_train(
+            ["trainer.epochs=5", "optimizer.lr=0.0", "scheduler=constant", "trainer.early_stopping_patience=2"]
+        ),
+        tiny_data,
+        tmp_path / "w",
+    )
     assert len(result.history) == 3 and result.best_epoch == 0
 
 
@@ -114,11 +131,14 @@ def test_a_callback_setting_stop_training_ends_the_run(tiny_data, tmp_path):
     assert len(result.history) == 1 and (tmp_path / "w" / "final" / "model.pt").is_file()
 
 
-@pytest.mark.parametrize("override, named", [
-    ("optimizer.lr=abc", "optimizer: lr='abc'"),
-    ("+optimizer.betas_typo=1", "optimizer: "),
-    ("scheduler.warmup_epochs=soon", "scheduler: warmup_epochs='soon'"),
-])
+@pytest.mark.parametrize(
+    "override, named",
+    [
+        ("optimizer.lr=abc", "optimizer: lr='abc'"),
+        ("+optimizer.betas_typo=1", "optimizer: "),
+        ("scheduler.warmup_epochs=soon", "scheduler: warmup_epochs='soon'"),
+    ],
+)
 def test_a_bad_optimizer_or_scheduler_value_is_a_one_line_config_error(tiny_data, tmp_path, override, named):
     with pytest.raises(ConfigError) as error:
         train(compose_train([override]), tiny_data, tmp_path / "w")

@@ -1,4 +1,5 @@
 """Data-parallel training under torchrun: 2 CPU processes with the gloo backend."""
+
 from __future__ import annotations
 
 import json
@@ -55,9 +56,23 @@ def test_torchrun_two_gloo_processes_train_in_sync(tiny_data, tmp_path):
     work.mkdir()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
-         str(CONF_DIR), str(tiny_data), str(work)],
-        capture_output=True, text=True, env=env, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(script),
+            str(CONF_DIR),
+            str(tiny_data),
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert process.returncode == 0, process.stderr[-4000:]
     rank0, rank1 = (torch.load(work / f"rank{r}.pt", weights_only=True) for r in (0, 1))
     for key in rank0:  # parameters are all-reduced; BN buffers follow rank 0 (broadcast at each forward)

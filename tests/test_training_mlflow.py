@@ -1,4 +1,5 @@
 """The MLflow training callback: per-epoch metrics and lr, overlays, per-class IoU table, confusion figure, model."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,10 +10,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from segmodels.config import load_config
-from segmodels.tracking.training import (LEARNING_CURVES_FILE, MLflowTrainingLogger, confusion_figure,
-                                        learning_curves_figure, sample_figure)
+from segmodels.tracking.training import (
+    LEARNING_CURVES_FILE,
+    MLflowTrainingLogger,
+    confusion_figure,
+    learning_curves_figure,
+    sample_figure,
+)
 from segmodels.training import train
-
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +26,17 @@ def tiny_data(tiny_demo_dataset) -> Path:
 
 
 def test_logger_records_epochs_images_and_tables_but_no_model(tiny_data, tmp_path):
-    cfg = load_config("train", ["trainer.epochs=2", "trainer.batch_size=4", "trainer.num_workers=0",
-                                "trainer.progress_bar=false", "transforms.image_size=32",
-                                "model.decoder_channels=[16,16,16,8,8]"])
+    cfg = load_config(
+        "train",
+        [
+            "trainer.epochs=2",
+            "trainer.batch_size=4",
+            "trainer.num_workers=0",
+            "trainer.progress_bar=false",
+            "transforms.image_size=32",
+            "model.decoder_channels=[16,16,16,8,8]",
+        ],
+    )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     mlflow.set_experiment("train-callback")
     logger = MLflowTrainingLogger(num_samples=2)
@@ -38,13 +51,15 @@ def test_logger_records_epochs_images_and_tables_but_no_model(tiny_data, tmp_pat
     assert [m.step for m in train_miou] == [0, 1] and all(0 < m.value <= 1 for m in train_miou)
     assert [m.value for m in train_miou] == pytest.approx([h["train_miou"] for h in result.history])
     assert client.get_run(run.info.run_id).data.metrics["best_val_miou"] == pytest.approx(
-        result.best_metrics["val_miou"])
+        result.best_metrics["val_miou"]
+    )
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"per_class_iou.json", "confusion_matrix.png", LEARNING_CURVES_FILE} <= artifacts
     images = [a.path for a in client.list_artifacts(run.info.run_id, "images")]
     assert any("val_predictions" in p and p.endswith(".png") for p in images), images
-    assert "model" not in artifacts and not client.search_logged_models([run.info.experiment_id]), \
+    assert "model" not in artifacts and not client.search_logged_models([run.info.experiment_id]), (
         "the logger must not put a model into MLflow's store (the train step commits it to lakeFS)"
+    )
 
 
 def test_confusion_figure_has_one_cell_label_per_entry():
@@ -53,8 +68,10 @@ def test_confusion_figure_has_one_cell_label_per_entry():
 
 
 def test_learning_curves_plot_train_and_val_loss_and_miou_over_one_based_epochs():
-    history = [{"epoch": 0, "train_loss": 1.0, "val_loss": 1.2, "train_miou": 0.2, "val_miou": 0.1},
-               {"epoch": 1, "train_loss": 0.8, "val_loss": 1.1, "train_miou": 0.3, "val_miou": 0.25}]
+    history = [
+        {"epoch": 0, "train_loss": 1.0, "val_loss": 1.2, "train_miou": 0.2, "val_miou": 0.1},
+        {"epoch": 1, "train_loss": 0.8, "val_loss": 1.1, "train_miou": 0.3, "val_miou": 0.25},
+    ]
     loss, miou = learning_curves_figure(history).axes
     assert (loss.get_title(), miou.get_title()) == ("loss", "mIoU")
     for axes, train_values, val_values in ((loss, [1.0, 0.8], [1.2, 1.1]), (miou, [0.2, 0.3], [0.1, 0.25])):
@@ -72,8 +89,9 @@ def test_sample_figure_labels_columns_and_classes():
     image = np.full((20, 30, 3), 128, np.uint8)
     mask = np.zeros((20, 30), np.int64)
     mask[5:, :] = 1
-    figure = sample_figure([(image, mask, mask), (image, mask, 1 - mask)], ["background", "road"],
-                           [[0, 0, 0], [255, 0, 0]])
+    figure = sample_figure(
+        [(image, mask, mask), (image, mask, 1 - mask)], ["background", "road"], [[0, 0, 0], [255, 0, 0]]
+    )
     assert [axes.get_title() for axes in figure.axes[:3]] == ["image", "truth", "prediction"]
     assert len(figure.axes) == 6
     legend = figure.legends[0]

@@ -1,4 +1,5 @@
 """A training run killed (SIGKILL) after a checkpoint resumes and ends with the uninterrupted run's metrics."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 SCRIPT = """
@@ -43,14 +43,19 @@ def run_training(tmp_path: Path, data: Path, work: Path, kill_after: int) -> sub
     script = tmp_path / "train_script.py"
     script.write_text(SCRIPT)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, str(script), str(CONF_DIR), str(data), str(work), str(kill_after)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(script), str(CONF_DIR), str(data), str(work), str(kill_after)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def result_of(process: subprocess.CompletedProcess) -> dict:
     assert process.returncode == 0, process.stderr[-3000:]
     line = next(line for line in process.stdout.splitlines() if line.startswith("RESULT"))
-    return json.loads(line[len("RESULT"):])
+    return json.loads(line[len("RESULT") :])
 
 
 def test_killed_run_resumes_to_same_final_metrics(tiny_data, tmp_path):

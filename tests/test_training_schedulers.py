@@ -1,4 +1,5 @@
 """Learning-rate schedules with warm-up, stepped per optimizer step."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Train/eval presets: image and mask move together, masks stay class ids (nearest), normalisation."""
+
 from __future__ import annotations
 
 import pytest
@@ -6,7 +7,14 @@ import torch
 from torchvision import tv_tensors
 
 from segmodels.config import ConfigError, load_config
-from segmodels.transforms import build_transforms, fit_within, image_size_of, letterbox, logits_at_size, same_size_slices
+from segmodels.transforms import (
+    build_transforms,
+    fit_within,
+    image_size_of,
+    letterbox,
+    logits_at_size,
+    same_size_slices,
+)
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -37,8 +45,9 @@ def test_eval_preset_letterboxes_the_image_and_keeps_the_mask_at_full_resolution
     assert torch.all(image[:, 20:] == 0)  # padding: the mean colour after normalisation
 
 
-@pytest.mark.parametrize("size, box", [((40, 60), (30, 30)), ((360, 480), (192, 256)), ((50, 20), (64, 64)),
-                                       ((64, 64), (64, 64))])
+@pytest.mark.parametrize(
+    "size, box", [((40, 60), (30, 30)), ((360, 480), (192, 256)), ((50, 20), (64, 64)), ((64, 64), (64, 64))]
+)
 def test_letterbox_and_logits_at_size_round_trip(size, box):
     """Letterboxing keeps the aspect ratio; mapping its output back crops the padding and restores the size."""
     height, width = fit_within(*size, box)
@@ -57,11 +66,17 @@ def test_letterbox_and_logits_at_size_round_trip(size, box):
 
 def test_train_crops_keep_the_aspect_ratio_of_image_size():
     """A wide output takes wide crops: a circle stays a circle (ratio jitter 1.0), not an ellipse."""
-    cfg = transforms_config("image_size=[30,60]", "train.scale=[0.5,1.0]", "train.ratio=[1.0,1.0]",
-                            "train.hflip=0", "train.vflip=0", "train.color_jitter=0")
+    cfg = transforms_config(
+        "image_size=[30,60]",
+        "train.scale=[0.5,1.0]",
+        "train.ratio=[1.0,1.0]",
+        "train.hflip=0",
+        "train.vflip=0",
+        "train.color_jitter=0",
+    )
     t = build_transforms(cfg, train=True, mean=(0, 0, 0), std=(1, 1, 1), ignore_index=255)
     yy, xx = torch.meshgrid(torch.arange(200), torch.arange(400), indexing="ij")
-    disc = ((yy - 100) ** 2 + (xx - 200) ** 2 < 40 ** 2).long()
+    disc = ((yy - 100) ** 2 + (xx - 200) ** 2 < 40**2).long()
     torch.manual_seed(0)
     for _ in range(5):
         _, mask = t(tv_tensors.Image(torch.zeros(3, 200, 400, dtype=torch.uint8)), tv_tensors.Mask(disc))
@@ -77,8 +92,14 @@ def test_shipped_defaults_do_not_turn_images_upside_down():
 
 
 def test_train_preset_keeps_image_and_mask_aligned():
-    cfg = transforms_config("image_size=32", "train.scale=[0.3,1.0]", "train.hflip=0.5", "train.vflip=0.5",
-                            "train.rotation=20", "train.color_jitter=0.0")
+    cfg = transforms_config(
+        "image_size=32",
+        "train.scale=[0.3,1.0]",
+        "train.hflip=0.5",
+        "train.vflip=0.5",
+        "train.rotation=20",
+        "train.color_jitter=0.0",
+    )
     t = build_transforms(cfg, train=True, mean=(0, 0, 0), std=(1, 1, 1), ignore_index=255)
     torch.manual_seed(0)
     for _ in range(10):
@@ -104,8 +125,14 @@ def test_image_size_validation():
 @pytest.mark.parametrize("ignore_index", [255, 7])
 def test_rotation_fills_masks_with_the_data_sets_ignore_index(ignore_index):
     """Pixels a rotation brings in from outside the image are ignored, with the data set's own ignore value."""
-    cfg = transforms_config("image_size=[40,60]", "train.scale=null", "train.hflip=0", "train.vflip=0",
-                            "train.rotation=45", "train.color_jitter=0")
+    cfg = transforms_config(
+        "image_size=[40,60]",
+        "train.scale=null",
+        "train.hflip=0",
+        "train.vflip=0",
+        "train.rotation=45",
+        "train.color_jitter=0",
+    )
     t = build_transforms(cfg, train=True, mean=(0, 0, 0), std=(1, 1, 1), ignore_index=ignore_index)
     image, mask = sample()
     mask[0, 0] = 0

@@ -87,12 +87,21 @@ def tracking(tmp_path, monkeypatch):
 
 def recorded_train_run(client: MlflowClient, config: str = "seed: 1\nlakefs:\n  repo: demo-repo\n", **tags: str) -> str:
     """A finished train run of this checkout's HEAD, data pinned, with ``config`` as its resolved config."""
-    head = subprocess.run(["git", "-C", str(PROJECT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    run = client.create_run("0", tags={
-        lineage.TAG_STEP: "train", lineage.TAG_GIT_COMMIT: head, lineage.TAG_GIT_DIRTY: "false",
-        lineage.TAG_LAKEFS_REPO: "demo-repo", lineage.TAG_DATA_COMMIT: DATA_COMMIT,
-        lineage.TAG_DATA_URI: f"lakefs://demo-repo/{DATA_COMMIT}/data", **tags})
+    head = subprocess.run(
+        ["git", "-C", str(PROJECT), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    run = client.create_run(
+        "0",
+        tags={
+            lineage.TAG_STEP: "train",
+            lineage.TAG_GIT_COMMIT: head,
+            lineage.TAG_GIT_DIRTY: "false",
+            lineage.TAG_LAKEFS_REPO: "demo-repo",
+            lineage.TAG_DATA_COMMIT: DATA_COMMIT,
+            lineage.TAG_DATA_URI: f"lakefs://demo-repo/{DATA_COMMIT}/data",
+            **tags,
+        },
+    )
     client.log_text(run.info.run_id, config, reproduce.CONFIG_ARTIFACT)
     client.set_terminated(run.info.run_id, "FINISHED")
     return run.info.run_id
@@ -108,15 +117,24 @@ def refusal(capsys, step: str, argv: list[str]) -> str:
     return errors[0]
 
 
-@pytest.mark.parametrize("tags, reason", [
-    ({lineage.TAG_DATA_URI: "lakefs://demo-repo/main/data", lineage.TAG_DATA_COMMIT: "main"},
-     "whose ref 'main' is not the data commit id it recorded (lakefs.data_commit='main'): only a commit id"),
-    ({lineage.TAG_DATA_URI: f"lakefs://demo-repo/{'e' * 64}/data"}, "is not the data commit id it recorded"),
-    ({lineage.TAG_DATA_URI: f"lakefs://other-repo/{DATA_COMMIT}/data"},
-     "in repository 'other-repo', not the one it trained from (lakefs.repo='demo-repo'"),
-    ({lineage.TAG_DATA_URI: f"lakefs://other-repo/{DATA_COMMIT}/data", lineage.TAG_LAKEFS_REPO: "other-repo"},
-     "in repository 'other-repo', not the one it trained from"),  # the config says demo-repo
-])
+@pytest.mark.parametrize(
+    "tags, reason",
+    [
+        (
+            {lineage.TAG_DATA_URI: "lakefs://demo-repo/main/data", lineage.TAG_DATA_COMMIT: "main"},
+            "whose ref 'main' is not the data commit id it recorded (lakefs.data_commit='main'): only a commit id",
+        ),
+        ({lineage.TAG_DATA_URI: f"lakefs://demo-repo/{'e' * 64}/data"}, "is not the data commit id it recorded"),
+        (
+            {lineage.TAG_DATA_URI: f"lakefs://other-repo/{DATA_COMMIT}/data"},
+            "in repository 'other-repo', not the one it trained from (lakefs.repo='demo-repo'",
+        ),
+        (
+            {lineage.TAG_DATA_URI: f"lakefs://other-repo/{DATA_COMMIT}/data", lineage.TAG_LAKEFS_REPO: "other-repo"},
+            "in repository 'other-repo', not the one it trained from",
+        ),  # the config says demo-repo
+    ],
+)
 def test_reproduce_refuses_recorded_data_that_is_not_the_recorded_commit(tracking, capsys, tmp_path, tags, reason):
     run_id = recorded_train_run(tracking, **tags)
     line = refusal(capsys, "reproduce", ["--run_id", run_id])
@@ -150,8 +168,9 @@ def test_the_builder_builds_no_target_conf_does_not_name(tmp_path, target, argum
 
 
 @pytest.mark.parametrize("target, arguments", EXPLOITS, ids=[target for target, _ in EXPLOITS])
-def test_reproduce_refuses_a_recorded_config_naming_a_target_its_commit_does_not(tracking, capsys, tmp_path,
-                                                                                  monkeypatch, target, arguments):
+def test_reproduce_refuses_a_recorded_config_naming_a_target_its_commit_does_not(
+    tracking, capsys, tmp_path, monkeypatch, target, arguments
+):
     """The exploit of issue 25: the run's config/train.yaml artifact replaced, a command under an Any-typed key."""
     import yaml
     from omegaconf import OmegaConf

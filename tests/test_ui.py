@@ -48,8 +48,18 @@ def chain(tmp_path_factory, lakefs_server):
     chain.train_run = chain.train(0.003)
     chain.step("register", "--run_id", chain.train_run.info.run_id)
     data_uri = chain.first.data.tags[lineage.TAG_DATA_URI]
-    chain.step("infer", "--model_uri", "models:/segmodels/1", "--data_ref", data_uri, "--commit_predictions", "true",
-               "--output_dir", str(chain.root / "predictions"), "batch_size=4")
+    chain.step(
+        "infer",
+        "--model_uri",
+        "models:/segmodels/1",
+        "--data_ref",
+        data_uri,
+        "--commit_predictions",
+        "true",
+        "--output_dir",
+        str(chain.root / "predictions"),
+        "batch_size=4",
+    )
     chain.infer_run = chain.newest("infer")
     for name in CHANGED:
         edit_mask(source, name)
@@ -183,25 +193,29 @@ def test_compare_page_names_the_data_change(ui):
     assert "2 changed" in html and "1 added" in html
 
 
-@pytest.mark.parametrize("path, status", [
-    ("/repos/NOT_A_REPO", 400),
-    ("/repos/nosuchrepo1", 404),
-    ("/repos/{repo}/commits/{bad}", 400),
-    ("/repos/{repo}/commits/{missing}", 404),
-    ("/thumb/{repo}/{commit}/image?path=../etc/passwd", 400),
-    ("/thumb/{repo}/{commit}/image?path=data/images/train/nope.png", 404),
-    ("/repos/{repo}/commits/{commit}/sample?path=data/dataset.yaml", 400),
-    ("/runs/0123456789abcdef", 404),
-    ("/models/segmodels/99", 404),
-    ("/runs/{run}/artifact?path=config/train.yaml", 404),
-    ("/repos/{repo}/commits/{commit}?amount=many", 400),
-    ("/repos/{repo}/commits/{commit}?amount=100000", 400),
-    ("/thumb/{repo}/{commit}/image?path=data/" + "x" * 2000, 400),
-])
+@pytest.mark.parametrize(
+    "path, status",
+    [
+        ("/repos/NOT_A_REPO", 400),
+        ("/repos/nosuchrepo1", 404),
+        ("/repos/{repo}/commits/{bad}", 400),
+        ("/repos/{repo}/commits/{missing}", 404),
+        ("/thumb/{repo}/{commit}/image?path=../etc/passwd", 400),
+        ("/thumb/{repo}/{commit}/image?path=data/images/train/nope.png", 404),
+        ("/repos/{repo}/commits/{commit}/sample?path=data/dataset.yaml", 400),
+        ("/runs/0123456789abcdef", 404),
+        ("/models/segmodels/99", 404),
+        ("/runs/{run}/artifact?path=config/train.yaml", 404),
+        ("/repos/{repo}/commits/{commit}?amount=many", 400),
+        ("/repos/{repo}/commits/{commit}?amount=100000", 400),
+        ("/thumb/{repo}/{commit}/image?path=data/" + "x" * 2000, 400),
+    ],
+)
 def test_bad_repository_ref_or_path_is_a_400_or_404_page_with_one_line(ui, path, status):
     chain = ui.chain
-    url = path.format(repo=chain.repo, bad=quote("a b"), missing="f" * 64, commit=chain.commits[0],
-                      run=chain.train_run.info.run_id)
+    url = path.format(
+        repo=chain.repo, bad=quote("a b"), missing="f" * 64, commit=chain.commits[0], run=chain.train_run.info.run_id
+    )
     html = get(ui, url, status=status).text
     [message] = re.findall(r'<p class="error">(.*?)</p>', html, re.S)
     assert "\n" not in message.strip() and len(message) <= 200
@@ -209,8 +223,13 @@ def test_bad_repository_ref_or_path_is_a_400_or_404_page_with_one_line(ui, path,
 
 def test_no_page_shows_a_credential(ui, lakefs_server):
     chain = ui.chain
-    for path in ("/", f"/repos/{chain.repo}", f"/repos/{chain.repo}/commits/{chain.commits[0]}", "/models/segmodels/1",
-                 f"/repos/{chain.repo}/diff?left={chain.commits[0]}&right={chain.commits[1]}"):
+    for path in (
+        "/",
+        f"/repos/{chain.repo}",
+        f"/repos/{chain.repo}/commits/{chain.commits[0]}",
+        "/models/segmodels/1",
+        f"/repos/{chain.repo}/diff?left={chain.commits[0]}&right={chain.commits[1]}",
+    ):
         html = get(ui, path).text
         assert lakefs_server.secret_access_key not in html and lakefs_server.access_key_id not in html
 
@@ -254,14 +273,19 @@ def load(browser, url: str) -> None:
 
 
 def loaded_sizes(browser, selector: str) -> list[tuple[int, int]]:
-    return [tuple(size) for size in browser.execute_script(
-        f"return Array.from(document.querySelectorAll({selector!r})).map(i => [i.naturalWidth, i.naturalHeight])")]
+    return [
+        tuple(size)
+        for size in browser.execute_script(
+            f"return Array.from(document.querySelectorAll({selector!r})).map(i => [i.naturalWidth, i.naturalHeight])"
+        )
+    ]
 
 
 def test_browser_commit_log_lists_the_ingest_commit(ui, browser, screenshots):
     load(browser, f"{ui.url}/repos/{ui.chain.repo}")
     rows = browser.execute_script(
-        "return Array.from(document.querySelectorAll('tr.commit')).map(r => r.dataset.commit)")
+        "return Array.from(document.querySelectorAll('tr.commit')).map(r => r.dataset.commit)"
+    )
     assert ui.chain.commits[0] in rows and ui.chain.commits[1] in rows
     browser.save_screenshot(str(screenshots / "commit-log.png"))
 
@@ -274,8 +298,9 @@ def test_browser_grid_loads_every_overlay_and_the_slider_changes_the_mask_opacit
     assert len(photos) == len(masks) == 13  # 12 training images and the one added
     assert set(photos) == set(masks) == {(32, 32)}
     assert not browser.find_elements(By.CSS_SELECTOR, "img.broken")
-    browser.execute_script("const s = document.getElementById('opacity'); s.value = 90;"
-                           "s.dispatchEvent(new Event('input'))")
+    browser.execute_script(
+        "const s = document.getElementById('opacity'); s.value = 90;s.dispatchEvent(new Event('input'))"
+    )
     opacity = browser.execute_script("return getComputedStyle(document.querySelector('.grid img.mask')).opacity")
     assert float(opacity) == pytest.approx(0.9)
     browser.save_screenshot(str(screenshots / "grid.png"))
@@ -285,9 +310,11 @@ def test_browser_diff_shows_exactly_the_three_changes(ui, browser, screenshots):
     first, second = ui.chain.commits
     load(browser, f"{ui.url}/repos/{ui.chain.repo}/diff?left={first}&right={second}")
     changes = browser.execute_script(
-        "return Array.from(document.querySelectorAll('.change')).map(c => [c.className, c.dataset.sample])")
-    assert sorted(changes) == sorted([["change changed", CHANGED[0]], ["change changed", CHANGED[1]],
-                                      ["change added", ADDED]])
+        "return Array.from(document.querySelectorAll('.change')).map(c => [c.className, c.dataset.sample])"
+    )
+    assert sorted(changes) == sorted(
+        [["change changed", CHANGED[0]], ["change changed", CHANGED[1]], ["change added", ADDED]]
+    )
     assert all(width > 0 for width, _ in loaded_sizes(browser, ".change img"))
     browser.save_screenshot(str(screenshots / "diff.png"))
 
@@ -326,5 +353,7 @@ def test_mlflow_links_only_for_a_tracking_server_and_without_user_info():
     from segmodels.ui.views import mlflow_ui_url
 
     assert mlflow_ui_url("sqlite:///x/mlflow.db", "1", "abc") == ""
-    assert mlflow_ui_url("https://user:pass@mlflow.example.com:5000/", "1", "abc") == \
-        "https://mlflow.example.com:5000/#/experiments/1/runs/abc"
+    assert (
+        mlflow_ui_url("https://user:pass@mlflow.example.com:5000/", "1", "abc")
+        == "https://mlflow.example.com:5000/#/experiments/1/runs/abc"
+    )

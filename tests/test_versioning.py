@@ -17,15 +17,28 @@ from typing import Callable
 
 import pytest
 
-from segmodels.home import (CLIENTS_LOCK_FILE, CREDENTIALS_FILE, LOG_FILE, ServerState, clients_connected,
-                            load_or_create_credentials, read_server_state,
-                            write_server_state)
-from segmodels.versioning import (LakeFS, LakeFSError, LakeFSSettings, LakeFSUri, connect,
-                                  ensure_embedded_server)
-from segmodels.versioning import embedded
+from embedded_lakefs.datadir import (
+    CLIENTS_LOCK_FILE,
+    CREDENTIALS_FILE,
+    LOG_FILE,
+    ServerState,
+    clients_connected,
+    load_or_create_credentials,
+    read_server_state,
+    write_server_state,
+)
+from segmodels.versioning import (
+    LakeFS,
+    LakeFSError,
+    LakeFSSettings,
+    LakeFSUri,
+    connect,
+    embedded,
+    ensure_embedded_server,
+)
 from segmodels.versioning import settings as versioning_settings
 
-NO_SUCH_PID = 2 ** 22 + 1  # above Linux' largest pid_max
+NO_SUCH_PID = 2**22 + 1  # above Linux' largest pid_max
 
 
 def write_tree(root: Path, files: dict[str, bytes]) -> Path:
@@ -53,9 +66,14 @@ def test_settings_from_environment_normalises_lakectl_endpoint(monkeypatch):
 
 def test_settings_from_lakectl_yaml():
     versioning_settings.lakectl_config_path().write_text(
-        "server:\n  endpoint_url: http://example:8000\ncredentials:\n  access_key_id: AK\n  secret_access_key: SK\n")
+        "server:\n  endpoint_url: http://example:8000\ncredentials:\n  access_key_id: AK\n  secret_access_key: SK\n"
+    )
     settings = LakeFSSettings.from_environment()
-    assert (settings.endpoint, settings.access_key_id, settings.secret_access_key) == ("http://example:8000", "AK", "SK")
+    assert (settings.endpoint, settings.access_key_id, settings.secret_access_key) == (
+        "http://example:8000",
+        "AK",
+        "SK",
+    )
 
 
 def test_settings_endpoint_without_credentials_is_an_error(monkeypatch):
@@ -69,11 +87,14 @@ def test_settings_reject_non_http_endpoint():
         LakeFSSettings("lakefs:8000", "a", "b")
 
 
-@pytest.mark.parametrize("text, parsed", [
-    ("lakefs://repo/main/data/images/a.png", LakeFSUri("repo", "main", "data/images/a.png")),
-    ("lakefs://repo/abc123", LakeFSUri("repo", "abc123", "")),
-    ("lakefs://repo/main~2/x", LakeFSUri("repo", "main~2", "x")),
-])
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        ("lakefs://repo/main/data/images/a.png", LakeFSUri("repo", "main", "data/images/a.png")),
+        ("lakefs://repo/abc123", LakeFSUri("repo", "abc123", "")),
+        ("lakefs://repo/main~2/x", LakeFSUri("repo", "main~2", "x")),
+    ],
+)
 def test_uri_roundtrip(text, parsed):
     assert LakeFSUri.parse(text) == parsed
     assert str(parsed) == text
@@ -126,8 +147,7 @@ def test_upload_directory_skips_identical_and_deletes_missing(lakefs: LakeFS, re
     assert paths == ["data/a.txt", "data/sub/b.bin"]
 
 
-def test_upload_directory_md5_index_skips_rereading_unchanged_files(lakefs: LakeFS, repo_name, tmp_path,
-                                                                    monkeypatch):
+def test_upload_directory_md5_index_skips_rereading_unchanged_files(lakefs: LakeFS, repo_name, tmp_path, monkeypatch):
     from segmodels.versioning import client as client_module
     from segmodels.versioning import hashing
 
@@ -147,6 +167,7 @@ def test_upload_directory_md5_index_skips_rereading_unchanged_files(lakefs: Lake
     def counting_md5(path):
         hashed.append(Path(path))
         return real_md5(path)
+
     monkeypatch.setattr(hashing, "file_md5", counting_md5)
     reads: list[Path] = []
     real_chunks = client_module.file_chunks
@@ -154,6 +175,7 @@ def test_upload_directory_md5_index_skips_rereading_unchanged_files(lakefs: Lake
     def counting_chunks(path, digest=None):
         reads.append(Path(path))
         return real_chunks(path, digest)
+
     monkeypatch.setattr(client_module, "file_chunks", counting_chunks)
 
     second = lakefs.upload_directory(repo_name, "main", src, prefix="data")  # a new index instance, from disk
@@ -208,7 +230,9 @@ def test_atomic_write_commits_and_merges_in_one_step(lakefs: LakeFS, repo_name, 
     head = lakefs.get_commit(repo_name, "main")
     assert head.metadata["run_id"] == "r1" and before in head.parents
     assert sorted(o.path for o in lakefs.list_objects(repo_name, "main", "models/")) == [
-        "models/unet/model.pt", "models/unet/model.yaml"]
+        "models/unet/model.pt",
+        "models/unet/model.yaml",
+    ]
     branches = [b.id for b in lakefs.sdk.branches_api.list_branches(repo_name).results]
     assert branches == ["main"]
 
@@ -226,10 +250,9 @@ def test_atomic_write_error_leaves_target_untouched(lakefs: LakeFS, repo_name, t
     lakefs.ensure_repository(repo_name)
     head = lakefs.resolve_commit(repo_name, "main")
     src = write_tree(tmp_path / "src", {"partial.bin": b"half"})
-    with pytest.raises(RuntimeError, match="boom"):
-        with lakefs.atomic_write(repo_name, "main", "broken") as write:
-            lakefs.upload_directory(repo_name, write.branch, src)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), lakefs.atomic_write(repo_name, "main", "broken") as write:
+        lakefs.upload_directory(repo_name, write.branch, src)
+        raise RuntimeError("boom")
     assert lakefs.resolve_commit(repo_name, "main") == head
     assert list(lakefs.list_objects(repo_name, "main")) == []
     assert [b.id for b in lakefs.sdk.branches_api.list_branches(repo_name).results] == ["main"]
@@ -256,6 +279,7 @@ def call_at_once(function: Callable, callers: int) -> list:
     def call():
         barrier.wait()
         return function()
+
     with ThreadPoolExecutor(callers) as pool:
         futures = [pool.submit(call) for _ in range(callers)]
         return [future.result() for future in futures]
@@ -278,8 +302,10 @@ def call_at_once_in_processes(function: Callable, arguments: list, processes: in
     context = multiprocessing.get_context("spawn")
     barrier = context.Barrier(processes, timeout=120)
     results = context.Queue()
-    workers = [context.Process(target=_call_at_once_per_argument, args=(barrier, function, arguments, callers, results))
-               for _ in range(processes)]
+    workers = [
+        context.Process(target=_call_at_once_per_argument, args=(barrier, function, arguments, callers, results))
+        for _ in range(processes)
+    ]
     for worker in workers:
         worker.start()
     collected = defaultdict(list)
@@ -300,7 +326,8 @@ def assert_all_hold_the_persisted_credentials(data_dir: Path, results: list) -> 
     path = data_dir / CREDENTIALS_FILE
     persisted = json.loads(path.read_text())
     assert [(r.access_key_id, r.secret_access_key) for r in results] == [
-        (persisted["access_key_id"], persisted["secret_access_key"])] * len(results)
+        (persisted["access_key_id"], persisted["secret_access_key"])
+    ] * len(results)
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in data_dir.iterdir() if p.name.endswith(".tmp")] == []
 
@@ -327,11 +354,15 @@ def test_credentials_file_without_keys_is_a_clear_error(tmp_path):
         load_or_create_credentials(tmp_path)
 
 
-def test_versioning_does_not_import_the_server_package():
-    code = ("import sys, segmodels.versioning; "
-            "print(sorted(m for m in sys.modules if m.startswith('segmodels.lakefs_server')))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True).stdout.strip() == "[]"
+def test_versioning_loads_only_the_data_directory_format_of_the_server_package():
+    """The client shares the data directory's files (``datadir``) and the md5 helper with the server, never its code."""
+    code = (
+        "import sys, segmodels.versioning; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('embedded_lakefs'))))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert set(loaded) <= {"embedded_lakefs", "embedded_lakefs.datadir", "embedded_lakefs.checksums"}, loaded
+    assert "embedded_lakefs.datadir" in loaded
 
 
 def stop_server(home: Path) -> None:
@@ -397,6 +428,7 @@ def test_running_server_slow_to_answer_is_waited_for_not_doubled(spawned_home, m
 
     def slow_is_healthy(endpoint: str, timeout: float = 2.0) -> bool:
         return next(timeouts, None) is None and real_is_healthy(endpoint, timeout)
+
     monkeypatch.setattr(embedded, "is_healthy", slow_is_healthy)
     assert ensure_embedded_server(spawned_home) == first
     assert read_server_state(data_dir).pid == pid
@@ -447,14 +479,21 @@ def test_embedded_server_outlives_quiet_clients_and_stops_after_them(tmp_path, m
     home = tmp_path / "home"
     data_dir = home / "lakefs"
     env = {**os.environ, "SEGMODELS_HOME": str(home), "HOME": str(tmp_path)}  # HOME: no ~/.lakectl.yaml
-    client = subprocess.Popen([sys.executable, "-c", QUIET_CLIENT, mode, "1"], env=env, text=True,
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    client = subprocess.Popen(
+        [sys.executable, "-c", QUIET_CLIENT, mode, "1"],
+        env=env,
+        text=True,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     try:
         assert client.stdout.readline() == "connected\n"
         state = read_server_state(data_dir)
         log = data_dir / LOG_FILE
-        wait_until(lambda: "staying up while client" in log.read_text() or not embedded._server_running(data_dir),
-                   "idle time-out of the server")
+        wait_until(
+            lambda: "staying up while client" in log.read_text() or not embedded._server_running(data_dir),
+            "idle time-out of the server",
+        )
         assert embedded._server_running(data_dir), f"server stopped while its client lived:\n{log.read_text()}"
         assert read_server_state(data_dir) == state
         client.stdin.write("go\n")

@@ -40,6 +40,8 @@ def median_frequency_weights(info: DatasetInfo, split: str = "train") -> list[fl
     ]
     present = [f for f in frequencies if f is not None]
     if not present:
-        raise DataValidationError(f"data set {info.name!r}: split {split!r} has no labelled pixels to weight classes by")
+        raise DataValidationError(
+            f"data set {info.name!r}: split {split!r} has no labelled pixels to weight classes by"
+        )
     median = statistics.median(present)
     return [median / f if f is not None else 1.0 for f in frequencies]

@@ -55,9 +55,11 @@ class BinaryMasks:
     def describe(self) -> str:
         background, foreground = self.values
         names = [spec.name for spec in self.classes]
-        return (f"masks hold only the values {{{background}, {foreground}}} and no classes are given: ingesting two "
-                f"classes, {names[0]} ({background}) and {names[1]} ({foreground}), as -P overrides=\"data=binary\" does "
-                "(give data.classes or data.mask_values to read the values otherwise)")
+        return (
+            f"masks hold only the values {{{background}, {foreground}}} and no classes are given: ingesting two "
+            f'classes, {names[0]} ({background}) and {names[1]} ({foreground}), as -P overrides="data=binary" does '
+            "(give data.classes or data.mask_values to read the values otherwise)"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -89,5 +91,7 @@ def sniff_binary(samples) -> BinaryMasks | None:
             return None
         if values == [0]:
             continue
-        return next((BinaryMasks(pair) for pair in BINARY_VALUES if set(values) <= set(pair) and pair[1] in values), None)
+        return next(
+            (BinaryMasks(pair) for pair in BINARY_VALUES if set(values) <= set(pair) and pair[1] in values), None
+        )
     return None

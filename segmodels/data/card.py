@@ -28,8 +28,11 @@ def summary_lines(info: DatasetInfo, stats: DatasetStats, skipped: int) -> list[
     shares = {split: _pixel_shares(stats, split) for split in SPLITS if stats.split_images.get(split)}
     header = " / ".join(shares)
     for class_id, name in enumerate(info.class_names):
-        lines.append(f"  {name} ({class_id}): " + " / ".join(f"{s[class_id]:.1%}" for s in shares.values())
-                     + f" of the pixels ({header})")
+        lines.append(
+            f"  {name} ({class_id}): "
+            + " / ".join(f"{s[class_id]:.1%}" for s in shares.values())
+            + f" of the pixels ({header})"
+        )
     ignored = " / ".join(f"{s[info.ignore_index]:.1%}" for s in shares.values())
     lines.append(f"  ignored ({info.ignore_index}): {ignored} ({header})")
     lines.append(f"  masks resized: {info.extra.get('masks_resized', 0)}; files skipped: {skipped}")
@@ -48,10 +51,13 @@ def _pixel_shares(stats: DatasetStats, split: str) -> np.ndarray:
 def dataset_card(root, info: DatasetInfo, stats: DatasetStats, summary: list[str], plot_png: bytes | None) -> str:
     """The HTML card of the prepared data set at `root` (no external resources)."""
     layout = Layout(root)
-    legend = "".join(
-        f'<span class="swatch" style="background:rgb{tuple(color)}"></span>{html.escape(name)} ({class_id}) '
-        for class_id, (name, color) in enumerate(zip(info.class_names, info.colors))
-    ) + f'<span class="swatch" style="background:rgb{IGNORED_COLOR}"></span>ignored ({info.ignore_index})'
+    legend = (
+        "".join(
+            f'<span class="swatch" style="background:rgb{tuple(color)}"></span>{html.escape(name)} ({class_id}) '
+            for class_id, (name, color) in enumerate(zip(info.class_names, info.colors))
+        )
+        + f'<span class="swatch" style="background:rgb{IGNORED_COLOR}"></span>ignored ({info.ignore_index})'
+    )
     sections = []
     for split in SPLITS:
         images = layout.images(split)
@@ -59,7 +65,7 @@ def dataset_card(root, info: DatasetInfo, stats: DatasetStats, summary: list[str
             continue
         picked = [images[i] for i in np.linspace(0, len(images) - 1, min(SAMPLES_PER_SPLIT, len(images))).astype(int)]
         cells = "".join(_sample_cell(image, layout.mask_for(image), info) for image in picked)
-        sections.append(f"<h2>{split} ({len(images)} images)</h2><div class=\"grid\">{cells}</div>")
+        sections.append(f'<h2>{split} ({len(images)} images)</h2><div class="grid">{cells}</div>')
     plot = f'<img alt="class statistics" src="{_data_uri(plot_png)}">' if plot_png else ""
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>data set {html.escape(info.name)}</title>
@@ -87,7 +93,9 @@ def _sample_cell(image_path, mask_path, info: DatasetInfo) -> str:
     buffer = io.BytesIO()
     blended.save(buffer, format="PNG")
     caption = html.escape(image_path.stem)
-    return f'<figure><img alt="{caption}" src="{_data_uri(buffer.getvalue())}"><figcaption>{caption}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{caption}" src="{_data_uri(buffer.getvalue())}"><figcaption>{caption}</figcaption></figure>'
+    )
 
 
 def _data_uri(png: bytes) -> str:

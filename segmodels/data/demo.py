@@ -68,7 +68,9 @@ def render_demo_sample(rng: np.random.Generator, size: int) -> tuple[np.ndarray,
     return np.clip(noisy, 0, 255).astype(np.uint8), np.asarray(mask)
 
 
-def _place(rng: np.random.Generator, size: int, radius: float, placed, allow_overlap: bool, tries: int = 20) -> np.ndarray:
+def _place(
+    rng: np.random.Generator, size: int, radius: float, placed, allow_overlap: bool, tries: int = 20
+) -> np.ndarray:
     """A centre inside the image; apart from earlier shapes unless overlap is allowed (or no room is found)."""
     for _ in range(tries):
         center = rng.uniform(radius * 0.8, size - radius * 0.8, size=2)
@@ -81,10 +83,12 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     start, end = rng.uniform(20, 235, size=(2, 3))
     angle = rng.uniform(0, 2 * math.pi)
     ys, xs = np.mgrid[0:size, 0:size] / max(size - 1, 1)
-    ramp = (np.cos(angle) * xs + np.sin(angle) * ys)
+    ramp = np.cos(angle) * xs + np.sin(angle) * ys
     ramp = (ramp - ramp.min()) / (np.ptp(ramp) or 1.0)
-    texture = 12.0 * np.sin(2 * math.pi * rng.uniform(1, 4) * xs + rng.uniform(0, 6)) * np.sin(
-        2 * math.pi * rng.uniform(1, 4) * ys + rng.uniform(0, 6)
+    texture = (
+        12.0
+        * np.sin(2 * math.pi * rng.uniform(1, 4) * xs + rng.uniform(0, 6))
+        * np.sin(2 * math.pi * rng.uniform(1, 4) * ys + rng.uniform(0, 6))
     )
     pixels = start + (end - start) * ramp[..., None] + texture[..., None]
     grey = pixels.mean(axis=-1, keepdims=True)
@@ -99,12 +103,17 @@ def _shape(class_id: int, center, radius: float, angle: float) -> list[tuple[flo
     else:
         corners, radius = 3, radius * 1.2
     return [
-        (center[0] + radius * math.cos(angle + 2 * math.pi * k / corners), center[1] + radius * math.sin(angle + 2 * math.pi * k / corners))
+        (
+            center[0] + radius * math.cos(angle + 2 * math.pi * k / corners),
+            center[1] + radius * math.sin(angle + 2 * math.pi * k / corners),
+        )
         for k in range(corners)
     ]
 
 
-def _class_color(rng: np.random.Generator, class_id: int, against: np.ndarray, min_distance: float = 100.0) -> tuple[int, int, int]:
+def _class_color(
+    rng: np.random.Generator, class_id: int, against: np.ndarray, min_distance: float = 100.0
+) -> tuple[int, int, int]:
     """A saturated colour of random shade around the class's hue, far enough from the background to stand out."""
     for _ in range(100):
         hue = (CLASS_HUES[class_id] + rng.uniform(-0.07, 0.07)) % 1.0

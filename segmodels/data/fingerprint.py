@@ -46,8 +46,10 @@ def size_summary(stats: DatasetStats) -> dict:
     if not heights:
         return {}
     h, w = np.asarray(heights), np.asarray(widths)
-    percentiles = {name: [int(np.percentile(h, q)), int(np.percentile(w, q))]
-                   for name, q in (("median", 50), ("p10", 10), ("p90", 90))}
+    percentiles = {
+        name: [int(np.percentile(h, q)), int(np.percentile(w, q))]
+        for name, q in (("median", 50), ("p10", 10), ("p90", 90))
+    }
     return {**percentiles, "aspect": round(float(np.median(w / h)), 3)}
 
 
@@ -98,16 +100,33 @@ def sampled_statistics(layout: Layout, images: list[Path], num_classes: int, see
             per_image[class_id] = per_image.get(class_id, 0) + 1
     mean = sums / max(pixels, 1)
     std = np.sqrt(np.maximum(squares / max(pixels, 1) - mean * mean, 0.0))
-    objects = {class_id: {"object_px": round(pixel_weighted_median(found), 1),
-                          "objects_per_image": round(len(found) / per_image[class_id], 2)}
-               for class_id, found in diameters.items()}
-    return {"channels": "grey" if grey else "rgb", "intensity": {
-        "mean": [round(float(v), 4) for v in mean], "std": [round(float(max(v, 1e-3)), 4) for v in std],
-        "sampled": len(sample)}, "objects": objects}
+    objects = {
+        class_id: {
+            "object_px": round(pixel_weighted_median(found), 1),
+            "objects_per_image": round(len(found) / per_image[class_id], 2),
+        }
+        for class_id, found in diameters.items()
+    }
+    return {
+        "channels": "grey" if grey else "rgb",
+        "intensity": {
+            "mean": [round(float(v), 4) for v in mean],
+            "std": [round(float(max(v, 1e-3)), 4) for v in std],
+            "sampled": len(sample),
+        },
+        "objects": objects,
+    }
 
 
-def dataset_fingerprint(layout: Layout, train_images: list[Path], stats: DatasetStats, num_classes: int,
-                        ignore_index: int, binary_masks: bool, orientation_free: bool) -> dict:
+def dataset_fingerprint(
+    layout: Layout,
+    train_images: list[Path],
+    stats: DatasetStats,
+    num_classes: int,
+    ignore_index: int,
+    binary_masks: bool,
+    orientation_free: bool,
+) -> dict:
     """The ``fingerprint`` section of ``dataset.yaml`` (see the module doc) of a layout being written."""
     sampled = sampled_statistics(layout, train_images, num_classes)
     train = stats.by_split.get("train")
@@ -117,8 +136,10 @@ def dataset_fingerprint(layout: Layout, train_images: list[Path], stats: Dataset
     total = pixels.sum() or 1.0
     classes = []
     for class_id in range(num_classes):
-        entry = {"share": round(float(pixels[class_id] / total), 5),
-                 "images": int(train.images[class_id]) if train and class_id != ignore_index else 0}
+        entry = {
+            "share": round(float(pixels[class_id] / total), 5),
+            "images": int(train.images[class_id]) if train and class_id != ignore_index else 0,
+        }
         entry.update(sampled["objects"].get(class_id, {"object_px": None, "objects_per_image": 0.0}))
         classes.append(entry)
     return {

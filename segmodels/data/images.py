@@ -10,8 +10,16 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from segmodels.data.errors import ValidationReport
-from segmodels.data.formats.base import (IMAGE_SUFFIXES, ImageTooLarge, ReadLimits, SourceFileError, describe,
-                                         open_image, read_limits, read_source_file)
+from segmodels.data.formats.base import (
+    IMAGE_SUFFIXES,
+    ImageTooLarge,
+    ReadLimits,
+    SourceFileError,
+    describe,
+    open_image,
+    read_limits,
+    read_source_file,
+)
 from segmodels.data.formats.folder import walk_files
 
 
@@ -44,8 +52,7 @@ def list_images(root: Path, limits: ReadLimits) -> ImageListing:
     predicted; two images whose masks would have the same name (``x.jpg`` and ``x.png``) are both refused."""
     root = Path(root)
     report, images, by_name = ValidationReport(), [], {}
-    with read_limits(ReadLimits(root, limits.max_file_bytes, limits.max_image_pixels,
-                                limits.follow_external_symlinks)):
+    with read_limits(ReadLimits(root, limits.max_file_bytes, limits.max_image_pixels, limits.follow_external_symlinks)):
         for path in walk_files(root, IMAGE_SUFFIXES):
             relative = path.relative_to(root).as_posix()
             report.checked += 1

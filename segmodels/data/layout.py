@@ -1,9 +1,9 @@
 """The normalised layout every part of segmodels reads: the one place its paths are spelled.
 
-    <root>/images/<split>/<name>.<ext>   images, copied byte for byte from the source
-    <root>/masks/<split>/<name>.png      8-bit class-id masks, one per image
-    <root>/manifest.csv                  every file with its checksum, size, split and kind
-    <root>/dataset.yaml                  classes, ignore index, split counts (written last)
+<root>/images/<split>/<name>.<ext>   images, copied byte for byte from the source
+<root>/masks/<split>/<name>.png      8-bit class-id masks, one per image
+<root>/manifest.csv                  every file with its checksum, size, split and kind
+<root>/dataset.yaml                  classes, ignore index, split counts (written last)
 """
 
 from __future__ import annotations
@@ -48,7 +48,10 @@ class Layout:
         """The images of `split` (of every split when None), sorted; none when the split is absent."""
         folders = [self.images_dir / split] if split else [self.images_dir / name for name in self.splits]
         return sorted(
-            path for folder in folders if folder.is_dir() for path in folder.iterdir()
+            path
+            for folder in folders
+            if folder.is_dir()
+            for path in folder.iterdir()
             if path.is_file() and not path.name.startswith(".")
         )
 

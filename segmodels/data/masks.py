@@ -24,7 +24,9 @@ class MaskEncoder:
     (classes are then inferred from the data).
     """
 
-    def __init__(self, classes: list[ClassSpec] | None, ignore_index: int = 255, value_map: Mapping[int, int] | None = None):
+    def __init__(
+        self, classes: list[ClassSpec] | None, ignore_index: int = 255, value_map: Mapping[int, int] | None = None
+    ):
         self.ignore_index = int(ignore_index)
         self.value_map = {int(k): int(v) for k, v in (value_map or {}).items()}
         allowed_ids = [spec.id for spec in classes] if classes is not None else range(255)

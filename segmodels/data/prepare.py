@@ -23,6 +23,7 @@ from PIL import Image
 from segmodels.data.binary import BinaryMasks, NotBinary, sniff_binary
 from segmodels.data.classes import ClassSpec, parse_classes, voc_color
 from segmodels.data.errors import DataValidationError, Issue, ValidationReport, printable
+from segmodels.data.fingerprint import FINGERPRINT_KEY, dataset_fingerprint
 from segmodels.data.formats import Sample, create_reader
 from segmodels.data.formats.base import (
     MAX_FILE_BYTES,
@@ -34,7 +35,6 @@ from segmodels.data.formats.base import (
     open_image,
     read_limits,
 )
-from segmodels.data.fingerprint import FINGERPRINT_KEY, dataset_fingerprint
 from segmodels.data.info import DatasetInfo
 from segmodels.data.layout import SPLITS, Layout
 from segmodels.data.masks import MaskEncoder, encode_png, resize_nearest
@@ -114,8 +114,13 @@ def prepare_dataset(
     fresh_output = not Path(out_dir).exists()
     with tempfile.TemporaryDirectory(prefix="segmodels-source-") as scratch, ExitStack() as reading:
         reading.push(lambda failed, *_: _discard_output(out_dir) if failed and fresh_output else None)
-        root = resolve_source(source, Path(scratch), lakefs=lakefs, s3_endpoint_url=data.s3_endpoint_url,
-                              limits=fetch_limits(data, limits.max_file_bytes))
+        root = resolve_source(
+            source,
+            Path(scratch),
+            lakefs=lakefs,
+            s3_endpoint_url=data.s3_endpoint_url,
+            limits=fetch_limits(data, limits.max_file_bytes),
+        )
         reading.enter_context(read_limits(dataclasses.replace(limits, root=root)))  # every read below: inside root
         shown = _shown_as_source(source, Path(scratch), root)
         reading.push(lambda failed, error, _: _rename_error(error, shown))
@@ -129,17 +134,34 @@ def prepare_dataset(
         splits = _splits(samples, data.source_splits, split_seed, data.val_fraction, data.test_fraction)
         binary = sniff_binary(samples) if declared is None and not value_map else None
         settings = {
-            "format": reader.name, "ignore_index": ignore_index, "resize_masks": resize_masks, "options": options,
+            "format": reader.name,
+            "ignore_index": ignore_index,
+            "resize_masks": resize_masks,
+            "options": options,
             "limits": [limits.max_file_bytes, limits.max_image_pixels, limits.follow_external_symlinks],
         }
         while True:  # twice at most: binary masks assumed from the first masks, then a mask shows other values
             known, mapping = (binary.classes, {**value_map, **binary.value_map}) if binary else (declared, value_map)
-            digest = _settings_digest({**settings, "classes": [s.to_dict() for s in known or ()],
-                                       "value_map": sorted(mapping.items()), "binary": binary and binary.values})
+            digest = _settings_digest(
+                {
+                    **settings,
+                    "classes": [s.to_dict() for s in known or ()],
+                    "value_map": sorted(mapping.items()),
+                    "binary": binary and binary.values,
+                }
+            )
             writer = LayoutWriter(Layout(out_dir), cache_file, digest)
             try:
-                report, stats, resized = _write_samples(samples, splits, writer, MaskEncoder(known, ignore_index, mapping),
-                                                        binary, resize_masks, on_error, listing)
+                report, stats, resized = _write_samples(
+                    samples,
+                    splits,
+                    writer,
+                    MaskEncoder(known, ignore_index, mapping),
+                    binary,
+                    resize_masks,
+                    on_error,
+                    listing,
+                )
             except NotBinary as surprise:
                 log.info("%s: reading the mask values as class ids", surprise)
                 binary = None
@@ -154,17 +176,24 @@ def prepare_dataset(
             if report and on_error == "fail":
                 raise DataValidationError(refusal_summary(redact(source), report), report, full_list)
             if not stats.num_images:
-                raise DataValidationError(f"{redact(source)}: empty data set (no valid image/mask pair found)", report,
-                                          full_list)
+                raise DataValidationError(
+                    f"{redact(source)}: empty data set (no valid image/mask pair found)", report, full_list
+                )
             if binary:
                 log.info(binary.describe())
-            info = _dataset_info(data.name or _default_name(source, root), known, ignore_index, stats, reader.name,
-                                 binary, resized)
+            info = _dataset_info(
+                data.name or _default_name(source, root), known, ignore_index, stats, reader.name, binary, resized
+            )
             check_usable(redact(source), stats, info, float(data.max_ignored_share))
             info.extra[FINGERPRINT_KEY] = dataset_fingerprint(
-                writer.layout, [writer.layout.root / f.path for f in writer.files if (f.split, f.kind) == ("train", "image")],
-                stats, info.num_classes, ignore_index, binary is not None or info.num_classes == 2,
-                bool(data.orientation_free))
+                writer.layout,
+                [writer.layout.root / f.path for f in writer.files if (f.split, f.kind) == ("train", "image")],
+                stats,
+                info.num_classes,
+                ignore_index,
+                binary is not None or info.num_classes == 2,
+                bool(data.orientation_free),
+            )
             writer.finish(info)
         finally:
             writer.save_cache()
@@ -185,8 +214,15 @@ def _write_samples(samples, splits, writer, encoder, binary, resize_masks, on_er
     for sample in track(samples, "ingest: reading samples", unit="sample"):
         report.checked += 1
         try:
-            entry = _process(sample, splits[sample.name], writer, encoder, resize_masks, binary,
-                             writing=not report or on_error == "skip")
+            entry = _process(
+                sample,
+                splits[sample.name],
+                writer,
+                encoder,
+                resize_masks,
+                binary,
+                writing=not report or on_error == "skip",
+            )
         except SampleError as error:
             report.add(error.file, str(error))
             continue
@@ -202,8 +238,10 @@ def refusal_summary(source: str, report: ValidationReport) -> str:
     kinds = report.kinds().most_common()
     reasons = ", ".join(f"{count} {kind}" for kind, count in kinds)
     fixes = [FIXES[kind] for kind, _ in kinds if kind in FIXES] + ["-P on_error=skip keeps the good files"]
-    return (f"{source}: {len(report)} bad file(s) in {report.checked} sample(s), data set refused ({reasons}; first: "
-            f"{report.issues[0]}); {'; '.join(fixes)}")
+    return (
+        f"{source}: {len(report)} bad file(s) in {report.checked} sample(s), data set refused ({reasons}; first: "
+        f"{report.issues[0]}); {'; '.join(fixes)}"
+    )
 
 
 def _write_report_file(report: ValidationReport, report_file: Path | None) -> Path | None:
@@ -236,8 +274,10 @@ def check_usable(source: str, stats: DatasetStats, info: DatasetInfo, max_ignore
     pixels = train.pixels if train is not None else np.zeros(256, dtype=np.int64)
     present = [i for i in np.flatnonzero(pixels) if i != ignore]
     if len(present) < 2:
-        shares = ", ".join(f"{info.class_names[i] if i < info.num_classes else i}: {int(pixels[i]):,} px"
-                           for i in present) or "none"
+        shares = (
+            ", ".join(f"{info.class_names[i] if i < info.num_classes else i}: {int(pixels[i]):,} px" for i in present)
+            or "none"
+        )
         raise DataValidationError(
             f"{source}: the train split has pixels of {len(present)} class(es) ({shares}; "
             f"{int(pixels[ignore]):,} px ignored): a segmentation model needs at least 2; check data.classes and "
@@ -376,8 +416,15 @@ def _splits(samples, source_splits, seed, val_fraction, test_fraction) -> dict[s
     return {**assigned, **kept}
 
 
-def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEncoder, resize_masks: bool,
-             binary: BinaryMasks | None, writing: bool) -> dict:
+def _process(
+    sample: Sample,
+    split: str,
+    writer: LayoutWriter,
+    encoder: MaskEncoder,
+    resize_masks: bool,
+    binary: BinaryMasks | None,
+    writing: bool,
+) -> dict:
     """Validate one sample and (when writing) put it into the layout; raises SampleError naming the bad file."""
     if sample.mask_ref is None:
         raise SampleError(sample.image_ref, "missing mask: no annotation for this image")
@@ -414,8 +461,11 @@ def _process(sample: Sample, split: str, writer: LayoutWriter, encoder: MaskEnco
         return {}
     counts = np.bincount(mask.ravel(), minlength=256)
     details = {
-        "fingerprint": fingerprint, "signature": signature,
-        "width": width, "height": height, "pixels": {str(i): int(counts[i]) for i in np.flatnonzero(counts)},
+        "fingerprint": fingerprint,
+        "signature": signature,
+        "width": width,
+        "height": height,
+        "pixels": {str(i): int(counts[i]) for i in np.flatnonzero(counts)},
         "resized": resized,
     }
     return writer.write(sample.name, split, extension, image_bytes, encode_png(mask), details)
@@ -471,8 +521,15 @@ def _check_image(file: str, data: bytes) -> tuple[int, int, str]:
         raise SampleError(file, f"corrupt or unreadable image ({describe(error)})") from None
 
 
-def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, format_name: str,
-                  binary: BinaryMasks | None, resized: int) -> DatasetInfo:
+def _dataset_info(
+    name: str,
+    declared,
+    ignore_index: int,
+    stats: DatasetStats,
+    format_name: str,
+    binary: BinaryMasks | None,
+    resized: int,
+) -> DatasetInfo:
     if declared is None:  # inferred from the ids present in the masks
         pixels = stats.pixels
         present = [i for i in range(255) if pixels[i] and i != ignore_index]
@@ -483,9 +540,12 @@ def _dataset_info(name: str, declared, ignore_index: int, stats: DatasetStats, f
         classes=tuple(declared),
         ignore_index=int(ignore_index),
         splits={split: stats.split_images.get(split, 0) for split in SPLITS},
-        extra={"source_format": format_name, "masks_resized": resized,
-               **({"binary_masks": binary.to_dict()} if binary else {}),
-               CLASS_STATS_KEY: stats.class_stats(num_classes, int(ignore_index))},
+        extra={
+            "source_format": format_name,
+            "masks_resized": resized,
+            **({"binary_masks": binary.to_dict()} if binary else {}),
+            CLASS_STATS_KEY: stats.class_stats(num_classes, int(ignore_index)),
+        },
     )
 
 

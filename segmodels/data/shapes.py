@@ -84,14 +84,16 @@ def labelme_points(shape: dict, height: int, width: int) -> list[tuple[float, fl
     if raw is None:
         return []
     if not isinstance(raw, list):
-        raise AnnotationError(f"shape {short(shape.get('label'))}: points is a {json_type(raw)}, "
-                              "expected a list of [x, y] pairs")
+        raise AnnotationError(
+            f"shape {short(shape.get('label'))}: points is a {json_type(raw)}, expected a list of [x, y] pairs"
+        )
     limit = coordinate_limit(height, width)
     points = []
     for index, point in enumerate(raw):
         if not isinstance(point, list) or len(point) != 2:
-            raise AnnotationError(f"shape {short(shape.get('label'))}: point {index} is not an [x, y] pair: "
-                                  f"{short(point)}")
+            raise AnnotationError(
+                f"shape {short(shape.get('label'))}: point {index} is not an [x, y] pair: {short(point)}"
+            )
         where = f"shape {short(shape.get('label'))} point {index}"
         points.append((coordinate(point[0], limit, where), coordinate(point[1], limit, where)))
     return points
@@ -145,8 +147,12 @@ class ShapeCanvas:
         """The pixels `draw` sets, given that it draws within `bounds` (left, top, right, bottom, in image
         coordinates; read one pixel wider for PIL's rounding)."""
         left, top, right, bottom = bounds
-        box = (max(math.floor(left) - 1, 0), max(math.floor(top) - 1, 0),
-               min(math.ceil(right) + 2, self.width), min(math.ceil(bottom) + 2, self.height))
+        box = (
+            max(math.floor(left) - 1, 0),
+            max(math.floor(top) - 1, 0),
+            min(math.ceil(right) + 2, self.width),
+            min(math.ceil(bottom) + 2, self.height),
+        )
         if box[0] >= box[2] or box[1] >= box[3]:
             return EMPTY_PATCH  # wholly outside the image
         if self._image is None:
@@ -215,8 +221,9 @@ def _point(canvas, xy, shape):
 
 def _two_points(xy, shape):
     if len(xy) != 2:
-        raise AnnotationError(f"{short(shape.get('shape_type'))} {short(shape.get('label'))} has {len(xy)} point(s), "
-                              "needs 2")
+        raise AnnotationError(
+            f"{short(shape.get('shape_type'))} {short(shape.get('label'))} has {len(xy)} point(s), needs 2"
+        )
     return xy
 
 
@@ -245,9 +252,11 @@ def labelme_shape_patch(shape: dict, canvas: ShapeCanvas) -> Patch:
         raise AnnotationError(f"shape {short(shape.get('label'))} has no points")
     length = labelme_outline_length(shape_type, points)
     if length > MAX_OUTLINE_LENGTH * (height + width):
-        raise AnnotationError(f"{shape_type} {short(shape.get('label'))} is {length:.0f} pixels long, more than "
-                              f"{MAX_OUTLINE_LENGTH} times the {width}x{height} image's height + width "
-                              "(refused as a flood)")
+        raise AnnotationError(
+            f"{shape_type} {short(shape.get('label'))} is {length:.0f} pixels long, more than "
+            f"{MAX_OUTLINE_LENGTH} times the {width}x{height} image's height + width "
+            "(refused as a flood)"
+        )
     return SHAPE_DRAWERS[shape_type](canvas, points, shape)
 
 
@@ -276,8 +285,9 @@ def _embedded_mask(shape: dict, points, height: int, width: int) -> Patch:
         raise
     except Exception as error:  # not an image, truncated, a decompression bomb
         detail = str(error).split(" <_io.BytesIO")[0]
-        raise AnnotationError(f"mask shape {short(shape.get('label'))}: unreadable `mask` "
-                              f"({error.__class__.__name__}: {detail})") from None
+        raise AnnotationError(
+            f"mask shape {short(shape.get('label'))}: unreadable `mask` ({error.__class__.__name__}: {detail})"
+        ) from None
     if values.ndim == 3:
         values = values.any(axis=2)
     x0, y0 = int(x0), int(y0)
@@ -326,8 +336,10 @@ class SegmentationRasterizer:
                 raise AnnotationError("polygon segmentation with fewer than 3 points")
             length = sum(map(outline_length, outlines))
             if length > MAX_OUTLINE_LENGTH * (height + width):
-                raise AnnotationError(f"polygons {length:.0f} pixels long, more than {MAX_OUTLINE_LENGTH} times the "
-                                      f"{width}x{height} image's height + width (refused as a flood)")
+                raise AnnotationError(
+                    f"polygons {length:.0f} pixels long, more than {MAX_OUTLINE_LENGTH} times the "
+                    f"{width}x{height} image's height + width (refused as a flood)"
+                )
             return self.draw_polygons(self, outlines)
         if not isinstance(segmentation, dict) or "counts" not in segmentation:
             raise AnnotationError(f"unrecognised segmentation (a {json_type(segmentation)}; expected polygons or RLE)")

@@ -59,8 +59,15 @@ def is_archive(name: str) -> bool:
     return name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def resolve_source(source, scratch: Path, *, lakefs, s3_endpoint_url: str | None, max_member_bytes: int | None = None,
-                   limits: FetchLimits = FetchLimits()) -> Path:
+def resolve_source(
+    source,
+    scratch: Path,
+    *,
+    lakefs,
+    s3_endpoint_url: str | None,
+    max_member_bytes: int | None = None,
+    limits: FetchLimits = FetchLimits(),
+) -> Path:
     """A local folder holding the source's files, downloading/extracting into `scratch` when needed.
 
     `lakefs` is the client (`segmodels.versioning.LakeFS`) that reads a lakefs:// source (None for other
@@ -73,8 +80,10 @@ def resolve_source(source, scratch: Path, *, lakefs, s3_endpoint_url: str | None
     text = str(source)
     scheme = _scheme(text)
     if scheme not in RESOLVERS:
-        raise DataValidationError(f"{redact(source)}: unsupported source scheme {scheme!r}; expected a path or "
-                                  f"{sorted(s for s in RESOLVERS if s)}")
+        raise DataValidationError(
+            f"{redact(source)}: unsupported source scheme {scheme!r}; expected a path or "
+            f"{sorted(s for s in RESOLVERS if s)}"
+        )
     return RESOLVERS[scheme](text, Path(scratch), lakefs=lakefs, s3_endpoint_url=s3_endpoint_url, limits=limits)
 
 
@@ -151,8 +160,9 @@ def _http(source: str, scratch: Path, limits: FetchLimits, **_) -> Path:
         archive.unlink(missing_ok=True)
         if isinstance(error, DataValidationError):
             raise
-        raise DataValidationError(f"{label}: download failed ({error.__class__.__name__}: "
-                                  f"{redact(_first_line(error))})") from None
+        raise DataValidationError(
+            f"{label}: download failed ({error.__class__.__name__}: {redact(_first_line(error))})"
+        ) from None
     try:
         return extract_archive(archive, scratch / "extracted", label=label, limits=limits)
     finally:
@@ -168,8 +178,10 @@ def _check_authority(source: str, label: str) -> None:
     except ValueError:  # an unclosed [ (IPv6), a port that is no number or out of range
         valid = False
     if not valid:
-        raise DataValidationError(f"{label}: not a valid http(s) URL: its authority is no host[:port] (in a user name "
-                                  "or password, write / ? # @ [ ] as %2F %3F %23 %40 %5B %5D)")
+        raise DataValidationError(
+            f"{label}: not a valid http(s) URL: its authority is no host[:port] (in a user name "
+            "or password, write / ? # @ [ ] as %2F %3F %23 %40 %5B %5D)"
+        )
 
 
 class Deadline:
@@ -184,7 +196,8 @@ class Deadline:
         if time.monotonic() > self.end:
             raise DataValidationError(
                 f"{self.label}: download still running after data.max_download_seconds={self.seconds:g} "
-                f"({received} bytes received); -P data.max_download_seconds=<seconds> raises the limit")
+                f"({received} bytes received); -P data.max_download_seconds=<seconds> raises the limit"
+            )
 
 
 def _s3(source: str, scratch: Path, s3_endpoint_url: str | None, limits: FetchLimits, **_) -> Path:
@@ -201,17 +214,22 @@ def _s3(source: str, scratch: Path, s3_endpoint_url: str | None, limits: FetchLi
     dest = scratch / "s3"
     deadline = Deadline(label, limits.max_download_seconds)
     try:
-        items = [item for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-                 for item in page.get("Contents", [])
-                 if item["Key"][len(prefix):] and not item["Key"].endswith("/")]
+        items = [
+            item
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+            for item in page.get("Contents", [])
+            if item["Key"][len(prefix) :] and not item["Key"].endswith("/")
+        ]
         clash = file_and_folder(item["Key"] for item in items)
         if clash:
-            raise DataValidationError(f"{label}: object {clipped(clash[0])} is also the folder of {clipped(clash[1])}; "
-                                      "both cannot be files: remove one of them")
+            raise DataValidationError(
+                f"{label}: object {clipped(clash[0])} is also the folder of {clipped(clash[1])}; "
+                "both cannot be files: remove one of them"
+            )
         received = 0
         with Progress(f"downloading {label}", len(items), "files") as progress:
             for item in items:
-                target = _inside(dest, item["Key"][len(prefix):], label)
+                target = _inside(dest, item["Key"][len(prefix) :], label)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 client.download_file(bucket, item["Key"], str(target))
                 received += item.get("Size", 0)
@@ -228,19 +246,26 @@ def _lakefs(source: str, scratch: Path, lakefs, **_) -> Path:
     from segmodels.versioning import LakeFSUri
 
     if lakefs is None:
-        raise ValueError(f"{source}: a lakefs:// source is read with a lakeFS client; "
-                         "pass lakefs=<segmodels.versioning.LakeFS>")
+        raise ValueError(
+            f"{source}: a lakefs:// source is read with a lakeFS client; pass lakefs=<segmodels.versioning.LakeFS>"
+        )
     uri = LakeFSUri.parse(source)
     return Path(lakefs.download_prefix(uri.repo, uri.ref, uri.path))
 
 
 RESOLVERS: dict[str, Callable[..., Path]] = {
-    "": _local, "file": _local, "http": _http, "https": _http, "s3": _s3, "lakefs": _lakefs,
+    "": _local,
+    "file": _local,
+    "http": _http,
+    "https": _http,
+    "s3": _s3,
+    "lakefs": _lakefs,
 }
 
 
-def extract_archive(archive: Path, dest: Path, *, label: str | None = None,
-                    limits: FetchLimits = FetchLimits()) -> Path:
+def extract_archive(
+    archive: Path, dest: Path, *, label: str | None = None, limits: FetchLimits = FetchLimits()
+) -> Path:
     """Extract a zip or tar archive into dest; descend into a single top folder. Errors name the archive as `label`
     (the source as the user gave it, credentials removed), never the file it was downloaded to.
 
@@ -319,8 +344,9 @@ class _Budget:
     def check_member(self, name: str, size: int) -> None:
         limit = self.limits.max_member_bytes
         if limit is not None and size > limit:
-            raise DataValidationError(f"{self.label}: member {clipped(name)} of {size} bytes is above "
-                                      f"data.max_file_bytes={limit}")
+            raise DataValidationError(
+                f"{self.label}: member {clipped(name)} of {size} bytes is above data.max_file_bytes={limit}"
+            )
 
     def copy(self, stream, target: Path, name: str) -> None:
         """Write `stream` to `target`, counting its bytes against the member and total limits as they come."""
@@ -338,8 +364,9 @@ class _Budget:
         except OSError as error:
             if not error.strerror:
                 raise
-            raise DataValidationError(f"{self.label}: member {clipped(name)} cannot be extracted "
-                                      f"({error.strerror})") from None
+            raise DataValidationError(
+                f"{self.label}: member {clipped(name)} cannot be extracted ({error.strerror})"
+            ) from None
 
     def refusal(self, name: str, total: int) -> DataValidationError:
         limits = self.limits
@@ -347,11 +374,13 @@ class _Budget:
         if total > limits.max_extracted_bytes:
             return DataValidationError(
                 f"{self.label}: archive expands to more than data.max_extracted_bytes={limits.max_extracted_bytes} "
-                f"bytes ({at}); -P data.max_extracted_bytes=<bytes> raises the limit")
+                f"bytes ({at}); -P data.max_extracted_bytes=<bytes> raises the limit"
+            )
         return DataValidationError(
             f"{self.label}: archive of {self.archive_bytes} bytes expands to more than "
             f"data.max_compression_ratio={limits.max_compression_ratio:g} times its size ({at}: a compression bomb?); "
-            f"-P data.max_compression_ratio=<ratio> raises the limit")
+            f"-P data.max_compression_ratio=<ratio> raises the limit"
+        )
 
 
 def _refuse_duplicates(label: str, names: list[str]) -> None:
@@ -362,11 +391,16 @@ def _refuse_duplicates(label: str, names: list[str]) -> None:
     report = ValidationReport()
     for path, copies in by_path.items():
         if len(copies) > 1:
-            report.add(f"{label}/{path}", f"duplicate archive member ({len(copies)} copies: "
-                                          f"{', '.join(clipped(copy) for copy in copies[:3])})")
+            report.add(
+                f"{label}/{path}",
+                f"duplicate archive member ({len(copies)} copies: {', '.join(clipped(copy) for copy in copies[:3])})",
+            )
     if report:
-        raise DataValidationError(f"{label}: {len(report)} archive member(s) present more than once, archive refused "
-                                  f"(first: {report.issues[0]}); remove the extra copies", report)
+        raise DataValidationError(
+            f"{label}: {len(report)} archive member(s) present more than once, archive refused "
+            f"(first: {report.issues[0]}); remove the extra copies",
+            report,
+        )
 
 
 def check_room(folder: Path, needed: int, label: str, what: str) -> None:
@@ -374,8 +408,10 @@ def check_room(folder: Path, needed: int, label: str, what: str) -> None:
     than ``DISK_SPARE`` free: a download or an archive larger than the disk fails before it fills it."""
     free = shutil.disk_usage(folder).free
     if needed > free - DISK_SPARE:
-        raise DataValidationError(f"{label}: {what} needs {needed / 1e6:,.0f} MB and the disk of {folder} has "
-                                  f"{free / 1e6:,.0f} MB free (keeping {DISK_SPARE / 1e6:,.0f} MB spare)")
+        raise DataValidationError(
+            f"{label}: {what} needs {needed / 1e6:,.0f} MB and the disk of {folder} has "
+            f"{free / 1e6:,.0f} MB free (keeping {DISK_SPARE / 1e6:,.0f} MB spare)"
+        )
 
 
 def _inside(dest: Path, relative: str, label: str) -> Path:
@@ -388,5 +424,3 @@ def _inside(dest: Path, relative: str, label: str) -> Path:
 
 def _first_line(error: Exception) -> str:
     return (str(error).splitlines() or [error.__class__.__name__])[0]
-
-

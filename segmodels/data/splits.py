@@ -25,7 +25,9 @@ def split_counts(total: int, val_fraction: float, test_fraction: float) -> tuple
     return counts[0], counts[1]
 
 
-def assign_splits(names: Iterable[str], seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1) -> dict[str, str]:
+def assign_splits(
+    names: Iterable[str], seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1
+) -> dict[str, str]:
     """Split by rank of a seeded hash of each name: independent of listing order, and adding a sample moves O(1) others.
 
     A name may hold undecodable bytes of a file name (surrogate escapes): it is hashed as those bytes.

@@ -119,12 +119,17 @@ class DatasetStats:
         document = {}
         for split in SPLITS:
             counts = self.by_split.get(split) or _SplitCounts()
-            columns = {key: [int(v) for v in getattr(counts, key)[:num_classes]] for key in ("pixels", "image_pixels", "images")}
+            columns = {
+                key: [int(v) for v in getattr(counts, key)[:num_classes]]
+                for key in ("pixels", "image_pixels", "images")
+            }
             if ignore_index < num_classes:
                 for values in columns.values():
                     values[ignore_index] = 0
             document[split] = ClassStats(
-                pixels=tuple(columns["pixels"]), image_pixels=tuple(columns["image_pixels"]), images=tuple(columns["images"]),
+                pixels=tuple(columns["pixels"]),
+                image_pixels=tuple(columns["image_pixels"]),
+                images=tuple(columns["images"]),
                 ignored_pixels=int(counts.pixels[ignore_index]),
             ).to_dict()
         return document

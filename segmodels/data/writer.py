@@ -47,7 +47,9 @@ class LayoutWriter:
         layout.root.mkdir(parents=True, exist_ok=True)
         foreign = sorted(entry.name for entry in layout.root.iterdir() if entry.name not in layout.entries)
         if foreign:
-            raise DataValidationError(f"{layout.root}: output folder holds files that are not a prepared data set: {foreign[:5]}")
+            raise DataValidationError(
+                f"{layout.root}: output folder holds files that are not a prepared data set: {foreign[:5]}"
+            )
         layout.dataset_file.unlink(missing_ok=True)  # present only once the layout is complete
         self._previous = self._load_cache()
         self._entries: dict[str, dict] = {}
@@ -65,7 +67,9 @@ class LayoutWriter:
             return {}
         return document.get("samples", {})
 
-    def reuse(self, name: str, split: str, *, fingerprint: str | None = None, signature: list | None = None) -> dict | None:
+    def reuse(
+        self, name: str, split: str, *, fingerprint: str | None = None, signature: list | None = None
+    ) -> dict | None:
         """The cached entry of an unchanged sample whose files are still in place (then recorded as written), else None.
 
         Unchanged means: same source stat `signature` (size and mtime of its source files: nothing read), or same
@@ -74,7 +78,9 @@ class LayoutWriter:
         entry = self._previous.get(name)
         if not entry or entry["split"] != split:
             return None
-        if not ((signature and entry.get("signature") == signature) or (fingerprint and entry["fingerprint"] == fingerprint)):
+        if not (
+            (signature and entry.get("signature") == signature) or (fingerprint and entry["fingerprint"] == fingerprint)
+        ):
             return None
         for path, _, size, _, mtime_ns in entry["files"]:
             try:
@@ -91,8 +97,10 @@ class LayoutWriter:
     def write(self, name: str, split: str, image_suffix: str, image: bytes, mask: bytes, details: dict) -> dict:
         """Write sample `name`'s image (bytes as read, file extension `image_suffix`) and encoded mask into `split`;
         `details` (fingerprint, signature, stats) are cached with them."""
-        outputs = [("image", self.layout.image_path(split, name + image_suffix), image),
-                   ("mask", self.layout.mask_path(split, name), mask)]
+        outputs = [
+            ("image", self.layout.image_path(split, name + image_suffix), image),
+            ("mask", self.layout.mask_path(split, name), mask),
+        ]
         files = []
         for kind, target, data in outputs:
             target.parent.mkdir(parents=True, exist_ok=True)

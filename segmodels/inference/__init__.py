@@ -1,4 +1,5 @@
 """Inference: ``predict(model, spec, images)``; the MLflow pyfunc flavour lives in ``segmodels.inference.pyfunc``."""
+
 from .options import InferenceOptions, InvalidInput
 from .predictor import predict, predict_files, to_image_tensor
 

@@ -1,4 +1,5 @@
 """Scoring a model on a split of a normalised data set at each image's full resolution."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,8 +16,14 @@ from segmodels.metrics import ConfusionMatrix
 from segmodels.models import ModelSpec
 
 
-def evaluate_split(model: nn.Module, spec: ModelSpec, data_root: Path | str, split: str, batch_size: int = 8,
-                   options: InferenceOptions = InferenceOptions()) -> dict:
+def evaluate_split(
+    model: nn.Module,
+    spec: ModelSpec,
+    data_root: Path | str,
+    split: str,
+    batch_size: int = 8,
+    options: InferenceOptions = InferenceOptions(),
+) -> dict:
     """:meth:`ConfusionMatrix.compute` of the model's masks, predicted with ``options`` (test-time flips, resize or
     sliding windows), against the ground truth of ``split`` (images without a mask are skipped); raises ValueError
     when the split has no labelled image."""

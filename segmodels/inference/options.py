@@ -1,4 +1,5 @@
 """How ``predict`` runs a model over an image: test-time augmentation, and resize vs sliding windows."""
+
 from __future__ import annotations
 
 import math
@@ -36,12 +37,15 @@ class InferenceOptions:
         if self.mode not in MODES:
             raise InvalidInput(f"mode={str(self.mode)[:80]!r}: expected one of {', '.join(MODES)}")
         overlap = self.overlap
-        if isinstance(overlap, bool) or not isinstance(overlap, (int, float)) or not (
-                math.isfinite(overlap) and 0 <= overlap <= MAX_OVERLAP):
+        if (
+            isinstance(overlap, bool)
+            or not isinstance(overlap, (int, float))
+            or not (math.isfinite(overlap) and 0 <= overlap <= MAX_OVERLAP)
+        ):
             raise InvalidInput(f"overlap={str(overlap)[:80]!r}: expected a number from 0 to {MAX_OVERLAP}")
 
     @classmethod
-    def of(cls, cfg) -> "InferenceOptions":
+    def of(cls, cfg) -> InferenceOptions:
         """The options of an ``inference`` config node (``tta``, ``mode``, ``overlap``)."""
         return cls(tta=cfg.tta, mode=cfg.mode, overlap=float(cfg.overlap))
 

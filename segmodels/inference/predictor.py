@@ -1,4 +1,5 @@
 """Batched prediction: images in (any size), class-id masks out (same size)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,13 +39,18 @@ def to_image_tensor(image) -> torch.Tensor:
 
 def _batches(items: Sequence, size: int) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
-        yield items[start:start + size]
+        yield items[start : start + size]
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int = 8,
-            device: torch.device | str | None = None,
-            options: InferenceOptions = InferenceOptions()) -> list[np.ndarray]:
+def predict(
+    model: nn.Module,
+    spec: ModelSpec,
+    images: Sequence,
+    batch_size: int = 8,
+    device: torch.device | str | None = None,
+    options: InferenceOptions = InferenceOptions(),
+) -> list[np.ndarray]:
     """Class-id masks (uint8 when the classes fit, else int64), one per input image and at its size.
 
     ``options`` (:class:`~segmodels.inference.options.InferenceOptions`) say how: with test-time flips averaged
@@ -66,16 +72,21 @@ def predict(model: nn.Module, spec: ModelSpec, images: Sequence, batch_size: int
     resized = []
     for index, tensor in enumerate(tensors):
         if options.slides(tensor.shape[-2:], box):
-            masks[index] = sliding_window_labels(forward, tensor.to(device), spec.mean, spec.std, box,
-                                                 options.overlap, batch_size, label_dtype).numpy()
+            masks[index] = sliding_window_labels(
+                forward, tensor.to(device), spec.mean, spec.std, box, options.overlap, batch_size, label_dtype
+            ).numpy()
         else:
             resized.append(index)
     for chunk in _batches(resized, batch_size):
         sizes = [tensors[i].shape[-2:] for i in chunk]
         inputs: list = [None] * len(chunk)
         for _, indexes in same_size_slices(sizes, 3):
-            group = model_input(torch.stack([tensors[chunk[i]] for i in indexes]).to(device, non_blocking=True),
-                                spec.mean, spec.std, box)
+            group = model_input(
+                torch.stack([tensors[chunk[i]] for i in indexes]).to(device, non_blocking=True),
+                spec.mean,
+                spec.std,
+                box,
+            )
             for i, prepared in zip(indexes, group):
                 inputs[i] = prepared
         logits = forward(torch.stack(inputs))
@@ -105,9 +116,14 @@ def read_rgb_file(path: Path) -> np.ndarray:
         return np.asarray(image.convert("RGB"))
 
 
-def predict_files(model: nn.Module, spec: ModelSpec, paths: Sequence[Path], batch_size: int = 8,
-                  read: Callable[[Path], np.ndarray] = read_rgb_file,
-                  options: InferenceOptions = InferenceOptions()) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+def predict_files(
+    model: nn.Module,
+    spec: ModelSpec,
+    paths: Sequence[Path],
+    batch_size: int = 8,
+    read: Callable[[Path], np.ndarray] = read_rgb_file,
+    options: InferenceOptions = InferenceOptions(),
+) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
     """``(path, RGB image, mask)`` for each image file, read with ``read`` and predicted ``batch_size`` at a time
     with ``options`` (only one batch of images in memory)."""
     for chunk in _batches(paths, batch_size):

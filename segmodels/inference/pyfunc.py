@@ -1,5 +1,6 @@
 """MLflow pyfunc flavour over a model package: images in (arrays, or base64 PNG/JPEG in a DataFrame column
 ``image``), class-id masks out."""
+
 from __future__ import annotations
 
 import base64
@@ -37,10 +38,15 @@ DEFAULT_OPTIONS = InferenceOptions()
 SIGNATURE = ModelSignature(
     inputs=None,  # any of the input forms below; a column schema would refuse arrays and lists
     outputs=None,
-    params=ParamSchema([ParamSpec("batch_size", "long", 8), ParamSpec("output_format", "string", "png"),
-                        ParamSpec("tta", "string", DEFAULT_OPTIONS.tta),
-                        ParamSpec("mode", "string", DEFAULT_OPTIONS.mode),
-                        ParamSpec("overlap", "double", DEFAULT_OPTIONS.overlap)]),
+    params=ParamSchema(
+        [
+            ParamSpec("batch_size", "long", 8),
+            ParamSpec("output_format", "string", "png"),
+            ParamSpec("tta", "string", DEFAULT_OPTIONS.tta),
+            ParamSpec("mode", "string", DEFAULT_OPTIONS.mode),
+            ParamSpec("overlap", "double", DEFAULT_OPTIONS.overlap),
+        ]
+    ),
 )
 
 
@@ -69,7 +75,8 @@ def guard_scoring_server(max_body_bytes: int) -> None:
     def invocations(data, content_type, model, input_schema):
         if len(data) > max_body_bytes:
             raise MlflowException.invalid_parameter_value(
-                f"request body of {len(data)} bytes, above ${MAX_BODY_ENV}={max_body_bytes}")
+                f"request body of {len(data)} bytes, above ${MAX_BODY_ENV}={max_body_bytes}"
+            )
         try:
             return parse(data, content_type, model, input_schema)
         except MlflowException as error:  # the server prefixes the whole request: "Failed to predict data '...'"
@@ -77,7 +84,8 @@ def guard_scoring_server(max_body_bytes: int) -> None:
             raise
         except RecursionError:
             raise MlflowException.invalid_parameter_value(
-                "request JSON nested too deeply to parse (an image is at most 3 levels of lists)") from None
+                "request JSON nested too deeply to parse (an image is at most 3 levels of lists)"
+            ) from None
 
     invocations.__wrapped__ = parse
     scoring_server.invocations = invocations
@@ -110,8 +118,10 @@ def decode_image(value, max_pixels: int | None = None) -> np.ndarray:
 def check_pixels(width: int, height: int, max_pixels: int | None, note: str = "") -> None:
     """InvalidInput naming the limit when a ``width`` x ``height`` image has more than ``max_pixels`` pixels."""
     if max_pixels is not None and width * height > max_pixels:
-        raise InvalidInput(f"image of {width}x{height} = {width * height} pixels, above the limit of a served "
-                           f"image ${MAX_PIXELS_ENV}={max_pixels} {note}".rstrip())
+        raise InvalidInput(
+            f"image of {width}x{height} = {width * height} pixels, above the limit of a served "
+            f"image ${MAX_PIXELS_ENV}={max_pixels} {note}".rstrip()
+        )
 
 
 def encode_png(array: np.ndarray) -> str:
@@ -125,16 +135,22 @@ def request_options(params: dict[str, Any]) -> tuple[int, str, InferenceOptions]
     """``batch_size``, ``output_format`` and the :class:`InferenceOptions` of a request's params, each checked
     (InvalidInput, one line, otherwise)."""
     batch_size = params.get("batch_size", 8)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or not (
-            BATCH_SIZES[0] <= batch_size <= BATCH_SIZES[1]):
-        raise InvalidInput(f"batch_size={str(batch_size)[:80]!r}: expected a whole number from {BATCH_SIZES[0]} "
-                           f"to {BATCH_SIZES[1]}")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or not (BATCH_SIZES[0] <= batch_size <= BATCH_SIZES[1])
+    ):
+        raise InvalidInput(
+            f"batch_size={str(batch_size)[:80]!r}: expected a whole number from {BATCH_SIZES[0]} to {BATCH_SIZES[1]}"
+        )
     output_format = params.get("output_format", "png")
     if output_format not in OUTPUT_FORMATS:
         raise InvalidInput(f"output_format={str(output_format)[:80]!r}: expected one of {', '.join(OUTPUT_FORMATS)}")
-    options = InferenceOptions(tta=params.get("tta", DEFAULT_OPTIONS.tta),
-                               mode=params.get("mode", DEFAULT_OPTIONS.mode),
-                               overlap=params.get("overlap", DEFAULT_OPTIONS.overlap))
+    options = InferenceOptions(
+        tta=params.get("tta", DEFAULT_OPTIONS.tta),
+        mode=params.get("mode", DEFAULT_OPTIONS.mode),
+        overlap=params.get("overlap", DEFAULT_OPTIONS.overlap),
+    )
     return int(batch_size), output_format, options
 
 
@@ -179,8 +195,9 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
             model_input = pd.DataFrame({IMAGE_COLUMN: [values] if isinstance(values, (str, bytes)) else list(values)})
         if isinstance(model_input, pd.DataFrame):
             if IMAGE_COLUMN not in model_input.columns:
-                raise InvalidInput(f"input DataFrame needs a column {IMAGE_COLUMN!r}, "
-                                   f"got {list(model_input.columns)[:10]}")
+                raise InvalidInput(
+                    f"input DataFrame needs a column {IMAGE_COLUMN!r}, got {list(model_input.columns)[:10]}"
+                )
             masks = self._predict(list(model_input[IMAGE_COLUMN]), batch_size, options)
             return pd.DataFrame({MASK_COLUMN: [encode_png(m) if output_format == "png" else m for m in masks]})
         if isinstance(model_input, np.ndarray) and model_input.dtype.kind in "OSU":  # encoded images, one a row
@@ -199,7 +216,7 @@ class SegmentationPyfunc(mlflow.pyfunc.PythonModel):
 
         masks: list[np.ndarray] = []
         for start in range(0, len(values), batch_size):
-            images = [decode_image(value, self.max_pixels) for value in values[start:start + batch_size]]
+            images = [decode_image(value, self.max_pixels) for value in values[start : start + batch_size]]
             masks.extend(predict(self.model, self.spec, images, batch_size=batch_size, options=options))
         return masks
 

@@ -4,6 +4,7 @@ their logits blended with a Gaussian weight map (as nnU-Net and MONAI's ``slidin
 Memory is bounded whatever the image size: windows go through the model ``batch_size`` at a time, and the
 blended logits are kept for one band of window rows only (about two window heights by the image's width); the
 rows no later window touches are handed on and dropped."""
+
 from __future__ import annotations
 
 import math
@@ -37,9 +38,15 @@ def blend_weights(height: int, width: int, device: torch.device | str = "cpu") -
     return torch.outer(axes[0], axes[1]).clamp_min(MIN_WEIGHT)
 
 
-def sliding_window_logits(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
-                          mean: Sequence[float], std: Sequence[float], window: Sequence[int], overlap: float,
-                          batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+def sliding_window_logits(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    window: Sequence[int],
+    overlap: float,
+    batch_size: int,
+) -> Iterator[tuple[int, torch.Tensor]]:
     """``(top, logits)`` bands of the blended float32 logits [C, rows, W] of the uint8 image [3, H, W], top to
     bottom, covering its H rows once (a band is a view of a buffer the next band reuses: copy what you keep).
     Each window is cut from the image, prepared by :func:`~segmodels.transforms.model_input` (an image smaller
@@ -56,18 +63,18 @@ def sliding_window_logits(forward: Callable[[torch.Tensor], torch.Tensor], image
     for index, row in enumerate(rows):
         spots = [(row, col) for col in cols]
         for start in range(0, len(spots), batch_size):
-            chunk = spots[start:start + batch_size]
-            crops = torch.stack([image[:, y:y + band_rows, x:x + window[1]] for y, x in chunk])
+            chunk = spots[start : start + batch_size]
+            crops = torch.stack([image[:, y : y + band_rows, x : x + window[1]] for y, x in chunk])
             prepared = model_input(crops, mean, std)
             prepared = F.pad(prepared, (0, window[1] - prepared.shape[-1], 0, window[0] - prepared.shape[-2]))
-            logits = forward(prepared).float()[..., :band_rows, :min(window[1], width)]
+            logits = forward(prepared).float()[..., :band_rows, : min(window[1], width)]
             if scores is None:
-                weights = blend_weights(*window, device=logits.device)[:band_rows, :logits.shape[-1]]
+                weights = blend_weights(*window, device=logits.device)[:band_rows, : logits.shape[-1]]
                 scores = logits.new_zeros((logits.shape[1], held, width))
                 norm = logits.new_zeros((held, width))
             for (y, x), logit in zip(chunk, logits):
-                scores[:, y - top:y - top + band_rows, x:x + logit.shape[-1]].add_(logit * weights)
-                norm[y - top:y - top + band_rows, x:x + logit.shape[-1]].add_(weights)
+                scores[:, y - top : y - top + band_rows, x : x + logit.shape[-1]].add_(logit * weights)
+                norm[y - top : y - top + band_rows, x : x + logit.shape[-1]].add_(weights)
         done = rows[index + 1] if index + 1 < len(rows) else height
         finished = done - top
         yield top, scores[:, :finished].div_(norm[:finished])
@@ -79,11 +86,18 @@ def sliding_window_logits(forward: Callable[[torch.Tensor], torch.Tensor], image
         top = done
 
 
-def sliding_window_labels(forward: Callable[[torch.Tensor], torch.Tensor], image: torch.Tensor,
-                          mean: Sequence[float], std: Sequence[float], window: Sequence[int], overlap: float,
-                          batch_size: int, dtype: torch.dtype) -> torch.Tensor:
+def sliding_window_labels(
+    forward: Callable[[torch.Tensor], torch.Tensor],
+    image: torch.Tensor,
+    mean: Sequence[float],
+    std: Sequence[float],
+    window: Sequence[int],
+    overlap: float,
+    batch_size: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
     """The class-id mask [H, W] (on the host, of ``dtype``) of the arg-max of :func:`sliding_window_logits`."""
     labels = torch.empty(tuple(image.shape[-2:]), dtype=dtype)
     for top, logits in sliding_window_logits(forward, image, mean, std, window, overlap, batch_size):
-        labels[top:top + logits.shape[1]] = logits.max(dim=0).indices.to(dtype).cpu()  # argmax(0): 2.7x slower
+        labels[top : top + logits.shape[1]] = logits.max(dim=0).indices.to(dtype).cpu()  # argmax(0): 2.7x slower
     return labels

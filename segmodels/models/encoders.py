@@ -1,4 +1,5 @@
 """timm feature encoders (``features_only=True``) and offline pretrained-weight loading."""
+
 from __future__ import annotations
 
 import logging
@@ -37,8 +38,12 @@ class TimmEncoder(nn.Module):
         features = {"out_indices": tuple(range(int(depth)))} if depth is not None else {}
         try:
             self.model = timm.create_model(
-                name, features_only=True, pretrained=bool(pretrained) and pretrained_path is None,
-                in_chans=in_chans, **extra, **features,
+                name,
+                features_only=True,
+                pretrained=bool(pretrained) and pretrained_path is None,
+                in_chans=in_chans,
+                **extra,
+                **features,
             )
         except RuntimeError as err:
             if "Unknown model" in str(err):
@@ -46,8 +51,9 @@ class TimmEncoder(nn.Module):
             raise
         if pretrained_path is not None:
             full_model = timm.create_model(name, in_chans=in_chans, **extra)
-            load_pretrained_weights(self.model, pretrained_path, reference=full_model,
-                                    description=f"timm encoder {name!r}")
+            load_pretrained_weights(
+                self.model, pretrained_path, reference=full_model, description=f"timm encoder {name!r}"
+            )
         self.channels: list[int] = list(self.model.feature_info.channels())
         self.reductions: list[int] = list(self.model.feature_info.reduction())
         data_config = timm.data.resolve_model_data_config(self.model)
@@ -58,8 +64,9 @@ class TimmEncoder(nn.Module):
         return self.model(x)
 
 
-def load_pretrained_weights(module: nn.Module, path: str | Path, reference: nn.Module | None = None,
-                            description: str | None = None) -> int:
+def load_pretrained_weights(
+    module: nn.Module, path: str | Path, reference: nn.Module | None = None, description: str | None = None
+) -> int:
     """Load the local weights file ``path`` into ``module``; return the number of tensors loaded.
 
     The file is fitted to ``reference``'s state dict (default: ``module``'s), e.g. the full timm model whose
@@ -81,12 +88,18 @@ def load_pretrained_weights(module: nn.Module, path: str | Path, reference: nn.M
         fitted, order_problems = _fit_in_order(source, target, needed)
         if order_problems:
             overlap = any(k in target for k in source if not _is_counter(k))
-            raise ValueError(f"pretrained_path={path} does not fit {description}: "
-                             + (name_problems if overlap else order_problems))
+            raise ValueError(
+                f"pretrained_path={path} does not fit {description}: " + (name_problems if overlap else order_problems)
+            )
     state = {k: source[fitted[names[k]]] for k in module.state_dict() if names[k] in fitted}
     module.load_state_dict(state, strict=False)
-    logger.info("pretrained_path=%s: loaded %d tensors into %s, %d file tensors unused (head, deeper stages)",
-                path, len(state), description, len(source) - len(set(fitted.values())))
+    logger.info(
+        "pretrained_path=%s: loaded %d tensors into %s, %d file tensors unused (head, deeper stages)",
+        path,
+        len(state),
+        description,
+        len(source) - len(set(fitted.values())),
+    )
     return len(state)
 
 
@@ -119,8 +132,10 @@ def _reference_names(module: nn.Module, target: dict[str, torch.Tensor], descrip
     names, unknown = {}, []
     for key, tensor in module.state_dict().items():
         head, _, rest = key.partition(".")
-        match = next((c for c in (key, f"{flat.get(head)}.{rest}", rest)
-                      if c in target and target[c].shape == tensor.shape), None)
+        match = next(
+            (c for c in (key, f"{flat.get(head)}.{rest}", rest) if c in target and target[c].shape == tensor.shape),
+            None,
+        )
         names[key] = match
         if match is None:
             unknown.append(key)
@@ -141,8 +156,9 @@ def _listed(keys: list[str], limit: int = 3) -> str:
     return ", ".join(keys[:limit]) + (", ..." if len(keys) > limit else "")
 
 
-def _fit_by_name(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                 needed: list[str]) -> tuple[dict[str, str], str]:
+def _fit_by_name(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], needed: list[str]
+) -> tuple[dict[str, str], str]:
     """Map the needed target keys to the file's by name; also say what does not fit (empty when all does).
 
     When no needed tensor is missing, file tensors named like no target tensor belong to another architecture
@@ -152,7 +168,7 @@ def _fit_by_name(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor
     wrong = [k for k in needed if k in source and source[k].shape != target[k].shape]
     file_keys = list(source)
     last = max((i for i, k in enumerate(file_keys) if k in target), default=-1)
-    stray = [k for k in file_keys[:None if missing else last] if k not in target]
+    stray = [k for k in file_keys[: None if missing else last] if k not in target]
     problems = []
     if missing:
         problems.append(f"{len(missing)} encoder tensors missing from the file ({_listed(missing)})")
@@ -164,8 +180,9 @@ def _fit_by_name(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor
     return {k: k for k in needed if k in source}, ", ".join(problems)
 
 
-def _fit_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
-                  needed: list[str]) -> tuple[dict[str, str], str]:
+def _fit_in_order(
+    source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], needed: list[str]
+) -> tuple[dict[str, str], str]:
     """Map the needed target keys to the file's by position (BatchNorm counters aside); also say what does not fit.
 
     The file must hold as many tensors as the target (more only when the target needs all of its own: the extra
@@ -179,9 +196,11 @@ def _fit_in_order(source: dict[str, torch.Tensor], target: dict[str, torch.Tenso
     wrong = [(t, f) for t, f in pairs if source[f].shape != target[t].shape]
     if not count_fits or wrong:
         shapes = [f"{f} -> {t}: file {_shape(source[f])}, encoder {_shape(target[t])}" for t, f in wrong]
-        return {}, (f"names differ from the encoder's and in file order its tensors are another architecture: "
-                    f"{len(files)} tensors, the encoder's full model has {len(targets)}"
-                    + (f", {len(wrong)} of different shape ({_listed(shapes, 2)})" if wrong else ""))
+        return {}, (
+            f"names differ from the encoder's and in file order its tensors are another architecture: "
+            f"{len(files)} tensors, the encoder's full model has {len(targets)}"
+            + (f", {len(wrong)} of different shape ({_listed(shapes, 2)})" if wrong else "")
+        )
     fitted = dict(pairs)
     counters = {_counter(t): _counter(f) for t, f in pairs if t.endswith(".running_mean")}
     fitted.update({t: f for t, f in counters.items() if t in target and f in source})

@@ -1,4 +1,5 @@
 """Model package: one folder with ``model.pt`` (state dict) and ``model.yaml`` (how to rebuild and use it)."""
+
 from __future__ import annotations
 
 import os
@@ -33,10 +34,15 @@ class ModelSpec:
     metadata: dict = field(default_factory=dict)
 
     @classmethod
-    def from_model(cls, model: nn.Module, **fields) -> "ModelSpec":
+    def from_model(cls, model: nn.Module, **fields) -> ModelSpec:
         """Spec of a model built by :func:`create_model`; ``fields`` fill the remaining entries."""
-        return cls(architecture=model.architecture, model_kwargs=dict(model.model_kwargs),
-                   mean=list(model.mean), std=list(model.std), **fields)
+        return cls(
+            architecture=model.architecture,
+            model_kwargs=dict(model.model_kwargs),
+            mean=list(model.mean),
+            std=list(model.std),
+            **fields,
+        )
 
 
 def _plain(value):
@@ -71,8 +77,9 @@ def load_spec(package_dir: str | Path) -> ModelSpec:
     known = set(ModelSpec.__dataclass_fields__)
     unknown = set(raw) - known
     if unknown or "architecture" not in raw or "num_classes" not in raw:
-        raise ValueError(f"{path}: invalid model spec (unknown keys {sorted(unknown)}, "
-                         f"architecture and num_classes required)")
+        raise ValueError(
+            f"{path}: invalid model spec (unknown keys {sorted(unknown)}, architecture and num_classes required)"
+        )
     return ModelSpec(**raw)
 
 

@@ -1,4 +1,5 @@
 """Model registry and factory, in the spirit of ``timm.create_model``."""
+
 from __future__ import annotations
 
 from typing import Callable, Sequence
@@ -12,8 +13,9 @@ register_model = MODELS.register
 list_models = MODELS.names
 
 
-def create_model(name: str, num_classes: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                 **kwargs) -> nn.Module:
+def create_model(
+    name: str, num_classes: int, mean: Sequence[float] | None = None, std: Sequence[float] | None = None, **kwargs
+) -> nn.Module:
     """Build the registered segmentation model ``name`` with ``num_classes`` output channels.
 
     The returned module maps a float image batch [N,3,H,W] to logits [N,num_classes,H,W] and carries

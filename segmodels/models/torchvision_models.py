@@ -1,4 +1,5 @@
 """torchvision's DeepLabV3 and LRASPP, wrapped to return a logits tensor."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -32,11 +33,19 @@ class TorchvisionSegmentation(nn.Module):
 
 
 def _torchvision_builder(factory: Callable[..., nn.Module], weights: str, backbone_weights: str):
-    def build(num_classes: int, pretrained: bool = False, pretrained_backbone: bool = False,
-              pretrained_path: str | None = None, **kwargs) -> TorchvisionSegmentation:
-        model = factory(weights=weights if pretrained else None,
-                        weights_backbone=backbone_weights if pretrained_backbone else None,
-                        num_classes=None if pretrained else num_classes, **kwargs)
+    def build(
+        num_classes: int,
+        pretrained: bool = False,
+        pretrained_backbone: bool = False,
+        pretrained_path: str | None = None,
+        **kwargs,
+    ) -> TorchvisionSegmentation:
+        model = factory(
+            weights=weights if pretrained else None,
+            weights_backbone=backbone_weights if pretrained_backbone else None,
+            num_classes=None if pretrained else num_classes,
+            **kwargs,
+        )
         if pretrained:
             classifier = model.classifier
             last = classifier[-1] if isinstance(classifier, nn.Sequential) else classifier.high_classifier
@@ -53,7 +62,7 @@ def _torchvision_builder(factory: Callable[..., nn.Module], weights: str, backbo
     return build
 
 
-register_model("tv_deeplabv3_resnet50")(_torchvision_builder(
-    tv_segmentation.deeplabv3_resnet50, "DEFAULT", "DEFAULT"))
-register_model("tv_lraspp_mobilenet_v3_large")(_torchvision_builder(
-    tv_segmentation.lraspp_mobilenet_v3_large, "DEFAULT", "DEFAULT"))
+register_model("tv_deeplabv3_resnet50")(_torchvision_builder(tv_segmentation.deeplabv3_resnet50, "DEFAULT", "DEFAULT"))
+register_model("tv_lraspp_mobilenet_v3_large")(
+    _torchvision_builder(tv_segmentation.lraspp_mobilenet_v3_large, "DEFAULT", "DEFAULT")
+)

@@ -40,8 +40,16 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from segmodels.tracking.models import ModelURIError
     from segmodels.versioning import LakeFSError
 
-    return (StepError, ConfigError, LakeFSError, DataValidationError, MlflowException, ModelURIError,
-            FileNotFoundError, NotADirectoryError)
+    return (
+        StepError,
+        ConfigError,
+        LakeFSError,
+        DataValidationError,
+        MlflowException,
+        ModelURIError,
+        FileNotFoundError,
+        NotADirectoryError,
+    )
 
 
 def step_function(step: str) -> Callable[[DictConfig], object]:
@@ -87,8 +95,10 @@ def run_step_cli(step: str, argv: Sequence[str] | None = None) -> None:
         with signals_raise(), step_scratch():
             step_function(step)(cfg)
     except Terminated as stop:
-        print(f"segmodels {step}: error: stopped by {stop} (temporary files and branches removed, run marked failed)",
-              file=sys.stderr)
+        print(
+            f"segmodels {step}: error: stopped by {stop} (temporary files and branches removed, run marked failed)",
+            file=sys.stderr,
+        )
         raise SystemExit(128 + stop.signum) from None
     except Exception as exc:
         if not isinstance(exc, (StepError, ConfigError)) and not isinstance(exc, user_errors()):

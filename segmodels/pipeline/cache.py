@@ -49,6 +49,7 @@ class CodeVersion:
 
 def code_version(project_dir: Path) -> CodeVersion:
     """The git commit of ``project_dir``, whether tracked files changed, and the sha256 of ``git diff HEAD``."""
+
     def git(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(["git", *args], cwd=project_dir, capture_output=True, check=False, timeout=120)
 
@@ -57,15 +58,22 @@ def code_version(project_dir: Path) -> CodeVersion:
         return CodeVersion(None, False)
     diff = git("diff", "HEAD", "--binary")
     changed = bool(diff.stdout.strip())
-    return CodeVersion(head.stdout.decode().strip(), changed,
-                       hashlib.sha256(diff.stdout).hexdigest() if changed else None)
+    return CodeVersion(
+        head.stdout.decode().strip(), changed, hashlib.sha256(diff.stdout).hexdigest() if changed else None
+    )
 
 
-def cache_key(entry_point: str, params: Mapping[str, str], config_sha256: str, code: CodeVersion,
-              inputs: Mapping[str, str]) -> str:
+def cache_key(
+    entry_point: str, params: Mapping[str, str], config_sha256: str, code: CodeVersion, inputs: Mapping[str, str]
+) -> str:
     """The step's cache key (see the module): equal keys mean the same code on the same inputs and config."""
-    payload = {"entry_point": entry_point, "params": {str(k): str(v) for k, v in params.items()},
-               "config_sha256": config_sha256, "code": code.key_part(), "inputs": dict(inputs)}
+    payload = {
+        "entry_point": entry_point,
+        "params": {str(k): str(v) for k, v in params.items()},
+        "config_sha256": config_sha256,
+        "code": code.key_part(),
+        "inputs": dict(inputs),
+    }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
@@ -80,8 +88,9 @@ def forced_steps(force: str, chain: Sequence[str]) -> set[str]:
     named = [name.strip() for name in value.split(",") if name.strip()]
     unknown = [name for name in named if name not in chain]
     if unknown:
-        raise ConfigError(f"force={force!r}: expected true, false or steps of {', '.join(chain)}; "
-                          f"unknown {', '.join(unknown)}")
+        raise ConfigError(
+            f"force={force!r}: expected true, false or steps of {', '.join(chain)}; unknown {', '.join(unknown)}"
+        )
     first = min(chain.index(name) for name in named)
     return set(chain[first:])
 
@@ -121,17 +130,21 @@ def _fingerprint_folder(folder: Path, relative: str, digest, visited: set) -> No
         if entry.is_dir():
             _fingerprint_folder(Path(entry.path), f"{name}/", digest, visited)
         else:
-            digest.update(f"{name}\0{info.st_size}\0{info.st_mtime_ns}\0{entry.is_symlink()}\n".encode(
-                "utf-8", "surrogateescape"))
+            digest.update(
+                f"{name}\0{info.st_size}\0{info.st_mtime_ns}\0{entry.is_symlink()}\n".encode("utf-8", "surrogateescape")
+            )
 
 
 def find_reusable(client, experiment_id: str, key: str):
     """The newest FINISHED run of the experiment tagged with ``key``, or None."""
     from segmodels.tracking import lineage
 
-    runs = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
-                              filter_string=f"tags.`{lineage.TAG_CACHE_KEY}` = '{key}' and "
-                                            f"attributes.status = 'FINISHED'")
+    runs = client.search_runs(
+        [experiment_id],
+        max_results=1,
+        order_by=["attributes.start_time DESC"],
+        filter_string=f"tags.`{lineage.TAG_CACHE_KEY}` = '{key}' and attributes.status = 'FINISHED'",
+    )
     return runs[0] if runs else None
 
 
@@ -146,13 +159,19 @@ def record_reuse(client, parent_run_id: str, experiment_id: str, reused, key: st
     tags = reused.data.tags
     origin = tags.get(lineage.TAG_REUSED_RUN, reused.info.run_id)
     kept = {k: v for k, v in tags.items() if not k.startswith("mlflow.") or k == MLFLOW_PROJECT_ENTRY_POINT}
-    kept.update({MLFLOW_PARENT_RUN_ID: parent_run_id, lineage.TAG_REUSED_RUN: origin, lineage.TAG_CACHE_KEY: key,
-                 MLFLOW_RUN_NAME: f"{tags.get(lineage.TAG_STEP, 'step')} (reused {origin[:8]})"})
+    kept.update(
+        {
+            MLFLOW_PARENT_RUN_ID: parent_run_id,
+            lineage.TAG_REUSED_RUN: origin,
+            lineage.TAG_CACHE_KEY: key,
+            MLFLOW_RUN_NAME: f"{tags.get(lineage.TAG_STEP, 'step')} (reused {origin[:8]})",
+        }
+    )
     run = client.create_run(experiment_id, tags=kept)
     params = [Param(k, v) for k, v in reused.data.params.items()]
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 0) for k, v in reused.data.metrics.items() if not k.startswith("system/")]
     for start in range(0, max(len(params), len(metrics)), 100):
-        client.log_batch(run.info.run_id, params=params[start:start + 100], metrics=metrics[start:start + 100])
+        client.log_batch(run.info.run_id, params=params[start : start + 100], metrics=metrics[start : start + 100])
     client.set_terminated(run.info.run_id, "FINISHED")
     return client.get_run(run.info.run_id)

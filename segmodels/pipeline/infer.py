@@ -65,8 +65,11 @@ SHOWN_REFUSED = 3  # refused files an error message names before pointing to the
 SOURCE_TAG = "segmodels.source"  # on the run: the source of plain images (a lakefs:// one pinned to its commit)
 DEFAULT_OUTPUT_FOLDER = "predictions"  # in the segmodels home: one folder per infer run when output_dir is empty
 MARKER_FILE = lineage.PREDICTIONS_MARKER_FILE
-COMMIT_METADATA = {lineage.TAG_MODEL_NAME: "registered_model", lineage.TAG_MODEL_VERSION: "model_version",
-                   lineage.TAG_MODEL_COMMIT: "model_commit"}  # model lineage tag -> predictions commit metadata key
+COMMIT_METADATA = {
+    lineage.TAG_MODEL_NAME: "registered_model",
+    lineage.TAG_MODEL_VERSION: "model_version",
+    lineage.TAG_MODEL_COMMIT: "model_commit",
+}  # model lineage tag -> predictions commit metadata key
 SHOWN_CLASS_NAMES = 6  # class names an error message lists before "..."
 VERSIONS_SHOWN = 20  # rows of the interactive table
 
@@ -86,19 +89,30 @@ def split_images(layout: Layout, split: str) -> list[Path]:
 def chosen_model_uri(client: MlflowClient, model_uri: str) -> str:
     """``models:/<name>/<version>`` of the version the user picks from a table of the registered model that
     ``model_uri`` names (``interactive=true``)."""
-    name = model_uri[len("models:/"):].split("/")[0].split("@")[0] if model_uri.startswith("models:/") else ""
+    name = model_uri[len("models:/") :].split("/")[0].split("@")[0] if model_uri.startswith("models:/") else ""
     if not name:
-        raise StepError(f"interactive=true lists the versions of a registered model, and model_uri={model_uri!r} "
-                        "names none; pass model_uri=models:/<name>")
+        raise StepError(
+            f"interactive=true lists the versions of a registered model, and model_uri={model_uri!r} "
+            "names none; pass model_uri=models:/<name>"
+        )
     versions = registered_versions(client, name)[:VERSIONS_SHOWN]
     aliases = client.get_registered_model(name).aliases if versions else {}
-    rows = [(version.version,
-             " ".join(f"@{alias}" for alias, number in aliases.items() if str(number) == str(version.version)),
-             " ".join(f"{key}={value}" for key, value in version.tags.items() if "." not in key),
-             short_commit(version.tags.get(lineage.TAG_DATA_COMMIT)), timestamp(version.creation_timestamp))
-            for version in versions]
-    picked = choose(f"versions of registered model {name!r}, newest first",
-                    ("version", "aliases", "metric", "data commit", "registered"), rows, INSTEAD["infer"])
+    rows = [
+        (
+            version.version,
+            " ".join(f"@{alias}" for alias, number in aliases.items() if str(number) == str(version.version)),
+            " ".join(f"{key}={value}" for key, value in version.tags.items() if "." not in key),
+            short_commit(version.tags.get(lineage.TAG_DATA_COMMIT)),
+            timestamp(version.creation_timestamp),
+        )
+        for version in versions
+    ]
+    picked = choose(
+        f"versions of registered model {name!r}, newest first",
+        ("version", "aliases", "metric", "data commit", "registered"),
+        rows,
+        INSTEAD["infer"],
+    )
     return f"models:/{name}/{versions[picked].version}"
 
 
@@ -118,8 +132,10 @@ def check_registered(client: MlflowClient, model_uri: str) -> None:
         return
     newest = newest_model_run(client)
     if newest is None:
-        hint = ("train and register one first (mlflow run . -e main), or pass -P model_uri=<a model folder, "
-                "runs:/<train run id>/model or lakefs:// URI>")
+        hint = (
+            "train and register one first (mlflow run . -e main), or pass -P model_uri=<a model folder, "
+            "runs:/<train run id>/model or lakefs:// URI>"
+        )
     else:
         register = f"mlflow run . -e register -P run_id={newest} -P model_name={parsed.name}"
         register += f" -P alias={parsed.alias}" if parsed.alias else ""
@@ -133,10 +149,15 @@ def newest_model_run(client: MlflowClient) -> str | None:
     """The id of the newest finished train run, of any experiment, that made a model (tagged with its lakeFS URI;
     register runs carry that tag too, and are not what register takes)."""
     experiments = [experiment.experiment_id for experiment in client.search_experiments()]
-    query = (f"tags.`{lineage.TAG_STEP}` = 'train' AND tags.`{lineage.TAG_MODEL_URI}` LIKE 'lakefs://%' "
-             "AND attributes.status = 'FINISHED'")
-    runs = client.search_runs(experiments, query, order_by=["attributes.start_time DESC"],
-                              max_results=1) if experiments else []
+    query = (
+        f"tags.`{lineage.TAG_STEP}` = 'train' AND tags.`{lineage.TAG_MODEL_URI}` LIKE 'lakefs://%' "
+        "AND attributes.status = 'FINISHED'"
+    )
+    runs = (
+        client.search_runs(experiments, query, order_by=["attributes.start_time DESC"], max_results=1)
+        if experiments
+        else []
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -155,10 +176,12 @@ def check_classes(model_uri: str, spec, data_uri: str, info) -> None:
     if spec.num_classes == info.num_classes:
         first = next(i for i, name in enumerate(model_names) if data_names.get(i, name) != name)
         differs = f" (class {first} is {model_names[first]!r} in the model, {data_names[first]!r} in the data)"
-    raise StepError(f"model_uri={model_uri} predicts {describe_classes(spec.num_classes, model_names)} but the "
-                    f"data set at {data_uri} has {describe_classes(info.num_classes, info.class_names)}{differs}; "
-                    f"pass a data_ref of data with the model's classes, or a model_uri of a model of the data's "
-                    f"classes")
+    raise StepError(
+        f"model_uri={model_uri} predicts {describe_classes(spec.num_classes, model_names)} but the "
+        f"data set at {data_uri} has {describe_classes(info.num_classes, info.class_names)}{differs}; "
+        f"pass a data_ref of data with the model's classes, or a model_uri of a model of the data's "
+        f"classes"
+    )
 
 
 def describe_classes(count: int, names: Sequence[str]) -> str:
@@ -190,12 +213,15 @@ def check_output_dir(out: Path) -> None:
     if not out.exists():
         return
     if not out.is_dir():
-        raise StepError(f"output_dir={out} is not a folder; pass an output_dir that is absent, empty or an "
-                        f"earlier infer's output")
+        raise StepError(
+            f"output_dir={out} is not a folder; pass an output_dir that is absent, empty or an earlier infer's output"
+        )
     if (out / MARKER_FILE).is_file() or not any(out.iterdir()):
         return
-    raise StepError(f"output_dir={out} holds files not written by infer (no {MARKER_FILE}) and would be replaced "
-                    f"whole; pass an absent or empty folder, or delete it")
+    raise StepError(
+        f"output_dir={out} holds files not written by infer (no {MARKER_FILE}) and would be replaced "
+        f"whole; pass an absent or empty folder, or delete it"
+    )
 
 
 @contextmanager
@@ -242,8 +268,17 @@ def replace_folder(new: Path, out: Path) -> None:
 # -- predictions -------------------------------------------------------------------------------------------------
 
 
-def predict_images(model, spec, paths: list[Path], layout: Layout, out: Path, info, batch_size: int,
-                   alpha: float, options: InferenceOptions) -> tuple[list[dict], ConfusionMatrix]:
+def predict_images(
+    model,
+    spec,
+    paths: list[Path],
+    layout: Layout,
+    out: Path,
+    info,
+    batch_size: int,
+    alpha: float,
+    options: InferenceOptions,
+) -> tuple[list[dict], ConfusionMatrix]:
     """Predict, write and score every image of ``paths`` into ``out``; the per-image rows and the total."""
     total = ConfusionMatrix(info.num_classes, ignore_index=info.ignore_index)
     rows = []
@@ -255,26 +290,41 @@ def predict_images(model, spec, paths: list[Path], layout: Layout, out: Path, in
     return rows, total
 
 
-def predict_source(model, spec, listing: ImageListing, limits: ReadLimits, out: Path, batch_size: int,
-                   alpha: float, options: InferenceOptions) -> list[dict]:
+def predict_source(
+    model,
+    spec,
+    listing: ImageListing,
+    limits: ReadLimits,
+    out: Path,
+    batch_size: int,
+    alpha: float,
+    options: InferenceOptions,
+) -> list[dict]:
     """Predict and write every image of a source's ``listing`` into ``out`` (its subfolders kept); the rows of
     ``index.csv``."""
     colors = spec.colors or [voc_color(class_id) for class_id in range(spec.num_classes)]
     by_path = {image.path: image for image in listing.images}
     rows = []
     with Progress("infer", len(listing.images), "images") as progress:
-        for path, image, mask in predict_files(model, spec, list(by_path), batch_size,
-                                               read=lambda path: read_rgb(path, limits), options=options):
+        for path, image, mask in predict_files(
+            model, spec, list(by_path), batch_size, read=lambda path: read_rgb(path, limits), options=options
+        ):
             found = by_path[path]
             mask_file, overlay_file = write_outputs(out, found.output_name, image, mask, colors, alpha)
-            rows.append({"image": found.relative, "mask": mask_file, "overlay": overlay_file, "width": found.width,
-                         "height": found.height})
+            rows.append(
+                {
+                    "image": found.relative,
+                    "mask": mask_file,
+                    "overlay": overlay_file,
+                    "width": found.width,
+                    "height": found.height,
+                }
+            )
             progress.update(1)
     return rows
 
 
-def write_outputs(out: Path, name: str, image: np.ndarray, mask: np.ndarray, colors, alpha: float
-                  ) -> tuple[str, str]:
+def write_outputs(out: Path, name: str, image: np.ndarray, mask: np.ndarray, colors, alpha: float) -> tuple[str, str]:
     """Write the mask and overlay of one image as ``masks/<name>.png`` and ``overlays/<name>.png`` in ``out``
     (``name`` may hold subfolders); their paths in ``out``."""
     written = []
@@ -307,11 +357,15 @@ def log_scores(total: ConfusionMatrix, class_names: list[str]) -> None:
     summary = total.compute()
     ious = summary["iou_per_class"]
     mlflow.log_metrics({key: summary[key] for key in ("miou", "pixel_accuracy", "mean_accuracy", "dice")})
-    mlflow.log_metrics({class_iou_key(name, prefix=""): iou for name, iou in zip(class_names, ious)
-                        if not math.isnan(iou)})
+    mlflow.log_metrics(
+        {class_iou_key(name, prefix=""): iou for name, iou in zip(class_names, ious) if not math.isnan(iou)}
+    )
     log_class_report(list(class_names), ious, total.matrix.cpu().numpy())
-    log.info("mIoU %.4f at full resolution; per class: %s", summary["miou"],
-             ", ".join(f"{name} {iou:.3f}" for name, iou in zip(class_names, ious)))
+    log.info(
+        "mIoU %.4f at full resolution; per class: %s",
+        summary["miou"],
+        ", ".join(f"{name} {iou:.3f}" for name, iou in zip(class_names, ious)),
+    )
 
 
 def write_rows(path: Path, rows: list[dict]) -> Path:
@@ -335,12 +389,16 @@ def source_images(lakefs: LakeFS, cfg: DictConfig) -> Iterator[tuple[ImageListin
     scratch_root.mkdir(parents=True, exist_ok=True)
     limits = read_limits_of(cfg.data)
     with tempfile.TemporaryDirectory(dir=scratch_root, prefix="source-") as scratch:
-        root = resolve_source(cfg.source, Path(scratch), lakefs=lakefs, s3_endpoint_url=cfg.data.s3_endpoint_url,
-                              max_member_bytes=limits.max_file_bytes)
+        root = resolve_source(
+            cfg.source,
+            Path(scratch),
+            lakefs=lakefs,
+            s3_endpoint_url=cfg.data.s3_endpoint_url,
+            max_member_bytes=limits.max_file_bytes,
+        )
         listing = list_images(root, limits)
         check_listing(redact(cfg.source), listing, cfg.on_error, scratch_root)
-        yield listing, ReadLimits(root, limits.max_file_bytes, limits.max_image_pixels,
-                                  limits.follow_external_symlinks)
+        yield listing, ReadLimits(root, limits.max_file_bytes, limits.max_image_pixels, limits.follow_external_symlinks)
 
 
 def check_listing(source: str, listing: ImageListing, on_error: str, report_folder: Path) -> None:
@@ -361,8 +419,10 @@ def check_listing(source: str, listing: ImageListing, on_error: str, report_fold
     if not listing.images:
         raise StepError(f"source={source}: no readable image ({', '.join(IMAGE_SUFFIXES)}) found{full_list}")
     if on_error == "fail":
-        raise StepError(f"source={source}: {len(report)} of {report.checked} image file(s) refused{full_list}; "
-                        f"-P on_error=skip predicts the {len(listing.images)} others")
+        raise StepError(
+            f"source={source}: {len(report)} of {report.checked} image file(s) refused{full_list}; "
+            f"-P on_error=skip predicts the {len(listing.images)} others"
+        )
     log.warning("source=%s: left out %d of %d image file(s)%s", source, len(report), report.checked, full_list)
 
 
@@ -374,28 +434,40 @@ def pinned_source(lakefs: LakeFS, source: str) -> str:
     return str(LakeFSUri(uri.repo, lakefs.resolve_commit(uri.repo, uri.ref), uri.path))
 
 
-def commit_predictions(lakefs: LakeFS, folder: Path, repo: str, source_ref: str, settings: DictConfig, run_id: str,
-                       metadata: dict[str, str]) -> LakeFSUri:
+def commit_predictions(
+    lakefs: LakeFS,
+    folder: Path,
+    repo: str,
+    source_ref: str,
+    settings: DictConfig,
+    run_id: str,
+    metadata: dict[str, str],
+) -> LakeFSUri:
     """Commit ``folder`` (masks, overlays, metrics or index) to ``<predictions_branch>/<predictions_prefix>/<run_id>``
     (of the ``lakefs`` config ``settings``) in ``repo`` in one atomic commit (the branch created from
     ``source_ref`` when new); tag the run with the pinned URI, which is returned."""
     path = f"{settings.predictions_prefix.strip('/')}/{run_id}".strip("/")
     inputs = metadata.get("data_uri") or metadata["source"]
     message = f"infer {run_id}: predictions of {metadata['model_uri']} on {inputs}"
-    uri = lakefs.commit_directory(repo, settings.predictions_branch, folder, path, message, metadata=metadata,
-                                  source_ref=source_ref)
+    uri = lakefs.commit_directory(
+        repo, settings.predictions_branch, folder, path, message, metadata=metadata, source_ref=source_ref
+    )
     mlflow.set_tag(lineage.TAG_PREDICTIONS_URI, str(uri))
     log.info("predictions committed to %s", uri)
     return uri
 
 
-def commit_metadata(model_uri: str, model_tags: dict[str, str], run_id: str, inputs: dict[str, str]
-                    ) -> dict[str, str]:
+def commit_metadata(model_uri: str, model_tags: dict[str, str], run_id: str, inputs: dict[str, str]) -> dict[str, str]:
     """The lakeFS commit metadata of predictions: the model, the ``inputs`` they were made from, the run and code."""
     commit, _ = lineage.git_commit()
-    return {"model_uri": model_uri, **inputs, "mlflow_run_id": run_id, "git_commit": commit or "unknown",
-            lineage.TRACKING_STORE_KEY: lineage.tracking_store(),
-            **{COMMIT_METADATA[key]: value for key, value in model_tags.items()}}
+    return {
+        "model_uri": model_uri,
+        **inputs,
+        "mlflow_run_id": run_id,
+        "git_commit": commit or "unknown",
+        lineage.TRACKING_STORE_KEY: lineage.tracking_store(),
+        **{COMMIT_METADATA[key]: value for key, value in model_tags.items()},
+    }
 
 
 # -- the step ----------------------------------------------------------------------------------------------------
@@ -404,8 +476,10 @@ def commit_metadata(model_uri: str, model_tags: dict[str, str], run_id: str, inp
 def run(cfg: DictConfig) -> Path:
     """Predict every image of ``cfg.split`` of the data set, or of ``cfg.source``; return the output folder."""
     if cfg.source and cfg.data_ref:
-        raise StepError(f"source={redact(cfg.source)} and data_ref={cfg.data_ref} both given; pass source to "
-                        f"predict plain images, or data_ref to predict a data set's split, not both")
+        raise StepError(
+            f"source={redact(cfg.source)} and data_ref={cfg.data_ref} both given; pass source to "
+            f"predict plain images, or data_ref to predict a data set's split, not both"
+        )
     inference_options(cfg)  # before anything runs
     given = given_output_dir(cfg.output_dir)
     if given is not None:
@@ -444,8 +518,9 @@ def infer_data_set(cfg: DictConfig, lakefs: LakeFS, given: Path | None) -> Path:
     with lineage.step_run("infer", cfg) as active:
         run_id = active.info.run_id
         mlflow.log_param("data_commit", data.ref)
-        mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
-                         lineage.TAG_DATA_URI: str(data)})
+        mlflow.set_tags(
+            {lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref, lineage.TAG_DATA_URI: str(data)}
+        )
         model_uri, model_tags, model, spec = open_model(cfg)
         layout = Layout(fetch_dataset(lakefs, data))
         info = load_dataset_info(layout.root)
@@ -454,23 +529,26 @@ def infer_data_set(cfg: DictConfig, lakefs: LakeFS, given: Path | None) -> Path:
         out = given or default_output_dir(run_id)
         log.info("predictions go to %s", out)
         with staged_output(out, run_id) as staging:
-            rows, total = predict_images(model, spec, paths, layout, staging, info, cfg.batch_size,
-                                         cfg.overlay_alpha, inference_options(cfg))
+            rows, total = predict_images(
+                model, spec, paths, layout, staging, info, cfg.batch_size, cfg.overlay_alpha, inference_options(cfg)
+            )
             mlflow.log_artifact(str(write_rows(staging / METRICS_FILE, rows)))
             mlflow.log_metric("num_images", len(rows))
             if any("miou" in row for row in rows):
                 log_scores(total, info.class_names)
             if cfg.commit_predictions:
-                metadata = commit_metadata(model_uri, model_tags, run_id, {
-                    "data_commit": data.ref, "data_uri": str(data), "split": cfg.split})
+                metadata = commit_metadata(
+                    model_uri, model_tags, run_id, {"data_commit": data.ref, "data_uri": str(data), "split": cfg.split}
+                )
                 commit_predictions(lakefs, staging, data.repo, data.ref, cfg.lakefs, run_id, metadata)
         mlflow.set_tag("segmodels.output_dir", str(out))
         log.info("wrote %d masks and overlays to %s", len(rows), out)
         return out
 
 
-def infer_source(cfg: DictConfig, lakefs: LakeFS, given: Path | None, listing: ImageListing,
-                 limits: ReadLimits) -> Path:
+def infer_source(
+    cfg: DictConfig, lakefs: LakeFS, given: Path | None, listing: ImageListing, limits: ReadLimits
+) -> Path:
     """Predict every readable image of ``cfg.source`` (no ground truth: no metrics)."""
     source = pinned_source(lakefs, cfg.source)
     with lineage.step_run("infer", cfg) as active:
@@ -480,8 +558,9 @@ def infer_source(cfg: DictConfig, lakefs: LakeFS, given: Path | None, listing: I
         out = given or default_output_dir(run_id)
         log.info("predictions of %d images go to %s", len(listing.images), out)
         with staged_output(out, run_id) as staging:
-            rows = predict_source(model, spec, listing, limits, staging, cfg.batch_size, cfg.overlay_alpha,
-                                  inference_options(cfg))
+            rows = predict_source(
+                model, spec, listing, limits, staging, cfg.batch_size, cfg.overlay_alpha, inference_options(cfg)
+            )
             mlflow.log_artifact(str(write_rows(staging / INDEX_FILE, rows)))
             if listing.report:
                 mlflow.log_artifact(str(write_refused(staging / REFUSED_FILE, listing)))

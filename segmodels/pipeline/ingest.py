@@ -57,13 +57,24 @@ def run(cfg: DictConfig) -> str:
         log.info("ingesting %s into lakefs://%s/%s/%s", redact_text(cfg.source), repo, branch, cfg.lakefs.data_prefix)
         commit, _ = lineage.git_commit()
         result = ingest_logging_refusals(
-            lakefs, readable_source(cfg, Path(scratch)), cfg.data, repo, branch, cfg.lakefs.data_prefix,
-            on_error=cfg.on_error, split_seed=cfg.split_seed, recorded_source=str(cfg.source),
-            metadata={"mlflow_run_id": active.info.run_id, "git_commit": commit or "unknown",
-                      lineage.TRACKING_STORE_KEY: lineage.tracking_store()},
+            lakefs,
+            readable_source(cfg, Path(scratch)),
+            cfg.data,
+            repo,
+            branch,
+            cfg.lakefs.data_prefix,
+            on_error=cfg.on_error,
+            split_seed=cfg.split_seed,
+            recorded_source=str(cfg.source),
+            metadata={
+                "mlflow_run_id": active.info.run_id,
+                "git_commit": commit or "unknown",
+                lineage.TRACKING_STORE_KEY: lineage.tracking_store(),
+            },
         )
-        lineage.set_tags({lineage.TAG_LAKEFS_REPO: repo, lineage.TAG_DATA_COMMIT: result.commit_id,
-                          lineage.TAG_DATA_URI: result.uri})
+        lineage.set_tags(
+            {lineage.TAG_LAKEFS_REPO: repo, lineage.TAG_DATA_COMMIT: result.commit_id, lineage.TAG_DATA_URI: result.uri}
+        )
         summary = log_ingest(result)
         log.info("%s\n  card: the run's %s/%s", "\n".join(summary), ARTIFACT_DIR, CARD_FILE)
         return result.commit_id

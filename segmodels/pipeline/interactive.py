@@ -39,8 +39,9 @@ def timestamp(milliseconds: int | None) -> str:
     """``YYYY-MM-DD HH:MM`` (local time) of an MLflow timestamp."""
     import datetime
 
-    return "-" if milliseconds is None else datetime.datetime.fromtimestamp(milliseconds / 1000).strftime(
-        "%Y-%m-%d %H:%M")
+    return (
+        "-" if milliseconds is None else datetime.datetime.fromtimestamp(milliseconds / 1000).strftime("%Y-%m-%d %H:%M")
+    )
 
 
 def _cell(value: object) -> str:
@@ -58,8 +59,10 @@ def format_table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> li
     table = [["#", *(_truncate(_cell(c)) for c in columns)]]
     table += [[str(n), *(_truncate(_cell(v)) for v in row)] for n, row in enumerate(rows, start=1)]
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
-    return ["  ".join([line[0].rjust(widths[0]), *(c.ljust(w) for c, w in zip(line[1:], widths[1:]))]).rstrip()
-            for line in table]
+    return [
+        "  ".join([line[0].rjust(widths[0]), *(c.ljust(w) for c, w in zip(line[1:], widths[1:]))]).rstrip()
+        for line in table
+    ]
 
 
 def _parse(answer: str, count: int) -> int | str:
@@ -76,8 +79,14 @@ def _parse(answer: str, count: int) -> int | str:
     return number - 1
 
 
-def choose(title: str, columns: Sequence[str], rows: Sequence[Sequence[object]], param: str,
-           stdin: TextIO | None = None, stdout: TextIO | None = None) -> int:
+def choose(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[object]],
+    param: str,
+    stdin: TextIO | None = None,
+    stdout: TextIO | None = None,
+) -> int:
     """Show ``rows`` as a numbered table under ``title`` and return the 0-based index the user picks.
 
     ``param`` is the parameter the user can pass instead (e.g. ``run_id=<id>``); it is named in the error

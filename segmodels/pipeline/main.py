@@ -21,8 +21,14 @@ from omegaconf import DictConfig
 
 from segmodels.config import flatten_config, load_config
 from segmodels.pipeline import StepError
-from segmodels.pipeline.cache import (cache_key, code_version, find_reusable, forced_steps, record_reuse,
-                                      source_fingerprint)
+from segmodels.pipeline.cache import (
+    cache_key,
+    code_version,
+    find_reusable,
+    forced_steps,
+    record_reuse,
+    source_fingerprint,
+)
 from segmodels.pipeline.params import CHAIN, LAUNCHER_PARAMS, step_overrides
 from segmodels.pipeline.register import CHALLENGER, CHAMPION, TAG_MODEL_ALIAS, TAG_REGISTER_REASON
 from segmodels.pipeline.report import log_report
@@ -45,8 +51,9 @@ def detect_env_manager() -> str:
     if os.environ.get("CONDA_PREFIX") == sys.prefix:
         return "conda"
     venv_config = prefix / "pyvenv.cfg"
-    if venv_config.is_file() and any(line.split("=")[0].strip() == "uv"
-                                     for line in venv_config.read_text().splitlines()):
+    if venv_config.is_file() and any(
+        line.split("=")[0].strip() == "uv" for line in venv_config.read_text().splitlines()
+    ):
         return "uv"
     return "virtualenv"
 
@@ -68,15 +75,23 @@ def check_env_manager_tools(env_manager: str) -> None:
         needed = {"pyenv": (found, "MLflow installs conda.yaml's Python with pyenv, then makes a venv of it")}
     elif env_manager == "conda":
         tools = dict.fromkeys(get_conda_bin_executable(name) for name in ("conda", MLFLOW_CONDA_CREATE_ENV_CMD.get()))
-        needed = {tool: (shutil.which(tool), "MLflow makes each step's environment from conda.yaml with it; "
-                         "MLFLOW_CONDA_HOME or CONDA_EXE name another conda") for tool in tools}
+        needed = {
+            tool: (
+                shutil.which(tool),
+                "MLflow makes each step's environment from conda.yaml with it; "
+                "MLFLOW_CONDA_HOME or CONDA_EXE name another conda",
+            )
+            for tool in tools
+        }
     else:
         return
     for tool, (found, why) in needed.items():
         if not found:
             where = "on PATH" if os.sep not in tool else "at that path"
-            raise StepError(f"env_manager={env_manager} needs {tool} {where} ({why}); install it, or pass "
-                            f"env_manager=local to run the steps in this environment")
+            raise StepError(
+                f"env_manager={env_manager} needs {tool} {where} ({why}); install it, or pass "
+                f"env_manager=local to run the steps in this environment"
+            )
 
 
 def export_lakefs_settings() -> None:
@@ -85,11 +100,13 @@ def export_lakefs_settings() -> None:
     if LakeFSSettings.from_environment() is not None:
         return
     settings = ensure_embedded_server()
-    os.environ.update({
-        "LAKECTL_SERVER_ENDPOINT_URL": settings.endpoint,
-        "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": settings.access_key_id,
-        "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": settings.secret_access_key,
-    })
+    os.environ.update(
+        {
+            "LAKECTL_SERVER_ENDPOINT_URL": settings.endpoint,
+            "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": settings.access_key_id,
+            "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": settings.secret_access_key,
+        }
+    )
 
 
 @dataclass
@@ -149,9 +166,13 @@ class Chain:
         else:
             log.info("running %s with %s", entry_point, params)
             try:
-                submitted = mlflow.projects.run(str(self.project_dir), entry_point=entry_point,
-                                                parameters=secrets_through_environment(params),
-                                                env_manager=self.env_manager, synchronous=True)
+                submitted = mlflow.projects.run(
+                    str(self.project_dir),
+                    entry_point=entry_point,
+                    parameters=secrets_through_environment(params),
+                    env_manager=self.env_manager,
+                    synchronous=True,
+                )
             except ExecutionException as exc:
                 raise StepError(f"step {entry_point} failed: {' '.join(str(exc).split())}") from None
             self.client.set_tag(submitted.run_id, lineage.TAG_CACHE_KEY, key)
@@ -171,8 +192,13 @@ def summarise_on_parent(step: str, run: Run) -> None:
     elif step == "train" and "best_val_miou" in metrics:
         mlflow.log_metric("best_val_miou", metrics["best_val_miou"])
     elif step == "register":
-        mlflow.log_params({"model_name": tags[lineage.TAG_MODEL_NAME], "model_version": tags[lineage.TAG_MODEL_VERSION],
-                           **({"model_alias": tags[TAG_MODEL_ALIAS]} if TAG_MODEL_ALIAS in tags else {})})
+        mlflow.log_params(
+            {
+                "model_name": tags[lineage.TAG_MODEL_NAME],
+                "model_version": tags[lineage.TAG_MODEL_VERSION],
+                **({"model_alias": tags[TAG_MODEL_ALIAS]} if TAG_MODEL_ALIAS in tags else {}),
+            }
+        )
     elif step == "infer" and "miou" in metrics:
         mlflow.log_metric(f"{run.data.params.get('split', 'test')}_miou", metrics["miou"])
 
@@ -186,8 +212,13 @@ def register_decision(tags: Mapping[str, str]) -> str:
     outcome, reused_from = tags.get(lineage.TAG_REGISTER_OUTCOME), tags.get(lineage.TAG_REUSED_RUN)
     if not alias:  # a register run from before these tags
         return f"model {model_uri} ({outcome or 'registered'})"
-    verb = "became" if outcome == CHAMPION and not reused_from else "is" if outcome in (CHAMPION, CHALLENGER) \
+    verb = (
+        "became"
+        if outcome == CHAMPION and not reused_from
+        else "is"
+        if outcome in (CHAMPION, CHALLENGER)
         else "is still"
+    )
     decided = f"register run {reused_from[:8]} decided: " if reused_from else ""
     hint = "; -P register.force=true promotes it" if outcome == CHALLENGER else ""
     return f"model {model_uri} {verb} @{alias} ({decided}{why}){hint}"
@@ -244,11 +275,20 @@ def run(cfg: DictConfig) -> None:
             inferred = chain.run_step("infer", {**given["infer"], "model_uri": model_uri, "data_ref": data_uri})
         finally:
             log_report(chain.outcomes, parent)
-        mlflow.set_tags({lineage.TAG_DATA_URI: data_uri, lineage.TAG_MODEL_URI: trained[lineage.TAG_MODEL_URI],
-                         lineage.TAG_TRAIN_RUN: trained["run_id"],
-                         lineage.TAG_MODEL_NAME: registered[lineage.TAG_MODEL_NAME],
-                         lineage.TAG_MODEL_VERSION: registered[lineage.TAG_MODEL_VERSION]})
+        mlflow.set_tags(
+            {
+                lineage.TAG_DATA_URI: data_uri,
+                lineage.TAG_MODEL_URI: trained[lineage.TAG_MODEL_URI],
+                lineage.TAG_TRAIN_RUN: trained["run_id"],
+                lineage.TAG_MODEL_NAME: registered[lineage.TAG_MODEL_NAME],
+                lineage.TAG_MODEL_VERSION: registered[lineage.TAG_MODEL_VERSION],
+            }
+        )
         reused = [outcome.step for outcome in chain.outcomes if outcome.reused_from]
-        log.info("chain done: data %s, predictions in %s; reused: %s", data_uri, inferred.get("segmodels.output_dir"),
-                 ", ".join(reused) or "none")
+        log.info(
+            "chain done: data %s, predictions in %s; reused: %s",
+            data_uri,
+            inferred.get("segmodels.output_dir"),
+            ", ".join(reused) or "none",
+        )
         log.info("%s", register_decision(registered))

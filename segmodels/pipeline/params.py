@@ -30,24 +30,59 @@ FREE_OVERRIDES = "overrides"
 LAUNCHER_PARAMS = {"train": ("nproc",)}  # read by segmodels.training.launch before the step starts
 
 STEP_PARAMS: dict[str, dict[str, str]] = {
-    "ingest": {"source": "source", "repo": "lakefs.repo", "branch": "lakefs.data_branch", "format": "data",
-               "on_error": "on_error", "experiment": "experiment"},
-    "train": {"data_ref": "data_ref", "repo": "lakefs.repo", "experiment": "experiment", "model": "model",
-              "lr": "optimizer.lr",
-              "epochs": "trainer.epochs", "batch_size": "trainer.batch_size", "image_size": "transforms.image_size",
-              "budget_minutes": "plan.budget_minutes"},
-    "register": {"run_id": "run_id", "model_name": "model_name", "metric": "metric", "threshold": "threshold",
-                 "alias": "alias", "force": "force", "parent_run_id": "parent_run_id", "interactive": "interactive"},
-    "infer": {"model_uri": "model_uri", "data_ref": "data_ref", "source": "source", "on_error": "on_error",
-              "repo": "lakefs.repo", "split": "split",
-              "output_dir": "output_dir", "commit_predictions": "commit_predictions", "interactive": "interactive",
-              "tta": "inference.tta", "mode": "inference.mode"},
+    "ingest": {
+        "source": "source",
+        "repo": "lakefs.repo",
+        "branch": "lakefs.data_branch",
+        "format": "data",
+        "on_error": "on_error",
+        "experiment": "experiment",
+    },
+    "train": {
+        "data_ref": "data_ref",
+        "repo": "lakefs.repo",
+        "experiment": "experiment",
+        "model": "model",
+        "lr": "optimizer.lr",
+        "epochs": "trainer.epochs",
+        "batch_size": "trainer.batch_size",
+        "image_size": "transforms.image_size",
+        "budget_minutes": "plan.budget_minutes",
+    },
+    "register": {
+        "run_id": "run_id",
+        "model_name": "model_name",
+        "metric": "metric",
+        "threshold": "threshold",
+        "alias": "alias",
+        "force": "force",
+        "parent_run_id": "parent_run_id",
+        "interactive": "interactive",
+    },
+    "infer": {
+        "model_uri": "model_uri",
+        "data_ref": "data_ref",
+        "source": "source",
+        "on_error": "on_error",
+        "repo": "lakefs.repo",
+        "split": "split",
+        "output_dir": "output_dir",
+        "commit_predictions": "commit_predictions",
+        "interactive": "interactive",
+        "tta": "inference.tta",
+        "mode": "inference.mode",
+    },
     "main": {"env_manager": "env_manager", "force": "force", "reuse_dirty": "reuse_dirty"},
     "reproduce": {"run_id": "run_id"},
 }
 # a dotted key of each step's config, named by its errors
-EXAMPLE_CONFIG_KEY = {"ingest": "data.resize_masks", "train": "trainer.epochs", "register": "lakefs.repo",
-                      "infer": "lakefs.data_branch", "reproduce": "tolerance.rel"}
+EXAMPLE_CONFIG_KEY = {
+    "ingest": "data.resize_masks",
+    "train": "trainer.epochs",
+    "register": "lakefs.repo",
+    "infer": "lakefs.data_branch",
+    "reproduce": "tolerance.rel",
+}
 CHAIN = ("ingest", "train", "register", "infer")
 FILLED_BY_MAIN = {"train": {"data_ref"}, "register": {"run_id"}, "infer": {"model_uri", "data_ref"}}
 NOT_IN_CHAIN = {"infer": {"source"}}  # a step's parameters main never passes on (`source` goes to ingest)
@@ -120,8 +155,10 @@ def param_overrides(step: str, params: Mapping[str, str]) -> list[str]:
             key = name
         else:
             known = ", ".join([*table, *LAUNCHER_PARAMS.get(step, ()), FREE_OVERRIDES])
-            raise ConfigError(f"unknown parameter {shown(name)!r} for {step}; expected one of {known}, "
-                              f"or a config key such as {EXAMPLE_CONFIG_KEY[step]}")
+            raise ConfigError(
+                f"unknown parameter {shown(name)!r} for {step}; expected one of {known}, "
+                f"or a config key such as {EXAMPLE_CONFIG_KEY[step]}"
+            )
         if value != "":
             overrides.append(checked_override(step, name, key, value))
     return overrides
@@ -177,8 +214,10 @@ def route_main_params(params: Mapping[str, str]) -> tuple[dict[str, str], dict[s
             targets = [s for s in CHAIN if name in STEP_PARAMS[s] or name in LAUNCHER_PARAMS.get(s, ())]
         if not targets:
             known = sorted({*STEP_PARAMS["main"], FREE_OVERRIDES, *(p for s in CHAIN for p in STEP_PARAMS[s])})
-            raise ConfigError(f"unknown parameter {name!r} for main; expected one of {', '.join(known)}, "
-                              f"or <step>.<name> (e.g. infer.split=val)")
+            raise ConfigError(
+                f"unknown parameter {name!r} for main; expected one of {', '.join(known)}, "
+                f"or <step>.<name> (e.g. infer.split=val)"
+            )
         for step in targets:
             if name in FILLED_BY_MAIN.get(step, ()) or name in NOT_IN_CHAIN.get(step, ()):
                 if len(targets) == 1:
@@ -192,8 +231,10 @@ def _not_for_main(step: str, name: str, value: str) -> str:
     """Why main refuses ``<step>.<name>``, and what to run instead."""
     if name in FILLED_BY_MAIN.get(step, ()):
         return f"parameter {name!r} of {step} is filled in by main from the previous step"
-    return (f"parameter {name!r} of {step} is not part of main's chain (its {step} reads the data ingest committed); "
-            f"run the step on its own: mlflow run . -e {step} -P {name}={shlex.quote(value)} --env-manager local")
+    return (
+        f"parameter {name!r} of {step} is not part of main's chain (its {step} reads the data ingest committed); "
+        f"run the step on its own: mlflow run . -e {step} -P {name}={shlex.quote(value)} --env-manager local"
+    )
 
 
 def recipe_in(overrides: str) -> str | None:

@@ -47,15 +47,24 @@ def planned_config(cfg: DictConfig, overrides: Sequence[str]) -> DictConfig:
     model = _model_choice(overrides)
     if "pretrained_path" in cfg.model and cfg.model.pretrained_path and not user_chose_model(overrides):
         model = model_for_weights(cfg.model.pretrained_path, model)
-    context = PlanContext(budget_minutes=float(cfg.plan.budget_minutes), device=device, model=model,
-                          pretrained=starts_from_weights(cfg.model))
+    context = PlanContext(
+        budget_minutes=float(cfg.plan.budget_minutes),
+        device=device,
+        model=model,
+        pretrained=starts_from_weights(cfg.model),
+    )
 
     def speed(model: str, size: list[int], batch: int) -> float:
         from segmodels.training.speed import cached_speed, model_seconds_per_image, speed_key
 
         def measure() -> float:
-            log.info("plan: measuring the training speed of %s at %dx%d, batch %d (once on this machine)",
-                     model, size[0], size[1], batch)
+            log.info(
+                "plan: measuring the training speed of %s at %dx%d, batch %d (once on this machine)",
+                model,
+                size[0],
+                size[1],
+                batch,
+            )
             return model_seconds_per_image(model, info.num_classes, size, batch, torch.device(device))
 
         return cached_speed(speed_key(model, size, batch, torch.device(device)), measure)
@@ -94,8 +103,10 @@ def model_for_weights(path: str, preferred: str) -> str:
         except ValueError:
             continue
         return name
-    raise StepError(f"model.pretrained_path={path}: fits the encoder of no model config (tried "
-                    f"{', '.join(sorted(tried))}); name the model with -P model=<name>")
+    raise StepError(
+        f"model.pretrained_path={path}: fits the encoder of no model config (tried "
+        f"{', '.join(sorted(tried))}); name the model with -P model=<name>"
+    )
 
 
 def starts_from_weights(model: DictConfig) -> bool:
@@ -124,9 +135,11 @@ def default_model() -> str:
 
 def plan_document(cfg: DictConfig) -> str:
     """``plan.md``: the planned values of a train config, each with its rule, and how to override them."""
-    return (f"# Training plan (experiment=auto, {cfg.plan.budget_minutes:g}-minute budget)\n\n"
-            f"Planned from the fingerprint in the dataset.yaml of {cfg.data_ref}. A value given on the command line "
-            f"wins over the plan (e.g. -P trainer.epochs=20).\n\n{render_plan(dict(cfg.plan.rules))}\n")
+    return (
+        f"# Training plan (experiment=auto, {cfg.plan.budget_minutes:g}-minute budget)\n\n"
+        f"Planned from the fingerprint in the dataset.yaml of {cfg.data_ref}. A value given on the command line "
+        f"wins over the plan (e.g. -P trainer.epochs=20).\n\n{render_plan(dict(cfg.plan.rules))}\n"
+    )
 
 
 def render_plan(rules: dict) -> str:
@@ -136,4 +149,3 @@ def render_plan(rules: dict) -> str:
         value, _, rule = str(text).partition(": ")
         lines.append(f"| `{key}` | `{value}` | {rule} |")
     return "\n".join(lines)
-

@@ -57,16 +57,21 @@ SETTLE_WAIT_S = (0.2, 0.8)  # random wait before re-reading the claims of a race
 SETTLE_ROUNDS = 8  # re-reads before giving up on a race that keeps changing
 
 
-def train_runs(client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str,
-               greater_is_better: bool, max_results: int) -> list[Run]:
+def train_runs(
+    client: MlflowClient, experiment_id: str, parent_run_id: str, metric: str, greater_is_better: bool, max_results: int
+) -> list[Run]:
     """Finished train runs of the experiment (children of ``parent_run_id`` when given), best ``metric`` first
     (runs without the metric last)."""
     where = f"tags.`{lineage.TAG_STEP}` = 'train' and attributes.status = 'FINISHED'"
     if parent_run_id:
         where += f" and tags.`mlflow.parentRunId` = '{parent_run_id}'"
     order = "DESC" if greater_is_better else "ASC"
-    return client.search_runs([experiment_id], filter_string=where, max_results=max_results,
-                              order_by=[f"metrics.`{metric}` {order}", "attributes.start_time DESC"])
+    return client.search_runs(
+        [experiment_id],
+        filter_string=where,
+        max_results=max_results,
+        order_by=[f"metrics.`{metric}` {order}", "attributes.start_time DESC"],
+    )
 
 
 def candidate_run(client: MlflowClient, cfg: DictConfig, experiment_id: str) -> Run:
@@ -82,13 +87,23 @@ def candidate_run(client: MlflowClient, cfg: DictConfig, experiment_id: str) -> 
         experiment_id = parent.info.experiment_id
     where = f"children of run {parent_run_id}" if parent else f"experiment {experiment_id}"
     if cfg.interactive:
-        runs = train_runs(client, experiment_id, parent_run_id, cfg.metric, cfg.greater_is_better,
-                          CANDIDATES_SHOWN)
-        rows = [(run.info.run_id, metric_text(run.data.metrics.get(cfg.metric)),
-                 short_commit(run.data.tags.get(lineage.TAG_DATA_COMMIT)), timestamp(run.info.start_time),
-                 run.info.run_name) for run in runs]
-        picked = choose(f"finished train runs of {where}, best {cfg.metric} first",
-                        ("run id", cfg.metric, "data commit", "started", "name"), rows, INSTEAD["register"])
+        runs = train_runs(client, experiment_id, parent_run_id, cfg.metric, cfg.greater_is_better, CANDIDATES_SHOWN)
+        rows = [
+            (
+                run.info.run_id,
+                metric_text(run.data.metrics.get(cfg.metric)),
+                short_commit(run.data.tags.get(lineage.TAG_DATA_COMMIT)),
+                timestamp(run.info.start_time),
+                run.info.run_name,
+            )
+            for run in runs
+        ]
+        picked = choose(
+            f"finished train runs of {where}, best {cfg.metric} first",
+            ("run id", cfg.metric, "data commit", "started", "name"),
+            rows,
+            INSTEAD["register"],
+        )
         return runs[picked]
     runs = train_runs(client, experiment_id, parent_run_id, cfg.metric, cfg.greater_is_better, 1)
     if not runs:
@@ -133,8 +148,9 @@ class Comparison:
     greater_is_better: bool
 
 
-def decide(alias: str, champion: ModelVersion | None, comparison: Comparison | None, not_compared: str,
-           force: bool) -> tuple[str, str]:
+def decide(
+    alias: str, champion: ModelVersion | None, comparison: Comparison | None, not_compared: str, force: bool
+) -> tuple[str, str]:
     """Gate 2: the outcome (CHAMPION or CHALLENGER) and why, for a candidate that passed the threshold;
     ``not_compared`` says why there is no ``comparison``."""
     if champion is None:
@@ -144,8 +160,10 @@ def decide(alias: str, champion: ModelVersion | None, comparison: Comparison | N
         won, why = False, f"not compared with {against}: {not_compared}"
     else:
         won = beats(comparison.candidate, comparison.champion, comparison.greater_is_better)
-        why = (f"{comparison.how}: {comparison.candidate:.4f} {'beats' if won else 'does not beat'} {against} "
-               f"({comparison.champion:.4f})")
+        why = (
+            f"{comparison.how}: {comparison.candidate:.4f} {'beats' if won else 'does not beat'} {against} "
+            f"({comparison.champion:.4f})"
+        )
     if won:
         return CHAMPION, why
     if force:
@@ -153,8 +171,9 @@ def decide(alias: str, champion: ModelVersion | None, comparison: Comparison | N
     return CHALLENGER, why
 
 
-def compare(cfg: DictConfig, value: float, tags: dict[str, str],
-            champion: ModelVersion) -> tuple[Comparison | None, str]:
+def compare(
+    cfg: DictConfig, value: float, tags: dict[str, str], champion: ModelVersion
+) -> tuple[Comparison | None, str]:
     """Score the candidate against the champion: on ``cfg.metric`` when both were validated on the same data
     commit, else by evaluating both models on the candidate's validation split. ``(None, why)`` when neither
     can be done."""
@@ -164,13 +183,20 @@ def compare(cfg: DictConfig, value: float, tags: dict[str, str],
     except (KeyError, ValueError):
         champion_value = None
     if data_commit and champion.tags.get(lineage.TAG_DATA_COMMIT) == data_commit and champion_value is not None:
-        return Comparison(value, champion_value, f"{cfg.metric} on data commit {short_commit(data_commit)}",
-                          cfg.greater_is_better), ""
+        return Comparison(
+            value, champion_value, f"{cfg.metric} on data commit {short_commit(data_commit)}", cfg.greater_is_better
+        ), ""
     if not tags.get(lineage.TAG_DATA_URI):
         return None, f"the candidate run has no {lineage.TAG_DATA_URI} tag to evaluate both on"
-    log.info("@%s version %s was validated on data commit %s, the candidate on %s: evaluating both on the "
-             "candidate's %r split", cfg.alias, champion.version,
-             short_commit(champion.tags.get(lineage.TAG_DATA_COMMIT)), short_commit(data_commit), REEVALUATION_SPLIT)
+    log.info(
+        "@%s version %s was validated on data commit %s, the candidate on %s: evaluating both on the "
+        "candidate's %r split",
+        cfg.alias,
+        champion.version,
+        short_commit(champion.tags.get(lineage.TAG_DATA_COMMIT)),
+        short_commit(data_commit),
+        REEVALUATION_SPLIT,
+    )
     return reevaluate(tags, f"models:/{cfg.model_name}/{champion.version}")
 
 
@@ -183,8 +209,10 @@ def reevaluate(tags: dict[str, str], champion_uri: str) -> tuple[Comparison | No
     if champion_spec.class_names != spec.class_names:
         return None, (f"it predicts classes {champion_spec.class_names}, the candidate {spec.class_names}")
     try:
-        scores = [evaluate_split(m, sp, data_root, REEVALUATION_SPLIT)["miou"]
-                  for m, sp in ((model, spec), (champion_model, champion_spec))]
+        scores = [
+            evaluate_split(m, sp, data_root, REEVALUATION_SPLIT)["miou"]
+            for m, sp in ((model, spec), (champion_model, champion_spec))
+        ]
     except ValueError as error:
         return None, str(error)
     mlflow.log_metrics({"reevaluated_candidate_val_miou": scores[0], "reevaluated_champion_val_miou": scores[1]})
@@ -211,8 +239,9 @@ def claim_of(version: ModelVersion, alias: str) -> Claim | None:
     """The claim a version's tag records for ``alias``; None when it has none (or one this code did not write)."""
     try:
         fields = json.loads(version.tags[TAG_CLAIM + alias])
-        return Claim(str(version.version), str(fields["id"]), str(fields["base"]), str(fields["base_id"]),
-                     bool(fields["force"]))
+        return Claim(
+            str(version.version), str(fields["id"]), str(fields["base"]), str(fields["base_id"]), bool(fields["force"])
+        )
     except (KeyError, TypeError, ValueError):
         return None
 
@@ -235,8 +264,14 @@ def settle(claims: dict[str, Claim], root: str, wins: Callable[[str, str], bool]
     while level:
         order += [version for version in level if version]
         parents = {(version, claims[version].id if version in claims else "") for version in level}
-        level = sorted((claim.version for claim in claims.values()
-                        if (claim.base, claim.base_id) in parents and claim.version not in seen), key=int)
+        level = sorted(
+            (
+                claim.version
+                for claim in claims.values()
+                if (claim.base, claim.base_id) in parents and claim.version not in seen
+            ),
+            key=int,
+        )
         seen.update(level)
     champion = order[0]
     for version in order[1:]:
@@ -254,11 +289,17 @@ def settle(claims: dict[str, Claim], root: str, wins: Callable[[str, str], bool]
 def move_aliases(client: MlflowClient, cfg: DictConfig, settlement: Settlement) -> bool:
     """Point the aliases where ``settlement`` says; whether any moved."""
     aliases = {alias: str(version) for alias, version in client.get_registered_model(cfg.model_name).aliases.items()}
-    wanted = {cfg.alias: settlement.champion, cfg.previous_alias: settlement.previous,
-              cfg.challenger_alias: settlement.challenger}
+    wanted = {
+        cfg.alias: settlement.champion,
+        cfg.previous_alias: settlement.previous,
+        cfg.challenger_alias: settlement.challenger,
+    }
     challenger = aliases.get(cfg.challenger_alias)
-    if challenger and challenger != settlement.champion and (
-            settlement.challenger is None or int(challenger) > int(settlement.challenger)):
+    if (
+        challenger
+        and challenger != settlement.champion
+        and (settlement.challenger is None or int(challenger) > int(settlement.challenger))
+    ):
         wanted[cfg.challenger_alias] = challenger  # a loser registered later than the race's losers keeps it
     moved = False
     for alias, version in wanted.items():
@@ -271,8 +312,15 @@ def move_aliases(client: MlflowClient, cfg: DictConfig, settlement: Settlement) 
     return moved
 
 
-def claim_alias(client: MlflowClient, cfg: DictConfig, version: ModelVersion, holder: ModelVersion | None,
-                value: float, tags: dict[str, str], why: str) -> tuple[str, ModelVersion | None, str]:
+def claim_alias(
+    client: MlflowClient,
+    cfg: DictConfig,
+    version: ModelVersion,
+    holder: ModelVersion | None,
+    value: float,
+    tags: dict[str, str],
+    why: str,
+) -> tuple[str, ModelVersion | None, str]:
     """Claim ``cfg.alias`` for ``version``, which beat ``holder`` (or is forced), and check that the alias still
     points at ``holder`` or at a rival that beat the same holder (the race ``settle`` decides); when a run that read
     a later holder moved it, compare with the new holder (gate 2) and claim again. Returns the outcome, the holder
@@ -280,13 +328,21 @@ def claim_alias(client: MlflowClient, cfg: DictConfig, version: ModelVersion, ho
     tag = TAG_CLAIM + cfg.alias
     while True:
         base_claim = claim_of(holder, cfg.alias) if holder is not None else None
-        claim = Claim(str(version.version), uuid.uuid4().hex, str(holder.version) if holder else "",
-                      base_claim.id if base_claim else "", bool(cfg.force))
+        claim = Claim(
+            str(version.version),
+            uuid.uuid4().hex,
+            str(holder.version) if holder else "",
+            base_claim.id if base_claim else "",
+            bool(cfg.force),
+        )
         client.set_model_version_tag(cfg.model_name, version.version, tag, claim.tag_value())
         now = alias_holder(client, cfg.model_name, cfg.alias)
         rival = claim_of(now, cfg.alias) if now is not None else None
-        if now is None or str(now.version) in (claim.version, claim.base) or (
-                rival is not None and (rival.base, rival.base_id) == (claim.base, claim.base_id)):
+        if (
+            now is None
+            or str(now.version) in (claim.version, claim.base)
+            or (rival is not None and (rival.base, rival.base_id) == (claim.base, claim.base_id))
+        ):
             return CHAMPION, holder, why  # unmoved, or moved by a run that read the same holder: settle decides
         log.info("@%s moved to version %s while this run compared: comparing with it", cfg.alias, now.version)
         comparison, not_compared = compare(cfg, value, tags, now)
@@ -297,11 +353,13 @@ def claim_alias(client: MlflowClient, cfg: DictConfig, version: ModelVersion, ho
         holder = now
 
 
-def settle_race(client: MlflowClient, cfg: DictConfig, holder: ModelVersion | None,
-                decided: dict[tuple[str, str], bool]) -> Settlement:
+def settle_race(
+    client: MlflowClient, cfg: DictConfig, holder: ModelVersion | None, decided: dict[tuple[str, str], bool]
+) -> Settlement:
     """Move the aliases where the claims of the race from ``holder`` put them (``settle``; its root is the version
     the holder beat, so the holder's rivals count too) and re-read after a random wait until a read moves nothing.
     ``decided``: gate 2 outcomes known already, (candidate, holder) -> won; the others are compared here."""
+
     def wins(candidate: str, champion: str) -> bool:
         if (candidate, champion) not in decided:
             candidate_tags = versions[candidate].tags
@@ -312,7 +370,8 @@ def settle_race(client: MlflowClient, cfg: DictConfig, holder: ModelVersion | No
                 return False
             comparison, _ = compare(cfg, value, candidate_tags, versions[champion])
             decided[candidate, champion] = comparison is not None and beats(
-                comparison.candidate, comparison.champion, comparison.greater_is_better)
+                comparison.candidate, comparison.champion, comparison.greater_is_better
+            )
         return decided[candidate, champion]
 
     root = str(holder.version) if holder else ""
@@ -323,13 +382,21 @@ def settle_race(client: MlflowClient, cfg: DictConfig, holder: ModelVersion | No
         if not move_aliases(client, cfg, settlement):
             return settlement
         time.sleep(random.uniform(*SETTLE_WAIT_S))
-    log.warning("@%s: the claims of concurrent register runs kept changing; left at version %s", cfg.alias,
-                settlement.champion)
+    log.warning(
+        "@%s: the claims of concurrent register runs kept changing; left at version %s", cfg.alias, settlement.champion
+    )
     return settlement
 
 
-def promote(client: MlflowClient, cfg: DictConfig, version: ModelVersion, champion: ModelVersion | None,
-            value: float, tags: dict[str, str], why: str) -> tuple[str, str, str]:
+def promote(
+    client: MlflowClient,
+    cfg: DictConfig,
+    version: ModelVersion,
+    champion: ModelVersion | None,
+    value: float,
+    tags: dict[str, str],
+    why: str,
+) -> tuple[str, str, str]:
     """Move ``@alias`` to ``version``, which beat ``champion`` (or is forced), safely against concurrent register
     runs: claim, check, settle (see the module). Returns the outcome, the alias the version holds and why."""
     outcome, champion, why = claim_alias(client, cfg, version, champion, value, tags, why)
@@ -344,10 +411,12 @@ def promote(client: MlflowClient, cfg: DictConfig, version: ModelVersion, champi
             why += f"; version {settlement.previous} is now @{cfg.previous_alias}"
         return CHAMPION, cfg.alias, why
     aliases = client.get_registered_model(cfg.model_name).aliases
-    held = next((alias for alias in (cfg.previous_alias, cfg.challenger_alias)
-                 if str(aliases.get(alias)) == own), "")
-    return CHALLENGER, held, (f"{why}; but version {settlement.champion}, registered at the same time, beat it "
-                              f"and is @{cfg.alias}")
+    held = next((alias for alias in (cfg.previous_alias, cfg.challenger_alias) if str(aliases.get(alias)) == own), "")
+    return (
+        CHALLENGER,
+        held,
+        (f"{why}; but version {settlement.champion}, registered at the same time, beat it and is @{cfg.alias}"),
+    )
 
 
 def version_of_run(client: MlflowClient, model_name: str, run_id: str) -> ModelVersion | None:
@@ -372,16 +441,18 @@ def run(cfg: DictConfig) -> str:
             raise StepError(f"run {run_id} has no model (tag {lineage.TAG_MODEL_URI}); is it a finished train run?")
         metrics = train_run.data.metrics
         if cfg.metric not in metrics:
-            raise StepError(f"metric={cfg.metric!r} not on run {run_id}; "
-                            f"it has: {', '.join(sorted(metrics)) or 'no metrics'}")
+            raise StepError(
+                f"metric={cfg.metric!r} not on run {run_id}; it has: {', '.join(sorted(metrics)) or 'no metrics'}"
+            )
         value = metrics[cfg.metric]
         threshold = float(cfg.threshold)
         mlflow.set_tag(lineage.TAG_TRAIN_RUN, run_id)
         mlflow.log_metric(f"candidate_{cfg.metric}", value)
         if not passes_gate(value, threshold, cfg.greater_is_better):
             relation = "<" if cfg.greater_is_better else ">"
-            raise StepError(f"model of run {run_id} not registered: {cfg.metric}={value:.4f} {relation} "
-                            f"threshold {threshold}")
+            raise StepError(
+                f"model of run {run_id} not registered: {cfg.metric}={value:.4f} {relation} threshold {threshold}"
+            )
 
         version_tags = {key: tags[key] for key in lineage.LINEAGE_TAGS if key in tags}
         version_tags[lineage.TAG_TRAIN_RUN] = run_id
@@ -402,9 +473,22 @@ def run(cfg: DictConfig) -> str:
             else:
                 client.set_registered_model_alias(cfg.model_name, cfg.challenger_alias, version.version)
                 alias = cfg.challenger_alias
-        mlflow.set_tags({lineage.TAG_MODEL_NAME: cfg.model_name, lineage.TAG_MODEL_VERSION: version.version,
-                         lineage.TAG_REGISTER_OUTCOME: outcome, TAG_MODEL_ALIAS: alias, TAG_REGISTER_REASON: why,
-                         **{key: value for key, value in version_tags.items() if key.startswith("lakefs.")}})
-        log.info("%s version %s registered as @%s: %s%s", cfg.model_name, version.version, alias, why,
-                 FORCE_HINT if outcome == CHALLENGER else "")
+        mlflow.set_tags(
+            {
+                lineage.TAG_MODEL_NAME: cfg.model_name,
+                lineage.TAG_MODEL_VERSION: version.version,
+                lineage.TAG_REGISTER_OUTCOME: outcome,
+                TAG_MODEL_ALIAS: alias,
+                TAG_REGISTER_REASON: why,
+                **{key: value for key, value in version_tags.items() if key.startswith("lakefs.")},
+            }
+        )
+        log.info(
+            "%s version %s registered as @%s: %s%s",
+            cfg.model_name,
+            version.version,
+            alias,
+            why,
+            FORCE_HINT if outcome == CHALLENGER else "",
+        )
         return version.version

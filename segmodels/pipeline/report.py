@@ -23,8 +23,12 @@ from segmodels.tracking.lineage import short_commit
 from segmodels.tracking.training import LEARNING_CURVES_FILE, latest_sample_grid
 
 COLUMNS = ("step", "run", "ran / reused", "seconds", "in", "out", "metrics", "model")
-KEY_METRICS = {"ingest": (), "train": ("best_val_miou", "best_val_loss", "best_epoch"),
-               "register": (), "infer": ("miou", "pixel_accuracy", "num_images")}
+KEY_METRICS = {
+    "ingest": (),
+    "train": ("best_val_miou", "best_val_loss", "best_epoch"),
+    "register": (),
+    "infer": ("miou", "pixel_accuracy", "num_images"),
+}
 SAMPLES_FILE = "sample_predictions.png"  # on the parent, beside report.md: the train run's last sample grid
 FIGURES = ((LEARNING_CURVES_FILE, "learning curves"), (SAMPLES_FILE, "sample predictions (image | truth | prediction)"))
 
@@ -51,29 +55,42 @@ def report_rows(outcomes: Sequence) -> list[dict[str, str]]:
     for outcome in outcomes:
         tags, params, metrics = outcome.run.data.tags, outcome.run.data.params, outcome.run.data.metrics
         data_in = params.get("data_commit") or params.get("data_ref", "")
-        inputs = {"ingest": params.get("source", ""), "train": f"data {short_commit(data_in)}",
-                  "register": f"run {params.get('run_id', '')[:8]}",
-                  "infer": f"{params.get('model_uri', '')}, data {short_commit(params.get('data_commit'))}"}
-        outputs = {"ingest": f"data {short_commit(tags.get(lineage.TAG_DATA_COMMIT))}",
-                   "train": f"model {short_commit(tags.get(lineage.TAG_MODEL_COMMIT))}",
-                   "register": "", "infer": tags.get("segmodels.output_dir", "")}
+        inputs = {
+            "ingest": params.get("source", ""),
+            "train": f"data {short_commit(data_in)}",
+            "register": f"run {params.get('run_id', '')[:8]}",
+            "infer": f"{params.get('model_uri', '')}, data {short_commit(params.get('data_commit'))}",
+        }
+        outputs = {
+            "ingest": f"data {short_commit(tags.get(lineage.TAG_DATA_COMMIT))}",
+            "train": f"model {short_commit(tags.get(lineage.TAG_MODEL_COMMIT))}",
+            "register": "",
+            "infer": tags.get("segmodels.output_dir", ""),
+        }
         model = ""
         if lineage.TAG_MODEL_VERSION in tags:
             decided = tags.get(TAG_MODEL_ALIAS) and f"@{tags[TAG_MODEL_ALIAS]}"
-            model = (f"{tags.get(lineage.TAG_MODEL_NAME)} v{tags[lineage.TAG_MODEL_VERSION]} "
-                     f"({decided or tags.get(lineage.TAG_REGISTER_OUTCOME, '')})").replace(" ()", "")
+            model = (
+                f"{tags.get(lineage.TAG_MODEL_NAME)} v{tags[lineage.TAG_MODEL_VERSION]} "
+                f"({decided or tags.get(lineage.TAG_REGISTER_OUTCOME, '')})"
+            ).replace(" ()", "")
         shown = [f"{name} {metrics[name]:.4g}" for name in KEY_METRICS.get(outcome.step, ()) if name in metrics]
-        rows.append({key: value if value is None else redact_text(value) for key, value in {
-            "step": outcome.step,
-            "run": outcome.run.info.run_id,
-            "ran / reused": f"reused {outcome.reused_from[:8]}" if outcome.reused_from else "ran",
-            "seconds": f"{outcome.seconds:.1f}",
-            "in": inputs.get(outcome.step, ""),
-            "out": outputs.get(outcome.step, ""),
-            "metrics": ", ".join(shown),
-            "model": model if outcome.step in ("register", "infer") else "",
-            "link": run_link(outcome.run),
-        }.items()})
+        rows.append(
+            {
+                key: value if value is None else redact_text(value)
+                for key, value in {
+                    "step": outcome.step,
+                    "run": outcome.run.info.run_id,
+                    "ran / reused": f"reused {outcome.reused_from[:8]}" if outcome.reused_from else "ran",
+                    "seconds": f"{outcome.seconds:.1f}",
+                    "in": inputs.get(outcome.step, ""),
+                    "out": outputs.get(outcome.step, ""),
+                    "metrics": ", ".join(shown),
+                    "model": model if outcome.step in ("register", "infer") else "",
+                    "link": run_link(outcome.run),
+                }.items()
+            }
+        )
     return rows
 
 
@@ -86,8 +103,10 @@ def train_figures(outcomes: Sequence, folder: Path) -> dict[str, Path]:
     client = MlflowClient()
     run_id = train.reused_from or train.run.info.run_id
     logged = {artifact.path for artifact in client.list_artifacts(run_id)}
-    sources = {LEARNING_CURVES_FILE: LEARNING_CURVES_FILE if LEARNING_CURVES_FILE in logged else None,
-               SAMPLES_FILE: latest_sample_grid(client, run_id)}
+    sources = {
+        LEARNING_CURVES_FILE: LEARNING_CURVES_FILE if LEARNING_CURVES_FILE in logged else None,
+        SAMPLES_FILE: latest_sample_grid(client, run_id),
+    }
     found = {}
     for name, source in sources.items():
         if source:
@@ -114,18 +133,24 @@ def html_page(rows: list[dict[str, str]], title: str, figures: dict[str, Path]) 
     for row in rows:
         step = html.escape(row["step"])
         if row["link"]:
-            step = f"<a href=\"{html.escape(row['link'])}\">{step}</a>"
-        cells.append(f"<tr><td>{step}</td>" + "".join(f"<td>{html.escape(row[column])}</td>"
-                                                      for column in COLUMNS[1:]) + "</tr>")
+            step = f'<a href="{html.escape(row["link"])}">{step}</a>'
+        cells.append(
+            f"<tr><td>{step}</td>" + "".join(f"<td>{html.escape(row[column])}</td>" for column in COLUMNS[1:]) + "</tr>"
+        )
     images = "".join(
-        f"<figure><img alt=\"{html.escape(caption)}\" src=\"data:image/png;base64,"
-        f"{base64.b64encode(figures[name].read_bytes()).decode()}\"><figcaption>{html.escape(caption)}</figcaption>"
-        "</figure>" for name, caption in FIGURES if name in figures)
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-            "padding:4px 8px}img{max-width:100%}</style></head>"
-            f"<body><h1>{html.escape(title)}</h1><table><tr>{head}</tr>{''.join(cells)}</table>{images}"
-            "</body></html>\n")
+        f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,'
+        f'{base64.b64encode(figures[name].read_bytes()).decode()}"><figcaption>{html.escape(caption)}</figcaption>'
+        "</figure>"
+        for name, caption in FIGURES
+        if name in figures
+    )
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:4px 8px}img{max-width:100%}</style></head>"
+        f"<body><h1>{html.escape(title)}</h1><table><tr>{head}</tr>{''.join(cells)}</table>{images}"
+        "</body></html>\n"
+    )
 
 
 def log_report(outcomes: Sequence, parent: Run) -> None:

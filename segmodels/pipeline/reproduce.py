@@ -136,8 +136,11 @@ class Comparison:
 
     def first_mismatch(self) -> MetricMatch | None:
         """The earliest epoch outside the criterion (a missing metric first, best_* summaries last)."""
-        return min((match for match in self.metrics if match.mismatch), default=None,
-                   key=lambda m: (m.key.startswith("best_"), -1 if m.mismatch_epoch is None else m.mismatch_epoch))
+        return min(
+            (match for match in self.metrics if match.mismatch),
+            default=None,
+            key=lambda m: (m.key.startswith("best_"), -1 if m.mismatch_epoch is None else m.mismatch_epoch),
+        )
 
 
 def run(cfg: DictConfig) -> str:
@@ -155,13 +158,23 @@ def run(cfg: DictConfig) -> str:
     with lineage.step_run("reproduce", cfg) as active:
         mlflow.set_tag(lineage.TAG_REPRODUCES, recorded.run_id)
         child = client.create_run(
-            active.info.experiment_id, run_name=f"reproduce-{recorded.run.info.run_name or recorded.run_id[:8]}",
-            tags={lineage.TAG_REPRODUCES: recorded.run_id, "mlflow.parentRunId": active.info.run_id,
-                  "mlflow.source.git.commit": recorded.commit})
+            active.info.experiment_id,
+            run_name=f"reproduce-{recorded.run.info.run_name or recorded.run_id[:8]}",
+            tags={
+                lineage.TAG_REPRODUCES: recorded.run_id,
+                "mlflow.parentRunId": active.info.run_id,
+                "mlflow.source.git.commit": recorded.commit,
+            },
+        )
         new_id = child.info.run_id
         mlflow.set_tag(lineage.TAG_REPRODUCTION_RUN, new_id)
-        log.info("reproducing train run %s as %s: commit %s, data %s", recorded.run_id, new_id,
-                 recorded.commit[:12], recorded.data_uri)
+        log.info(
+            "reproducing train run %s as %s: commit %s, data %s",
+            recorded.run_id,
+            new_id,
+            recorded.commit[:12],
+            recorded.data_uri,
+        )
         with checkout_of(root, recorded.commit) as folder:
             write_recorded_config(folder, recorded)
             run_old_train_step(client, folder, recorded, new_id, active.info.experiment_id)
@@ -170,8 +183,15 @@ def run(cfg: DictConfig) -> str:
         if lineage.TAG_GIT_COMMIT not in reproduction.data.tags:  # an old train step that recorded no commit
             client.set_tag(new_id, lineage.TAG_GIT_COMMIT, recorded.commit)
         mode = comparison_mode(cfg.compare, recorded, reproduction)
-        comparison = compare_runs(client, recorded.run, reproduction, cfg.ignore_metrics, mode,
-                                  float(cfg.tolerance.rel), float(cfg.tolerance.abs))
+        comparison = compare_runs(
+            client,
+            recorded.run,
+            reproduction,
+            cfg.ignore_metrics,
+            mode,
+            float(cfg.tolerance.rel),
+            float(cfg.tolerance.abs),
+        )
         config_note = config_difference(recorded, new_id)
         client.set_tag(new_id, lineage.TAG_REPRODUCED, comparison.outcome)
         mlflow.set_tag(lineage.TAG_REPRODUCED, comparison.outcome)
@@ -186,6 +206,7 @@ def run(cfg: DictConfig) -> str:
 
 # -- what the train run recorded ----------------------------------------------------------------------------------
 
+
 def recorded_train_run(client: MlflowClient, run_id: str) -> RecordedRun:
     """The train run's commit, resolved config and pinned data URI; a StepError saying why it cannot be
     reproduced otherwise."""
@@ -199,26 +220,32 @@ def recorded_train_run(client: MlflowClient, run_id: str) -> RecordedRun:
     if step != "train":
         raise StepError(f"run {run_id} is not a train run ({lineage.TAG_STEP}={step or '(none)'})")
     if run.info.status != "FINISHED":
-        raise StepError(f"run {run_id} is {run.info.status}, not FINISHED: there are no complete metrics to "
-                        f"compare with")
+        raise StepError(
+            f"run {run_id} is {run.info.status}, not FINISHED: there are no complete metrics to compare with"
+        )
     commit = tags.get(lineage.TAG_GIT_COMMIT)
     if not commit:
-        raise StepError(f"run {run_id} recorded no git commit ({lineage.TAG_GIT_COMMIT}): the code that ran is "
-                        f"not recoverable, so it cannot be reproduced")
+        raise StepError(
+            f"run {run_id} recorded no git commit ({lineage.TAG_GIT_COMMIT}): the code that ran is "
+            f"not recoverable, so it cannot be reproduced"
+        )
     if not COMMIT_ID.match(commit):
         raise StepError(f"run {run_id} recorded {lineage.TAG_GIT_COMMIT}={commit!r}, which is not a commit id")
     if tags.get(lineage.TAG_GIT_DIRTY) == "true":
-        raise StepError(f"run {run_id} ran uncommitted changes on top of commit {commit[:12]} "
-                        f"({lineage.TAG_GIT_DIRTY}=true): the code that ran is not recoverable, so it cannot be "
-                        f"reproduced")
+        raise StepError(
+            f"run {run_id} ran uncommitted changes on top of commit {commit[:12]} "
+            f"({lineage.TAG_GIT_DIRTY}=true): the code that ran is not recoverable, so it cannot be "
+            f"reproduced"
+        )
     data_uri = tags.get(lineage.TAG_DATA_URI)
     if not data_uri or not data_uri.startswith("lakefs://"):
         raise StepError(f"run {run_id} recorded no pinned data URI ({lineage.TAG_DATA_URI})")
     try:
         text = load_artifact_text(run_id, CONFIG_ARTIFACT)
     except (MlflowException, OSError):
-        raise StepError(f"run {run_id} has no {CONFIG_ARTIFACT} artifact: its resolved config is not "
-                        f"recoverable") from None
+        raise StepError(
+            f"run {run_id} has no {CONFIG_ARTIFACT} artifact: its resolved config is not recoverable"
+        ) from None
     config = config_mapping(text)
     if config is None:
         raise StepError(f"run {run_id}: {CONFIG_ARTIFACT} is not a config mapping")
@@ -238,13 +265,17 @@ def require_pinned_data(run_id: str, data_uri: str, tags: Mapping[str, str], con
         raise StepError(f"run {run_id} recorded {shown}, which is not a lakefs://<repo>/<commit>/<path> URI") from None
     commit = tags.get(lineage.TAG_DATA_COMMIT, "")
     if not LAKEFS_COMMIT_ID.fullmatch(uri.ref) or uri.ref != commit:
-        raise StepError(f"run {run_id} recorded {shown}, whose ref {uri.ref[:80]!r} is not the data commit id it "
-                        f"recorded ({lineage.TAG_DATA_COMMIT}={commit[:80]!r}): only a commit id reproduces the data")
+        raise StepError(
+            f"run {run_id} recorded {shown}, whose ref {uri.ref[:80]!r} is not the data commit id it "
+            f"recorded ({lineage.TAG_DATA_COMMIT}={commit[:80]!r}): only a commit id reproduces the data"
+        )
     lakefs = config.get("lakefs") if isinstance(config.get("lakefs"), dict) else {}
     if any(repo != uri.repo for repo in (tags.get(lineage.TAG_LAKEFS_REPO), lakefs.get("repo", uri.repo))):
         recorded_repo = str(tags.get(lineage.TAG_LAKEFS_REPO))[:80]
-        raise StepError(f"run {run_id} recorded {shown}, in repository {uri.repo[:80]!r}, not the one it trained "
-                        f"from ({lineage.TAG_LAKEFS_REPO}={recorded_repo!r} and its config's lakefs.repo)")
+        raise StepError(
+            f"run {run_id} recorded {shown}, in repository {uri.repo[:80]!r}, not the one it trained "
+            f"from ({lineage.TAG_LAKEFS_REPO}={recorded_repo!r} and its config's lakefs.repo)"
+        )
 
 
 def config_mapping(text: str) -> dict | None:
@@ -272,10 +303,14 @@ def load_artifact_text(run_id: str, path: str) -> str:
 
 # -- the recorded code --------------------------------------------------------------------------------------------
 
+
 def git(cwd: Path | None, *args: str) -> subprocess.CompletedProcess:
     """``git <args>`` in ``cwd`` (output captured), in an environment naming no other repository."""
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY")}
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY")
+    }
     return subprocess.run(["git", *args], cwd=cwd, env=env, capture_output=True, text=True, check=False)
 
 
@@ -291,26 +326,34 @@ def project_repository(start: Path) -> Path:
         result = git(candidate, "rev-parse", "--show-toplevel")
         if result.returncode == 0:
             return Path(result.stdout.strip())
-    raise StepError(f"{start} is not in a git repository: the recorded commit is checked out from the project's "
-                    f"repository, so run reproduce from the project folder")
+    raise StepError(
+        f"{start} is not in a git repository: the recorded commit is checked out from the project's "
+        f"repository, so run reproduce from the project folder"
+    )
 
 
 def require_commit(root: Path, recorded: RecordedRun) -> None:
     """Refuse (one line) when the recorded commit is not in the project's repository."""
     if git(root, "cat-file", "-e", f"{recorded.commit}^{{commit}}").returncode != 0:
-        raise StepError(f"commit {recorded.commit} (recorded by run {recorded.run_id}) is not in the git repository "
-                        f"at {root}; fetch it (git fetch) and run reproduce again")
+        raise StepError(
+            f"commit {recorded.commit} (recorded by run {recorded.run_id}) is not in the git repository "
+            f"at {root}; fetch it (git fetch) and run reproduce again"
+        )
 
 
 def commit_conf_files(root: Path, commit: str) -> dict[str, str]:
     """``{path under conf/: text}`` of every YAML file in ``commit``'s ``conf/`` (one ``git archive``)."""
-    result = subprocess.run(["git", "archive", "--format=tar", commit, "conf"], cwd=root, capture_output=True,
-                            check=False)
+    result = subprocess.run(
+        ["git", "archive", "--format=tar", commit, "conf"], cwd=root, capture_output=True, check=False
+    )
     if result.returncode != 0:
         raise StepError(f"commit {commit[:12]}: cannot read its conf/ ({result.stderr.decode(errors='replace')[:200]})")
     with tarfile.open(fileobj=io.BytesIO(result.stdout)) as archive:
-        return {member.name[len("conf/"):]: archive.extractfile(member).read().decode()
-                for member in archive.getmembers() if member.isfile() and member.name.endswith(".yaml")}
+        return {
+            member.name[len("conf/") :]: archive.extractfile(member).read().decode()
+            for member in archive.getmembers()
+            if member.isfile() and member.name.endswith(".yaml")
+        }
 
 
 def require_commit_targets(root: Path, recorded: RecordedRun) -> None:
@@ -320,8 +363,10 @@ def require_commit_targets(root: Path, recorded: RecordedRun) -> None:
     try:
         check_targets(recorded.config, "", allowed)
     except ConfigError as refused:
-        raise StepError(f"run {recorded.run_id}: {CONFIG_ARTIFACT}: {refused} (checked against commit "
-                        f"{recorded.commit[:12]}'s conf/)") from None
+        raise StepError(
+            f"run {recorded.run_id}: {CONFIG_ARTIFACT}: {refused} (checked against commit "
+            f"{recorded.commit[:12]}'s conf/)"
+        ) from None
 
 
 @contextmanager
@@ -395,7 +440,8 @@ def write_recorded_config(folder: Path, recorded: RecordedRun) -> None:
         f"# Written by `segmodels reproduce`: the resolved config of train run {recorded.run_id}\n"
         f"# (its {CONFIG_ARTIFACT} artifact) with data_ref pinned to the data commit it trained on.\n"
         + yaml.safe_dump({"defaults": defaults}, sort_keys=False)
-        + OmegaConf.to_yaml(OmegaConf.create(config)))
+        + OmegaConf.to_yaml(OmegaConf.create(config))
+    )
 
 
 def train_command(folder: Path, nproc: str | None) -> list[str]:
@@ -416,7 +462,7 @@ def train_command(folder: Path, nproc: str | None) -> list[str]:
 def absolute_tracking_uri(uri: str) -> str:
     """``uri`` with a relative sqlite or folder path made absolute (the old code runs in another folder)."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).absolute())
+        return "sqlite:///" + str(Path(uri[len("sqlite:///") :]).absolute())
     if "://" not in uri and Path(uri).exists():
         return str(Path(uri).absolute())
     return uri
@@ -425,37 +471,47 @@ def absolute_tracking_uri(uri: str) -> str:
 def train_environment(folder: Path, run_id: str, experiment_id: str) -> dict[str, str]:
     """This process's environment, with the checkout's code first on the path and MLflow, the segmodels home
     (the embedded lakeFS and the data cache) and lakeFS settings as this step has them."""
-    env = {key: value for key, value in os.environ.items()
-           if key not in ("MLFLOW_EXPERIMENT_NAME", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")}
-    env.update({
-        "PYTHONPATH": os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]),
-        "MLFLOW_RUN_ID": run_id,
-        "MLFLOW_EXPERIMENT_ID": experiment_id,
-        "MLFLOW_TRACKING_URI": absolute_tracking_uri(mlflow.get_tracking_uri()),
-        "SEGMODELS_HOME": str(segmodels_home()),
-    })
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("MLFLOW_EXPERIMENT_NAME", "GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE")
+    }
+    env.update(
+        {
+            "PYTHONPATH": os.pathsep.join([str(folder), *filter(None, [os.environ.get("PYTHONPATH")])]),
+            "MLFLOW_RUN_ID": run_id,
+            "MLFLOW_EXPERIMENT_ID": experiment_id,
+            "MLFLOW_TRACKING_URI": absolute_tracking_uri(mlflow.get_tracking_uri()),
+            "SEGMODELS_HOME": str(segmodels_home()),
+        }
+    )
     return env
 
 
-def run_old_train_step(client: MlflowClient, folder: Path, recorded: RecordedRun, run_id: str,
-                       experiment_id: str) -> None:
+def run_old_train_step(
+    client: MlflowClient, folder: Path, recorded: RecordedRun, run_id: str, experiment_id: str
+) -> None:
     """Run the commit's train step in ``folder`` into run ``run_id``; its output streams through."""
     command = train_command(folder, recorded.run.data.params.get("nproc"))
     log.info("running %s in %s", shlex.join(command), folder)
     try:
-        returncode = subprocess.run(command, cwd=folder, env=train_environment(folder, run_id, experiment_id),
-                                    check=False).returncode
+        returncode = subprocess.run(
+            command, cwd=folder, env=train_environment(folder, run_id, experiment_id), check=False
+        ).returncode
     except BaseException:
         client.set_terminated(run_id, "KILLED")
         raise
     if returncode != 0:
         if client.get_run(run_id).info.status == "RUNNING":
             client.set_terminated(run_id, "FAILED")
-        raise StepError(f"the train step of commit {recorded.commit[:12]} exited with status {returncode} "
-                        f"(reproduction run {run_id}, marked failed); its output is above")
+        raise StepError(
+            f"the train step of commit {recorded.commit[:12]} exited with status {returncode} "
+            f"(reproduction run {run_id}, marked failed); its output is above"
+        )
 
 
 # -- comparing ----------------------------------------------------------------------------------------------------
+
 
 def used_cuda(run: Run, device: str) -> bool:
     """Whether ``run`` trained on CUDA: its ``trainer.device``, or for ``auto`` its GPU system metrics."""
@@ -499,8 +555,14 @@ def _epoch_numbers(history: Mapping[int, float]) -> list[int]:
     return [step + 1 for step in sorted(history)]
 
 
-def compare_histories(key: str, original: Mapping[int, float], reproduction: Mapping[int, float] | None,
-                      mode: str, rel: float, abs_: float) -> MetricMatch:
+def compare_histories(
+    key: str,
+    original: Mapping[int, float],
+    reproduction: Mapping[int, float] | None,
+    mode: str,
+    rel: float,
+    abs_: float,
+) -> MetricMatch:
     """Compare one metric step by step: ``exact`` needs identical values, ``tolerance``
     ``|a - b| <= abs + rel * |a|``."""
     match = MetricMatch(key)
@@ -526,14 +588,22 @@ def compare_histories(key: str, original: Mapping[int, float], reproduction: Map
     return match
 
 
-def compare_runs(client: MlflowClient, original: Run, reproduction: Run, ignore: Sequence[str], mode: str,
-                 rel: float, abs_: float) -> Comparison:
+def compare_runs(
+    client: MlflowClient, original: Run, reproduction: Run, ignore: Sequence[str], mode: str, rel: float, abs_: float
+) -> Comparison:
     """Every metric of ``original`` not ignored, compared with ``reproduction``'s."""
     present = set(reproduction.data.metrics)
-    matches = [compare_histories(key, metric_history(client, original.info.run_id, key),
-                                 metric_history(client, reproduction.info.run_id, key) if key in present else None,
-                                 mode, rel, abs_)
-               for key in compared_keys(original, ignore)]
+    matches = [
+        compare_histories(
+            key,
+            metric_history(client, original.info.run_id, key),
+            metric_history(client, reproduction.info.run_id, key) if key in present else None,
+            mode,
+            rel,
+            abs_,
+        )
+        for key in compared_keys(original, ignore)
+    ]
     per_epoch = [m for m in matches if not m.key.startswith("best_")]  # the first differing epoch, then summaries
     matches = per_epoch + [m for m in matches if m.key.startswith("best_")]
     return Comparison(matches, mode, rel, abs_)
@@ -545,8 +615,11 @@ def config_difference(recorded: RecordedRun, new_id: str) -> str:
         config = config_mapping(load_artifact_text(new_id, CONFIG_ARTIFACT)) or {}
     except (MlflowException, OSError):
         return f"the reproduction recorded no {CONFIG_ARTIFACT}"
-    differing = sorted(key for key in set(config) | set(recorded.config)
-                       if key != "data_ref" and config.get(key) != recorded.config.get(key))
+    differing = sorted(
+        key
+        for key in set(config) | set(recorded.config)
+        if key != "data_ref" and config.get(key) != recorded.config.get(key)
+    )
     if differing:
         return f"config: the reproduction's differs from the recorded one in {', '.join(differing)}"
     return "config: the reproduction composed the recorded config (data_ref pinned)"
@@ -558,8 +631,10 @@ def summary_line(run_id: str, new_id: str, comparison: Comparison) -> str:
     if comparison.outcome == EXACT:
         return f"{head}: per-epoch metrics identical {count}"
     if comparison.outcome == WITHIN_TOLERANCE:
-        return (f"{head}: per-epoch metrics within tolerance {count}, rel {comparison.rel:g} / abs "
-                f"{comparison.abs:g}, max abs diff {comparison.max_abs_diff:.3g}")
+        return (
+            f"{head}: per-epoch metrics within tolerance {count}, rel {comparison.rel:g} / abs "
+            f"{comparison.abs:g}, max abs diff {comparison.max_abs_diff:.3g}"
+        )
     return f"{head}: per-epoch metrics differ ({comparison.criterion}): {comparison.first_mismatch().describe()}"
 
 
@@ -570,8 +645,10 @@ def report_markdown(recorded: RecordedRun, new_id: str, comparison: Comparison, 
         return f"differs: {match.describe()}" if match.mismatch else "within tolerance"
 
     rows = "\n".join(f"| `{m.key}` | {m.epochs} | {m.max_abs_diff:.6g} | {result(m)} |" for m in comparison.metrics)
-    return (f"# Reproduction of train run {recorded.run_id}\n\n"
-            f"- reproduction run: {new_id}\n- code: git commit {recorded.commit}\n- data: {recorded.data_uri}\n"
-            f"- comparison: {comparison.criterion}\n- outcome: **{comparison.outcome}** "
-            f"(max abs diff {comparison.max_abs_diff:.6g})\n- {config_note}\n\n"
-            f"| metric | epochs compared | max abs diff | result |\n|---|---|---|---|\n{rows}\n")
+    return (
+        f"# Reproduction of train run {recorded.run_id}\n\n"
+        f"- reproduction run: {new_id}\n- code: git commit {recorded.commit}\n- data: {recorded.data_uri}\n"
+        f"- comparison: {comparison.criterion}\n- outcome: **{comparison.outcome}** "
+        f"(max abs diff {comparison.max_abs_diff:.6g})\n- {config_note}\n\n"
+        f"| metric | epochs compared | max abs diff | result |\n|---|---|---|---|\n{rows}\n"
+    )

@@ -45,8 +45,9 @@ LOCK_FILE = ".lock"
 
 def work_key(data_commit: str, cfg: DictConfig, code_commit: str | None) -> str:
     """The work folder's name: equal for the same data commit, resolved config and code commit."""
-    payload = json.dumps({"data": data_commit, "config": lineage.config_sha256(cfg), "code": code_commit},
-                         sort_keys=True)
+    payload = json.dumps(
+        {"data": data_commit, "config": lineage.config_sha256(cfg), "code": code_commit}, sort_keys=True
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -91,8 +92,9 @@ def run(cfg: DictConfig) -> str | None:
     with lineage.step_run("train", cfg) as active, resumable_work_dir(key) as work:
         run_id = active.info.run_id
         mlflow.log_param("data_commit", data.ref)
-        mlflow.set_tags({lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref,
-                         lineage.TAG_DATA_URI: str(data)})
+        mlflow.set_tags(
+            {lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref, lineage.TAG_DATA_URI: str(data)}
+        )
         log_dataset_input(str(data), data.ref, load_dataset_info(data_root), context="training")
         if cfg.plan.rules:
             mlflow.log_text(plan_document(cfg), PLAN_ARTIFACT)
@@ -100,15 +102,28 @@ def run(cfg: DictConfig) -> str | None:
 
         shutil.rmtree(work / "mlflow-model", ignore_errors=True)  # half-saved by a step killed while saving
         model_uri = publish_model(
-            lakefs, save_pyfunc_model(result.package_dir, work / "mlflow-model"), data.repo,
-            cfg.lakefs.model_branch, cfg.lakefs.model_prefix, run_id,
-            metadata={"data_commit": data.ref, "data_uri": str(data), "git_commit": commit or "unknown",
-                      "best_epoch": str(result.best_epoch + 1),  # counted from 1, as the log counts
-                      lineage.TRACKING_STORE_KEY: lineage.tracking_store()},
+            lakefs,
+            save_pyfunc_model(result.package_dir, work / "mlflow-model"),
+            data.repo,
+            cfg.lakefs.model_branch,
+            cfg.lakefs.model_prefix,
+            run_id,
+            metadata={
+                "data_commit": data.ref,
+                "data_uri": str(data),
+                "git_commit": commit or "unknown",
+                "best_epoch": str(result.best_epoch + 1),  # counted from 1, as the log counts
+                lineage.TRACKING_STORE_KEY: lineage.tracking_store(),
+            },
             source_ref=data.ref,
         )
         logged = record_logged_model(run_id, model_uri)
-        mlflow.set_tags({lineage.TAG_MODEL_COMMIT: model_uri.ref, lineage.TAG_MODEL_URI: str(model_uri),
-                         lineage.TAG_LOGGED_MODEL_ID: logged.model_id})
+        mlflow.set_tags(
+            {
+                lineage.TAG_MODEL_COMMIT: model_uri.ref,
+                lineage.TAG_MODEL_URI: str(model_uri),
+                lineage.TAG_LOGGED_MODEL_ID: logged.model_id,
+            }
+        )
         log.info("MLflow model committed once, to lakeFS at %s (logged model %s)", model_uri, logged.model_id)
         return run_id

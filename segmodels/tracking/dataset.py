@@ -72,15 +72,20 @@ class LakeFSSegmentationData(Dataset):
         self._commit_id = commit_id
         self._info = info
         self._stats = stats
-        super().__init__(source=LakeFSDatasetSource(redact_text(uri)), name=redact_text(info.name),
-                         digest=commit_digest(commit_id))
+        super().__init__(
+            source=LakeFSDatasetSource(redact_text(uri)), name=redact_text(info.name), digest=commit_digest(commit_id)
+        )
 
     def _compute_digest(self) -> str:
         return commit_digest(self._commit_id)
 
     @property
     def profile(self) -> dict:
-        profile = {"num_classes": self._info.num_classes, "classes": self._info.class_names, "splits": dict(self._info.splits)}
+        profile = {
+            "num_classes": self._info.num_classes,
+            "classes": self._info.class_names,
+            "splits": dict(self._info.splits),
+        }
         if self._stats is not None:
             profile.update(self._stats.summary())
         return profile
@@ -102,7 +107,9 @@ def commit_digest(commit_id: str) -> str:
     return commit_id[:16]
 
 
-def log_dataset_input(uri: str, commit_id: str, info: DatasetInfo, stats: DatasetStats | None = None, context: str = "ingest") -> None:
+def log_dataset_input(
+    uri: str, commit_id: str, info: DatasetInfo, stats: DatasetStats | None = None, context: str = "ingest"
+) -> None:
     """Record the pinned data set as an input of the active run (shown under the run's data sets)."""
     mlflow.log_input(LakeFSSegmentationData(uri, commit_id, info, stats), context=context)
 
@@ -113,12 +120,16 @@ def plot_dataset_stats(stats: DatasetStats, info: DatasetInfo):
     table = stats.class_table(info.class_names, info.ignore_index)
     sizes = stats.size_table()
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    colors = [tuple(c / 255 for c in info.colors[i]) if i < info.num_classes else (0.6, 0.6, 0.6) for i in table["class_id"]]
+    colors = [
+        tuple(c / 255 for c in info.colors[i]) if i < info.num_classes else (0.6, 0.6, 0.6) for i in table["class_id"]
+    ]
     left.bar(range(len(table["class_id"])), table["pixel_fraction"], color=colors, edgecolor="black", linewidth=0.5)
     left.set_xticks(range(len(table["class_id"])), table["class_name"], rotation=60, ha="right", fontsize=8)
     left.set_ylabel("fraction of pixels")
     left.set_title("class pixel frequencies")
-    right.scatter(sizes["width"], sizes["height"], s=[20 + 200 * n / max(sizes["images"]) for n in sizes["images"]], alpha=0.6)
+    right.scatter(
+        sizes["width"], sizes["height"], s=[20 + 200 * n / max(sizes["images"]) for n in sizes["images"]], alpha=0.6
+    )
     right.set_xlabel("width (px)")
     right.set_ylabel("height (px)")
     right.set_title(f"image sizes ({stats.num_images} images, {len(sizes['width'])} distinct)")
@@ -131,7 +142,10 @@ def log_ingest(result) -> list[str]:
     were skipped, dataset.yaml, and the data set as an input whose source is the pinned URI and whose digest is the
     commit's. Returns the data set's summary lines (the card's too)."""
     plt = pyplot()
-    mlflow.log_table(result.stats.class_table(result.info.class_names, result.info.ignore_index), f"{ARTIFACT_DIR}/class_frequencies.json")
+    mlflow.log_table(
+        result.stats.class_table(result.info.class_names, result.info.ignore_index),
+        f"{ARTIFACT_DIR}/class_frequencies.json",
+    )
     mlflow.log_table(result.stats.size_table(), f"{ARTIFACT_DIR}/image_sizes.json")
     figure = plot_dataset_stats(result.stats, result.info)
     mlflow.log_figure(figure, f"{ARTIFACT_DIR}/statistics.png")

@@ -60,6 +60,7 @@ LINEAGE_TAGS = (TAG_LAKEFS_REPO, TAG_DATA_COMMIT, TAG_DATA_URI, TAG_MODEL_COMMIT
 
 def git_commit(path: Path | str = ".") -> tuple[str | None, bool]:
     """The git commit of the code at ``path`` and whether the work tree has uncommitted changes."""
+
     def git(*args):
         return subprocess.run(["git", *args], cwd=path, capture_output=True, text=True, check=False)
 
@@ -91,8 +92,12 @@ def step_run(step: str, cfg: DictConfig, code_dir: Path | str = ".") -> Iterator
     started_ms = int(time.time() * 1000)
     with mlflow.start_run() as run:
         commit, dirty = git_commit(code_dir)
-        tags = {TAG_STEP: step, TAG_CONFIG_HASH: config_sha256(cfg), TAG_GIT_DIRTY: str(dirty).lower(),
-                TAG_WORK_STARTED: str(started_ms)}
+        tags = {
+            TAG_STEP: step,
+            TAG_CONFIG_HASH: config_sha256(cfg),
+            TAG_GIT_DIRTY: str(dirty).lower(),
+            TAG_WORK_STARTED: str(started_ms),
+        }
         if commit:
             tags[TAG_GIT_COMMIT] = commit
         set_tags(tags)
@@ -120,12 +125,16 @@ def log_new_params(params: Mapping[str, str]) -> None:
         mlflow.set_tags(leaked_tags)
     for key, value in data.params.items():
         if redact_text(value) != value:
-            log.warning("parameter %s was recorded by `mlflow run` as given, with credentials in it (MLflow "
-                        "parameters cannot be changed): pass credentials through the environment instead, "
-                        "e.g. -P %s='${oc.env:MY_SOURCE_URL}'", key, key)
+            log.warning(
+                "parameter %s was recorded by `mlflow run` as given, with credentials in it (MLflow "
+                "parameters cannot be changed): pass credentials through the environment instead, "
+                "e.g. -P %s='${oc.env:MY_SOURCE_URL}'",
+                key,
+                key,
+            )
     fresh = {key: redact_text(value) for key, value in params.items() if key not in data.params}
     for start in range(0, len(fresh), 100):
-        mlflow.log_params(dict(list(fresh.items())[start:start + 100]))
+        mlflow.log_params(dict(list(fresh.items())[start : start + 100]))
 
 
 def tracking_store() -> str:
@@ -135,7 +144,7 @@ def tracking_store() -> str:
     uri = mlflow.get_tracking_uri()
     parts = urlsplit(uri)
     if parts.scheme == "sqlite" and parts.path not in ("", "/", "/:memory:"):
-        database = uri[len("sqlite:///"):].split("?")[0]
+        database = uri[len("sqlite:///") :].split("?")[0]
         return f"sqlite:///{Path(database).resolve()}"
     if is_local_uri(uri, is_tracking_or_registry_uri=True):  # a plain path or a file: URI
         return Path(parts.path if parts.scheme else uri).resolve().as_uri()
@@ -146,8 +155,11 @@ def best_metrics(epoch_metrics: Mapping[str, float], best_epoch: int) -> dict[st
     """The ``best_*`` metrics of a train run: :data:`BEST_EPOCH` (1-based) and the values of the best epoch
     (0-based ``best_epoch``) that describe the model (``val_*``, :data:`MODEL_TRAIN_METRICS`), not the learning
     rate, throughput or times."""
-    values = {f"best_{key}": float(value) for key, value in epoch_metrics.items()
-              if key.startswith("val_") or key in MODEL_TRAIN_METRICS}
+    values = {
+        f"best_{key}": float(value)
+        for key, value in epoch_metrics.items()
+        if key.startswith("val_") or key in MODEL_TRAIN_METRICS
+    }
     return {BEST_EPOCH: float(best_epoch + 1), **values}
 
 

@@ -29,8 +29,22 @@ PAGE = 1000  # results per search page; every search pages through all of them
 MIN_PREFIX = 8
 HEX = re.compile(r"[0-9a-f]+")
 NOT_FOUND = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-KEYS = ("query", "kind", "run", "model_version", "train_run", "model", "data", "ingest_runs", "train_runs",
-        "versions", "register_runs", "infer_runs", "children", "notes")
+KEYS = (
+    "query",
+    "kind",
+    "run",
+    "model_version",
+    "train_run",
+    "model",
+    "data",
+    "ingest_runs",
+    "train_runs",
+    "versions",
+    "register_runs",
+    "infer_runs",
+    "children",
+    "notes",
+)
 
 
 class LineageError(ValueError):
@@ -145,12 +159,19 @@ def format_text(doc: dict[str, Any]) -> str:
     if doc["kind"] != "main_run" or doc["train_run"]:
         add(0, f"model versions ({len(doc['versions'])})")
         for item in doc["versions"]:
-            add(1, _version_head(item) + (f"  train run {item['run_id']}" if item["run_id"] else "")
-                + _metric_tail(item["metrics"]))
+            add(
+                1,
+                _version_head(item)
+                + (f"  train run {item['run_id']}" if item["run_id"] else "")
+                + _metric_tail(item["metrics"]),
+            )
         add(0, f"register runs ({len(doc['register_runs'])})")
         for item in doc["register_runs"]:
-            registered = (f"  {item['registered_model']}/{item['model_version']} ({item['register_outcome']})"
-                          if item["registered_model"] else "  (nothing registered)")
+            registered = (
+                f"  {item['registered_model']}/{item['model_version']} ({item['register_outcome']})"
+                if item["registered_model"]
+                else "  (nothing registered)"
+            )
             add(1, run_head(item) + registered)
             reuse(2, item)
         add(0, f"infer runs ({len(doc['infer_runs'])})")
@@ -195,8 +216,16 @@ class _Tracer:
         self.client = client
         self.query = query
         self.doc: dict[str, Any] = {key: None for key in KEYS}
-        self.doc.update(query=query, ingest_runs=[], train_runs=[], versions=[], register_runs=[], infer_runs=[],
-                        children=[], notes=[])
+        self.doc.update(
+            query=query,
+            ingest_runs=[],
+            train_runs=[],
+            versions=[],
+            register_runs=[],
+            infer_runs=[],
+            children=[],
+            notes=[],
+        )
         self._experiments: list[str] | None = None
         self._aliases: dict[str, dict[str, str]] = {}
 
@@ -204,7 +233,7 @@ class _Tracer:
         if self.query.startswith("models:/"):
             self.from_model_uri(self.query)
         elif self.query.startswith("lakefs://"):
-            repo, _, rest = self.query[len("lakefs://"):].partition("/")
+            repo, _, rest = self.query[len("lakefs://") :].partition("/")
             ref, _, path = rest.partition("/")
             if not repo or not ref:
                 raise LineageError(f"{self.query}: expected lakefs://<repo>/<commit>[/path]")
@@ -219,8 +248,9 @@ class _Tracer:
         try:
             parsed = _parse_model_uri(uri)
         except MlflowException:
-            raise LineageError(f"{uri}: not a model URI (expected models:/<name>/<version> or "
-                               f"models:/<name>@<alias>)") from None
+            raise LineageError(
+                f"{uri}: not a model URI (expected models:/<name>/<version> or models:/<name>@<alias>)"
+            ) from None
         if parsed.model_id:
             self.doc["kind"] = self.doc["kind"] or "logged_model"
             try:
@@ -229,8 +259,10 @@ class _Tracer:
                 raise LineageError(f"{uri}: no MLflow logged model {parsed.model_id}") from None
             return self.model_chain(self.get_run(logged.source_run_id), None)
         if parsed.stage:
-            raise LineageError(f"{uri}: stages are not traced; pass a version (models:/{parsed.name}/<n>) "
-                               f"or an alias (models:/{parsed.name}@<alias>)")
+            raise LineageError(
+                f"{uri}: stages are not traced; pass a version (models:/{parsed.name}/<n>) "
+                f"or an alias (models:/{parsed.name}@<alias>)"
+            )
         self.doc["kind"] = self.doc["kind"] or kind
         version = self.get_version(uri, parsed.name, parsed.version, parsed.alias)
         self.version_chain(version)
@@ -239,23 +271,33 @@ class _Tracer:
         where = f"lakefs://{repo}/{ref}" if repo else ref
         ref = ref.lower()
         if not HEX.fullmatch(ref) or len(ref) > 64:
-            raise LineageError(f"{where}: {ref!r} is not a commit id; a branch or tag cannot be resolved without "
-                               f"lakeFS (segmodels lineage reads MLflow only): pass the commit id")
+            raise LineageError(
+                f"{where}: {ref!r} is not a commit id; a branch or tag cannot be resolved without "
+                f"lakeFS (segmodels lineage reads MLflow only): pass the commit id"
+            )
         if len(ref) < MIN_PREFIX:
             raise LineageError(f"{where}: a commit id prefix needs at least {MIN_PREFIX} hex digits")
         data_commits = self.commits(lineage.TAG_DATA_COMMIT, ref, repo)
         model_commits = self.commits(lineage.TAG_MODEL_COMMIT, ref, repo)
         found = data_commits | model_commits
         if not found:
-            raise _UnknownCommit(f"{where}: no MLflow run or model version records this data or model commit in "
-                                 f"{_store()} (a branch or tag name cannot be resolved without lakeFS: pass the "
-                                 f"commit id)")
+            raise _UnknownCommit(
+                f"{where}: no MLflow run or model version records this data or model commit in "
+                f"{_store()} (a branch or tag name cannot be resolved without lakeFS: pass the "
+                f"commit id)"
+            )
         if len(found) > 1:
             raise LineageError(f"{where}: ambiguous commit prefix, it matches {', '.join(sorted(found))}")
         commit = found.pop()
-        runs = [run for run in self.search_runs(_step("train") + f" and tags.`{lineage.TAG_MODEL_COMMIT}` = "
-                                                f"{_q(commit)}") if _in_repo(run.data.tags, repo)] \
-            if commit in model_commits else []
+        runs = (
+            [
+                run
+                for run in self.search_runs(_step("train") + f" and tags.`{lineage.TAG_MODEL_COMMIT}` = {_q(commit)}")
+                if _in_repo(run.data.tags, repo)
+            ]
+            if commit in model_commits
+            else []
+        )
         runs = [run for run in runs if lineage.TAG_REUSED_RUN not in run.data.tags] or runs  # not stand-ins
         named = [run for run in runs if run.info.run_id == path.strip("/").rsplit("/", 1)[-1]]
         if commit in model_commits and (commit not in data_commits or named):
@@ -284,8 +326,10 @@ class _Tracer:
                     return self.from_commit(None, text)
                 except _UnknownCommit:
                     pass
-            raise LineageError(f"{text}: no MLflow run with this id in {_store()}, and not a models:/ or "
-                               f"lakefs:// URI or a recorded commit id")
+            raise LineageError(
+                f"{text}: no MLflow run with this id in {_store()}, and not a models:/ or "
+                f"lakefs:// URI or a recorded commit id"
+            )
         step = run.data.tags.get(lineage.TAG_STEP)
         self.doc["kind"] = f"{step}_run" if step else "run"
         self.doc["run"] = self.run_dict(run)
@@ -295,8 +339,9 @@ class _Tracer:
             self.doc["ingest_runs"] = [self.doc["run"]]
             commit = run.data.tags.get(lineage.TAG_DATA_COMMIT)
             if not commit:
-                raise LineageError(f"{text}: ingest run recorded no data commit ({lineage.TAG_DATA_COMMIT}); "
-                                   f"did it fail?")
+                raise LineageError(
+                    f"{text}: ingest run recorded no data commit ({lineage.TAG_DATA_COMMIT}); did it fail?"
+                )
             self.data_forward(commit, run.data.tags.get(lineage.TAG_LAKEFS_REPO))
         elif step == "register":
             tags = run.data.tags
@@ -320,8 +365,10 @@ class _Tracer:
             else:
                 self.note("the main run has no train child run")
         else:
-            raise LineageError(f"{text}: run is no segmodels step (tag {lineage.TAG_STEP} is "
-                               f"{step!r}); expected ingest, train, register, infer or main")
+            raise LineageError(
+                f"{text}: run is no segmodels step (tag {lineage.TAG_STEP} is "
+                f"{step!r}); expected ingest, train, register, infer or main"
+            )
 
     # --- chains -------------------------------------------------------------------------------------------
 
@@ -331,8 +378,11 @@ class _Tracer:
         train_id = version.run_id or version.tags.get(lineage.TAG_TRAIN_RUN)
         run = self.find_run(train_id) if train_id else None
         if run is None:
-            self.note(f"train run {train_id} of version {version.name}/{version.version} is not in MLflow"
-                      if train_id else f"version {version.name}/{version.version} names no train run")
+            self.note(
+                f"train run {train_id} of version {version.name}/{version.version} is not in MLflow"
+                if train_id
+                else f"version {version.name}/{version.version} names no train run"
+            )
         self.model_chain(run, version)
 
     def model_chain(self, run: Run | None, version: ModelVersion | None) -> None:
@@ -342,13 +392,16 @@ class _Tracer:
         if run is not None:
             tags.update(run.data.tags)
             self.doc["train_run"] = self.run_dict(run)
-        self.doc["model"] = {"repo": tags.get(lineage.TAG_LAKEFS_REPO),
-                             "commit": tags.get(lineage.TAG_MODEL_COMMIT),
-                             "uri": tags.get(lineage.TAG_MODEL_URI) or (version.source if version else None),
-                             "logged_model_id": tags.get(lineage.TAG_LOGGED_MODEL_ID) or getattr(version, "model_id", None)}
+        self.doc["model"] = {
+            "repo": tags.get(lineage.TAG_LAKEFS_REPO),
+            "commit": tags.get(lineage.TAG_MODEL_COMMIT),
+            "uri": tags.get(lineage.TAG_MODEL_URI) or (version.source if version else None),
+            "logged_model_id": tags.get(lineage.TAG_LOGGED_MODEL_ID) or getattr(version, "model_id", None),
+        }
         if tags.get(lineage.TAG_DATA_COMMIT):
-            self.data_backward(tags[lineage.TAG_DATA_COMMIT], tags.get(lineage.TAG_LAKEFS_REPO),
-                               tags.get(lineage.TAG_DATA_URI))
+            self.data_backward(
+                tags[lineage.TAG_DATA_COMMIT], tags.get(lineage.TAG_LAKEFS_REPO), tags.get(lineage.TAG_DATA_URI)
+            )
         else:
             self.note("no data commit recorded for this model")
         train_id = run.info.run_id if run is not None else (version.run_id if version else None)
@@ -375,18 +428,24 @@ class _Tracer:
             for found in self.search_runs(_step("infer") + f" and params.model_uri {clause}"):
                 infer[found.info.run_id] = found
         for version in versions.values():  # the version an infer run resolved its model URI to
-            for found in self.search_runs(_step("infer") + f" and tags.`{lineage.TAG_MODEL_NAME}` = "
-                                          f"{_q(version.name)} and tags.`{lineage.TAG_MODEL_VERSION}` = "
-                                          f"{_q(str(version.version))}"):
+            for found in self.search_runs(
+                _step("infer") + f" and tags.`{lineage.TAG_MODEL_NAME}` = "
+                f"{_q(version.name)} and tags.`{lineage.TAG_MODEL_VERSION}` = "
+                f"{_q(str(version.version))}"
+            ):
                 infer[found.info.run_id] = found
         self.doc["infer_runs"] = self.runs_with_reuses(sorted(infer.values(), key=_started))
         for name in sorted({v.name for v in versions.values()}):
-            by_alias = [found for found in self.search_runs(
-                _step("infer") + f" and params.model_uri LIKE {_q(f'models:/{name}@%')}")
-                if lineage.TAG_MODEL_VERSION not in found.data.tags]
+            by_alias = [
+                found
+                for found in self.search_runs(_step("infer") + f" and params.model_uri LIKE {_q(f'models:/{name}@%')}")
+                if lineage.TAG_MODEL_VERSION not in found.data.tags
+            ]
             if by_alias:
-                self.note(f"{len(by_alias)} infer run(s) given models:/{name}@<alias> are not listed: "
-                          f"which version the alias named then is not recorded")
+                self.note(
+                    f"{len(by_alias)} infer run(s) given models:/{name}@<alias> are not listed: "
+                    f"which version the alias named then is not recorded"
+                )
 
     def infer_chain(self, run: Run) -> None:
         """Backward from an infer run: the model it was given, traced as far as its URI allows."""
@@ -396,20 +455,21 @@ class _Tracer:
             uri = f"models:/{tags[lineage.TAG_MODEL_NAME]}/{tags[lineage.TAG_MODEL_VERSION]}"
         if uri.startswith("models:/"):
             if "@" in uri:
-                self.note(f"the infer run was given {uri}: the alias is resolved now, it may have named "
-                          f"another version then")
+                self.note(
+                    f"the infer run was given {uri}: the alias is resolved now, it may have named another version then"
+                )
             try:
                 self.from_model_uri(uri, kind="infer_run")
                 return
             except LineageError as error:
                 self.note(f"model not traced: {error}")
         elif uri.startswith("runs:/"):
-            found = self.find_run(uri[len("runs:/"):].split("/")[0])
+            found = self.find_run(uri[len("runs:/") :].split("/")[0])
             if found is not None:
                 return self.model_chain(found, None)
             self.note(f"model not traced: no MLflow run for {uri}")
         elif uri.startswith("lakefs://"):
-            parts = uri[len("lakefs://"):].split("/")
+            parts = uri[len("lakefs://") :].split("/")
             if len(parts) >= 2 and HEX.fullmatch(parts[1]):
                 try:
                     return self.from_commit(parts[0], parts[1], "/".join(parts[2:]))
@@ -419,12 +479,16 @@ class _Tracer:
             self.note(f"model not traced: model_uri {uri!r}")
         commit = run.data.tags.get(lineage.TAG_DATA_COMMIT)
         if commit:
-            self.data_backward(commit, run.data.tags.get(lineage.TAG_LAKEFS_REPO),
-                               run.data.tags.get(lineage.TAG_DATA_URI))
+            self.data_backward(
+                commit, run.data.tags.get(lineage.TAG_LAKEFS_REPO), run.data.tags.get(lineage.TAG_DATA_URI)
+            )
 
     def data_backward(self, commit: str, repo: str | None, uri: str | None) -> None:
-        ingests = [run for run in self.search_runs(_step("ingest") + f" and tags.`{lineage.TAG_DATA_COMMIT}` = "
-                                                   f"{_q(commit)}") if _in_repo(run.data.tags, repo)]
+        ingests = [
+            run
+            for run in self.search_runs(_step("ingest") + f" and tags.`{lineage.TAG_DATA_COMMIT}` = {_q(commit)}")
+            if _in_repo(run.data.tags, repo)
+        ]
         self.doc["ingest_runs"] = self.runs_with_reuses(ingests)
         uri = uri or next((run.data.tags.get(lineage.TAG_DATA_URI) for run in ingests), None)
         uri = uri or (f"lakefs://{repo}/{commit}" if repo else None)
@@ -447,11 +511,17 @@ class _Tracer:
         versions.update({(v.name, str(v.version)): v for v in tagged or [] if _in_repo(v.tags, repo)})
         self.doc["versions"] = [self.version_dict(v) for v in _sorted_versions(versions.values())]
         registers = {run.info.run_id: run for run in self.register_runs_of(family)}
-        registers.update({run.info.run_id: run for run in self.search_runs(_step("register") + by_commit)
-                          if _in_repo(run.data.tags, repo)})
+        registers.update(
+            {
+                run.info.run_id: run
+                for run in self.search_runs(_step("register") + by_commit)
+                if _in_repo(run.data.tags, repo)
+            }
+        )
         self.doc["register_runs"] = self.runs_with_reuses(sorted(registers.values(), key=_started))
-        self.doc["infer_runs"] = self.runs_with_reuses([run for run in self.search_runs(_step("infer") + by_commit)
-                                                        if _in_repo(run.data.tags, repo)])
+        self.doc["infer_runs"] = self.runs_with_reuses(
+            [run for run in self.search_runs(_step("infer") + by_commit) if _in_repo(run.data.tags, repo)]
+        )
 
     def original(self, run: Run) -> Run:
         """The run that did the work: ``run`` itself, or the run a reused step (a stand-in) names."""
@@ -461,15 +531,16 @@ class _Tracer:
             self.note(f"run {run.info.run_id} reused run {origin}, which is not in MLflow")
         if found is None:
             return run
-        self.note(f"run {run.info.run_id} is a reuse of train run {origin} (main reused it: same inputs, code "
-                  f"and config); tracing {origin}")
+        self.note(
+            f"run {run.info.run_id} is a reuse of train run {origin} (main reused it: same inputs, code "
+            f"and config); tracing {origin}"
+        )
         return found
 
     def runs_with_reuses(self, runs: list[Run]) -> list[dict[str, Any]]:
         """The runs that did the work, each with the stand-ins of reused steps that name it (``reused_by``); a
         stand-in whose original is not among them stays listed, naming it (``reused_run_id``)."""
-        items = {run.info.run_id: self.run_dict(run) for run in runs
-                 if lineage.TAG_REUSED_RUN not in run.data.tags}
+        items = {run.info.run_id: self.run_dict(run) for run in runs if lineage.TAG_REUSED_RUN not in run.data.tags}
         for run in runs:
             origin = run.data.tags.get(lineage.TAG_REUSED_RUN)
             if origin in items:
@@ -482,30 +553,38 @@ class _Tracer:
 
     def reuses_of(self, run_ids: list[str]) -> list[Run]:
         """The stand-in runs of reused steps that name one of ``run_ids`` as the run that did the work."""
-        return [reuse for run_id in run_ids
-                for reuse in self.search_runs(f"tags.`{lineage.TAG_REUSED_RUN}` = {_q(run_id)}")]
+        return [
+            reuse for run_id in run_ids for reuse in self.search_runs(f"tags.`{lineage.TAG_REUSED_RUN}` = {_q(run_id)}")
+        ]
 
     def versions_made_by(self, run_ids: list[str]) -> dict[tuple[str, str], ModelVersion]:
         """The model versions registered from ``run_ids`` (by run, or by their train run tag)."""
         versions = {(v.name, str(v.version)): v for v in self.versions_of_runs(run_ids)}
         for run_id in run_ids:
-            versions.update({(v.name, str(v.version)): v for v in
-                             self.search_versions(f"tags.`{lineage.TAG_TRAIN_RUN}` = {_q(run_id)}") or []})
+            versions.update(
+                {
+                    (v.name, str(v.version)): v
+                    for v in self.search_versions(f"tags.`{lineage.TAG_TRAIN_RUN}` = {_q(run_id)}") or []
+                }
+            )
         return versions
 
     def register_runs_of(self, run_ids: list[str]) -> list[Run]:
         """The register runs given one of ``run_ids`` as the candidate, oldest first."""
-        found = {run.info.run_id: run for run_id in run_ids for run in self.search_runs(
-            _step("register") + f" and tags.`{lineage.TAG_TRAIN_RUN}` = {_q(run_id)}")}
+        found = {
+            run.info.run_id: run
+            for run_id in run_ids
+            for run in self.search_runs(_step("register") + f" and tags.`{lineage.TAG_TRAIN_RUN}` = {_q(run_id)}")
+        }
         return sorted(found.values(), key=_started)
-
 
     def experiment_ids(self) -> list[str]:
         if self._experiments is None:
             ids, token = [], None
             while True:
-                page = self.client.search_experiments(view_type=ViewType.ACTIVE_ONLY, max_results=PAGE,
-                                                      page_token=token)
+                page = self.client.search_experiments(
+                    view_type=ViewType.ACTIVE_ONLY, max_results=PAGE, page_token=token
+                )
                 ids += [experiment.experiment_id for experiment in page]
                 token = page.token
                 if not token:
@@ -519,8 +598,9 @@ class _Tracer:
         runs: list[Run] = []
         token = None
         while experiments:
-            page = self.client.search_runs(experiments, filter_string, max_results=PAGE, page_token=token,
-                                           order_by=["attributes.start_time ASC"])
+            page = self.client.search_runs(
+                experiments, filter_string, max_results=PAGE, page_token=token, order_by=["attributes.start_time ASC"]
+            )
             runs += page
             token = page.token
             if not token:
@@ -546,7 +626,7 @@ class _Tracer:
     def versions_of_runs(self, run_ids: list[str]) -> list[ModelVersion]:
         found: list[ModelVersion] = []
         for start in range(0, len(run_ids), 100):
-            chunk = ", ".join(_q(run_id) for run_id in run_ids[start:start + 100])
+            chunk = ", ".join(_q(run_id) for run_id in run_ids[start : start + 100])
             found += self.search_versions(f"run_id IN ({chunk})") or []
         return found
 
@@ -603,8 +683,9 @@ class _Tracer:
     def aliases(self, name: str) -> dict[str, str]:
         """``{alias: version}`` of a registered model (searched versions carry no aliases)."""
         if name not in self._aliases:
-            self._aliases[name] = {alias: str(number) for alias, number in
-                                   self.client.get_registered_model(name).aliases.items()}
+            self._aliases[name] = {
+                alias: str(number) for alias, number in self.client.get_registered_model(name).aliases.items()
+            }
         return self._aliases[name]
 
     # --- documents ----------------------------------------------------------------------------------------
@@ -646,8 +727,9 @@ class _Tracer:
             "name": version.name,
             "version": str(version.version),
             "uri": f"models:/{version.name}/{version.version}",
-            "aliases": sorted(alias for alias, number in self.aliases(version.name).items()
-                              if number == str(version.version)),
+            "aliases": sorted(
+                alias for alias, number in self.aliases(version.name).items() if number == str(version.version)
+            ),
             "status": version.status,
             "created": _time(version.creation_timestamp),
             "source": version.source,

@@ -32,12 +32,16 @@ class ModelURIError(ValueError):
 def record_logged_model(run_id: str, model_uri: LakeFSUri, name: str = "model") -> LoggedModel:
     """The run's MLflow logged model, external to MLflow: its tags name the pinned lakeFS location."""
     return mlflow.create_external_model(
-        name=name, source_run_id=run_id, model_type="segmodels-segmentation",
-        tags={lineage.TAG_MODEL_URI: str(model_uri), lineage.TAG_MODEL_COMMIT: model_uri.ref})
+        name=name,
+        source_run_id=run_id,
+        model_type="segmodels-segmentation",
+        tags={lineage.TAG_MODEL_URI: str(model_uri), lineage.TAG_MODEL_COMMIT: model_uri.ref},
+    )
 
 
-def register_version(client: MlflowClient, name: str, run_id: str, run_tags: dict[str, str],
-                     version_tags: dict[str, str]) -> ModelVersion:
+def register_version(
+    client: MlflowClient, name: str, run_id: str, run_tags: dict[str, str], version_tags: dict[str, str]
+) -> ModelVersion:
     """Register a train run's model under ``name``: the version's source is the run's pinned lakeFS URI and it
     is linked to the run and its logged model."""
     try:
@@ -45,8 +49,13 @@ def register_version(client: MlflowClient, name: str, run_id: str, run_tags: dic
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    return client.create_model_version(name, source=run_tags[lineage.TAG_MODEL_URI], run_id=run_id,
-                                       tags=version_tags, model_id=run_tags.get(lineage.TAG_LOGGED_MODEL_ID))
+    return client.create_model_version(
+        name,
+        source=run_tags[lineage.TAG_MODEL_URI],
+        run_id=run_id,
+        tags=version_tags,
+        model_id=run_tags.get(lineage.TAG_LOGGED_MODEL_ID),
+    )
 
 
 def lakefs_model_uri(model_uri: str, client: MlflowClient | None = None) -> str:
@@ -55,14 +64,16 @@ def lakefs_model_uri(model_uri: str, client: MlflowClient | None = None) -> str:
     ``models:/<name>@<alias>``), ``lakefs://`` URIs and local folders load as they are."""
     client = client or MlflowClient()
     if model_uri.startswith("runs:/"):
-        run_id = model_uri[len("runs:/"):].split("/")[0]
+        run_id = model_uri[len("runs:/") :].split("/")[0]
         try:
             tags = client.get_run(run_id).data.tags
         except MlflowException:
             raise ModelURIError(f"model_uri={model_uri!r}: no MLflow run {run_id!r}") from None
         if lineage.TAG_MODEL_URI not in tags:
-            raise ModelURIError(f"model_uri={model_uri!r}: run {run_id} made no model (no {lineage.TAG_MODEL_URI} "
-                                f"tag); pass the run id of a train run")
+            raise ModelURIError(
+                f"model_uri={model_uri!r}: run {run_id} made no model (no {lineage.TAG_MODEL_URI} "
+                f"tag); pass the run id of a train run"
+            )
         return tags[lineage.TAG_MODEL_URI]
     if model_uri.startswith("models:/"):
         try:
@@ -86,8 +97,10 @@ def require_model_from_code(model_uri: str, mlmodel: Path) -> None:
         raise ModelURIError(f"model_uri={model_uri!r}: no readable MLmodel file: not a segmodels model") from None
     if flavor.get("loader_module") != CODE_MODEL_LOADER or not flavor.get("model_code_path"):
         pickled = str(flavor.get("python_model") or flavor.get("loader_module"))[:80]
-        raise ModelURIError(f"model_uri={model_uri!r}: its MLmodel names {pickled!r}, not a model saved from code: "
-                            f"segmodels does not unpickle model wrappers")
+        raise ModelURIError(
+            f"model_uri={model_uri!r}: its MLmodel names {pickled!r}, not a model saved from code: "
+            f"segmodels does not unpickle model wrappers"
+        )
 
 
 def first_line(text: str) -> str:
@@ -100,7 +113,7 @@ def model_lineage(model_uri: str, client: MlflowClient) -> dict[str, str]:
     known. A local folder or a ``lakefs://`` URI gives nothing."""
     try:
         if model_uri.startswith("runs:/"):
-            tags = client.get_run(model_uri[len("runs:/"):].split("/")[0]).data.tags
+            tags = client.get_run(model_uri[len("runs:/") :].split("/")[0]).data.tags
             return {key: tags[key] for key in (lineage.TAG_MODEL_COMMIT,) if key in tags}
         if not model_uri.startswith("models:/"):
             return {}
@@ -119,8 +132,9 @@ def model_lineage(model_uri: str, client: MlflowClient) -> dict[str, str]:
     return found
 
 
-def registered_version(client: MlflowClient, name: str, version: str | None, stage: str | None,
-                       alias: str | None) -> ModelVersion | None:
+def registered_version(
+    client: MlflowClient, name: str, version: str | None, stage: str | None, alias: str | None
+) -> ModelVersion | None:
     """The model version a ``models:/`` URI names (by number, alias, stage, or the newest); None when none."""
     if version is not None:
         return client.get_model_version(name, version)

@@ -32,9 +32,11 @@ def find_run(client: MlflowClient, text: str) -> Run | None:
             raise
     if not HEX.fullmatch(run_id) or len(run_id) < MIN_RUN_ID_PREFIX:
         return None
-    matches = [run for experiments in _experiment_batches(client)
-               for run in client.search_runs(experiments, f"attributes.run_id LIKE '{run_id}%'",
-                                             max_results=SHOWN_MATCHES + 1)]
+    matches = [
+        run
+        for experiments in _experiment_batches(client)
+        for run in client.search_runs(experiments, f"attributes.run_id LIKE '{run_id}%'", max_results=SHOWN_MATCHES + 1)
+    ]
     if len(matches) > 1:
         listed = ", ".join(run.info.run_id for run in matches[:SHOWN_MATCHES])
         more = " and more" if len(matches) > SHOWN_MATCHES else ""
@@ -64,4 +66,4 @@ def _experiment_batches(client: MlflowClient, size: int = 100):
         if not token:
             break
     for start in range(0, len(ids), size):
-        yield ids[start:start + size]
+        yield ids[start : start + size]

@@ -23,6 +23,7 @@ from segmodels.versioning import LakeFS, LakeFSError
 
 log = logging.getLogger(__name__)
 
+
 def recorded_store(lakefs: LakeFS, repo: str, branch: str) -> str | None:
     """The tracking store the head commit of ``repo``/``branch`` names; None when it names none or there is
     no such branch."""
@@ -40,9 +41,17 @@ def is_new_store(client: MlflowClient) -> bool:
     experiments = client.search_experiments(view_type=ViewType.ALL, max_results=100)
     if experiments.token:  # more than a page of experiments: not a new store
         return False
-    oldest = client.search_runs([e.experiment_id for e in experiments], f"tags.`{lineage.TAG_STEP}` LIKE '%'",
-                                run_view_type=ViewType.ALL, max_results=1,
-                                order_by=["attributes.start_time ASC"]) if experiments else []
+    oldest = (
+        client.search_runs(
+            [e.experiment_id for e in experiments],
+            f"tags.`{lineage.TAG_STEP}` LIKE '%'",
+            run_view_type=ViewType.ALL,
+            max_results=1,
+            order_by=["attributes.start_time ASC"],
+        )
+        if experiments
+        else []
+    )
     if not oldest:
         return True
     active = mlflow.active_run()
@@ -64,7 +73,9 @@ def warn_if_other_store(lakefs: LakeFS, repo: str, model_branch: str, data_branc
             break
     else:
         return None
-    line = (f"this MLflow store ({here}) is new, but lakefs://{repo} holds {what} recorded in {other}; "
-            f"to use it: export MLFLOW_TRACKING_URI={shlex.quote(other)}")
+    line = (
+        f"this MLflow store ({here}) is new, but lakefs://{repo} holds {what} recorded in {other}; "
+        f"to use it: export MLFLOW_TRACKING_URI={shlex.quote(other)}"
+    )
     log.warning("%s", line)
     return line

@@ -1,6 +1,7 @@
 """MLflow logging for the training engine, as a callback: per-epoch metrics and learning rate, learning curves,
 labelled sample predictions, the best epoch's per-class IoU table and confusion-matrix figure (the model itself
 goes to lakeFS: see the train step)."""
+
 from __future__ import annotations
 
 import os
@@ -39,8 +40,9 @@ def confusion_figure(matrix: np.ndarray, class_names: list[str]):
     axes.set_xlabel("predicted")
     axes.set_ylabel("target")
     for (row, col), value in np.ndenumerate(normalised):
-        axes.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
-                  color="white" if value > 0.5 else "black")
+        axes.text(
+            col, row, f"{value:.2f}", ha="center", va="center", fontsize=8, color="white" if value > 0.5 else "black"
+        )
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
     return figure
@@ -74,8 +76,9 @@ def learning_curves_figure(history: list[dict]):
     return figure
 
 
-def sample_predictions(model: nn.Module, spec: ModelSpec, data_root: Path,
-                       count: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def sample_predictions(
+    model: nn.Module, spec: ModelSpec, data_root: Path, count: int
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(image HxWx3 uint8, target mask, predicted mask)`` for the first ``count`` validation images."""
     from segmodels.data import SegmentationDataset
     from segmodels.inference import predict
@@ -91,23 +94,31 @@ SAMPLE_COLUMNS = ("image", "truth", "prediction")
 THUMBNAIL_INCHES = 2.2  # each cell of the sample grid, at 100 dpi: the figure stays small whatever the images
 
 
-def sample_figure(samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], class_names: list[str],
-                  colors: list[list[int]]):
+def sample_figure(
+    samples: list[tuple[np.ndarray, np.ndarray, np.ndarray]], class_names: list[str], colors: list[list[int]]
+):
     """A grid of thumbnails, one row per sample: image | truth overlay | prediction overlay, with column titles
     and a legend of each class's colour."""
     from matplotlib.patches import Patch
 
     plt = pyplot()
-    figure, grid = plt.subplots(len(samples), len(SAMPLE_COLUMNS), squeeze=False, dpi=100,
-                                figsize=(THUMBNAIL_INCHES * len(SAMPLE_COLUMNS), THUMBNAIL_INCHES * len(samples) + 0.4))
+    figure, grid = plt.subplots(
+        len(samples),
+        len(SAMPLE_COLUMNS),
+        squeeze=False,
+        dpi=100,
+        figsize=(THUMBNAIL_INCHES * len(SAMPLE_COLUMNS), THUMBNAIL_INCHES * len(samples) + 0.4),
+    )
     for row, (image, target, pred) in zip(grid, samples):
         for axes, shown in zip(row, (image, overlay(image, target, colors), overlay(image, pred, colors))):
             axes.imshow(shown)
             axes.set_axis_off()
     for axes, title in zip(grid[0], SAMPLE_COLUMNS):
         axes.set_title(title)
-    swatches = [Patch(facecolor=np.asarray(color) / 255, edgecolor="black", label=name)
-                for name, color in zip(class_names, colors)]
+    swatches = [
+        Patch(facecolor=np.asarray(color) / 255, edgecolor="black", label=name)
+        for name, color in zip(class_names, colors)
+    ]
     figure.legend(handles=swatches, loc="lower center", ncol=min(len(swatches), 6), fontsize=8, frameon=False)
     figure.tight_layout(rect=(0, 0.4 / figure.get_figheight(), 1, 1))
     return figure
@@ -142,8 +153,7 @@ class MLflowTrainingLogger(Callback):
         if state.class_weights is not None:
             weights = {name: round(w, 6) for name, w in zip(state.spec.class_names, state.class_weights)}
             mlflow.log_param("loss.class_weights_resolved", ", ".join(f"{w:.4g}" for w in weights.values()))
-            mlflow.log_dict({"method": "median_frequency", "split": "train", "weights": weights},
-                            "class_weights.json")
+            mlflow.log_dict({"method": "median_frequency", "split": "train", "weights": weights}, "class_weights.json")
 
     def on_epoch_end(self, state: TrainState, metrics: dict) -> None:
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=state.epoch)
@@ -183,8 +193,10 @@ def log_class_report(class_names: list[str], ious: list, matrix: np.ndarray | No
     """Log into the active run the per-class IoU table ``per_class_iou.json`` and, when given, the confusion
     matrix (rows: target, columns: prediction) as ``confusion_matrix.csv`` (pixel counts) and ``.png``
     (row-normalised)."""
-    mlflow.log_table(pd.DataFrame({"class_id": range(len(class_names)), "class": class_names, "iou": ious}),
-                     artifact_file="per_class_iou.json")
+    mlflow.log_table(
+        pd.DataFrame({"class_id": range(len(class_names)), "class": class_names, "iou": ious}),
+        artifact_file="per_class_iou.json",
+    )
     if matrix is None:
         return
     counts = pd.DataFrame(np.asarray(matrix, dtype=np.int64), index=class_names, columns=class_names)

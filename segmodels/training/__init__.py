@@ -4,11 +4,23 @@ Where things are: ``loop.py`` (the loop; read it first), ``engine.py`` (``train_
 ``builder.py`` (config -> model, data, loss, optimizer, schedule), ``callbacks.py`` (the ``Callback``
 protocol; checkpoints, early stopping, the epoch line), ``state.py`` (what callbacks see),
 ``distributed.py`` (ranks and DDP), ``checkpoint.py``, ``sampling.py``, ``schedulers.py``, ``launch.py``."""
+
 from .builder import seed_everything
 from .callbacks import Callback, Checkpointing, EarlyStopping, EpochSummary
 from .engine import evaluate, train_one_epoch
 from .loop import fit, train
 from .state import TrainResult, TrainState
 
-__all__ = ["Callback", "Checkpointing", "EarlyStopping", "EpochSummary", "TrainResult", "TrainState", "evaluate",
-           "fit", "seed_everything", "train", "train_one_epoch"]
+__all__ = [
+    "Callback",
+    "Checkpointing",
+    "EarlyStopping",
+    "EpochSummary",
+    "TrainResult",
+    "TrainState",
+    "evaluate",
+    "fit",
+    "seed_everything",
+    "train",
+    "train_one_epoch",
+]

@@ -3,6 +3,7 @@
 (``cfg.scheduler``), all gathered in a :class:`TrainState`. ``_target_`` nodes are built with
 ``hydra.utils.instantiate``, only targets ``conf/`` names (:mod:`segmodels.targets`); a value their target refuses
 is a one-line :class:`ConfigError`."""
+
 from __future__ import annotations
 
 import math
@@ -92,32 +93,53 @@ def build_model(cfg: DictConfig, info: DatasetInfo) -> tuple[nn.Module, ModelSpe
     """The model of ``cfg.model`` for the data set's classes, and the spec its package will carry."""
     model = instantiate_group("model", cfg.model, num_classes=info.num_classes)
     spec = ModelSpec.from_model(
-        model, num_classes=info.num_classes, class_names=list(info.class_names),
-        colors=[list(c) for c in info.colors], ignore_index=info.ignore_index,
-        image_size=list(image_size_of(cfg.transforms)), metadata={"dataset": info.name, "seed": cfg.seed},
+        model,
+        num_classes=info.num_classes,
+        class_names=list(info.class_names),
+        colors=[list(c) for c in info.colors],
+        ignore_index=info.ignore_index,
+        image_size=list(image_size_of(cfg.transforms)),
+        metadata={"dataset": info.name, "seed": cfg.seed},
     )
     return model, spec
 
 
-def build_loaders(cfg: DictConfig, data_root: Path, info: DatasetInfo, spec: ModelSpec,
-                  context: DistContext) -> tuple[DataLoader, DataLoader]:
+def build_loaders(
+    cfg: DictConfig, data_root: Path, info: DatasetInfo, spec: ModelSpec, context: DistContext
+) -> tuple[DataLoader, DataLoader]:
     """Train and validation loaders over this process's shard of each split. The train loader's sampler is an
     :class:`EpochSampler` (call ``set_epoch`` before each epoch): reproducible order and augmentations."""
-    train_set = SegmentationDataset(data_root, "train", build_transforms(
-        cfg.transforms, True, spec.mean, spec.std, info.ignore_index))
-    val_set = SegmentationDataset(data_root, "val", build_transforms(
-        cfg.transforms, False, spec.mean, spec.std, info.ignore_index))
+    train_set = SegmentationDataset(
+        data_root, "train", build_transforms(cfg.transforms, True, spec.mean, spec.std, info.ignore_index)
+    )
+    val_set = SegmentationDataset(
+        data_root, "val", build_transforms(cfg.transforms, False, spec.mean, spec.std, info.ignore_index)
+    )
     if len(train_set) == 0 or len(val_set) == 0:
-        raise ValueError(f"{data_root}: training needs non-empty train and val splits "
-                         f"(train={len(train_set)}, val={len(val_set)})")
+        raise ValueError(
+            f"{data_root}: training needs non-empty train and val splits (train={len(train_set)}, val={len(val_set)})"
+        )
     tcfg = cfg.trainer
     train_sampler = EpochSampler(len(train_set), cfg.seed, context.rank, context.world_size)
-    train_loader = _loader(SeededDataset(train_set), train_sampler, tcfg.batch_size,
-                           len(train_sampler) > tcfg.batch_size, tcfg, context.device)
+    train_loader = _loader(
+        SeededDataset(train_set),
+        train_sampler,
+        tcfg.batch_size,
+        len(train_sampler) > tcfg.batch_size,
+        tcfg,
+        context.device,
+    )
     val_indices = list(range(context.rank, len(val_set), context.world_size))
     val_batch_size = tcfg.batch_size if tcfg.val_batch_size is None else tcfg.val_batch_size
-    val_loader = _loader(val_set, val_indices, val_batch_size, False, tcfg, context.device,
-                         collate_fn=partial(collate_full_resolution, ignore_index=info.ignore_index))
+    val_loader = _loader(
+        val_set,
+        val_indices,
+        val_batch_size,
+        False,
+        tcfg,
+        context.device,
+        collate_fn=partial(collate_full_resolution, ignore_index=info.ignore_index),
+    )
     return train_loader, val_loader
 
 
@@ -129,19 +151,27 @@ def collate_full_resolution(batch: list, ignore_index: int) -> tuple[torch.Tenso
     height, width = sizes.max(dim=0).values.tolist()
     masks = torch.full((len(batch), height, width), ignore_index, dtype=torch.int64)
     for index, (_, mask) in enumerate(batch):
-        masks[index, :mask.shape[-2], :mask.shape[-1]] = mask
+        masks[index, : mask.shape[-2], : mask.shape[-1]] = mask
     return images, masks, sizes
 
 
-def _loader(dataset, sampler, batch_size: int, drop_last: bool, tcfg: DictConfig, device: torch.device,
-            collate_fn=None) -> DataLoader:
+def _loader(
+    dataset, sampler, batch_size: int, drop_last: bool, tcfg: DictConfig, device: torch.device, collate_fn=None
+) -> DataLoader:
     workers = resolve_num_workers(tcfg.num_workers)
     worker_options = {}
     if workers > 0:
         worker_options = {"persistent_workers": tcfg.persistent_workers, "prefetch_factor": tcfg.prefetch_factor}
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      pin_memory=auto_flag("pin_memory", tcfg.pin_memory, device.type == "cuda"),
-                      drop_last=drop_last, collate_fn=collate_fn, **worker_options)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=auto_flag("pin_memory", tcfg.pin_memory, device.type == "cuda"),
+        drop_last=drop_last,
+        collate_fn=collate_fn,
+        **worker_options,
+    )
 
 
 def model_encoder(model: nn.Module, tcfg: DictConfig) -> nn.Module | None:
@@ -150,12 +180,15 @@ def model_encoder(model: nn.Module, tcfg: DictConfig) -> nn.Module | None:
     if tcfg.encoder_lr_scale == 1.0 and tcfg.freeze_encoder_epochs == 0:
         return None
     if tcfg.encoder_lr_scale < 0 or tcfg.freeze_encoder_epochs < 0:
-        raise ConfigError(f"trainer.encoder_lr_scale={tcfg.encoder_lr_scale}, trainer.freeze_encoder_epochs="
-                          f"{tcfg.freeze_encoder_epochs}: expected values >= 0")
+        raise ConfigError(
+            f"trainer.encoder_lr_scale={tcfg.encoder_lr_scale}, trainer.freeze_encoder_epochs="
+            f"{tcfg.freeze_encoder_epochs}: expected values >= 0"
+        )
     encoder = getattr(model, "encoder", None)
     if not isinstance(encoder, nn.Module):
-        raise ConfigError(f"trainer.encoder_lr_scale / freeze_encoder_epochs: model {type(model).__name__} has no "
-                          f"encoder to act on")
+        raise ConfigError(
+            f"trainer.encoder_lr_scale / freeze_encoder_epochs: model {type(model).__name__} has no encoder to act on"
+        )
     return encoder
 
 
@@ -195,8 +228,13 @@ def build_optimizer(cfg: DictConfig, model: nn.Module, encoder: nn.Module | None
 
 def build_scheduler(cfg: DictConfig, optimizer: Optimizer, steps_per_epoch: int) -> LRScheduler:
     """The per-optimizer-step schedule of ``cfg.scheduler`` over ``cfg.trainer.epochs`` epochs."""
-    return instantiate_group("scheduler", cfg.scheduler, optimizer=optimizer,
-                             total_steps=steps_per_epoch * cfg.trainer.epochs, steps_per_epoch=steps_per_epoch)
+    return instantiate_group(
+        "scheduler",
+        cfg.scheduler,
+        optimizer=optimizer,
+        total_steps=steps_per_epoch * cfg.trainer.epochs,
+        steps_per_epoch=steps_per_epoch,
+    )
 
 
 def build_monitor(tcfg: DictConfig) -> Monitor:
@@ -241,14 +279,25 @@ def build_state(cfg: DictConfig, data_root: Path, work_dir: Path, context: DistC
     optimizer = build_optimizer(cfg, model, encoder)
     steps_per_epoch = math.ceil(len(train_loader) / tcfg.accumulate_grad_batches)
     return TrainState(
-        cfg=cfg, data_root=data_root, work_dir=work_dir, dist=context,
-        model=model, train_model=wrap_for_training(model, context, tcfg.freeze_encoder_epochs > 0), spec=spec,
+        cfg=cfg,
+        data_root=data_root,
+        work_dir=work_dir,
+        dist=context,
+        model=model,
+        train_model=wrap_for_training(model, context, tcfg.freeze_encoder_epochs > 0),
+        spec=spec,
         encoder=encoder,
         criterion=instantiate_group("loss", loss_cfg, ignore_index=info.ignore_index).to(device),
         class_weights=class_weights,
-        optimizer=optimizer, scheduler=build_scheduler(cfg, optimizer, steps_per_epoch),
+        optimizer=optimizer,
+        scheduler=build_scheduler(cfg, optimizer, steps_per_epoch),
         scaler=torch.amp.GradScaler(device.type, enabled=amp.enabled and amp.dtype == torch.float16),
-        train_loader=train_loader, val_loader=val_loader, amp=amp, channels_last=channels_last,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        amp=amp,
+        channels_last=channels_last,
         confusion=ConfusionMatrix(info.num_classes, info.ignore_index, device=device),
-        monitor=build_monitor(tcfg), epochs=tcfg.epochs, steps_per_epoch=steps_per_epoch,
+        monitor=build_monitor(tcfg),
+        epochs=tcfg.epochs,
+        steps_per_epoch=steps_per_epoch,
     )

@@ -1,5 +1,6 @@
 """The callback protocol and the built-in callbacks (checkpoints and packages, early stopping, the per-epoch
 line). The loop calls every hook of every callback; a subclass overrides the hooks it needs."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -76,6 +77,8 @@ class EpochSummary(Callback):
             tqdm.write(f"resumed from {state.resumed_from} after epoch {state.epoch}")
 
     def on_epoch_end(self, state: TrainState, metrics: dict) -> None:
-        tqdm.write(f"epoch {state.epoch + 1}/{state.epochs}: train_loss {metrics['train_loss']:.4f} "
-                   f"val_loss {metrics['val_loss']:.4f} val_miou {metrics['val_miou']:.4f} "
-                   f"lr {metrics['lr']:.2e} {metrics['train_images_per_s']:.1f} img/s")
+        tqdm.write(
+            f"epoch {state.epoch + 1}/{state.epochs}: train_loss {metrics['train_loss']:.4f} "
+            f"val_loss {metrics['val_loss']:.4f} val_miou {metrics['val_miou']:.4f} "
+            f"lr {metrics['lr']:.2e} {metrics['train_images_per_s']:.1f} img/s"
+        )

@@ -1,5 +1,6 @@
 """Training checkpoints: everything needed for a killed run to resume and end as an uninterrupted one, and
 where a run's files live in its work directory."""
+
 from __future__ import annotations
 
 import os

@@ -1,5 +1,6 @@
 """Everything about ranks, in one place: which process this is under ``torchrun`` (DDP), the process group
 (NCCL on CUDA, gloo on CPU), sums over processes, and which callbacks run on which process."""
+
 from __future__ import annotations
 
 import os
@@ -100,8 +101,11 @@ def wrap_for_training(model: nn.Module, context: DistContext, find_unused_parame
     ``find_unused_parameters``: some parameters get no gradient in some steps (a frozen encoder)."""
     if not context.distributed:
         return model
-    return DistributedDataParallel(model, device_ids=[context.device.index] if context.device.type == "cuda" else None,
-                                   find_unused_parameters=find_unused_parameters)
+    return DistributedDataParallel(
+        model,
+        device_ids=[context.device.index] if context.device.type == "cuda" else None,
+        find_unused_parameters=find_unused_parameters,
+    )
 
 
 def callbacks_for_rank(callbacks: Sequence[Callback], context: DistContext) -> list[Callback]:

@@ -1,6 +1,7 @@
 """One epoch of training and one pass of evaluation, as plain functions (in the spirit of torchvision's
 ``references/segmentation``): mixed precision, channels_last, gradient accumulation, gradient clipping and
 DDP ``no_sync``. Both return a dict of metrics; neither knows about configs, checkpoints or MLflow."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torch.utils.data import DataLoader
+
 from segmodels.metrics import ConfusionMatrix
 from segmodels.progress import Progress, track
 from segmodels.transforms import logits_at_size, same_size_slices
@@ -41,22 +43,33 @@ def class_iou_key(class_name: str, prefix: str = "val_") -> str:
 
 def _to_device(images: torch.Tensor, masks: torch.Tensor, device: torch.device, channels_last: bool):
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return (images.to(device, non_blocking=True, memory_format=memory_format),
-            masks.to(device, non_blocking=True))
+    return (images.to(device, non_blocking=True, memory_format=memory_format), masks.to(device, non_blocking=True))
 
 
 def _sum_over_processes(loss_sum: torch.Tensor, images: int) -> tuple[float, float]:
     """``(loss sum, image count)``, each summed over the processes."""
-    sums = all_reduce_sum(torch.stack([loss_sum, torch.tensor(float(images), device=loss_sum.device,
-                                                              dtype=loss_sum.dtype)]))
+    sums = all_reduce_sum(
+        torch.stack([loss_sum, torch.tensor(float(images), device=loss_sum.device, dtype=loss_sum.dtype)])
+    )
     return float(sums[0]), float(sums[1])
 
 
-def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer, scheduler: LRScheduler,
-                    scaler: torch.amp.GradScaler, loader: DataLoader, device: torch.device, amp: MixedPrecision,
-                    channels_last: bool, accumulate_grad_batches: int, grad_clip_norm: float | None,
-                    progress_label: str | None, confusion: ConfusionMatrix,
-                    frozen: nn.Module | None = None) -> dict:
+def train_one_epoch(
+    model: nn.Module,
+    criterion: nn.Module,
+    optimizer: Optimizer,
+    scheduler: LRScheduler,
+    scaler: torch.amp.GradScaler,
+    loader: DataLoader,
+    device: torch.device,
+    amp: MixedPrecision,
+    channels_last: bool,
+    accumulate_grad_batches: int,
+    grad_clip_norm: float | None,
+    progress_label: str | None,
+    confusion: ConfusionMatrix,
+    frozen: nn.Module | None = None,
+) -> dict:
     """One pass over ``loader``; the optimizer and the per-step ``scheduler`` step once per
     ``accumulate_grad_batches`` batches (and after the last batch). ``model`` may be DDP-wrapped: gradients
     are then synchronised on optimizer steps only. ``progress_label`` names the progress report (a bar on a
@@ -106,14 +119,27 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: Optimizer
         elapsed = time.perf_counter() - start
     total_loss, total_images = _sum_over_processes(loss_sum, seen)
     confusion.all_reduce()
-    return {"train_loss": total_loss / total_images, "train_miou": confusion.compute()["miou"], "lr": lr,
-            "train_images_per_s": total_images / elapsed, "train_time_s": elapsed}
+    return {
+        "train_loss": total_loss / total_images,
+        "train_miou": confusion.compute()["miou"],
+        "lr": lr,
+        "train_images_per_s": total_images / elapsed,
+        "train_time_s": elapsed,
+    }
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, device: torch.device, amp: MixedPrecision,
-             channels_last: bool, confusion: ConfusionMatrix, class_names: Sequence[str],
-             progress_label: str | None = None) -> dict:
+def evaluate(
+    model: nn.Module,
+    criterion: nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    amp: MixedPrecision,
+    channels_last: bool,
+    confusion: ConfusionMatrix,
+    class_names: Sequence[str],
+    progress_label: str | None = None,
+) -> dict:
     """Loss and confusion-matrix metrics over ``loader`` at each image's own resolution (summed over processes).
 
     ``loader`` yields ``(images, masks, sizes)`` as :func:`~segmodels.training.builder.collate_full_resolution`
@@ -143,9 +169,13 @@ def evaluate(model: nn.Module, criterion: nn.Module, loader: DataLoader, device:
     confusion.all_reduce()
     total_loss, total_images = _sum_over_processes(loss_sum, seen)
     scores = confusion.compute()
-    metrics = {"val_loss": total_loss / total_images, "val_miou": scores["miou"],
-               "val_dice": scores["dice"], "val_pixel_accuracy": scores["pixel_accuracy"],
-               "val_mean_accuracy": scores["mean_accuracy"]}
+    metrics = {
+        "val_loss": total_loss / total_images,
+        "val_miou": scores["miou"],
+        "val_dice": scores["dice"],
+        "val_pixel_accuracy": scores["pixel_accuracy"],
+        "val_mean_accuracy": scores["mean_accuracy"],
+    }
     for name, iou in zip(class_names, scores["iou_per_class"]):
         metrics[class_iou_key(name)] = iou
     return metrics

@@ -3,6 +3,7 @@
 Read this file first: each epoch is ``train_one_epoch`` then ``evaluate`` (``engine.py``), the best epoch is
 tracked by ``state.monitor``, and everything else (checkpoints, packages, early stopping, logging) is a
 callback (``callbacks.py``). The objects come from the config through ``builder.py``."""
+
 from __future__ import annotations
 
 import time
@@ -98,16 +99,33 @@ def run_epoch(state: TrainState) -> dict:
         state.encoder.requires_grad_(frozen is None)
     metrics = {
         "epoch": state.epoch,
-        **train_one_epoch(state.train_model, state.criterion, state.optimizer, state.scheduler, state.scaler,
-                          state.train_loader, state.device, state.amp, state.channels_last,
-                          tcfg.accumulate_grad_batches, tcfg.grad_clip_norm,
-                          progress_label=f"epoch {state.epoch + 1}/{state.epochs} train" if show_bar else None,
-                          confusion=ConfusionMatrix(state.confusion.num_classes, state.confusion.ignore_index,
-                                                    state.device),
-                          frozen=frozen),
-        **evaluate(with_tta(state.model, tcfg.val_tta), state.criterion, state.val_loader, state.device, state.amp,
-                   state.channels_last, state.confusion, state.spec.class_names,
-                   progress_label=f"epoch {state.epoch + 1}/{state.epochs} validate" if show_bar else None),
+        **train_one_epoch(
+            state.train_model,
+            state.criterion,
+            state.optimizer,
+            state.scheduler,
+            state.scaler,
+            state.train_loader,
+            state.device,
+            state.amp,
+            state.channels_last,
+            tcfg.accumulate_grad_batches,
+            tcfg.grad_clip_norm,
+            progress_label=f"epoch {state.epoch + 1}/{state.epochs} train" if show_bar else None,
+            confusion=ConfusionMatrix(state.confusion.num_classes, state.confusion.ignore_index, state.device),
+            frozen=frozen,
+        ),
+        **evaluate(
+            with_tta(state.model, tcfg.val_tta),
+            state.criterion,
+            state.val_loader,
+            state.device,
+            state.amp,
+            state.channels_last,
+            state.confusion,
+            state.spec.class_names,
+            progress_label=f"epoch {state.epoch + 1}/{state.epochs} validate" if show_bar else None,
+        ),
     }
     metrics["epoch_time_s"] = time.perf_counter() - start
     return metrics
@@ -120,6 +138,11 @@ def result_of(state: TrainState) -> TrainResult:
     best = state.monitor.best_epoch
     if best < 0:
         raise RuntimeError(f"{state.work_dir}: trainer.monitor={state.monitor.metric!r} was NaN in every epoch")
-    return TrainResult(package_dir=state.work_dir / BEST_DIR, best_metrics=dict(state.history[best]),
-                       final_metrics=dict(state.history[-1]), history=[dict(h) for h in state.history],
-                       best_epoch=best, final_package_dir=state.work_dir / FINAL_DIR)
+    return TrainResult(
+        package_dir=state.work_dir / BEST_DIR,
+        best_metrics=dict(state.history[best]),
+        final_metrics=dict(state.history[-1]),
+        history=[dict(h) for h in state.history],
+        best_epoch=best,
+        final_package_dir=state.work_dir / FINAL_DIR,
+    )

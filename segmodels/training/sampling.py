@@ -1,5 +1,6 @@
 """Reproducible data order and augmentation: each sample's random transforms run under a seed derived from
 (run seed, epoch, index), so a resumed, a multi-worker or a multi-process run sees the same samples."""
+
 from __future__ import annotations
 
 import math
@@ -37,7 +38,7 @@ class EpochSampler(Sampler):
         order = torch.randperm(self.num_samples, generator=generator).tolist()
         total = len(self) * self.world_size
         order += order[: total - len(order)]
-        for index in order[self.rank:total:self.world_size]:
+        for index in order[self.rank : total : self.world_size]:
             yield sample_seed(self.seed, self.epoch, index), index
 
 

@@ -1,6 +1,7 @@
 """Per-step learning-rate schedules with warm-up. Every factory has the signature
 ``(optimizer, total_steps, steps_per_epoch, **options)`` so config picks one with ``_target_``; the options'
 values live in ``conf/scheduler/``."""
+
 from __future__ import annotations
 
 import math
@@ -13,8 +14,9 @@ def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) 
     return max(0, min(int(round(warmup_epochs * steps_per_epoch)), total_steps - 1))
 
 
-def cosine_with_warmup(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float,
-                       min_lr_ratio: float) -> LRScheduler:
+def cosine_with_warmup(
+    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float, min_lr_ratio: float
+) -> LRScheduler:
     """Linear warm-up from ~0 to the optimizer's lr over ``warmup_epochs``, then cosine decay to
     ``min_lr_ratio`` x lr at ``total_steps``."""
     warmup = _warmup_steps(warmup_epochs, steps_per_epoch, total_steps)
@@ -28,14 +30,27 @@ def cosine_with_warmup(optimizer: Optimizer, total_steps: int, steps_per_epoch: 
     return LambdaLR(optimizer, factor)
 
 
-def one_cycle(optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float | None,
-              pct_start: float, div_factor: float, final_div_factor: float) -> LRScheduler:
+def one_cycle(
+    optimizer: Optimizer,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_epochs: float | None,
+    pct_start: float,
+    div_factor: float,
+    final_div_factor: float,
+) -> LRScheduler:
     """One-cycle policy (Smith 2018) peaking at the optimizer's lr; the warm-up phase lasts ``warmup_epochs``
     when given, else ``pct_start`` of the run."""
     if warmup_epochs is not None:
         pct_start = (_warmup_steps(warmup_epochs, steps_per_epoch, total_steps) + 1) / total_steps  # peak there
-    return OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], total_steps=total_steps,
-                      pct_start=min(pct_start, 0.99), div_factor=div_factor, final_div_factor=final_div_factor)
+    return OneCycleLR(
+        optimizer,
+        max_lr=[group["lr"] for group in optimizer.param_groups],
+        total_steps=total_steps,
+        pct_start=min(pct_start, 0.99),
+        div_factor=div_factor,
+        final_div_factor=final_div_factor,
+    )
 
 
 def constant(optimizer: Optimizer, total_steps: int, steps_per_epoch: int) -> LRScheduler:

@@ -1,5 +1,6 @@
 """What a training run holds (:class:`TrainState`, handed to every callback hook), how it tracks its best epoch
 (:class:`Monitor`) and what it returns (:class:`TrainResult`)."""
+
 from __future__ import annotations
 
 import math
@@ -69,7 +70,10 @@ class Monitor:
 
     def load_state_dict(self, state: dict) -> None:
         self.best_value, self.best_epoch, self.stale_epochs = (
-            state["best_value"], state["best_epoch"], state["stale_epochs"])
+            state["best_value"],
+            state["best_epoch"],
+            state["stale_epochs"],
+        )
 
 
 @dataclass
@@ -116,10 +120,16 @@ class TrainState:
     def state_dict(self) -> dict:
         """What a checkpoint holds: weights, optimizer, schedule, scaler, progress and random states."""
         return {
-            "epoch": self.epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-            "history": self.history, "monitor": self.monitor.state_dict(), "best_confusion": self.best_confusion,
-            "rng": rng_state(), "config": OmegaConf.to_container(self.cfg, resolve=True),
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": self.history,
+            "monitor": self.monitor.state_dict(),
+            "best_confusion": self.best_confusion,
+            "rng": rng_state(),
+            "config": OmegaConf.to_container(self.cfg, resolve=True),
         }
 
     def load_state_dict(self, state: dict) -> None:

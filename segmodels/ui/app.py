@@ -22,8 +22,9 @@ HERE = Path(__file__).resolve().parent
 templates = Jinja2Templates(directory=str(HERE / "templates"))
 
 
-def create_app(reader: LakeFSReader, client: MlflowClient | None = None, cache: ThumbnailCache | None = None
-               ) -> FastAPI:
+def create_app(
+    reader: LakeFSReader, client: MlflowClient | None = None, cache: ThumbnailCache | None = None
+) -> FastAPI:
     """The browser over ``reader``'s lakeFS and ``client``'s MLflow store (default: the current tracking URI)."""
     from segmodels.ui import views
 
@@ -56,8 +57,9 @@ def error_page(request: Request, status: int, message: str) -> HTMLResponse:
     from segmodels.redaction import redact_text
 
     text = redact_text(message).splitlines()[0] if message else ""
-    return templates.TemplateResponse(request, "error.html", {"status": status, "message": text[:300]},
-                                      status_code=status)
+    return templates.TemplateResponse(
+        request, "error.html", {"status": status, "message": text[:300]}, status_code=status
+    )
 
 
 def serve(host: str = "127.0.0.1", port: int = 8765, open_browser: bool = False) -> None:

@@ -9,7 +9,7 @@ from typing import Callable, TypeVar
 
 from lakefs_sdk.exceptions import ApiException, BadRequestException, NotFoundException
 
-from segmodels.lakefs_server.validation import check_object_path, check_ref, check_repository
+from embedded_lakefs.validation import check_object_path, check_ref, check_repository
 from segmodels.versioning import LakeFS
 
 T = TypeVar("T")
@@ -45,7 +45,7 @@ def valid_path(path: str) -> str:
 
 
 def _validated(check: Callable[[str], str], value: str) -> str:
-    from segmodels.lakefs_server.errors import BadRequest
+    from embedded_lakefs.errors import BadRequest
 
     try:
         return check(value)
@@ -71,21 +71,28 @@ class LakeFSReader:
             raise RuntimeError(f"{what}: lakeFS answered {error.status}: {_reason(error)}") from None
 
     def repositories(self, after: str = "", amount: int = 100) -> Page:
-        page = self._call("repositories", self.sdk.repositories_api.list_repositories, after=after,
-                          amount=_amount(amount))
+        page = self._call(
+            "repositories", self.sdk.repositories_api.list_repositories, after=after, amount=_amount(amount)
+        )
         return Page(list(page.results), page.pagination.next_offset if page.pagination.has_more else "")
 
     def repository(self, repo: str):
         return self._call(f"repository {repo}", self.sdk.repositories_api.get_repository, valid_repository(repo))
 
     def branches(self, repo: str, after: str = "", amount: int = 100) -> Page:
-        page = self._call(f"branches of {repo}", self.sdk.branches_api.list_branches, valid_repository(repo),
-                          after=after, amount=_amount(amount))
+        page = self._call(
+            f"branches of {repo}",
+            self.sdk.branches_api.list_branches,
+            valid_repository(repo),
+            after=after,
+            amount=_amount(amount),
+        )
         return Page(list(page.results), page.pagination.next_offset if page.pagination.has_more else "")
 
     def tags(self, repo: str, after: str = "", amount: int = 100) -> Page:
-        page = self._call(f"tags of {repo}", self.sdk.tags_api.list_tags, valid_repository(repo), after=after,
-                          amount=_amount(amount))
+        page = self._call(
+            f"tags of {repo}", self.sdk.tags_api.list_tags, valid_repository(repo), after=after, amount=_amount(amount)
+        )
         return Page(list(page.results), page.pagination.next_offset if page.pagination.has_more else "")
 
     def commit(self, repo: str, ref: str):
@@ -93,26 +100,61 @@ class LakeFSReader:
 
     def log(self, repo: str, ref: str, after: str = "", amount: int = 20) -> Page:
         """The branch's own history (first parents: merges into it, not the ephemeral branches' commits)."""
-        page = self._call(f"log of {repo}/{ref}", self.sdk.refs_api.log_commits, valid_repository(repo),
-                          valid_ref(ref), after=after, amount=_amount(amount), first_parent=True)
+        page = self._call(
+            f"log of {repo}/{ref}",
+            self.sdk.refs_api.log_commits,
+            valid_repository(repo),
+            valid_ref(ref),
+            after=after,
+            amount=_amount(amount),
+            first_parent=True,
+        )
         return Page(list(page.results), page.pagination.next_offset if page.pagination.has_more else "")
 
     def objects(self, repo: str, ref: str, prefix: str, after: str = "", amount: int = 100) -> Page:
-        page = self._call(f"{repo}/{ref}/{prefix}", self.sdk.objects_api.list_objects, valid_repository(repo),
-                          valid_ref(ref), prefix=prefix, after=after, amount=_amount(amount), user_metadata=False)
+        page = self._call(
+            f"{repo}/{ref}/{prefix}",
+            self.sdk.objects_api.list_objects,
+            valid_repository(repo),
+            valid_ref(ref),
+            prefix=prefix,
+            after=after,
+            amount=_amount(amount),
+            user_metadata=False,
+        )
         return Page(list(page.results), page.pagination.next_offset if page.pagination.has_more else "")
 
     def stat(self, repo: str, ref: str, path: str):
-        return self._call(f"{repo}/{ref}/{path}", self.sdk.objects_api.stat_object, valid_repository(repo),
-                          valid_ref(ref), valid_path(path))
+        return self._call(
+            f"{repo}/{ref}/{path}",
+            self.sdk.objects_api.stat_object,
+            valid_repository(repo),
+            valid_ref(ref),
+            valid_path(path),
+        )
 
     def read(self, repo: str, ref: str, path: str) -> bytes:
-        return bytes(self._call(f"{repo}/{ref}/{path}", self.sdk.objects_api.get_object, valid_repository(repo),
-                                valid_ref(ref), valid_path(path)))
+        return bytes(
+            self._call(
+                f"{repo}/{ref}/{path}",
+                self.sdk.objects_api.get_object,
+                valid_repository(repo),
+                valid_ref(ref),
+                valid_path(path),
+            )
+        )
 
     def diff(self, repo: str, left: str, right: str, prefix: str = "", after: str = "", amount: int = 1000) -> Page:
-        page = self._call(f"diff {repo} {left}...{right}", self.sdk.refs_api.diff_refs, valid_repository(repo),
-                          valid_ref(left), valid_ref(right), prefix=prefix, after=after, amount=_amount(amount))
+        page = self._call(
+            f"diff {repo} {left}...{right}",
+            self.sdk.refs_api.diff_refs,
+            valid_repository(repo),
+            valid_ref(left),
+            valid_ref(right),
+            prefix=prefix,
+            after=after,
+            amount=_amount(amount),
+        )
         return Page(list(page.results), page.pagination.next_offset if page.pagination.has_more else "")
 
 

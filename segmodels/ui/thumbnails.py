@@ -46,8 +46,10 @@ class ThumbnailCache:
 
     def image(self, checksum: str, size: int, read: Callable[[], bytes]) -> Path:
         """The image scaled to ``size`` on its longest side (FULL: as stored), as JPEG."""
-        return self._cached(f"{_safe(checksum)}-image-{size}.jpg", lambda: _jpeg(_scaled(
-            Image.open(io.BytesIO(read())).convert("RGB"), size, Image.Resampling.BILINEAR)))
+        return self._cached(
+            f"{_safe(checksum)}-image-{size}.jpg",
+            lambda: _jpeg(_scaled(Image.open(io.BytesIO(read())).convert("RGB"), size, Image.Resampling.BILINEAR)),
+        )
 
     def mask(self, checksum: str, size: int, colors: Sequence[Sequence[int]], read: Callable[[], bytes]) -> Path:
         """The class-id mask in its class colours, scaled to ``size`` (nearest), as PNG."""
@@ -55,18 +57,24 @@ class ThumbnailCache:
 
         def make() -> bytes:
             mask = Image.open(io.BytesIO(read()))
-            coloured = Image.fromarray(colorize(np.asarray(_scaled(mask, size, Image.Resampling.NEAREST)), colors,
-                                                ignore_color=(255, 255, 255)))
+            coloured = Image.fromarray(
+                colorize(
+                    np.asarray(_scaled(mask, size, Image.Resampling.NEAREST)), colors, ignore_color=(255, 255, 255)
+                )
+            )
             out = io.BytesIO()
             coloured.save(out, format="PNG", optimize=False)
             return out.getvalue()
+
         return self._cached(f"{_safe(checksum)}-mask-{size}-{palette}.png", make)
 
     def classes_present(self, checksum: str, read: Callable[[], bytes]) -> set[int]:
         """The class ids a mask holds (at full resolution)."""
+
         def make() -> bytes:
             ids = np.unique(np.asarray(Image.open(io.BytesIO(read()))))
             return json.dumps([int(i) for i in ids]).encode()
+
         return set(json.loads(self._cached(f"{_safe(checksum)}-classes.json", make).read_text()))
 
 

@@ -80,8 +80,11 @@ def _quote(value: str) -> str:
 def search_runs(client, where: str, max_results: int) -> list:
     """Runs of every active experiment (the first 1000) matching ``where``, newest first."""
     experiments = [e.experiment_id for e in client.search_experiments(max_results=1000)]
-    return list(client.search_runs(experiments, where, max_results=max_results,
-                                   order_by=["attributes.start_time DESC"])) if experiments else []
+    return (
+        list(client.search_runs(experiments, where, max_results=max_results, order_by=["attributes.start_time DESC"]))
+        if experiments
+        else []
+    )
 
 
 def used_by(request: Request, commit: str) -> tuple[list, list]:
@@ -93,12 +96,26 @@ def used_by(request: Request, commit: str) -> tuple[list, list]:
         versions = list(client.search_model_versions(where, max_results=50))
     except MlflowException:
         return [], []
-    return ([{"id": run.info.run_id, "step": run.data.tags.get(lineage.TAG_STEP, ""),
-              "name": run.info.run_name, "status": run.info.status,
-              "link": mlflow_ui_url(client.tracking_uri, run.info.experiment_id, run.info.run_id)} for run in runs],
-            [{"name": version.name, "version": version.version,  # a search leaves aliases out
-              "aliases": list(client.get_model_version(version.name, version.version).aliases)}
-             for version in versions])
+    return (
+        [
+            {
+                "id": run.info.run_id,
+                "step": run.data.tags.get(lineage.TAG_STEP, ""),
+                "name": run.info.run_name,
+                "status": run.info.status,
+                "link": mlflow_ui_url(client.tracking_uri, run.info.experiment_id, run.info.run_id),
+            }
+            for run in runs
+        ],
+        [
+            {
+                "name": version.name,
+                "version": version.version,  # a search leaves aliases out
+                "aliases": list(client.get_model_version(version.name, version.version).aliases),
+            }
+            for version in versions
+        ],
+    )
 
 
 # -- repositories and the commit log -----------------------------------------------------------------------------
@@ -119,14 +136,30 @@ def repository(request: Request, repo: str, ref: str = "", after: str = ""):
     commits = []
     for commit in log.items:
         runs, versions = used_by(request, commit.id)
-        commits.append({"id": commit.id, "message": redact_text(commit.message),
-                        "metadata": redact_value({k: v for k, v in (commit.metadata or {}).items()
-                                                  if not k.startswith("segmodels.request")}),
-                        "committer": commit.committer, "date": commit.creation_date, "runs": runs,
-                        "parent": commit.parents[0] if commit.parents else "",
-                        "versions": versions})
-    return _page(request, "repository.html", repo=repo, ref=ref, branches=reader.branches(repo).items,
-                 tags=reader.tags(repo).items, commits=commits, next_after=log.next_after)
+        commits.append(
+            {
+                "id": commit.id,
+                "message": redact_text(commit.message),
+                "metadata": redact_value(
+                    {k: v for k, v in (commit.metadata or {}).items() if not k.startswith("segmodels.request")}
+                ),
+                "committer": commit.committer,
+                "date": commit.creation_date,
+                "runs": runs,
+                "parent": commit.parents[0] if commit.parents else "",
+                "versions": versions,
+            }
+        )
+    return _page(
+        request,
+        "repository.html",
+        repo=repo,
+        ref=ref,
+        branches=reader.branches(repo).items,
+        tags=reader.tags(repo).items,
+        commits=commits,
+        next_after=log.next_after,
+    )
 
 
 # -- a data commit: card and grid ---------------------------------------------------------------------------------
@@ -137,9 +170,16 @@ def _prefix(prefix: str) -> str:
 
 
 @router.get("/repos/{repo}/commits/{ref}", response_class=HTMLResponse)
-def data_commit(request: Request, repo: str, ref: str, prefix: str = DEFAULT_DATA_PREFIX,
-                split: str = "", cls: int | None = None, after: str = "",
-                amount: int = Query(GRID_PAGE, ge=1, le=MAX_GRID_PAGE)):
+def data_commit(
+    request: Request,
+    repo: str,
+    ref: str,
+    prefix: str = DEFAULT_DATA_PREFIX,
+    split: str = "",
+    cls: int | None = None,
+    after: str = "",
+    amount: int = Query(GRID_PAGE, ge=1, le=MAX_GRID_PAGE),
+):
     reader, cache = _state(request).reader, _state(request).cache
     commit = reader.commit(repo, ref)
     prefix = _prefix(prefix)
@@ -154,24 +194,52 @@ def data_commit(request: Request, repo: str, ref: str, prefix: str = DEFAULT_DAT
         item["mask_checksum"] = masks.get(item["mask"], "")
     stats = info.class_stats or {}
     shares = class_shares(info)
-    classes = [{"id": spec.id, "name": spec.name, "color": "#%02x%02x%02x" % tuple(spec.color),
-                "share": shares.get(spec.name),
-                "split_shares": {name: (s.pixels[spec.id] / max(1, sum(s.pixels))) for name, s in stats.items()}}
-               for spec in info.classes]
-    return _page(request, "commit.html", repo=repo, ref=ref, commit=commit, prefix=prefix, info=info,
-                 classes=classes, splits=splits, split=split, cls=cls, samples=samples, next_after=next_after,
-                 amount=amount, scanned=scanned, message=redact_text(commit.message),
-                 metadata=redact_value(dict(commit.metadata or {})), thumb_px=THUMB_PX)
+    classes = [
+        {
+            "id": spec.id,
+            "name": spec.name,
+            "color": "#%02x%02x%02x" % tuple(spec.color),
+            "share": shares.get(spec.name),
+            "split_shares": {name: (s.pixels[spec.id] / max(1, sum(s.pixels))) for name, s in stats.items()},
+        }
+        for spec in info.classes
+    ]
+    return _page(
+        request,
+        "commit.html",
+        repo=repo,
+        ref=ref,
+        commit=commit,
+        prefix=prefix,
+        info=info,
+        classes=classes,
+        splits=splits,
+        split=split,
+        cls=cls,
+        samples=samples,
+        next_after=next_after,
+        amount=amount,
+        scanned=scanned,
+        message=redact_text(commit.message),
+        metadata=redact_value(dict(commit.metadata or {})),
+        thumb_px=THUMB_PX,
+    )
 
 
-def _grid_samples(reader, cache, repo: str, commit: str, prefix: str, split: str, cls: int | None, after: str,
-                  amount: int) -> tuple[list[dict], int, str]:
+def _grid_samples(
+    reader, cache, repo: str, commit: str, prefix: str, split: str, cls: int | None, after: str, amount: int
+) -> tuple[list[dict], int, str]:
     """Up to ``amount`` samples of ``split`` after ``after`` (those holding class ``cls`` when given, looked for in
     at most SCAN_PAGES listing pages), the images read, and the ``after`` of the next page ('' at the end)."""
     samples, scanned, cursor = [], 0, after
     for _ in range(1 if cls is None else SCAN_PAGES):
-        page = reader.objects(repo, commit, f"{prefix}/images/{split}/", after=cursor,
-                              amount=amount if cls is not None else amount - len(samples))
+        page = reader.objects(
+            repo,
+            commit,
+            f"{prefix}/images/{split}/",
+            after=cursor,
+            amount=amount if cls is not None else amount - len(samples),
+        )
         for index, obj in enumerate(page.items):
             scanned += 1
             cursor = obj.path
@@ -196,8 +264,9 @@ def _mask_checksums(reader, repo: str, commit: str, prefix: str, split: str, sam
     if not samples:
         return {}
     first = PurePosixPath(samples[0]["path"]).stem
-    page = reader.objects(repo, commit, f"{prefix}/masks/{split}/", amount=len(samples) + 1,
-                          after=f"{prefix}/masks/{split}/{first}")  # the stem sorts just before its mask
+    page = reader.objects(
+        repo, commit, f"{prefix}/masks/{split}/", amount=len(samples) + 1, after=f"{prefix}/masks/{split}/{first}"
+    )  # the stem sorts just before its mask
     wanted = {item["mask"] for item in samples}
     return {obj.path: obj.checksum for obj in page.items if obj.path in wanted}
 
@@ -213,9 +282,18 @@ def sample(request: Request, repo: str, ref: str, path: str, prefix: str = DEFAU
     image = reader.stat(repo, commit.id, path)
     mask = f"{prefix}/masks/{parts[1]}/{PurePosixPath(path).stem}.png"
     info = dataset_info(request, repo, commit.id, prefix)
-    return _page(request, "sample.html", repo=repo, commit=commit, prefix=prefix, path=path, image=image, mask=mask,
-                 info=info, classes=[{"name": c.name, "color": "#%02x%02x%02x" % tuple(c.color)}
-                                     for c in info.classes] if info else [])
+    return _page(
+        request,
+        "sample.html",
+        repo=repo,
+        commit=commit,
+        prefix=prefix,
+        path=path,
+        image=image,
+        mask=mask,
+        info=info,
+        classes=[{"name": c.name, "color": "#%02x%02x%02x" % tuple(c.color)} for c in info.classes] if info else [],
+    )
 
 
 # -- two data commits ---------------------------------------------------------------------------------------------
@@ -233,9 +311,10 @@ def diff(request: Request, repo: str, left: str, right: str, prefix: str = DEFAU
     names = list(dict.fromkeys([*shares[0], *shares[1]]))
     images = {}  # (split, name) -> image path on either side
     for entry in page.items:
-        parts = PurePosixPath(entry.path).parts[len(PurePosixPath(prefix).parts):]
+        parts = PurePosixPath(entry.path).parts[len(PurePosixPath(prefix).parts) :]
         if len(parts) == 3 and parts[0] == "images":
             images[(parts[1], PurePosixPath(entry.path).stem)] = entry.path
+
     def image_of(split: str, name: str, commit) -> str:
         """The image of a sample whose image the diff does not name (only its mask changed): one listing."""
         if (split, name) not in images:
@@ -243,22 +322,43 @@ def diff(request: Request, repo: str, left: str, right: str, prefix: str = DEFAU
             images[(split, name)] = found[0].path if found else ""
         return images[(split, name)]
 
-    splits = {split: {status: [{"name": name, "image": image_of(split, name, left_commit if status == "removed"
-                                                                  else right_commit),
-                                "mask": f"{prefix}/masks/{split}/{name}.png"} for name in getattr(change, status)]
-                      for status in ("added", "removed", "changed")}
-              for split, change in sorted(grouped.splits.items())}
-    return _page(request, "diff.html", repo=repo, left=left_commit, right=right_commit, prefix=prefix,
-                 splits=splits, other=grouped.other, next_after=page.next_after, left_ref=left, right_ref=right,
-                 shares=[(name, shares[0].get(name), shares[1].get(name)) for name in names])
+    splits = {
+        split: {
+            status: [
+                {
+                    "name": name,
+                    "image": image_of(split, name, left_commit if status == "removed" else right_commit),
+                    "mask": f"{prefix}/masks/{split}/{name}.png",
+                }
+                for name in getattr(change, status)
+            ]
+            for status in ("added", "removed", "changed")
+        }
+        for split, change in sorted(grouped.splits.items())
+    }
+    return _page(
+        request,
+        "diff.html",
+        repo=repo,
+        left=left_commit,
+        right=right_commit,
+        prefix=prefix,
+        splits=splits,
+        other=grouped.other,
+        next_after=page.next_after,
+        left_ref=left,
+        right_ref=right,
+        shares=[(name, shares[0].get(name), shares[1].get(name)) for name in names],
+    )
 
 
 # -- thumbnails ---------------------------------------------------------------------------------------------------
 
 
 @router.get("/thumb/{repo}/{commit}/image")
-def image_thumbnail(request: Request, repo: str, commit: str, path: str, checksum: str = "",
-                    size: int = Query(THUMB_PX, ge=0, le=4096)):
+def image_thumbnail(
+    request: Request, repo: str, commit: str, path: str, checksum: str = "", size: int = Query(THUMB_PX, ge=0, le=4096)
+):
     reader, cache = _state(request).reader, _state(request).cache
     valid_repository(repo), valid_ref(commit), valid_path(path)
     checksum = checksum or reader.stat(repo, commit, path).checksum
@@ -266,8 +366,16 @@ def image_thumbnail(request: Request, repo: str, commit: str, path: str, checksu
 
 
 @router.get("/thumb/{repo}/{commit}/mask")
-def mask_thumbnail(request: Request, repo: str, commit: str, path: str, classes_at: str = "", checksum: str = "",
-                   prefix: str = DEFAULT_DATA_PREFIX, size: int = Query(THUMB_PX, ge=0, le=4096)):
+def mask_thumbnail(
+    request: Request,
+    repo: str,
+    commit: str,
+    path: str,
+    classes_at: str = "",
+    checksum: str = "",
+    prefix: str = DEFAULT_DATA_PREFIX,
+    size: int = Query(THUMB_PX, ge=0, le=4096),
+):
     """A mask in the class colours of the data set at ``classes_at`` (default: the mask's own commit)."""
     reader, cache = _state(request).reader, _state(request).cache
     valid_repository(repo), valid_ref(commit), valid_path(path)
@@ -312,11 +420,23 @@ def run_page(request: Request, run_id: str, model: str = "", sort: str = "iou", 
     versions = [v for v in _versions_of(client, run_id)]
     infer_runs = _infer_runs(client, run, versions)
     predictions = _predictions(request, infer_runs[0], sort, after) if infer_runs else None
-    return _page(request, "run.html", run=run, model=model, tags=tags, config=redact_text(config or ""),
-                 metrics=sorted(run.data.metrics.items()), params=sorted(redact_value(run.data.params).items()),
-                 curves="learning_curves.png" in artifacts, data=data, versions=versions, infer_runs=infer_runs,
-                 predictions=predictions, sort=sort,
-                 link=mlflow_ui_url(client.tracking_uri, run.info.experiment_id, run_id))
+    return _page(
+        request,
+        "run.html",
+        run=run,
+        model=model,
+        tags=tags,
+        config=redact_text(config or ""),
+        metrics=sorted(run.data.metrics.items()),
+        params=sorted(redact_value(run.data.params).items()),
+        curves="learning_curves.png" in artifacts,
+        data=data,
+        versions=versions,
+        infer_runs=infer_runs,
+        predictions=predictions,
+        sort=sort,
+        link=mlflow_ui_url(client.tracking_uri, run.info.experiment_id, run_id),
+    )
 
 
 @router.get("/runs/{run_id}/artifact")
@@ -351,8 +471,11 @@ def _versions_of(client, run_id: str) -> list:
 
 def _infer_runs(client, run, versions) -> list:
     """Infer runs that committed predictions of this train run's model, newest first."""
-    clauses = [f"tags.`{lineage.TAG_MODEL_NAME}` = {_quote(v.name)} and tags.`{lineage.TAG_MODEL_VERSION}` = "
-               f"{_quote(str(v.version))}" for v in versions]
+    clauses = [
+        f"tags.`{lineage.TAG_MODEL_NAME}` = {_quote(v.name)} and tags.`{lineage.TAG_MODEL_VERSION}` = "
+        f"{_quote(str(v.version))}"
+        for v in versions
+    ]
     if run.data.tags.get(lineage.TAG_MODEL_URI):
         clauses.append(f"tags.`{lineage.TAG_MODEL_URI}` = {_quote(run.data.tags[lineage.TAG_MODEL_URI])}")
     found = {}
@@ -367,25 +490,39 @@ def _predictions(request: Request, infer, sort: str, after: int) -> dict:
     """One page of an infer run's committed predictions beside the ground truth, by per-image IoU."""
     reader = _state(request).reader
     uri = LakeFSUri.parse(infer.data.tags[lineage.TAG_PREDICTIONS_URI])
-    data = LakeFSUri.parse(infer.data.tags[lineage.TAG_DATA_URI]) if infer.data.tags.get(lineage.TAG_DATA_URI) \
-        else None
+    data = LakeFSUri.parse(infer.data.tags[lineage.TAG_DATA_URI]) if infer.data.tags.get(lineage.TAG_DATA_URI) else None
     try:
         rows = list(csv.DictReader(io.StringIO(reader.read(uri.repo, uri.ref, f"{uri.path}/metrics.csv").decode())))
     except NotFound:
         rows = []
     scored = [row for row in rows if row.get("miou") not in (None, "")]
-    key = {"iou": lambda r: float(r["miou"]), "iou_desc": lambda r: -float(r["miou"]),
-           "name": lambda r: r["image"]}.get(sort, lambda r: float(r["miou"]))
-    shown = sorted(scored, key=key)[after:after + PREDICTIONS_PAGE]
+    key = {
+        "iou": lambda r: float(r["miou"]),
+        "iou_desc": lambda r: -float(r["miou"]),
+        "name": lambda r: r["image"],
+    }.get(sort, lambda r: float(r["miou"]))
+    shown = sorted(scored, key=key)[after : after + PREDICTIONS_PAGE]
     items = []
     for row in shown:
         image = PurePosixPath(row["image"])  # images/<split>/<name>.<ext> in the data set
         split = image.parts[1] if len(image.parts) == 3 else ""
-        items.append({"image": f"{data.path}/{row['image']}" if data else "", "iou": float(row["miou"]),
-                      "truth": f"{data.path}/masks/{split}/{image.stem}.png" if data else "",
-                      "predicted": f"{uri.path}/masks/{image.stem}.png"})  # as infer names a data set's masks
-    return {"run": infer, "uri": uri, "data": data, "items": items, "total": len(scored), "after": after,
-            "next": after + PREDICTIONS_PAGE if after + PREDICTIONS_PAGE < len(scored) else None}
+        items.append(
+            {
+                "image": f"{data.path}/{row['image']}" if data else "",
+                "iou": float(row["miou"]),
+                "truth": f"{data.path}/masks/{split}/{image.stem}.png" if data else "",
+                "predicted": f"{uri.path}/masks/{image.stem}.png",
+            }
+        )  # as infer names a data set's masks
+    return {
+        "run": infer,
+        "uri": uri,
+        "data": data,
+        "items": items,
+        "total": len(scored),
+        "after": after,
+        "next": after + PREDICTIONS_PAGE if after + PREDICTIONS_PAGE < len(scored) else None,
+    }
 
 
 # -- compare ------------------------------------------------------------------------------------------------------

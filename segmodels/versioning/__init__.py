@@ -6,5 +6,14 @@ from .errors import LakeFSError
 from .settings import LakeFSSettings
 from .uri import LakeFSUri
 
-__all__ = ["CommitInfo", "LakeFS", "LakeFSError", "LakeFSSettings", "LakeFSUri", "StagedWrite", "TransferStats",
-           "connect", "ensure_embedded_server"]
+__all__ = [
+    "CommitInfo",
+    "LakeFS",
+    "LakeFSError",
+    "LakeFSSettings",
+    "LakeFSUri",
+    "StagedWrite",
+    "TransferStats",
+    "connect",
+    "ensure_embedded_server",
+]

@@ -21,7 +21,7 @@ import urllib3
 from lakefs_sdk.client import LakeFSClient
 from lakefs_sdk.rest import RESTClientObject
 
-from segmodels.checksums import OverlappedMd5
+from embedded_lakefs.checksums import OverlappedMd5
 from segmodels.home import segmodels_home
 from segmodels.object_keys import file_and_folder
 from segmodels.progress import Progress
@@ -86,7 +86,7 @@ class RemoteObject:
 
 
 def _safe_relative(key: str, base: str) -> str:
-    relative = key[len(base):]
+    relative = key[len(base) :]
     parts = relative.split("/")
     if not relative or relative.startswith("/") or "\x00" in relative or any(p in ("", ".", "..") for p in parts):
         raise LakeFSError(f"object key {key!r} cannot be stored as a local file")
@@ -135,11 +135,11 @@ class LakeFS:
     ``settings.retry_window`` after the first) and then raised as one ``LakeFSError`` naming the endpoint.
     """
 
-    def __init__(self, settings: LakeFSSettings, home: Path | None = None, attempts: int = 5,
-                 backoff: float = 0.2):
+    def __init__(self, settings: LakeFSSettings, home: Path | None = None, attempts: int = 5, backoff: float = 0.2):
         self.settings = settings
-        configuration = lakefs_sdk.Configuration(host=settings.api_url, username=settings.access_key_id,
-                                                 password=settings.secret_access_key)
+        configuration = lakefs_sdk.Configuration(
+            host=settings.api_url, username=settings.access_key_id, password=settings.secret_access_key
+        )
         configuration.connection_pool_maxsize = 32
         configuration.retries = False  # no urllib3 retries (nor their "Retrying" warnings): self._call retries
         self.sdk = LakeFSClient(configuration)
@@ -148,15 +148,15 @@ class LakeFS:
         api_client.rest_client = _TimedRESTClient(api_client.configuration, timeouts)
         self._timeout = urllib3.Timeout(connect=settings.connect_timeout, read=settings.read_timeout)
         self.home = segmodels_home(home)
-        self._call = Retrier(settings.endpoint, attempts=attempts, backoff=backoff, window=settings.retry_window,
-                             timeouts=timeouts)
+        self._call = Retrier(
+            settings.endpoint, attempts=attempts, backoff=backoff, window=settings.retry_window, timeouts=timeouts
+        )
 
     def __repr__(self) -> str:
         return f"LakeFS(endpoint={self.settings.endpoint!r})"
 
     # -- repositories, branches, commits ---------------------------------------------------------------------
-    def ensure_repository(self, repo: str, default_branch: str = "main", storage_namespace: str | None = None
-                          ) -> None:
+    def ensure_repository(self, repo: str, default_branch: str = "main", storage_namespace: str | None = None) -> None:
         """Create ``repo`` unless it exists. Its storage namespace is ``<prefix>/<repo>`` where the prefix is
         ``$SEGMODELS_STORAGE_NAMESPACE`` (e.g. ``s3://lakefs-data`` on a real lakeFS) or the server's default."""
         try:
@@ -171,8 +171,9 @@ class LakeFS:
                 storage = self._call("get storage config", self.sdk.config_api.get_config).storage_config
                 prefix = (storage.default_namespace_prefix if storage else None) or "local://"
             storage_namespace = prefix.rstrip("/") + "/" + repo if not prefix.endswith("://") else prefix + repo
-        creation = lakefs_sdk.RepositoryCreation(name=repo, storage_namespace=storage_namespace,
-                                                 default_branch=default_branch)
+        creation = lakefs_sdk.RepositoryCreation(
+            name=repo, storage_namespace=storage_namespace, default_branch=default_branch
+        )
         try:
             self._call(f"create repository {repo!r}", self.sdk.repositories_api.create_repository, creation)
         except LakeFSError as exc:
@@ -194,11 +195,16 @@ class LakeFS:
         if self.is_branch(repo, branch):
             return
         if source_ref is None:
-            source_ref = self._call(f"get repository {repo!r}", self.sdk.repositories_api.get_repository,
-                                    repo).default_branch
+            source_ref = self._call(
+                f"get repository {repo!r}", self.sdk.repositories_api.get_repository, repo
+            ).default_branch
         try:
-            self._call(f"create branch {repo}/{branch} from {source_ref!r}", self.sdk.branches_api.create_branch,
-                       repo, lakefs_sdk.BranchCreation(name=branch, source=source_ref))
+            self._call(
+                f"create branch {repo}/{branch} from {source_ref!r}",
+                self.sdk.branches_api.create_branch,
+                repo,
+                lakefs_sdk.BranchCreation(name=branch, source=source_ref),
+            )
         except LakeFSError as exc:
             if exc.status != 409:
                 raise
@@ -209,8 +215,9 @@ class LakeFS:
     def get_commit(self, repo: str, ref: str) -> CommitInfo:
         """The commit ``ref`` (branch, tag, commit id, ``~N``/``^N`` expression) points at."""
         commit = self._call(f"resolve ref {repo}/{ref}", self.sdk.commits_api.get_commit, repo, ref)
-        return CommitInfo(commit.id, commit.message, dict(commit.metadata or {}), list(commit.parents),
-                          commit.creation_date)
+        return CommitInfo(
+            commit.id, commit.message, dict(commit.metadata or {}), list(commit.parents), commit.creation_date
+        )
 
     def resolve_commit(self, repo: str, ref: str) -> str:
         """Commit id of ``ref``; raises ``LakeFSError`` naming the ref when unknown."""
@@ -226,17 +233,25 @@ class LakeFS:
             commit = self._landed(repo, branch, request[REQUEST_KEY])
             if commit is None:
                 raise
-        return CommitInfo(commit.id, commit.message, dict(commit.metadata or {}), list(commit.parents),
-                          commit.creation_date)
+        return CommitInfo(
+            commit.id, commit.message, dict(commit.metadata or {}), list(commit.parents), commit.creation_date
+        )
 
-    def merge(self, repo: str, source_ref: str, destination: str, message: str | None = None,
-              metadata: dict | None = None) -> str:
+    def merge(
+        self, repo: str, source_ref: str, destination: str, message: str | None = None, metadata: dict | None = None
+    ) -> str:
         """Merge ``source_ref`` into ``destination``; returns the new head commit id of ``destination``."""
         request = _with_request_id(metadata)
         merge = lakefs_sdk.Merge(message=message, metadata=request)
         try:
-            return self._call(f"merge {repo}/{source_ref} into {destination}", self.sdk.refs_api.merge_into_branch,
-                              repo, source_ref, destination, merge=merge).reference
+            return self._call(
+                f"merge {repo}/{source_ref} into {destination}",
+                self.sdk.refs_api.merge_into_branch,
+                repo,
+                source_ref,
+                destination,
+                merge=merge,
+            ).reference
         except LakeFSError:
             landed = self._landed(repo, destination, request[REQUEST_KEY])
             if landed is None:
@@ -246,8 +261,7 @@ class LakeFS:
     def _landed(self, repo: str, branch: str, request_id: str):
         """The commit of request ``request_id`` among the newest of ``branch``, or None (also when unreachable)."""
         try:
-            log = self._call(f"log {repo}/{branch}", self.sdk.refs_api.log_commits, repo, branch,
-                             amount=LANDED_SEARCH)
+            log = self._call(f"log {repo}/{branch}", self.sdk.refs_api.log_commits, repo, branch, amount=LANDED_SEARCH)
         except LakeFSError:
             return None
         return next((c for c in log.results if (c.metadata or {}).get(REQUEST_KEY) == request_id), None)
@@ -261,46 +275,74 @@ class LakeFS:
         """Every object below ``prefix`` at ``ref``."""
         after = ""
         while True:
-            page = self._call(f"list {repo}/{ref}/{prefix}", self.sdk.objects_api.list_objects, repo, ref,
-                              prefix=prefix, after=after, amount=LIST_PAGE, user_metadata=False)
+            page = self._call(
+                f"list {repo}/{ref}/{prefix}",
+                self.sdk.objects_api.list_objects,
+                repo,
+                ref,
+                prefix=prefix,
+                after=after,
+                amount=LIST_PAGE,
+                user_metadata=False,
+            )
             for item in page.results:
                 yield RemoteObject(item.path, item.checksum, item.size_bytes or 0)
             if not page.pagination.has_more:
                 return
             after = page.pagination.next_offset
 
-    def _raw_request(self, method: str, resource_path: str, query: dict, headers: dict, body=None,
-                     preload_content: bool = True):
+    def _raw_request(
+        self, method: str, resource_path: str, query: dict, headers: dict, body=None, preload_content: bool = True
+    ):
         """A request on the sdk's connection pool with its auth, for streamed bodies (same REST paths)."""
         api_client = self.sdk.objects_api.api_client
         headers = dict(headers)
         api_client.update_params_for_auth(headers, None, AUTH_SETTINGS, resource_path, method, None)
         url = self.settings.api_url + quote(resource_path) + "?" + urlencode(query)
-        response = api_client.rest_client.pool_manager.request(method, url, headers=headers, body=body,
-                                                               preload_content=preload_content, redirect=False,
-                                                               retries=False, timeout=self._timeout)
+        response = api_client.rest_client.pool_manager.request(
+            method,
+            url,
+            headers=headers,
+            body=body,
+            preload_content=preload_content,
+            redirect=False,
+            retries=False,
+            timeout=self._timeout,
+        )
         if response.status >= 400:
             data = response.data if preload_content else response.read()
             response.release_conn()
             raise ServerError(response.status, error_message(data))
         return response
 
-    def upload_file(self, repo: str, branch: str, path: str, local_file: Path,
-                    content_type: str = "application/octet-stream") -> str:
+    def upload_file(
+        self, repo: str, branch: str, path: str, local_file: Path, content_type: str = "application/octet-stream"
+    ) -> str:
         """Upload one file (streamed) to ``path`` on ``branch``; verifies and returns the stored md5."""
         local_file = Path(local_file)
 
         def attempt() -> str:
             digest = OverlappedMd5()  # md5 of each chunk runs while the chunk is being sent
-            headers = {"Content-Type": content_type, "Accept": "application/json",
-                       "Content-Length": str(local_file.stat().st_size)}
-            response = self._raw_request("POST", f"/repositories/{repo}/branches/{branch}/objects", {"path": path},
-                                         headers, body=file_chunks(local_file, digest))
+            headers = {
+                "Content-Type": content_type,
+                "Accept": "application/json",
+                "Content-Length": str(local_file.stat().st_size),
+            }
+            response = self._raw_request(
+                "POST",
+                f"/repositories/{repo}/branches/{branch}/objects",
+                {"path": path},
+                headers,
+                body=file_chunks(local_file, digest),
+            )
             stats = lakefs_sdk.ObjectStats.from_json(response.data.decode())
             if stats.checksum != digest.hexdigest():
-                raise LakeFSError(f"lakeFS {self.settings.endpoint}: upload {local_file} to {repo}/{branch}/{path}: "
-                                  f"server checksum {stats.checksum} differs from local {digest.hexdigest()}")
+                raise LakeFSError(
+                    f"lakeFS {self.settings.endpoint}: upload {local_file} to {repo}/{branch}/{path}: "
+                    f"server checksum {stats.checksum} differs from local {digest.hexdigest()}"
+                )
             return stats.checksum
+
         return self._call(f"upload {local_file} to {repo}/{branch}/{path}", attempt)
 
     def download_object(self, repo: str, ref: str, obj: RemoteObject, local_file: Path) -> None:
@@ -309,8 +351,13 @@ class LakeFS:
         local_file.parent.mkdir(parents=True, exist_ok=True)
 
         def attempt() -> None:
-            response = self._raw_request("GET", f"/repositories/{repo}/refs/{ref}/objects", {"path": obj.path},
-                                         {"Accept": "application/octet-stream"}, preload_content=False)
+            response = self._raw_request(
+                "GET",
+                f"/repositories/{repo}/refs/{ref}/objects",
+                {"path": obj.path},
+                {"Accept": "application/octet-stream"},
+                preload_content=False,
+            )
             digest, size = OverlappedMd5(), 0  # md5 of each chunk runs while it is written
             fd, tmp_name = tempfile.mkstemp(dir=local_file.parent, prefix=f".{local_file.name}.", suffix=".part")
             try:
@@ -319,28 +366,32 @@ class LakeFS:
                         digest.update(chunk)
                         view = memoryview(chunk)
                         while view:
-                            view = view[out.write(view):]
+                            view = view[out.write(view) :]
                         size += len(chunk)
                     digest.wait()
                 if size != obj.size or digest.hexdigest() != obj.checksum:
-                    raise LakeFSError(f"lakeFS {self.settings.endpoint}: download {repo}/{ref}/{obj.path}: got "
-                                      f"{size} bytes md5 {digest.hexdigest()}, expected {obj.size} bytes md5 "
-                                      f"{obj.checksum}")
+                    raise LakeFSError(
+                        f"lakeFS {self.settings.endpoint}: download {repo}/{ref}/{obj.path}: got "
+                        f"{size} bytes md5 {digest.hexdigest()}, expected {obj.size} bytes md5 "
+                        f"{obj.checksum}"
+                    )
                 os.replace(tmp_name, local_file)
             finally:
                 response.release_conn()
                 if os.path.exists(tmp_name):
                     os.unlink(tmp_name)
+
         self._call(f"download {repo}/{ref}/{obj.path}", attempt)
 
     def delete_objects(self, repo: str, branch: str, paths: list[str]) -> None:
         for start in range(0, len(paths), DELETE_BATCH):
-            batch = lakefs_sdk.PathList(paths=paths[start:start + DELETE_BATCH])
+            batch = lakefs_sdk.PathList(paths=paths[start : start + DELETE_BATCH])
             self._call(f"delete objects on {repo}/{branch}", self.sdk.objects_api.delete_objects, repo, branch, batch)
 
     # -- directories -----------------------------------------------------------------------------------------
-    def upload_directory(self, repo: str, branch: str, local_dir, prefix: str = "", workers: int = 8,
-                         delete_missing: bool = False) -> TransferStats:
+    def upload_directory(
+        self, repo: str, branch: str, local_dir, prefix: str = "", workers: int = 8, delete_missing: bool = False
+    ) -> TransferStats:
         """Upload every file below ``local_dir`` to ``prefix/relative/path`` in parallel.
 
         Objects whose checksum already matches are skipped; with ``delete_missing`` objects below ``prefix``
@@ -350,8 +401,9 @@ class LakeFS:
         if not local_dir.is_dir():
             raise LakeFSError(f"upload to lakefs://{repo}/{branch}/{prefix}: {local_dir} is not a directory")
         prefix = _directory_prefix(prefix)
-        local_files = {prefix + p.relative_to(local_dir).as_posix(): p
-                       for p in sorted(local_dir.rglob("*")) if p.is_file()}
+        local_files = {
+            prefix + p.relative_to(local_dir).as_posix(): p for p in sorted(local_dir.rglob("*")) if p.is_file()
+        }
         remote = {obj.path: obj for obj in self.list_objects(repo, branch, prefix)}
         index = Md5Index(self.home / "cache")
         progress = Progress(f"upload to lakefs://{repo}/{branch}/{prefix}", len(local_files), "file")
@@ -378,8 +430,9 @@ class LakeFS:
         uploaded = sum(r[0] for r in results)
         stale = sorted(set(remote) - set(local_files)) if delete_missing else []
         self.delete_objects(repo, branch, stale)
-        return TransferStats(files=uploaded, bytes=sum(r[1] for r in results), skipped=len(results) - uploaded,
-                             deleted=len(stale))
+        return TransferStats(
+            files=uploaded, bytes=sum(r[1] for r in results), skipped=len(results) - uploaded, deleted=len(stale)
+        )
 
     def download_prefix(self, repo: str, ref: str, prefix: str = "", dest=None, workers: int = 8) -> Path:
         """Download ``prefix`` at ``ref``'s commit into ``<home>/cache/<repo>/<commit_id>/<prefix>``.
@@ -396,10 +449,13 @@ class LakeFS:
             objects = list(self.list_objects(repo, commit_id, prefix))
             clash = file_and_folder(obj.path for obj in objects)
             if clash:
-                raise LakeFSError(f"lakefs://{repo}/{commit_id}/{prefix}: object {clash[0][:80]!r} is also the folder "
-                                  f"of {clash[1][:80]!r}; both cannot be files: delete one of them")
-            progress = Progress(f"download lakefs://{repo}/{commit_id[:12]}/{prefix}", sum(o.size for o in objects),
-                                "MB", scale=1e-6)
+                raise LakeFSError(
+                    f"lakefs://{repo}/{commit_id}/{prefix}: object {clash[0][:80]!r} is also the folder "
+                    f"of {clash[1][:80]!r}; both cannot be files: delete one of them"
+                )
+            progress = Progress(
+                f"download lakefs://{repo}/{commit_id[:12]}/{prefix}", sum(o.size for o in objects), "MB", scale=1e-6
+            )
 
             def fetch(obj: RemoteObject) -> None:
                 local = commit_dir / _safe_relative(obj.path, "")
@@ -420,8 +476,7 @@ class LakeFS:
 
     # -- atomic writes ---------------------------------------------------------------------------------------
     @contextmanager
-    def atomic_write(self, repo: str, branch: str, message: str, metadata: dict | None = None
-                     ) -> Iterator[StagedWrite]:
+    def atomic_write(self, repo: str, branch: str, message: str, metadata: dict | None = None) -> Iterator[StagedWrite]:
         """Write into an ephemeral branch; on success commit there and merge into ``branch`` in one step.
 
         The ephemeral branch is named after this process (:mod:`segmodels.versioning.ephemeral`), so that a
@@ -431,16 +486,19 @@ class LakeFS:
         ephemeral_branch = ephemeral.EphemeralBranch.new(branch).name
         ephemeral.mark_open(ephemeral_branch)  # before it exists: no clean-up here may take it for stale
         try:
-            self._call(f"create branch {repo}/{ephemeral_branch}", self.sdk.branches_api.create_branch, repo,
-                       lakefs_sdk.BranchCreation(name=ephemeral_branch, source=head))
+            self._call(
+                f"create branch {repo}/{ephemeral_branch}",
+                self.sdk.branches_api.create_branch,
+                repo,
+                lakefs_sdk.BranchCreation(name=ephemeral_branch, source=head),
+            )
             self.remove_stale_ephemeral_branches(repo, branch)
             staged = StagedWrite(repo=repo, target=branch, branch=ephemeral_branch, commit_id=head)
             try:
                 yield staged
                 if self.has_uncommitted_changes(repo, ephemeral_branch):
                     self.commit(repo, ephemeral_branch, message, metadata)
-                    staged.commit_id = self.merge(repo, ephemeral_branch, branch, message=message,
-                                                  metadata=metadata)
+                    staged.commit_id = self.merge(repo, ephemeral_branch, branch, message=message, metadata=metadata)
                     staged.changed = True
                 else:
                     staged.commit_id = self.resolve_commit(repo, branch)
@@ -483,16 +541,30 @@ class LakeFS:
     def _branch_names(self, repo: str, prefix: str) -> Iterator[str]:
         after = ""
         while True:
-            page = self._call(f"list branches {repo}/{prefix}*", self.sdk.branches_api.list_branches, repo,
-                              prefix=prefix, after=after, amount=LIST_PAGE)
+            page = self._call(
+                f"list branches {repo}/{prefix}*",
+                self.sdk.branches_api.list_branches,
+                repo,
+                prefix=prefix,
+                after=after,
+                amount=LIST_PAGE,
+            )
             for ref in page.results:
                 yield ref.id
             if not page.pagination.has_more:
                 return
             after = page.pagination.next_offset
 
-    def commit_directory(self, repo: str, branch: str, local_dir, path: str, message: str,
-                         metadata: dict | None = None, source_ref: str | None = None) -> LakeFSUri:
+    def commit_directory(
+        self,
+        repo: str,
+        branch: str,
+        local_dir,
+        path: str,
+        message: str,
+        metadata: dict | None = None,
+        source_ref: str | None = None,
+    ) -> LakeFSUri:
         """Make ``lakefs://repo/branch/path`` hold exactly the files of ``local_dir`` in one atomic merge
         (``branch`` is created from ``source_ref`` when given and new); returns the URI pinned to the commit."""
         path = path.strip("/")

@@ -12,8 +12,15 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Callable
 
-from segmodels.home import (CLIENTS_LOCK_FILE, LOG_FILE, SERVER_LOCK_FILE, embedded_server_dir,
-                            load_or_create_credentials, read_server_state, segmodels_home, spawn_lock)
+from embedded_lakefs.datadir import (
+    CLIENTS_LOCK_FILE,
+    LOG_FILE,
+    SERVER_LOCK_FILE,
+    load_or_create_credentials,
+    read_server_state,
+    spawn_lock,
+)
+from segmodels.home import embedded_server_dir, segmodels_home
 
 from .errors import LakeFSError
 from .settings import API_PATH, LakeFSSettings
@@ -97,8 +104,10 @@ def _await_endpoint(data_dir: Path, alive: Callable[[], bool], pid: int | None =
         if state is not None and (pid is None or state.pid == pid) and is_healthy(state.endpoint):
             return state.endpoint
         if time.monotonic() > deadline:
-            raise LakeFSError(f"embedded lakeFS server over {data_dir} did not answer within "
-                              f"{START_TIMEOUT_SECONDS} s (log: {data_dir / LOG_FILE})")
+            raise LakeFSError(
+                f"embedded lakeFS server over {data_dir} did not answer within "
+                f"{START_TIMEOUT_SECONDS} s (log: {data_dir / LOG_FILE})"
+            )
         time.sleep(POLL_SECONDS)
     return None
 
@@ -112,10 +121,21 @@ def _spawn(data_dir: Path) -> str:
     log_path = data_dir / LOG_FILE
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "segmodels.lakefs_server", "--data-dir", str(data_dir),
-             "--idle-timeout", str(IDLE_TIMEOUT_SECONDS)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            close_fds=True)
+            [
+                sys.executable,
+                "-m",
+                "embedded_lakefs",
+                "--data-dir",
+                str(data_dir),
+                "--idle-timeout",
+                str(IDLE_TIMEOUT_SECONDS),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
     try:
         endpoint = _await_endpoint(data_dir, lambda: process.poll() is None, process.pid)
     except LakeFSError:
@@ -123,6 +143,8 @@ def _spawn(data_dir: Path) -> str:
         raise
     if endpoint is None:
         tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
-        raise LakeFSError(f"embedded lakeFS server over {data_dir} exited with code {process.returncode}: "
-                          f"{tail[0] if tail else 'no output'} (log: {log_path})")
+        raise LakeFSError(
+            f"embedded lakeFS server over {data_dir} exited with code {process.returncode}: "
+            f"{tail[0] if tail else 'no output'} (log: {log_path})"
+        )
     return endpoint

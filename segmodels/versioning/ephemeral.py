@@ -24,15 +24,17 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import psutil
 
 PREFIX = "_segmodels-tmp-"
 MAX_TARGET_CHARS = 64
-_NAME = re.compile(r"(?P<target>\w[-\w]*)-(?P<host>[0-9a-f]{10})-(?P<pid>[0-9]+)-(?P<start>[0-9]+)"
-                   r"-(?P<created>[0-9]+)-(?P<token>[0-9a-f]{8})")
+_NAME = re.compile(
+    r"(?P<target>\w[-\w]*)-(?P<host>[0-9a-f]{10})-(?P<pid>[0-9]+)-(?P<start>[0-9]+)"
+    r"-(?P<created>[0-9]+)-(?P<token>[0-9a-f]{8})"
+)
 
 _HAS_PROC = Path("/proc/self/stat").exists()
 _open_lock = threading.Lock()
@@ -44,7 +46,7 @@ def target_key(target: str) -> str:
     """How ``target`` appears in its ephemeral branch names (long names cut, with a hash to keep them apart)."""
     if len(target) <= MAX_TARGET_CHARS:
         return target
-    return target[:MAX_TARGET_CHARS - 13] + "_" + hashlib.sha256(target.encode()).hexdigest()[:12]
+    return target[: MAX_TARGET_CHARS - 13] + "_" + hashlib.sha256(target.encode()).hexdigest()[:12]
 
 
 def name_prefix(target: str) -> str:
@@ -64,24 +66,29 @@ class EphemeralBranch:
     created: int
 
     @classmethod
-    def new(cls, target: str) -> "EphemeralBranch":
+    def new(cls, target: str) -> EphemeralBranch:
         """A fresh name for a write into ``target`` by this process."""
         pid, created = os.getpid(), int(time.time())
         start = process_start(pid) or 0
         key = target_key(target)
-        return cls(f"{PREFIX}{key}-{host_id()}-{pid}-{start}-{created}-{uuid.uuid4().hex[:8]}", key, host_id(), pid,
-                   start, created)
+        return cls(
+            f"{PREFIX}{key}-{host_id()}-{pid}-{start}-{created}-{uuid.uuid4().hex[:8]}",
+            key,
+            host_id(),
+            pid,
+            start,
+            created,
+        )
 
     @classmethod
-    def parse(cls, name: str) -> "EphemeralBranch | None":
+    def parse(cls, name: str) -> EphemeralBranch | None:
         """The parts of ``name``, None when it is not an ephemeral branch name."""
         if not name.startswith(PREFIX):
             return None
-        match = _NAME.fullmatch(name[len(PREFIX):])
+        match = _NAME.fullmatch(name[len(PREFIX) :])
         if match is None:
             return None
-        return cls(name, match["target"], match["host"], int(match["pid"]), int(match["start"]),
-                   int(match["created"]))
+        return cls(name, match["target"], match["host"], int(match["pid"]), int(match["start"]), int(match["created"]))
 
     def writer_alive(self) -> bool | None:
         """True when the writer is known alive, False when known dead, None when that cannot be told here."""
@@ -116,7 +123,7 @@ def is_open(branch: str) -> bool:
         return branch in _open_branches
 
 
-@lru_cache(maxsize=None)
+@cache
 def _host_id(hostname: str) -> str:
     parts = [hostname]
     try:
@@ -156,7 +163,7 @@ def process_start(pid: int) -> int | None:
     except OSError:
         stat = b""
     if stat:
-        fields = stat[stat.rindex(b")") + 2:].split()  # after "pid (comm) ": state is field 3, starttime 22
+        fields = stat[stat.rindex(b")") + 2 :].split()  # after "pid (comm) ": state is field 3, starttime 22
         return None if fields[0] in (b"Z", b"X") else int(fields[19])
     if not _HAS_PROC:
         try:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from segmodels.checksums import OverlappedMd5
+from embedded_lakefs.checksums import OverlappedMd5
 
 CHUNK_SIZE = 4 << 20
 INDEX_FILE = "md5-index.json"
@@ -27,7 +27,6 @@ MAX_ENTRIES = 200_000
 # An md5 is remembered only for a file whose mtime is older than this: a file rewritten within the same timestamp
 # tick (coarse clocks, 2 s on FAT) keeps size and mtime, and must not be trusted ("racy" entries, as in git).
 RACY_SECONDS = 2.0
-
 
 
 def file_chunks(path: Path, digest: OverlappedMd5 | None = None) -> Iterator[bytes]:
@@ -76,8 +75,12 @@ class Md5Index:
 
     def lookup(self, path: Path, stat: os.stat_result) -> str | None:
         entry = self._entries.get(str(Path(path).absolute()))
-        if (isinstance(entry, list) and len(entry) == 3 and (entry[0], entry[1]) == _stat_key(stat)
-                and isinstance(entry[2], str)):
+        if (
+            isinstance(entry, list)
+            and len(entry) == 3
+            and (entry[0], entry[1]) == _stat_key(stat)
+            and isinstance(entry[2], str)
+        ):
             return entry[2]
         return None
 
@@ -127,4 +130,3 @@ class Md5Index:
                     raise
         except OSError:
             pass  # a cache: failing to save it only costs hashing again
-

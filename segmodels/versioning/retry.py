@@ -83,8 +83,15 @@ class Retrier:
     backoff, and no new try later than ``window`` seconds after the first (None: no time limit). Each try is
     bounded by the transport's own timeouts, so a call fails after at most ``window`` + one try."""
 
-    def __init__(self, endpoint: str, attempts: int = 5, backoff: float = 0.2, max_backoff: float = 5.0,
-                 window: float | None = None, timeouts: tuple[float, float] | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        attempts: int = 5,
+        backoff: float = 0.2,
+        max_backoff: float = 5.0,
+        window: float | None = None,
+        timeouts: tuple[float, float] | None = None,
+    ):
         self.endpoint = endpoint
         self.timeouts = timeouts
         self.attempts = max(1, attempts)
@@ -103,14 +110,15 @@ class Retrier:
                 message = exc.message if isinstance(exc, ServerError) else error_message(exc.body) or exc.reason
                 if status is not None and status >= 500 and self._may_retry(attempt, start):
                     continue
-                raise LakeFSError(f"lakeFS {self.endpoint}: {what}: {message} (HTTP {status})",
-                                  status=status) from None
+                raise LakeFSError(f"lakeFS {self.endpoint}: {what}: {message} (HTTP {status})", status=status) from None
             except RETRYABLE_ERRORS as exc:
                 if self._may_retry(attempt, start):
                     continue
-                raise LakeFSError(f"lakeFS {self.endpoint}: {what}: server unreachable after {attempt} attempt"
-                                  f"{'s' if attempt > 1 else ''} in {time.monotonic() - start:.1f} s "
-                                  f"({describe_failure(exc, self.timeouts)})") from None
+                raise LakeFSError(
+                    f"lakeFS {self.endpoint}: {what}: server unreachable after {attempt} attempt"
+                    f"{'s' if attempt > 1 else ''} in {time.monotonic() - start:.1f} s "
+                    f"({describe_failure(exc, self.timeouts)})"
+                ) from None
         raise AssertionError("unreachable")
 
     def _may_retry(self, attempt: int, start: float) -> bool:

@@ -85,8 +85,11 @@ class LakeFSSettings:
         object.__setattr__(self, "endpoint", normalize_endpoint(self.endpoint))
         for name in ("connect_timeout", "read_timeout", "retry_window", "ephemeral_max_age"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    math.isfinite(value) and value > 0):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not (math.isfinite(value) and value > 0)
+            ):
                 raise LakeFSError(f"lakeFS settings: {name}={value!r}: expected a positive number of seconds")
             object.__setattr__(self, name, float(value))
 
@@ -96,7 +99,7 @@ class LakeFSSettings:
         return self.endpoint + API_PATH
 
     @classmethod
-    def from_environment(cls, lakectl_config: Path | None = None) -> "LakeFSSettings | None":
+    def from_environment(cls, lakectl_config: Path | None = None) -> LakeFSSettings | None:
         """Settings from ``LAKECTL_*`` variables, else from ``~/.lakectl.yaml``; None when no endpoint is set."""
         config = _read_lakectl_config(lakectl_config or lakectl_config_path())
         endpoint = os.environ.get(ENV_ENDPOINT) or config.get("server", {}).get("endpoint_url")
@@ -106,8 +109,10 @@ class LakeFSSettings:
         access_key_id = os.environ.get(ENV_ACCESS_KEY_ID) or credentials.get("access_key_id")
         secret = os.environ.get(ENV_SECRET_ACCESS_KEY) or credentials.get("secret_access_key")
         if not access_key_id or not secret:
-            raise LakeFSError(f"lakeFS endpoint {endpoint} is configured without credentials: set "
-                              f"{ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY} or credentials in ~/.lakectl.yaml")
+            raise LakeFSError(
+                f"lakeFS endpoint {endpoint} is configured without credentials: set "
+                f"{ENV_ACCESS_KEY_ID} and {ENV_SECRET_ACCESS_KEY} or credentials in ~/.lakectl.yaml"
+            )
         return cls(endpoint, access_key_id, secret)
 
 

@@ -22,23 +22,27 @@ class LakeFSUri:
     path: str = ""
 
     @classmethod
-    def parse(cls, uri: str) -> "LakeFSUri":
+    def parse(cls, uri: str) -> LakeFSUri:
         """Parse ``lakefs://repo/ref[/path]``; a URI with user info (``lakefs://user:pass@repo/...``: credentials come
         from ``LAKECTL_*`` or ``~/.lakectl.yaml``) or no repository name is refused in one line that shows the URI
         redacted and cut short."""
         if not isinstance(uri, str) or not uri.startswith(SCHEME):
             raise LakeFSError(f"{shown(uri)}: not a lakeFS URI (expected lakefs://repo/ref/path)")
-        repo, _, rest = uri[len(SCHEME):].partition("/")
+        repo, _, rest = uri[len(SCHEME) :].partition("/")
         ref, _, path = rest.partition("/")
         if "@" in repo or ("@" in uri and not REPOSITORY_NAME.fullmatch(repo)):
-            raise LakeFSError(f"{shown(uri)}: a lakeFS URI takes no user info; pass credentials as "
-                              "LAKECTL_CREDENTIALS_ACCESS_KEY_ID/LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY "
-                              "or in ~/.lakectl.yaml")
+            raise LakeFSError(
+                f"{shown(uri)}: a lakeFS URI takes no user info; pass credentials as "
+                "LAKECTL_CREDENTIALS_ACCESS_KEY_ID/LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY "
+                "or in ~/.lakectl.yaml"
+            )
         if not repo or not ref:
             raise LakeFSError(f"{shown(uri)}: a lakeFS URI needs a repository and a ref (lakefs://repo/ref/path)")
         if not REPOSITORY_NAME.fullmatch(repo):
-            raise LakeFSError(f"{shown(uri)}: {shown(repo, 40)!r} is not a lakeFS repository name "
-                              "(3-63 characters: a-z, 0-9, '-', not starting with '-')")
+            raise LakeFSError(
+                f"{shown(uri)}: {shown(repo, 40)!r} is not a lakeFS repository name "
+                "(3-63 characters: a-z, 0-9, '-', not starting with '-')"
+            )
         return cls(repo, ref, path)
 
     def __str__(self) -> str:

@@ -5,13 +5,12 @@ and the options given (``data.options``) override them.
 """
 
 import logging
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from segmodels.config import default_config_dir, load_config
-
 from segmodels.data.errors import DataValidationError
 from segmodels.data.formats import coco, folder, labelme, voc  # noqa: F401  (registers the readers)
 from segmodels.data.formats.base import (
@@ -35,7 +34,7 @@ def list_formats() -> list[str]:
     return [*DETECTION_ORDER, *(name for name in FORMATS if name not in DETECTION_ORDER)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _preset_options(name: str) -> tuple:
     if not (default_config_dir() / "data" / f"{name}.yaml").is_file():
         return ()
@@ -99,8 +98,13 @@ def _nested_pair(root: Path, options) -> dict:
     pairs = _nested_pairs(root, options)
     if len(pairs) == 1:
         images_dir, masks_dir = pairs[0]
-        log.info("reading images from %s/ and masks from %s/ (found below %s; %s picks them explicitly)",
-                 images_dir, masks_dir, root, folder.pair_params(images_dir, masks_dir))
+        log.info(
+            "reading images from %s/ and masks from %s/ (found below %s; %s picks them explicitly)",
+            images_dir,
+            masks_dir,
+            root,
+            folder.pair_params(images_dir, masks_dir),
+        )
         return {"images_dir": images_dir, "masks_dir": masks_dir}
     if not pairs:
         folder.resolve_folders(root, None, None)  # raises, naming what it looked for and what is there

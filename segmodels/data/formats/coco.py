@@ -116,8 +116,10 @@ class COCOReader(SourceReader):
         else:
             self.files = [self.root / name for name in ([annotations] if isinstance(annotations, str) else annotations)]
         if not self.files:
-            raise DataValidationError(f"{self.root}: no COCO annotation file (*.json or annotations/*.json with "
-                                      "images, annotations, categories)")
+            raise DataValidationError(
+                f"{self.root}: no COCO annotation file (*.json or annotations/*.json with "
+                "images, annotations, categories)"
+            )
         self.images_dir = self.root / images_dir if images_dir else None
         self.crowd_as_ignore = crowd_as_ignore
         self._orphans: list[Issue] = []
@@ -141,18 +143,21 @@ class COCOReader(SourceReader):
         for path in self.files:
             for index, category in enumerate(self._read(path)["categories"]):
                 if not isinstance(category, dict):
-                    raise DataValidationError(f"{path}: categories[{index}] is a {json_type(category)}, "
-                                              "expected an object")
+                    raise DataValidationError(
+                        f"{path}: categories[{index}] is a {json_type(category)}, expected an object"
+                    )
                 if not is_integer(category.get("id")):
-                    raise DataValidationError(f"{path}: categories[{index}] has no integer `id` "
-                                              f"({short(category.get('id'))})")
+                    raise DataValidationError(
+                        f"{path}: categories[{index}] has no integer `id` ({short(category.get('id'))})"
+                    )
                 name = category.get("name")
                 if not isinstance(name, str) or not name:
                     raise DataValidationError(f"{path}: category id {category['id']} has no `name` ({short(name)})")
                 known = categories.setdefault(category["id"], name)
                 if known != name:
-                    raise DataValidationError(f"{path}: category id {category['id']} is {name!r} here, "
-                                              f"{known!r} elsewhere")
+                    raise DataValidationError(
+                        f"{path}: category id {category['id']} is {name!r} here, {known!r} elsewhere"
+                    )
         background = [cid for cid, name in categories.items() if name in BACKGROUND_NAMES]
         names = ["_background_" if not background else categories[background[0]]]
         self._class_of = {background[0]: 0} if background else {}
@@ -181,8 +186,9 @@ class COCOReader(SourceReader):
         samples, self._orphans = [], list(self._refused)
         for path in self.files:
             document = self._read(path)
-            ids = Counter(image["id"] for image in document["images"]
-                          if isinstance(image, dict) and is_integer(image.get("id")))
+            ids = Counter(
+                image["id"] for image in document["images"] if isinstance(image, dict) and is_integer(image.get("id"))
+            )
             duplicated = {image_id for image_id, count in ids.items() if count > 1}
             images, refused_ids = {}, set()
             for index, image in enumerate(document["images"]):
@@ -197,8 +203,11 @@ class COCOReader(SourceReader):
                 images[image["id"]] = image
             by_image: dict[int, list] = {image_id: [] for image_id in images}
             for index, annotation in enumerate(document["annotations"]):
-                where = (f"{path}#annotation={short(annotation.get('id'))}" if isinstance(annotation, dict)
-                         else f"{path}#annotations[{index}]")
+                where = (
+                    f"{path}#annotation={short(annotation.get('id'))}"
+                    if isinstance(annotation, dict)
+                    else f"{path}#annotations[{index}]"
+                )
                 image_id = annotation.get("image_id") if isinstance(annotation, dict) else None
                 if not isinstance(annotation, dict):
                     self._orphans.append(Issue(where, f"annotation is a {json_type(annotation)}, expected an object"))
@@ -210,8 +219,13 @@ class COCOReader(SourceReader):
                     self._orphans.append(Issue(where, f"annotation of unknown image id {image_id}"))
             for image_id, image in images.items():
                 if len(by_image[image_id]) > MAX_ANNOTATIONS_PER_IMAGE:
-                    self._orphans.append(Issue(f"{path}#image_id={image_id}", f"{len(by_image[image_id])} annotations, "
-                                               f"more than the {MAX_ANNOTATIONS_PER_IMAGE} one image may have"))
+                    self._orphans.append(
+                        Issue(
+                            f"{path}#image_id={image_id}",
+                            f"{len(by_image[image_id])} annotations, "
+                            f"more than the {MAX_ANNOTATIONS_PER_IMAGE} one image may have",
+                        )
+                    )
                     continue
                 samples.append(self._sample(path, image, by_image[image_id]))
         return samples
@@ -219,8 +233,11 @@ class COCOReader(SourceReader):
     def _sample(self, path: Path, image: dict, annotations: list) -> Sample:
         file_name = image["file_name"]
         image_path = self._image_path(path, file_name)
-        entry = {"width": whole_number(image["width"]), "height": whole_number(image["height"]),
-                 "annotations": annotations}
+        entry = {
+            "width": whole_number(image["width"]),
+            "height": whole_number(image["height"]),
+            "annotations": annotations,
+        }
         encoded = json.dumps(entry, sort_keys=True).encode()
         return Sample(
             name=Path(file_name).stem,
@@ -265,8 +282,10 @@ class COCOReader(SourceReader):
                 raise AnnotationError(f"{name}: {error}") from None
             painted += patch.pixels.size
             if painted > MAX_PAINTED_LAYERS * height * width:
-                raise AnnotationError(f"{name}: the annotations' boxes so far cover the {width}x{height} image more "
-                                      f"than {MAX_PAINTED_LAYERS} times over (refused as a flood)")
+                raise AnnotationError(
+                    f"{name}: the annotations' boxes so far cover the {width}x{height} image more "
+                    f"than {MAX_PAINTED_LAYERS} times over (refused as a flood)"
+                )
             ignore = self.crowd_as_ignore and annotation.get("iscrowd")
             patch.paint(mask, -1 if ignore else self._class_of[category])
         return mask

@@ -71,11 +71,16 @@ class FolderReader(SourceReader):
         return load_class_file(path, self.root) if path else None
 
     def samples(self) -> list[Sample]:
-        folders = [(split, images, masks) for split, images, masks in folder_pairs(self.root, self.images_dir, self.masks_dir)
-                   if images.is_dir() or masks.is_dir()]
+        folders = [
+            (split, images, masks)
+            for split, images, masks in folder_pairs(self.root, self.images_dir, self.masks_dir)
+            if images.is_dir() or masks.is_dir()
+        ]
         if not any(images.is_dir() for _, images, _ in folders):
             where = f" for any of {'|'.join(SPLITS)}" if SPLIT in self.images_dir else ""
-            raise DataValidationError(f"{self.root}: images folder {self.images_dir!r} not found{where}{_present(self.root)}")
+            raise DataValidationError(
+                f"{self.root}: images folder {self.images_dir!r} not found{where}{_present(self.root)}"
+            )
         samples, masks, expected_masks = [], set(), set()
         for split, images_dir, masks_dir in folders:
             masks.update(walk_files(masks_dir, (self.mask_suffix,)))
@@ -83,7 +88,9 @@ class FolderReader(SourceReader):
         self._orphans = [Issue(str(mask), "extra mask: no image matches it") for mask in sorted(masks - expected_masks)]
         return samples
 
-    def _pairs(self, split: str | None, images_dir: Path, masks_dir: Path, masks: set[Path], expected_masks: set[Path]) -> list[Sample]:
+    def _pairs(
+        self, split: str | None, images_dir: Path, masks_dir: Path, masks: set[Path], expected_masks: set[Path]
+    ) -> list[Sample]:
         samples = []
         for image in walk_files(images_dir, self.image_suffixes):
             relative = image.relative_to(images_dir)
@@ -146,7 +153,9 @@ def resolve_folders(root: Path, images_dir: str | None, masks_dir: str | None) -
 def folder_pairs(root: Path, images_dir: str, masks_dir: str) -> list[tuple[str | None, Path, Path]]:
     """(split, images folder, masks folder): one per split for `{split}` names, else one without a split."""
     if SPLIT in images_dir:
-        return [(split, root / images_dir.format(split=split), root / masks_dir.format(split=split)) for split in SPLITS]
+        return [
+            (split, root / images_dir.format(split=split), root / masks_dir.format(split=split)) for split in SPLITS
+        ]
     return [(None, root / images_dir, root / masks_dir)]
 
 
@@ -179,7 +188,9 @@ def walk_files(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     found = []
     for directory, subdirectories, files in os.walk(folder):
         subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-        found += [Path(directory, name) for name in files if not name.startswith(".") and name.lower().endswith(suffixes)]
+        found += [
+            Path(directory, name) for name in files if not name.startswith(".") and name.lower().endswith(suffixes)
+        ]
     return sorted(found)
 
 
@@ -233,5 +244,11 @@ def _name_score(images_dir: str, masks_dir: str) -> int:
 
 def pair_params(images_dir: str, masks_dir: str) -> str:
     """The ``mlflow run`` parameters that read this folder pair, as a user types them."""
-    return " ".join(f"-P {shlex.quote(f'{key}={value}')}" for key, value in
-                    (("format", "folder"), ("data.options.images_dir", images_dir), ("data.options.masks_dir", masks_dir)))
+    return " ".join(
+        f"-P {shlex.quote(f'{key}={value}')}"
+        for key, value in (
+            ("format", "folder"),
+            ("data.options.images_dir", images_dir),
+            ("data.options.masks_dir", masks_dir),
+        )
+    )

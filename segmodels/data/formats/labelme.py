@@ -50,7 +50,8 @@ def is_labelme_file(path: Path) -> bool:
         return False
     text = head.decode("utf-8", "replace")
     return LABELME_SHAPES_START.search(text) is not None or (
-        '"shapes"' in text and ('"imagePath"' in text or '"imageData"' in text))
+        '"shapes"' in text and ('"imagePath"' in text or '"imageData"' in text)
+    )
 
 
 def load_document(data: bytes) -> dict:
@@ -193,8 +194,9 @@ class LabelmeReader(SourceReader):
         document = load_document(data)
         height, width = declared_size(document)
         if len(document["shapes"]) > MAX_SHAPES_PER_FILE:
-            raise AnnotationError(f"{len(document['shapes'])} shapes, more than the {MAX_SHAPES_PER_FILE} one file "
-                                  "may have")
+            raise AnnotationError(
+                f"{len(document['shapes'])} shapes, more than the {MAX_SHAPES_PER_FILE} one file may have"
+            )
         mask = np.zeros((height, width), dtype=np.int16)
         canvas, painted = ShapeCanvas(height, width), 0
         for index, shape in enumerate(document["shapes"]):
@@ -209,7 +211,9 @@ class LabelmeReader(SourceReader):
                 raise AnnotationError(f"shapes[{index}]: {error}") from None
             painted += patch.pixels.size
             if painted > MAX_PAINTED_LAYERS * height * width:
-                raise AnnotationError(f"shapes[{index}]: the shapes' boxes so far cover the {width}x{height} image "
-                                      f"more than {MAX_PAINTED_LAYERS} times over (refused as a flood)")
+                raise AnnotationError(
+                    f"shapes[{index}]: the shapes' boxes so far cover the {width}x{height} image "
+                    f"more than {MAX_PAINTED_LAYERS} times over (refused as a flood)"
+                )
             patch.paint(mask, class_of[label])
         return mask

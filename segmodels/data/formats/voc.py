@@ -20,8 +20,27 @@ from segmodels.data.formats.base import (
 from segmodels.data.layout import SPLITS
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
@@ -74,7 +93,9 @@ class VOCReader(SourceReader):
             if path.suffix.lower() in IMAGE_SUFFIXES:
                 images.setdefault(path.stem, path)
         names = listed if listed else {stem: None for stem in masks}
-        self._orphans += [Issue(str(path), "extra mask: no image matches it") for stem, path in masks.items() if stem not in images]
+        self._orphans += [
+            Issue(str(path), "extra mask: no image matches it") for stem, path in masks.items() if stem not in images
+        ]
         samples = []
         for stem, split in sorted(names.items()):
             image = images.get(stem, self.root / "JPEGImages" / f"{stem}.jpg")
@@ -101,7 +122,9 @@ class VOCReader(SourceReader):
             if not os.path.lexists(path):
                 continue
             try:
-                text = read_source_file(path, self.root).decode("utf-8", "surrogateescape")  # names as the file system's
+                text = read_source_file(path, self.root).decode(
+                    "utf-8", "surrogateescape"
+                )  # names as the file system's
             except OSError as error:
                 raise DataValidationError(f"{path}: unreadable split list ({error.strerror or error})") from None
             for number, line in enumerate(text.split("\n"), 1):

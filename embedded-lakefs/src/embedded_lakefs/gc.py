@@ -37,12 +37,15 @@ class CollectionReport:
 
     def summary(self) -> str:
         verb = "would free" if self.dry_run else "freed"
-        return (f"{verb} {self.blobs} blobs ({self.blob_bytes / 1e6:.1f} MB), {self.commits} unreachable commits "
-                f"and {self.nodes} tree nodes ({self.node_bytes / 1e6:.1f} MB)")
+        return (
+            f"{verb} {self.blobs} blobs ({self.blob_bytes / 1e6:.1f} MB), {self.commits} unreachable commits "
+            f"and {self.nodes} tree nodes ({self.node_bytes / 1e6:.1f} MB)"
+        )
 
 
-def collect_garbage(data_dir: Path, retention_days: float = DEFAULT_RETENTION_DAYS, dry_run: bool = False,
-                    now: float | None = None) -> CollectionReport:
+def collect_garbage(
+    data_dir: Path, retention_days: float = DEFAULT_RETENTION_DAYS, dry_run: bool = False, now: float | None = None
+) -> CollectionReport:
     """Collect the embedded server's data directory ``data_dir`` (``lakefs.db`` and ``blobs/``)."""
     data_dir = Path(data_dir)
     if not (data_dir / "lakefs.db").is_file():
@@ -50,7 +53,7 @@ def collect_garbage(data_dir: Path, retention_days: float = DEFAULT_RETENTION_DA
     cutoff = (time.time() if now is None else now) - retention_days * 86400
     db, blobs = Database(data_dir / "lakefs.db"), BlobStore(data_dir / "blobs")
     with blobs.collecting():
-        with (db.read() if dry_run else db.write()) as conn:
+        with db.read() if dry_run else db.write() as conn:
             dead_commits, live_roots = _sweep_commits(conn, cutoff)
             trees = db.trees(conn)
             live_nodes: set[str] = set()
@@ -59,26 +62,44 @@ def collect_garbage(data_dir: Path, retention_days: float = DEFAULT_RETENTION_DA
                 for _, node in trees.walk(root, live_nodes):
                     if node.level == 0:
                         live_blobs.update(value[0] for _, value in node.items)
-            dead_nodes = [(node_id, size) for node_id, size in conn.execute("SELECT id, length(data) FROM nodes")
-                          if node_id not in live_nodes]
+            dead_nodes = [
+                (node_id, size)
+                for node_id, size in conn.execute("SELECT id, length(data) FROM nodes")
+                if node_id not in live_nodes
+            ]
             if not dry_run:
                 conn.executemany("DELETE FROM commits WHERE repo=? AND id=?", dead_commits)
                 conn.executemany("DELETE FROM nodes WHERE id=?", ((node_id,) for node_id, _ in dead_nodes))
-        dead_blobs = [(address, stat.st_size) for address, stat in blobs.addresses()
-                      if address not in live_blobs and stat.st_mtime < cutoff]
+        dead_blobs = [
+            (address, stat.st_size)
+            for address, stat in blobs.addresses()
+            if address not in live_blobs and stat.st_mtime < cutoff
+        ]
         if not dry_run:
             for address, _ in dead_blobs:
                 blobs.path(address).unlink(missing_ok=True)
-    return CollectionReport(len(dead_commits), len(dead_nodes), sum(size for _, size in dead_nodes),
-                            len(dead_blobs), sum(size for _, size in dead_blobs), dry_run)
+    return CollectionReport(
+        len(dead_commits),
+        len(dead_nodes),
+        sum(size for _, size in dead_nodes),
+        len(dead_blobs),
+        sum(size for _, size in dead_blobs),
+        dry_run,
+    )
 
 
 def _sweep_commits(conn, cutoff: float) -> tuple[list[tuple[str, str]], set[str]]:
     """The unreachable commits older than ``cutoff`` (``(repo, id)``) and the tree roots of the others."""
-    commits = {(repo, commit_id): (json.loads(parents), date, root) for repo, commit_id, parents, date, root
-               in conn.execute("SELECT repo, id, parents, creation_date, meta_range_id FROM commits")}
-    frontier = [tuple(row) for row in conn.execute("SELECT repo, commit_id FROM branches UNION "
-                                                   "SELECT repo, commit_id FROM tags")]
+    commits = {
+        (repo, commit_id): (json.loads(parents), date, root)
+        for repo, commit_id, parents, date, root in conn.execute(
+            "SELECT repo, id, parents, creation_date, meta_range_id FROM commits"
+        )
+    }
+    frontier = [
+        tuple(row)
+        for row in conn.execute("SELECT repo, commit_id FROM branches UNION SELECT repo, commit_id FROM tags")
+    ]
     frontier += [key for key, (_, date, _) in commits.items() if date >= cutoff]
     live: set[tuple[str, str]] = set()
     while frontier:

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 from . import refs, staging
 from .errors import BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed
 from .merge import STRATEGIES, merge_changes
-from .records import CommonPrefix, Commit, Difference, Entry, ResolvedRef, prefix_upper_bound, same_object
+from .records import Commit, CommonPrefix, Difference, Entry, ResolvedRef, prefix_upper_bound, same_object
 from .refs import parse_ref
 from .staging import NOT_STAGED
 from .storage import Database
@@ -46,8 +46,14 @@ def normalize_amount(amount: int | None) -> int:
     return min(amount, MAX_AMOUNT)
 
 
-def page_by_path(stream: Callable[[str, bool], Iterator], prefix: str, after: str, amount: int | None,
-                 delimiter: str, common_prefix: Callable[[str], object]) -> tuple[list, bool]:
+def page_by_path(
+    stream: Callable[[str, bool], Iterator],
+    prefix: str,
+    after: str,
+    amount: int | None,
+    delimiter: str,
+    common_prefix: Callable[[str], object],
+) -> tuple[list, bool]:
     """One page of ``stream(start, inclusive)``'s results (things with a ``path``, in path order) below ``prefix``
     and after ``after``; with a ``delimiter``, everything under one common prefix is one ``common_prefix(path)``
     result, and the stream restarts past it."""
@@ -66,7 +72,7 @@ def page_by_path(stream: Callable[[str, bool], Iterator], prefix: str, after: st
                 if len(results) > limit:
                     break
                 continue
-            common = item.path[:cut + len(delimiter)]
+            common = item.path[: cut + len(delimiter)]
             if common > after:
                 results.append(common_prefix(common))
             restart = prefix_upper_bound(common)
@@ -84,8 +90,9 @@ class Catalog:
         self.db = Database(db_path, synchronous)
 
     # -- repositories ----------------------------------------------------------------------------------------
-    def create_repository(self, name: str, storage_namespace: str, default_branch: str = "main",
-                          read_only: bool = False) -> dict:
+    def create_repository(
+        self, name: str, storage_namespace: str, default_branch: str = "main", read_only: bool = False
+    ) -> dict:
         check_name("repository", name, REPOSITORY_NAME)
         check_name("branch", default_branch, BRANCH_NAME)
         if not storage_namespace:
@@ -94,8 +101,10 @@ class Catalog:
         with self.db.write() as conn:
             if conn.execute("SELECT 1 FROM repositories WHERE name=?", (name,)).fetchone():
                 raise Conflict("error creating repository: not unique")
-            conn.execute("INSERT INTO repositories VALUES (?,?,?,?,?)",
-                         (name, storage_namespace, default_branch, now, int(read_only)))
+            conn.execute(
+                "INSERT INTO repositories VALUES (?,?,?,?,?)",
+                (name, storage_namespace, default_branch, now, int(read_only)),
+            )
             commit = refs.insert_commit(conn, name, [], "", "Repository created", now, EMPTY_TREE, {})
             refs.move_branch(conn, name, default_branch, commit.id)
             return refs.repository(conn, name)
@@ -106,8 +115,10 @@ class Catalog:
 
     def list_repositories(self, prefix: str = "", after: str = "", amount: int | None = None):
         with self.db.read() as conn:
-            rows = conn.execute("SELECT name FROM repositories WHERE name > ? AND name >= ? ORDER BY name LIMIT ?",
-                                (after, prefix, normalize_amount(amount) + 1)).fetchall()
+            rows = conn.execute(
+                "SELECT name FROM repositories WHERE name > ? AND name >= ? ORDER BY name LIMIT ?",
+                (after, prefix, normalize_amount(amount) + 1),
+            ).fetchall()
             names, has_more = paginate([r[0] for r in rows if r[0].startswith(prefix)], amount)
             return [refs.repository(conn, n) for n in names], has_more
 
@@ -126,8 +137,17 @@ class Catalog:
             refs.repository(conn, repo)
             return refs.commit(conn, repo, refs.resolve(conn, repo, ref).commit_id)
 
-    def commit(self, repo: str, branch: str, message: str, committer: str, metadata: dict | None = None,
-               date: int | None = None, allow_empty: bool = False, force: bool = False) -> Commit:
+    def commit(
+        self,
+        repo: str,
+        branch: str,
+        message: str,
+        committer: str,
+        metadata: dict | None = None,
+        date: int | None = None,
+        allow_empty: bool = False,
+        force: bool = False,
+    ) -> Commit:
         """Commit the branch's staged changes: O(changes x log objects) time and new storage."""
         if not message:
             raise BadRequest("validation error: message: commit message is required")
@@ -140,16 +160,33 @@ class Catalog:
             tree_id = self.db.trees(conn).apply(parent.meta_range_id, changes)
             if tree_id == parent.meta_range_id and not allow_empty:
                 raise BadRequest("commit: no changes")
-            commit = refs.insert_commit(conn, repo, [head], committer, message,
-                                        int(date) if date is not None else int(time.time()), tree_id,
-                                        metadata or {})
+            commit = refs.insert_commit(
+                conn,
+                repo,
+                [head],
+                committer,
+                message,
+                int(date) if date is not None else int(time.time()),
+                tree_id,
+                metadata or {},
+            )
             refs.move_branch(conn, repo, branch, commit.id)
             staging.drop(conn, repo, branch)
             return commit
 
-    def log(self, repo: str, ref: str, after: str = "", amount: int | None = None, first_parent: bool = False,
-            stop_at: str | None = None, limit: bool = False, objects: list[str] | tuple = (),
-            prefixes: list[str] | tuple = (), since: float | None = None) -> tuple[list[Commit], bool]:
+    def log(
+        self,
+        repo: str,
+        ref: str,
+        after: str = "",
+        amount: int | None = None,
+        first_parent: bool = False,
+        stop_at: str | None = None,
+        limit: bool = False,
+        objects: list[str] | tuple = (),
+        prefixes: list[str] | tuple = (),
+        since: float | None = None,
+    ) -> tuple[list[Commit], bool]:
         """Commits reachable from ``ref``, newest generation first, paginated by commit id.
 
         ``stop_at`` ends the log at that commit (included), ``since`` at the first commit created before it
@@ -191,14 +228,14 @@ class Catalog:
         return False
 
     # -- write guards: read-only repositories and branch protection -----------------------------------------
-    def _guard(self, conn, repo: str, branch: str | None, force: bool = False, committing: bool = False,
-               protect: bool = True) -> None:
+    def _guard(
+        self, conn, repo: str, branch: str | None, force: bool = False, committing: bool = False, protect: bool = True
+    ) -> None:
         """403 for a write to a read-only repository (unless ``force``) or to a protected branch."""
         if refs.repository(conn, repo)["read_only"] and not force:
             raise Forbidden("read-only repository")
         if protect and branch is not None and self._is_protected(conn, repo, branch):
-            raise Forbidden("cannot commit to protected branch" if committing else
-                            "cannot write to protected branch")
+            raise Forbidden("cannot commit to protected branch" if committing else "cannot write to protected branch")
 
     def check_writable(self, repo: str, branch: str, force: bool = False) -> None:
         """404 for a missing repository or branch, 403 when writes to ``branch`` are refused (see ``_guard``)."""
@@ -294,8 +331,9 @@ class Catalog:
             conn.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, name))
             staging.drop(conn, repo, name)
 
-    def reset_branch(self, repo: str, branch: str, reset_type: str, path: str | None = None,
-                     force: bool = False) -> None:
+    def reset_branch(
+        self, repo: str, branch: str, reset_type: str, path: str | None = None, force: bool = False
+    ) -> None:
         """Drop uncommitted changes: all (``reset``), one object (``object``) or a prefix (``common_prefix``)."""
         if reset_type not in ("reset", "object", "common_prefix"):
             raise BadRequest("unknown reset type")
@@ -397,8 +435,15 @@ class Catalog:
             return False
         return True
 
-    def put_entry(self, repo: str, branch: str, entry: Entry, if_absent: bool = False,
-                  if_match: str | None = None, force: bool = False) -> None:
+    def put_entry(
+        self,
+        repo: str,
+        branch: str,
+        entry: Entry,
+        if_absent: bool = False,
+        if_match: str | None = None,
+        force: bool = False,
+    ) -> None:
         with self.db.write() as conn:
             refs.repository(conn, repo)
             head = refs.branch_commit(conn, repo, branch)
@@ -419,8 +464,9 @@ class Catalog:
             self._guard(conn, repo, branch, force)
             staging.stage(conn, repo, branch, entries)
 
-    def delete_entries(self, repo: str, branch: str, paths: list[str], missing_ok: bool,
-                       force: bool = False) -> list[str]:
+    def delete_entries(
+        self, repo: str, branch: str, paths: list[str], missing_ok: bool, force: bool = False
+    ) -> list[str]:
         """Stage deletion of ``paths``; returns the paths not found (an error unless ``missing_ok``)."""
         with self.db.write() as conn:
             refs.repository(conn, repo)
@@ -436,14 +482,21 @@ class Catalog:
                 staging.stage_deletion(conn, repo, branch, path, trees.get(head.meta_range_id, path) is not None)
             return missing
 
-    def list_entries(self, repo: str, ref: str, prefix: str = "", after: str = "", amount: int | None = None,
-                     delimiter: str = "") -> tuple[list, bool]:
+    def list_entries(
+        self, repo: str, ref: str, prefix: str = "", after: str = "", amount: int | None = None, delimiter: str = ""
+    ) -> tuple[list, bool]:
         """Objects (and common prefixes, with ``delimiter``) at ``ref`` below ``prefix``, after ``after``."""
         with self.db.read() as conn:
             refs.repository(conn, repo)
             resolved = refs.resolve(conn, repo, ref)
-            return page_by_path(lambda start, inclusive: self._view(conn, repo, resolved, start, inclusive),
-                                prefix, after, amount, delimiter, CommonPrefix)
+            return page_by_path(
+                lambda start, inclusive: self._view(conn, repo, resolved, start, inclusive),
+                prefix,
+                after,
+                amount,
+                delimiter,
+                CommonPrefix,
+            )
 
     def update_user_metadata(self, repo: str, branch: str, path: str, metadata: dict) -> None:
         """Replace the user metadata of the object at ``path`` on ``branch`` (staging the changed entry)."""
@@ -454,12 +507,17 @@ class Catalog:
             entry = self._lookup(conn, repo, ResolvedRef(head, branch), path)
             if entry is None:
                 raise NotFound("object not found")
-            staging.stage(conn, repo, branch, [Entry(path, entry.address, entry.checksum, entry.size, entry.mtime,
-                                                     entry.content_type, metadata)])
+            staging.stage(
+                conn,
+                repo,
+                branch,
+                [Entry(path, entry.address, entry.checksum, entry.size, entry.mtime, entry.content_type, metadata)],
+            )
 
     # -- diff ------------------------------------------------------------------------------------------------
-    def diff_branch(self, repo: str, branch: str, prefix: str = "", after: str = "", amount: int | None = None,
-                    delimiter: str = "") -> tuple[list[Difference], bool]:
+    def diff_branch(
+        self, repo: str, branch: str, prefix: str = "", after: str = "", amount: int | None = None, delimiter: str = ""
+    ) -> tuple[list[Difference], bool]:
         """Uncommitted changes of ``branch``."""
         with self.db.read() as conn:
             refs.repository(conn, repo)
@@ -467,13 +525,24 @@ class Catalog:
             trees = self.db.trees(conn)
 
             def differences(start: str, inclusive: bool) -> Iterator[Difference]:
-                return _differences((path, trees.get(root, path), entry.value() if entry else None)
-                                    for path, entry in staging.changes(conn, repo, branch, start, inclusive))
+                return _differences(
+                    (path, trees.get(root, path), entry.value() if entry else None)
+                    for path, entry in staging.changes(conn, repo, branch, start, inclusive)
+                )
 
             return page_by_path(differences, prefix, after, amount, delimiter, _prefix_changed)
 
-    def diff_refs(self, repo: str, left_ref: str, right_ref: str, diff_type: str = "three_dot", prefix: str = "",
-                  after: str = "", amount: int | None = None, delimiter: str = "") -> tuple[list[Difference], bool]:
+    def diff_refs(
+        self,
+        repo: str,
+        left_ref: str,
+        right_ref: str,
+        diff_type: str = "three_dot",
+        prefix: str = "",
+        after: str = "",
+        amount: int | None = None,
+        delimiter: str = "",
+    ) -> tuple[list[Difference], bool]:
         """Committed differences from ``left_ref`` (or its merge base with ``right_ref``) to ``right_ref``."""
         if diff_type not in ("two_dot", "three_dot"):
             raise BadRequest(f"invalid diff type {diff_type!r}")
@@ -493,9 +562,19 @@ class Catalog:
             return page_by_path(differences, prefix, after, amount, delimiter, _prefix_changed)
 
     # -- merge, revert, cherry-pick --------------------------------------------------------------------------
-    def merge(self, repo: str, source_ref: str, destination: str, committer: str, message: str | None = None,
-              metadata: dict | None = None, strategy: str | None = None, allow_empty: bool = False,
-              squash: bool = False, force: bool = False) -> str:
+    def merge(
+        self,
+        repo: str,
+        source_ref: str,
+        destination: str,
+        committer: str,
+        message: str | None = None,
+        metadata: dict | None = None,
+        strategy: str | None = None,
+        allow_empty: bool = False,
+        squash: bool = False,
+        force: bool = False,
+    ) -> str:
         """Merge ``source_ref``'s commit into ``destination``; returns the new head commit id."""
         if strategy not in STRATEGIES:
             raise BadRequest(f"invalid strategy {strategy!r}: merge strategy is not supported")
@@ -514,22 +593,38 @@ class Catalog:
             if tree_id == dest and not allow_empty:
                 raise BadRequest("no changes")
             parents = [dest_head] if squash else [dest_head, source_id]
-            commit = refs.insert_commit(conn, repo, parents, committer,
-                                        message or f"Merge '{source_ref}' into '{destination}'",
-                                        int(time.time()), tree_id,
-                                        {**(metadata or {}), MERGE_STRATEGY_METADATA_KEY: strategy or "default"})
+            commit = refs.insert_commit(
+                conn,
+                repo,
+                parents,
+                committer,
+                message or f"Merge '{source_ref}' into '{destination}'",
+                int(time.time()),
+                tree_id,
+                {**(metadata or {}), MERGE_STRATEGY_METADATA_KEY: strategy or "default"},
+            )
             refs.move_branch(conn, repo, destination, commit.id)
             return commit.id
 
     def _three_way(self, conn, base: str, source: str, dest: str, strategy: str | None) -> str:
         """The root of ``dest`` with the changes from ``base`` to ``source`` merged in (O(changes x log N))."""
         trees = self.db.trees(conn)
-        changes = list(merge_changes(trees.diff(base, source), lambda path: trees.get(dest, path), strategy,
-                                     same_object))
+        changes = list(
+            merge_changes(trees.diff(base, source), lambda path: trees.get(dest, path), strategy, same_object)
+        )
         return trees.apply(dest, changes)
 
-    def _apply_commit_changes(self, conn, repo: str, branch: str, ref: str, parent_number: int | None,
-                              reverse: bool, operation: str, force: bool = False) -> tuple[str, Commit, str, str]:
+    def _apply_commit_changes(
+        self,
+        conn,
+        repo: str,
+        branch: str,
+        ref: str,
+        parent_number: int | None,
+        reverse: bool,
+        operation: str,
+        force: bool = False,
+    ) -> tuple[str, Commit, str, str]:
         """``(head, commit, new tree, head's tree)``: the tree of ``branch``'s head with the change of ``ref``'s
         commit (against its parent number ``parent_number``) applied, or undone (``reverse``); 409 on a
         conflict, 400 on a dirty branch."""
@@ -551,35 +646,66 @@ class Catalog:
         base, source = (commit.meta_range_id, parent_tree) if reverse else (parent_tree, commit.meta_range_id)
         return head, commit, self._three_way(conn, base, source, head_tree, None), head_tree
 
-    def revert(self, repo: str, branch: str, ref: str, parent_number: int | None, committer: str,
-               message: str | None = None, metadata: dict | None = None, allow_empty: bool = False,
-               force: bool = False) -> Commit:
+    def revert(
+        self,
+        repo: str,
+        branch: str,
+        ref: str,
+        parent_number: int | None,
+        committer: str,
+        message: str | None = None,
+        metadata: dict | None = None,
+        allow_empty: bool = False,
+        force: bool = False,
+    ) -> Commit:
         """Commit on ``branch`` the inverse of the change ``ref``'s commit made."""
         with self.db.write() as conn:
             refs.repository(conn, repo)
-            head, commit, tree_id, head_tree = self._apply_commit_changes(conn, repo, branch, ref, parent_number,
-                                                                          True, "revert", force)
+            head, commit, tree_id, head_tree = self._apply_commit_changes(
+                conn, repo, branch, ref, parent_number, True, "revert", force
+            )
             if tree_id == head_tree and not allow_empty:
                 raise BadRequest("no changes")
-            new = refs.insert_commit(conn, repo, [head], committer, message or f"Revert {ref}", int(time.time()),
-                                     tree_id, metadata or {})
+            new = refs.insert_commit(
+                conn, repo, [head], committer, message or f"Revert {ref}", int(time.time()), tree_id, metadata or {}
+            )
             refs.move_branch(conn, repo, branch, new.id)
             return new
 
-    def cherry_pick(self, repo: str, branch: str, ref: str, parent_number: int | None, committer: str,
-                    message: str | None = None, metadata: dict | None = None, force: bool = False) -> Commit:
+    def cherry_pick(
+        self,
+        repo: str,
+        branch: str,
+        ref: str,
+        parent_number: int | None,
+        committer: str,
+        message: str | None = None,
+        metadata: dict | None = None,
+        force: bool = False,
+    ) -> Commit:
         """Commit on ``branch`` the change ``ref``'s commit made (its message and metadata unless overridden), noting
         where it came from in the metadata, as lakeFS does."""
         with self.db.write() as conn:
             refs.repository(conn, repo)
-            head, commit, tree_id, head_tree = self._apply_commit_changes(conn, repo, branch, ref, parent_number,
-                                                                          False, "cherry-pick", force)
+            head, commit, tree_id, head_tree = self._apply_commit_changes(
+                conn, repo, branch, ref, parent_number, False, "cherry-pick", force
+            )
             if tree_id == head_tree:
                 raise BadRequest("no changes")
-            new = refs.insert_commit(conn, repo, [head], committer, message or commit.message, int(time.time()),
-                                     tree_id, {**(commit.metadata if metadata is None else metadata),
-                                               CHERRY_PICK_ORIGIN_KEY: commit.id,
-                                               CHERRY_PICK_COMMITTER_KEY: commit.committer})
+            new = refs.insert_commit(
+                conn,
+                repo,
+                [head],
+                committer,
+                message or commit.message,
+                int(time.time()),
+                tree_id,
+                {
+                    **(commit.metadata if metadata is None else metadata),
+                    CHERRY_PICK_ORIGIN_KEY: commit.id,
+                    CHERRY_PICK_COMMITTER_KEY: commit.committer,
+                },
+            )
             refs.move_branch(conn, repo, branch, new.id)
             return new
 
@@ -602,8 +728,9 @@ def _after(items: Iterator, first: Callable[[object], bool]) -> Iterator:
 
 def _differences(changes: Iterator[tuple[str, list | None, list | None]]) -> Iterator[Difference]:
     """The differences among ``(path, before, after)`` stored values: those that are not the same object."""
-    return (Difference.between(path, before, after) for path, before, after in changes
-            if not same_object(before, after))
+    return (
+        Difference.between(path, before, after) for path, before, after in changes if not same_object(before, after)
+    )
 
 
 def _prefix_changed(path: str) -> Difference:

@@ -39,8 +39,10 @@ class Limits:
 
     def __post_init__(self):
         if not 0 < self.max_unauthenticated < self.max_connections:
-            raise ValueError(f"max_unauthenticated ({self.max_unauthenticated}) must be between 1 and "
-                             f"max_connections - 1 ({self.max_connections - 1})")
+            raise ValueError(
+                f"max_unauthenticated ({self.max_unauthenticated}) must be between 1 and "
+                f"max_connections - 1 ({self.max_connections - 1})"
+            )
         if self.min_body_rate <= 0 or self.body_deadline <= 0:
             raise ValueError("body_deadline and min_body_rate must be positive")
 
@@ -111,8 +113,16 @@ def parse_query(query: str) -> dict[str, list[str]]:
 class Request:
     """One API call: path parameters, query, headers and a body read on demand."""
 
-    def __init__(self, method: str, query: str, headers, rfile, params: dict[str, str],
-                 framing: BodyFraming | None = None, limits: Limits | None = None):
+    def __init__(
+        self,
+        method: str,
+        query: str,
+        headers,
+        rfile,
+        params: dict[str, str],
+        framing: BodyFraming | None = None,
+        limits: Limits | None = None,
+    ):
         self.method = method
         self.query = parse_query(query)
         self.headers = headers
@@ -333,7 +343,7 @@ class _MultipartReader:
 
     def _skip_to_delimiter(self) -> None:
         while self._delimiter not in self._buffer:
-            self._buffer = self._buffer[-len(self._delimiter):]
+            self._buffer = self._buffer[-len(self._delimiter) :]
             if not self._fill():
                 raise BadRequest("malformed multipart body")
         self._buffer = self._buffer.split(self._delimiter, 1)[1]
@@ -344,7 +354,7 @@ class _MultipartReader:
         while True:
             index = self._buffer.find(self._delimiter)
             if index >= 0:
-                data, self._buffer = self._buffer[:index], self._buffer[index + keep:]
+                data, self._buffer = self._buffer[:index], self._buffer[index + keep :]
                 if data:
                     yield data
                 return

@@ -17,14 +17,22 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from segmodels.home import (CLIENTS_LOCK_FILE, SERVER_LOCK_FILE, Credentials, ServerState, clients_connected,
-                            load_or_create_credentials, remove_server_state, spawn_lock, write_server_state)
-
 from .api import LakeFSApi
 from .auth import check_authorization
 from .blockstore import BlobStore
 from .catalog import Catalog
 from .connections import Connections
+from .datadir import (
+    CLIENTS_LOCK_FILE,
+    SERVER_LOCK_FILE,
+    Credentials,
+    ServerState,
+    clients_connected,
+    load_or_create_credentials,
+    remove_server_state,
+    spawn_lock,
+    write_server_state,
+)
 from .errors import ApiError, NotFound
 from .transport import BodyFraming, Limits, Request, Response, body_framing
 
@@ -32,23 +40,27 @@ API_PREFIX = "/api/v1"
 LOCK_WAIT_SECONDS = 0.5
 LINGER_SECONDS = 1.0  # closing after an error: how long to drain what the client still sends
 LINGER_BYTES = 1 << 20
-LOG = logging.getLogger("segmodels.lakefs_server")
+LOG = logging.getLogger("embedded_lakefs")
 _REQUEST_TARGET = re.compile(r"[\x21-\x7e]+")  # printable ASCII, no spaces or control characters
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # in a header value: all but horizontal tab
-_HEADER_DEFECTS = (email.errors.MissingHeaderBodySeparatorDefect, email.errors.InvalidHeaderDefect,  # no name
-                   email.errors.FirstHeaderLineIsContinuationDefect)  # lines the parser drops
+_HEADER_DEFECTS = (
+    email.errors.MissingHeaderBodySeparatorDefect,
+    email.errors.InvalidHeaderDefect,  # no name
+    email.errors.FirstHeaderLineIsContinuationDefect,
+)  # lines the parser drops
 METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "HEAD"})
 MAX_ERROR_MESSAGE = 120  # characters of an error message (the stdlib's quote the request line)
 _REFUSAL_BODY = json.dumps({"message": "too many connections, retry later"}).encode()
-_REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
-            b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n"
-            + _REFUSAL_BODY)
+_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
+    b"Connection: close\r\nContent-Length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY
+)
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    server: "EmbeddedLakeFSServer"
+    server: EmbeddedLakeFSServer
 
     def setup(self) -> None:
         super().setup()
@@ -117,8 +129,7 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         problem = None
         payload = self.headers.get_payload()  # header lines the parser could not read land in the "payload"
-        if (isinstance(payload, str) and payload) or any(
-                isinstance(d, _HEADER_DEFECTS) for d in self.headers.defects):
+        if (isinstance(payload, str) and payload) or any(isinstance(d, _HEADER_DEFECTS) for d in self.headers.defects):
             problem = "malformed request header"
         elif any("\r" in value or "\n" in value for value in self.headers.values()):
             problem = "malformed request header (line folding)"
@@ -142,7 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         """Errors found while parsing (before any handler) as lakeFS-style JSON, closing the connection."""
         self.close_connection = True
         if message and len(message) > MAX_ERROR_MESSAGE:
-            message = message[:MAX_ERROR_MESSAGE - 3] + "..."
+            message = message[: MAX_ERROR_MESSAGE - 3] + "..."
         if self.request_version not in ("HTTP/1.0", "HTTP/1.1"):
             self.request_version = "HTTP/1.1"  # answer with a status line even to an unparsable request line
         body = json.dumps({"message": message or HTTPStatus(code).phrase}).encode()
@@ -168,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
             raw_path, _, query = self.path.partition("?")
             if not raw_path.startswith(API_PREFIX + "/"):
                 raise NotFound("path not found")
-            path = raw_path[len(API_PREFIX):]
+            path = raw_path[len(API_PREFIX) :]
             handler, params, path_exists = self.server.api.router.match(self.command, path)
             if handler is None:
                 raise ApiError("method not allowed", 405) if path_exists else NotFound("path not found")
@@ -232,8 +243,15 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, data_dir: Path, host: str, port: int, credentials: Credentials, fsync: bool = True,
-                 limits: Limits | None = None):
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str,
+        port: int,
+        credentials: Credentials,
+        fsync: bool = True,
+        limits: Limits | None = None,
+    ):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._lock_file = open(self.data_dir / SERVER_LOCK_FILE, "a+")
@@ -262,8 +280,11 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
         """A thread per connection, in bounded pools (see :mod:`~.connections`): with no place, 503 and close."""
         state = self.connections.admit(request)
         if state is None:
-            LOG.warning("refusing a connection from %s: no place among %d connections", client_address,
-                        self.limits.max_connections)
+            LOG.warning(
+                "refusing a connection from %s: no place among %d connections",
+                client_address,
+                self.limits.max_connections,
+            )
             try:
                 request.setblocking(False)
                 request.send(_REFUSAL)
@@ -353,6 +374,7 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
                         return
             finally:
                 clients.close()
+
         thread = threading.Thread(target=watch, name="lakefs-idle-watch", daemon=True)
         thread.start()
         return thread
@@ -365,7 +387,7 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
         finally:
             self._serving.clear()
 
-    def start_in_thread(self) -> "EmbeddedLakeFSServer":
+    def start_in_thread(self) -> EmbeddedLakeFSServer:
         """Serve from a daemon thread; returns self."""
         self._thread = threading.Thread(target=self.serve_forever, name="lakefs-server", daemon=True)
         self._thread.start()
@@ -386,9 +408,15 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
             self._lock_file.close()
 
 
-def create_server(data_dir, host: str = "127.0.0.1", port: int = 0, access_key_id: str | None = None,
-                  secret_access_key: str | None = None, fsync: bool = True,
-                  limits: Limits | None = None) -> EmbeddedLakeFSServer:
+def create_server(
+    data_dir,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    access_key_id: str | None = None,
+    secret_access_key: str | None = None,
+    fsync: bool = True,
+    limits: Limits | None = None,
+) -> EmbeddedLakeFSServer:
     """An embedded server over ``data_dir``, bound but not yet serving.
 
     Without keys, they are read from (or generated once into) ``data_dir/credentials.json`` (mode 0600).

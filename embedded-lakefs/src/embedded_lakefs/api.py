@@ -7,11 +7,24 @@ import time
 
 from .auth import USER_ID
 from .blockstore import BlobStore
-from .catalog import Catalog, CommonPrefix, Commit, Difference, Entry
+from .catalog import Catalog, Commit, CommonPrefix, Difference, Entry
 from .errors import BadRequest, NotFound, PreconditionFailed, RangeNotSatisfiable
 from .transport import Request, Response, Router, http_date, multipart_content, parse_range
-from .validation import (BOOLEAN, INTEGER, METADATA, STORAGE_NAMESPACE, STRING, STRINGS, check_branch,
-                         check_object_path, check_ref, check_repository, check_tag, fields, parse_json)
+from .validation import (
+    BOOLEAN,
+    INTEGER,
+    METADATA,
+    STORAGE_NAMESPACE,
+    STRING,
+    STRINGS,
+    check_branch,
+    check_object_path,
+    check_ref,
+    check_repository,
+    check_tag,
+    fields,
+    parse_json,
+)
 
 LAKEFS_VERSION = "1.70.0"
 METADATA_HEADER_PREFIX = "x-lakefs-meta-"
@@ -20,9 +33,17 @@ MAX_DELETE_PATHS = 1000
 RESET_TYPES = ("object", "common_prefix", "reset")
 PRESIGN_UNSUPPORTED = "local adapter presigned URL: operation not supported"
 # path parameters and how lakeFS validates them (400 before anything is looked up)
-PARAM_CHECKS = {"repository": check_repository, "branch": check_branch, "destination_branch": check_branch,
-                "tag": check_tag, "ref": check_ref, "left_ref": check_ref, "right_ref": check_ref,
-                "source_ref": check_ref, "commit_id": check_ref}
+PARAM_CHECKS = {
+    "repository": check_repository,
+    "branch": check_branch,
+    "destination_branch": check_branch,
+    "tag": check_tag,
+    "ref": check_ref,
+    "left_ref": check_ref,
+    "right_ref": check_ref,
+    "source_ref": check_ref,
+    "commit_id": check_ref,
+}
 
 STORAGE_CONFIG = {
     "blockstore_type": "local",
@@ -41,8 +62,12 @@ STORAGE_CONFIG = {
 
 def pagination(has_more: bool, results: list, key) -> dict:
     """lakeFS' ``Pagination`` object; ``next_offset`` is the last result's key when more exist."""
-    return {"has_more": has_more, "next_offset": key(results[-1]) if has_more and results else "",
-            "results": len(results), "max_per_page": 1000}
+    return {
+        "has_more": has_more,
+        "next_offset": key(results[-1]) if has_more and results else "",
+        "results": len(results),
+        "max_per_page": 1000,
+    }
 
 
 def parse_date_time(value: str | None, name: str) -> float | None:
@@ -70,9 +95,17 @@ def _etag_matches(header: str, checksum: str) -> bool:
 
 
 def commit_json(commit: Commit) -> dict:
-    return {"id": commit.id, "parents": commit.parents, "committer": commit.committer, "message": commit.message,
-            "creation_date": commit.creation_date, "meta_range_id": commit.meta_range_id,
-            "metadata": commit.metadata, "generation": commit.generation, "version": 1}
+    return {
+        "id": commit.id,
+        "parents": commit.parents,
+        "committer": commit.committer,
+        "message": commit.message,
+        "creation_date": commit.creation_date,
+        "meta_range_id": commit.meta_range_id,
+        "metadata": commit.metadata,
+        "generation": commit.generation,
+        "version": 1,
+    }
 
 
 def diff_json(diff: Difference) -> dict:
@@ -156,8 +189,14 @@ class LakeFSApi:
         return Response(200, {"state": "initialized", "comm_prefs_missing": False})
 
     def get_config(self, request: Request) -> Response:
-        return Response(200, {"version_config": self._version(), "storage_config": STORAGE_CONFIG,
-                              "storage_config_list": [STORAGE_CONFIG]})
+        return Response(
+            200,
+            {
+                "version_config": self._version(),
+                "storage_config": STORAGE_CONFIG,
+                "storage_config_list": [STORAGE_CONFIG],
+            },
+        )
 
     def get_version(self, request: Request) -> Response:
         return Response(200, self._version())
@@ -174,20 +213,32 @@ class LakeFSApi:
 
     # -- repositories ----------------------------------------------------------------------------------------
     def list_repositories(self, request: Request) -> Response:
-        repos, has_more = self.catalog.list_repositories(request.arg("prefix", ""), request.arg("after", ""),
-                                                         request.amount())
+        repos, has_more = self.catalog.list_repositories(
+            request.arg("prefix", ""), request.arg("after", ""), request.amount()
+        )
         return Response(200, {"pagination": pagination(has_more, repos, lambda r: r["id"]), "results": repos})
 
     def create_repository(self, request: Request) -> Response:
-        body = fields(request.json(), {"name": STRING, "storage_namespace": STRING, "default_branch": STRING,
-                                       "sample_data": BOOLEAN, "read_only": BOOLEAN, "storage_id": STRING},
-                      required=("name", "storage_namespace"))
+        body = fields(
+            request.json(),
+            {
+                "name": STRING,
+                "storage_namespace": STRING,
+                "default_branch": STRING,
+                "sample_data": BOOLEAN,
+                "read_only": BOOLEAN,
+                "storage_id": STRING,
+            },
+            required=("name", "storage_namespace"),
+        )
         check_repository(body["name"])
         if not STORAGE_NAMESPACE.fullmatch(body["storage_namespace"]):
-            raise BadRequest(f"validation error: storage_namespace: {body['storage_namespace']!r} is not a "
-                             "valid storage namespace")
-        repo = self.catalog.create_repository(body["name"], body["storage_namespace"],
-                                              body.get("default_branch") or "main", body.get("read_only", False))
+            raise BadRequest(
+                f"validation error: storage_namespace: {body['storage_namespace']!r} is not a valid storage namespace"
+            )
+        repo = self.catalog.create_repository(
+            body["name"], body["storage_namespace"], body.get("default_branch") or "main", body.get("read_only", False)
+        )
         return Response(201, repo)
 
     def get_repository(self, request: Request) -> Response:
@@ -220,18 +271,23 @@ class LakeFSApi:
 
     # -- branches --------------------------------------------------------------------------------------------
     def list_branches(self, request: Request) -> Response:
-        refs, has_more = self.catalog.list_branches(request.params["repository"], request.arg("prefix", ""),
-                                                    request.arg("after", ""), request.amount())
+        refs, has_more = self.catalog.list_branches(
+            request.params["repository"], request.arg("prefix", ""), request.arg("after", ""), request.amount()
+        )
         results = [{"id": name, "commit_id": commit_id} for name, commit_id in refs]
         return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
 
     def create_branch(self, request: Request) -> Response:
-        body = fields(request.json(), {"name": STRING, "source": STRING, "force": BOOLEAN, "hidden": BOOLEAN},
-                      required=("name", "source"))
+        body = fields(
+            request.json(),
+            {"name": STRING, "source": STRING, "force": BOOLEAN, "hidden": BOOLEAN},
+            required=("name", "source"),
+        )
         check_branch(body["name"])
         check_ref(body["source"], "source")
-        commit_id = self.catalog.create_branch(request.params["repository"], body["name"], body["source"],
-                                               body.get("force", False))
+        commit_id = self.catalog.create_branch(
+            request.params["repository"], body["name"], body["source"], body.get("force", False)
+        )
         return Response(201, commit_id, content_type="text/html")
 
     def get_branch(self, request: Request) -> Response:
@@ -239,16 +295,20 @@ class LakeFSApi:
         return Response(200, {"id": request.params["branch"], "commit_id": commit_id})
 
     def delete_branch(self, request: Request) -> Response:
-        self.catalog.delete_branch(request.params["repository"], request.params["branch"],
-                                   force=request.flag("force"))
+        self.catalog.delete_branch(request.params["repository"], request.params["branch"], force=request.flag("force"))
         return Response(204)
 
     def reset_branch(self, request: Request) -> Response:
         body = fields(request.json(), {"type": STRING, "path": STRING, "force": BOOLEAN}, required=("type",))
         if body["type"] not in RESET_TYPES:
             raise BadRequest(f"validation error: type: must be one of {', '.join(RESET_TYPES)}")
-        self.catalog.reset_branch(request.params["repository"], request.params["branch"], body["type"],
-                                  body.get("path"), force=body.get("force", False))
+        self.catalog.reset_branch(
+            request.params["repository"],
+            request.params["branch"],
+            body["type"],
+            body.get("path"),
+            force=body.get("force", False),
+        )
         return Response(204)
 
     def hard_reset_branch(self, request: Request) -> Response:
@@ -256,17 +316,28 @@ class LakeFSApi:
         if not ref:
             raise BadRequest("validation error: ref: required")
         check_ref(ref)
-        self.catalog.hard_reset_branch(request.params["repository"], request.params["branch"], ref,
-                                       force=request.flag("force"))
+        self.catalog.hard_reset_branch(
+            request.params["repository"], request.params["branch"], ref, force=request.flag("force")
+        )
         return Response(204)
 
     # -- commits ---------------------------------------------------------------------------------------------
     def commit(self, request: Request) -> Response:
-        body = fields(request.json(), {"message": STRING, "metadata": METADATA, "date": INTEGER,
-                                       "allow_empty": BOOLEAN, "force": BOOLEAN}, required=("message",))
-        commit = self.catalog.commit(request.params["repository"], request.params["branch"], body["message"],
-                                     request.user or USER_ID, body.get("metadata") or {}, body.get("date"),
-                                     body.get("allow_empty", False), force=body.get("force", False))
+        body = fields(
+            request.json(),
+            {"message": STRING, "metadata": METADATA, "date": INTEGER, "allow_empty": BOOLEAN, "force": BOOLEAN},
+            required=("message",),
+        )
+        commit = self.catalog.commit(
+            request.params["repository"],
+            request.params["branch"],
+            body["message"],
+            request.user or USER_ID,
+            body.get("metadata") or {},
+            body.get("date"),
+            body.get("allow_empty", False),
+            force=body.get("force", False),
+        )
         return Response(201, commit_json(commit))
 
     @staticmethod
@@ -281,13 +352,24 @@ class LakeFSApi:
 
     def revert_branch(self, request: Request) -> Response:
         raw = request.json()
-        body = fields(raw, {"ref": STRING, "parent_number": INTEGER, "force": BOOLEAN, "allow_empty": BOOLEAN},
-                      required=("ref", "parent_number"))
+        body = fields(
+            raw,
+            {"ref": STRING, "parent_number": INTEGER, "force": BOOLEAN, "allow_empty": BOOLEAN},
+            required=("ref", "parent_number"),
+        )
         check_ref(body["ref"])
         message, metadata = self._commit_overrides(raw)
-        self.catalog.revert(request.params["repository"], request.params["branch"], body["ref"],
-                            body["parent_number"], request.user or USER_ID, message, metadata,
-                            body.get("allow_empty", False), force=body.get("force", False))
+        self.catalog.revert(
+            request.params["repository"],
+            request.params["branch"],
+            body["ref"],
+            body["parent_number"],
+            request.user or USER_ID,
+            message,
+            metadata,
+            body.get("allow_empty", False),
+            force=body.get("force", False),
+        )
         return Response(204)
 
     def cherry_pick(self, request: Request) -> Response:
@@ -295,14 +377,22 @@ class LakeFSApi:
         body = fields(raw, {"ref": STRING, "parent_number": INTEGER, "force": BOOLEAN}, required=("ref",))
         check_ref(body["ref"])
         message, metadata = self._commit_overrides(raw)
-        commit = self.catalog.cherry_pick(request.params["repository"], request.params["branch"], body["ref"],
-                                          body.get("parent_number"), request.user or USER_ID, message, metadata,
-                                          force=body.get("force", False))
+        commit = self.catalog.cherry_pick(
+            request.params["repository"],
+            request.params["branch"],
+            body["ref"],
+            body.get("parent_number"),
+            request.user or USER_ID,
+            message,
+            metadata,
+            force=body.get("force", False),
+        )
         return Response(201, commit_json(commit))
 
     def get_commit(self, request: Request) -> Response:
-        return Response(200, commit_json(self.catalog.get_commit(request.params["repository"],
-                                                                 request.params["commit_id"])))
+        return Response(
+            200, commit_json(self.catalog.get_commit(request.params["repository"], request.params["commit_id"]))
+        )
 
     def log_commits(self, request: Request) -> Response:
         if request.arg("stop_at"):
@@ -310,25 +400,43 @@ class LakeFSApi:
         objects = request.query.get("objects", [])  # only compared with paths: any string is a valid filter
         prefixes = request.query.get("prefixes", [])
         commits, has_more = self.catalog.log(
-            request.params["repository"], request.params["ref"], after=request.arg("after", ""),
-            amount=request.amount(), first_parent=request.flag("first_parent"),
-            stop_at=request.arg("stop_at") or None, limit=request.flag("limit"), objects=objects,
-            prefixes=prefixes, since=parse_date_time(request.arg("since"), "since"))
+            request.params["repository"],
+            request.params["ref"],
+            after=request.arg("after", ""),
+            amount=request.amount(),
+            first_parent=request.flag("first_parent"),
+            stop_at=request.arg("stop_at") or None,
+            limit=request.flag("limit"),
+            objects=objects,
+            prefixes=prefixes,
+            since=parse_date_time(request.arg("since"), "since"),
+        )
         results = [commit_json(c) for c in commits]
         return Response(200, {"pagination": pagination(has_more, results, lambda c: c["id"]), "results": results})
 
     # -- diff and merge --------------------------------------------------------------------------------------
     def diff_branch(self, request: Request) -> Response:
         diffs, has_more = self.catalog.diff_branch(
-            request.params["repository"], request.params["branch"], request.arg("prefix", ""),
-            request.arg("after", ""), request.amount(), request.arg("delimiter", ""))
+            request.params["repository"],
+            request.params["branch"],
+            request.arg("prefix", ""),
+            request.arg("after", ""),
+            request.amount(),
+            request.arg("delimiter", ""),
+        )
         return self._diff_list(diffs, has_more)
 
     def diff_refs(self, request: Request) -> Response:
         diffs, has_more = self.catalog.diff_refs(
-            request.params["repository"], request.params["left_ref"], request.params["right_ref"],
-            request.arg("type", "three_dot"), request.arg("prefix", ""), request.arg("after", ""),
-            request.amount(), request.arg("delimiter", ""))
+            request.params["repository"],
+            request.params["left_ref"],
+            request.params["right_ref"],
+            request.arg("type", "three_dot"),
+            request.arg("prefix", ""),
+            request.arg("after", ""),
+            request.amount(),
+            request.arg("delimiter", ""),
+        )
         return self._diff_list(diffs, has_more)
 
     @staticmethod
@@ -337,13 +445,29 @@ class LakeFSApi:
         return Response(200, {"pagination": pagination(has_more, results, lambda d: d["path"]), "results": results})
 
     def merge_into_branch(self, request: Request) -> Response:
-        body = fields(request.json(), {"message": STRING, "metadata": METADATA, "strategy": STRING,
-                                       "force": BOOLEAN, "allow_empty": BOOLEAN, "squash_merge": BOOLEAN})
+        body = fields(
+            request.json(),
+            {
+                "message": STRING,
+                "metadata": METADATA,
+                "strategy": STRING,
+                "force": BOOLEAN,
+                "allow_empty": BOOLEAN,
+                "squash_merge": BOOLEAN,
+            },
+        )
         reference = self.catalog.merge(
-            request.params["repository"], request.params["source_ref"], request.params["destination_branch"],
-            request.user or USER_ID, message=body.get("message"), metadata=body.get("metadata"),
-            strategy=body.get("strategy"), allow_empty=body.get("allow_empty", False),
-            squash=body.get("squash_merge", False), force=body.get("force", False))
+            request.params["repository"],
+            request.params["source_ref"],
+            request.params["destination_branch"],
+            request.user or USER_ID,
+            message=body.get("message"),
+            metadata=body.get("metadata"),
+            strategy=body.get("strategy"),
+            allow_empty=body.get("allow_empty", False),
+            squash=body.get("squash_merge", False),
+            force=body.get("force", False),
+        )
         return Response(200, {"reference": reference})
 
     def find_merge_base(self, request: Request) -> Response:
@@ -353,15 +477,21 @@ class LakeFSApi:
         base = self.catalog.merge_base(repo, source, destination)
         if base is None:
             raise NotFound("no merge base found")
-        return Response(200, {"source_commit_id": source, "destination_commit_id": destination,
-                              "base_commit_id": base})
+        return Response(200, {"source_commit_id": source, "destination_commit_id": destination, "base_commit_id": base})
 
     # -- objects ---------------------------------------------------------------------------------------------
     def _stats(self, repo: str, entry: Entry, user_metadata: bool = True) -> dict:
         namespace = self.catalog.get_repository(repo)["storage_namespace"].rstrip("/")
-        return {"path": entry.path, "path_type": "object", "physical_address": f"{namespace}/data/{entry.address}",
-                "checksum": entry.checksum, "size_bytes": entry.size, "mtime": entry.mtime,
-                "metadata": entry.metadata if user_metadata else {}, "content_type": entry.content_type}
+        return {
+            "path": entry.path,
+            "path_type": "object",
+            "physical_address": f"{namespace}/data/{entry.address}",
+            "checksum": entry.checksum,
+            "size_bytes": entry.size,
+            "mtime": entry.mtime,
+            "metadata": entry.metadata if user_metadata else {},
+            "content_type": entry.content_type,
+        }
 
     def upload_object(self, request: Request) -> Response:
         repo, branch = request.params["repository"], request.params["branch"]
@@ -375,27 +505,47 @@ class LakeFSApi:
         content_type = request.headers.get("Content-Type") or DEFAULT_CONTENT_TYPE
         chunks = body = request.body_chunks()
         if content_type.split(";")[0].strip().lower() == "multipart/form-data":
-            boundary = next((p.split("=", 1)[1].strip('"') for p in content_type.split(";")[1:]
-                             if p.strip().lower().startswith("boundary=")), None)
+            boundary = next(
+                (
+                    p.split("=", 1)[1].strip('"')
+                    for p in content_type.split(";")[1:]
+                    if p.strip().lower().startswith("boundary=")
+                ),
+                None,
+            )
             if not boundary:
                 raise BadRequest("multipart upload without boundary")
             content_type, chunks = multipart_content(chunks, boundary)
             content_type = content_type or DEFAULT_CONTENT_TYPE
-        metadata = {key[len(METADATA_HEADER_PREFIX):].lower(): value for key, value in request.headers.items()
-                    if key.lower().startswith(METADATA_HEADER_PREFIX)}
+        metadata = {
+            key[len(METADATA_HEADER_PREFIX) :].lower(): value
+            for key, value in request.headers.items()
+            if key.lower().startswith(METADATA_HEADER_PREFIX)
+        }
         with self.blobs.referencing():
             blob = self.blobs.write(chunks)
             for _ in body:  # what follows the multipart part (its closing delimiter), so the connection can go on
                 pass
             entry = Entry(path, blob.address, blob.checksum, blob.size, int(time.time()), content_type, metadata)
-            self.catalog.put_entry(repo, branch, entry, if_absent=if_none_match == "*",
-                                   if_match=request.headers.get("If-Match"), force=request.flag("force"))
+            self.catalog.put_entry(
+                repo,
+                branch,
+                entry,
+                if_absent=if_none_match == "*",
+                if_match=request.headers.get("If-Match"),
+                force=request.flag("force"),
+            )
         return Response(201, self._stats(repo, entry))
 
     def delete_object(self, request: Request) -> Response:
         path = check_object_path(request.arg("path"))
-        self.catalog.delete_entries(request.params["repository"], request.params["branch"], [path],
-                                    missing_ok=False, force=request.flag("force"))
+        self.catalog.delete_entries(
+            request.params["repository"],
+            request.params["branch"],
+            [path],
+            missing_ok=False,
+            force=request.flag("force"),
+        )
         return Response(204)
 
     def delete_objects(self, request: Request) -> Response:
@@ -405,22 +555,34 @@ class LakeFSApi:
             raise BadRequest(f"validation error: paths: at most {MAX_DELETE_PATHS} paths per request")
         for path in paths:
             check_object_path(path)
-        self.catalog.delete_entries(request.params["repository"], request.params["branch"], paths,
-                                    missing_ok=True, force=body.get("force", False))
+        self.catalog.delete_entries(
+            request.params["repository"],
+            request.params["branch"],
+            paths,
+            missing_ok=True,
+            force=body.get("force", False),
+        )
         return Response(200, {"errors": []})
 
     def copy_object(self, request: Request) -> Response:
         repo, branch = request.params["repository"], request.params["branch"]
         dest_path = check_object_path(request.arg("dest_path"), "dest_path")
-        body = fields(request.json(), {"src_path": STRING, "src_ref": STRING, "force": BOOLEAN},
-                      required=("src_path",))
+        body = fields(request.json(), {"src_path": STRING, "src_ref": STRING, "force": BOOLEAN}, required=("src_path",))
         if body.get("src_ref"):
             check_ref(body["src_ref"], "src_ref")
         with self.blobs.referencing():
-            source = self.catalog.get_entry(repo, body.get("src_ref") or branch,
-                                            check_object_path(body["src_path"], "src_path"))
-            entry = Entry(dest_path, source.address, source.checksum, source.size, int(time.time()),
-                          source.content_type, source.metadata)
+            source = self.catalog.get_entry(
+                repo, body.get("src_ref") or branch, check_object_path(body["src_path"], "src_path")
+            )
+            entry = Entry(
+                dest_path,
+                source.address,
+                source.checksum,
+                source.size,
+                int(time.time()),
+                source.content_type,
+                source.metadata,
+            )
             self.catalog.put_entry(repo, branch, entry, force=body.get("force", False))
         return Response(201, self._stats(repo, entry))
 
@@ -438,8 +600,9 @@ class LakeFSApi:
         return Response(200, self._stats(repo, entry, request.flag("user_metadata", True)))
 
     def get_object(self, request: Request) -> Response:
-        entry = self.catalog.get_entry(request.params["repository"], request.params["ref"],
-                                       check_object_path(request.arg("path")))
+        entry = self.catalog.get_entry(
+            request.params["repository"], request.params["ref"], check_object_path(request.arg("path"))
+        )
         self._refuse_presign(request)
         headers = {"ETag": f'"{entry.checksum}"', "Last-Modified": http_date(entry.mtime)}
         if_none_match = request.headers.get("If-None-Match")
@@ -453,34 +616,48 @@ class LakeFSApi:
                 raise RangeNotSatisfiable("Requested Range Not Satisfiable")
             offset, length, status = byte_range[0], byte_range[1], 206
             headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{entry.size}"
-        return Response(status, content_type=entry.content_type or DEFAULT_CONTENT_TYPE, headers=headers,
-                        file=self.blobs.path(entry.address), offset=offset, length=length)
+        return Response(
+            status,
+            content_type=entry.content_type or DEFAULT_CONTENT_TYPE,
+            headers=headers,
+            file=self.blobs.path(entry.address),
+            offset=offset,
+            length=length,
+        )
 
     def update_object_user_metadata(self, request: Request) -> Response:
         path = check_object_path(request.arg("path"))
         raw = request.json()
         body = fields(raw, {"set": METADATA}, required=("set",))
-        self.catalog.update_user_metadata(request.params["repository"], request.params["branch"], path,
-                                          body["set"])
+        self.catalog.update_user_metadata(request.params["repository"], request.params["branch"], path, body["set"])
         return Response(201)
 
     def list_objects(self, request: Request) -> Response:
         repo = request.params["repository"]
         items, has_more = self.catalog.list_entries(
-            repo, request.params["ref"], request.arg("prefix", ""), request.arg("after", ""),
-            request.amount(), request.arg("delimiter", ""))
+            repo,
+            request.params["ref"],
+            request.arg("prefix", ""),
+            request.arg("after", ""),
+            request.amount(),
+            request.arg("delimiter", ""),
+        )
         user_metadata = request.flag("user_metadata", True)
         if any(not isinstance(item, CommonPrefix) for item in items):
             self._refuse_presign(request)
-        results = [{"path": item.path, "path_type": "common_prefix", "physical_address": "", "checksum": "",
-                    "mtime": 0} if isinstance(item, CommonPrefix) else self._stats(repo, item, user_metadata)
-                   for item in items]
+        results = [
+            {"path": item.path, "path_type": "common_prefix", "physical_address": "", "checksum": "", "mtime": 0}
+            if isinstance(item, CommonPrefix)
+            else self._stats(repo, item, user_metadata)
+            for item in items
+        ]
         return Response(200, {"pagination": pagination(has_more, results, lambda r: r["path"]), "results": results})
 
     # -- tags ------------------------------------------------------------------------------------------------
     def list_tags(self, request: Request) -> Response:
-        refs, has_more = self.catalog.list_tags(request.params["repository"], request.arg("prefix", ""),
-                                                request.arg("after", ""), request.amount())
+        refs, has_more = self.catalog.list_tags(
+            request.params["repository"], request.arg("prefix", ""), request.arg("after", ""), request.amount()
+        )
         results = [{"id": name, "commit_id": commit_id} for name, commit_id in refs]
         return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
 
@@ -488,8 +665,9 @@ class LakeFSApi:
         body = fields(request.json(), {"id": STRING, "ref": STRING, "force": BOOLEAN}, required=("id", "ref"))
         check_tag(body["id"])
         check_ref(body["ref"])
-        commit_id = self.catalog.create_tag(request.params["repository"], body["id"], body["ref"],
-                                            body.get("force", False))
+        commit_id = self.catalog.create_tag(
+            request.params["repository"], body["id"], body["ref"], body.get("force", False)
+        )
         return Response(201, {"id": body["id"], "commit_id": commit_id})
 
     def get_tag(self, request: Request) -> Response:

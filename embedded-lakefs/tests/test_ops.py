@@ -15,22 +15,28 @@ import urllib3
 from lakefs.client import Client
 from lakefs_sdk.client import LakeFSClient
 
-from segmodels.lakefs_server import refs
-from segmodels.lakefs_server.catalog import Catalog, ResolvedRef
-from segmodels.lakefs_server.errors import NotFound
-from segmodels.lakefs_server.storage import Database
+from embedded_lakefs import refs
+from embedded_lakefs.catalog import Catalog, ResolvedRef
+from embedded_lakefs.errors import NotFound
+from embedded_lakefs.storage import Database
 
 
 @pytest.fixture
 def sdk(lakefs_settings) -> LakeFSClient:
-    return LakeFSClient(lakefs_sdk.Configuration(host=lakefs_settings.api_url, username=lakefs_settings.access_key_id,
-                                                 password=lakefs_settings.secret_access_key))
+    return LakeFSClient(
+        lakefs_sdk.Configuration(
+            host=lakefs_settings.api_url,
+            username=lakefs_settings.access_key_id,
+            password=lakefs_settings.secret_access_key,
+        )
+    )
 
 
 @pytest.fixture
 def repo(sdk, repo_name) -> str:
-    sdk.repositories_api.create_repository(lakefs_sdk.RepositoryCreation(
-        name=repo_name, storage_namespace=f"local://{repo_name}", default_branch="main"))
+    sdk.repositories_api.create_repository(
+        lakefs_sdk.RepositoryCreation(name=repo_name, storage_namespace=f"local://{repo_name}", default_branch="main")
+    )
     return repo_name
 
 
@@ -111,8 +117,9 @@ def test_log_filter_pagination_and_limit(sdk, repo, history):
     h = history
     page = sdk.refs_api.log_commits(repo, "main", objects=["a.txt", "b.txt"], amount=2)
     assert [c.id for c in page.results] == [h["c5"], h["c4"]] and page.pagination.has_more
-    page2 = sdk.refs_api.log_commits(repo, "main", objects=["a.txt", "b.txt"], amount=2,
-                                     after=page.pagination.next_offset)
+    page2 = sdk.refs_api.log_commits(
+        repo, "main", objects=["a.txt", "b.txt"], amount=2, after=page.pagination.next_offset
+    )
     assert [c.id for c in page2.results] == [h["c2"], h["c1"]] and not page2.pagination.has_more
     limited = sdk.refs_api.log_commits(repo, "main", objects=["a.txt"], amount=1, limit=True)
     assert [c.id for c in limited.results] == [h["c4"]] and not limited.pagination.has_more
@@ -169,8 +176,9 @@ def test_commit_id_prefixes_and_committed_modifier(sdk, repo):
     assert sdk.commits_api.get_commit(repo, "main^1").id == root
     assert sdk.commits_api.get_commit(repo, "main^0").id == c1
     sdk.tags_api.create_tag(repo, lakefs_sdk.TagCreation(id="v1", ref=c1))
-    assert status_of(sdk.branches_api.create_branch, repo,
-                     lakefs_sdk.BranchCreation(name="b", source="main$"))[0] == 400
+    assert (
+        status_of(sdk.branches_api.create_branch, repo, lakefs_sdk.BranchCreation(name="b", source="main$"))[0] == 400
+    )
     for bad in ("main@~1", "main~1@", "main@@", "main$@", "main@1", "v1@", c1 + "@"):
         assert status_of(sdk.commits_api.get_commit, repo, bad)[0] == 400, bad
 
@@ -181,8 +189,10 @@ def test_ambiguous_commit_prefix_is_not_resolved(tmp_path):
     root = catalog.get_branch("repo-a", "main")
     with catalog.db.write() as conn:  # two commits whose ids share the prefix "abcdef"
         for suffix in ("1", "2"):
-            conn.execute("INSERT INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
-                         ("repo-a", "abcdef" + suffix * 58, json.dumps([root]), "u", "m", 0, "", "{}", 2))
+            conn.execute(
+                "INSERT INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
+                ("repo-a", "abcdef" + suffix * 58, json.dumps([root]), "u", "m", 0, "", "{}", 2),
+            )
     for ambiguous in ("abcdef", "abc", "a"):
         with pytest.raises(NotFound):
             catalog.resolve("repo-a", ambiguous)
@@ -219,27 +229,44 @@ def test_revert_errors(sdk, repo):
     commit(sdk, repo, "c2")
     head = sdk.branches_api.get_branch(repo, "main").commit_id
     # reverting c1 (which created a.txt) conflicts with c2 (which changed it)
-    assert status_of(sdk.branches_api.revert_branch, repo, "main",
-                     lakefs_sdk.RevertCreation(ref=c1, parent_number=0))[0] == 409
-    assert status_of(sdk.branches_api.revert_branch, repo, "main",
-                     lakefs_sdk.RevertCreation(ref="nope", parent_number=0))[0] == 404
-    assert status_of(sdk.branches_api.revert_branch, repo, "nope",
-                     lakefs_sdk.RevertCreation(ref=c1, parent_number=0))[0] == 404
-    assert status_of(sdk.branches_api.revert_branch, repo, "main",
-                     lakefs_sdk.RevertCreation(ref=c1, parent_number=2))[0] == 400
+    assert (
+        status_of(sdk.branches_api.revert_branch, repo, "main", lakefs_sdk.RevertCreation(ref=c1, parent_number=0))[0]
+        == 409
+    )
+    assert (
+        status_of(sdk.branches_api.revert_branch, repo, "main", lakefs_sdk.RevertCreation(ref="nope", parent_number=0))[
+            0
+        ]
+        == 404
+    )
+    assert (
+        status_of(sdk.branches_api.revert_branch, repo, "nope", lakefs_sdk.RevertCreation(ref=c1, parent_number=0))[0]
+        == 404
+    )
+    assert (
+        status_of(sdk.branches_api.revert_branch, repo, "main", lakefs_sdk.RevertCreation(ref=c1, parent_number=2))[0]
+        == 400
+    )
     put(sdk, repo, "dirty", b"d")
-    assert status_of(sdk.branches_api.revert_branch, repo, "main",
-                     lakefs_sdk.RevertCreation(ref="main", parent_number=0))[0] == 400
+    assert (
+        status_of(sdk.branches_api.revert_branch, repo, "main", lakefs_sdk.RevertCreation(ref="main", parent_number=0))[
+            0
+        ]
+        == 400
+    )
     assert sdk.branches_api.get_branch(repo, "main").commit_id == head  # nothing changed on failure
 
 
 def test_revert_merge_needs_parent_number(sdk, repo):
     commit_on_feature(sdk, repo)
     merge = sdk.refs_api.merge_into_branch(repo, "feature", "main").reference
-    assert status_of(sdk.branches_api.revert_branch, repo, "main",
-                     lakefs_sdk.RevertCreation(ref=merge, parent_number=0))[0] == 409  # as lakeFS answers
-    assert status_of(sdk.branches_api.cherry_pick, repo, "main",
-                     lakefs_sdk.CherryPickCreation(ref=merge))[0] == 400
+    assert (
+        status_of(sdk.branches_api.revert_branch, repo, "main", lakefs_sdk.RevertCreation(ref=merge, parent_number=0))[
+            0
+        ]
+        == 409
+    )  # as lakeFS answers
+    assert status_of(sdk.branches_api.cherry_pick, repo, "main", lakefs_sdk.CherryPickCreation(ref=merge))[0] == 400
     sdk.branches_api.revert_branch(repo, "main", lakefs_sdk.RevertCreation(ref=merge, parent_number=1))
     assert paths(sdk, repo) == ["a.txt"]
 
@@ -271,8 +298,11 @@ def test_cherry_pick_conflict_and_dirty(sdk, repo):
 
 
 def test_high_level_revert_and_cherry_pick(lakefs_settings, repo):
-    client = Client(host=lakefs_settings.endpoint, username=lakefs_settings.access_key_id,
-                    password=lakefs_settings.secret_access_key)
+    client = Client(
+        host=lakefs_settings.endpoint,
+        username=lakefs_settings.access_key_id,
+        password=lakefs_settings.secret_access_key,
+    )
     repository = lakefs.Repository(repo, client=client)
     main = repository.branch("main")
     main.object("a.txt").upload(b"1")
@@ -299,26 +329,37 @@ def test_get_object_if_none_match(sdk, repo, lakefs_settings):
     assert response.headers["ETag"] == f'"{etag}"'
     response = urllib3.request("GET", url, headers={**headers, "If-None-Match": '"other"'}, retries=False)
     assert response.status == 200 and response.data == b"hello"
-    missing = urllib3.request("GET", url.replace("a.txt", "nope"), headers={**headers, "If-None-Match": '"x"'},
-                              retries=False)
+    missing = urllib3.request(
+        "GET", url.replace("a.txt", "nope"), headers={**headers, "If-None-Match": '"x"'}, retries=False
+    )
     assert missing.status == 404
 
 
 def test_update_object_user_metadata(sdk, repo):
     put(sdk, repo, "a.txt", b"hello")
     commit(sdk, repo, "c1")
-    sdk.objects_api.update_object_user_metadata(repo, "main", "a.txt",
-                                                lakefs_sdk.UpdateObjectUserMetadata(set={"Owner": "me"}))
+    sdk.objects_api.update_object_user_metadata(
+        repo, "main", "a.txt", lakefs_sdk.UpdateObjectUserMetadata(set={"Owner": "me"})
+    )
     stat = sdk.objects_api.stat_object(repo, "main", "a.txt")
     assert stat.metadata == {"Owner": "me"}
     assert read(sdk, repo, "main", "a.txt") == b"hello"
     assert sdk.objects_api.stat_object(repo, "main@", "a.txt").metadata == {}  # staged, not committed
     assert [d.path for d in sdk.branches_api.diff_branch(repo, "main").results] == ["a.txt"]
-    status, _ = status_of(sdk.objects_api.update_object_user_metadata, repo, "main", "nope",
-                          lakefs_sdk.UpdateObjectUserMetadata(set={}))
+    status, _ = status_of(
+        sdk.objects_api.update_object_user_metadata, repo, "main", "nope", lakefs_sdk.UpdateObjectUserMetadata(set={})
+    )
     assert status == 404
-    assert status_of(sdk.objects_api.update_object_user_metadata, repo, "nope", "a.txt",
-                     lakefs_sdk.UpdateObjectUserMetadata(set={}))[0] == 404
+    assert (
+        status_of(
+            sdk.objects_api.update_object_user_metadata,
+            repo,
+            "nope",
+            "a.txt",
+            lakefs_sdk.UpdateObjectUserMetadata(set={}),
+        )[0]
+        == 404
+    )
 
 
 # -- branch protection, read-only repositories ---------------------------------------------------------------------
@@ -346,8 +387,11 @@ def test_protected_branch_refuses_writes_but_takes_merges(sdk, repo):
         (sdk.objects_api.delete_object, (repo, "main", "a.txt"), {}),
         (sdk.objects_api.delete_objects, (repo, "main", lakefs_sdk.PathList(paths=["a.txt"])), {}),
         (sdk.objects_api.copy_object, (repo, "main", "c.txt", lakefs_sdk.ObjectCopyCreation(src_path="a.txt")), {}),
-        (sdk.objects_api.update_object_user_metadata,
-         (repo, "main", "a.txt", lakefs_sdk.UpdateObjectUserMetadata(set={"k": "v"})), {}),
+        (
+            sdk.objects_api.update_object_user_metadata,
+            (repo, "main", "a.txt", lakefs_sdk.UpdateObjectUserMetadata(set={"k": "v"})),
+            {},
+        ),
         (sdk.commits_api.commit, (repo, "main", lakefs_sdk.CommitCreation(message="m", allow_empty=True)), {}),
         (sdk.branches_api.reset_branch, (repo, "main", lakefs_sdk.ResetCreation(type="reset")), {}),
         (sdk.branches_api.revert_branch, (repo, "main", lakefs_sdk.RevertCreation(ref="main", parent_number=0)), {}),
@@ -365,17 +409,26 @@ def test_protected_branch_refuses_writes_but_takes_merges(sdk, repo):
 
 
 def test_read_only_repository_refuses_writes(sdk, repo_name):
-    sdk.repositories_api.create_repository(lakefs_sdk.RepositoryCreation(
-        name=repo_name, storage_namespace=f"local://{repo_name}", default_branch="main", read_only=True))
+    sdk.repositories_api.create_repository(
+        lakefs_sdk.RepositoryCreation(
+            name=repo_name, storage_namespace=f"local://{repo_name}", default_branch="main", read_only=True
+        )
+    )
     assert sdk.repositories_api.get_repository(repo_name).read_only is True
     status, message = status_of(sdk.objects_api.upload_object, repo_name, "main", "x", content=b"x")
     assert (status, message) == (403, "read-only repository")
-    assert status_of(sdk.commits_api.commit, repo_name, "main",
-                     lakefs_sdk.CommitCreation(message="m", allow_empty=True))[0] == 403
+    assert (
+        status_of(sdk.commits_api.commit, repo_name, "main", lakefs_sdk.CommitCreation(message="m", allow_empty=True))[
+            0
+        ]
+        == 403
+    )
     assert status_of(sdk.branches_api.reset_branch, repo_name, "main", lakefs_sdk.ResetCreation(type="reset"))[0] == 403
     assert status_of(sdk.repositories_api.set_branch_protection_rules, repo_name, [])[0] == 403
-    assert status_of(sdk.branches_api.create_branch, repo_name,
-                     lakefs_sdk.BranchCreation(name="b2", source="main"))[0] == 403
+    assert (
+        status_of(sdk.branches_api.create_branch, repo_name, lakefs_sdk.BranchCreation(name="b2", source="main"))[0]
+        == 403
+    )
     assert status_of(sdk.branches_api.delete_branch, repo_name, "main")[0] == 403
     assert [b.id for b in sdk.branches_api.list_branches(repo_name).results] == ["main"]
     assert paths(sdk, repo_name) == []
@@ -399,11 +452,21 @@ def test_branch_and_tag_names_never_shadow_each_other_or_a_commit(sdk, repo):
     sdk.tags_api.create_tag(repo, lakefs_sdk.TagCreation(id="v1", ref="main"))
     sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="dev", source="main"))
     cases = [
-        (sdk.branches_api.create_branch, lakefs_sdk.BranchCreation(name="v1", source="main"), "tag ID v1: conflict found"),
-        (sdk.branches_api.create_branch, lakefs_sdk.BranchCreation(name=head, source="main"),
-         f"commit ID {head}: conflict found"),
-        (sdk.branches_api.create_branch, lakefs_sdk.BranchCreation(name="dev", source="main", force=True),
-         "branch already exists"),
+        (
+            sdk.branches_api.create_branch,
+            lakefs_sdk.BranchCreation(name="v1", source="main"),
+            "tag ID v1: conflict found",
+        ),
+        (
+            sdk.branches_api.create_branch,
+            lakefs_sdk.BranchCreation(name=head, source="main"),
+            f"commit ID {head}: conflict found",
+        ),
+        (
+            sdk.branches_api.create_branch,
+            lakefs_sdk.BranchCreation(name="dev", source="main", force=True),
+            "branch already exists",
+        ),
         (sdk.tags_api.create_tag, lakefs_sdk.TagCreation(id="dev", ref="main"), "branch name dev: conflict found"),
         (sdk.tags_api.create_tag, lakefs_sdk.TagCreation(id=head, ref="main"), f"commit ID {head}: conflict found"),
         (sdk.tags_api.create_tag, lakefs_sdk.TagCreation(id="v1", ref="dev", force=True), "tag already exists"),

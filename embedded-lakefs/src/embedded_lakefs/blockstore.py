@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from segmodels.checksums import OverlappedMd5
+from .checksums import OverlappedMd5
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ class BlobStore:
                         sha.update(chunk)
                         view = memoryview(chunk)
                         while view:  # raw writes may be partial
-                            view = view[out.write(view):]
+                            view = view[out.write(view) :]
                         size += len(chunk)
                 finally:
                     md5.wait()

@@ -144,8 +144,11 @@ class Connections:
             return False
         now = time.monotonic()
         rate = self._limits.min_body_rate
-        waiting = [c for c in self._open.values()
-                   if c.authenticated == authenticated and not c.cut and _evictable(c, now, rate)]
+        waiting = [
+            c
+            for c in self._open.values()
+            if c.authenticated == authenticated and not c.cut and _evictable(c, now, rate)
+        ]
         if not waiting:
             return False
         victim = min(waiting, key=lambda c: ((HEAD, IDLE, BODY).index(c.phase), c.since))
@@ -198,9 +201,14 @@ class Connections:
                     if conn.phase in (IDLE, HEAD) and now >= conn.deadline:
                         self._cut(conn, ApiError("timed out reading the request head", 408))
                     elif conn.phase == BODY and conn.lag(now - limits.body_deadline, limits.min_body_rate) > 0:
-                        self._cut(conn, ApiError(f"timed out reading the request body: slower than "
-                                                 f"{limits.min_body_rate} bytes/s after {limits.body_deadline:g} s",
-                                                 408))
+                        self._cut(
+                            conn,
+                            ApiError(
+                                f"timed out reading the request body: slower than "
+                                f"{limits.min_body_rate} bytes/s after {limits.body_deadline:g} s",
+                                408,
+                            ),
+                        )
                 for sock, deadline in list(self._closing.items()):
                     if deadline > now and _drained(sock):
                         continue

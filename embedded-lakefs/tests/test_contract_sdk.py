@@ -19,8 +19,9 @@ from lakefs_sdk.client import LakeFSClient
 
 @pytest.fixture(scope="module")
 def sdk(contract_target) -> LakeFSClient:
-    configuration = lakefs_sdk.Configuration(host=contract_target.api_url, username=contract_target.access_key_id,
-                                             password=contract_target.secret_access_key)
+    configuration = lakefs_sdk.Configuration(
+        host=contract_target.api_url, username=contract_target.access_key_id, password=contract_target.secret_access_key
+    )
     return LakeFSClient(configuration)
 
 
@@ -33,9 +34,15 @@ def namespace_prefix(sdk) -> str:
 @pytest.fixture
 def repo(sdk, namespace_prefix) -> str:
     name = f"contract-{uuid.uuid4().hex[:10]}"
-    sdk.repositories_api.create_repository(lakefs_sdk.RepositoryCreation(
-        name=name, storage_namespace=namespace_prefix.rstrip("/") + "/" + name if not namespace_prefix.endswith("://")
-        else namespace_prefix + name, default_branch="main"))
+    sdk.repositories_api.create_repository(
+        lakefs_sdk.RepositoryCreation(
+            name=name,
+            storage_namespace=namespace_prefix.rstrip("/") + "/" + name
+            if not namespace_prefix.endswith("://")
+            else namespace_prefix + name,
+            default_branch="main",
+        )
+    )
     yield name
     sdk.repositories_api.delete_repository(name)
 
@@ -47,8 +54,9 @@ def status_of(call, *args, **kwargs) -> int:
     return info.value.status
 
 
-def raw(target, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
-        auth: bool = True) -> urllib3.BaseHTTPResponse:
+def raw(
+    target, method: str, path: str, body: bytes | None = None, headers: dict | None = None, auth: bool = True
+) -> urllib3.BaseHTTPResponse:
     """A request outside the sdk (which validates client-side) to the API path ``path``."""
     all_headers = urllib3.make_headers(basic_auth=f"{target.access_key_id}:{target.secret_access_key}") if auth else {}
     all_headers.update(headers or {})
@@ -87,17 +95,22 @@ def test_config_without_presign(sdk, against_real_lakefs):
 # -- repositories ------------------------------------------------------------------------------------------------
 def test_repository_lifecycle(sdk, namespace_prefix):
     name = f"contract-{uuid.uuid4().hex[:10]}"
-    namespace = namespace_prefix + name if namespace_prefix.endswith("://") else namespace_prefix.rstrip("/") + "/" + name
+    namespace = (
+        namespace_prefix + name if namespace_prefix.endswith("://") else namespace_prefix.rstrip("/") + "/" + name
+    )
     created = sdk.repositories_api.create_repository(
-        lakefs_sdk.RepositoryCreation(name=name, storage_namespace=namespace, default_branch="trunk"))
+        lakefs_sdk.RepositoryCreation(name=name, storage_namespace=namespace, default_branch="trunk")
+    )
     assert (created.id, created.default_branch, created.storage_namespace) == (name, "trunk", namespace)
     assert sdk.repositories_api.get_repository(name).default_branch == "trunk"
     assert name in [r.id for r in sdk.repositories_api.list_repositories(prefix="contract-", amount=1000).results]
     assert sdk.branches_api.get_branch(name, "trunk").commit_id
     log = sdk.refs_api.log_commits(name, "trunk").results
     assert [c.message for c in log] == ["Repository created"] and log[0].parents == []
-    assert status_of(sdk.repositories_api.create_repository, lakefs_sdk.RepositoryCreation(
-        name=name, storage_namespace=namespace + "-2")) in (400, 409)
+    assert status_of(
+        sdk.repositories_api.create_repository,
+        lakefs_sdk.RepositoryCreation(name=name, storage_namespace=namespace + "-2"),
+    ) in (400, 409)
     sdk.repositories_api.delete_repository(name)
     assert status_of(sdk.repositories_api.get_repository, name) == 404
 
@@ -154,8 +167,13 @@ def test_reset_branch_drops_uncommitted(sdk, repo):
 
 # -- objects -----------------------------------------------------------------------------------------------------
 def test_upload_stat_get_octet_stream_with_metadata(sdk, repo, contract_target):
-    response = raw(contract_target, "POST", f"/repositories/{repo}/branches/main/objects?path=tables/t.csv",
-                   b"a,b\n1,2\n", {"Content-Type": "text/csv", "X-Lakefs-Meta-Source": "camera-1"})
+    response = raw(
+        contract_target,
+        "POST",
+        f"/repositories/{repo}/branches/main/objects?path=tables/t.csv",
+        b"a,b\n1,2\n",
+        {"Content-Type": "text/csv", "X-Lakefs-Meta-Source": "camera-1"},
+    )
     assert response.status == 201
     stats = json.loads(response.data)
     assert stats["checksum"] == hashlib.md5(b"a,b\n1,2\n").hexdigest()
@@ -204,8 +222,11 @@ def test_list_objects_prefix_delimiter_pagination(sdk, repo):
     upload(sdk, repo, "main", "a/0", b"staged")
     sdk.objects_api.delete_object(repo, "main", "b/4")
     top = sdk.objects_api.list_objects(repo, "main", delimiter="/")
-    assert [(o.path, o.path_type) for o in top.results] == [("a/", "common_prefix"), ("c", "object"),
-                                                           ("d/", "common_prefix")]
+    assert [(o.path, o.path_type) for o in top.results] == [
+        ("a/", "common_prefix"),
+        ("c", "object"),
+        ("d/", "common_prefix"),
+    ]
     below_a = sdk.objects_api.list_objects(repo, "main", prefix="a/", delimiter="/")
     assert [o.path for o in below_a.results] == ["a/0", "a/1", "a/2", "a/sub/"]
     flat = sdk.objects_api.list_objects(repo, "main", amount=2)
@@ -315,8 +336,9 @@ def test_three_way_merge_and_conflict(sdk, repo):
     commit(sdk, repo, "left")
     upload(sdk, repo, "main", "m", b"m")
     commit(sdk, repo, "main")
-    merged = sdk.refs_api.merge_into_branch(repo, "left", "main",
-                                            merge=lakefs_sdk.Merge(message="merge left", metadata={"k": "v"}))
+    merged = sdk.refs_api.merge_into_branch(
+        repo, "left", "main", merge=lakefs_sdk.Merge(message="merge left", metadata={"k": "v"})
+    )
     merge_commit = sdk.commits_api.get_commit(repo, merged.reference)
     assert merge_commit.message == "merge left" and merge_commit.metadata["k"] == "v"
     assert merge_commit.metadata[".lakefs.merge.strategy"] == "default"
@@ -342,8 +364,13 @@ def test_merge_with_nothing_to_merge_is_refused(sdk, repo):
 def test_paths_leaving_the_data_directory_are_400(contract_target, against_real_lakefs, repo, path):
     if against_real_lakefs:
         pytest.skip("lakeFS accepts any key; the embedded server refuses keys that could escape a directory")
-    response = raw(contract_target, "POST", f"/repositories/{repo}/branches/main/objects?{urlencode({'path': path})}",
-                   b"x", {"Content-Type": "application/octet-stream"})
+    response = raw(
+        contract_target,
+        "POST",
+        f"/repositories/{repo}/branches/main/objects?{urlencode({'path': path})}",
+        b"x",
+        {"Content-Type": "application/octet-stream"},
+    )
     assert response.status == 400 and json.loads(response.data)["message"]
 
 
@@ -387,8 +414,12 @@ def test_revert_and_cherry_pick(sdk, repo):
     picked = sdk.branches_api.cherry_pick(repo, "main", lakefs_sdk.CherryPickCreation(ref=c2))
     assert picked.message == "c2"
     assert [o.path for o in sdk.objects_api.list_objects(repo, "main").results] == ["a.txt", "b.txt"]
-    assert status_of(sdk.branches_api.revert_branch, repo, "main",
-                     lakefs_sdk.RevertCreation(ref="no-such-ref", parent_number=0)) == 404
+    assert (
+        status_of(
+            sdk.branches_api.revert_branch, repo, "main", lakefs_sdk.RevertCreation(ref="no-such-ref", parent_number=0)
+        )
+        == 404
+    )
 
 
 def test_get_object_if_none_match_is_304(sdk, repo, contract_target):

@@ -9,8 +9,8 @@ import sqlite3
 
 import pytest
 
-from segmodels.lakefs_server import storage
-from segmodels.lakefs_server.catalog import Catalog
+from embedded_lakefs import storage
+from embedded_lakefs.catalog import Catalog
 
 SCHEMA_1 = """
 CREATE TABLE repositories (name TEXT PRIMARY KEY, storage_namespace TEXT NOT NULL, default_branch TEXT NOT NULL,
@@ -45,9 +45,19 @@ def write_schema_1(db_path) -> None:
     conn.execute("INSERT INTO repositories VALUES ('old', 'local://old', 'main', 1700000000, 0)")
     commits = [(ROOT, [], "", 1), (FIRST, [ROOT], "t1", 2), (SECOND, [FIRST], "t2", 3)]
     for commit_id, parents, tree, generation in commits:
-        conn.execute("INSERT INTO commits VALUES ('old',?,?,?,?,?,?,?,?)",
-                     (commit_id, json.dumps(parents), "me", f"commit {generation}", 1_700_000_000 + generation,
-                      tree, "{}", generation))
+        conn.execute(
+            "INSERT INTO commits VALUES ('old',?,?,?,?,?,?,?,?)",
+            (
+                commit_id,
+                json.dumps(parents),
+                "me",
+                f"commit {generation}",
+                1_700_000_000 + generation,
+                tree,
+                "{}",
+                generation,
+            ),
+        )
     t1 = [row("t1", f"data/{i:03d}.png", i) for i in range(300)]
     t2 = [r for r in (row("t2", *r[1:2], r[4]) for r in t1) if r[1] != "data/007.png"]
     t2 += [row("t2", "data/007.png", 1007), row("t2", "data/new.png", 2000)]
@@ -56,8 +66,10 @@ def write_schema_1(db_path) -> None:
     conn.execute("INSERT INTO branches VALUES ('old', 'feature', ?)", (FIRST,))
     conn.execute("INSERT INTO tags VALUES ('old', 'v1', ?)", (FIRST,))
     conn.execute("INSERT INTO staging VALUES ('old', 'feature', 'data/001.png', 1, NULL, NULL, NULL, NULL, NULL, NULL)")
-    conn.execute("INSERT INTO staging VALUES ('old', 'feature', 'data/zz.png', 0, ?, ?, 5, 1, 'image/png', '{}')",
-                 ("f" * 64, "e" * 32))
+    conn.execute(
+        "INSERT INTO staging VALUES ('old', 'feature', 'data/zz.png', 0, ?, ?, 5, 1, 'image/png', '{}')",
+        ("f" * 64, "e" * 32),
+    )
     conn.commit()
     conn.close()
 
@@ -89,8 +101,10 @@ def test_a_schema_1_database_migrates_with_its_commits_objects_and_staging(tmp_p
     assert "data/001.png" not in feature and "data/zz.png" in feature and len(feature) == 300
     diff, _ = catalog.diff_refs("old", FIRST, SECOND, amount=1000)
     assert [(d.type, d.path) for d in diff] == [("changed", "data/007.png"), ("added", "data/new.png")]
-    assert [(d.type, d.path) for d in catalog.diff_branch("old", "feature")[0]] == \
-        [("removed", "data/001.png"), ("added", "data/zz.png")]
+    assert [(d.type, d.path) for d in catalog.diff_branch("old", "feature")[0]] == [
+        ("removed", "data/001.png"),
+        ("added", "data/zz.png"),
+    ]
     new = catalog.commit("old", "feature", "after the migration", "me")
     assert catalog.merge("old", "feature", "main", "me")
     assert "data/001.png" not in paths(catalog, "main") and new.parents == [FIRST]
@@ -128,5 +142,5 @@ def test_a_database_of_a_newer_schema_is_refused_in_one_line(tmp_path):
     conn = sqlite3.connect(db_path)
     conn.execute(f"PRAGMA user_version={storage.SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match=r"lakefs\.db: written by a newer segmodels \(schema 3"):
+    with pytest.raises(RuntimeError, match=r"lakefs\.db: written by a newer embedded-lakefs \(schema 3"):
         Catalog(db_path)

@@ -15,8 +15,11 @@ from lakefs_spec import LakeFSFileSystem
 
 @pytest.fixture(scope="module")
 def client(contract_target) -> Client:
-    return Client(host=contract_target.endpoint, username=contract_target.access_key_id,
-                  password=contract_target.secret_access_key)
+    return Client(
+        host=contract_target.endpoint,
+        username=contract_target.access_key_id,
+        password=contract_target.secret_access_key,
+    )
 
 
 @pytest.fixture
@@ -79,8 +82,11 @@ def test_high_level_branches_tags_diff_merge(repository):
 
 # -- lakefs-spec (fsspec) ----------------------------------------------------------------------------------------
 def test_lakefs_spec_filesystem(repository, contract_target, tmp_path):
-    fs = LakeFSFileSystem(host=contract_target.endpoint, username=contract_target.access_key_id,
-                          password=contract_target.secret_access_key)
+    fs = LakeFSFileSystem(
+        host=contract_target.endpoint,
+        username=contract_target.access_key_id,
+        password=contract_target.secret_access_key,
+    )
     root = f"{repository.id}/main"
     fs.pipe(f"{root}/dir/one.txt", b"one")
     with fs.open(f"{root}/dir/two.txt", "wb") as out:

@@ -1,13 +1,13 @@
-"""The pure three-way merge (``lakefs_server.merge``): every combination of added / removed / changed on the
+"""The pure three-way merge (``embedded_lakefs.merge``): every combination of added / removed / changed on the
 merge base, the source and the destination, with and without a strategy."""
 
 from __future__ import annotations
 
 import pytest
 
-from segmodels.lakefs_server.errors import Conflict
-from segmodels.lakefs_server.merge import merge_changes, merge_value
-from segmodels.lakefs_server.records import same_object
+from embedded_lakefs.errors import Conflict
+from embedded_lakefs.merge import merge_changes, merge_value
+from embedded_lakefs.records import same_object
 
 A, B, C = "A", "B", "C"
 CONFLICT = Conflict
@@ -60,8 +60,9 @@ def test_merge_changes_lists_only_what_changes_the_destination():
     base = {"same": [1], "src-changed": [1], "both-removed": [1], "dest-changed": [1]}
     source = {"same": [1], "src-changed": [2], "dest-changed": [1], "src-added": [5]}
     dest = {"same": [1], "src-changed": [1], "dest-changed": [3]}
-    source_changes = [(k, base.get(k), source.get(k)) for k in sorted(base.keys() | source.keys())
-                      if base.get(k) != source.get(k)]
+    source_changes = [
+        (k, base.get(k), source.get(k)) for k in sorted(base.keys() | source.keys()) if base.get(k) != source.get(k)
+    ]
     assert list(merge_changes(source_changes, dest.get)) == [("src-added", [5]), ("src-changed", [2])]
 
 

@@ -15,14 +15,20 @@ import time
 import uuid
 
 import pytest
-
-from segmodels.lakefs_server import create_server
-from segmodels.lakefs_server.transport import Limits
-
 from test_server_hostile import Conn, call, head, heads
 
-LIMITS = Limits(header_timeout=2.0, idle_timeout=2.0, body_timeout=30.0, body_deadline=2.0, min_body_rate=1024,
-                max_connections=12, max_unauthenticated=4)
+from embedded_lakefs import create_server
+from embedded_lakefs.transport import Limits
+
+LIMITS = Limits(
+    header_timeout=2.0,
+    idle_timeout=2.0,
+    body_timeout=30.0,
+    body_deadline=2.0,
+    min_body_rate=1024,
+    max_connections=12,
+    max_unauthenticated=4,
+)
 TRICKLERS = 20  # unauthenticated head tricklers: 5x the pool
 UPLOADERS = LIMITS.max_connections - LIMITS.max_unauthenticated + 2  # slow uploads: 2 more than the pool (130/128)
 ANSWER_BOUND = 3.0  # seconds a health check or an API call may take while tricklers hold connections
@@ -43,7 +49,19 @@ def repo(server):
 
 
 def connection_threads() -> int:
-    return sum("process_request_thread" in t.name for t in threading.enumerate())
+    """Connection threads of this process beyond those open when the module started (other modules' servers
+    may hold keep-alive connections of their clients)."""
+    return sum("process_request_thread" in t.name for t in threading.enumerate()) - BASELINE_THREADS[0]
+
+
+@pytest.fixture(autouse=True)
+def other_connections():
+    """Count the connection threads that other servers of this process hold, before the test makes its own."""
+    BASELINE_THREADS[0] = 0
+    BASELINE_THREADS[0] = connection_threads()
+
+
+BASELINE_THREADS = [0]
 
 
 class Tricklers:
@@ -56,7 +74,7 @@ class Tricklers:
         self.ended: list[tuple[int | None, float]] = []  # (status answered or None, seconds the connection lived)
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(count)]
 
-    def __enter__(self) -> "Tricklers":
+    def __enter__(self) -> Tricklers:
         for thread in self._threads:
             thread.start()
         return self
@@ -112,8 +130,12 @@ def assert_answered_while(server, tricklers: Tricklers, seconds: float, repo: st
 
 def test_slow_authenticated_uploads_leave_room_and_are_cut_at_the_deadline(server, repo):
     before = heads(server, repo)
-    opening = head(server, "POST", f"/api/v1/repositories/{repo}/branches/main/objects?path=slow",
-                   "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n")
+    opening = head(
+        server,
+        "POST",
+        f"/api/v1/repositories/{repo}/branches/main/objects?path=slow",
+        "Content-Type: application/octet-stream\r\nContent-Length: 1000\r\n",
+    )
     with Tricklers(server, UPLOADERS, opening, b"x" * 1000, pause=0.5) as tricklers:
         time.sleep(1.0)  # every place of the authenticated pool is taken
         most_threads = assert_answered_while(server, tricklers, 5.0, repo)
@@ -145,11 +167,17 @@ def test_upload_slower_than_the_deadline_but_at_the_minimum_rate_completes(serve
     """The body deadline grows with the bytes received: 4 s at 4 KiB/s (above 1 KiB/s) passes a 2 s deadline."""
     data = b"y" * (16 << 10)
     conn = Conn(server, timeout=10)
-    conn.send(head(server, "POST", f"/api/v1/repositories/{repo}/branches/main/objects?path=steady",
-                   f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n"))
+    conn.send(
+        head(
+            server,
+            "POST",
+            f"/api/v1/repositories/{repo}/branches/main/objects?path=steady",
+            f"Content-Type: application/octet-stream\r\nContent-Length: {len(data)}\r\n",
+        )
+    )
     start = time.monotonic()
     for offset in range(0, len(data), 1024):
-        conn.send(data[offset:offset + 1024])
+        conn.send(data[offset : offset + 1024])
         time.sleep(0.25)
     status, _, body = conn.response()
     conn.close()

@@ -127,8 +127,10 @@ def migrate(conn: sqlite3.Connection, trees: Trees) -> bool:
     the version-1 database untouched. True when it migrated."""
     version = conn.execute("PRAGMA user_version").fetchone()[0]
     if version > SCHEMA_VERSION:
-        raise RuntimeError(f"{conn.execute('PRAGMA database_list').fetchone()[2]}: written by a newer segmodels "
-                           f"(schema {version}, this one reads {SCHEMA_VERSION})")
+        raise RuntimeError(
+            f"{conn.execute('PRAGMA database_list').fetchone()[2]}: written by a newer embedded-lakefs "
+            f"(schema {version}, this one reads {SCHEMA_VERSION})"
+        )
     old_trees = conn.execute("SELECT 1 FROM sqlite_master WHERE name='tree_entries'").fetchone() is not None
     for statement in SCHEMA.split(";"):
         if statement.strip():
@@ -142,8 +144,10 @@ def migrate(conn: sqlite3.Connection, trees: Trees) -> bool:
                 parents = json.loads(parents)
                 base = old_tree_of.get((repo, parents[0]), EMPTY_TREE) if parents else EMPTY_TREE
                 new_roots[tree_id] = trees.apply(new_roots[base], _tree_changes(conn, base, tree_id))
-        conn.executemany("UPDATE commits SET meta_range_id=? WHERE meta_range_id=?",
-                         [(new, old) for old, new in new_roots.items() if old != EMPTY_TREE])
+        conn.executemany(
+            "UPDATE commits SET meta_range_id=? WHERE meta_range_id=?",
+            [(new, old) for old, new in new_roots.items() if old != EMPTY_TREE],
+        )
         conn.execute("DROP TABLE tree_entries")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return old_trees
@@ -152,9 +156,13 @@ def migrate(conn: sqlite3.Connection, trees: Trees) -> bool:
 def _tree_changes(conn: sqlite3.Connection, base: str, tree_id: str) -> list[tuple[str, list | None]]:
     """The changes from version-1 tree ``base`` to ``tree_id``, sorted by path (None: removed)."""
     columns = "path, address, checksum, size, mtime, content_type, metadata"
-    written = conn.execute(f"SELECT {columns} FROM tree_entries WHERE tree_id=? EXCEPT "
-                           f"SELECT {columns} FROM tree_entries WHERE tree_id=?", (tree_id, base))
-    removed = conn.execute("SELECT path FROM tree_entries WHERE tree_id=? EXCEPT "
-                           "SELECT path FROM tree_entries WHERE tree_id=?", (base, tree_id))
+    written = conn.execute(
+        f"SELECT {columns} FROM tree_entries WHERE tree_id=? EXCEPT SELECT {columns} FROM tree_entries WHERE tree_id=?",
+        (tree_id, base),
+    )
+    removed = conn.execute(
+        "SELECT path FROM tree_entries WHERE tree_id=? EXCEPT SELECT path FROM tree_entries WHERE tree_id=?",
+        (base, tree_id),
+    )
     changes = [(row[0], Entry.from_row(row).value()) for row in written] + [(row[0], None) for row in removed]
     return sorted(changes, key=lambda change: change[0])

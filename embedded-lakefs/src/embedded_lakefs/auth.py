@@ -6,8 +6,7 @@ import base64
 import binascii
 import hmac
 
-from segmodels.home import Credentials
-
+from .datadir import Credentials
 from .errors import Unauthorized
 
 USER_ID = "admin"
@@ -21,6 +20,7 @@ def check_authorization(credentials: Credentials, header: str | None) -> str:
         except (binascii.Error, UnicodeDecodeError):
             key_id, secret = "", ""
         if hmac.compare_digest(key_id.encode(), credentials.access_key_id.encode()) and hmac.compare_digest(
-                secret.encode(), credentials.secret_access_key.encode()):
+            secret.encode(), credentials.secret_access_key.encode()
+        ):
             return USER_ID
     raise Unauthorized("error authenticating request")

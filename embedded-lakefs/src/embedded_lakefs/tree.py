@@ -87,7 +87,8 @@ def ends_node(key: str, level: int, size: int) -> bool:
 def encode_node(node: Node) -> tuple[str, bytes]:
     """The node's id and its stored (compressed) bytes."""
     raw = json.dumps([node.level, node.items], separators=(",", ":"), ensure_ascii=False).encode(
-        "utf-8", "surrogatepass")
+        "utf-8", "surrogatepass"
+    )
     return hashlib.sha256(raw).hexdigest(), zlib.compress(raw, 6)
 
 
@@ -177,8 +178,9 @@ class Trees:
             else:
                 yield top
 
-    def diff(self, left: str, right: str, start: str = "", inclusive: bool = True
-             ) -> Iterator[tuple[str, object, object]]:
+    def diff(
+        self, left: str, right: str, start: str = "", inclusive: bool = True
+    ) -> Iterator[tuple[str, object, object]]:
         """``(key, left value, right value)`` for each key whose values differ (None: absent), in key order."""
         if left == right:
             return
@@ -236,10 +238,10 @@ class Trees:
         node = self.node(root)
         while node.level > 0:
             index = min(bisect.bisect_left(node.items, start, key=_key), len(node.items) - 1)
-            stack.extend((key, child, node.level - 1) for key, child in reversed(node.items[index + 1:]))
+            stack.extend((key, child, node.level - 1) for key, child in reversed(node.items[index + 1 :]))
             node = self.node(node.items[index][1])
         find = bisect.bisect_left if inclusive else bisect.bisect_right
-        stack.extend((key, value) for key, value in reversed(node.items[find(node.items, start, key=_key):]))
+        stack.extend((key, value) for key, value in reversed(node.items[find(node.items, start, key=_key) :]))
         return stack
 
     def _expand(self, stack: list, subtree: tuple) -> None:
@@ -278,8 +280,11 @@ class Trees:
         """Apply ``changes`` to the nodes of ``level``; returns the changes this makes to ``level + 1``
         (last key -> new node id, or None for a node that is gone)."""
         replaced, written = self._rewrite(root, level, changes)
-        return [(key, written.get(key)) for key in sorted(replaced.keys() | written.keys())
-                if replaced.get(key) != written.get(key)]
+        return [
+            (key, written.get(key))
+            for key in sorted(replaced.keys() | written.keys())
+            if replaced.get(key) != written.get(key)
+        ]
 
     def _rechunk_level(self, root: str, level: int, changes: list) -> list:
         """The new nodes of the root's level (the root holds the whole level) as ``[last key, id]``."""
@@ -372,4 +377,3 @@ class MemoryNodes:
 
     def put(self, node_id: str, data: bytes) -> None:
         self.nodes.setdefault(node_id, data)
-

@@ -74,32 +74,71 @@ def parse_ref(ref: str) -> RefExpression:
 # -- repositories ------------------------------------------------------------------------------------------------
 def repository(conn: sqlite3.Connection, name: str) -> dict:
     """The repository's settings as lakeFS reports them; 404 when it does not exist."""
-    row = conn.execute("SELECT name, storage_namespace, default_branch, creation_date, read_only FROM repositories "
-                       "WHERE name=?", (name,)).fetchone()
+    row = conn.execute(
+        "SELECT name, storage_namespace, default_branch, creation_date, read_only FROM repositories WHERE name=?",
+        (name,),
+    ).fetchone()
     if row is None:
         raise NotFound("repository not found")
-    return {"id": row[0], "storage_namespace": row[1], "default_branch": row[2], "creation_date": row[3],
-            "read_only": bool(row[4])}
+    return {
+        "id": row[0],
+        "storage_namespace": row[1],
+        "default_branch": row[2],
+        "creation_date": row[3],
+        "read_only": bool(row[4]),
+    }
 
 
 # -- commits -----------------------------------------------------------------------------------------------------
-def insert_commit(conn: sqlite3.Connection, repo: str, parents: list, committer: str, message: str,
-                  creation_date: int, tree_id: str, metadata: dict) -> Commit:
+def insert_commit(
+    conn: sqlite3.Connection,
+    repo: str,
+    parents: list,
+    committer: str,
+    message: str,
+    creation_date: int,
+    tree_id: str,
+    metadata: dict,
+) -> Commit:
     """Store a commit; its id is the hash of its content (parents, tree, message, ...)."""
     generation = 1 + max((commit(conn, repo, p).generation for p in parents), default=0)
-    body = json.dumps({"parents": parents, "committer": committer, "message": message,
-                       "creation_date": creation_date, "meta_range_id": tree_id, "metadata": metadata,
-                       "generation": generation, "version": COMMIT_VERSION}, sort_keys=True)
+    body = json.dumps(
+        {
+            "parents": parents,
+            "committer": committer,
+            "message": message,
+            "creation_date": creation_date,
+            "meta_range_id": tree_id,
+            "metadata": metadata,
+            "generation": generation,
+            "version": COMMIT_VERSION,
+        },
+        sort_keys=True,
+    )
     commit_id = hashlib.sha256(f"{repo}\n{body}".encode()).hexdigest()
-    conn.execute("INSERT OR IGNORE INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
-                 (repo, commit_id, json.dumps(parents), committer, message, creation_date, tree_id,
-                  json.dumps(metadata), generation))
+    conn.execute(
+        "INSERT OR IGNORE INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
+        (
+            repo,
+            commit_id,
+            json.dumps(parents),
+            committer,
+            message,
+            creation_date,
+            tree_id,
+            json.dumps(metadata),
+            generation,
+        ),
+    )
     return Commit(commit_id, parents, committer, message, creation_date, tree_id, metadata, generation)
 
 
 def commit(conn: sqlite3.Connection, repo: str, commit_id: str) -> Commit:
-    row = conn.execute("SELECT id, parents, committer, message, creation_date, meta_range_id, metadata, "
-                       "generation FROM commits WHERE repo=? AND id=?", (repo, commit_id)).fetchone()
+    row = conn.execute(
+        "SELECT id, parents, committer, message, creation_date, meta_range_id, metadata, "
+        "generation FROM commits WHERE repo=? AND id=?",
+        (repo, commit_id),
+    ).fetchone()
     if row is None:
         raise NotFound("commit not found")
     return Commit(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
@@ -109,6 +148,7 @@ def history(conn: sqlite3.Connection, repo: str, start: str, first_parent: bool 
     """The commits reachable from ``start`` (or its first-parent line) in lakeFS' log order: newest generation
     first, then newest creation date, then by id. Lazy: a parent's generation is below its children's, so once
     the newest unread commit has generation g, every commit of generation g has been found."""
+
     def entry(c: Commit) -> tuple:
         return -c.generation, -c.creation_date, c.id, c
 
@@ -166,9 +206,12 @@ def tag_commit(conn: sqlite3.Connection, repo: str, tag: str) -> str | None:
 def list_named(conn: sqlite3.Connection, repo: str, table: str, prefix: str, after: str, limit: int) -> list:
     """Up to ``limit`` ``(name, commit id)`` of ``branches`` or ``tags`` after ``after``, below ``prefix``."""
     upper = prefix_upper_bound(prefix)
-    rows = conn.execute(f"SELECT name, commit_id FROM {table} WHERE repo=? AND name > ? AND name >= ? "
-                        + ("AND name < ? " if upper else "") + "ORDER BY name LIMIT ?",
-                        (repo, after, prefix, *([upper] if upper else []), limit)).fetchall()
+    rows = conn.execute(
+        f"SELECT name, commit_id FROM {table} WHERE repo=? AND name > ? AND name >= ? "
+        + ("AND name < ? " if upper else "")
+        + "ORDER BY name LIMIT ?",
+        (repo, after, prefix, *([upper] if upper else []), limit),
+    ).fetchall()
     return [(r[0], r[1]) for r in rows]
 
 
@@ -205,8 +248,9 @@ def _resolve_name(conn: sqlite3.Connection, repo: str, name: str) -> ResolvedRef
     if is_a_hash(name):
         if conn.execute("SELECT 1 FROM commits WHERE repo=? AND id=?", (repo, name)).fetchone():
             return ResolvedRef(name)
-        rows = conn.execute("SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2",
-                            (repo, name, prefix_upper_bound(name))).fetchall()
+        rows = conn.execute(
+            "SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2", (repo, name, prefix_upper_bound(name))
+        ).fetchall()
         if len(rows) == 1:
             return ResolvedRef(rows[0][0])
     row = conn.execute("SELECT commit_id FROM branches WHERE repo=? AND name=?", (repo, name)).fetchone()

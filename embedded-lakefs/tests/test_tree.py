@@ -1,4 +1,4 @@
-"""Committed trees (``lakefs_server.tree``): random changes against a dict, canonical roots, and the cost bounds."""
+"""Committed trees (``embedded_lakefs.tree``): random changes against a dict, canonical roots, and the cost bounds."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from segmodels.lakefs_server.tree import EMPTY_TREE, MemoryNodes, NodeCache, Trees
+from embedded_lakefs.tree import EMPTY_TREE, MemoryNodes, NodeCache, Trees
 
 
 class CountingNodes(MemoryNodes):
@@ -56,8 +56,11 @@ def test_changes_give_the_tree_built_from_scratch_and_read_back_like_a_dict(seed
         root = trees.apply(root, sorted(changes.items()))
         assert root == trees.build(sorted(model.items()))  # canonical: the same content, the same root id
         assert list(trees.items(root)) == sorted((k, v) for k, v in model.items())
-        expected = [(k, before.get(k), model.get(k)) for k in sorted(before.keys() | model.keys())
-                    if before.get(k) != model.get(k)]
+        expected = [
+            (k, before.get(k), model.get(k))
+            for k in sorted(before.keys() | model.keys())
+            if before.get(k) != model.get(k)
+        ]
         assert list(trees.diff(before_root, root)) == expected
         assert list(trees.diff(root, before_root)) == [(k, b, a) for k, a, b in expected]
         for key in list(changes)[:30]:
@@ -88,8 +91,9 @@ def test_a_change_of_k_objects_writes_and_reads_about_k_paths_to_the_root():
     assert height >= 3
     total = len(store.nodes)
     rng = random.Random(0)
-    changes = sorted((f"images/{rng.randrange(200):03d}/img-{rng.randrange(200_000):07d}.png", ["b" * 64, 1])
-                     for _ in range(10))
+    changes = sorted(
+        (f"images/{rng.randrange(200):03d}/img-{rng.randrange(200_000):07d}.png", ["b" * 64, 1]) for _ in range(10)
+    )
     store.reads = store.writes = 0
     new_root = trees.apply(root, changes)
     bound = 10 * (height + 1) * 3

@@ -27,8 +27,12 @@ def merge_value(base, source, dest, strategy: str | None = None, same: Callable 
     raise Conflict("conflict found")
 
 
-def merge_changes(source_changes: Iterable[tuple[str, object, object]], dest_value: Callable[[str], object],
-                  strategy: str | None = None, same: Callable = operator.eq) -> Iterator[tuple[str, object]]:
+def merge_changes(
+    source_changes: Iterable[tuple[str, object, object]],
+    dest_value: Callable[[str], object],
+    strategy: str | None = None,
+    same: Callable = operator.eq,
+) -> Iterator[tuple[str, object]]:
     """The changes to make to the destination: ``source_changes`` are ``(path, base value, source value)``
     for the paths where source differs from the merge base; ``dest_value(path)`` reads the destination."""
     for path, base, source in source_changes:

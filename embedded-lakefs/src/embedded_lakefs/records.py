@@ -22,12 +22,12 @@ class Entry:
     metadata: dict = field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, row) -> "Entry":
+    def from_row(cls, row) -> Entry:
         """From a staging row: path, address, checksum, size, mtime, content type, metadata as JSON."""
         return cls(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
 
     @classmethod
-    def from_value(cls, path: str, value: list) -> "Entry":
+    def from_value(cls, path: str, value: list) -> Entry:
         """From the value a committed tree stores under ``path``."""
         return cls(path, *value)
 
@@ -51,7 +51,7 @@ def same_object(a: list | None, b: list | None) -> bool:
     compare them; None is an absent object."""
     if a is None or b is None:
         return a is b
-    return a[:MTIME] == b[:MTIME] and a[MTIME + 1:] == b[MTIME + 1:]
+    return a[:MTIME] == b[:MTIME] and a[MTIME + 1 :] == b[MTIME + 1 :]
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ class Difference:
     common_prefix: bool = False
 
     @classmethod
-    def between(cls, path: str, before: list | None, after: list | None) -> "Difference":
+    def between(cls, path: str, before: list | None, after: list | None) -> Difference:
         """The difference from stored value ``before`` to ``after`` (not the same object)."""
         if before is None:
             return cls("added", path, after[2])
