@@ -94,3 +94,51 @@ def test_no_code_reads_config_with_a_fallback_default():
             ):
                 offenders.append(f"{path.relative_to(PACKAGE)}:{node.lineno}")
     assert not offenders, offenders
+
+
+TRAINING = PACKAGE / "training"
+
+
+def training_imports(path: Path) -> set[str]:
+    """The ``segmodels/training`` modules ``path`` imports, anywhere in it (``if TYPE_CHECKING:`` and function
+    bodies included): ``from .x import``, ``from segmodels.training.x import``, ``from . import x``."""
+    imported = []  # dotted names of modules, and of names imported from a package
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = ".".join(filter(None, ["segmodels.training" if node.level == 1 else "", node.module]))
+            imported += [module] + [f"{module}.{alias.name}" for alias in node.names]
+    prefix = "segmodels.training."
+    modules = {name.removeprefix(prefix).split(".")[0] for name in imported if name.startswith(prefix)}
+    return {module for module in modules if (TRAINING / f"{module}.py").is_file()} - {path.stem}
+
+
+def test_the_training_modules_import_each_other_without_a_cycle():
+    """Each training module imports only modules below it (even for type checking): a cycle means two concerns
+    are tangled, so importing either one loads the other."""
+    graph = {path.stem: training_imports(path) for path in TRAINING.glob("*.py")}
+    assert graph["callbacks"] and graph["loop"], graph  # the parse sees imports at all
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        assert module not in path, f"import cycle: {' -> '.join((*path, module))}"
+        if module not in done:
+            for imported in sorted(graph[module]):
+                visit(imported, (*path, module))
+            done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+
+
+def test_no_training_function_takes_more_than_six_positional_parameters():
+    """What travels together is grouped (a dataclass) and the rest is keyword-only, as in torchvision's references."""
+    offenders = [
+        f"{path.relative_to(PACKAGE)}:{node.lineno} {node.name}"
+        for path in sorted(TRAINING.glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+        and len(node.args.posonlyargs) + len(node.args.args) > 6
+    ]
+    assert not offenders, offenders

@@ -18,7 +18,8 @@ from segmodels.inference import predict
 from segmodels.metrics import ConfusionMatrix
 from segmodels.training import Callback, train
 from segmodels.training.builder import build_model, collate_full_resolution, resolve_class_weights, seed_everything
-from segmodels.training.engine import MixedPrecision, evaluate
+from segmodels.training.engine import Placement, evaluate
+from segmodels.training.precision import MixedPrecision
 from segmodels.transforms import build_transforms
 
 TINY = [
@@ -87,11 +88,9 @@ def test_validation_metrics_are_those_of_full_resolution_masks(mixed_sizes):
         model,
         torch.nn.CrossEntropyLoss(ignore_index=255),
         loader,
-        torch.device("cpu"),
-        MixedPrecision(False, torch.bfloat16),
-        False,
-        confusion,
-        info.class_names,
+        Placement(torch.device("cpu"), MixedPrecision(False, torch.bfloat16)),
+        confusion=confusion,
+        class_names=info.class_names,
     )
 
     raw = SegmentationDataset(mixed_sizes, "val")

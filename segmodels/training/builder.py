@@ -32,7 +32,7 @@ from segmodels.targets import check_targets, project_targets
 from segmodels.transforms import build_transforms, image_size_of
 
 from .distributed import DistContext, wrap_for_training
-from .engine import MixedPrecision
+from .precision import MixedPrecision
 from .sampling import EpochSampler, SeededDataset
 from .state import Monitor, TrainState
 
@@ -124,20 +124,20 @@ def build_loaders(
     train_loader = _loader(
         SeededDataset(train_set),
         train_sampler,
-        tcfg.batch_size,
-        len(train_sampler) > tcfg.batch_size,
         tcfg,
-        context.device,
+        batch_size=tcfg.batch_size,
+        drop_last=len(train_sampler) > tcfg.batch_size,
+        device=context.device,
     )
     val_indices = list(range(context.rank, len(val_set), context.world_size))
     val_batch_size = tcfg.batch_size if tcfg.val_batch_size is None else tcfg.val_batch_size
     val_loader = _loader(
         val_set,
         val_indices,
-        val_batch_size,
-        False,
         tcfg,
-        context.device,
+        batch_size=val_batch_size,
+        drop_last=False,
+        device=context.device,
         collate_fn=partial(collate_full_resolution, ignore_index=info.ignore_index),
     )
     return train_loader, val_loader
@@ -156,7 +156,7 @@ def collate_full_resolution(batch: list, ignore_index: int) -> tuple[torch.Tenso
 
 
 def _loader(
-    dataset, sampler, batch_size: int, drop_last: bool, tcfg: DictConfig, device: torch.device, collate_fn=None
+    dataset, sampler, tcfg: DictConfig, *, batch_size: int, drop_last: bool, device: torch.device, collate_fn=None
 ) -> DataLoader:
     workers = resolve_num_workers(tcfg.num_workers)
     worker_options = {}

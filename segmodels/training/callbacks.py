@@ -1,18 +1,18 @@
 """The callback protocol and the built-in callbacks (checkpoints and packages, early stopping, the per-epoch
-line). The loop calls every hook of every callback; a subclass overrides the hooks it needs."""
+line), and which of them each process runs. The loop calls every hook of every callback; a subclass overrides the
+hooks it needs."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Sequence
 
 from tqdm.auto import tqdm
 
 from segmodels.models import save_package
 
 from .checkpoint import BEST_DIR, CHECKPOINT_FILE, save_checkpoint
-
-if TYPE_CHECKING:
-    from .state import TrainResult, TrainState
+from .distributed import DistContext
+from .state import TrainResult, TrainState
 
 
 class Callback:
@@ -34,6 +34,12 @@ class Callback:
 
     def on_fit_end(self, state: TrainState, result: TrainResult) -> None:
         """After the last epoch."""
+
+
+def callbacks_for_rank(callbacks: Sequence[Callback], context: DistContext) -> list[Callback]:
+    """The callbacks this process runs: all on the main process; elsewhere only those marked ``every_rank``
+    (the ones that steer training, such as early stopping, which every process must do alike)."""
+    return [callback for callback in callbacks if context.is_main or callback.every_rank]
 
 
 class Checkpointing(Callback):

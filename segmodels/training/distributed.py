@@ -1,19 +1,15 @@
 """Everything about ranks, in one place: which process this is under ``torchrun`` (DDP), the process group
-(NCCL on CUDA, gloo on CPU), sums over processes, and which callbacks run on which process."""
+(NCCL on CUDA, gloo on CPU), sums over processes and the DDP wrapper."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-
-if TYPE_CHECKING:
-    from .callbacks import Callback
 
 
 def launched_rank() -> int:
@@ -106,9 +102,3 @@ def wrap_for_training(model: nn.Module, context: DistContext, find_unused_parame
         device_ids=[context.device.index] if context.device.type == "cuda" else None,
         find_unused_parameters=find_unused_parameters,
     )
-
-
-def callbacks_for_rank(callbacks: Sequence[Callback], context: DistContext) -> list[Callback]:
-    """The callbacks this process runs: all on the main process; elsewhere only those marked ``every_rank``
-    (the ones that steer training, such as early stopping, which every process must do alike)."""
-    return [callback for callback in callbacks if context.is_main or callback.every_rank]

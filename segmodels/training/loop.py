@@ -18,10 +18,10 @@ from segmodels.metrics import ConfusionMatrix
 from segmodels.transforms import tta_flips, with_tta
 
 from .builder import auto_flag, build_state
-from .callbacks import Callback, Checkpointing, EarlyStopping, EpochSummary
+from .callbacks import Callback, Checkpointing, EarlyStopping, EpochSummary, callbacks_for_rank
 from .checkpoint import BEST_DIR, CHECKPOINT_FILE, FINAL_DIR, load_checkpoint
-from .distributed import callbacks_for_rank, setup_distributed
-from .engine import evaluate, train_one_epoch
+from .distributed import setup_distributed
+from .engine import Placement, TrainStep, evaluate, train_one_epoch
 from .state import TrainResult, TrainState
 
 
@@ -69,7 +69,7 @@ def start_workers(*loaders: DataLoader) -> None:
 def fit(state: TrainState, callbacks: Sequence[Callback]) -> TrainResult:
     """Train from epoch ``state.epoch + 1`` up to ``state.epochs`` or until a callback sets
     ``state.stop_training``, calling every hook of every callback (this process's: see
-    :func:`~segmodels.training.distributed.callbacks_for_rank`)."""
+    :func:`~segmodels.training.callbacks.callbacks_for_rank`)."""
     for callback in callbacks:
         callback.on_fit_start(state)
     while not state.stop_training and state.epoch + 1 < state.epochs:
@@ -97,33 +97,33 @@ def run_epoch(state: TrainState) -> dict:
     frozen = state.encoder if state.epoch < tcfg.freeze_encoder_epochs else None
     if state.encoder is not None:
         state.encoder.requires_grad_(frozen is None)
+    step = TrainStep(
+        state.train_model,
+        state.criterion,
+        state.optimizer,
+        state.scheduler,
+        state.scaler,
+        accumulate_grad_batches=tcfg.accumulate_grad_batches,
+        grad_clip_norm=tcfg.grad_clip_norm,
+    )
+    placement = Placement(state.device, state.amp, state.channels_last)
     metrics = {
         "epoch": state.epoch,
         **train_one_epoch(
-            state.train_model,
-            state.criterion,
-            state.optimizer,
-            state.scheduler,
-            state.scaler,
+            step,
             state.train_loader,
-            state.device,
-            state.amp,
-            state.channels_last,
-            tcfg.accumulate_grad_batches,
-            tcfg.grad_clip_norm,
-            progress_label=f"epoch {state.epoch + 1}/{state.epochs} train" if show_bar else None,
+            placement,
             confusion=ConfusionMatrix(state.confusion.num_classes, state.confusion.ignore_index, state.device),
+            progress_label=f"epoch {state.epoch + 1}/{state.epochs} train" if show_bar else None,
             frozen=frozen,
         ),
         **evaluate(
             with_tta(state.model, tcfg.val_tta),
             state.criterion,
             state.val_loader,
-            state.device,
-            state.amp,
-            state.channels_last,
-            state.confusion,
-            state.spec.class_names,
+            placement,
+            confusion=state.confusion,
+            class_names=state.spec.class_names,
             progress_label=f"epoch {state.epoch + 1}/{state.epochs} validate" if show_bar else None,
         ),
     }

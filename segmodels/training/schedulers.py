@@ -1,5 +1,5 @@
 """Per-step learning-rate schedules with warm-up. Every factory has the signature
-``(optimizer, total_steps, steps_per_epoch, **options)`` so config picks one with ``_target_``; the options'
+``(optimizer, total_steps, steps_per_epoch, *, **options)`` so config picks one with ``_target_``; the options'
 values live in ``conf/scheduler/``."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ def _warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) 
 
 
 def cosine_with_warmup(
-    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, warmup_epochs: float, min_lr_ratio: float
+    optimizer: Optimizer, total_steps: int, steps_per_epoch: int, *, warmup_epochs: float, min_lr_ratio: float
 ) -> LRScheduler:
     """Linear warm-up from ~0 to the optimizer's lr over ``warmup_epochs``, then cosine decay to
     ``min_lr_ratio`` x lr at ``total_steps``."""
@@ -34,6 +34,7 @@ def one_cycle(
     optimizer: Optimizer,
     total_steps: int,
     steps_per_epoch: int,
+    *,
     warmup_epochs: float | None,
     pct_start: float,
     div_factor: float,

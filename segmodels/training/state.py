@@ -20,7 +20,7 @@ from segmodels.models import ModelSpec
 
 from .checkpoint import restore_rng_state, rng_state
 from .distributed import DistContext
-from .engine import MixedPrecision
+from .precision import MixedPrecision
 
 
 @dataclass
