@@ -5,10 +5,11 @@ from __future__ import annotations
 import datetime
 import time
 
+from . import samplerepo
 from .auth import USER_ID
 from .blockstore import BlobStore
 from .catalog import Catalog, Commit, CommonPrefix, Difference, Entry
-from .errors import BadRequest, NotFound, PreconditionFailed, RangeNotSatisfiable
+from .errors import ApiError, BadRequest, Conflict, NotFound, PreconditionFailed, RangeNotSatisfiable
 from .transport import Request, Response, Router, http_date, multipart_content, parse_range
 from .validation import (
     BOOLEAN,
@@ -32,6 +33,8 @@ DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_DELETE_PATHS = 1000
 RESET_TYPES = ("object", "common_prefix", "reset")
 PRESIGN_UNSUPPORTED = "local adapter presigned URL: operation not supported"
+STORAGE_ID = ""  # the one (unnamed) blockstore: lakeFS answers "" and refuses any other storage id
+NOT_IMPLEMENTED = 501
 # path parameters and how lakeFS validates them (400 before anything is looked up)
 PARAM_CHECKS = {
     "repository": check_repository,
@@ -108,6 +111,11 @@ def commit_json(commit: Commit) -> dict:
     }
 
 
+def repository_json(repo: dict) -> dict:
+    """lakeFS' ``Repository``: the catalog's settings with the blockstore's ``storage_id``."""
+    return {**repo, "storage_id": STORAGE_ID}
+
+
 def diff_json(diff: Difference) -> dict:
     body = {"type": diff.type, "path": diff.path, "path_type": "common_prefix" if diff.common_prefix else "object"}
     if diff.size is not None:
@@ -140,6 +148,7 @@ class LakeFSApi:
         return [
             ("GET", "/healthcheck", self.health_check),
             ("GET", "/setup_lakefs", self.setup_state),
+            ("POST", "/setup_lakefs", self.setup),
             ("GET", "/config", self.get_config),
             ("GET", "/config/version", self.get_version),
             ("GET", "/config/storage", self.get_storage_config),
@@ -188,6 +197,9 @@ class LakeFSApi:
     def setup_state(self, request: Request) -> Response:
         return Response(200, {"state": "initialized", "comm_prefs_missing": False})
 
+    def setup(self, request: Request) -> Response:
+        raise Conflict("lakeFS already initialized")  # its one user and keys exist from the start
+
     def get_config(self, request: Request) -> Response:
         return Response(
             200,
@@ -216,7 +228,8 @@ class LakeFSApi:
         repos, has_more = self.catalog.list_repositories(
             request.arg("prefix", ""), request.arg("after", ""), request.amount()
         )
-        return Response(200, {"pagination": pagination(has_more, repos, lambda r: r["id"]), "results": repos})
+        results = [repository_json(r) for r in repos]
+        return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
 
     def create_repository(self, request: Request) -> Response:
         body = fields(
@@ -236,13 +249,17 @@ class LakeFSApi:
             raise BadRequest(
                 f"validation error: storage_namespace: {body['storage_namespace']!r} is not a valid storage namespace"
             )
+        if body.get("storage_id", STORAGE_ID) != STORAGE_ID:
+            raise BadRequest("storage id: invalid value: validation error")
         repo = self.catalog.create_repository(
             body["name"], body["storage_namespace"], body.get("default_branch") or "main", body.get("read_only", False)
         )
-        return Response(201, repo)
+        if body.get("sample_data", False):
+            samplerepo.populate(self.catalog, self.blobs, repo["id"], repo["default_branch"], request.user or USER_ID)
+        return Response(201, repository_json(repo))
 
     def get_repository(self, request: Request) -> Response:
-        return Response(200, self.catalog.get_repository(request.params["repository"]))
+        return Response(200, repository_json(self.catalog.get_repository(request.params["repository"])))
 
     def delete_repository(self, request: Request) -> Response:
         self.catalog.delete_repository(request.params["repository"])
@@ -567,7 +584,13 @@ class LakeFSApi:
     def copy_object(self, request: Request) -> Response:
         repo, branch = request.params["repository"], request.params["branch"]
         dest_path = check_object_path(request.arg("dest_path"), "dest_path")
-        body = fields(request.json(), {"src_path": STRING, "src_ref": STRING, "force": BOOLEAN}, required=("src_path",))
+        body = fields(
+            request.json(),
+            {"src_path": STRING, "src_ref": STRING, "force": BOOLEAN, "shallow": BOOLEAN},
+            required=("src_path",),
+        )
+        if body.get("shallow", False):
+            raise ApiError("functionality not implemented", NOT_IMPLEMENTED)  # as lakeFS' BuildOptsFromParams
         if body.get("src_ref"):
             check_ref(body["src_ref"], "src_ref")
         with self.blobs.referencing():

@@ -1,0 +1,125 @@
+"""Rules where the embedded server once differed from lakeFS (issue 27): each found by running lakeFS' own clients'
+suites (lakefs-spec's tests, the Python wrapper's integration tests) against it, each asserted here through
+``lakefs_sdk`` as lakeFS answers."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import lakefs_sdk
+import pytest
+import urllib3
+from lakefs_sdk.client import LakeFSClient
+
+from embedded_lakefs import samplerepo
+
+
+@pytest.fixture
+def sdk(lakefs_settings) -> LakeFSClient:
+    return LakeFSClient(
+        lakefs_sdk.Configuration(
+            host=lakefs_settings.api_url,
+            username=lakefs_settings.access_key_id,
+            password=lakefs_settings.secret_access_key,
+        )
+    )
+
+
+def create_repo(sdk: LakeFSClient, name: str, **fields) -> lakefs_sdk.Repository:
+    return sdk.repositories_api.create_repository(
+        lakefs_sdk.RepositoryCreation(name=name, storage_namespace=f"local://{name}", **fields)
+    )
+
+
+def refused(call, *args, **kwargs) -> tuple[int, str]:
+    """The status and message of a call the server refuses."""
+    with pytest.raises(lakefs_sdk.ApiException) as info:
+        call(*args, **kwargs)
+    return info.value.status, json.loads(info.value.body)["message"]
+
+
+def all_paths(sdk: LakeFSClient, repo: str, ref: str) -> list[str]:
+    return [o.path for o in sdk.objects_api.list_objects(repo, ref, amount=1000).results]
+
+
+# -- sample_data (lakeFS' pkg/samplerepo) -----------------------------------------------------------------------------
+def test_sample_data_commits_the_sample_and_protects_the_default_branch(sdk, repo_name):
+    create_repo(sdk, repo_name, default_branch="trunk", sample_data=True)
+
+    paths = all_paths(sdk, repo_name, "trunk")
+    assert {"README.md", "lakes.parquet", "data/lakes.source.md"} <= set(paths)
+    assert sum(p.startswith("images/") for p in paths) == samplerepo.IMAGE_COUNT
+    log = sdk.refs_api.log_commits(repo_name, "trunk").results
+    assert [c.message for c in log] == [samplerepo.COMMIT_MESSAGE, "Repository created"]
+    assert not sdk.branches_api.diff_branch(repo_name, "trunk").results  # nothing left uncommitted
+    rules = sdk.repositories_api.get_branch_protection_rules(repo_name)
+    assert [r.pattern for r in rules] == ["trunk"]
+    status, _ = refused(sdk.objects_api.upload_object, repo_name, "trunk", "new.txt", content=b"x")
+    assert status == 403
+    readme = sdk.objects_api.get_object(repo_name, "trunk", "README.md").decode()
+    assert repo_name in readme
+
+
+def test_sample_lakes_parquet_is_over_512_kib_and_readable(sdk, repo_name):
+    pq = pytest.importorskip("pyarrow.parquet")
+    create_repo(sdk, repo_name, sample_data=True)
+    stat = sdk.objects_api.stat_object(repo_name, "main", "lakes.parquet")
+    assert stat.size_bytes >= 2**19
+    table = pq.read_table(io.BytesIO(bytes(sdk.objects_api.get_object(repo_name, "main", "lakes.parquet"))))
+    assert table.num_rows == samplerepo.LAKE_ROWS
+    assert table.column_names == ["id", "name", "country", "area_km2", "max_depth_m"]
+    assert table.column("name")[7].as_py() == "Lake 00007"
+
+
+def test_sample_images_are_pngs(sdk, repo_name):
+    image = pytest.importorskip("PIL.Image")
+    create_repo(sdk, repo_name, sample_data=True)
+    content = bytes(sdk.objects_api.get_object(repo_name, "main", "images/sample-05.png"))
+    picture = image.open(io.BytesIO(content))
+    picture.load()
+    assert picture.format == "PNG" and picture.size == (16, 16)
+
+
+def test_without_sample_data_the_repository_is_empty(sdk, repo_name):
+    create_repo(sdk, repo_name, sample_data=False)
+    assert all_paths(sdk, repo_name, "main") == []
+    assert sdk.repositories_api.get_branch_protection_rules(repo_name) == []
+
+
+# -- storage_id ---------------------------------------------------------------------------------------------------
+def test_repositories_answer_an_empty_storage_id(sdk, repo_name):
+    created = create_repo(sdk, repo_name, storage_id="")
+    assert created.storage_id == ""
+    assert sdk.repositories_api.get_repository(repo_name).storage_id == ""
+    listed = sdk.repositories_api.list_repositories(prefix=repo_name).results
+    assert [r.storage_id for r in listed] == [""]
+
+
+def test_an_unknown_storage_id_is_refused_and_creates_nothing(sdk, repo_name):
+    status, message = refused(create_repo, sdk, repo_name, storage_id="invalidvalue")
+    assert (status, message) == (400, "storage id: invalid value: validation error")
+    assert refused(sdk.repositories_api.get_repository, repo_name)[0] == 404
+
+
+# -- copy and setup -------------------------------------------------------------------------------------------------
+def test_shallow_copy_is_not_implemented(sdk, repo_name):
+    create_repo(sdk, repo_name)
+    sdk.objects_api.upload_object(repo_name, "main", "a.txt", content=b"a")
+    creation = lakefs_sdk.ObjectCopyCreation(src_path="a.txt", shallow=True)
+    status, message = refused(sdk.objects_api.copy_object, repo_name, "main", "b.txt", creation)
+    assert (status, message) == (501, "functionality not implemented")
+    assert all_paths(sdk, repo_name, "main") == ["a.txt"]
+    sdk.objects_api.copy_object(repo_name, "main", "c.txt", lakefs_sdk.ObjectCopyCreation(src_path="a.txt"))
+    assert all_paths(sdk, repo_name, "main") == ["a.txt", "c.txt"]
+
+
+def test_setup_of_a_set_up_server_conflicts(lakefs_settings):
+    response = urllib3.request(
+        "POST",
+        lakefs_settings.api_url + "/setup_lakefs",
+        body=json.dumps({"username": "admin"}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    assert response.status == 409
+    assert response.json() == {"message": "lakeFS already initialized"}
