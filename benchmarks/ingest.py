@@ -119,7 +119,8 @@ def main() -> None:
             large_source = write_source(scratch / "large", args.images, args.size, args.binary)
             small_source = write_source(scratch / "small", small, args.size, args.binary)
             print(
-                f"wrote sources ({args.images} and {small} images of {args.size}x{args.size}) in {time.perf_counter() - start:.1f}s"
+                f"wrote sources ({args.images} and {small} images of {args.size}x{args.size}) "
+                f"in {time.perf_counter() - start:.1f}s"
             )
             first = run_worker(env, large_source, "bench-large", scratch / "work-large")
             again = run_worker(env, large_source, "bench-large", scratch / "work-large")
@@ -131,17 +132,21 @@ def main() -> None:
     ratio = again["seconds"] / first["seconds"]
     rss_ratio = first["peak_rss_mib"] / baseline["peak_rss_mib"]
     print(
-        f"first ingest:   {args.images} images in {first['seconds']:.1f}s = {args.images / first['seconds']:.1f} images/s "
+        f"first ingest:   {args.images} images in {first['seconds']:.1f}s "
+        f"= {args.images / first['seconds']:.1f} images/s "
         f"({first['uploaded']} files uploaded)"
     )
     print(
-        f"re-ingest:      {again['seconds']:.2f}s, {again['uploaded']} uploaded, no commit = {ratio:.1%} of the first (goal < 10%)"
+        f"re-ingest:      {again['seconds']:.2f}s, {again['uploaded']} uploaded, no commit "
+        f"= {ratio:.1%} of the first (goal < 10%)"
     )
     print(
-        f"re-ingest without the local cache: {cold['seconds']:.2f}s = {cold['seconds'] / first['seconds']:.1%} of the first, {cold['uploaded']} uploaded"
+        f"re-ingest without the local cache: {cold['seconds']:.2f}s "
+        f"= {cold['seconds'] / first['seconds']:.1%} of the first, {cold['uploaded']} uploaded"
     )
     print(
-        f"peak RSS:       {first['peak_rss_mib']:.0f} MiB for {args.images} images vs {baseline['peak_rss_mib']:.0f} MiB "
+        f"peak RSS:       {first['peak_rss_mib']:.0f} MiB for {args.images} images "
+        f"vs {baseline['peak_rss_mib']:.0f} MiB "
         f"for {small} = {rss_ratio:.2f}x (goal < 1.5x)"
     )
 

@@ -4,11 +4,12 @@ Prints, for each N (default 1,000, 100,000 and 1,000,000), the time to populate 
 before the server starts) and the median over the repeats, timed by a lakefs-sdk client over HTTP (so including the
 sdk's parsing of the answer), of: commit of 10 changed objects (the commit call only), diff of that commit against
 its parent (full page), 3-way merge into main of a branch with 10 changed objects (main got a 1-object commit
-meanwhile; the merge call only), list of a page of 1000 objects from the middle of the repository, stat of one object, and the growth of
-the metadata database per commit of 10 (used pages of ``lakefs.db`` after a WAL checkpoint, plus the WAL, before the
-uploads and after the commit). Then the ratios N_max / N_min of the times and the goals with PASS / FAIL: N_max
-times within 3x of the N_min times, commit of 10 < 50 ms, database growth per commit of 10 < 100 KB. Exits 0
-whatever the results (it is a report). Everything lives in a temp dir removed at the end.
+meanwhile; the merge call only), list of a page of 1000 objects from the middle of the repository, stat of one
+object, and the growth of the metadata database per commit of 10 (used pages of ``lakefs.db`` after a WAL
+checkpoint, plus the WAL, before the uploads and after the commit). Then the ratios N_max / N_min of the times
+and the goals with PASS / FAIL: N_max times within 3x of the N_min times, commit of 10 < 50 ms, database growth
+per commit of 10 < 100 KB. Exits 0 whatever the results (it is a report). Everything lives in a temp dir removed
+at the end.
 
 segmodels is imported from the current directory first, so running it from another checkout measures that code:
 

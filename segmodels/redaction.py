@@ -150,7 +150,7 @@ def redact_url(url: str) -> str:
 def _is_host(authority: str) -> bool:
     """Whether ``authority`` reads as ``host[:port]`` (a port of digits, IPv6 in brackets)."""
     try:
-        urlsplit(f"//{authority}").port
+        _ = urlsplit(f"//{authority}").port  # raises on a port that is not a number
     except ValueError:
         return False
     return bool(authority) and not any(char.isspace() for char in authority)

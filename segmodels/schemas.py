@@ -10,7 +10,7 @@ Code reads these keys as attributes, never with ``.get(key, default)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, is_dataclass
-from typing import Any, Optional, get_type_hints
+from typing import Any, get_type_hints
 
 from omegaconf import MISSING
 
@@ -237,4 +237,4 @@ def is_text_key(step: str, key: str) -> bool:
         if not is_dataclass(schema) or part not in {field.name for field in fields(schema)}:
             return False
         schema = get_type_hints(schema)[part]
-    return schema in (str, Optional[str])
+    return schema in (str, str | None)

@@ -1,4 +1,5 @@
-"""MLproject entry point `register`: Register a train run's model behind a metric gate (see segmodels.pipeline.register)."""
+"""MLproject entry point `register`: Register a train run's model behind a metric gate (see
+segmodels.pipeline.register)."""
 
 import _checkout  # noqa: F401  (first: this checkout's segmodels, not an installed one)
 

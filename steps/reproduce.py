@@ -1,4 +1,5 @@
-"""MLproject entry point `reproduce`: Rerun a train run with its recorded code, config and data (see segmodels.pipeline.reproduce)."""
+"""MLproject entry point `reproduce`: Rerun a train run with its recorded code, config and data (see
+segmodels.pipeline.reproduce)."""
 
 import _checkout  # noqa: F401  (first: this checkout's segmodels, not an installed one)
 

@@ -73,7 +73,8 @@ def write_dataset_info(info: DatasetInfo, layout: Layout) -> Path:
 
 
 def load_dataset_info(root: Path) -> DatasetInfo:
-    """Parse the `dataset.yaml` of the layout at root; raises DataValidationError naming the file when absent or malformed."""
+    """Parse the `dataset.yaml` of the layout at root; raises DataValidationError naming the file when absent or
+    malformed."""
     path = Layout(root).dataset_file
     if not path.is_file():
         raise DataValidationError(f"{path}: not found (is {root} a prepared data set?)")

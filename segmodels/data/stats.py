@@ -82,7 +82,8 @@ class ClassStats:
 
 @dataclass
 class DatasetStats:
-    """Fixed-size accumulators (per class id, per split and per distinct image size), so memory does not grow with the data."""
+    """Fixed-size accumulators (per class id, per split and per distinct image size), so memory does not grow with
+    the data."""
 
     sizes: Counter = field(default_factory=Counter)
     split_images: Counter = field(default_factory=Counter)

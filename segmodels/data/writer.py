@@ -38,7 +38,8 @@ def sha256_hex(data: bytes) -> str:
 
 
 class LayoutWriter:
-    """Writes one sample at a time into `layout`; `finish` writes manifest.csv and dataset.yaml and drops stale files."""
+    """Writes one sample at a time into `layout`; `finish` writes manifest.csv and dataset.yaml and drops stale
+    files."""
 
     def __init__(self, layout: Layout, cache_file: Path | None, options_digest: str):
         self.layout = layout

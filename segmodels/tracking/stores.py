@@ -67,7 +67,7 @@ def warn_if_other_store(lakefs: LakeFS, repo: str, model_branch: str, data_branc
     if not is_new_store(MlflowClient()):
         return None
     here = lineage.tracking_store()
-    for what, branch in (("models", model_branch), ("data", data_branch)):
+    for what, branch in (("models", model_branch), ("data", data_branch)):  # noqa: B007 (`what` is read after the loop)
         other = recorded_store(lakefs, repo, branch)
         if other and other != here:
             break

@@ -198,7 +198,7 @@ def data_commit(
         {
             "id": spec.id,
             "name": spec.name,
-            "color": "#%02x%02x%02x" % tuple(spec.color),
+            "color": "#{:02x}{:02x}{:02x}".format(*spec.color),
             "share": shares.get(spec.name),
             "split_shares": {name: (s.pixels[spec.id] / max(1, sum(s.pixels))) for name, s in stats.items()},
         }
@@ -247,7 +247,7 @@ def _grid_samples(
             mask_path = f"{prefix}/masks/{split}/{name}.png"
             if cls is not None:
                 checksum = reader.stat(repo, commit, mask_path).checksum
-                if cls not in cache.classes_present(checksum, lambda: reader.read(repo, commit, mask_path)):
+                if cls not in cache.classes_present(checksum, lambda path=mask_path: reader.read(repo, commit, path)):
                     continue
             samples.append({"name": name, "path": obj.path, "checksum": obj.checksum, "mask": mask_path})
             if len(samples) == amount:
@@ -292,7 +292,9 @@ def sample(request: Request, repo: str, ref: str, path: str, prefix: str = DEFAU
         image=image,
         mask=mask,
         info=info,
-        classes=[{"name": c.name, "color": "#%02x%02x%02x" % tuple(c.color)} for c in info.classes] if info else [],
+        classes=[{"name": c.name, "color": "#{:02x}{:02x}{:02x}".format(*c.color)} for c in info.classes]
+        if info
+        else [],
     )
 
 

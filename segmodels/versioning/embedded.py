@@ -68,7 +68,7 @@ def _hold_client_lock(data_dir: Path) -> None:
     held = _client_locks.get(data_dir)
     if held is not None and _same_file(held, path):
         return
-    lock = open(path, "a+")  # not inheritable: exec'd children (the server first) do not hold it
+    lock = open(path, "a+")  # noqa: SIM115 (held open for the process's life) not inheritable: exec'd children (the server first) do not hold it
     fcntl.flock(lock, fcntl.LOCK_SH)
     _client_locks[data_dir] = lock
     if held is not None:

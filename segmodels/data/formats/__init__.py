@@ -5,7 +5,7 @@ and the options given (``data.options``) override them.
 """
 
 import logging
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -57,7 +57,8 @@ def detect_format(root: Path, **options) -> str:
     if not _folders_given(options) and _nested_pairs(root, options):
         return "folder"
     raise DataValidationError(
-        f"{root}: cannot detect the annotation format (looked for {', '.join(DETECTION_ORDER)}; folder: {folder.LOOKED_FOR}, "
+        f"{root}: cannot detect the annotation format (looked for {', '.join(DETECTION_ORDER)}; "
+        f"folder: {folder.LOOKED_FOR}, "
         f"or folders up to {folder.NESTED_DEPTH} levels down whose file stems match); name it with -P format=<name>"
         f" ({', '.join(list_formats())})"
     )

@@ -1,4 +1,5 @@
-"""Pascal VOC: `JPEGImages/`, palette PNGs in `SegmentationClass/` (255 = ignore), `ImageSets/Segmentation/*.txt` splits."""
+"""Pascal VOC: `JPEGImages/`, palette PNGs in `SegmentationClass/` (255 = ignore), splits in
+`ImageSets/Segmentation/*.txt`."""
 
 from __future__ import annotations
 
