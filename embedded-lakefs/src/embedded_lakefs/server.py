@@ -34,9 +34,11 @@ from .datadir import (
     write_server_state,
 )
 from .errors import ApiError, NotFound
+from .s3 import S3Gateway
 from .transport import BodyFraming, Limits, Request, Response, body_framing
 
-API_PREFIX = "/api/v1"
+API_PREFIX = "/api/v1"  # other paths are S3 gateway requests
+S3_UPLOADS_DIR = "s3-uploads"  # multipart uploads in progress, in the data directory
 LOCK_WAIT_SECONDS = 0.5
 LINGER_SECONDS = 1.0  # closing after an error: how long to drain what the client still sends
 LINGER_BYTES = 1 << 20
@@ -177,23 +179,25 @@ class _Handler(BaseHTTPRequestHandler):
             framing = body_framing(self.headers)
             framing_known = True
             raw_path, _, query = self.path.partition("?")
-            if not raw_path.startswith(API_PREFIX + "/"):
-                raise NotFound("path not found")
-            path = raw_path[len(API_PREFIX) :]
-            handler, params, path_exists = self.server.api.router.match(self.command, path)
-            if handler is None:
-                raise ApiError("method not allowed", 405) if path_exists else NotFound("path not found")
-            request = Request(self.command, query, self.headers, self.rfile, params, framing, self.server.limits)
-            if framing.has_body:
-                self.server.connections.read_body(self.state, request)
-            if path not in self.server.api.PUBLIC_PATHS:
-                request.user = check_authorization(self.server.credentials, self.headers.get("Authorization"))
-                if not self.server.connections.authenticate(self.state):
-                    self.close_connection = True  # the authenticated pool is full: a request without a body is
-                    if framing.has_body:  # answered from the unauthenticated place it holds, one with is refused
-                        raise ApiError("too many connections, retry later", 503)
-            self.server.api.check_params(params)
-            response = handler(request)
+            if not raw_path.startswith(API_PREFIX + "/"):  # the S3 gateway
+                request = Request(self.command, query, self.headers, self.rfile, {}, framing, self.server.limits)
+                if framing.has_body:
+                    self.server.connections.read_body(self.state, request)
+                authenticated = lambda: self._authenticated(framing.has_body)  # noqa: E731
+                response = self.server.gateway.handle(request, raw_path, query, authenticated)
+            else:
+                path = raw_path[len(API_PREFIX) :]
+                handler, params, path_exists = self.server.api.router.match(self.command, path)
+                if handler is None:
+                    raise ApiError("method not allowed", 405) if path_exists else NotFound("path not found")
+                request = Request(self.command, query, self.headers, self.rfile, params, framing, self.server.limits)
+                if framing.has_body:
+                    self.server.connections.read_body(self.state, request)
+                if path not in self.server.api.PUBLIC_PATHS:
+                    request.user = check_authorization(self.server.credentials, self.headers.get("Authorization"))
+                    self._authenticated(framing.has_body)
+                self.server.api.check_params(params)
+                response = handler(request)
         except ApiError as exc:
             response = Response(exc.status, {"message": exc.message})
         except ConnectionError:  # the client went away mid-request
@@ -211,6 +215,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(response)
         except (ConnectionError, TimeoutError):
             self.close_connection = True
+
+    def _authenticated(self, has_body: bool) -> None:
+        """Move this connection to the authenticated pool; when it is full, a request without a body is answered
+        from the unauthenticated place it holds (then closed), one with a body is refused."""
+        if not self.server.connections.authenticate(self.state):
+            self.close_connection = True
+            if has_body:
+                raise ApiError("too many connections, retry later", 503)
 
     def _send(self, response: Response) -> None:
         body = b"" if response.file is not None else response.encoded()
@@ -264,6 +276,7 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
             blobs = BlobStore(self.data_dir / "blobs", fsync=fsync)
             blobs.remove_interrupted_uploads()
             self.api = LakeFSApi(Catalog(self.data_dir / "lakefs.db", "FULL" if fsync else "NORMAL"), blobs)
+            self.gateway = S3Gateway(self.api.catalog, blobs, credentials, self.data_dir / S3_UPLOADS_DIR)
             self._activity = threading.Condition()
             self._active_requests = 0
             self._last_activity = time.monotonic()
