@@ -123,3 +123,56 @@ def test_setup_of_a_set_up_server_conflicts(lakefs_settings):
     )
     assert response.status == 409
     assert response.json() == {"message": "lakeFS already initialized"}
+
+
+# -- diff and merge -----------------------------------------------------------------------------------------------
+def test_an_uncommitted_removal_reports_the_tombstones_size(sdk, repo_name):
+    create_repo(sdk, repo_name)
+    sdk.objects_api.upload_object(repo_name, "main", "gone.txt", content=b"12345")
+    sdk.commits_api.commit(repo_name, "main", lakefs_sdk.CommitCreation(message="add"))
+    sdk.objects_api.delete_object(repo_name, "main", "gone.txt")
+    sdk.objects_api.upload_object(repo_name, "main", "new.txt", content=b"123")
+
+    changes = sdk.branches_api.diff_branch(repo_name, "main").results
+    assert [(c.path, c.type, c.size_bytes) for c in changes] == [("gone.txt", "removed", 0), ("new.txt", "added", 3)]
+    committed = sdk.commits_api.commit(repo_name, "main", lakefs_sdk.CommitCreation(message="swap"))
+    between = sdk.refs_api.diff_refs(repo_name, committed.parents[0], committed.id).results
+    assert [(c.path, c.type) for c in between] == [("gone.txt", "removed"), ("new.txt", "added")]
+
+
+def commit_file(sdk, repo, branch, path, content: bytes | None) -> str:
+    """Upload (or, with None, delete) ``path`` on ``branch`` and commit; the commit id."""
+    if content is None:
+        sdk.objects_api.delete_object(repo, branch, path)
+    else:
+        sdk.objects_api.upload_object(repo, branch, path, content=content)
+    return sdk.commits_api.commit(repo, branch, lakefs_sdk.CommitCreation(message=f"{path}")).id
+
+
+def test_merging_a_commit_whose_tree_equals_the_destination_merges(sdk, repo_name):
+    """The wrapper's test_reference_merge_into: a source with an empty tree, over the first commit as base, onto an
+    empty destination is a merge in lakeFS (the first commit's metarange is "", the source's is not)."""
+    create_repo(sdk, repo_name)
+    sdk.branches_api.create_branch(repo_name, lakefs_sdk.BranchCreation(name="work", source="main"))
+    commit_file(sdk, repo_name, "work", "f", b"x")
+    emptied = commit_file(sdk, repo_name, "work", "f", None)
+    sdk.branches_api.create_branch(repo_name, lakefs_sdk.BranchCreation(name="other", source="main"))
+
+    sdk.refs_api.merge_into_branch(repo_name, emptied, "other", lakefs_sdk.Merge(message="Merge1"))
+    head = sdk.commits_api.get_commit(repo_name, "other")
+    assert head.message == "Merge1" and head.parents[1] == emptied
+
+
+def test_merging_a_source_whose_metarange_is_the_bases_has_no_changes(sdk, repo_name):
+    create_repo(sdk, repo_name)
+    commit_file(sdk, repo_name, "main", "f", b"x")
+    for name in ("a", "b"):
+        sdk.branches_api.create_branch(repo_name, lakefs_sdk.BranchCreation(name=name, source="main"))
+    status, message = refused(sdk.refs_api.merge_into_branch, repo_name, "a", "b", lakefs_sdk.Merge())
+    assert (status, message) == (400, "no changes")
+    for flag in ({"allow_empty": True}, {"force": True}):
+        sdk.refs_api.merge_into_branch(repo_name, "a", "b", lakefs_sdk.Merge(**flag))
+    assert len(sdk.refs_api.log_commits(repo_name, "b").results) == 4  # two merges over "f" and the first commit
+    # the first commit as source: its metarange ("") is the base's
+    first = sdk.refs_api.log_commits(repo_name, "main").results[-1].id
+    assert refused(sdk.refs_api.merge_into_branch, repo_name, first, "a", lakefs_sdk.Merge())[1] == "no changes"

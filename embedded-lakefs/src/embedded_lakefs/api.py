@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import time
 
@@ -441,6 +442,8 @@ class LakeFSApi:
             request.amount(),
             request.arg("delimiter", ""),
         )
+        # an uncommitted removal is a tombstone, whose size lakeFS reports: 0
+        diffs = [dataclasses.replace(d, size=0) if d.type == "removed" else d for d in diffs]
         return self._diff_list(diffs, has_more)
 
     def diff_refs(self, request: Request) -> Response:

@@ -586,12 +586,17 @@ class Catalog:
                 raise BadRequest(f"{destination}: uncommitted changes (dirty branch)")
             source_id = refs.resolve(conn, repo, source_ref).commit_id
             base_id = refs.merge_base(conn, repo, source_id, dest_head)
-            base = refs.commit(conn, repo, base_id).meta_range_id if base_id else EMPTY_TREE
-            source = refs.commit(conn, repo, source_id).meta_range_id
+            source_commit = refs.commit(conn, repo, source_id)
+            base_commit = refs.commit(conn, repo, base_id) if base_id else None
+            # lakeFS' rule: "no changes" when the source's metarange is the base's (not when the result is the
+            # destination); a first commit has no metarange there (""), unlike any later one, even an empty one
+            unchanged = base_commit and lakefs_meta_range(source_commit) == lakefs_meta_range(base_commit)
+            if unchanged and not (allow_empty or force):
+                raise BadRequest("no changes")
+            base = base_commit.meta_range_id if base_commit else EMPTY_TREE
+            source = source_commit.meta_range_id
             dest = refs.commit(conn, repo, dest_head).meta_range_id
             tree_id = self._three_way(conn, base, source, dest, strategy)
-            if tree_id == dest and not allow_empty:
-                raise BadRequest("no changes")
             parents = [dest_head] if squash else [dest_head, source_id]
             commit = refs.insert_commit(
                 conn,
@@ -708,6 +713,14 @@ class Catalog:
             )
             refs.move_branch(conn, repo, branch, new.id)
             return new
+
+
+def lakefs_meta_range(commit: Commit) -> str:
+    """What lakeFS' metarange id for ``commit`` equals: none (``""``) for a repository's first commit, where any
+    later commit has one, its empty tree's included (``EMPTY_TREE`` here is ``""`` for both)."""
+    if not commit.parents:
+        return ""
+    return commit.meta_range_id or "empty"
 
 
 def _through(items: Iterator, last: Callable[[object], bool]) -> Iterator:
