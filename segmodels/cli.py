@@ -5,63 +5,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Sequence
 
-from embedded_lakefs.gc import DEFAULT_RETENTION_DAYS
+from embedded_lakefs.cli import add_commands as add_lakefs_commands
 from segmodels.home import embedded_server_dir
 from segmodels.pipeline import STEPS, run_step_cli
-
-
-def serve_lakefs(args: argparse.Namespace) -> None:
-    """Run the embedded lakeFS-compatible server in the foreground until interrupted."""
-    from embedded_lakefs import create_server, serve_until_stopped
-
-    # keys from lakectl's variables when set, else those kept in (or created for) the data dir
-    data_dir = args.data_dir or embedded_server_dir()
-    try:
-        server = create_server(
-            data_dir,
-            host=args.host,
-            port=args.port,
-            access_key_id=os.environ.get("LAKECTL_CREDENTIALS_ACCESS_KEY_ID"),
-            secret_access_key=os.environ.get("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"),
-        )
-    except (RuntimeError, OSError, ValueError, OverflowError) as error:  # dir locked / unusable, port busy
-        if isinstance(error, OSError) and error.filename is not None:
-            reason = f"{error.filename}: {error.strerror or error}"
-        elif isinstance(error, OSError):
-            reason = f"cannot listen on {args.host}:{args.port}: {error.strerror or error}"
-        else:
-            reason = str(error)
-        print(f"segmodels lakefs serve: error: {reason}", file=sys.stderr)
-        raise SystemExit(1) from None
-    print(f"lakeFS-compatible server on {server.endpoint} (data in {data_dir.resolve()})")
-    print("point segmodels, lakectl or any lakeFS client at it with:")
-    print(f"  export LAKECTL_SERVER_ENDPOINT_URL={server.endpoint}")
-    print(f"  export LAKECTL_CREDENTIALS_ACCESS_KEY_ID={server.access_key_id}")
-    print(f"  export LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY={server.secret_access_key}", flush=True)
-    serve_until_stopped(server, data_dir)
-
-
-def collect_lakefs_garbage(args: argparse.Namespace) -> None:
-    """Delete what no branch, tag, staging area or recent commit of the embedded server references."""
-    from embedded_lakefs.gc import collect_garbage
-
-    data_dir = args.data_dir or embedded_server_dir()
-    if args.retention_days < 0:
-        print(
-            f"segmodels lakefs gc: error: --retention-days {args.retention_days}: must not be negative", file=sys.stderr
-        )
-        raise SystemExit(2)
-    try:
-        report = collect_garbage(data_dir, args.retention_days, dry_run=args.dry_run)
-    except (OSError, RuntimeError) as error:
-        print(f"segmodels lakefs gc: error: {error}", file=sys.stderr)
-        raise SystemExit(1) from None
-    print(f"segmodels lakefs gc: {report.summary()} in {data_dir}")
 
 
 def show_lineage(args: argparse.Namespace) -> None:
@@ -106,33 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     lakefs = commands.add_parser("lakefs", help="the embedded lakeFS-compatible server")
     lakefs_commands = lakefs.add_subparsers(dest="lakefs_command", required=True)
-    serve = lakefs_commands.add_parser("serve", help="serve the lakeFS REST API from a local folder")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
-    serve.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="where metadata and objects live (default: <segmodels home>/lakefs, the steps' own)",
-    )
-    serve.set_defaults(handler=serve_lakefs)
-    gc = lakefs_commands.add_parser(
-        "gc", help="delete blobs, commits and tree data nothing live references (safe while the server runs)"
-    )
-    gc.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="the server's data directory (default: <segmodels home>/lakefs, the steps' own)",
-    )
-    gc.add_argument(
-        "--retention-days",
-        type=float,
-        default=DEFAULT_RETENTION_DAYS,
-        help=f"keep unreachable commits and unreferenced blobs younger than this (default {DEFAULT_RETENTION_DAYS:g})",
-    )
-    gc.add_argument("--dry-run", action="store_true", help="report what would be freed, delete nothing")
-    gc.set_defaults(handler=collect_lakefs_garbage)
+    add_lakefs_commands(lakefs_commands, embedded_server_dir())  # embedded-lakefs' own serve and gc
 
     step = commands.add_parser("step", help="run a pipeline step outside MLflow Projects")
     step.add_argument("name", choices=STEPS)

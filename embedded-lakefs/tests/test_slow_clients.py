@@ -15,7 +15,7 @@ import time
 import uuid
 
 import pytest
-from test_server_hostile import Conn, call, head, heads
+from test_hostile import Conn, call, head, heads
 
 from embedded_lakefs import create_server
 from embedded_lakefs.transport import Limits

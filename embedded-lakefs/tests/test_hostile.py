@@ -1,5 +1,6 @@
 """The embedded lakeFS server against hostile or broken clients: body caps, timeouts, a bound on connections,
-strict HTTP framing, strictly typed JSON, lakeFS' name rules and ``segmodels lakefs serve`` failing cleanly.
+strict HTTP framing, strictly typed JSON and lakeFS' name rules (``embedded-lakefs serve`` failing cleanly: see
+test_command_line.py).
 
 HTTP cases go over raw sockets. After each refused request the tests check the status, whether the connection
 was closed (it must be whenever where the body ends is unknown), that the server still answers, and that no
@@ -11,8 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -108,7 +107,7 @@ def call(server, method: str, target: str, body=None) -> tuple[int, object]:
 
 def assert_healthy(server) -> None:
     """The server answers a normal request (a moment after a test, its connections may still be closing)."""
-    for attempt in range(10):
+    for _ in range(10):
         conn = Conn(server)
         try:
             conn.send(b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\n\r\n")
@@ -838,32 +837,3 @@ def test_stalled_body_times_out(tight_server):
     assert conn.closed() if status else True
     assert heads(tight_server, name) == before
     assert_healthy(tight_server)
-
-
-# -- segmodels lakefs serve ------------------------------------------------------------------------------------
-def _serve(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "segmodels.cli", "lakefs", "serve", *args], capture_output=True, text=True, timeout=60
-    )
-
-
-def test_serve_on_a_locked_data_dir_fails_in_one_line(tmp_path):
-    holder = create_server(tmp_path / "data")
-    try:
-        done = _serve("--port", "0", "--data-dir", str(tmp_path / "data"))
-    finally:
-        holder.shutdown()
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert "data" in done.stderr
-
-
-def test_serve_on_a_busy_port_fails_in_one_line(tmp_path):
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        done = _serve("--port", str(busy.getsockname()[1]), "--data-dir", str(tmp_path / "data"))
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    # the data dir was released: a server can start on it at once
-    create_server(tmp_path / "data").shutdown()

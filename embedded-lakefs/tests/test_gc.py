@@ -1,4 +1,4 @@
-"""``segmodels lakefs gc``: what no branch, tag, staging area or recent commit references goes after the retention;
+"""``embedded-lakefs gc``: what no branch, tag, staging area or recent commit references goes after the retention;
 nothing reachable is touched, also while uploads and commits run beside it."""
 
 from __future__ import annotations
@@ -92,6 +92,7 @@ def test_a_deleted_branchs_commits_and_blobs_go_after_the_retention_and_nothing_
     assert (again.commits, again.nodes, again.blobs) == (0, 0, 0)
 
 
+@pytest.mark.slow  # 40 rounds of branch, upload, commit under repeated collections: 10-25 s
 def test_collection_beside_uploads_commits_and_branch_deletions_loses_nothing(served):
     data_dir, client = served
     errors: list = []
@@ -130,22 +131,6 @@ def test_collection_beside_uploads_commits_and_branch_deletions_loses_nothing(se
         assert read(client, "main", f"m/{i:02d}") == contents[i % len(contents)]
 
 
-def test_the_command_reports_and_refuses_bad_input(served):
-    data_dir, client = served
-    upload(client, "main", "x", b"x")
-    commit(client, "main", "x")
-    command = [sys.executable, "-m", "segmodels.cli", "lakefs", "gc", "--data-dir", str(data_dir)]
-    done = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("segmodels lakefs gc: would free 0 blobs")
-    bad = subprocess.run(command + ["--retention-days", "-1"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.strip().endswith("--retention-days -1.0: must not be negative")
-    missing = subprocess.run(command[:-1] + [str(data_dir / "nope")], capture_output=True, text=True, timeout=120)
-    assert missing.returncode == 1 and "lakefs.db is missing" in missing.stderr
-    assert not (data_dir / "nope").exists()
-    assert read(client, "main", "x") == b"x"
-
-
 @pytest.mark.parametrize("delay", [0.5, 1.0, 1.5, 2.5])
 def test_a_collection_killed_at_any_point_loses_nothing_live_and_the_next_one_finishes(served, delay):
     data_dir, client = served
@@ -161,7 +146,7 @@ def test_a_collection_killed_at_any_point_loses_nothing_live_and_the_next_one_fi
     commit(client, "dead", "dead")
     client.branches_api.delete_branch(REPO, "dead")
     process = subprocess.Popen(
-        [sys.executable, "-m", "segmodels.cli", "lakefs", "gc", "--retention-days", "0", "--data-dir", str(data_dir)],
+        [sys.executable, "-m", "embedded_lakefs", "gc", "--retention-days", "0", "--data-dir", str(data_dir)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -176,3 +161,21 @@ def test_a_collection_killed_at_any_point_loses_nothing_live_and_the_next_one_fi
     upload(client, "main", "after.txt", b"after")
     commit(client, "main", "after")
     assert [o.path for o in client.objects_api.list_objects(REPO, "main", amount=1000).results][-1] == "live/49"
+
+
+def test_the_command_reports_and_refuses_bad_input(served):
+    data_dir, client = served
+    upload(client, "main", "x", b"x")
+    commit(client, "main", "x")
+    command = [sys.executable, "-m", "embedded_lakefs", "gc", "--data-dir", str(data_dir)]
+    done = subprocess.run(command + ["--dry-run"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("embedded-lakefs gc: would free 0 blobs")
+    bad = subprocess.run(command + ["--retention-days", "-1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.strip().endswith("--retention-days -1.0: must not be negative")
+    missing = subprocess.run(command[:-1] + [str(data_dir / "nope")], capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 1 and "lakefs.db is missing" in missing.stderr
+    assert not (data_dir / "nope").exists()
+    assert read(client, "main", "x") == b"x"
+    no_dir = subprocess.run(command[:-2], capture_output=True, text=True, timeout=120)
+    assert no_dir.returncode == 2 and "--data-dir" in no_dir.stderr.strip().splitlines()[-1]
