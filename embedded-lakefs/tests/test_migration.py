@@ -124,8 +124,8 @@ def test_an_interrupted_migration_leaves_the_schema_1_database_as_it_was(tmp_pat
             raise KeyboardInterrupt  # as if killed in the middle
         return original(self, root, changes)
 
-    original = storage.Trees.apply
-    monkeypatch.setattr(storage.Trees, "apply", apply_then_fail)
+    original = storage.CommittedManager.apply
+    monkeypatch.setattr(storage.CommittedManager, "apply", apply_then_fail)
     with pytest.raises(KeyboardInterrupt):
         Catalog(db_path)
     conn = sqlite3.connect(db_path)
@@ -133,7 +133,7 @@ def test_an_interrupted_migration_leaves_the_schema_1_database_as_it_was(tmp_pat
     assert conn.execute("PRAGMA user_version").fetchone()[0] == 0
     assert conn.execute("SELECT DISTINCT meta_range_id FROM commits ORDER BY 1").fetchall() == [("",), ("t1",), ("t2",)]
     conn.close()
-    monkeypatch.setattr(storage.Trees, "apply", original)
+    monkeypatch.setattr(storage.CommittedManager, "apply", original)
     assert paths(Catalog(db_path), "main")[-1] == "data/new.png"
 
 

@@ -15,9 +15,9 @@ import urllib3
 from lakefs.client import Client
 from lakefs_sdk.client import LakeFSClient
 
-from embedded_lakefs import refs
-from embedded_lakefs.catalog import Catalog, ResolvedRef
+from embedded_lakefs.catalog import Catalog, Commit, ResolvedRef
 from embedded_lakefs.errors import NotFound
+from embedded_lakefs.refs import RefManager
 from embedded_lakefs.storage import Database
 
 
@@ -187,12 +187,9 @@ def test_ambiguous_commit_prefix_is_not_resolved(tmp_path):
     catalog = Catalog(tmp_path / "catalog.db", synchronous="OFF")
     catalog.create_repository("repo-a", "local://repo-a")
     root = catalog.get_branch("repo-a", "main")
-    with catalog.db.write() as conn:  # two commits whose ids share the prefix "abcdef"
+    with catalog.store.write() as tx:  # two commits whose ids share the prefix "abcdef"
         for suffix in ("1", "2"):
-            conn.execute(
-                "INSERT INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
-                ("repo-a", "abcdef" + suffix * 58, json.dumps([root]), "u", "m", 0, "", "{}", 2),
-            )
+            tx.refs.add_commit("repo-a", Commit("abcdef" + suffix * 58, [root], "u", "m", 0, "", {}, 2))
     for ambiguous in ("abcdef", "abc", "a"):
         with pytest.raises(NotFound):
             catalog.resolve("repo-a", ambiguous)
@@ -491,13 +488,13 @@ def test_presign_is_refused_as_lakefs_refuses_it_for_the_local_blockstore(sdk, r
     assert sdk.objects_api.stat_object(repo, "main", "a.txt", presign=False).path == "a.txt"
 
 
-def reachable(conn, commit_id: str, first_parent: bool = False) -> dict:
+def reachable(refs: RefManager, commit_id: str, first_parent: bool = False) -> dict:
     """Every commit reachable from ``commit_id`` (the definition, walked plainly)."""
     found, frontier = {}, [commit_id]
     while frontier:
         current = frontier.pop()
         if current not in found:
-            found[current] = refs.commit(conn, "r", current)
+            found[current] = refs.commit("r", current)
             frontier.extend(found[current].parents[:1] if first_parent else found[current].parents)
     return found
 
@@ -509,20 +506,20 @@ def test_merge_base_and_log_order_in_random_histories(tmp_path, seed):
     newest generation first, then newest date, then by id."""
     rng = random.Random(seed)
     db = Database(tmp_path / "refs.db", synchronous="OFF")
-    with db.write() as conn:
+    with db.write() as tx:
         commits: list[str] = []
         for i in range(120):
             recent = commits[-15:]
             parents = [] if i < 3 else rng.sample(recent, k=rng.choice([1, 1, 2]))  # three unrelated roots
-            commits.append(refs.insert_commit(conn, "r", parents, "me", f"c{i}", rng.randrange(50), "", {}).id)
+            commits.append(tx.refs.create_commit("r", parents, "me", f"c{i}", rng.randrange(50), "", {}).id)
         for _ in range(200):
             a, b = rng.choice(commits), rng.choice(commits)
-            ours, theirs = reachable(conn, a), reachable(conn, b)
+            ours, theirs = reachable(tx.refs, a), reachable(tx.refs, b)
             common = [ours[c] for c in ours if c in theirs]
             expected = max(common, key=lambda c: (c.generation, c.id)).id if common else None
-            assert refs.merge_base(conn, "r", a, b) == expected
+            assert tx.refs.merge_base("r", a, b) == expected
         for start in rng.sample(commits, 20):
             for first_parent in (False, True):
-                everything = reachable(conn, start, first_parent).values()
+                everything = reachable(tx.refs, start, first_parent).values()
                 order = sorted(everything, key=lambda c: (-c.generation, -c.creation_date, c.id))
-                assert list(refs.history(conn, "r", start, first_parent)) == order
+                assert list(tx.refs.history("r", start, first_parent)) == order

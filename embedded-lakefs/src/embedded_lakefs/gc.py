@@ -12,13 +12,12 @@ are deleted under :meth:`BlobStore.collecting`, which waits for uploads between 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import staging
 from .blockstore import BlobStore
+from .refs import RefManager
 from .storage import Database
 
 DEFAULT_RETENTION_DAYS = 7.0
@@ -53,23 +52,18 @@ def collect_garbage(
     cutoff = (time.time() if now is None else now) - retention_days * 86400
     db, blobs = Database(data_dir / "lakefs.db"), BlobStore(data_dir / "blobs")
     with blobs.collecting():
-        with db.read() if dry_run else db.write() as conn:
-            dead_commits, live_roots = _sweep_commits(conn, cutoff)
-            trees = db.trees(conn)
+        with db.read() if dry_run else db.write() as tx:
+            dead_commits, live_roots = _sweep_commits(tx.refs, cutoff)
             live_nodes: set[str] = set()
-            live_blobs = set(staging.addresses(conn))
+            live_blobs = set(tx.staging.addresses())
             for root in live_roots:
-                for _, node in trees.walk(root, live_nodes):
+                for _, node in tx.committed.walk(root, live_nodes):
                     if node.level == 0:
                         live_blobs.update(value[0] for _, value in node.items)
-            dead_nodes = [
-                (node_id, size)
-                for node_id, size in conn.execute("SELECT id, length(data) FROM nodes")
-                if node_id not in live_nodes
-            ]
+            dead_nodes = [(node_id, size) for node_id, size in tx.committed.node_sizes() if node_id not in live_nodes]
             if not dry_run:
-                conn.executemany("DELETE FROM commits WHERE repo=? AND id=?", dead_commits)
-                conn.executemany("DELETE FROM nodes WHERE id=?", ((node_id,) for node_id, _ in dead_nodes))
+                tx.refs.delete_commits(dead_commits)
+                tx.committed.delete_nodes(node_id for node_id, _ in dead_nodes)
         dead_blobs = [
             (address, stat.st_size)
             for address, stat in blobs.addresses()
@@ -88,18 +82,10 @@ def collect_garbage(
     )
 
 
-def _sweep_commits(conn, cutoff: float) -> tuple[list[tuple[str, str]], set[str]]:
+def _sweep_commits(refs: RefManager, cutoff: float) -> tuple[list[tuple[str, str]], set[str]]:
     """The unreachable commits older than ``cutoff`` (``(repo, id)``) and the tree roots of the others."""
-    commits = {
-        (repo, commit_id): (json.loads(parents), date, root)
-        for repo, commit_id, parents, date, root in conn.execute(
-            "SELECT repo, id, parents, creation_date, meta_range_id FROM commits"
-        )
-    }
-    frontier = [
-        tuple(row)
-        for row in conn.execute("SELECT repo, commit_id FROM branches UNION SELECT repo, commit_id FROM tags")
-    ]
+    commits = {(repo, commit_id): (parents, date, root) for repo, commit_id, parents, date, root in refs.all_commits()}
+    frontier = refs.heads()
     frontier += [key for key, (_, date, _) in commits.items() if date >= cutoff]
     live: set[tuple[str, str]] = set()
     while frontier:

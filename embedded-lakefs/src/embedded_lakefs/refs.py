@@ -1,7 +1,8 @@
 """Refs: repositories, branches, tags and commits in SQL, and lakeFS ref expressions (``name``, ``name@``,
 ``name$``, ``name~N``, ``name^N`` and chains of them) resolved to commits.
 
-Functions over a connection inside the caller's transaction.
+:class:`RefManager` reads and writes them through one SQLite connection, inside the transaction the catalog opened
+(``storage.Database``); the catalog decides what changes, the manager how it is stored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import re
 import sqlite3
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from .errors import BadRequest, NotFound
 from .records import Commit, ResolvedRef, prefix_upper_bound
@@ -71,192 +72,279 @@ def parse_ref(ref: str) -> RefExpression:
     return expression
 
 
-# -- repositories ------------------------------------------------------------------------------------------------
-def repository(conn: sqlite3.Connection, name: str) -> dict:
-    """The repository's settings as lakeFS reports them; 404 when it does not exist."""
-    row = conn.execute(
-        "SELECT name, storage_namespace, default_branch, creation_date, read_only FROM repositories WHERE name=?",
-        (name,),
-    ).fetchone()
-    if row is None:
-        raise NotFound("repository not found")
-    return {
-        "id": row[0],
-        "storage_namespace": row[1],
-        "default_branch": row[2],
-        "creation_date": row[3],
-        "read_only": bool(row[4]),
-    }
+class RefManager:
+    """The refs of one transaction (lakeFS' ``graveler.RefManager``): repositories, branches, tags, commits and
+    branch protection rules, in SQLite tables; and ref expressions resolved to commits."""
 
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
 
-# -- commits -----------------------------------------------------------------------------------------------------
-def insert_commit(
-    conn: sqlite3.Connection,
-    repo: str,
-    parents: list,
-    committer: str,
-    message: str,
-    creation_date: int,
-    tree_id: str,
-    metadata: dict,
-) -> Commit:
-    """Store a commit; its id is the hash of its content (parents, tree, message, ...)."""
-    generation = 1 + max((commit(conn, repo, p).generation for p in parents), default=0)
-    body = json.dumps(
-        {
-            "parents": parents,
-            "committer": committer,
-            "message": message,
-            "creation_date": creation_date,
-            "meta_range_id": tree_id,
-            "metadata": metadata,
-            "generation": generation,
-            "version": COMMIT_VERSION,
-        },
-        sort_keys=True,
-    )
-    commit_id = hashlib.sha256(f"{repo}\n{body}".encode()).hexdigest()
-    conn.execute(
-        "INSERT OR IGNORE INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
-        (
-            repo,
-            commit_id,
-            json.dumps(parents),
-            committer,
-            message,
-            creation_date,
-            tree_id,
-            json.dumps(metadata),
-            generation,
-        ),
-    )
-    return Commit(commit_id, parents, committer, message, creation_date, tree_id, metadata, generation)
+    # -- repositories --------------------------------------------------------------------------------------------
+    def find_repository(self, name: str) -> dict | None:
+        """The repository's settings as lakeFS reports them, or None."""
+        row = self.conn.execute(
+            "SELECT name, storage_namespace, default_branch, creation_date, read_only FROM repositories WHERE name=?",
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {
+            "id": row[0],
+            "storage_namespace": row[1],
+            "default_branch": row[2],
+            "creation_date": row[3],
+            "read_only": bool(row[4]),
+        }
 
+    def repository(self, name: str) -> dict:
+        """The repository's settings; 404 when it does not exist."""
+        found = self.find_repository(name)
+        if found is None:
+            raise NotFound("repository not found")
+        return found
 
-def commit(conn: sqlite3.Connection, repo: str, commit_id: str) -> Commit:
-    row = conn.execute(
-        "SELECT id, parents, committer, message, creation_date, meta_range_id, metadata, "
-        "generation FROM commits WHERE repo=? AND id=?",
-        (repo, commit_id),
-    ).fetchone()
-    if row is None:
-        raise NotFound("commit not found")
-    return Commit(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+    def add_repository(
+        self, name: str, storage_namespace: str, default_branch: str, creation_date: int, read_only: bool
+    ) -> None:
+        self.conn.execute(
+            "INSERT INTO repositories VALUES (?,?,?,?,?)",
+            (name, storage_namespace, default_branch, creation_date, int(read_only)),
+        )
 
-
-def history(conn: sqlite3.Connection, repo: str, start: str, first_parent: bool = False) -> Iterator[Commit]:
-    """The commits reachable from ``start`` (or its first-parent line) in lakeFS' log order: newest generation
-    first, then newest creation date, then by id. Lazy: a parent's generation is below its children's, so once
-    the newest unread commit has generation g, every commit of generation g has been found."""
-
-    def entry(c: Commit) -> tuple:
-        return -c.generation, -c.creation_date, c.id, c
-
-    queue, seen = [entry(commit(conn, repo, start))], {start}
-    while queue:
-        current = heapq.heappop(queue)[3]
-        yield current
-        for parent in current.parents[:1] if first_parent else current.parents:
-            if parent not in seen:
-                seen.add(parent)
-                heapq.heappush(queue, entry(commit(conn, repo, parent)))
-
-
-def merge_base(conn: sqlite3.Connection, repo: str, a: str, b: str) -> str | None:
-    """The best common ancestor of commits ``a`` and ``b`` (highest generation, then highest id; None when
-    unrelated). Walks both histories newest generation first and stops at the first commit both reach, so it
-    reads the commits since the merge base, not the whole history."""
-    reached: dict[str, int] = {a: 1}
-    reached[b] = reached.get(b, 0) | 2
-    queue = [(-commit(conn, repo, c).generation, c) for c in reached]
-    heapq.heapify(queue)
-    best: tuple[int, str] | None = None
-    while queue:
-        negative_generation, current = heapq.heappop(queue)
-        if best is not None and -negative_generation < best[0]:
-            break
-        if reached[current] == 3:
-            best = max(best or (0, ""), (-negative_generation, current))
-            continue  # a common ancestor's own ancestors are worse candidates
-        for parent in commit(conn, repo, current).parents:
-            if parent not in reached:
-                heapq.heappush(queue, (-commit(conn, repo, parent).generation, parent))
-                reached[parent] = 0
-            reached[parent] |= reached[current]
-    return best[1] if best else None
-
-
-# -- branches and tags -------------------------------------------------------------------------------------------
-def branch_commit(conn: sqlite3.Connection, repo: str, branch: str) -> str:
-    row = conn.execute("SELECT commit_id FROM branches WHERE repo=? AND name=?", (repo, branch)).fetchone()
-    if row is None:
-        raise NotFound(f"branch '{branch}' not found")
-    return row[0]
-
-
-def move_branch(conn: sqlite3.Connection, repo: str, branch: str, commit_id: str) -> None:
-    conn.execute("INSERT OR REPLACE INTO branches VALUES (?,?,?)", (repo, branch, commit_id))
-
-
-def tag_commit(conn: sqlite3.Connection, repo: str, tag: str) -> str | None:
-    row = conn.execute("SELECT commit_id FROM tags WHERE repo=? AND name=?", (repo, tag)).fetchone()
-    return row[0] if row else None
-
-
-def list_named(conn: sqlite3.Connection, repo: str, table: str, prefix: str, after: str, limit: int) -> list:
-    """Up to ``limit`` ``(name, commit id)`` of ``branches`` or ``tags`` after ``after``, below ``prefix``."""
-    upper = prefix_upper_bound(prefix)
-    rows = conn.execute(
-        f"SELECT name, commit_id FROM {table} WHERE repo=? AND name > ? AND name >= ? "
-        + ("AND name < ? " if upper else "")
-        + "ORDER BY name LIMIT ?",
-        (repo, after, prefix, *([upper] if upper else []), limit),
-    ).fetchall()
-    return [(r[0], r[1]) for r in rows]
-
-
-# -- resolution --------------------------------------------------------------------------------------------------
-def resolve(conn: sqlite3.Connection, repo: str, ref: str) -> ResolvedRef:
-    """The commit ``ref`` names (and the branch whose staging area reads include), as lakeFS resolves refs."""
-    expression = parse_ref(ref)
-    resolved = _resolve_name(conn, repo, expression.base)
-    if expression.branch_modifier:
-        if resolved.branch is None:  # "@" and "$" apply to branches only
-            raise BadRequest(f"{ref}: invalid ref")
-        return resolved if expression.branch_modifier == "$" else ResolvedRef(resolved.commit_id)
-    commit_id = resolved.commit_id
-    for kind, n in expression.modifiers:
-        if kind == "~":
-            for _ in range(n):
-                parents = commit(conn, repo, commit_id).parents
-                if not parents:
-                    raise NotFound(f"{ref}: commit not found")
-                commit_id = parents[0]
-        elif n > 0:
-            parents = commit(conn, repo, commit_id).parents
-            if n > len(parents):
-                raise BadRequest(f"{ref}: parent out of range")
-            commit_id = parents[n - 1]
-    return ResolvedRef(commit_id, None if expression.modifiers else resolved.branch)
-
-
-def _resolve_name(conn: sqlite3.Connection, repo: str, name: str) -> ResolvedRef:
-    """As lakeFS' ``revResolve``: a commit id or unique id prefix first, then a branch, then a tag.
-
-    An ambiguous prefix resolves as no commit (lakeFS' lookup answers not-found), so a branch or tag of that
-    name still wins, and otherwise it is a 404."""
-    if is_a_hash(name):
-        if conn.execute("SELECT 1 FROM commits WHERE repo=? AND id=?", (repo, name)).fetchone():
-            return ResolvedRef(name)
-        rows = conn.execute(
-            "SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2", (repo, name, prefix_upper_bound(name))
+    def repository_names(self, prefix: str, after: str, limit: int) -> list[str]:
+        """Up to ``limit`` repository names after ``after``, from ``prefix`` on (the caller keeps those below it)."""
+        rows = self.conn.execute(
+            "SELECT name FROM repositories WHERE name > ? AND name >= ? ORDER BY name LIMIT ?", (after, prefix, limit)
         ).fetchall()
-        if len(rows) == 1:
-            return ResolvedRef(rows[0][0])
-    row = conn.execute("SELECT commit_id FROM branches WHERE repo=? AND name=?", (repo, name)).fetchone()
-    if row:
-        return ResolvedRef(row[0], name)
-    tagged = tag_commit(conn, repo, name)
-    if tagged:
-        return ResolvedRef(tagged)
-    raise NotFound(f"{name}: not found")
+        return [r[0] for r in rows]
+
+    def delete_repository(self, name: str) -> None:
+        """Delete the repository with its branches, tags, commits and protection rules."""
+        for table in ("branches", "tags", "commits"):
+            self.conn.execute(f"DELETE FROM {table} WHERE repo=?", (name,))
+        self.conn.execute("DELETE FROM branch_protection WHERE repo=?", (name,))
+        self.conn.execute("DELETE FROM repositories WHERE name=?", (name,))
+
+    def protection_rules(self, repo: str) -> list[dict]:
+        """The repository's branch protection rules (``{"pattern": ...}``), none when never set."""
+        row = self.conn.execute("SELECT rules FROM branch_protection WHERE repo=?", (repo,)).fetchone()
+        return json.loads(row[0]) if row else []
+
+    def set_protection_rules(self, repo: str, rules: list[dict]) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO branch_protection VALUES (?,?)", (repo, json.dumps(rules)))
+
+    # -- commits -------------------------------------------------------------------------------------------------
+    def create_commit(
+        self,
+        repo: str,
+        parents: list,
+        committer: str,
+        message: str,
+        creation_date: int,
+        tree_id: str,
+        metadata: dict,
+    ) -> Commit:
+        """Store a new commit; its id is the hash of its content (parents, tree, message, ...)."""
+        generation = 1 + max((self.commit(repo, p).generation for p in parents), default=0)
+        body = json.dumps(
+            {
+                "parents": parents,
+                "committer": committer,
+                "message": message,
+                "creation_date": creation_date,
+                "meta_range_id": tree_id,
+                "metadata": metadata,
+                "generation": generation,
+                "version": COMMIT_VERSION,
+            },
+            sort_keys=True,
+        )
+        commit_id = hashlib.sha256(f"{repo}\n{body}".encode()).hexdigest()
+        created = Commit(commit_id, parents, committer, message, creation_date, tree_id, metadata, generation)
+        self.add_commit(repo, created)
+        return created
+
+    def add_commit(self, repo: str, commit: Commit) -> None:
+        """Store ``commit`` as it is (a no-op for a commit id already stored)."""
+        self.conn.execute(
+            "INSERT OR IGNORE INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                repo,
+                commit.id,
+                json.dumps(commit.parents),
+                commit.committer,
+                commit.message,
+                commit.creation_date,
+                commit.meta_range_id,
+                json.dumps(commit.metadata),
+                commit.generation,
+            ),
+        )
+
+    def commit(self, repo: str, commit_id: str) -> Commit:
+        """The commit; 404 when it does not exist."""
+        row = self.conn.execute(
+            "SELECT id, parents, committer, message, creation_date, meta_range_id, metadata, "
+            "generation FROM commits WHERE repo=? AND id=?",
+            (repo, commit_id),
+        ).fetchone()
+        if row is None:
+            raise NotFound("commit not found")
+        return Commit(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+
+    def commit_exists(self, repo: str, commit_id: str) -> bool:
+        return (
+            self.conn.execute("SELECT 1 FROM commits WHERE repo=? AND id=?", (repo, commit_id)).fetchone() is not None
+        )
+
+    def history(self, repo: str, start: str, first_parent: bool = False) -> Iterator[Commit]:
+        """The commits reachable from ``start`` (or its first-parent line) in lakeFS' log order: newest generation
+        first, then newest creation date, then by id. Lazy: a parent's generation is below its children's, so once
+        the newest unread commit has generation g, every commit of generation g has been found."""
+
+        def entry(c: Commit) -> tuple:
+            return -c.generation, -c.creation_date, c.id, c
+
+        queue, seen = [entry(self.commit(repo, start))], {start}
+        while queue:
+            current = heapq.heappop(queue)[3]
+            yield current
+            for parent in current.parents[:1] if first_parent else current.parents:
+                if parent not in seen:
+                    seen.add(parent)
+                    heapq.heappush(queue, entry(self.commit(repo, parent)))
+
+    def merge_base(self, repo: str, a: str, b: str) -> str | None:
+        """The best common ancestor of commits ``a`` and ``b`` (highest generation, then highest id; None when
+        unrelated). Walks both histories newest generation first and stops at the first commit both reach, so it
+        reads the commits since the merge base, not the whole history."""
+        reached: dict[str, int] = {a: 1}
+        reached[b] = reached.get(b, 0) | 2
+        queue = [(-self.commit(repo, c).generation, c) for c in reached]
+        heapq.heapify(queue)
+        best: tuple[int, str] | None = None
+        while queue:
+            negative_generation, current = heapq.heappop(queue)
+            if best is not None and -negative_generation < best[0]:
+                break
+            if reached[current] == 3:
+                best = max(best or (0, ""), (-negative_generation, current))
+                continue  # a common ancestor's own ancestors are worse candidates
+            for parent in self.commit(repo, current).parents:
+                if parent not in reached:
+                    heapq.heappush(queue, (-self.commit(repo, parent).generation, parent))
+                    reached[parent] = 0
+                reached[parent] |= reached[current]
+        return best[1] if best else None
+
+    def all_commits(self) -> Iterator[tuple[str, str, list, int, str]]:
+        """``(repo, id, parents, creation date, tree root)`` of every commit of every repository."""
+        for repo, commit_id, parents, date, root in self.conn.execute(
+            "SELECT repo, id, parents, creation_date, meta_range_id FROM commits"
+        ):
+            yield repo, commit_id, json.loads(parents), date, root
+
+    def delete_commits(self, keys: Iterable[tuple[str, str]]) -> None:
+        """Delete the commits ``(repo, id)``."""
+        self.conn.executemany("DELETE FROM commits WHERE repo=? AND id=?", keys)
+
+    # -- branches and tags ---------------------------------------------------------------------------------------
+    def heads(self) -> list[tuple[str, str]]:
+        """``(repo, commit id)`` of every branch and tag of every repository."""
+        rows = self.conn.execute("SELECT repo, commit_id FROM branches UNION SELECT repo, commit_id FROM tags")
+        return [(row[0], row[1]) for row in rows]
+
+    def find_branch(self, repo: str, branch: str) -> str | None:
+        """The branch's head commit id, or None."""
+        row = self.conn.execute("SELECT commit_id FROM branches WHERE repo=? AND name=?", (repo, branch)).fetchone()
+        return row[0] if row else None
+
+    def branch_commit(self, repo: str, branch: str) -> str:
+        """The branch's head commit id; 404 when the branch does not exist."""
+        commit_id = self.find_branch(repo, branch)
+        if commit_id is None:
+            raise NotFound(f"branch '{branch}' not found")
+        return commit_id
+
+    def move_branch(self, repo: str, branch: str, commit_id: str) -> None:
+        """Point ``branch`` (created if new) at ``commit_id``."""
+        self.conn.execute("INSERT OR REPLACE INTO branches VALUES (?,?,?)", (repo, branch, commit_id))
+
+    def delete_branch(self, repo: str, branch: str) -> None:
+        self.conn.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, branch))
+
+    def tag_commit(self, repo: str, tag: str) -> str | None:
+        """The tag's commit id, or None."""
+        row = self.conn.execute("SELECT commit_id FROM tags WHERE repo=? AND name=?", (repo, tag)).fetchone()
+        return row[0] if row else None
+
+    def add_tag(self, repo: str, tag: str, commit_id: str) -> None:
+        self.conn.execute("INSERT INTO tags VALUES (?,?,?)", (repo, tag, commit_id))
+
+    def delete_tag(self, repo: str, tag: str) -> bool:
+        """Delete the tag; False when there was none."""
+        return self.conn.execute("DELETE FROM tags WHERE repo=? AND name=?", (repo, tag)).rowcount > 0
+
+    def list_branches(self, repo: str, prefix: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(name, commit id)`` of the branches after ``after``, below ``prefix``."""
+        return self._list_named("branches", repo, prefix, after, limit)
+
+    def list_tags(self, repo: str, prefix: str, after: str, limit: int) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(name, commit id)`` of the tags after ``after``, below ``prefix``."""
+        return self._list_named("tags", repo, prefix, after, limit)
+
+    def _list_named(self, table: str, repo: str, prefix: str, after: str, limit: int) -> list[tuple[str, str]]:
+        upper = prefix_upper_bound(prefix)
+        rows = self.conn.execute(
+            f"SELECT name, commit_id FROM {table} WHERE repo=? AND name > ? AND name >= ? "
+            + ("AND name < ? " if upper else "")
+            + "ORDER BY name LIMIT ?",
+            (repo, after, prefix, *([upper] if upper else []), limit),
+        ).fetchall()
+        return [(r[0], r[1]) for r in rows]
+
+    # -- resolution ----------------------------------------------------------------------------------------------
+    def resolve(self, repo: str, ref: str) -> ResolvedRef:
+        """The commit ``ref`` names (and the branch whose staging area reads include), as lakeFS resolves refs."""
+        expression = parse_ref(ref)
+        resolved = self._resolve_name(repo, expression.base)
+        if expression.branch_modifier:
+            if resolved.branch is None:  # "@" and "$" apply to branches only
+                raise BadRequest(f"{ref}: invalid ref")
+            return resolved if expression.branch_modifier == "$" else ResolvedRef(resolved.commit_id)
+        commit_id = resolved.commit_id
+        for kind, n in expression.modifiers:
+            if kind == "~":
+                for _ in range(n):
+                    parents = self.commit(repo, commit_id).parents
+                    if not parents:
+                        raise NotFound(f"{ref}: commit not found")
+                    commit_id = parents[0]
+            elif n > 0:
+                parents = self.commit(repo, commit_id).parents
+                if n > len(parents):
+                    raise BadRequest(f"{ref}: parent out of range")
+                commit_id = parents[n - 1]
+        return ResolvedRef(commit_id, None if expression.modifiers else resolved.branch)
+
+    def _resolve_name(self, repo: str, name: str) -> ResolvedRef:
+        """As lakeFS' ``revResolve``: a commit id or unique id prefix first, then a branch, then a tag.
+
+        An ambiguous prefix resolves as no commit (lakeFS' lookup answers not-found), so a branch or tag of that
+        name still wins, and otherwise it is a 404."""
+        if is_a_hash(name):
+            if self.commit_exists(repo, name):
+                return ResolvedRef(name)
+            rows = self.conn.execute(
+                "SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2",
+                (repo, name, prefix_upper_bound(name)),
+            ).fetchall()
+            if len(rows) == 1:
+                return ResolvedRef(rows[0][0])
+        branch_head = self.find_branch(repo, name)
+        if branch_head is not None:
+            return ResolvedRef(branch_head, name)
+        tagged = self.tag_commit(repo, name)
+        if tagged:
+            return ResolvedRef(tagged)
+        raise NotFound(f"{name}: not found")

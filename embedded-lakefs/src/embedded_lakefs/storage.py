@@ -1,7 +1,8 @@
-"""The catalog's SQLite database: schema, connections and transactions, committed-tree nodes, migration.
+"""The catalog's SQLite database: schema, connections, transactions (units of work), migration.
 
 Every mutation is one SQLite transaction (WAL), so a process killed at any point leaves either the state before
-or the state after it.
+or the state after it. ``Database.write()`` / ``read()`` open one and hand it out as a :class:`Transaction`: the
+refs, staging and committed-data managers bound to that one transaction.
 """
 
 from __future__ import annotations
@@ -13,8 +14,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from .committed import CommittedManager
 from .records import Entry
-from .tree import EMPTY_TREE, MissingNode, NodeCache, Trees
+from .refs import RefManager
+from .staging import StagingManager
+from .tree import EMPTY_TREE, NodeCache
 
 PAGE_SIZE = 16384  # tree nodes are 1-3 KB: several share a page
 SCHEMA_VERSION = 2  # 1: a row per object per tree (``tree_entries``); 2: shared tree nodes (``nodes``)
@@ -39,20 +43,14 @@ CREATE TABLE IF NOT EXISTS branch_protection (repo TEXT PRIMARY KEY, rules TEXT 
 """
 
 
-class SQLiteNodes:
-    """Tree nodes in the ``nodes`` table, through one connection (and so inside its transaction)."""
+class Transaction:
+    """A unit of work: one SQLite transaction seen through the refs (``refs``), staging (``staging``) and committed
+    data (``committed``) managers, all bound to it."""
 
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def get(self, node_id: str) -> bytes:
-        row = self.conn.execute("SELECT data FROM nodes WHERE id=?", (node_id,)).fetchone()
-        if row is None:
-            raise MissingNode(node_id)
-        return row[0]
-
-    def put(self, node_id: str, data: bytes) -> None:
-        self.conn.execute("INSERT OR IGNORE INTO nodes VALUES (?,?)", (node_id, data))
+    def __init__(self, conn: sqlite3.Connection, node_cache: NodeCache):
+        self.refs = RefManager(conn)
+        self.staging = StagingManager(conn)
+        self.committed = CommittedManager(conn, node_cache)
 
 
 class Database:
@@ -64,8 +62,8 @@ class Database:
         self.node_cache = NodeCache()
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        with self.write() as conn:
-            migrated = migrate(conn, self.trees(conn))
+        with self._writing() as conn:
+            migrated = migrate(conn, CommittedManager(conn, self.node_cache))
         if migrated:
             self._compact()
 
@@ -92,12 +90,9 @@ class Database:
             self._local.conn = conn
         return conn
 
-    def trees(self, conn: sqlite3.Connection) -> Trees:
-        """The committed trees, read and written through ``conn``."""
-        return Trees(SQLiteNodes(conn), self.node_cache)
-
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection in a write transaction (serialized, rolled back on an error)."""
         with self._write_lock:
             conn = self.connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -109,16 +104,23 @@ class Database:
             conn.execute("COMMIT")
 
     @contextmanager
-    def read(self) -> Iterator[sqlite3.Connection]:
+    def write(self) -> Iterator[Transaction]:
+        """A write transaction: all of it or nothing is stored."""
+        with self._writing() as conn:
+            yield Transaction(conn, self.node_cache)
+
+    @contextmanager
+    def read(self) -> Iterator[Transaction]:
+        """A read transaction: a snapshot, concurrent with the writer (WAL)."""
         conn = self.connection()
         conn.execute("BEGIN")
         try:
-            yield conn
+            yield Transaction(conn, self.node_cache)
         finally:
             conn.execute("COMMIT")
 
 
-def migrate(conn: sqlite3.Connection, trees: Trees) -> bool:
+def migrate(conn: sqlite3.Connection, trees: CommittedManager) -> bool:
     """Create the schema, or bring a version-1 database (one row per object per tree) to shared tree nodes.
 
     Commit ids stay as they are; each commit's ``meta_range_id`` becomes its tree's new root id. A commit's tree
