@@ -312,10 +312,11 @@ class Catalog:
     def list_branches(self, repo: str, prefix: str = "", after: str = "", amount: int | None = None):
         return self._list_named(repo, "branches", prefix, after, amount)
 
-    def _list_named(self, repo: str, table: str, prefix: str, after: str, amount: int | None):
+    def _list_named(self, repo: str, kind: str, prefix: str, after: str, amount: int | None):
+        """A page of ``(name, commit id)`` of the repository's ``kind`` (``branches`` or ``tags``)."""
         with self.store.read() as tx:
             tx.refs.repository(repo)
-            named = tx.refs.list_branches if table == "branches" else tx.refs.list_tags
+            named = tx.refs.list_branches if kind == "branches" else tx.refs.list_tags
             return paginate(named(repo, prefix, after, normalize_amount(amount) + 1), amount)
 
     def delete_branch(self, repo: str, name: str, force: bool = False) -> None:

@@ -1,9 +1,9 @@
 """The records the catalog keeps and answers with: object entries, commits, differences, resolved refs; and the
-path ranges they are looked up by."""
+path ranges they are looked up by. Plain values shared by every layer: how they are stored is the managers' (``refs``,
+``staging``, ``committed``)."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
 MTIME = 3  # position of the modification time in an entry's stored value
@@ -20,11 +20,6 @@ class Entry:
     mtime: int
     content_type: str
     metadata: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_row(cls, row) -> Entry:
-        """From a staging row: path, address, checksum, size, mtime, content type, metadata as JSON."""
-        return cls(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
 
     @classmethod
     def from_value(cls, path: str, value: list) -> Entry:

@@ -16,6 +16,11 @@ ENTRY_COLUMNS = "path, address, checksum, size, mtime, content_type, metadata"
 NOT_STAGED = object()  # what ``staged`` answers for a path without staged changes
 
 
+def entry_from_row(row) -> Entry:
+    """The entry of a row of ``ENTRY_COLUMNS`` (metadata as JSON)."""
+    return Entry(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]))
+
+
 class StagingManager:
     """The staging areas of one transaction (lakeFS' ``graveler.StagingManager``): per branch and path, a staged
     write (an :class:`Entry`) or a tombstone (a staged deletion of a committed object), in the ``staging`` table."""
@@ -49,7 +54,7 @@ class StagingManager:
         ).fetchone()
         if row is None:
             return NOT_STAGED
-        return None if row[0] else Entry.from_row(row[1:])
+        return None if row[0] else entry_from_row(row[1:])
 
     def changes(
         self, repo: str, branch: str, start: str = "", inclusive: bool = True
@@ -61,7 +66,7 @@ class StagingManager:
             (repo, branch, start),
         )
         for row in rows:
-            yield row[1], None if row[0] else Entry.from_row(row[1:])
+            yield row[1], None if row[0] else entry_from_row(row[1:])
 
     def is_dirty(self, repo: str, branch: str) -> bool:
         """Whether the branch has staged changes."""

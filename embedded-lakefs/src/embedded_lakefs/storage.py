@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Iterator
 
 from .committed import CommittedManager
-from .records import Entry
 from .refs import RefManager
-from .staging import StagingManager
+from .staging import StagingManager, entry_from_row
 from .tree import EMPTY_TREE, NodeCache
 
 PAGE_SIZE = 16384  # tree nodes are 1-3 KB: several share a page
@@ -157,7 +156,7 @@ def migrate(conn: sqlite3.Connection, trees: CommittedManager) -> bool:
 
 def _tree_changes(conn: sqlite3.Connection, base: str, tree_id: str) -> list[tuple[str, list | None]]:
     """The changes from version-1 tree ``base`` to ``tree_id``, sorted by path (None: removed)."""
-    columns = "path, address, checksum, size, mtime, content_type, metadata"
+    columns = "path, address, checksum, size, mtime, content_type, metadata"  # version 1's, fixed
     written = conn.execute(
         f"SELECT {columns} FROM tree_entries WHERE tree_id=? EXCEPT SELECT {columns} FROM tree_entries WHERE tree_id=?",
         (tree_id, base),
@@ -166,5 +165,5 @@ def _tree_changes(conn: sqlite3.Connection, base: str, tree_id: str) -> list[tup
         "SELECT path FROM tree_entries WHERE tree_id=? EXCEPT SELECT path FROM tree_entries WHERE tree_id=?",
         (base, tree_id),
     )
-    changes = [(row[0], Entry.from_row(row).value()) for row in written] + [(row[0], None) for row in removed]
+    changes = [(row[0], entry_from_row(row).value()) for row in written] + [(row[0], None) for row in removed]
     return sorted(changes, key=lambda change: change[0])
