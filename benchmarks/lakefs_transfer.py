@@ -10,6 +10,9 @@ against it, and the time of md5 over the same bytes on one core: any lakeFS-comp
 checksums / ETags (and the client verifying them) must run it, so it bounds upload and download on this CPU.
 Everything lives in a temp dir removed at the end.
 
+The same files also go up and down through the server's S3 gateway with boto3 (one object per request, as the REST
+path sends them, ``--workers`` threads), printed as a ratio to the REST path of the same run (goal >= 0.8x).
+
     python benchmarks/lakefs_transfer.py [--workers 8] [--no-fsync]
 """
 
@@ -20,7 +23,12 @@ import os
 import shutil
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import boto3
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
 
 from embedded_lakefs import create_server
 from segmodels.versioning import LakeFS, LakeFSSettings
@@ -63,6 +71,36 @@ def md5_all(source: Path) -> None:
         file_md5(path)
 
 
+def s3_transfer(server, source: Path, prefix: str, workers: int, dest: Path) -> tuple[float, float]:
+    """Seconds to upload ``source``'s files to ``bench/main/<prefix>`` through the S3 gateway and to download them
+    back into ``dest``, each file one request, ``workers`` at a time."""
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=server.endpoint,
+        aws_access_key_id=server.access_key_id,
+        aws_secret_access_key=server.secret_access_key,
+        region_name="us-east-1",
+        config=Config(max_pool_connections=workers),
+    )
+    single = TransferConfig(multipart_threshold=1 << 40, use_threads=False)  # one PUT per file
+    files = sorted(source.iterdir())
+    dest.mkdir(parents=True)
+
+    def run(fn) -> float:
+        with ThreadPoolExecutor(workers) as pool:
+            return timed(lambda: list(pool.map(fn, files)))
+
+    up = run(lambda path: s3.upload_file(str(path), "bench", f"main/{prefix}/{path.name}", Config=single))
+
+    def download(path: Path) -> None:  # one GET (download_file would HEAD first)
+        body = s3.get_object(Bucket="bench", Key=f"main/{prefix}/{path.name}")["Body"]
+        with open(dest / path.name, "wb") as out:
+            shutil.copyfileobj(body, out, 4 << 20)
+
+    down = run(download)
+    return up, down
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -95,6 +133,7 @@ def main() -> None:
                 f"{'down ratio':>12}{'ms/object up':>14}{'cached s':>10}{'cached %':>10}"
             )
             extra: list[str] = []
+            gateway: list[str] = []
             for name, (count, size) in DATASETS.items():
                 source = work / "src" / name.replace(" ", "")
                 total = make_files(source, count, size)
@@ -125,6 +164,12 @@ def main() -> None:
                     f"{durable_s / down_s:>11.2f}x{md5_s:>9.3f}{total / md5_s / 1e6:>8.0f}M"
                     f"{md5_s / up_s:>9.2f}x{md5_s / down_s:>11.2f}x"
                 )
+                s3_up_s, s3_down_s = s3_transfer(server, source, "s3-" + prefix, args.workers, work / "s3-down")
+                gateway.append(
+                    f"{name:<15}{up_s:>10.3f}{s3_up_s:>10.3f}{up_s / s3_up_s:>9.2f}x"
+                    f"{down_s:>12.3f}{s3_down_s:>10.3f}{down_s / s3_down_s:>9.2f}x"
+                )
+                shutil.rmtree(work / "s3-down")
                 shutil.rmtree(source)
                 shutil.rmtree(client.home / "cache")
             print("\nbaselines: durable copy (copy + fsync per file) and md5 of the same bytes (1 core, page cache)")
@@ -137,6 +182,12 @@ def main() -> None:
                 "(up/md5, down/md5: lakeFS throughput as a fraction of one core's md5 throughput, the bound of "
                 "md5 checksums)"
             )
+            print("\nS3 gateway (boto3, one request per file) against the REST path above; goal >= 0.8x")
+            print(
+                f"{'data set':<15}{'REST up':>10}{'S3 up':>10}{'ratio':>10}"
+                f"{'REST down':>12}{'S3 down':>10}{'ratio':>10}"
+            )
+            print("\n".join(gateway))
         finally:
             server.shutdown()
 
