@@ -49,6 +49,24 @@ def serve_ui(args: argparse.Namespace) -> None:
     serve(args.host, args.port, args.open)
 
 
+def cache_command(args: argparse.Namespace) -> None:
+    """``segmodels cache ls`` / ``gc [--dry-run] [--max-gb N]``: the local cache of lakeFS objects."""
+    from segmodels.home import segmodels_home
+    from segmodels.versioning import LakeFSError
+    from segmodels.versioning.cache import ObjectCache, format_gc, format_listing
+
+    try:
+        cache = ObjectCache(segmodels_home() / "cache")
+        if args.cache_command == "ls":
+            print(format_listing(cache))
+        else:
+            max_bytes = None if args.max_gb is None else int(args.max_gb * 1e9)
+            print(format_gc(cache.gc(max_bytes, dry_run=args.dry_run), args.dry_run))
+    except LakeFSError as error:
+        print(f"segmodels cache: error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The command-line parser."""
     parser = argparse.ArgumentParser(prog="segmodels", description=__doc__)
@@ -82,6 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("b", help="the same kinds as A")
     compare.add_argument("--html", type=Path, default=None, metavar="FILE", help="also write the comparison as HTML")
     compare.set_defaults(handler=compare_refs)
+
+    cache = commands.add_parser("cache", help="the local cache of lakeFS objects (<home>/cache)")
+    cache_commands = cache.add_subparsers(dest="cache_command", required=True)
+    cache_commands.add_parser("ls", help="views (commits downloaded), objects and bytes against the bound")
+    cache_gc = cache_commands.add_parser("gc", help="free views not in use, least recently used first, to the bound")
+    cache_gc.add_argument("--dry-run", action="store_true", help="print what would be freed, remove nothing")
+    cache_gc.add_argument("--max-gb", type=float, default=None, help="free down to this (default: the bound)")
+    cache.set_defaults(handler=cache_command)
 
     ui = commands.add_parser("ui", help="browse data commits, images with masks, diffs, runs and models locally")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")

@@ -161,9 +161,17 @@ def publish_dataset(
 
 
 def fetch_dataset(lakefs: LakeFS, uri: LakeFSUri | str) -> Path:
-    """The local folder of the data set at a pinned URI (downloaded once per commit)."""
+    """The local folder of the data set at a pinned URI (objects downloaded once, linked into a view per commit)."""
+    with using_dataset(lakefs, uri) as folder:
+        return folder
+
+
+@contextmanager
+def using_dataset(lakefs: LakeFS, uri: LakeFSUri | str) -> Iterator[Path]:
+    """:func:`fetch_dataset`'s folder, locked against the cache's eviction while the block reads it."""
     uri = LakeFSUri.parse(uri) if isinstance(uri, str) else uri
-    return lakefs.download_prefix(uri.repo, uri.ref, uri.path)
+    with lakefs.using_prefix(uri.repo, uri.ref, uri.path) as folder:
+        yield folder
 
 
 def default_work_dir(repo: str, branch: str, prefix: str) -> Path:

@@ -205,14 +205,15 @@ def test_download_prefix_is_verified_cached_and_keyed_by_commit(lakefs: LakeFS, 
     lakefs.upload_directory(repo_name, "main", write_tree(tmp_path / "src", files))
     commit = lakefs.commit(repo_name, "main", "data")
     folder = lakefs.download_prefix(repo_name, "main", "x")
-    assert folder == lakefs.home / "cache" / repo_name / commit.id / "x"
+    assert folder == lakefs.home / "cache" / "views" / repo_name / commit.id / "x"
     assert (folder / "1.bin").read_bytes() == files["x/1.bin"]
     assert (folder / "deep" / "2.bin").read_bytes() == files["x/deep/2.bin"]
     assert not (folder.parent / "y").exists()
-    (folder / "1.bin").write_bytes(b"tampered")  # a completed prefix is served from the cache as is
+    os.chmod(folder / "1.bin", 0o644)  # cached objects are read-only: a write goes through this, or root
+    (folder / "1.bin").write_bytes(b"tampered")  # every use re-verifies (md5 index) and repairs
     assert lakefs.download_prefix(repo_name, commit.id, "x/") == folder
-    assert (folder / "1.bin").read_bytes() == b"tampered"
-    everything = lakefs.download_prefix(repo_name, commit.id)  # the wider prefix re-verifies and repairs
+    assert (folder / "1.bin").read_bytes() == files["x/1.bin"]
+    everything = lakefs.download_prefix(repo_name, commit.id)
     assert (everything / "x" / "1.bin").read_bytes() == files["x/1.bin"]
     copy = lakefs.download_prefix(repo_name, "main", "y", dest=tmp_path / "out")
     assert (copy / "3.bin").read_bytes() == b"3"

@@ -36,7 +36,7 @@ from segmodels.data.formats.base import IMAGE_SUFFIXES, ReadLimits
 from segmodels.data.images import ImageListing, list_images, read_rgb
 from segmodels.data.prepare import ON_ERROR, read_limits_of
 from segmodels.data.sources import redact, resolve_source
-from segmodels.dataset_store import fetch_dataset
+from segmodels.dataset_store import using_dataset
 from segmodels.home import segmodels_home
 from segmodels.inference import InferenceOptions, InvalidInput, predict_files
 from segmodels.metrics import ConfusionMatrix
@@ -515,14 +515,14 @@ def infer_data_set(cfg: DictConfig, lakefs: LakeFS, given: Path | None) -> Path:
     """Predict (and score) the split of the data set ``cfg.data_ref`` names."""
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
     warn_if_other_store(lakefs, data.repo, cfg.lakefs.model_branch, cfg.lakefs.data_branch)
-    with lineage.step_run("infer", cfg) as active:
+    with lineage.step_run("infer", cfg) as active, using_dataset(lakefs, data) as data_root:  # locked while read
         run_id = active.info.run_id
         mlflow.log_param("data_commit", data.ref)
         mlflow.set_tags(
             {lineage.TAG_LAKEFS_REPO: data.repo, lineage.TAG_DATA_COMMIT: data.ref, lineage.TAG_DATA_URI: str(data)}
         )
         model_uri, model_tags, model, spec = open_model(cfg)
-        layout = Layout(fetch_dataset(lakefs, data))
+        layout = Layout(data_root)
         info = load_dataset_info(layout.root)
         check_classes(model_uri, spec, str(data), info)
         paths = split_images(layout, cfg.split)

@@ -21,7 +21,7 @@ import mlflow
 from omegaconf import DictConfig
 
 from segmodels.data import load_dataset_info
-from segmodels.dataset_store import fetch_dataset
+from segmodels.dataset_store import using_dataset
 from segmodels.home import segmodels_home
 from segmodels.inference.pyfunc import save_pyfunc_model
 from segmodels.model_store import publish_model
@@ -34,7 +34,7 @@ from segmodels.tracking.stores import warn_if_other_store
 from segmodels.tracking.training import MLflowTrainingLogger, enable_system_metrics
 from segmodels.training import train
 from segmodels.training.distributed import is_main_process
-from segmodels.versioning import connect
+from segmodels.versioning import LakeFS, LakeFSUri, connect
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,12 @@ def run(cfg: DictConfig) -> str | None:
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
     if is_main_process():
         warn_if_other_store(lakefs, data.repo, cfg.lakefs.model_branch, cfg.lakefs.data_branch)
-    data_root = fetch_dataset(lakefs, data)
+    with using_dataset(lakefs, data) as data_root:  # locked: the local cache never evicts it while training reads
+        return train_on(cfg, lakefs, data, data_root)
+
+
+def train_on(cfg: DictConfig, lakefs: LakeFS, data: LakeFSUri, data_root: Path) -> str | None:
+    """:func:`run` once the data set is local at ``data_root``."""
     commit, _ = lineage.git_commit()
     key = work_key(data.ref, cfg, commit)
     if not is_main_process():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
 import os
 import shutil
@@ -27,9 +27,10 @@ from segmodels.object_keys import file_and_folder
 from segmodels.progress import Progress
 
 from . import ephemeral
+from .cache import ObjectCache
 from .embedded import ensure_embedded_server
 from .errors import LakeFSError
-from .hashing import CHUNK_SIZE, Md5Index, file_chunks, file_md5
+from .hashing import CHUNK_SIZE, Md5Index, file_chunks
 from .retry import Retrier, ServerError, error_message
 from .settings import LakeFSSettings
 from .uri import LakeFSUri
@@ -435,44 +436,72 @@ class LakeFS:
         )
 
     def download_prefix(self, repo: str, ref: str, prefix: str = "", dest=None, workers: int = 8) -> Path:
-        """Download ``prefix`` at ``ref``'s commit into ``<home>/cache/<repo>/<commit_id>/<prefix>``.
+        """Download ``prefix`` at ``ref``'s commit into ``<home>/cache/views/<repo>/<commit_id>/<prefix>``, a view
+        of links to objects cached once by checksum (:mod:`.cache`); with ``dest``, the view is then copied to
+        ``dest``, which is returned. The view is not locked once this returns: :meth:`using_prefix` holds it."""
+        with self.using_prefix(repo, ref, prefix, workers) as folder:
+            if dest is None:
+                return folder
+            dest = Path(dest)
+            shutil.copytree(folder, dest, dirs_exist_ok=True, copy_function=shutil.copyfile)  # writable copies
+            return dest
 
-        Files are verified and placed atomically; a completed (repo, commit, prefix) is not downloaded again.
-        With ``dest``, the cached folder is then copied to ``dest``, which is returned.
-        """
+    @contextmanager
+    def using_prefix(self, repo: str, ref: str, prefix: str = "", workers: int = 8) -> Iterator[Path]:
+        """The local folder of ``prefix`` at ``ref``'s commit, share-locked (never evicted) while the block runs.
+
+        Objects already cached (by any commit, path or repository) are linked, not downloaded; every file is
+        checked against its md5 (cheaply, through the md5 index) and a corrupt one fetched again."""
         commit_id = self.resolve_commit(repo, ref)
         prefix = _directory_prefix(prefix)
-        commit_dir = self.home / "cache" / repo / commit_id
-        folder = commit_dir / prefix if prefix else commit_dir
-        marker = self.home / "cache" / ".complete" / repo / commit_id / hashlib.sha256(prefix.encode()).hexdigest()
-        if not (marker.exists() and folder.is_dir()):
-            objects = list(self.list_objects(repo, commit_id, prefix))
-            clash = file_and_folder(obj.path for obj in objects)
-            if clash:
-                raise LakeFSError(
-                    f"lakefs://{repo}/{commit_id}/{prefix}: object {clash[0][:80]!r} is also the folder "
-                    f"of {clash[1][:80]!r}; both cannot be files: delete one of them"
-                )
-            progress = Progress(
-                f"download lakefs://{repo}/{commit_id[:12]}/{prefix}", sum(o.size for o in objects), "MB", scale=1e-6
-            )
-
-            def fetch(obj: RemoteObject) -> None:
-                local = commit_dir / _safe_relative(obj.path, "")
-                if not (local.is_file() and local.stat().st_size == obj.size and file_md5(local) == obj.checksum):
-                    self.download_object(repo, commit_id, obj, local)
-                progress.update(obj.size)
-
-            with progress:
-                _parallel(fetch, objects, workers)
+        cache = ObjectCache(self.home / "cache")
+        with cache.using_view(repo, commit_id) as view:
+            index = Md5Index(self.home / "cache")
+            try:
+                recorded = view.recorded(prefix)
+                objects = self._listed_objects(repo, commit_id, prefix) if recorded is None else recorded
+                stale = view.stale(objects, index)
+                copied = self._fill_view(cache, view, prefix, stale, index, workers) if stale else 0
+                if stale or recorded is None:
+                    cache.record_prefix(repo, commit_id, prefix, objects, copied)
+            finally:
+                index.save()
+            folder = view.root / prefix if prefix else view.root
             folder.mkdir(parents=True, exist_ok=True)
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text(f"{repo}/{commit_id}/{prefix}\n")
-        if dest is None:
-            return folder
-        dest = Path(dest)
-        shutil.copytree(folder, dest, dirs_exist_ok=True)
-        return dest
+            yield folder
+
+    def _listed_objects(self, repo: str, commit_id: str, prefix: str) -> list[RemoteObject]:
+        objects = list(self.list_objects(repo, commit_id, prefix))
+        clash = file_and_folder(obj.path for obj in objects)
+        if clash:
+            raise LakeFSError(
+                f"lakefs://{repo}/{commit_id}/{prefix}: object {clash[0][:80]!r} is also the folder "
+                f"of {clash[1][:80]!r}; both cannot be files: delete one of them"
+            )
+        for obj in objects:
+            _safe_relative(obj.path, "")
+        return objects
+
+    def _fill_view(self, cache: ObjectCache, view, prefix: str, objects: list, index: Md5Index, workers: int) -> int:
+        """Place ``objects`` into ``view``: download each object not cached once (after making room for them all),
+        then link them. Returns the bytes copied where no link could be made."""
+        missing = {}
+        for obj in objects:
+            if not cache.object_ok(cache.object_path(obj.checksum, obj.size), obj, index):
+                missing[(obj.checksum, obj.size)] = obj
+        cache.make_room(sum(obj.size for obj in missing.values()), f"lakefs://{view.repo}/{view.commit}/{prefix}")
+        label = f"download lakefs://{view.repo}/{view.commit[:12]}/{prefix}"
+        progress = Progress(label, sum(o.size for o in missing.values()), "MB", scale=1e-6)
+
+        download = functools.partial(self.download_object, view.repo, view.commit)
+
+        def fetch(obj) -> None:
+            cache.fetch_object(obj, download, index)
+            progress.update(obj.size)
+
+        with progress:
+            _parallel(fetch, missing.values(), workers)
+        return sum(_parallel(lambda obj: view.place(obj, download, index), objects, workers))
 
     # -- atomic writes ---------------------------------------------------------------------------------------
     @contextmanager
