@@ -599,7 +599,7 @@ BAD_BODIES = {
     "delete-objects": (
         "POST",
         "/branches/main/objects/delete",
-        [{"paths": "a"}, {"paths": [1]}, {"paths": {"a": 1}}, {"paths": None}, {"paths": ["a"], "force": "no"}],
+        [{"paths": "a"}, {"paths": [1]}, {"paths": {"a": 1}}, {"paths": None}],  # force: a query parameter
     ),
     "reset": ("PUT", "/branches/main", [{"type": 5}, {"type": "bogus"}, {"type": "object", "path": 5}, {}]),
     "copy": (

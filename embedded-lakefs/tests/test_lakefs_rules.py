@@ -176,3 +176,86 @@ def test_merging_a_source_whose_metarange_is_the_bases_has_no_changes(sdk, repo_
     # the first commit as source: its metarange ("") is the base's
     first = sdk.refs_api.log_commits(repo_name, "main").results[-1].id
     assert refused(sdk.refs_api.merge_into_branch, repo_name, first, "a", lakefs_sdk.Merge())[1] == "no changes"
+
+
+# -- request fields the swagger walk found ignored (test_swagger_walk.py) --------------------------------------------
+def test_hidden_branches_are_listed_only_with_show_hidden(sdk, repo_name):
+    create_repo(sdk, repo_name)
+    sdk.branches_api.create_branch(repo_name, lakefs_sdk.BranchCreation(name="secret", source="main", hidden=True))
+    sdk.branches_api.create_branch(repo_name, lakefs_sdk.BranchCreation(name="open", source="main"))
+    commit_file(sdk, repo_name, "secret", "f", b"x")  # moving it keeps it hidden
+
+    def listed(**query) -> list[str]:
+        return [b.id for b in sdk.branches_api.list_branches(repo_name, **query).results]
+
+    assert listed() == ["main", "open"]
+    assert listed(show_hidden=False) == ["main", "open"]
+    assert listed(show_hidden=True) == ["main", "open", "secret"]
+    assert sdk.branches_api.get_branch(repo_name, "secret").id == "secret"  # found by name
+
+
+def test_log_lists_commits_of_one_second_newest_first(sdk, repo_name):
+    """The wrapper's test_reference_merge_into: Merge1 and the source's head have the same generation and are
+    created in the same second; lakeFS lists the newer first (nanosecond creation times). Several repositories, as
+    commit ids once broke the tie by chance."""
+    for attempt in range(6):
+        repo = f"{repo_name}-{attempt}"
+        create_repo(sdk, repo)
+        sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="work", source="main"))
+        older = commit_file(sdk, repo, "work", "a", b"a")
+        head = commit_file(sdk, repo, "work", "b", b"b")
+        sdk.branches_api.create_branch(repo, lakefs_sdk.BranchCreation(name="other", source="main"))
+        sdk.refs_api.merge_into_branch(repo, older, "other", lakefs_sdk.Merge(message="Merge1"))
+        sdk.refs_api.merge_into_branch(repo, "work", "other", lakefs_sdk.Merge(message="Merge2"))
+        log = sdk.refs_api.log_commits(repo, "other", amount=4).results
+        assert [c.message for c in log[:2]] == ["Merge2", "Merge1"]
+        assert [c.id for c in log[2:4]] == [head, older]
+
+
+def test_repositories_are_searched_by_substring(sdk, repo_name):
+    for name in (f"{repo_name}-alpha", f"{repo_name}-beta", f"{repo_name}-alphabet"):
+        create_repo(sdk, name)
+
+    def found(**query) -> list[str]:
+        return [r.id for r in sdk.repositories_api.list_repositories(prefix=repo_name, **query).results]
+
+    assert found(search="alpha") == [f"{repo_name}-alpha", f"{repo_name}-alphabet"]
+    assert found(search="ALPHA") == []  # case-sensitive, as Go's strings.Contains
+    assert found(search="alpha", amount=1) == [f"{repo_name}-alpha"]
+    assert found(search="alpha", after=f"{repo_name}-alpha") == [f"{repo_name}-alphabet"]
+    assert len(found()) == 3
+
+
+def test_a_read_only_repository_is_deleted_only_with_force(sdk, repo_name):
+    create_repo(sdk, repo_name, read_only=True)
+    assert refused(sdk.repositories_api.delete_repository, repo_name) == (403, "read-only repository")
+    sdk.repositories_api.get_repository(repo_name)
+    sdk.repositories_api.delete_repository(repo_name, force=True)
+    assert refused(sdk.repositories_api.get_repository, repo_name)[0] == 404
+
+
+def test_delete_objects_takes_force_from_the_query(sdk, repo_name):
+    create_repo(sdk, repo_name, read_only=True)
+    sdk.objects_api.upload_object(repo_name, "main", "a.txt", content=b"a", force=True)
+    assert refused(sdk.objects_api.delete_objects, repo_name, "main", lakefs_sdk.PathList(paths=["a.txt"]))[0] == 403
+    sdk.objects_api.delete_objects(repo_name, "main", lakefs_sdk.PathList(paths=["a.txt"]), force=True)
+    assert all_paths(sdk, repo_name, "main") == []
+
+
+def test_no_tombstone_deletes_as_without_it(sdk, repo_name):
+    """lakeFS' no_tombstone ("when possible"): an uncommitted object leaves no trace, a committed one is hidden."""
+    create_repo(sdk, repo_name)
+    commit_file(sdk, repo_name, "main", "committed.txt", b"c")
+    sdk.objects_api.upload_object(repo_name, "main", "staged.txt", content=b"s")
+    sdk.objects_api.delete_object(repo_name, "main", "staged.txt", no_tombstone=True)
+    sdk.objects_api.delete_objects(repo_name, "main", lakefs_sdk.PathList(paths=["committed.txt"]), no_tombstone=True)
+    assert all_paths(sdk, repo_name, "main") == []
+    changes = sdk.branches_api.diff_branch(repo_name, "main").results
+    assert [(c.path, c.type) for c in changes] == [("committed.txt", "removed")]
+
+
+def test_upload_accepts_a_storage_class(sdk, repo_name):
+    """lakeFS passes storageClass to its blockstore adapter; the local adapter (this server's) ignores it."""
+    create_repo(sdk, repo_name)
+    sdk.objects_api.upload_object(repo_name, "main", "a.txt", content=b"a", storage_class="GLACIER")
+    assert sdk.objects_api.get_object(repo_name, "main", "a.txt") == b"a"

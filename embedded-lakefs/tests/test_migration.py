@@ -1,6 +1,7 @@
 """A data directory written before trees shared their nodes (schema 1: a row per object per commit) migrates on
 open: the same commits (ids unchanged), objects, branches, tags and staged changes; an interrupted migration
-leaves the old database as it was."""
+leaves the old database as it was. One of schema 2 (before hidden branches and nanosecond commit times) gains
+those columns: its branches are not hidden, its commits keep their log order."""
 
 from __future__ import annotations
 
@@ -142,5 +143,32 @@ def test_a_database_of_a_newer_schema_is_refused_in_one_line(tmp_path):
     conn = sqlite3.connect(db_path)
     conn.execute(f"PRAGMA user_version={storage.SCHEMA_VERSION + 1}")
     conn.close()
-    with pytest.raises(RuntimeError, match=r"lakefs\.db: written by a newer embedded-lakefs \(schema 3"):
+    newer = storage.SCHEMA_VERSION + 1
+    with pytest.raises(RuntimeError, match=rf"lakefs\.db: written by a newer embedded-lakefs \(schema {newer}, "):
         Catalog(db_path)
+
+
+def test_a_schema_2_database_gains_hidden_branches_and_commit_times(tmp_path):
+    db_path = tmp_path / "lakefs.db"
+    catalog = Catalog(db_path)
+    catalog.create_repository("two", "local://two")
+    first = catalog.commit("two", "main", "first", "me", date=1_700_000_001, allow_empty=True)
+    second = catalog.commit("two", "main", "second", "me", date=1_700_000_002, allow_empty=True)
+    catalog.create_branch("two", "feature", "main")
+    conn = sqlite3.connect(db_path)
+    conn.execute("ALTER TABLE branches DROP COLUMN hidden")  # as schema 2 stored them
+    conn.execute("ALTER TABLE commits DROP COLUMN created_ns")
+    conn.execute("PRAGMA user_version=2")
+    conn.commit()
+    conn.close()
+
+    catalog = Catalog(db_path)
+    conn = sqlite3.connect(db_path)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == storage.SCHEMA_VERSION
+    times = dict(conn.execute("SELECT id, created_ns FROM commits WHERE repo='two'").fetchall())
+    assert times[first.id] == first.creation_date * 10**9 and times[second.id] == second.creation_date * 10**9
+    assert [name for name, _ in catalog.list_branches("two")[0]] == ["feature", "main"]
+    assert [c.message for c in catalog.log("two", "main")[0]] == ["second", "first", "Repository created"]
+    catalog.create_branch("two", "hidden", "main", hidden=True)
+    assert [name for name, _ in catalog.list_branches("two")[0]] == ["feature", "main"]
+    assert [name for name, _ in catalog.list_branches("two", show_hidden=True)[0]] == ["feature", "hidden", "main"]

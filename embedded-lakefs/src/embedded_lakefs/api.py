@@ -36,6 +36,7 @@ RESET_TYPES = ("object", "common_prefix", "reset")
 PRESIGN_UNSUPPORTED = "local adapter presigned URL: operation not supported"
 STORAGE_ID = ""  # the one (unnamed) blockstore: lakeFS answers "" and refuses any other storage id
 NOT_IMPLEMENTED = 501
+NOT_IMPLEMENTED_MESSAGE = "functionality not implemented"  # lakeFS' apiutil.ErrNotImplemented
 # path parameters and how lakeFS validates them (400 before anything is looked up)
 PARAM_CHECKS = {
     "repository": check_repository,
@@ -96,6 +97,13 @@ def _etag_matches(header: str, checksum: str) -> bool:
         if tag == "*" or tag.strip('"') == checksum:
             return True
     return False
+
+
+def refuse_unimplemented(name: str, given: bool) -> None:
+    """501 for a request field this server does not implement, given a non-default value (as lakeFS answers
+    functionality it lacks)."""
+    if given:
+        raise ApiError(f"{NOT_IMPLEMENTED_MESSAGE}: {name}", NOT_IMPLEMENTED)
 
 
 def commit_json(commit: Commit) -> dict:
@@ -227,12 +235,13 @@ class LakeFSApi:
     # -- repositories ----------------------------------------------------------------------------------------
     def list_repositories(self, request: Request) -> Response:
         repos, has_more = self.catalog.list_repositories(
-            request.arg("prefix", ""), request.arg("after", ""), request.amount()
+            request.arg("prefix", ""), request.arg("after", ""), request.amount(), search=request.arg("search", "")
         )
         results = [repository_json(r) for r in repos]
         return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
 
     def create_repository(self, request: Request) -> Response:
+        refuse_unimplemented("bare", request.flag("bare"))  # a repository without commits, for refs-restore
         body = fields(
             request.json(),
             {
@@ -263,7 +272,7 @@ class LakeFSApi:
         return Response(200, repository_json(self.catalog.get_repository(request.params["repository"])))
 
     def delete_repository(self, request: Request) -> Response:
-        self.catalog.delete_repository(request.params["repository"])
+        self.catalog.delete_repository(request.params["repository"], force=request.flag("force"))
         return Response(204)
 
     def get_repository_metadata(self, request: Request) -> Response:
@@ -290,7 +299,11 @@ class LakeFSApi:
     # -- branches --------------------------------------------------------------------------------------------
     def list_branches(self, request: Request) -> Response:
         refs, has_more = self.catalog.list_branches(
-            request.params["repository"], request.arg("prefix", ""), request.arg("after", ""), request.amount()
+            request.params["repository"],
+            request.arg("prefix", ""),
+            request.arg("after", ""),
+            request.amount(),
+            show_hidden=request.flag("show_hidden"),
         )
         results = [{"id": name, "commit_id": commit_id} for name, commit_id in refs]
         return Response(200, {"pagination": pagination(has_more, results, lambda r: r["id"]), "results": results})
@@ -304,7 +317,11 @@ class LakeFSApi:
         check_branch(body["name"])
         check_ref(body["source"], "source")
         commit_id = self.catalog.create_branch(
-            request.params["repository"], body["name"], body["source"], body.get("force", False)
+            request.params["repository"],
+            body["name"],
+            body["source"],
+            body.get("force", False),
+            hidden=body.get("hidden", False),
         )
         return Response(201, commit_id, content_type="text/html")
 
@@ -341,6 +358,7 @@ class LakeFSApi:
 
     # -- commits ---------------------------------------------------------------------------------------------
     def commit(self, request: Request) -> Response:
+        refuse_unimplemented("source_metarange", bool(request.arg("source_metarange")))
         body = fields(
             request.json(),
             {"message": STRING, "metadata": METADATA, "date": INTEGER, "allow_empty": BOOLEAN, "force": BOOLEAN},
@@ -447,6 +465,7 @@ class LakeFSApi:
         return self._diff_list(diffs, has_more)
 
     def diff_refs(self, request: Request) -> Response:
+        refuse_unimplemented("include_right_stats", request.flag("include_right_stats"))
         diffs, has_more = self.catalog.diff_refs(
             request.params["repository"],
             request.params["left_ref"],
@@ -557,8 +576,15 @@ class LakeFSApi:
             )
         return Response(201, self._stats(repo, entry))
 
+    @staticmethod
+    def _check_no_tombstone(request: Request) -> None:
+        """``no_tombstone`` (lakeFS: "without tombstone when possible") is checked only: a deletion here leaves a
+        tombstone only where a committed object must be hidden, which is what the flag asks for."""
+        request.flag("no_tombstone")
+
     def delete_object(self, request: Request) -> Response:
         path = check_object_path(request.arg("path"))
+        self._check_no_tombstone(request)
         self.catalog.delete_entries(
             request.params["repository"],
             request.params["branch"],
@@ -569,8 +595,8 @@ class LakeFSApi:
         return Response(204)
 
     def delete_objects(self, request: Request) -> Response:
-        body = fields(request.json(), {"paths": STRINGS, "force": BOOLEAN}, required=("paths",))
-        paths = body["paths"]
+        self._check_no_tombstone(request)
+        paths = fields(request.json(), {"paths": STRINGS}, required=("paths",))["paths"]
         if len(paths) > MAX_DELETE_PATHS:
             raise BadRequest(f"validation error: paths: at most {MAX_DELETE_PATHS} paths per request")
         for path in paths:
@@ -580,7 +606,7 @@ class LakeFSApi:
             request.params["branch"],
             paths,
             missing_ok=True,
-            force=body.get("force", False),
+            force=request.flag("force"),  # a query parameter, as in lakeFS' swagger (a body "force" is ignored)
         )
         return Response(200, {"errors": []})
 
@@ -593,7 +619,7 @@ class LakeFSApi:
             required=("src_path",),
         )
         if body.get("shallow", False):
-            raise ApiError("functionality not implemented", NOT_IMPLEMENTED)  # as lakeFS' BuildOptsFromParams
+            raise ApiError(NOT_IMPLEMENTED_MESSAGE, NOT_IMPLEMENTED)  # as lakeFS' BuildOptsFromParams
         if body.get("src_ref"):
             check_ref(body["src_ref"], "src_ref")
         with self.blobs.referencing():

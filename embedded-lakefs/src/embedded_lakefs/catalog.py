@@ -112,15 +112,18 @@ class Catalog:
         with self.store.read() as tx:
             return tx.refs.repository(name)
 
-    def list_repositories(self, prefix: str = "", after: str = "", amount: int | None = None):
+    def list_repositories(self, prefix: str = "", after: str = "", amount: int | None = None, search: str = ""):
+        """A page of repositories whose names start with ``prefix`` and contain ``search`` (as lakeFS)."""
         with self.store.read() as tx:
-            rows = tx.refs.repository_names(prefix, after, normalize_amount(amount) + 1)
+            rows = tx.refs.repository_names(prefix, after, normalize_amount(amount) + 1, search)
             names, has_more = paginate([name for name in rows if name.startswith(prefix)], amount)
             return [tx.refs.repository(n) for n in names], has_more
 
-    def delete_repository(self, name: str) -> None:
+    def delete_repository(self, name: str, force: bool = False) -> None:
+        """Delete the repository; a read-only one only with ``force`` (lakeFS: 403 'read-only repository')."""
         with self.store.write() as tx:
-            tx.refs.repository(name)
+            if tx.refs.repository(name)["read_only"] and not force:
+                raise Forbidden("read-only repository")
             tx.staging.drop(name)
             tx.refs.delete_repository(name)
 
@@ -278,8 +281,9 @@ class Catalog:
             return tx.refs.merge_base(repo, a, b)
 
     # -- branches --------------------------------------------------------------------------------------------
-    def create_branch(self, repo: str, name: str, source: str, force: bool = False) -> str:
-        """A new branch at ``source``'s commit; ``force`` only lets it into a read-only repository (as lakeFS)."""
+    def create_branch(self, repo: str, name: str, source: str, force: bool = False, hidden: bool = False) -> str:
+        """A new branch at ``source``'s commit; ``force`` only lets it into a read-only repository (as lakeFS);
+        a ``hidden`` one is listed only on request."""
         check_name("branch", name, BRANCH_NAME)
         with self.store.write() as tx:
             tx.refs.repository(repo)
@@ -290,7 +294,7 @@ class Catalog:
             self._guard(tx, repo, None, force)
             if tx.refs.find_branch(repo, name) is not None:
                 raise Conflict("branch already exists")
-            tx.refs.move_branch(repo, name, commit_id)
+            tx.refs.move_branch(repo, name, commit_id, hidden)
             return commit_id
 
     @staticmethod
@@ -309,15 +313,20 @@ class Catalog:
             tx.refs.repository(repo)
             return tx.refs.branch_commit(repo, name)
 
-    def list_branches(self, repo: str, prefix: str = "", after: str = "", amount: int | None = None):
-        return self._list_named(repo, "branches", prefix, after, amount)
+    def list_branches(
+        self, repo: str, prefix: str = "", after: str = "", amount: int | None = None, show_hidden: bool = False
+    ):
+        return self._list_named(repo, "branches", prefix, after, amount, show_hidden)
 
-    def _list_named(self, repo: str, kind: str, prefix: str, after: str, amount: int | None):
-        """A page of ``(name, commit id)`` of the repository's ``kind`` (``branches`` or ``tags``)."""
+    def _list_named(self, repo: str, kind: str, prefix: str, after: str, amount: int | None, show_hidden: bool = True):
+        """A page of ``(name, commit id)`` of the repository's ``kind`` (``branches``, hidden ones only with
+        ``show_hidden``, or ``tags``)."""
         with self.store.read() as tx:
             tx.refs.repository(repo)
-            named = tx.refs.list_branches if kind == "branches" else tx.refs.list_tags
-            return paginate(named(repo, prefix, after, normalize_amount(amount) + 1), amount)
+            limit = normalize_amount(amount) + 1
+            if kind == "branches":
+                return paginate(tx.refs.list_branches(repo, prefix, after, limit, show_hidden), amount)
+            return paginate(tx.refs.list_tags(repo, prefix, after, limit), amount)
 
     def delete_branch(self, repo: str, name: str, force: bool = False) -> None:
         with self.store.write() as tx:

@@ -12,6 +12,7 @@ import heapq
 import json
 import re
 import sqlite3
+import time
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -111,10 +112,12 @@ class RefManager:
             (name, storage_namespace, default_branch, creation_date, int(read_only)),
         )
 
-    def repository_names(self, prefix: str, after: str, limit: int) -> list[str]:
-        """Up to ``limit`` repository names after ``after``, from ``prefix`` on (the caller keeps those below it)."""
+    def repository_names(self, prefix: str, after: str, limit: int, search: str = "") -> list[str]:
+        """Up to ``limit`` repository names after ``after``, from ``prefix`` on (the caller keeps those below it),
+        containing ``search`` (case-sensitive, as Go's strings.Contains)."""
         rows = self.conn.execute(
-            "SELECT name FROM repositories WHERE name > ? AND name >= ? ORDER BY name LIMIT ?", (after, prefix, limit)
+            "SELECT name FROM repositories WHERE name > ? AND name >= ? AND instr(name, ?) > 0 ORDER BY name LIMIT ?",
+            (after, prefix, search, limit),
         ).fetchall()
         return [r[0] for r in rows]
 
@@ -161,13 +164,15 @@ class RefManager:
         )
         commit_id = hashlib.sha256(f"{repo}\n{body}".encode()).hexdigest()
         created = Commit(commit_id, parents, committer, message, creation_date, tree_id, metadata, generation)
-        self.add_commit(repo, created)
+        self.add_commit(repo, created, _nanoseconds(creation_date))
         return created
 
-    def add_commit(self, repo: str, commit: Commit) -> None:
-        """Store ``commit`` as it is (a no-op for a commit id already stored)."""
+    def add_commit(self, repo: str, commit: Commit, created_ns: int | None = None) -> None:
+        """Store ``commit`` as it is (a no-op for a commit id already stored); ``created_ns``, its creation time in
+        nanoseconds, orders the log (default: the start of its creation second)."""
         self.conn.execute(
-            "INSERT OR IGNORE INTO commits VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO commits (repo, id, parents, committer, message, creation_date, meta_range_id, "
+            "metadata, generation, created_ns) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (
                 repo,
                 commit.id,
@@ -178,19 +183,24 @@ class RefManager:
                 commit.meta_range_id,
                 json.dumps(commit.metadata),
                 commit.generation,
+                commit.creation_date * 1_000_000_000 if created_ns is None else created_ns,
             ),
         )
 
     def commit(self, repo: str, commit_id: str) -> Commit:
         """The commit; 404 when it does not exist."""
+        return self._commit_and_time(repo, commit_id)[0]
+
+    def _commit_and_time(self, repo: str, commit_id: str) -> tuple[Commit, int]:
+        """The commit and its creation time in nanoseconds; 404 when it does not exist."""
         row = self.conn.execute(
             "SELECT id, parents, committer, message, creation_date, meta_range_id, metadata, "
-            "generation FROM commits WHERE repo=? AND id=?",
+            "generation, created_ns FROM commits WHERE repo=? AND id=?",
             (repo, commit_id),
         ).fetchone()
         if row is None:
             raise NotFound("commit not found")
-        return Commit(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]), row[7])
+        return Commit(row[0], json.loads(row[1]), row[2], row[3], row[4], row[5], json.loads(row[6]), row[7]), row[8]
 
     def commit_exists(self, repo: str, commit_id: str) -> bool:
         return (
@@ -198,21 +208,22 @@ class RefManager:
         )
 
     def history(self, repo: str, start: str, first_parent: bool = False) -> Iterator[Commit]:
-        """The commits reachable from ``start`` (or its first-parent line) in lakeFS' log order: newest generation
-        first, then newest creation date, then by id. Lazy: a parent's generation is below its children's, so once
-        the newest unread commit has generation g, every commit of generation g has been found."""
+        """The commits reachable from ``start`` (or its first-parent line) in lakeFS' log order (its
+        ``commitsPriorityQueue``): of the commits reached and not yet listed, the newest by creation time
+        (nanoseconds) first, equal times by commit id descending."""
 
-        def entry(c: Commit) -> tuple:
-            return -c.generation, -c.creation_date, c.id, c
+        def entry(commit_id: str) -> tuple:
+            commit, created_ns = self._commit_and_time(repo, commit_id)
+            return -created_ns, _Descending(commit.id), commit
 
-        queue, seen = [entry(self.commit(repo, start))], {start}
+        queue, seen = [entry(start)], {start}
         while queue:
-            current = heapq.heappop(queue)[3]
+            current = heapq.heappop(queue)[2]
             yield current
             for parent in current.parents[:1] if first_parent else current.parents:
                 if parent not in seen:
                     seen.add(parent)
-                    heapq.heappush(queue, entry(self.commit(repo, parent)))
+                    heapq.heappush(queue, entry(parent))
 
     def merge_base(self, repo: str, a: str, b: str) -> str | None:
         """The best common ancestor of commits ``a`` and ``b`` (highest generation, then highest id; None when
@@ -266,9 +277,14 @@ class RefManager:
             raise NotFound(f"branch '{branch}' not found")
         return commit_id
 
-    def move_branch(self, repo: str, branch: str, commit_id: str) -> None:
-        """Point ``branch`` (created if new) at ``commit_id``."""
-        self.conn.execute("INSERT OR REPLACE INTO branches VALUES (?,?,?)", (repo, branch, commit_id))
+    def move_branch(self, repo: str, branch: str, commit_id: str, hidden: bool = False) -> None:
+        """Point ``branch`` at ``commit_id``; a new branch is created ``hidden`` or not, an existing one keeps its
+        flag."""
+        self.conn.execute(
+            "INSERT INTO branches (repo, name, commit_id, hidden) VALUES (?,?,?,?) "
+            "ON CONFLICT (repo, name) DO UPDATE SET commit_id=excluded.commit_id",
+            (repo, branch, commit_id, int(hidden)),
+        )
 
     def delete_branch(self, repo: str, branch: str) -> None:
         self.conn.execute("DELETE FROM branches WHERE repo=? AND name=?", (repo, branch))
@@ -285,18 +301,23 @@ class RefManager:
         """Delete the tag; False when there was none."""
         return self.conn.execute("DELETE FROM tags WHERE repo=? AND name=?", (repo, tag)).rowcount > 0
 
-    def list_branches(self, repo: str, prefix: str, after: str, limit: int) -> list[tuple[str, str]]:
-        """Up to ``limit`` ``(name, commit id)`` of the branches after ``after``, below ``prefix``."""
-        return self._list_named("branches", repo, prefix, after, limit)
+    def list_branches(
+        self, repo: str, prefix: str, after: str, limit: int, show_hidden: bool = False
+    ) -> list[tuple[str, str]]:
+        """Up to ``limit`` ``(name, commit id)`` of the branches after ``after``, below ``prefix``; hidden ones only
+        with ``show_hidden``."""
+        return self._list_named("branches", repo, prefix, after, limit, "" if show_hidden else "AND NOT hidden ")
 
     def list_tags(self, repo: str, prefix: str, after: str, limit: int) -> list[tuple[str, str]]:
         """Up to ``limit`` ``(name, commit id)`` of the tags after ``after``, below ``prefix``."""
         return self._list_named("tags", repo, prefix, after, limit)
 
-    def _list_named(self, table: str, repo: str, prefix: str, after: str, limit: int) -> list[tuple[str, str]]:
+    def _list_named(
+        self, table: str, repo: str, prefix: str, after: str, limit: int, condition: str = ""
+    ) -> list[tuple[str, str]]:
         upper = prefix_upper_bound(prefix)
         rows = self.conn.execute(
-            f"SELECT name, commit_id FROM {table} WHERE repo=? AND name > ? AND name >= ? "
+            f"SELECT name, commit_id FROM {table} WHERE repo=? AND name > ? AND name >= ? {condition}"
             + ("AND name < ? " if upper else "")
             + "ORDER BY name LIMIT ?",
             (repo, after, prefix, *([upper] if upper else []), limit),
@@ -348,3 +369,20 @@ class RefManager:
         if tagged:
             return ResolvedRef(tagged)
         raise NotFound(f"{name}: not found")
+
+
+def _nanoseconds(creation_date: int) -> int:
+    """A commit's creation time in nanoseconds: now, when ``creation_date`` is the current second (so commits of
+    one second keep their order, as lakeFS' nanosecond timestamps do), else the start of ``creation_date``."""
+    now = time.time_ns()
+    return now if now // 1_000_000_000 == creation_date else creation_date * 1_000_000_000
+
+
+@dataclass(frozen=True)
+class _Descending:
+    """A commit id that sorts in reverse (lakeFS lists commits of equal creation time by id, descending)."""
+
+    id: str
+
+    def __lt__(self, other: _Descending) -> bool:
+        return self.id > other.id

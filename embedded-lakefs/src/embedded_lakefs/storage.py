@@ -20,19 +20,25 @@ from .staging import StagingManager, entry_from_row
 from .tree import EMPTY_TREE, NodeCache
 
 PAGE_SIZE = 16384  # tree nodes are 1-3 KB: several share a page
-SCHEMA_VERSION = 2  # 1: a row per object per tree (``tree_entries``); 2: shared tree nodes (``nodes``)
+SCHEMA_VERSION = 3  # 1: a row per object per tree (``tree_entries``); 2: shared tree nodes (``nodes``);
+# 3: hidden branches (``branches.hidden``), commit times in nanoseconds for lakeFS' log order (``commits.created_ns``)
+ADDED_COLUMNS = (  # (table, column, declaration) added since schema 1, in the order added
+    ("branches", "hidden", "INTEGER NOT NULL DEFAULT 0"),
+    ("commits", "created_ns", "INTEGER NOT NULL DEFAULT 0"),
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS repositories (
     name TEXT PRIMARY KEY, storage_namespace TEXT NOT NULL, default_branch TEXT NOT NULL,
     creation_date INTEGER NOT NULL, read_only INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS branches (
-    repo TEXT NOT NULL, name TEXT NOT NULL, commit_id TEXT NOT NULL, PRIMARY KEY (repo, name)) WITHOUT ROWID;
+    repo TEXT NOT NULL, name TEXT NOT NULL, commit_id TEXT NOT NULL, hidden INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (repo, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS tags (
     repo TEXT NOT NULL, name TEXT NOT NULL, commit_id TEXT NOT NULL, PRIMARY KEY (repo, name)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS commits (
     repo TEXT NOT NULL, id TEXT NOT NULL, parents TEXT NOT NULL, committer TEXT NOT NULL, message TEXT NOT NULL,
     creation_date INTEGER NOT NULL, meta_range_id TEXT NOT NULL, metadata TEXT NOT NULL,
-    generation INTEGER NOT NULL, PRIMARY KEY (repo, id)) WITHOUT ROWID;
+    generation INTEGER NOT NULL, created_ns INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (repo, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nodes (id TEXT PRIMARY KEY, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS staging (
     repo TEXT NOT NULL, branch TEXT NOT NULL, path TEXT NOT NULL, tombstone INTEGER NOT NULL,
@@ -120,7 +126,8 @@ class Database:
 
 
 def migrate(conn: sqlite3.Connection, trees: CommittedManager) -> bool:
-    """Create the schema, or bring a version-1 database (one row per object per tree) to shared tree nodes.
+    """Create the schema, or bring an older database to it: the columns added since (``ADDED_COLUMNS``) and, for a
+    version-1 database (one row per object per tree), shared tree nodes.
 
     Commit ids stay as they are; each commit's ``meta_range_id`` becomes its tree's new root id. A commit's tree
     is built from its first parent's as the changes between the two (SQL set differences), so the migration costs
@@ -136,6 +143,7 @@ def migrate(conn: sqlite3.Connection, trees: CommittedManager) -> bool:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    _add_columns(conn)
     if old_trees:
         new_roots = {EMPTY_TREE: EMPTY_TREE}
         commits = conn.execute("SELECT repo, id, parents, meta_range_id FROM commits ORDER BY generation").fetchall()
@@ -152,6 +160,16 @@ def migrate(conn: sqlite3.Connection, trees: CommittedManager) -> bool:
         conn.execute("DROP TABLE tree_entries")
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return old_trees
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Give tables of an older schema the columns added since (schema 3: a branch is not hidden; a commit's time
+    in nanoseconds is its creation second's start)."""
+    for table, column, declaration in ADDED_COLUMNS:
+        if column not in {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+            if column == "created_ns":
+                conn.execute("UPDATE commits SET created_ns = creation_date * 1000000000")
 
 
 def _tree_changes(conn: sqlite3.Connection, base: str, tree_id: str) -> list[tuple[str, list | None]]:
