@@ -142,3 +142,47 @@ def test_no_training_function_takes_more_than_six_positional_parameters():
         and len(node.args.posonlyargs) + len(node.args.args) > 6
     ]
     assert not offenders, offenders
+
+
+EMBEDDED_LAKEFS = PACKAGE.parent / "embedded-lakefs" / "src" / "embedded_lakefs"
+# What segmodels may import of embedded-lakefs, and where: helpers that run no server (segmodels reaches the server
+# over HTTP only), and the package's own commands under ``segmodels lakefs``.
+EMBEDDED_LAKEFS_USES = {
+    "embedded_lakefs.datadir": {"versioning/embedded.py"},
+    "embedded_lakefs.checksums": {"versioning/client.py", "versioning/hashing.py"},
+    "embedded_lakefs.validation": {"ui/lakefs_reader.py"},
+    "embedded_lakefs.errors": {"ui/lakefs_reader.py"},
+    "embedded_lakefs.cli": {"cli.py"},
+}
+
+
+def absolute_imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) of each absolute import in ``path``, at any depth (function-level imports too)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_embedded_lakefs_imports_neither_segmodels_nor_torch_nor_mlflow():
+    files = sorted(EMBEDDED_LAKEFS.rglob("*.py"))
+    offenders = [
+        f"{path.relative_to(EMBEDDED_LAKEFS)}:{line} {module}"
+        for path in files
+        for line, module in absolute_imports(path)
+        if module.split(".")[0] in ("segmodels", "torch", "mlflow")
+    ]
+    assert files and not offenders, f"embedded-lakefs must install and run alone: {offenders}"
+
+
+def test_segmodels_imports_of_embedded_lakefs_run_no_server():
+    offenders = []
+    for path in python_files():
+        relative = path.relative_to(PACKAGE).as_posix()
+        for line, module in absolute_imports(path):
+            if module.split(".")[0] == "embedded_lakefs" and relative not in EMBEDDED_LAKEFS_USES.get(module, ()):
+                offenders.append(f"{relative}:{line} {module}")
+    assert not offenders, f"segmodels reaches the embedded server over HTTP (lakefs-sdk) only: {offenders}"
