@@ -8,9 +8,9 @@ import sys
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[1]
-DRAW = (
-    "import logging; logging.basicConfig(level=logging.INFO); "
-    "from segmodels.tracking.training import confusion_figure; confusion_figure([[1, 0], [0, 1]], ['a', 'b'])"
+DRAW = (  # through pyplot(), which every figure segmodels logs uses; without torch and mlflow a process starts in 0.5 s
+    "import logging; logging.basicConfig(level=logging.INFO); from segmodels.visualize import pyplot; "
+    "figure, axes = pyplot().subplots(); axes.set_title('a'); figure.tight_layout()"
 )
 FONT_CACHE_NOISE = ("font cache", "fontManager", "temporary cache directory")
 
