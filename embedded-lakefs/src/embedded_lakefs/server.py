@@ -135,7 +135,7 @@ class _Handler(BaseHTTPRequestHandler):
             problem = "malformed request header"
         elif any("\r" in value or "\n" in value for value in self.headers.values()):
             problem = "malformed request header (line folding)"
-        elif not all(_HEADER_NAME.fullmatch(name) for name in self.headers.keys()):
+        elif not all(_HEADER_NAME.fullmatch(name) for name in self.headers):
             problem = "malformed request header name"
         elif any(_CONTROL.search(value) for value in self.headers.values()):
             problem = "malformed request header value (control character)"
@@ -266,7 +266,7 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
     ):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.data_dir / SERVER_LOCK_FILE, "a+")
+        self._lock_file = open(self.data_dir / SERVER_LOCK_FILE, "a+")  # noqa: SIM115 (held while serving)
         if not _lock_exclusively(self._lock_file, LOCK_WAIT_SECONDS):
             self._lock_file.close()
             raise RuntimeError(f"{self.data_dir}: another embedded lakeFS server is using this data directory")
@@ -358,7 +358,7 @@ class EmbeddedLakeFSServer(ThreadingHTTPServer):
         take their shared lock, and ``server.json`` goes before the lock does: a client that found this server
         keeps it, and a client arriving later finds no state and starts a new server.
         """
-        clients = open(self.data_dir / CLIENTS_LOCK_FILE, "a+")
+        clients = open(self.data_dir / CLIENTS_LOCK_FILE, "a+")  # noqa: SIM115 (the watcher thread holds it)
 
         def watch() -> None:
             last_client = -math.inf  # when a client was last seen connected
