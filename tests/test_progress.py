@@ -55,14 +55,14 @@ from segmodels.config import load_config
 from segmodels.training import train
 logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
 cfg = load_config("train", ["trainer.epochs=2", "trainer.batch_size=2", "trainer.num_workers=0", "trainer.device=cpu",
-                            "transforms.image_size=64", "model.encoder_name=resnet18"])
+                            "transforms.image_size=32", "model.encoder_name=resnet18"])
 train(cfg, sys.argv[1], sys.argv[2])
 """
 
 
 def test_a_training_epoch_longer_than_the_interval_reports_progress_on_a_pipe(tiny_demo_dataset, tmp_path):
     """stdout and stderr are pipes, as under `mlflow run`: the epoch's train and validation passes print lines
-    with their batch counts (an interval of 10 ms is shorter than any epoch of 6 batches of 64 px)."""
+    with their batch counts (an interval of 10 ms is shorter than any epoch of 6 batches of 32 px)."""
     data = tiny_demo_dataset(num_images=16, seed=3)
     env = {**os.environ, "SEGMODELS_PROGRESS_SECONDS": "0.01"}
     completed = subprocess.run(
