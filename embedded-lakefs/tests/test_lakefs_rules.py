@@ -235,10 +235,18 @@ def test_a_read_only_repository_is_deleted_only_with_force(sdk, repo_name):
 
 
 def test_delete_objects_takes_force_from_the_query(sdk, repo_name):
+    """lakeFS reports a refused deletion per path (status 403) in a 200; force=true (a query parameter) passes a
+    read-only repository."""
     create_repo(sdk, repo_name, read_only=True)
     sdk.objects_api.upload_object(repo_name, "main", "a.txt", content=b"a", force=True)
-    assert refused(sdk.objects_api.delete_objects, repo_name, "main", lakefs_sdk.PathList(paths=["a.txt"]))[0] == 403
-    sdk.objects_api.delete_objects(repo_name, "main", lakefs_sdk.PathList(paths=["a.txt"]), force=True)
+    paths = lakefs_sdk.PathList(paths=["a.txt", "b.txt"])
+    refused_paths = sdk.objects_api.delete_objects(repo_name, "main", paths).errors
+    assert [(e.path, e.status_code, e.message) for e in refused_paths] == [
+        ("a.txt", 403, "read-only repository"),
+        ("b.txt", 403, "read-only repository"),
+    ]
+    assert all_paths(sdk, repo_name, "main") == ["a.txt"]
+    assert sdk.objects_api.delete_objects(repo_name, "main", paths, force=True).errors == []
     assert all_paths(sdk, repo_name, "main") == []
 
 

@@ -10,7 +10,7 @@ from . import samplerepo
 from .auth import USER_ID
 from .blockstore import BlobStore
 from .catalog import Catalog, Commit, CommonPrefix, Difference, Entry
-from .errors import ApiError, BadRequest, Conflict, NotFound, PreconditionFailed, RangeNotSatisfiable
+from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, RangeNotSatisfiable
 from .transport import Request, Response, Router, http_date, multipart_content, parse_range
 from .validation import (
     BOOLEAN,
@@ -601,13 +601,18 @@ class LakeFSApi:
             raise BadRequest(f"validation error: paths: at most {MAX_DELETE_PATHS} paths per request")
         for path in paths:
             check_object_path(path)
-        self.catalog.delete_entries(
-            request.params["repository"],
-            request.params["branch"],
-            paths,
-            missing_ok=True,
-            force=request.flag("force"),  # a query parameter, as in lakeFS' swagger (a body "force" is ignored)
-        )
+        try:
+            self.catalog.delete_entries(
+                request.params["repository"],
+                request.params["branch"],
+                paths,
+                missing_ok=True,
+                force=request.flag("force"),  # a query parameter, as in lakeFS' swagger (a body "force" is ignored)
+            )
+        except Forbidden as refusal:  # lakeFS answers a protected branch or read-only repository per path, in a 200
+            return Response(
+                200, {"errors": [{"path": p, "status_code": 403, "message": refusal.message} for p in paths]}
+            )
         return Response(200, {"errors": []})
 
     def copy_object(self, request: Request) -> Response:
