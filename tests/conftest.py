@@ -6,12 +6,16 @@ from __future__ import annotations
 import logging
 import os
 import select
+import shutil
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import mlflow
 import pytest
+import sqlalchemy
+from mlflow.store.db import utils as mlflow_db_utils
 from mlflow.tracking import fluent as mlflow_fluent
 
 from embedded_lakefs import create_server
@@ -89,6 +93,24 @@ def isolated_segmodels_log_level():
     capture."""
     yield
     logging.getLogger("segmodels").setLevel(SEGMODELS_LOG_LEVEL)
+
+
+@pytest.fixture(scope="session")
+def new_sqlite_store(tmp_path_factory):
+    """Make a new, empty sqlite MLflow store at a path and return its URI. Each is a copy of one store whose tables
+    MLflow's migrations made once per session (about a second a store); it holds no experiment, so MLflow adds the
+    Default one when it first opens the copy, as it does for a store it makes itself."""
+    template = tmp_path_factory.mktemp("mlflow-store") / "mlflow.db"
+    engine = sqlalchemy.create_engine(f"sqlite:///{template}")
+    mlflow_db_utils._initialize_tables(engine)  # MLflow has no public way to make the tables alone
+    engine.dispose()
+
+    def make(path: Path) -> str:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+        return f"sqlite:///{path}"
+
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -30,10 +30,16 @@ TRAIN = [
 ]
 
 
-def use_store(path: Path) -> str:
-    uri = f"sqlite:///{path}"
-    mlflow.set_tracking_uri(uri)
-    return uri
+@pytest.fixture
+def use_store(new_sqlite_store):
+    """Make a new sqlite store at a path the current one; its URI."""
+
+    def use(path: Path) -> str:
+        uri = new_sqlite_store(path)
+        mlflow.set_tracking_uri(uri)
+        return uri
+
+    return use
 
 
 def test_a_relative_sqlite_or_file_store_is_recorded_as_an_absolute_path(tmp_path, monkeypatch):
@@ -74,7 +80,7 @@ def segmodels_run(step: str = "train") -> str:
 
 
 def test_a_new_store_beside_a_repository_recorded_elsewhere_says_which_store_and_how_to_use_it(
-    lakefs, repo_name, tmp_path
+    lakefs, repo_name, tmp_path, use_store
 ):
     first = use_store(tmp_path / "first" / "mlflow.db")
     publish_dummy_model(lakefs, repo_name, tmp_path, segmodels_run())
@@ -105,7 +111,7 @@ def test_a_new_store_beside_a_repository_recorded_elsewhere_says_which_store_and
     assert int(shown.stdout.split()[-1]) >= 2  # the Default experiment and the one holding the run
 
 
-def test_no_warning_once_the_store_holds_segmodels_runs_or_models(lakefs, repo_name, tmp_path):
+def test_no_warning_once_the_store_holds_segmodels_runs_or_models(lakefs, repo_name, tmp_path, use_store):
     use_store(tmp_path / "first" / "mlflow.db")
     publish_dummy_model(lakefs, repo_name, tmp_path, segmodels_run())
     use_store(tmp_path / "second" / "mlflow.db")
@@ -116,7 +122,7 @@ def test_no_warning_once_the_store_holds_segmodels_runs_or_models(lakefs, repo_n
     assert stores.warn_if_other_store(lakefs, repo_name, "models", "main") is None
 
 
-def test_a_repository_without_recorded_stores_gives_no_warning(lakefs, repo_name, tmp_path):
+def test_a_repository_without_recorded_stores_gives_no_warning(lakefs, repo_name, tmp_path, use_store):
     use_store(tmp_path / "mlflow.db")
     lakefs.ensure_repository(repo_name, default_branch="main")
     assert stores.warn_if_other_store(lakefs, repo_name, "models", "main") is None
@@ -130,7 +136,7 @@ def lakectl_env(lakefs_settings, monkeypatch):
 
 
 def test_register_on_a_new_store_finding_no_train_run_names_the_store_the_repository_was_recorded_in(
-    lakectl_env, lakefs, repo_name, tmp_path, caplog
+    lakectl_env, lakefs, repo_name, tmp_path, caplog, use_store
 ):
     first = use_store(tmp_path / "first" / "mlflow.db")
     publish_dummy_model(lakefs, repo_name, tmp_path, segmodels_run())
@@ -144,7 +150,7 @@ def test_register_on_a_new_store_finding_no_train_run_names_the_store_the_reposi
 
 @pytest.mark.slow
 def test_every_step_commit_records_its_store_and_a_train_step_on_a_new_store_warns(
-    lakectl_env, lakefs, repo_name, tmp_path, caplog
+    lakectl_env, lakefs, repo_name, tmp_path, caplog, use_store
 ):
     first = use_store(tmp_path / "project" / "mlflow.db")
     source = generate_demo_dataset(tmp_path / "source", num_images=16, image_size=32, seed=3)
