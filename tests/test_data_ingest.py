@@ -1,4 +1,5 @@
-"""dataset_store.ingest into the embedded lakeFS: atomic, idempotent and incremental commits, refusal of bad data, lineage."""
+"""dataset_store.ingest into the embedded lakeFS: atomic, idempotent and incremental commits, refusal of bad data,
+lineage."""
 
 from __future__ import annotations
 
@@ -161,14 +162,14 @@ def test_failure_mid_upload_leaves_the_branch_as_it_was(lakefs, repo, tmp_path):
     assert sorted(obj.path for obj in lakefs.list_objects(repo, "main", "data/")) == before
 
 
-def test_skip_policy_and_mlflow_lineage(lakefs, repo, tmp_path):
+def test_skip_policy_and_mlflow_lineage(lakefs, repo, tmp_path, new_sqlite_store):
     from mlflow.tracking import MlflowClient
 
     from segmodels.tracking.dataset import log_ingest
 
     source = make_folder_source(tmp_path / "source", count=8)
     bad = break_source(source, "size mismatch")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     with mlflow.start_run() as run:
         result = ingest_into(
             lakefs, repo, source, tmp_path / "work", "on_error=skip", metadata={"mlflow_run_id": run.info.run_id}
@@ -191,7 +192,8 @@ def test_skip_policy_and_mlflow_lineage(lakefs, repo, tmp_path):
     assert dataset_input.tags[0].value == "ingest"
     assert result.stats.num_images == 7 and len(result.report) == 1
     assert lakefs.get_commit(repo, result.commit_id).metadata["mlflow_run_id"] == run.info.run_id
-    rows = list(csv.DictReader(open(lakefs.download_prefix(repo, result.commit_id, "data") / "manifest.csv")))
+    manifest = lakefs.download_prefix(repo, result.commit_id, "data") / "manifest.csv"
+    rows = list(csv.DictReader(manifest.read_text().splitlines()))
     assert not any(bad.split(".")[0] in row["file"] for row in rows)
 
 
@@ -204,20 +206,20 @@ def lakectl_environment(server) -> dict[str, str]:
     }
 
 
-def test_ingest_step_names_the_source_as_given(lakefs_server, lakefs, repo, tmp_path, monkeypatch):
+def test_ingest_step_names_the_source_as_given(lakefs_server, lakefs, repo, tmp_path, monkeypatch, new_sqlite_store):
     """`source=demo` is committed as coming `from demo`, not from the temp folder the demo was generated in."""
     from segmodels.pipeline.ingest import run
 
     for key, value in lakectl_environment(lakefs_server).items():
         monkeypatch.setenv(key, value)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     cfg = load_config("ingest", ["source=demo", "demo.num_images=8", "demo.image_size=32", f"lakefs.repo={repo}"])
     commit = lakefs.get_commit(repo, run(cfg))
     assert commit.message == "ingest demo: 8 images from demo"
     assert commit.metadata["source"] == "demo"
 
 
-def test_ingest_step_exits_nonzero_naming_every_bad_file(lakefs_server, lakefs, repo, tmp_path):
+def test_ingest_step_exits_nonzero_naming_every_bad_file(lakefs_server, lakefs, repo, tmp_path, new_sqlite_store):
     """The user's view: `steps/ingest.py source=...` fails with status 2 naming each file and reason."""
     source = make_folder_source(tmp_path / "source", count=8)
     head = ingest_into(lakefs, repo, source, tmp_path / "work").commit_id
@@ -226,7 +228,7 @@ def test_ingest_step_exits_nonzero_naming_every_bad_file(lakefs_server, lakefs, 
     env.update(lakectl_environment(lakefs_server))
     env.update(
         {
-            "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "MLFLOW_TRACKING_URI": new_sqlite_store(tmp_path / "mlflow.db"),
             "SEGMODELS_HOME": str(tmp_path / "home"),
         }
     )

@@ -307,7 +307,7 @@ def test_s3_keys_that_are_a_file_and_a_folder_are_refused(s3_endpoint, tmp_path,
 
 
 @pytest.fixture
-def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch):
+def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, new_sqlite_store):
     """The ingest step's environment: lakeFS through LAKECTL_*, a sqlite MLflow store in tmp_path."""
     import mlflow
 
@@ -315,7 +315,7 @@ def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch):
     monkeypatch.setenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", lakefs_settings.access_key_id)
     monkeypatch.setenv("LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY", lakefs_settings.secret_access_key)
     lakefs.ensure_repository(repo_name, default_branch="main")
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment("bounds", artifact_location=(tmp_path / "mlartifacts").as_uri())
     )

@@ -265,8 +265,8 @@ def test_lineage_refuses_an_argument_with_credentials_without_echoing_them(ref, 
     assert_nowhere(["pw-s3cr3t", "AKIAUSERINFO", *LAKEFS_SECRET.split()], {"stderr": captured.err})
 
 
-def test_lineage_names_a_long_argument_cut_short(tmp_path, capsys):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def test_lineage_names_a_long_argument_cut_short(tmp_path, capsys, new_sqlite_store):
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     MlflowClient().search_experiments()  # the store made (MLflow logs that) before the command
     capsys.readouterr()
     with pytest.raises(SystemExit) as exited:
@@ -288,11 +288,11 @@ TRACKING_URIS = [
 ]
 
 
-def test_the_run_report_links_runs_without_the_tracking_credentials(tmp_path, monkeypatch):
+def test_the_run_report_links_runs_without_the_tracking_credentials(tmp_path, monkeypatch, new_sqlite_store):
     from segmodels.pipeline.main import StepOutcome
     from segmodels.pipeline.report import html_page, markdown, report_rows
 
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     client = MlflowClient()
     experiment = client.create_experiment("report", artifact_location=(tmp_path / "artifacts").as_uri())
     ingest = client.create_run(experiment)

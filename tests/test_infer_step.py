@@ -63,8 +63,8 @@ def renamed_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def tracking(tmp_path) -> MlflowClient:
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def tracking(tmp_path, new_sqlite_store) -> MlflowClient:
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment("infer", artifact_location=(tmp_path / "artifacts").as_uri())
     )

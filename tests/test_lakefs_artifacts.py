@@ -71,7 +71,7 @@ def test_log_list_and_download_through_branch_and_pinned_commit(lakectl_env, lak
     assert (out / "tree" / "nested" / "deeper" / "c.bin").read_bytes() == b"\x00\x01\x02"
     assert (out / "tree" / "a.txt").read_text() == "a"
     single_file = repo.download_artifacts("tree/nested/b.txt", dst_path=str(out))
-    assert open(single_file).read() == "bb"
+    assert Path(single_file).read_text() == "bb"
 
     # the first commit, pinned, has the file and not the tree; the branch moved on meanwhile
     pinned = get_artifact_repository(f"lakefs://{repo_name}/{first}/runs/r1")
@@ -85,9 +85,9 @@ def test_log_list_and_download_through_branch_and_pinned_commit(lakectl_env, lak
     folder = mlflow.artifacts.download_artifacts(
         artifact_uri=repo.pinned_uri("tree/nested"), dst_path=str(tmp_path / "mlflow")
     )
-    assert open(f"{folder}/b.txt").read() == "bb"
+    assert Path(folder, "b.txt").read_text() == "bb"
     one = mlflow.artifacts.download_artifacts(artifact_uri=f"lakefs://{repo_name}/artifacts/runs/r1/params.json")
-    assert open(one).read() == '{"lr": 0.1}'
+    assert Path(one).read_text() == '{"lr": 0.1}'
 
 
 def test_writes_to_a_commit_id_or_tag_are_refused_and_history_is_kept(lakectl_env, lakefs, repo_name, tmp_path):
@@ -132,9 +132,9 @@ def test_a_pyfunc_model_logged_to_lakefs_loads_back_from_its_pinned_uri(lakectl_
 
 
 def test_an_experiment_with_a_lakefs_artifact_location_logs_run_artifacts_there(
-    lakectl_env, lakefs, repo_name, tmp_path
+    lakectl_env, lakefs, repo_name, tmp_path, new_sqlite_store
 ):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     experiment = mlflow.create_experiment(
         "lakefs-artifacts", artifact_location=f"lakefs://{repo_name}/artifacts/mlflow"
     )

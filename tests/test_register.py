@@ -20,8 +20,8 @@ from segmodels.tracking import lineage
 
 
 @pytest.fixture
-def tracking(tmp_path):
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+def tracking(tmp_path, new_sqlite_store):
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment("register", artifact_location=(tmp_path / "artifacts").as_uri())
     )

@@ -22,9 +22,9 @@ SECRET = "s3cr3t-pw"
 
 
 @pytest.fixture
-def chain_runs(tmp_path):
+def chain_runs(tmp_path, new_sqlite_store):
     """A finished train run (learning curves, two sample grids) and register run, as StepOutcomes."""
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
     mlflow.set_experiment("report")
     with mlflow.start_run(tags={lineage.TAG_STEP: "train"}) as train:
         mlflow.log_metric("best_val_miou", 0.41)

@@ -45,10 +45,10 @@ def train_run(metric: float) -> str:
 
 
 @pytest.fixture
-def store(tmp_path):
+def store(tmp_path, new_sqlite_store):
     """Two train runs whose ids share the prefix PREFIX, and a third one."""
     db = tmp_path / "mlflow.db"
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    mlflow.set_tracking_uri(new_sqlite_store(db))
     mlflow.set_experiment("run-ids")
     twins = [PREFIX + tail * 24 for tail in "ab"]
     for twin in twins:

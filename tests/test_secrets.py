@@ -291,7 +291,7 @@ def presigned_url(server, signature: str = SIGNATURE) -> str:
 
 
 @pytest.fixture
-def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch):
+def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch, new_sqlite_store):
     """The step's environment: lakeFS through LAKECTL_*, AWS credentials, a sqlite MLflow store in tmp_path."""
     monkeypatch.setenv("LAKECTL_SERVER_ENDPOINT_URL", lakefs_settings.endpoint)
     monkeypatch.setenv("LAKECTL_CREDENTIALS_ACCESS_KEY_ID", lakefs_settings.access_key_id)
@@ -299,7 +299,7 @@ def step_env(lakefs, lakefs_settings, repo_name, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", ENV_SECRET)
     lakefs.ensure_repository(repo_name, default_branch="main")
     db = tmp_path / "mlflow.db"
-    mlflow.set_tracking_uri(f"sqlite:///{db}")
+    mlflow.set_tracking_uri(new_sqlite_store(db))
     mlflow.set_experiment(
         experiment_id=mlflow.create_experiment("secrets", artifact_location=(tmp_path / "mlartifacts").as_uri())
     )

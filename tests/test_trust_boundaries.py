@@ -76,9 +76,9 @@ DATA_COMMIT = "d" * 64
 
 
 @pytest.fixture
-def tracking(tmp_path, monkeypatch):
+def tracking(tmp_path, monkeypatch, new_sqlite_store):
     """A sqlite MLflow store of this test, current for the code under test."""
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_sqlite_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     mlflow.set_tracking_uri(uri)
     yield MlflowClient()
