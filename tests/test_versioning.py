@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
+import lakefs_sdk
 import pytest
 
 from embedded_lakefs.datadir import (
@@ -292,7 +293,7 @@ def _call_at_once_per_argument(barrier, function: Callable, arguments: list, cal
     for argument in arguments:
         barrier.wait()
         try:
-            results.put((argument, call_at_once(lambda: function(argument), callers)))
+            results.put((argument, call_at_once(lambda argument=argument: function(argument), callers)))
         except Exception as exc:  # reported to the test process, which fails on it
             results.put((argument, repr(exc)))
 
@@ -336,7 +337,7 @@ def assert_all_hold_the_persisted_credentials(data_dir: Path, results: list) -> 
 def test_credentials_created_by_concurrent_threads_are_the_persisted_ones(tmp_path):
     for round_ in range(20):
         data_dir = tmp_path / f"round-{round_}"
-        results = call_at_once(lambda: load_or_create_credentials(data_dir), callers=16)
+        results = call_at_once(lambda data_dir=data_dir: load_or_create_credentials(data_dir), callers=16)
         assert_all_hold_the_persisted_credentials(data_dir, results)
         assert load_or_create_credentials(data_dir) == results[0]
 
@@ -524,3 +525,17 @@ def test_dataset_source_loads_through_the_given_client(lakefs: LakeFS, repo_name
     source = LakeFSDatasetSource(str(LakeFSUri(repo_name, commit.id, "data")))
     folder = source.load(dst_path=tmp_path / "out", lakefs=lakefs)
     assert (Path(folder) / "a.txt").read_bytes() == b"a"
+
+
+def test_a_deletion_lakefs_refuses_inside_its_answer_is_an_error(lakefs: LakeFS, repo_name, tmp_path):
+    """lakeFS answers delete-objects 200 with per-path errors on a protected branch: the client raises them."""
+    lakefs.ensure_repository(repo_name)
+    (tmp_path / "a.txt").write_text("a")
+    lakefs.upload_file(repo_name, "main", "a.txt", tmp_path / "a.txt")
+    lakefs.commit(repo_name, "main", "add a")
+    lakefs.sdk.repositories_api.set_branch_protection_rules(
+        repo_name, [lakefs_sdk.BranchProtectionRule(pattern="main")]
+    )
+    with pytest.raises(LakeFSError, match=r"delete objects on .*/main: 1 refused, first 'a.txt': .*\(403\)"):
+        lakefs.delete_objects(repo_name, "main", ["a.txt"])
+    assert [obj.path for obj in lakefs.list_objects(repo_name, "main")] == ["a.txt"]

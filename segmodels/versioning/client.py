@@ -385,9 +385,19 @@ class LakeFS:
         self._call(f"download {repo}/{ref}/{obj.path}", attempt)
 
     def delete_objects(self, repo: str, branch: str, paths: list[str]) -> None:
+        """Delete ``paths`` on ``branch``; lakeFS answers a refused path (a protected branch, a read-only
+        repository) inside a 200, so any such refusal is raised here, naming the first path and the count."""
         for start in range(0, len(paths), DELETE_BATCH):
             batch = lakefs_sdk.PathList(paths=paths[start : start + DELETE_BATCH])
-            self._call(f"delete objects on {repo}/{branch}", self.sdk.objects_api.delete_objects, repo, branch, batch)
+            what = f"delete objects on {repo}/{branch}"
+            answer = self._call(what, self.sdk.objects_api.delete_objects, repo, branch, batch)
+            refused = list(answer.errors or []) if answer is not None else []
+            if refused:
+                first = refused[0]
+                raise LakeFSError(
+                    f"{what}: {len(refused)} refused, first {str(first.path)[:80]!r}: "
+                    f"{first.message} ({first.status_code})"
+                )
 
     # -- directories -----------------------------------------------------------------------------------------
     def upload_directory(
