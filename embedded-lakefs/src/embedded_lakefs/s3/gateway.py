@@ -103,14 +103,22 @@ class S3Gateway:
 
     def _route(self, request: Request, raw_path: str, signature: Signature) -> Response:
         bucket, _, key = unquote(raw_path).lstrip("/").partition("/")
-        method, query = request.method, request.query
+        method = request.method
         if not bucket:
             if method != "GET":
                 raise S3Error("MethodNotAllowed")
             return self.list_buckets()
-        self._repository(bucket)
         if not key:
+            self._repository(bucket)
             return self._bucket_operation(request, bucket, signature)
+        try:  # one catalog call per object request: the repository is looked up only to name what is missing
+            return self._object_operation(request, bucket, key, signature)
+        except NotFound:
+            self._repository(bucket)
+            raise
+
+    def _object_operation(self, request: Request, bucket: str, key: str, signature: Signature) -> Response:
+        method, query = request.method, request.query
         ref, _, path = key.partition("/")
         if method in ("GET", "HEAD"):
             if "uploadId" in query and method == "GET":
