@@ -22,7 +22,7 @@ from segmodels.pipeline.params import (
     route_main_params,
     step_overrides,
 )
-from segmodels.training.launch import split_nproc
+from segmodels.training.launch import launcher_defaults, split_launcher_args
 
 PROJECT = Path(__file__).resolve().parents[1]
 SAMPLES = {
@@ -70,7 +70,7 @@ def step_argv(entry_point: str, params: dict[str, str]) -> list[str]:
     args = mlflow_command(entry_point, params)
     script = args.index(f"steps/{entry_point}.py")
     assert args[0] == "python" and (script == 1 or args[1:3] == ["-m", "segmodels.training.launch"])
-    return split_nproc(args[script + 1 :])[1]
+    return split_launcher_args(args[script + 1 :])[1]
 
 
 def compose(entry_point: str, params: dict[str, str]):
@@ -276,10 +276,15 @@ def test_a_recipe_selects_each_steps_part():
 
 
 def test_launcher_takes_nproc_wherever_mlflow_put_it():
-    assert split_nproc(["--lr", "0.1", "--nproc", "4", "a=1"]) == ("4", ["--lr", "0.1", "a=1"])
-    assert split_nproc(["--nproc=3"]) == ("3", [])
-    assert split_nproc([]) == ("1", [])
-    assert "nproc" in LAUNCHER_PARAMS["train"]
+    params, rest = split_launcher_args(["--lr", "0.1", "--nproc", "4", "a=1", "--nnodes=2", "--rdzv_endpoint", "h:1"])
+    assert rest == ["--lr", "0.1", "a=1"] and (params["nproc"], params["nnodes"], params["rdzv_endpoint"]) == (
+        "4",
+        "2",
+        "h:1",
+    )
+    assert split_launcher_args(["--nproc=3"])[0]["nproc"] == "3"
+    assert split_launcher_args([])[0] == {**launcher_defaults(), "nproc": "1", "nnodes": "1"}
+    assert set(LAUNCHER_PARAMS["train"]) == set(launcher_defaults())  # params.py names conf/launcher.yaml's keys
 
 
 @pytest.mark.parametrize(

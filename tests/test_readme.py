@@ -18,7 +18,7 @@ from mlflow.projects import _project_spec
 from segmodels.cli import build_parser
 from segmodels.config import load_config
 from segmodels.pipeline.params import CHAIN, parse_command_line, route_main_params, step_overrides
-from segmodels.training.launch import split_nproc
+from segmodels.training.launch import split_launcher_args
 
 PROJECT = Path(__file__).resolve().parents[1]
 README = (PROJECT / "README.md").read_text()
@@ -56,13 +56,13 @@ def compose_mlflow_run(argv: list[str]) -> None:
             raise AssertionError(f"unexpected argument {arg!r}")
     project = _project_spec.load_project(str(PROJECT))
     command = shlex.split(project.get_entry_point(entry_point).compute_command(params, storage_dir=None))
-    step_args = split_nproc(command[command.index(f"steps/{entry_point}.py") + 1 :])[1]
+    step_args = split_launcher_args(command[command.index(f"steps/{entry_point}.py") + 1 :])[1]
     load_config(entry_point, step_overrides(entry_point, step_args))
     if entry_point == "main":
         _, per_step = route_main_params(parse_command_line("main", step_args)[0])
         for step in CHAIN:
             argv = [arg for name, value in per_step[step].items() for arg in (f"--{name}", value)]
-            load_config(step, step_overrides(step, split_nproc(argv)[1]))
+            load_config(step, step_overrides(step, split_launcher_args(argv)[1]))
 
 
 def mlflow_help(*command: str) -> str:

@@ -27,7 +27,8 @@ from segmodels.redaction import shown
 from segmodels.schemas import STEP_SCHEMAS, is_text_key
 
 FREE_OVERRIDES = "overrides"
-LAUNCHER_PARAMS = {"train": ("nproc",)}  # read by segmodels.training.launch before the step starts
+# read by segmodels.training.launch before the step starts; their defaults are conf/launcher.yaml's
+LAUNCHER_PARAMS = {"train": ("nproc", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_id", "rdzv_timeout_s")}
 
 STEP_PARAMS: dict[str, dict[str, str]] = {
     "ingest": {
