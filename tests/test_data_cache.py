@@ -151,7 +151,8 @@ if mode == "stall":  # write half of each object, then stall: the parent kills u
     def stalled(self, repo, ref, obj, local_file):
         with open(local_file, "wb") as out:
             out.write(b"h" * (obj.size // 2))
-        print("writing", flush=True)
+        sys.stdout.write("writing\\n")  # one write: the 4 threads' lines do not interleave
+        sys.stdout.flush()
         time.sleep(60)
     LakeFS.download_object = stalled
 folder = lakefs.download_prefix(repo, commit, workers=4)

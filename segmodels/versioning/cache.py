@@ -7,7 +7,13 @@ hard links to those objects, all under a size bound with least-recently-used evi
     views/<repo>/<commit>/<path>     a commit's files: hard links to objects (copies where no link can be made)
     views/<repo>/<commit>.json       the view's record: its complete prefixes and their objects
     views/<repo>/<commit>.lock       share-locked by every process reading the view: never evicted then
-    .lock                            held while records are written and views or objects evicted
+    reservations/<host>-<pid>-<start>  bytes a live process has reserved for objects it is writing
+    .lock                            held while records are written, room reserved and views or objects evicted
+
+Room is reserved under ``.lock`` before an object's bytes land (:meth:`ObjectCache.reserved`), so concurrent
+writers never take the cache past its bound together; a dead process's reservation is ignored. An object no view
+links is evicted least recently used first (its atime is set on every use), never while a reader holds it
+share-locked (:meth:`ObjectCache.open_object`).
 
 Folders of earlier versions (``<home>/cache/<repo>/<commit>/`` and ``.complete/``) are never read: ``segmodels
 cache ls`` shows their size and ``segmodels cache gc`` removes them.
@@ -26,8 +32,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
 
+from .ephemeral import host_id, process_alive, process_start
 from .errors import LakeFSError
 from .hashing import Md5Index
 
@@ -35,12 +42,19 @@ MAX_GB_ENV = "SEGMODELS_CACHE_MAX_GB"
 DEFAULT_MAX_GB = 50.0
 OBJECTS = "objects"
 VIEWS = "views"
-OWN_ENTRIES = {OBJECTS, VIEWS, ".lock", "md5-index.json", "md5-index.lock"}
+RESERVATIONS = "reservations"
+OWN_ENTRIES = {OBJECTS, VIEWS, RESERVATIONS, ".lock", "md5-index.json", "md5-index.lock"}
+RACY_NS = 2 * 10**9  # a folder changed this recently is listed again: its mtime may not show a change in its tick
 # Objects get this mtime once verified: the md5 index then trusts them (its "racy" rule skips fresh mtimes) and a
 # write into an object, through any of its links, gives it the current time, so it is hashed again and refused.
 VERIFIED_MTIME_NS = 1_000_000_000 * 10**9
 TEMP_NAME = re.compile(r"^\.+(\d+)-.*\.(part|link)$")  # .<pid>-...: a writer's temp file, swept once it is gone
 RECORD_VERSION = 1
+RESERVATION_NAME = re.compile(r"^(?P<host>[0-9a-f]{10})-(?P<pid>\d+)-(?P<start>\d+)$")
+
+# (pid, cache root) -> bytes this process has reserved there; changed only under the cache's lock. Keyed by pid:
+# a forked child (a DataLoader worker) starts with its parent's dict but holds none of its reservations.
+_reserved_here: dict[tuple[int, str], int] = {}
 
 
 class CacheFullError(LakeFSError):
@@ -119,7 +133,10 @@ class ObjectCache:
         self.root = Path(root)
         self.objects = self.root / OBJECTS
         self.views = self.root / VIEWS
+        self.reservations = self.root / RESERVATIONS
         self.max_bytes = max_bytes_from_env() if max_bytes is None else max_bytes
+        self._fans: dict[str, tuple[int, int, int]] = {}  # fan folder -> (mtime_ns, objects, bytes) when listed
+        self._copied: dict[Path, tuple[int, int]] = {}  # view record -> (mtime_ns, bytes copied)
 
     # -- objects ---------------------------------------------------------------------------------------------
     def object_path(self, checksum: str, size: int) -> Path:
@@ -141,6 +158,7 @@ class ObjectCache:
         It becomes visible under its name only complete: a temp file renamed into place."""
         target = self.object_path(obj.checksum, obj.size)
         if self.object_ok(target, obj, index):
+            _mark_used(target)
             return target
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.parent / f".{os.getpid()}-{target.name}.{os.urandom(4).hex()}.part"
@@ -155,25 +173,47 @@ class ObjectCache:
                 part.unlink()
         return target
 
-    def usage(self) -> tuple[int, int]:
-        """(objects, bytes) on disk: the objects plus views' copies (where links could not be made)."""
-        count, size = 0, 0
-        for path in self._object_files():
-            try:
-                size += path.stat().st_size
-                count += 1
-            except FileNotFoundError:
-                pass
-        return count, size + sum(self._record(repo, commit).get("copied", 0) for repo, commit in self._view_keys())
+    @contextmanager
+    def open_object(self, path: Path) -> Iterator[BinaryIO]:
+        """``path`` (a cached object) open for reading and share-locked, so no eviction removes it while it is read;
+        FileNotFoundError when it was evicted before the lock was taken."""
+        with open(path, "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH)
+            if os.fstat(handle.fileno()).st_nlink == 0:
+                raise FileNotFoundError(errno.ENOENT, "evicted while being opened", str(path))
+            yield handle
 
-    def _object_files(self) -> Iterator[Path]:
-        if not self.objects.is_dir():
-            return
-        for fan in os.scandir(self.objects):
-            if fan.is_dir(follow_symlinks=False):
-                for entry in os.scandir(fan.path):
-                    if not entry.name.startswith("."):
-                        yield Path(entry.path)
+    def usage(self) -> tuple[int, int]:
+        """(objects, bytes) on disk: the objects plus views' copies (where links could not be made). A fan folder
+        unchanged since it was last listed (by its mtime) is not listed again."""
+        count, size = 0, 0
+        now = time.time_ns()
+        for fan in list(os.scandir(self.objects)) if self.objects.is_dir() else []:
+            try:
+                mtime = fan.stat(follow_symlinks=False).st_mtime_ns
+            except FileNotFoundError:
+                continue
+            known = self._fans.get(fan.name)
+            if known is None or known[0] != mtime or now - mtime < RACY_NS:
+                files = [Path(fan.path, name) for name in os.listdir(fan.path) if not name.startswith(".")]
+                known = (mtime, *_count_bytes(files))
+                self._fans[fan.name] = known
+            count += known[1]
+            size += known[2]
+        return count, size + sum(self._view_copied(repo, commit) for repo, commit in self._view_keys())
+
+    def _view_copied(self, repo: str, commit: str) -> int:
+        """The bytes a view copied (where no link could be made), read again only when its record changed."""
+        path = self._record_path(repo, commit)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return 0
+        known = self._copied.get(path)
+        if known is None or known[0] != mtime:
+            known = (mtime, self._record(repo, commit).get("copied", 0))
+            self._copied[path] = known
+        return known[1]
 
     # -- views -----------------------------------------------------------------------------------------------
     def view_dir(self, repo: str, commit: str) -> Path:
@@ -288,8 +328,10 @@ class ObjectCache:
             if fd is not None:
                 os.close(fd)
 
-    def _sweep_objects(self, dry_run: bool, report: GcReport) -> None:
-        """Remove objects no view links (one link: the object's own name) and dead writers' temp files."""
+    def _sweep_objects(self, dry_run: bool, report: GcReport, excess: int | None = None) -> None:
+        """Remove dead writers' temp files and objects no view links (one link: the object's own name) and no
+        reader holds, least recently used first; with ``excess``, only until that many bytes are freed."""
+        unlinked = []
         for fan in list(os.scandir(self.objects)) if self.objects.is_dir() else []:
             for entry in list(os.scandir(fan.path)):
                 temp = TEMP_NAME.match(entry.name)
@@ -302,32 +344,93 @@ class ObjectCache:
                         continue
                     stat = entry.stat(follow_symlinks=False)
                     if stat.st_nlink == 1:
-                        report.objects += 1
-                        report.object_bytes += stat.st_size
-                        if not dry_run:
-                            os.unlink(entry.path)
+                        unlinked.append((stat.st_atime_ns, stat.st_size, entry.path))
                 except FileNotFoundError:
                     pass
+        freed = 0
+        for _, size, path in sorted(unlinked):
+            if excess is not None and freed >= excess:
+                return
+            if _remove_unread(path, dry_run):
+                report.objects += 1
+                report.object_bytes += size
+                freed += size
 
     def make_room(self, needed: int, label: str) -> None:
-        """Evict objects no view links, then least-recently-used views not in use, until ``needed`` more bytes
-        fit under the bound; else a ``CacheFullError`` naming the bound and how to raise it."""
+        """Evict objects no view links (least recently used first), then least-recently-used views not in use,
+        until ``needed`` more bytes fit under the bound beside every live process's reservation; else a
+        ``CacheFullError`` naming the bound and how to raise it."""
         with self._exclusive():
-            _, used = self.usage()
-            if used + needed <= self.max_bytes:
-                return
-            self._shrink(self.max_bytes - needed, dry_run=False, report=GcReport())
-            _, used = self.usage()
-            if used + needed > self.max_bytes:
-                raise CacheFullError(
-                    f"{label}: needs {_gb(needed)} more in the cache {self.root}, which holds {_gb(used)} "
-                    f"in views in use and is bounded at {_gb(self.max_bytes)}: raise {MAX_GB_ENV} "
-                    f"(e.g. {MAX_GB_ENV}={max(1, int((used + needed) / 1e9 + 1.5))})"
-                )
+            self._fit(needed, label)
 
-    def _shrink(self, limit: int, dry_run: bool, report: GcReport) -> None:
-        """Sweep unlinked objects, then evict views least recently used first until usage is within ``limit``."""
-        self._sweep_objects(dry_run, report)
+    @contextmanager
+    def reserved(self, needed: int, label: str) -> Iterator[None]:
+        """Room for ``needed`` more bytes (as :meth:`make_room`), reserved for this process until the block ends:
+        bytes written meanwhile (temp files, then objects) never take the cache past its bound."""
+        with self._exclusive():
+            self._fit(needed, label)
+            self._hold(needed)
+        try:
+            yield
+        finally:
+            with self._exclusive():
+                self._hold(-needed)
+
+    def _fit(self, needed: int, label: str) -> None:
+        """make_room's work; the caller holds the cache's lock."""
+        reserved = self._reserved_bytes()
+        _, used = self.usage()
+        if used + reserved + needed <= self.max_bytes:
+            return
+        self._shrink(self.max_bytes - needed - reserved, dry_run=False, report=GcReport(), all_unlinked=False)
+        _, used = self.usage()
+        if used + reserved + needed > self.max_bytes:
+            raise CacheFullError(
+                f"{label}: needs {_gb(needed)} more in the cache {self.root}, which holds {_gb(used)} "
+                f"in views and objects in use (and {_gb(reserved)} reserved by downloads running) and is bounded "
+                f"at {_gb(self.max_bytes)}: raise {MAX_GB_ENV} "
+                f"(e.g. {MAX_GB_ENV}={max(1, int((used + reserved + needed) / 1e9 + 1.5))})"
+            )
+
+    def _reservation_file(self) -> Path:
+        pid = os.getpid()
+        return self.reservations / f"{host_id()}-{pid}-{process_start(pid) or 0}"
+
+    def _hold(self, delta: int) -> None:
+        """Change this process's reservation by ``delta`` bytes (caller holds the cache's lock)."""
+        key = (os.getpid(), str(self.root))
+        total = _reserved_here.get(key, 0) + delta
+        _reserved_here[key] = total
+        path = self._reservation_file()
+        if total <= 0:
+            path.unlink(missing_ok=True)
+            return
+        self.reservations.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.part")
+        part.write_text(str(total))
+        os.replace(part, path)
+
+    def _reserved_bytes(self) -> int:
+        """Bytes reserved by live processes (caller holds the cache's lock); dead ones' files are removed."""
+        total = 0
+        for entry in list(os.scandir(self.reservations)) if self.reservations.is_dir() else []:
+            match = RESERVATION_NAME.match(entry.name)
+            if not match:
+                continue
+            if process_alive(match["host"], int(match["pid"]), int(match["start"])) is False:
+                Path(entry.path).unlink(missing_ok=True)
+                continue
+            try:
+                total += int(Path(entry.path).read_text() or 0)
+            except (OSError, ValueError):
+                pass
+        return total
+
+    def _shrink(self, limit: int, dry_run: bool, report: GcReport, all_unlinked: bool = True) -> None:
+        """Sweep unlinked objects (all of them, else least recently used first until usage is within ``limit``),
+        then evict views least recently used first until usage is within ``limit``."""
+        _, used = self.usage()
+        self._sweep_objects(dry_run, report, None if all_unlinked else max(0, used - limit))
         _, used = self.usage()
         used -= report.object_bytes if dry_run else 0
         for view in self.list_views():
@@ -387,6 +490,46 @@ class ObjectCache:
             with os.fdopen(fd, "w") as out:
                 json.dump(record, out, separators=(",", ":"))
             os.replace(tmp, path)
+
+
+def _count_bytes(paths: Iterable[Path]) -> tuple[int, int]:
+    """(files, bytes) of ``paths``; those gone meanwhile are not counted."""
+    count, size = 0, 0
+    for path in paths:
+        try:
+            size += path.stat().st_size
+            count += 1
+        except FileNotFoundError:
+            pass
+    return count, size
+
+
+def _mark_used(path: Path) -> None:
+    """Set an object's atime to now (its last use, for least-recently-used eviction); its mtime stays."""
+    try:
+        os.utime(path, ns=(time.time_ns(), VERIFIED_MTIME_NS))
+    except OSError:
+        pass  # another user's object in a shared cache: it is only evicted sooner
+
+
+def _remove_unread(path: str, dry_run: bool) -> bool:
+    """Remove an object unless a reader holds it share-locked (:meth:`ObjectCache.open_object`); whether it
+    was (or, dry, would be) removed."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return False
+    try:
+        if not dry_run:
+            os.unlink(path)
+        return True
+    finally:
+        os.close(fd)
 
 
 def _tree_bytes(path: Path) -> int:
@@ -462,6 +605,7 @@ class View:
                 shutil.copyfile(stored, temp)
                 copied = obj.size
             os.replace(temp, local)
+            temp.unlink(missing_ok=True)  # rename() leaves both names when local is already a link to that object
             return copied
         raise LakeFSError(f"cache {self.cache.root}: {obj.path} was removed three times while being placed")
 
