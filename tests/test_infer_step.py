@@ -324,6 +324,7 @@ def test_an_unknown_alias_is_one_line_naming_the_model_uri(data_uri, tracking, t
 # -- 4. interactive choice of the model version ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # the step in a child on a terminal (about 8 s); tests/test_interactive.py drives the picker fast
 def test_interactive_infer_predicts_with_the_version_picked_in_a_terminal(
     demo_model, data_uri, tracking, tmp_path, pty_process
 ):

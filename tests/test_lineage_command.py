@@ -263,6 +263,7 @@ def test_a_run_not_found_names_the_store_searched(tracking, capsys):
     assert f"no MLflow run with this id in the MLflow store {tracking.uri}," in fails(capsys, "0" * 32)
 
 
+@pytest.mark.slow  # two children importing mlflow (about 6 s); test_run_ids runs the command in a child fast
 def test_console_command_in_a_subprocess(tracking):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking.uri}
     done = subprocess.run(

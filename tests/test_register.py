@@ -229,6 +229,7 @@ def step_env(tmp_path) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow  # the step in a child on a terminal (about 8 s); tests/test_interactive.py drives the picker fast
 def test_interactive_register_reads_the_choice_from_a_terminal(tracking, tmp_path, pty_process):
     runs = {miou: make_train_run(miou) for miou in (0.7, 0.9, 0.8)}
     child = pty_process(
