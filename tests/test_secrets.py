@@ -454,6 +454,7 @@ def test_a_refused_download_fails_in_one_line_without_the_credentials(kind, serv
     assert run.data.params["source"] == redact_text(url) and "***" in run.data.params["source"]
 
 
+@pytest.mark.slow  # two step processes (about 8 s); the in-process tests above check the same output and records
 def test_the_step_script_prints_and_logs_no_credentials(server, step_env, tmp_path):
     """The user's view: `python steps/ingest.py --source <url with a refused password>` in a process of its own
     (the step's own log handler and error line), then a good password: stderr and stdout hold no secret."""

@@ -476,7 +476,14 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("mode, ending", [("connect", "exit"), ("connect", "sigkill"), ("main", "exit")])
+@pytest.mark.parametrize(
+    "mode, ending",
+    [
+        ("connect", "exit"),
+        pytest.param("connect", "sigkill", marks=pytest.mark.slow),  # a kill -9 of the client
+        pytest.param("main", "exit", marks=pytest.mark.slow),  # a main step's process and a step child (about 8 s)
+    ],
+)
 def test_embedded_server_outlives_quiet_clients_and_stops_after_them(tmp_path, mode, ending):
     home = tmp_path / "home"
     data_dir = home / "lakefs"
