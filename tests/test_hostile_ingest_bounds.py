@@ -430,6 +430,7 @@ def coco_flood(root: Path, images: int, size: int, per_image: int) -> Path:
     return root
 
 
+@pytest.mark.slow  # a scale test (20k annotations on 1-2k px images in child processes); the refusals below are fast
 def test_a_coco_annotation_flood_costs_its_objects_not_their_images(tmp_path):
     """The issue's case: 2 images of 1024x1024 with 20k annotations each took 104 s (92 s here, before), each
     annotation drawn as a whole-image mask; drawn within their boxes they take 2 s (pycocotools) and 1.4 s (pil)."""
@@ -528,6 +529,7 @@ def labelme_flood(root: Path, files: int, size: int, shapes: int) -> Path:
     return root
 
 
+@pytest.mark.slow  # a scale test (20k annotations on 1-2k px images in child processes); the refusals below are fast
 def test_a_labelme_shape_flood_costs_its_shapes_not_their_images(tmp_path):
     """A 2048x2048 file with 20k shapes: each drawn as a whole-image mask, its drawing alone took 16.5 s here
     (3.5 s at 1024x1024: the cost grew with shapes x pixels); drawn within their boxes, 0.6 s, the whole ingest 2 s."""
