@@ -137,11 +137,20 @@ class PlanConfig:
 
 
 @dataclass
+class TrainDataConfig:
+    """How train reads its data set (``data`` of ``conf/train.yaml``)."""
+
+    access: str = MISSING  # download | stream
+    prefetch: int = MISSING  # streamed samples fetched ahead of the sampler's order
+
+
+@dataclass
 class TrainConfig:
     """``conf/train.yaml``; model, loss, optimizer and scheduler are ``_target_`` nodes."""
 
     seed: int = MISSING
     data_ref: str = MISSING
+    data: TrainDataConfig = MISSING
     model: Any = MISSING
     loss: Any = MISSING
     optimizer: Any = MISSING

@@ -66,3 +66,93 @@ def test_objects_no_view_links_are_evicted_least_recently_used_first_and_never_w
     os.utime(first, ns=(3, first.stat().st_mtime_ns))  # reading may have set its atime: older than third's again
     cache.make_room(2000, "fifth")  # one of the two must go: the least recently used
     assert not first.exists() and third.exists()
+
+
+@pytest.fixture(scope="module")
+def streamed_data(tiny_demo_dataset) -> Path:
+    return tiny_demo_dataset(16, 3)
+
+
+def commit_dataset(lakefs, repo: str, root: Path):
+    """``root`` committed under ``data/`` of ``repo``'s main; (pinned URI, bytes of the data set)."""
+    from segmodels.versioning import LakeFSUri
+
+    lakefs.ensure_repository(repo)
+    lakefs.upload_directory(repo, "main", root, prefix="data")
+    commit = lakefs.commit(repo, "main", "data").id
+    return LakeFSUri(repo, commit, "data"), sum(obj.size for obj in lakefs.list_objects(repo, commit, "data/"))
+
+
+def objects_bytes(home: Path) -> int:
+    """Bytes under the cache's objects, temp files included (what the disk holds)."""
+    total = 0
+    for path in (home / "cache" / "objects").rglob("*"):
+        try:
+            total += path.stat().st_size if path.is_file() else 0
+        except FileNotFoundError:
+            pass
+    return total
+
+
+class DiskSampler:
+    """Samples the cache's object bytes on a thread until stopped; ``peak`` and ``samples`` taken."""
+
+    def __init__(self, home: Path):
+        import threading
+
+        self.home, self.peak, self.samples = home, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, objects_bytes(self.home))
+            self.samples += 1
+
+    def __enter__(self) -> DiskSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+TINY = [
+    "trainer.epochs=2",
+    "trainer.batch_size=4",
+    "trainer.progress_bar=false",
+    "trainer.persistent_workers=false",
+    "transforms.image_size=32",
+    "model.encoder_name=resnet18",
+    "model.decoder_channels=[16,16,16,8,8]",
+    "data.prefetch=4",
+]
+
+
+def comparable(history: list[dict]) -> list[dict]:
+    """Per-epoch metrics without the wall-clock ones (seconds, images per second)."""
+    return [{k: v for k, v in epoch.items() if not k.endswith("_s")} for epoch in history]  # _time_s, _per_s
+
+
+@pytest.mark.slow
+def test_a_data_set_four_times_the_cache_trains_streamed_within_the_bound_as_downloaded(
+    lakefs, repo_name, streamed_data, tmp_path, monkeypatch
+):
+    from segmodels.config import load_config
+    from segmodels.training import train
+    from segmodels.versioning.cache import MAX_GB_ENV
+    from segmodels.versioning.stream import streamed_dataset
+
+    uri, data_bytes = commit_dataset(lakefs, repo_name, streamed_data)
+    with lakefs.using_prefix(uri.repo, uri.ref, uri.path) as root:
+        downloaded = train(load_config("train", [*TINY, "trainer.num_workers=0"]), root, tmp_path / "work-download")
+    ObjectCache(lakefs.home / "cache").gc(max_bytes=0)
+    bound = data_bytes // 4
+    monkeypatch.setenv(MAX_GB_ENV, str(bound / 1e9))
+    for workers in (0, 2):
+        cfg = load_config("train", [*TINY, f"trainer.num_workers={workers}", "data.access=stream"])
+        with DiskSampler(lakefs.home) as disk, streamed_dataset(lakefs, uri) as (root, reader):
+            streamed = train(cfg, root, tmp_path / f"work-stream-{workers}", files=reader)
+        assert disk.samples > 10 and 0 < disk.peak <= bound, (workers, disk.peak, bound)
+        assert comparable(streamed.history) == comparable(downloaded.history), workers

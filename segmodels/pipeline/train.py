@@ -20,6 +20,7 @@ from typing import Iterator
 import mlflow
 from omegaconf import DictConfig
 
+from segmodels.config import ConfigError
 from segmodels.data import load_dataset_info
 from segmodels.dataset_store import using_dataset
 from segmodels.home import segmodels_home
@@ -35,6 +36,7 @@ from segmodels.tracking.training import MLflowTrainingLogger, enable_system_metr
 from segmodels.training import train
 from segmodels.training.distributed import is_main_process
 from segmodels.versioning import LakeFS, LakeFSUri, connect
+from segmodels.versioning.stream import StreamReader, streamed_dataset
 
 log = logging.getLogger(__name__)
 
@@ -80,17 +82,35 @@ def run(cfg: DictConfig) -> str | None:
     data = pin_data_ref(lakefs, cfg.data_ref, cfg.lakefs.repo, cfg.lakefs.data_branch, cfg.lakefs.data_prefix)
     if is_main_process():
         warn_if_other_store(lakefs, data.repo, cfg.lakefs.model_branch, cfg.lakefs.data_branch)
-    with using_dataset(lakefs, data) as data_root:  # locked: the local cache never evicts it while training reads
-        return train_on(cfg, lakefs, data, data_root)
+    with dataset_access(cfg, lakefs, data) as (data_root, files):
+        return train_on(cfg, lakefs, data, data_root, files)
 
 
-def train_on(cfg: DictConfig, lakefs: LakeFS, data: LakeFSUri, data_root: Path) -> str | None:
-    """:func:`run` once the data set is local at ``data_root``."""
+@contextmanager
+def dataset_access(cfg: DictConfig, lakefs: LakeFS, data: LakeFSUri) -> Iterator[tuple[Path, StreamReader | None]]:
+    """``data.access``: ``download`` yields the data set's local folder (locked: the cache never evicts it while
+    training reads) and no reader; ``stream`` a folder of its ``dataset.yaml`` and manifest and the reader of the rest
+    through the bounded cache."""
+    if cfg.data.access == "download":
+        with using_dataset(lakefs, data) as data_root:
+            yield data_root, None
+    elif cfg.data.access == "stream":
+        with streamed_dataset(lakefs, data) as streamed:
+            yield streamed
+    else:
+        raise ConfigError(f"data.access={cfg.data.access!r}: expected download or stream")
+
+
+def train_on(
+    cfg: DictConfig, lakefs: LakeFS, data: LakeFSUri, data_root: Path, files: StreamReader | None = None
+) -> str | None:
+    """:func:`run` once the data set's ``dataset.yaml`` is local at ``data_root`` (and its samples there, or read
+    through ``files``)."""
     commit, _ = lineage.git_commit()
     key = work_key(data.ref, cfg, commit)
     if not is_main_process():
         with resumable_work_dir(key, owner=False) as work:
-            train(cfg, data_root, work)
+            train(cfg, data_root, work, files=files)
         return None
     log.info("training on %s", data)
     enable_system_metrics()
@@ -103,7 +123,7 @@ def train_on(cfg: DictConfig, lakefs: LakeFS, data: LakeFSUri, data_root: Path) 
         log_dataset_input(str(data), data.ref, load_dataset_info(data_root), context="training")
         if cfg.plan.rules:
             mlflow.log_text(plan_document(cfg), PLAN_ARTIFACT)
-        result = train(cfg, data_root, work, callbacks=[MLflowTrainingLogger()])
+        result = train(cfg, data_root, work, callbacks=[MLflowTrainingLogger()], files=files)
 
         shutil.rmtree(work / "mlflow-model", ignore_errors=True)  # half-saved by a step killed while saving
         model_uri = publish_model(

@@ -77,13 +77,14 @@ def learning_curves_figure(history: list[dict]):
 
 
 def sample_predictions(
-    model: nn.Module, spec: ModelSpec, data_root: Path, count: int
+    model: nn.Module, spec: ModelSpec, data_root: Path, count: int, files=None
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``(image HxWx3 uint8, target mask, predicted mask)`` for the first ``count`` validation images."""
+    """``(image HxWx3 uint8, target mask, predicted mask)`` for the first ``count`` validation images (read through
+    ``files`` when the data set is streamed)."""
     from segmodels.data import SegmentationDataset
     from segmodels.inference import predict
 
-    raw = SegmentationDataset(data_root, "val")
+    raw = SegmentationDataset(data_root, "val", files=files)
     samples = [raw[i] for i in range(min(count, len(raw)))]
     images = [image.permute(1, 2, 0).numpy() for image, _ in samples]
     predictions = predict(model, spec, images)
@@ -159,7 +160,8 @@ class MLflowTrainingLogger(Callback):
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if k != "epoch"}, step=state.epoch)
         log_closed_figure(learning_curves_figure(state.history), LEARNING_CURVES_FILE)
         if self.num_samples and self.image_every and state.epoch % self.image_every == 0:
-            samples = sample_predictions(state.model, state.spec, state.data_root, self.num_samples)
+            files = state.val_loader.dataset.files
+            samples = sample_predictions(state.model, state.spec, state.data_root, self.num_samples, files)
             figure = sample_figure(samples, state.spec.class_names, state.spec.colors)
             mlflow.log_image(figure_pixels(figure), key=SAMPLES_KEY, step=state.epoch)
             pyplot().close(figure)

@@ -10,6 +10,7 @@ import math
 import os
 import random
 from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from segmodels.config import ConfigError
 from segmodels.data import DatasetInfo, SegmentationDataset, load_dataset_info, median_frequency_weights
+from segmodels.data.streaming import PrefetchingSampler, RemoteFiles
 from segmodels.metrics import ConfusionMatrix
 from segmodels.models import ModelSpec
 from segmodels.models.registry import MODELS
@@ -105,15 +107,21 @@ def build_model(cfg: DictConfig, info: DatasetInfo) -> tuple[nn.Module, ModelSpe
 
 
 def build_loaders(
-    cfg: DictConfig, data_root: Path, info: DatasetInfo, spec: ModelSpec, context: DistContext
+    cfg: DictConfig,
+    data_root: Path,
+    info: DatasetInfo,
+    spec: ModelSpec,
+    context: DistContext,
+    files: RemoteFiles | None = None,
 ) -> tuple[DataLoader, DataLoader]:
     """Train and validation loaders over this process's shard of each split. The train loader's sampler is an
-    :class:`EpochSampler` (call ``set_epoch`` before each epoch): reproducible order and augmentations."""
+    :class:`EpochSampler` (call ``set_epoch`` before each epoch): reproducible order and augmentations. With
+    ``files`` (``data.access=stream``) samples are read through it, ``data.prefetch`` samples ahead of each sampler."""
     train_set = SegmentationDataset(
-        data_root, "train", build_transforms(cfg.transforms, True, spec.mean, spec.std, info.ignore_index)
+        data_root, "train", build_transforms(cfg.transforms, True, spec.mean, spec.std, info.ignore_index), files
     )
     val_set = SegmentationDataset(
-        data_root, "val", build_transforms(cfg.transforms, False, spec.mean, spec.std, info.ignore_index)
+        data_root, "val", build_transforms(cfg.transforms, False, spec.mean, spec.std, info.ignore_index), files
     )
     if len(train_set) == 0 or len(val_set) == 0:
         raise ValueError(
@@ -121,6 +129,10 @@ def build_loaders(
         )
     tcfg = cfg.trainer
     train_sampler = EpochSampler(len(train_set), cfg.seed, context.rank, context.world_size)
+    val_indices = list(range(context.rank, len(val_set), context.world_size))
+    if files is not None:
+        train_sampler = PrefetchingSampler(train_sampler, train_set, cfg.data.prefetch, itemgetter(1))
+        val_indices = PrefetchingSampler(val_indices, val_set, cfg.data.prefetch)
     train_loader = _loader(
         SeededDataset(train_set),
         train_sampler,
@@ -129,7 +141,6 @@ def build_loaders(
         drop_last=len(train_sampler) > tcfg.batch_size,
         device=context.device,
     )
-    val_indices = list(range(context.rank, len(val_set), context.world_size))
     val_batch_size = tcfg.batch_size if tcfg.val_batch_size is None else tcfg.val_batch_size
     val_loader = _loader(
         val_set,
@@ -255,8 +266,11 @@ def use_deterministic_kernels(enabled: bool) -> None:
     torch.use_deterministic_algorithms(enabled)
 
 
-def build_state(cfg: DictConfig, data_root: Path, work_dir: Path, context: DistContext) -> TrainState:
-    """Everything a run needs, seeded with ``cfg.seed``, on ``context.device``, before its first epoch."""
+def build_state(
+    cfg: DictConfig, data_root: Path, work_dir: Path, context: DistContext, files: RemoteFiles | None = None
+) -> TrainState:
+    """Everything a run needs, seeded with ``cfg.seed``, on ``context.device``, before its first epoch; samples
+    are read through ``files`` when given (:func:`build_loaders`)."""
     tcfg = cfg.trainer
     if tcfg.accumulate_grad_batches < 1:
         raise ConfigError(f"trainer.accumulate_grad_batches={tcfg.accumulate_grad_batches}: expected >= 1")
@@ -274,7 +288,7 @@ def build_state(cfg: DictConfig, data_root: Path, work_dir: Path, context: DistC
     loss_cfg, class_weights = resolve_class_weights(cfg.loss, info)
     model, spec = build_model(cfg, info)
     model = model.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    train_loader, val_loader = build_loaders(cfg, data_root, info, spec, context)
+    train_loader, val_loader = build_loaders(cfg, data_root, info, spec, context, files)
     encoder = model_encoder(model, tcfg)
     optimizer = build_optimizer(cfg, model, encoder)
     steps_per_epoch = math.ceil(len(train_loader) / tcfg.accumulate_grad_batches)

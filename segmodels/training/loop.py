@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
 from segmodels.config import ConfigError
+from segmodels.data.streaming import RemoteFiles
 from segmodels.metrics import ConfusionMatrix
 from segmodels.transforms import tta_flips, with_tta
 
@@ -25,8 +26,15 @@ from .engine import Placement, TrainStep, evaluate, train_one_epoch
 from .state import TrainResult, TrainState
 
 
-def train(cfg: DictConfig, data_root: Path, work_dir: Path, callbacks: Sequence[Callback] = ()) -> TrainResult:
-    """Train the model described by ``cfg`` on the normalised data set at ``data_root``.
+def train(
+    cfg: DictConfig,
+    data_root: Path,
+    work_dir: Path,
+    callbacks: Sequence[Callback] = (),
+    files: RemoteFiles | None = None,
+) -> TrainResult:
+    """Train the model described by ``cfg`` on the normalised data set at ``data_root`` (its images and masks read
+    through ``files`` when given: ``data.access=stream``).
 
     Writes ``work_dir/checkpoints/last.pt`` every epoch (a rerun with the same ``work_dir`` resumes from it
     unless ``trainer.resume=false``), ``work_dir/best/`` (the package of the best epoch by
@@ -39,7 +47,7 @@ def train(cfg: DictConfig, data_root: Path, work_dir: Path, callbacks: Sequence[
         raise ConfigError(str(error)) from None
     context = setup_distributed(cfg.trainer.device)
     try:
-        state = build_state(cfg, Path(data_root), Path(work_dir), context)
+        state = build_state(cfg, Path(data_root), Path(work_dir), context, files)
         start_workers(state.train_loader, state.val_loader)
         checkpoint = state.work_dir / CHECKPOINT_FILE
         if auto_flag("resume", cfg.trainer.resume, True) and checkpoint.is_file():

@@ -44,6 +44,7 @@ OBJECTS = "objects"
 VIEWS = "views"
 RESERVATIONS = "reservations"
 OWN_ENTRIES = {OBJECTS, VIEWS, RESERVATIONS, ".lock", "md5-index.json", "md5-index.lock"}
+RESERVATION_WAIT = 120.0  # seconds a reservation waits for room other downloads hold
 RACY_NS = 2 * 10**9  # a folder changed this recently is listed again: its mtime may not show a change in its tick
 # Objects get this mtime once verified: the md5 index then trusts them (its "racy" rule skips fresh mtimes) and a
 # write into an object, through any of its links, gives it the current time, so it is hashed again and refused.
@@ -58,7 +59,12 @@ _reserved_here: dict[tuple[int, str], int] = {}
 
 
 class CacheFullError(LakeFSError):
-    """A view needed now does not fit under the cache bound beside the views in use."""
+    """A view or object needed now does not fit under the cache bound beside what is in use (``reserved``: the
+    bytes running downloads had reserved)."""
+
+    def __init__(self, message: str, reserved: int = 0):
+        super().__init__(message)
+        self.reserved = reserved
 
 
 class Remote(Protocol):
@@ -364,12 +370,22 @@ class ObjectCache:
             self._fit(needed, label)
 
     @contextmanager
-    def reserved(self, needed: int, label: str) -> Iterator[None]:
+    def reserved(self, needed: int, label: str, wait: float = RESERVATION_WAIT) -> Iterator[None]:
         """Room for ``needed`` more bytes (as :meth:`make_room`), reserved for this process until the block ends:
-        bytes written meanwhile (temp files, then objects) never take the cache past its bound."""
-        with self._exclusive():
-            self._fit(needed, label)
-            self._hold(needed)
+        bytes written meanwhile (temp files, then objects) never take the cache past its bound. Room that other
+        downloads hold reserved is waited for, up to ``wait`` seconds: they end soon, and free it or leave objects
+        that can be evicted."""
+        deadline = time.monotonic() + wait
+        while True:
+            with self._exclusive():
+                try:
+                    self._fit(needed, label)
+                    self._hold(needed)
+                    break
+                except CacheFullError as full:
+                    if not full.reserved or time.monotonic() > deadline:
+                        raise
+            time.sleep(0.02)
         try:
             yield
         finally:
@@ -389,7 +405,8 @@ class ObjectCache:
                 f"{label}: needs {_gb(needed)} more in the cache {self.root}, which holds {_gb(used)} "
                 f"in views and objects in use (and {_gb(reserved)} reserved by downloads running) and is bounded "
                 f"at {_gb(self.max_bytes)}: raise {MAX_GB_ENV} "
-                f"(e.g. {MAX_GB_ENV}={max(1, int((used + reserved + needed) / 1e9 + 1.5))})"
+                f"(e.g. {MAX_GB_ENV}={max(1, int((used + reserved + needed) / 1e9 + 1.5))})",
+                reserved=reserved,
             )
 
     def _reservation_file(self) -> Path:
