@@ -156,3 +156,58 @@ def test_a_data_set_four_times_the_cache_trains_streamed_within_the_bound_as_dow
             streamed = train(cfg, root, tmp_path / f"work-stream-{workers}", files=reader)
         assert disk.samples > 10 and 0 < disk.peak <= bound, (workers, disk.peak, bound)
         assert comparable(streamed.history) == comparable(downloaded.history), workers
+
+
+class Connections:
+    """A dataset whose samples are (pid, id of the reader's client) after reading one streamed file."""
+
+    def __init__(self, reader):
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int):
+        with self.reader.open("dataset.yaml") as handle:
+            assert handle.read(1)
+        return os.getpid(), id(self.reader.connection())
+
+
+def test_each_dataloader_worker_opens_its_own_connection(lakefs, repo_name, streamed_data):
+    import pickle
+
+    from torch.utils.data import DataLoader
+
+    from segmodels.versioning.stream import StreamReader
+
+    uri, _ = commit_dataset(lakefs, repo_name, streamed_data)
+    reader = StreamReader.at(lakefs, uri)
+    parent = id(reader.connection())
+    assert pickle.loads(pickle.dumps(reader))._client is None  # handed to workers without a live client
+    loader = DataLoader(Connections(reader), batch_size=None, num_workers=2)
+    seen = {(int(pid), int(client)) for pid, client in loader}
+    pids = {pid for pid, _ in seen}
+    assert len(pids) == 2 and os.getpid() not in pids
+    assert len(seen) == 2 and parent not in {client for _, client in seen}  # one client per worker, not the parent's
+
+
+def test_a_corrupt_cached_object_is_fetched_again_when_streamed(lakefs, repo_name, streamed_data, monkeypatch):
+    from segmodels.versioning import LakeFS
+    from segmodels.versioning.stream import StreamReader
+
+    uri, _ = commit_dataset(lakefs, repo_name, streamed_data)
+    reader = StreamReader.at(lakefs, uri)
+    image = reader.list("images/train")[0]
+    expected = reader.local_path(image).read_bytes()
+    fetched = []
+    real = LakeFS.download_object
+    monkeypatch.setattr(
+        LakeFS, "download_object", lambda self, *args: fetched.append(args[2].path) or real(self, *args)
+    )
+    stored = reader.local_path(image)
+    for damage in (b"x" * len(expected), expected[:10]):  # same size other bytes, then truncated
+        os.chmod(stored, 0o644)
+        stored.write_bytes(damage)
+        with StreamReader.at(lakefs, uri).open(image) as handle:  # a new process's reader: no md5 in memory
+            assert handle.read() == expected
+    assert fetched == [f"data/{image}"] * 2
