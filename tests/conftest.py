@@ -1,5 +1,11 @@
 """Shared fixtures: an isolated environment for every test, the embedded lakeFS server and a connected client,
-and small prepared demo data sets."""
+new sqlite MLflow stores and small prepared demo data sets.
+
+Tests: two tiers. ``python -m pytest -q -m "not slow"`` before each commit (goal: under 3 minutes on a 2-core
+machine; ``python benchmarks/test_tiers.py`` measures it and names its slowest tests); ``python -m pytest -q``, what
+CI runs, adds the slow tier. Mark a test ``@pytest.mark.slow`` when it runs ``mlflow run`` or a chain of step
+processes, a step on a terminal, a kill -9, several epochs of training or data at scale, and keep a quick test of
+its concern in the fast tier."""
 
 from __future__ import annotations
 
