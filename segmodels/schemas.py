@@ -102,6 +102,7 @@ class LakeFSConfig:
     data_prefix: str = MISSING
     model_branch: str = MISSING
     model_prefix: str = MISSING
+    checkpoint_branch: str = MISSING
     predictions_branch: str = MISSING
     predictions_prefix: str = MISSING
 

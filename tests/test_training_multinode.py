@@ -4,17 +4,29 @@ store."""
 
 from __future__ import annotations
 
+import json
+import os
+import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from segmodels.pipeline.published_checkpoint import CHECKPOINT_PREFIX
+from segmodels.tracking import lineage
+from segmodels.tracking.nodes import TAG_NODE_OF, TAG_NODE_RANK, TAG_NODES
 from segmodels.training.launch import launch_command, nodes_of, split_launcher_args
 
 PROJECT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "multinode"
+CHECKPOINT_BRANCH = "checkpoints"  # conf/lakefs/default.yaml's checkpoint_branch
+METRICS = ("train_loss", "val_loss", "val_miou")
 
 
 def free_port() -> int:
@@ -87,3 +99,167 @@ def test_a_node_whose_peers_never_come_gives_up_in_one_line_naming_the_endpoint(
         f"segmodels train: error: rdzv_endpoint={endpoint}: the job's 2 nodes did not all join within "
         "rdzv_timeout_s=3; start train on every node with the same nnodes, rdzv_endpoint and rdzv_id"
     )
+
+
+class Job:
+    """Train runs on this machine against the session's lakeFS and one sqlite MLflow store, each node with its
+    own segmodels home (no shared disk), launched as ``mlflow run`` or the MLproject's command runs the step."""
+
+    def __init__(self, root: Path, lakefs_settings, tracking_uri: str, data_ref: str, repo: str):
+        self.root, self.data_ref, self.repo = root, data_ref, repo
+        self.env = {key: value for key, value in os.environ.items() if not key.startswith(("LAKECTL_", "MLFLOW_"))}
+        self.env.update(
+            {
+                "LAKECTL_SERVER_ENDPOINT_URL": lakefs_settings.endpoint,
+                "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": lakefs_settings.access_key_id,
+                "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": lakefs_settings.secret_access_key,
+                "MLFLOW_TRACKING_URI": tracking_uri,
+                "MLFLOW_EXPERIMENT_NAME": EXPERIMENT,
+                "OMP_NUM_THREADS": "1",
+                "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            }
+        )
+
+    def params(self, **launcher) -> list[str]:
+        given = {
+            "data_ref": self.data_ref,
+            "repo": self.repo,
+            "epochs": "3",
+            "batch_size": "4",
+            "image_size": "32",
+            "overrides": "trainer.num_workers=0 trainer.progress_bar=false model.decoder_channels=[16,16,16,8,8]",
+            **launcher,
+        }
+        return [f"{name}={value}" for name, value in given.items()]
+
+    def start(self, home: str, params: list[str], mlflow_run: bool = False) -> subprocess.Popen:
+        if mlflow_run:
+            command = ["mlflow", "run", str(PROJECT), "-e", "train", "--env-manager", "local"]
+            command += [arg for param in params for arg in ("-P", param)]
+        else:  # what the MLproject's train entry point runs
+            command = [sys.executable, "-m", "segmodels.training.launch", "steps/train.py"]
+            command += [arg for param in params for arg in (f"--{param.partition('=')[0]}", param.partition("=")[2])]
+        log = (self.root / f"{home}-{time.monotonic_ns()}.log").open("w")
+        return subprocess.Popen(
+            command,
+            cwd=PROJECT,
+            env={**self.env, "SEGMODELS_HOME": str(self.root / home)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+
+    def two_nodes(self, mlflow_run: bool = False, **params) -> list[subprocess.Popen]:
+        endpoint = f"127.0.0.1:{free_port()}"
+        return [
+            self.start(
+                f"home{rank}",
+                self.params(nnodes=2, node_rank=rank, rdzv_endpoint=endpoint, rdzv_timeout_s=120, **params),
+                mlflow_run,
+            )
+            for rank in (0, 1)
+        ]
+
+
+def finished(processes: list[subprocess.Popen], timeout: float = 600) -> list[int]:
+    """Every process's exit status (each has ``timeout`` seconds: a hung node fails the test)."""
+    deadline = time.monotonic() + timeout
+    return [process.wait(timeout=max(1.0, deadline - time.monotonic())) for process in processes]
+
+
+def logs(job: Job) -> str:
+    return "".join(f"--- {log.name}\n{log.read_text()[-3000:]}" for log in sorted(job.root.glob("*.log")))
+
+
+def metric_history(client: MlflowClient, run_id: str) -> dict[str, list[float]]:
+    return {key: [m.value for m in client.get_metric_history(run_id, key)] for key in METRICS}
+
+
+@pytest.fixture
+def job(tmp_path, lakefs, lakefs_settings, repo_name, new_sqlite_store, tiny_demo_dataset):
+    lakefs.ensure_repository(repo_name)
+    data = lakefs.commit_directory(repo_name, "main", tiny_demo_dataset(num_images=24, seed=5), "data", "demo data")
+    tracking_uri = new_sqlite_store(tmp_path / "mlflow.db")
+    client = MlflowClient(tracking_uri)
+    client.create_experiment(EXPERIMENT, artifact_location=(tmp_path / "artifacts").as_uri())
+    sandbox = Job(tmp_path, lakefs_settings, tracking_uri, str(data), repo_name)
+    sandbox.client, sandbox.lakefs = client, lakefs
+    return sandbox
+
+
+def train_runs(job: Job) -> list:
+    return job.client.search_runs([job.client.get_experiment_by_name(EXPERIMENT).experiment_id])
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_process_train_as_one_machine_with_two_and_record_both_nodes(job):
+    single = job.start("single", job.params(nproc=2))
+    assert finished([single]) == [0], logs(job)
+    (reference,) = train_runs(job)
+
+    assert finished(job.two_nodes(mlflow_run=True)) == [0, 0], logs(job)
+    runs = [run for run in train_runs(job) if run.info.run_id != reference.info.run_id]
+    (run,) = [run for run in runs if lineage.TAG_STEP in run.data.tags]
+    (node_run,) = [other for other in runs if other is not run]  # what mlflow run made on node 1, nested
+    assert node_run.data.tags[MLFLOW_PARENT_RUN_ID] == node_run.data.tags[TAG_NODE_OF] == run.info.run_id
+    assert node_run.data.tags[TAG_NODE_RANK] == "1" and node_run.info.status == "FINISHED"
+    assert run.info.status == "FINISHED" and run.data.tags[lineage.TAG_STEP] == "train"
+    assert run.data.tags[lineage.TAG_MODEL_URI].endswith(f"/models/{run.info.run_id}")
+    nodes = json.loads(run.data.tags[TAG_NODES])
+    assert [(node["node_rank"], node["processes"]) for node in nodes] == [(0, 1), (1, 1)]
+    assert all(node["host"] == socket.gethostname() for node in nodes)
+    params = run.data.params
+    assert (params["distributed.nnodes"], params["distributed.world_size"], params["distributed.nproc_per_node"]) == (
+        "2",
+        "2",
+        "1",
+    )
+
+    expected, got = metric_history(job.client, reference.info.run_id), metric_history(job.client, run.info.run_id)
+    for key in METRICS:
+        assert len(got[key]) == len(expected[key]) == 3, key
+        assert got[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
+
+
+def published_checkpoints(job: Job) -> list[str]:
+    if not job.lakefs.is_branch(job.repo, CHECKPOINT_BRANCH):
+        return []
+    return [obj.path for obj in job.lakefs.list_objects(job.repo, CHECKPOINT_BRANCH, f"{CHECKPOINT_PREFIX}/")]
+
+
+def wait_for_published_checkpoint(job: Job, nodes: list[subprocess.Popen], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not published_checkpoints(job):
+        assert all(node.poll() is None for node in nodes), logs(job)
+        assert time.monotonic() < deadline, "no checkpoint was published"
+        time.sleep(0.2)
+
+
+def kill_node(node: subprocess.Popen) -> None:
+    """SIGKILL a node's launcher and every process under it (torchrun starts its workers in sessions of their own,
+    so killing the launcher's process group alone leaves the worker training)."""
+    launcher = psutil.Process(node.pid)
+    for process in [launcher, *launcher.children(recursive=True)]:
+        process.kill()
+
+
+@pytest.mark.slow
+def test_a_node_killed_mid_epoch_stops_the_job_and_a_rerun_of_both_resumes_from_the_published_checkpoint(job):
+    params = {"epochs": "6", "image_size": "64"}
+    nodes = job.two_nodes(**params)
+    wait_for_published_checkpoint(job, nodes)
+    kill_node(nodes[1])  # mid-epoch 2 or later
+    killed_at = time.monotonic()
+    survivor, killed = finished(nodes, timeout=300)  # the survivor must not hang on its dead peer
+    assert killed == -signal.SIGKILL and survivor != 0, logs(job)
+    survivor_exit_s = time.monotonic() - killed_at
+    published_epoch = int(job.lakefs.get_commit(job.repo, CHECKPOINT_BRANCH).metadata["epoch"])
+    assert 0 <= published_epoch < 5
+
+    assert finished(job.two_nodes(**params)) == [0, 0], logs(job)
+    (run,) = [run for run in train_runs(job) if run.info.status == "FINISHED" and lineage.TAG_STEP in run.data.tags]
+    assert run.data.tags[lineage.TAG_RESUMED_AFTER_EPOCH] == str(published_epoch), logs(job)
+    assert len(metric_history(job.client, run.info.run_id)["val_miou"]) == 6  # the earlier epochs' too
+    assert "resuming from the published checkpoint" in logs(job)
+    assert published_checkpoints(job) == [], "removed once the model is committed"
+    print(f"survivor exited {survivor_exit_s:.1f} s after its peer was killed; resumed after epoch {published_epoch}")

@@ -27,14 +27,20 @@ from segmodels.home import segmodels_home
 from segmodels.inference.pyfunc import save_pyfunc_model
 from segmodels.model_store import publish_model
 from segmodels.pipeline.plan import PLAN_ARTIFACT, plan_document
+from segmodels.pipeline.published_checkpoint import (
+    PublishCheckpoint,
+    delete_published_checkpoint,
+    use_published_checkpoint,
+)
 from segmodels.pipeline.refs import pin_data_ref
 from segmodels.tracking import lineage
 from segmodels.tracking.dataset import log_dataset_input
 from segmodels.tracking.models import record_logged_model
+from segmodels.tracking.nodes import NodeRecord
 from segmodels.tracking.stores import warn_if_other_store
 from segmodels.tracking.training import MLflowTrainingLogger, enable_system_metrics
 from segmodels.training import train
-from segmodels.training.distributed import is_main_process
+from segmodels.training.distributed import is_main_process, is_node_leader, spans_nodes
 from segmodels.versioning import LakeFS, LakeFSUri, connect
 from segmodels.versioning.stream import StreamReader, streamed_dataset
 
@@ -57,7 +63,7 @@ def work_key(data_commit: str, cfg: DictConfig, code_commit: str | None) -> str:
 def resumable_work_dir(key: str, owner: bool = True) -> Iterator[Path]:
     """``<home>/train-work/<key>``, locked for this step: it survives a killed step (a rerun resumes from its
     checkpoint) and is removed when the block succeeds. A folder another live step holds gives way to a fresh
-    temporary one (no resume). ``owner=False`` (other DDP ranks) uses the folder without lock or removal."""
+    temporary one (no resume). ``owner=False`` (a machine's other DDP processes) uses it without lock or removal."""
     folder = segmodels_home() / WORK_ROOT / key
     folder.mkdir(parents=True, exist_ok=True)
     if not owner:
@@ -108,9 +114,13 @@ def train_on(
     through ``files``)."""
     commit, _ = lineage.git_commit()
     key = work_key(data.ref, cfg, commit)
+    checkpoints = (lakefs, data.repo, cfg.lakefs.checkpoint_branch, key)  # several machines: published in lakeFS
+    node_callbacks = [NodeRecord(data.ref)] if spans_nodes() else []
     if not is_main_process():
-        with resumable_work_dir(key, owner=False) as work:
-            train(cfg, data_root, work, files=files)
+        with resumable_work_dir(key, owner=is_node_leader()) as work:
+            if spans_nodes():
+                use_published_checkpoint(*checkpoints, work)
+            train(cfg, data_root, work, callbacks=node_callbacks, files=files)
         return None
     log.info("training on %s", data)
     enable_system_metrics()
@@ -123,7 +133,10 @@ def train_on(
         log_dataset_input(str(data), data.ref, load_dataset_info(data_root), context="training")
         if cfg.plan.rules:
             mlflow.log_text(plan_document(cfg), PLAN_ARTIFACT)
-        result = train(cfg, data_root, work, callbacks=[MLflowTrainingLogger()], files=files)
+        if spans_nodes():
+            use_published_checkpoint(*checkpoints, work)
+            node_callbacks.append(PublishCheckpoint(*checkpoints))
+        result = train(cfg, data_root, work, callbacks=[*node_callbacks, MLflowTrainingLogger()], files=files)
 
         shutil.rmtree(work / "mlflow-model", ignore_errors=True)  # half-saved by a step killed while saving
         model_uri = publish_model(
@@ -142,6 +155,8 @@ def train_on(
             },
             source_ref=data.ref,
         )
+        if spans_nodes():
+            delete_published_checkpoint(*checkpoints)
         logged = record_logged_model(run_id, model_uri)
         mlflow.set_tags(
             {

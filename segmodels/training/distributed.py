@@ -4,12 +4,15 @@
 from __future__ import annotations
 
 import os
+import socket
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+NODE_RANK_ENV = "SEGMODELS_NODE_RANK"  # the node_rank the launcher was given (torchrun's c10d orders ranks itself)
 
 
 def launched_rank() -> int:
@@ -78,6 +81,37 @@ def setup_distributed(device: str) -> DistContext:
     if dist.is_initialized():
         rank, world_size = dist.get_rank(), dist.get_world_size()
     return DistContext(rank, world_size, local_rank, resolved, owns_group)
+
+
+def is_node_leader() -> bool:
+    """Whether this process is its machine's first (``LOCAL_RANK`` 0): the one that speaks for the node."""
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0
+
+
+def spans_nodes() -> bool:
+    """Whether the job runs on more than one machine (torchrun's ``WORLD_SIZE`` above ``LOCAL_WORLD_SIZE``); valid
+    before the process group is joined."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    return world > int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+
+
+def this_process() -> dict:
+    """Where this process runs: host name, the launcher's node_rank, local rank and the processes on its machine."""
+    return {
+        "host": socket.gethostname(),
+        "node_rank": int(os.environ.get(NODE_RANK_ENV, "0")),
+        "local_rank": int(os.environ.get("LOCAL_RANK", "0")),
+        "local_world_size": int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
+    }
+
+
+def all_gather_objects(value: object) -> list:
+    """``value`` of every process, by global rank (``[value]`` without a process group)."""
+    if not dist.is_initialized():
+        return [value]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def world_size() -> int:

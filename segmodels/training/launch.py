@@ -14,8 +14,9 @@ import yaml
 
 from segmodels.config import default_config_dir
 
+from .distributed import NODE_RANK_ENV
+
 LAUNCHER_FILE = "launcher.yaml"  # in conf/: the launcher's parameters and their defaults
-NODE_RANK_ENV = "SEGMODELS_NODE_RANK"  # the node_rank given to this machine, for the run's record
 
 
 def launcher_defaults() -> dict[str, str]:
