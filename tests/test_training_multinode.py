@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,9 +16,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+import yaml
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from segmodels.pipeline.params import LAUNCHER_PARAMS, STEP_PARAMS
 from segmodels.pipeline.published_checkpoint import CHECKPOINT_PREFIX
 from segmodels.tracking import lineage
 from segmodels.tracking.nodes import TAG_NODE_OF, TAG_NODE_RANK, TAG_NODES
@@ -263,3 +266,16 @@ def test_a_node_killed_mid_epoch_stops_the_job_and_a_rerun_of_both_resumes_from_
     assert "resuming from the published checkpoint" in logs(job)
     assert published_checkpoints(job) == [], "removed once the model is committed"
     print(f"survivor exited {survivor_exit_s:.1f} s after its peer was killed; resumed after epoch {published_epoch}")
+
+
+@pytest.mark.parametrize("example", ["docker/k8s-train-job.yaml", "docker/slurm-train.sh"])
+def test_cluster_examples_parse_and_pass_only_parameters_train_takes(example):
+    path = PROJECT / example
+    if path.suffix == ".sh":
+        assert subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True).returncode == 0
+    else:
+        job = [document for document in yaml.safe_load_all(path.read_text()) if document["kind"] == "Job"][0]
+        assert job["spec"]["completionMode"] == "Indexed" and job["spec"]["completions"] == 2
+    given = set(re.findall(r"-P (\w+)=", path.read_text()))
+    assert {"nnodes", "node_rank", "rdzv_endpoint"} <= given
+    assert given <= {*STEP_PARAMS["train"], *LAUNCHER_PARAMS["train"]}
