@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -211,3 +213,45 @@ def test_a_corrupt_cached_object_is_fetched_again_when_streamed(lakefs, repo_nam
         with StreamReader.at(lakefs, uri).open(image) as handle:  # a new process's reader: no md5 in memory
             assert handle.read() == expected
     assert fetched == [f"data/{image}"] * 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_lakefs_unreachable_mid_training_fails_in_one_line_leaving_no_half_object(
+    streamed_data, tmp_path, monkeypatch, workers
+):
+    from embedded_lakefs import create_server
+    from segmodels.config import load_config
+    from segmodels.training import Callback, train
+    from segmodels.versioning import LakeFS, LakeFSError, LakeFSSettings
+    from segmodels.versioning.cache import MAX_GB_ENV
+    from segmodels.versioning.hashing import file_md5
+    from segmodels.versioning.stream import streamed_dataset
+
+    monkeypatch.setenv("SEGMODELS_LAKEFS_RETRY_WINDOW", "1")
+    monkeypatch.setenv("SEGMODELS_LAKEFS_CONNECT_TIMEOUT", "1")
+    server = create_server(tmp_path / "lakefs").start_in_thread()
+    lakefs = LakeFS(LakeFSSettings(server.endpoint, server.access_key_id, server.secret_access_key), tmp_path / "home")
+    uri, data_bytes = commit_dataset(lakefs, "stream", streamed_data)
+    monkeypatch.setenv(MAX_GB_ENV, str(data_bytes / 4 / 1e9))  # the second epoch must fetch again
+
+    class ServerGone(Callback):
+        """After the first epoch lakeFS refuses connections (the reader's endpoint becomes a closed port; each
+        epoch's workers start anew from the reader, persistent_workers=false)."""
+
+        def on_epoch_end(self, state, metrics) -> None:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", 0))
+                closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+            reader.settings = dataclasses.replace(reader.settings, endpoint=closed)
+            reader._client = None
+
+    cfg = load_config("train", [*TINY, f"trainer.num_workers={workers}", "data.access=stream", "data.prefetch=0"])
+    with pytest.raises(LakeFSError) as failed, streamed_dataset(lakefs, uri) as (root, reader):
+        train(cfg, root, tmp_path / "work", callbacks=[ServerGone()], files=reader)
+    server.shutdown()
+    message = str(failed.value)
+    assert "\n" not in message and "server unreachable after" in message and "Caught" not in message, message
+    objects = [p for p in (lakefs.home / "cache" / "objects").rglob("*") if p.is_file()]
+    assert not [p for p in objects if p.name.startswith(".")]  # no half-written temp file
+    assert all(file_md5(p) == p.name.rsplit("-", 1)[0] for p in objects)

@@ -166,6 +166,13 @@ class ObjectCache:
         if self.object_ok(target, obj, index):
             _mark_used(target)
             return target
+        self._land(obj, download, index).close()
+        return target
+
+    def _land(self, obj: Remote, download: Callable[[Remote, Path], None], index: Md5Index) -> BinaryIO:
+        """Download ``obj`` into a temp file, verified, and rename it into place; returned open and share-locked
+        from before it has its name, so no eviction can take it before it is read."""
+        target = self.object_path(obj.checksum, obj.size)
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.parent / f".{os.getpid()}-{target.name}.{os.urandom(4).hex()}.part"
         try:
@@ -173,20 +180,44 @@ class ObjectCache:
             os.chmod(part, 0o444)
             os.utime(part, ns=(time.time_ns(), VERIFIED_MTIME_NS))
             index.record(target, os.stat(part), obj.checksum)
-            os.replace(part, target)
+            handle = open(part, "rb")  # noqa: SIM115 (returned open)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH)
+                os.replace(part, target)
+            except BaseException:
+                handle.close()
+                raise
+            return handle
         finally:
             if part.exists():
                 part.unlink()
-        return target
+
+    @contextmanager
+    def read_object(
+        self, obj: Remote, download: Callable[[Remote, Path], None], index: Md5Index, label: str
+    ) -> Iterator[BinaryIO]:
+        """``obj``'s verified bytes open for reading and share-locked (never evicted while read): the cached object,
+        else fetched with room reserved first (:meth:`reserved`, ``label`` naming it when it cannot fit)."""
+        target = self.object_path(obj.checksum, obj.size)
+        handle = None
+        while handle is None:
+            if self.object_ok(target, obj, index):
+                _mark_used(target)
+                handle = _open_shared(target)  # None when evicted meanwhile: checked again
+            else:
+                with self.reserved(obj.size, label):
+                    handle = self._land(obj, download, index)
+        with handle:
+            yield handle
 
     @contextmanager
     def open_object(self, path: Path) -> Iterator[BinaryIO]:
         """``path`` (a cached object) open for reading and share-locked, so no eviction removes it while it is read;
         FileNotFoundError when it was evicted before the lock was taken."""
-        with open(path, "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH)
-            if os.fstat(handle.fileno()).st_nlink == 0:
-                raise FileNotFoundError(errno.ENOENT, "evicted while being opened", str(path))
+        handle = _open_shared(path)
+        if handle is None:
+            raise FileNotFoundError(errno.ENOENT, "evicted", str(path))
+        with handle:
             yield handle
 
     def usage(self) -> tuple[int, int]:
@@ -519,6 +550,19 @@ def _count_bytes(paths: Iterable[Path]) -> tuple[int, int]:
         except FileNotFoundError:
             pass
     return count, size
+
+
+def _open_shared(path: Path) -> BinaryIO | None:
+    """``path`` open and share-locked; None when it is gone (evicted before or while the lock was taken)."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 (returned open)
+    except FileNotFoundError:
+        return None
+    fcntl.flock(handle, fcntl.LOCK_SH)
+    if os.fstat(handle.fileno()).st_nlink == 0:
+        handle.close()
+        return None
+    return handle
 
 
 def _mark_used(path: Path) -> None:

@@ -115,7 +115,7 @@ class StreamReader:
         stored = cache.object_path(obj.checksum, obj.size)
         if cache.object_ok(stored, obj, self._index):
             return cache.fetch_object(obj, self._download, self._index)  # marks it used
-        with cache.reserved(obj.size, f"{self.uri.repo}/{self.uri.ref}/{obj.path}"):
+        with cache.reserved(obj.size, self._label(obj)):
             stored = cache.fetch_object(obj, self._download, self._index)
         self._fetched += 1
         if self._fetched % INDEX_SAVE_EVERY == 0:
@@ -124,15 +124,11 @@ class StreamReader:
 
     @contextmanager
     def open(self, path: str) -> Iterator[BinaryIO]:
-        """``path`` open for reading from the cache, held so no eviction removes it meanwhile."""
-        for _ in range(3):
-            try:
-                with self._cache.open_object(self.local_path(path)) as handle:
-                    yield handle
-                    return
-            except FileNotFoundError:
-                continue  # evicted between fetch and open: fetch again
-        raise StreamError(f"cache {self._cache.root}: {path} was evicted three times before it could be read")
+        """``path`` open for reading from the cache (fetched when needed), held so no eviction removes it meanwhile."""
+        obj = self._object(path)
+        self._own()
+        with self._cache.read_object(obj, self._download, self._index, self._label(obj)) as handle:
+            yield handle
 
     def copy(self, path: str, dest: Path) -> Path:
         """``path`` copied to the local file ``dest`` (small files: ``dataset.yaml``, ``manifest.csv``)."""
@@ -160,6 +156,9 @@ class StreamReader:
             pass
         finally:
             self._pending.discard(path)
+
+    def _label(self, obj: RemoteObject) -> str:
+        return f"lakefs://{self.uri.repo}/{self.uri.ref}/{obj.path}"
 
     def _object(self, path: str) -> RemoteObject:
         try:
