@@ -60,6 +60,7 @@ train(cfg, sys.argv[1], sys.argv[2])
 """
 
 
+@pytest.mark.slow  # trains in a child (7-12 s, most of it importing torch and mlflow); the pipe tests above stay fast
 def test_a_training_epoch_longer_than_the_interval_reports_progress_on_a_pipe(tiny_demo_dataset, tmp_path):
     """stdout and stderr are pipes, as under `mlflow run`: the epoch's train and validation passes print lines
     with their batch counts (an interval of 10 ms is shorter than any epoch of 6 batches of 32 px)."""
@@ -69,8 +70,7 @@ def test_a_training_epoch_longer_than_the_interval_reports_progress_on_a_pipe(ti
         [sys.executable, "-c", TRAIN_ON_A_PIPE, str(data), str(tmp_path / "work")],
         cwd=PROJECT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        capture_output=True,  # stdout and stderr are pipes
         text=True,
         timeout=600,
     )
