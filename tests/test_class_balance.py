@@ -180,7 +180,7 @@ def test_missing_class_stats_asks_to_reingest(source, tmp_path):
 
 def test_malformed_or_empty_class_stats_are_refused():
     with pytest.raises(DataValidationError, match=r"class_stats.train`.pixels: expected a list of 4"):
-        info_with({"train": {**TABLE["train"], "pixels": [1, 2]}}).class_stats
+        _ = info_with({"train": {**TABLE["train"], "pixels": [1, 2]}}).class_stats
     with pytest.raises(DataValidationError, match="no class statistics for split 'test'"):
         median_frequency_weights(info_with(TABLE), "test")
     empty = {"train": {"pixels": [0] * 4, "image_pixels": [0] * 4, "images": [0] * 4, "ignored_pixels": 0}}

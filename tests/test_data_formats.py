@@ -118,7 +118,7 @@ def test_coco_polygons_and_rle_to_semantic_masks(tmp_path):
     assert prepared.info.class_names == ["_background_", "car", "bus", "dog"]
     masks = read_masks(prepared.root)
     assert set(masks) == set(expected)
-    for name, (split, mask) in masks.items():
+    for name, (_split, mask) in masks.items():
         assert np.array_equal(mask, expected[name]), name
     # a source naming one split only is split by seed (all-val would leave nothing to train on)
     assert prepared.info.splits == {"train": 2, "val": 1, "test": 1}

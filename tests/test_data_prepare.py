@@ -52,7 +52,7 @@ def test_prepare_writes_normalised_layout(demo, tmp_path):
     assert info.num_classes == 4 and info.class_names == ["background", "circle", "square", "triangle"]
     assert info.ignore_index == 255 and info.colors[1] == (220, 20, 60)
     assert info.splits == {"train": 21, "val": 6, "test": 3}
-    rows = list(csv.DictReader(open(prepared.root / "manifest.csv")))
+    rows = list(csv.DictReader((prepared.root / "manifest.csv").read_text().splitlines()))
     assert len(rows) == 60 and set(rows[0]) >= {"file", "checksum", "size", "split"}
     for row in rows:
         data = (prepared.root / row["file"]).read_bytes()
@@ -132,7 +132,7 @@ def test_layout_lists_images_and_finds_their_masks(demo, tmp_path):
     assert len(images) == 30 and sum(len(layout.images(split)) for split in layout.splits) == 30
     masks = [layout.mask_for(image) for image in images]
     assert all(mask.is_file() for mask in masks) and layout.images("nope") == []
-    manifest = {row["file"] for row in csv.DictReader(open(layout.manifest_file))}
+    manifest = {row["file"] for row in csv.DictReader(layout.manifest_file.read_text().splitlines())}
     assert manifest == {layout.relative(path) for path in images + masks}
     assert load_dataset_info(layout.root).splits == {split: len(layout.images(split)) for split in layout.splits}
 

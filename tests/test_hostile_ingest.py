@@ -118,7 +118,8 @@ for name, source, out, overrides in json.loads(sys.argv[1]):
     try:
         prepare_dataset(source, out, cfg.data, on_error=cfg.on_error, split_seed=cfg.split_seed)
     except DataValidationError as error:
-        result.update(type="DataValidationError", error=str(error), issues=[[i.file, i.reason] for i in error.report.issues])
+        issues = [[i.file, i.reason] for i in error.report.issues]
+        result.update(type="DataValidationError", error=str(error), issues=issues)
     except BaseException as error:  # a regression: reported, the next case still runs
         result.update(type=type(error).__name__, error=str(error))
     result["seconds"] = time.monotonic() - start
@@ -972,7 +973,8 @@ out_root = Path(sys.argv[1])
 
 
 def prepare_only(cfg):  # the ingest step up to its commit: what prepare refuses, the step refuses
-    prepare_dataset(cfg.source, out_root / Path(cfg.source).name, cfg.data, on_error=cfg.on_error, split_seed=cfg.split_seed)
+    out = out_root / Path(cfg.source).name
+    prepare_dataset(cfg.source, out, cfg.data, on_error=cfg.on_error, split_seed=cfg.split_seed)
 
 
 pipeline.step_function = lambda step: prepare_only

@@ -236,7 +236,7 @@ def test_deeply_nested_json_and_an_oversized_body_are_400s_saying_why(pyfunc_dir
     monkeypatch.setenv("SEGMODELS_MAX_REQUEST_BYTES", "5000")
     loaded = mlflow.pyfunc.load_model(str(pyfunc_dir))
     deep = "[" * 1000 + "1" + "]" * 1000
-    assert served_in_process(loaded, '{"inputs": {"image": %s}}' % deep) == (
+    assert served_in_process(loaded, '{"inputs": {"image": ' + deep + "}}") == (
         400,
         "request JSON nested too deeply to parse (an image is at most 3 levels of lists)",
     )

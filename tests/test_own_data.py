@@ -243,7 +243,7 @@ def test_human_seg_is_detected_and_its_size_fix_works_as_printed(sandbox):
     assert "198 bad file(s) in 290 sample(s)" in line and "198 size mismatch" in line
     listed = re.search(r"full list in (\S+)", refused.stderr).group(1)
     assert len(Path(listed).read_text().splitlines()) == 1 + 198
-    assert len([l for l in refused.stderr.splitlines() if "size mismatch: image" in l]) <= 6
+    assert len([line for line in refused.stderr.splitlines() if "size mismatch: image" in line]) <= 6
     fix = [param for param in printed_params(line) if param != "on_error=skip"]
     assert fix == ["data.resize_masks=true"]
     completed = sandbox.ingest(f"source={REALDATA / 'human_seg'}", *fix)

@@ -83,7 +83,8 @@ def test_unchanged_main_reuses_every_step_and_changes_rerun_what_follows(sandbox
     assert second["train"].data.tags[lineage.TAG_MODEL_URI] == first["train"].data.tags[lineage.TAG_MODEL_URI]
     assert state(sandbox) == before, "no new lakeFS commit, no new model version"
     report = MlflowClient().download_artifacts(second["parent"].info.run_id, "report.md")
-    text = open(report).read()
+    with open(report) as file:
+        text = file.read()
     assert text.count("| reused ") == 4 and first["train"].info.run_id[:8] in text
     assert second["train"].info.run_id in text
 

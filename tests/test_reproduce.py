@@ -227,8 +227,8 @@ def fake_train_run(client: MlflowClient, **tags: str) -> str:
     [
         (
             {lineage.TAG_GIT_COMMIT: "a" * 40, lineage.TAG_GIT_DIRTY: "true"},
-            "ran uncommitted changes on top of commit aaaaaaaaaaaa (segmodels.git_dirty=true): the code that ran is not "
-            "recoverable",
+            "ran uncommitted changes on top of commit aaaaaaaaaaaa (segmodels.git_dirty=true): the code that ran is "
+            "not recoverable",
         ),
         ({}, "recorded no git commit (segmodels.git_commit)"),
         ({lineage.TAG_GIT_COMMIT: "b" * 40, lineage.TAG_GIT_DIRTY: "false"}, f"commit {'b' * 40} (recorded by run"),
