@@ -291,8 +291,13 @@ def test_launcher_takes_nproc_wherever_mlflow_put_it():
     "argv, message",
     [
         (["--bogus", "1"], "segmodels register: error: unknown parameter 'bogus' for register"),
-        (["--threshold", "[0.5"], "segmodels register: error: threshold='[0.5': not a valid value"),
-        (["--threshold", "high"], "segmodels register: error: "),
+        *(  # a step process each (1.5-5 s): one case in the fast tier
+            pytest.param(*case, marks=pytest.mark.slow)
+            for case in [
+                (["--threshold", "[0.5"], "segmodels register: error: threshold='[0.5': not a valid value"),
+                (["--threshold", "high"], "segmodels register: error: "),
+            ]
+        ),
     ],
 )
 def test_step_script_refuses_bad_parameters_in_one_line(argv, message):
@@ -304,6 +309,7 @@ def test_step_script_refuses_bad_parameters_in_one_line(argv, message):
     assert result.stderr.startswith(message), result.stderr
 
 
+@pytest.mark.slow  # a launcher process (~3.5 s); test_training_multinode refuses a bad launcher value fast
 def test_launcher_refuses_a_bad_nproc_in_one_line():
     result = subprocess.run(
         [sys.executable, "-m", "segmodels.training.launch", "steps/train.py", "--nproc", "two"],

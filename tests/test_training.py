@@ -45,6 +45,7 @@ class Recorder(Callback):
         self.results.append(result)
 
 
+@pytest.mark.slow  # three epochs and packaging: ~13 s (test_a_callback_setting_stop_training_ends_the_run: fast)
 def test_train_returns_result_packages_and_calls_back(tiny_data, tmp_path):
     recorder = Recorder()
     result = train(compose_train(), tiny_data, tmp_path / "work", callbacks=[recorder])
@@ -77,6 +78,7 @@ class StepCounter(Callback):
         self.steps.append((state.scheduler.last_epoch, state.steps_per_epoch, len(state.train_loader)))
 
 
+@pytest.mark.slow  # two epochs: ~9 s (test_a_callback_setting_stop_training_ends_the_run trains in the fast tier)
 def test_gradient_accumulation_steps_the_optimizer_once_per_group(tiny_data, tmp_path):
     counter = StepCounter()
     train(
@@ -90,6 +92,7 @@ def test_gradient_accumulation_steps_the_optimizer_once_per_group(tiny_data, tmp
     assert (after_first, after_second) == (3, 6)
 
 
+@pytest.mark.slow  # up to 5 epochs: ~10 s (test_a_callback_setting_stop_training_ends_the_run trains in the fast tier)
 def test_early_stopping_when_monitor_does_not_improve(tiny_data, tmp_path):
     result = train(
         compose_train(

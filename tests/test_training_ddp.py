@@ -49,6 +49,7 @@ def tiny_data(tiny_demo_dataset) -> Path:
     return tiny_demo_dataset(num_images=14, seed=3)
 
 
+@pytest.mark.slow  # torchrun and two processes: ~13 s
 def test_torchrun_two_gloo_processes_train_in_sync(tiny_data, tmp_path):
     script = tmp_path / "ddp_script.py"
     script.write_text(SCRIPT)

@@ -68,9 +68,17 @@ def test_every_node_derives_the_same_rendezvous_id_from_the_same_arguments():
     "argv, message",
     [
         (["--nnodes", "2"], "rdzv_endpoint='': nnodes=2 needs host:port"),
-        (["--nnodes", "2", "--rdzv_endpoint", "h:1", "--node_rank", "2"], "node_rank=2: expected 0 .. 1 (nnodes=2)"),
-        (["--nnodes", "zero"], "nnodes='zero': expected a whole number >= 1"),
-        (["--nnodes", "2", "--rdzv_endpoint", "h:1", "--rdzv_timeout_s", "0"], "rdzv_timeout_s='0': expected"),
+        *(  # a child process each (~3.5 s): one case in the fast tier
+            pytest.param(*case, marks=pytest.mark.slow)
+            for case in [
+                (
+                    ["--nnodes", "2", "--rdzv_endpoint", "h:1", "--node_rank", "2"],
+                    "node_rank=2: expected 0 .. 1 (nnodes=2)",
+                ),
+                (["--nnodes", "zero"], "nnodes='zero': expected a whole number >= 1"),
+                (["--nnodes", "2", "--rdzv_endpoint", "h:1", "--rdzv_timeout_s", "0"], "rdzv_timeout_s='0': expected"),
+            ]
+        ),
     ],
 )
 def test_launcher_refuses_bad_node_values_in_one_line(argv, message):

@@ -58,6 +58,7 @@ def result_of(process: subprocess.CompletedProcess) -> dict:
     return json.loads(line[len("RESULT") :])
 
 
+@pytest.mark.slow  # a training child killed and rerun: ~20 s
 def test_killed_run_resumes_to_same_final_metrics(tiny_data, tmp_path):
     uninterrupted = result_of(run_training(tmp_path, tiny_data, tmp_path / "straight", kill_after=-1))
 

@@ -131,7 +131,9 @@ def test_collection_beside_uploads_commits_and_branch_deletions_loses_nothing(se
         assert read(client, "main", f"m/{i:02d}") == contents[i % len(contents)]
 
 
-@pytest.mark.parametrize("delay", [0.5, 1.0, 1.5, 2.5])
+@pytest.mark.parametrize(
+    "delay", [0.5, *(pytest.param(d, marks=pytest.mark.slow) for d in (1.0, 1.5, 2.5))]
+)  # 2-3.5 s each
 def test_a_collection_killed_at_any_point_loses_nothing_live_and_the_next_one_finishes(served, delay):
     data_dir, client = served
     for i in range(50):

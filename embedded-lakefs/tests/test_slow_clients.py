@@ -128,6 +128,7 @@ def assert_answered_while(server, tricklers: Tricklers, seconds: float, repo: st
     return most_threads
 
 
+@pytest.mark.slow  # trickling clients for ~8 s
 def test_slow_authenticated_uploads_leave_room_and_are_cut_at_the_deadline(server, repo):
     before = heads(server, repo)
     opening = head(
@@ -153,6 +154,7 @@ def test_slow_authenticated_uploads_leave_room_and_are_cut_at_the_deadline(serve
     assert connection_threads() <= 1  # all ended (the health check's own may still be closing)
 
 
+@pytest.mark.slow  # trickling clients for ~7 s
 def test_unauthenticated_head_tricklers_that_reconnect_leave_room(server, repo):
     opening = b"GET /api/v1/healthcheck HTTP/1.1\r\nHost: test\r\nX-Slow: "
     with Tricklers(server, TRICKLERS, opening, b"a" * 1000, pause=0.3) as tricklers:
@@ -163,6 +165,7 @@ def test_unauthenticated_head_tricklers_that_reconnect_leave_room(server, repo):
     assert all(seconds < LIMITS.header_timeout + 4.0 for _, seconds in tricklers.ended), tricklers.ended
 
 
+@pytest.mark.slow  # a 4 s upload
 def test_upload_slower_than_the_deadline_but_at_the_minimum_rate_completes(server, repo):
     """The body deadline grows with the bytes received: 4 s at 4 KiB/s (above 1 KiB/s) passes a 2 s deadline."""
     data = b"y" * (16 << 10)
