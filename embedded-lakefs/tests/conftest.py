@@ -8,7 +8,9 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
+import lakefs_sdk
 import pytest
+from lakefs_sdk.client import LakeFSClient
 
 from embedded_lakefs import create_server
 
@@ -39,6 +41,18 @@ def lakefs_server(tmp_path_factory):
 @pytest.fixture
 def lakefs_settings(lakefs_server) -> Target:
     return Target(lakefs_server.endpoint, lakefs_server.access_key_id, lakefs_server.secret_access_key)
+
+
+@pytest.fixture
+def sdk(lakefs_settings) -> LakeFSClient:
+    """A lakefs-sdk client of the session's server."""
+    return LakeFSClient(
+        lakefs_sdk.Configuration(
+            host=lakefs_settings.api_url,
+            username=lakefs_settings.access_key_id,
+            password=lakefs_settings.secret_access_key,
+        )
+    )
 
 
 @pytest.fixture

@@ -16,17 +16,6 @@ MAIN = "main"
 
 
 @pytest.fixture
-def sdk(lakefs_settings) -> LakeFSClient:
-    return LakeFSClient(
-        lakefs_sdk.Configuration(
-            host=lakefs_settings.api_url,
-            username=lakefs_settings.access_key_id,
-            password=lakefs_settings.secret_access_key,
-        )
-    )
-
-
-@pytest.fixture
 def repo(sdk, repo_name) -> str:
     """esti's setupTest: a new repository with a ``main`` branch."""
     create_repository(sdk, repo_name)

@@ -15,17 +15,6 @@ from lakefs_sdk.client import LakeFSClient
 from embedded_lakefs import samplerepo
 
 
-@pytest.fixture
-def sdk(lakefs_settings) -> LakeFSClient:
-    return LakeFSClient(
-        lakefs_sdk.Configuration(
-            host=lakefs_settings.api_url,
-            username=lakefs_settings.access_key_id,
-            password=lakefs_settings.secret_access_key,
-        )
-    )
-
-
 def create_repo(sdk: LakeFSClient, name: str, **fields) -> lakefs_sdk.Repository:
     return sdk.repositories_api.create_repository(
         lakefs_sdk.RepositoryCreation(name=name, storage_namespace=f"local://{name}", **fields)

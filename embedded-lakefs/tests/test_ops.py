@@ -13,23 +13,11 @@ import lakefs_sdk
 import pytest
 import urllib3
 from lakefs.client import Client
-from lakefs_sdk.client import LakeFSClient
 
 from embedded_lakefs.catalog import Catalog, Commit, ResolvedRef
 from embedded_lakefs.errors import NotFound
 from embedded_lakefs.refs import RefManager
 from embedded_lakefs.storage import Database
-
-
-@pytest.fixture
-def sdk(lakefs_settings) -> LakeFSClient:
-    return LakeFSClient(
-        lakefs_sdk.Configuration(
-            host=lakefs_settings.api_url,
-            username=lakefs_settings.access_key_id,
-            password=lakefs_settings.secret_access_key,
-        )
-    )
 
 
 @pytest.fixture

@@ -331,17 +331,6 @@ def test_each_refused_field_is_refused_as_lakefs_refuses_it(field, lakefs_settin
 
 
 # -- behaviour of honoured fields no other test exercised ------------------------------------------------------------
-@pytest.fixture
-def sdk(lakefs_settings) -> LakeFSClient:
-    return LakeFSClient(
-        lakefs_sdk.Configuration(
-            host=lakefs_settings.api_url,
-            username=lakefs_settings.access_key_id,
-            password=lakefs_settings.secret_access_key,
-        )
-    )
-
-
 def create_repo(sdk: LakeFSClient, name: str, **fields) -> None:
     sdk.repositories_api.create_repository(
         lakefs_sdk.RepositoryCreation(name=name, storage_namespace=f"local://{name}", **fields)

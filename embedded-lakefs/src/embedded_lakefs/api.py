@@ -11,7 +11,7 @@ from .auth import USER_ID
 from .blockstore import BlobStore
 from .catalog import Catalog, Commit, CommonPrefix, Difference, Entry
 from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, RangeNotSatisfiable
-from .transport import Request, Response, Router, http_date, multipart_content, parse_range
+from .transport import DEFAULT_CONTENT_TYPE, Request, Response, Router, http_date, multipart_content, object_response
 from .validation import (
     BOOLEAN,
     INTEGER,
@@ -30,7 +30,6 @@ from .validation import (
 
 LAKEFS_VERSION = "1.70.0"
 METADATA_HEADER_PREFIX = "x-lakefs-meta-"
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 MAX_DELETE_PATHS = 1000
 RESET_TYPES = ("object", "common_prefix", "reset")
 PRESIGN_UNSUPPORTED = "local adapter presigned URL: operation not supported"
@@ -665,21 +664,13 @@ class LakeFSApi:
         if_none_match = request.headers.get("If-None-Match")
         if if_none_match is not None and _etag_matches(if_none_match, entry.checksum):
             return Response(304, headers=headers)
-        offset, length, status = 0, entry.size, 200
-        range_header = request.headers.get("Range")
-        if range_header:
-            byte_range = parse_range(range_header, entry.size)
-            if byte_range is None:
-                raise RangeNotSatisfiable("Requested Range Not Satisfiable")
-            offset, length, status = byte_range[0], byte_range[1], 206
-            headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{entry.size}"
-        return Response(
-            status,
-            content_type=entry.content_type or DEFAULT_CONTENT_TYPE,
-            headers=headers,
-            file=self.blobs.path(entry.address),
-            offset=offset,
-            length=length,
+        return object_response(
+            self.blobs.path(entry.address),
+            entry.size,
+            entry.content_type,
+            headers,
+            request.headers.get("Range"),
+            RangeNotSatisfiable("Requested Range Not Satisfiable"),
         )
 
     def update_object_user_metadata(self, request: Request) -> Response:

@@ -252,6 +252,31 @@ def http_date(timestamp: int) -> str:
     return email.utils.formatdate(timestamp, usegmt=True)
 
 
+DEFAULT_CONTENT_TYPE = "application/octet-stream"
+
+
+def object_response(
+    content: Path, size: int, content_type: str, headers: dict, range_header: str | None, unsatisfiable: Exception
+) -> Response:
+    """An object's bytes from its ``content`` file: all of them (200), or the single range ``range_header`` asks for
+    (206 with ``Content-Range``); ``unsatisfiable`` is raised for a range outside the object."""
+    offset, length, status = 0, size, 200
+    if range_header:
+        byte_range = parse_range(range_header, size)
+        if byte_range is None:
+            raise unsatisfiable
+        offset, length, status = byte_range[0], byte_range[1], 206
+        headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
+    return Response(
+        status,
+        content_type=content_type or DEFAULT_CONTENT_TYPE,
+        headers=headers,
+        file=content,
+        offset=offset,
+        length=length,
+    )
+
+
 class Router:
     """Maps (method, path template) to handlers; templates use ``{name}`` for one path segment."""
 

@@ -19,7 +19,7 @@ from ..blockstore import BlobStore
 from ..catalog import Catalog, CommonPrefix, Entry
 from ..datadir import Credentials
 from ..errors import ApiError, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed
-from ..transport import CHUNK_SIZE, Request, Response, http_date, parse_range
+from ..transport import CHUNK_SIZE, DEFAULT_CONTENT_TYPE, Request, Response, http_date, object_response
 from ..validation import check_object_path
 from . import sigv2
 from .multipart import MAX_PART_SIZE, Part, Uploads, multipart_etag, part_number
@@ -29,7 +29,6 @@ from .xml import S3Error, document, element, error_response, parse, timestamp
 MAX_KEYS = 1000  # ListObjects' page, as lakeFS' ListObjectMaxKeys
 MAX_DELETE_KEYS = 1000
 MAX_XML_BODY = 2 << 20  # DeleteObjects / CompleteMultipartUpload documents
-DEFAULT_CONTENT_TYPE = "application/octet-stream"
 METADATA_PREFIX = "x-amz-meta-"
 REGION = "us-east-1"
 
@@ -333,21 +332,13 @@ class S3Gateway:
         }
         if self._not_modified(request, entry):
             return Response(304, headers=headers)
-        offset, length, status = 0, entry.size, 200
-        range_header = request.headers.get("Range")
-        if range_header:
-            byte_range = parse_range(range_header, entry.size)
-            if byte_range is None:
-                raise S3Error("InvalidRange")
-            offset, length, status = byte_range[0], byte_range[1], 206
-            headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{entry.size}"
-        return Response(
-            status,
-            content_type=entry.content_type or DEFAULT_CONTENT_TYPE,
-            headers=headers,
-            file=self.blobs.path(entry.address),
-            offset=offset,
-            length=length,
+        return object_response(
+            self.blobs.path(entry.address),
+            entry.size,
+            entry.content_type,
+            headers,
+            request.headers.get("Range"),
+            S3Error("InvalidRange"),
         )
 
     @staticmethod
