@@ -155,17 +155,20 @@ if mode == "stall":  # write half of each object, then stall: the parent kills u
         sys.stdout.flush()
         time.sleep(60)
     LakeFS.download_object = stalled
+if mode == "wait":  # start downloading when the parent says so (another process beside us)
+    print("ready", flush=True)
+    sys.stdin.readline()
 folder = lakefs.download_prefix(repo, commit, workers=4)
 print("done", sum(1 for p in folder.rglob("*") if p.is_file()), flush=True)
 """
 
 
-def child(lakefs: LakeFS, repo: str, commit: str, mode: str, tmp_path: Path) -> subprocess.Popen:
+def child(lakefs: LakeFS, repo: str, commit: str, mode: str, tmp_path: Path, **popen) -> subprocess.Popen:
     script = tmp_path / "child.py"
     script.write_text(textwrap.dedent(CHILD))
     settings = lakefs.settings
     args = [settings.endpoint, settings.access_key_id, settings.secret_access_key, str(lakefs.home), repo, commit]
-    return subprocess.Popen([sys.executable, str(script), *args, mode], stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen([sys.executable, str(script), *args, mode], stdout=subprocess.PIPE, text=True, **popen)
 
 
 def assert_every_object_verifies(lakefs: LakeFS) -> None:
@@ -185,6 +188,36 @@ def test_two_processes_downloading_the_same_commit_share_the_cache(lakefs, repo_
     assert_every_object_verifies(lakefs)
     folder = lakefs.home / "cache" / "views" / repo_name / commit
     assert {f"d/{i}.bin": (folder / "d" / f"{i}.bin").read_bytes() for i in range(60)} == files
+
+
+def test_two_processes_downloading_other_commits_never_pass_the_bound_together(
+    lakefs, repo_name, tmp_path, monkeypatch
+):
+    from test_data_streaming import DiskSampler
+
+    commits = [
+        commit_files(lakefs, repo_name, {f"d/{i}.bin": os.urandom(25_000) for i in range(40)}, tmp_path)
+        for _ in range(2)
+    ]
+    bound = 1_500_000  # either commit (1 MB) fits, both do not
+    monkeypatch.setenv(MAX_GB_ENV, str(bound / 1e9))
+    children = [
+        child(lakefs, repo_name, commit, "wait", tmp_path, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+        for commit in commits
+    ]
+    assert [c.stdout.readline().strip() for c in children] == ["ready", "ready"]
+    with DiskSampler(lakefs.home) as disk:
+        for c in children:
+            c.stdin.write("go\n")
+            c.stdin.flush()
+        outputs = [c.communicate(timeout=180) for c in children]
+    assert disk.samples > 0 and disk.peak <= bound, (disk.peak, bound)
+    done = [out for out, _ in outputs if out.strip() == "done 40"]
+    refused = [err.strip().splitlines()[-1] for out, err in outputs if out.strip() != "done 40"]
+    # the second waits for the first's reservation; it is refused only if it asks while the first one's view is
+    # still locked (in use) after its download, where the room is not there
+    assert done and all("CacheFullError" in line and MAX_GB_ENV in line for line in refused), refused
+    assert_every_object_verifies(lakefs)
 
 
 def test_sigkill_mid_download_leaves_no_half_object_and_a_rerun_completes(lakefs, repo_name, tmp_path):

@@ -29,7 +29,7 @@ import re
 import shutil
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
@@ -194,10 +194,11 @@ class ObjectCache:
 
     @contextmanager
     def read_object(
-        self, obj: Remote, download: Callable[[Remote, Path], None], index: Md5Index, label: str
+        self, obj: Remote, download: Callable[[Remote, Path], None], index: Md5Index, label: str | None
     ) -> Iterator[BinaryIO]:
         """``obj``'s verified bytes open for reading and share-locked (never evicted while read): the cached object,
-        else fetched with room reserved first (:meth:`reserved`, ``label`` naming it when it cannot fit)."""
+        else fetched with room reserved first (:meth:`reserved`, ``label`` naming it when it cannot fit; None: the
+        caller has reserved it)."""
         target = self.object_path(obj.checksum, obj.size)
         handle = None
         while handle is None:
@@ -205,7 +206,7 @@ class ObjectCache:
                 _mark_used(target)
                 handle = _open_shared(target)  # None when evicted meanwhile: checked again
             else:
-                with self.reserved(obj.size, label):
+                with self.reserved(obj.size, label) if label is not None else nullcontext():
                     handle = self._land(obj, download, index)
         with handle:
             yield handle
@@ -401,11 +402,12 @@ class ObjectCache:
             self._fit(needed, label)
 
     @contextmanager
-    def reserved(self, needed: int, label: str, wait: float = RESERVATION_WAIT) -> Iterator[None]:
+    def reserved(self, needed: int, label: str, wait: float = RESERVATION_WAIT) -> Iterator[Callable[[int], None]]:
         """Room for ``needed`` more bytes (as :meth:`make_room`), reserved for this process until the block ends:
         bytes written meanwhile (temp files, then objects) never take the cache past its bound. Room that other
         downloads hold reserved is waited for, up to ``wait`` seconds: they end soon, and free it or leave objects
-        that can be evicted."""
+        that can be evicted. The block gets ``landed(size)``, which gives back ``size`` bytes of the reservation
+        once an object of that size is in place and held (counted as used, not evictable)."""
         deadline = time.monotonic() + wait
         while True:
             with self._exclusive():
@@ -417,11 +419,19 @@ class ObjectCache:
                     if not full.reserved or time.monotonic() > deadline:
                         raise
             time.sleep(0.02)
+        held = needed
+
+        def landed(size: int) -> None:
+            nonlocal held
+            with self._exclusive():  # a lock per call: it also orders this process's threads
+                self._hold(-size)
+                held -= size
+
         try:
-            yield
+            yield landed
         finally:
             with self._exclusive():
-                self._hold(-needed)
+                self._hold(-held)
 
     def _fit(self, needed: int, label: str) -> None:
         """make_room's work; the caller holds the cache's lock."""
@@ -647,28 +657,28 @@ class View:
                 bad.append(obj)
         return bad
 
-    def place(self, obj: Remote, download: Callable[[Remote, Path], None], index: Md5Index) -> int:
-        """Put ``obj`` into the view as a link to its cached object (fetched when needed); returns the bytes
-        copied because no link could be made (0 when linked)."""
+    def place(
+        self, obj: Remote, download: Callable[[Remote, Path], None], index: Md5Index, label: str | None = None
+    ) -> int:
+        """Put ``obj`` into the view as a link to its cached object, fetched when needed (room reserved under
+        ``label``, as :meth:`ObjectCache.read_object`); returns the bytes copied because no link could be made (0 when
+        linked). The object is held share-locked until it is linked, so no eviction takes it in between."""
         local = self.file(obj)
         local.parent.mkdir(parents=True, exist_ok=True)
         temp = local.parent / f".{os.getpid()}-{local.name}.{os.urandom(4).hex()}.link"
-        for _ in range(3):
-            stored = self.cache.fetch_object(obj, download, index)
+        stored = self.cache.object_path(obj.checksum, obj.size)
+        with self.cache.read_object(obj, download, index, label):
             try:
                 os.link(stored, temp)
                 copied = 0
-            except FileNotFoundError:
-                continue  # a gc removed it between fetch and link: fetch again
             except OSError as error:
                 if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
                     raise
                 shutil.copyfile(stored, temp)
                 copied = obj.size
-            os.replace(temp, local)
-            temp.unlink(missing_ok=True)  # rename() leaves both names when local is already a link to that object
-            return copied
-        raise LakeFSError(f"cache {self.cache.root}: {obj.path} was removed three times while being placed")
+        os.replace(temp, local)
+        temp.unlink(missing_ok=True)  # rename() leaves both names when local is already a link to that object
+        return copied
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> list[str]:

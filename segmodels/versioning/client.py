@@ -493,25 +493,29 @@ class LakeFS:
         return objects
 
     def _fill_view(self, cache: ObjectCache, view, prefix: str, objects: list, index: Md5Index, workers: int) -> int:
-        """Place ``objects`` into ``view``: download each object not cached once (after making room for them all),
-        then link them. Returns the bytes copied where no link could be made."""
+        """Place ``objects`` into ``view``: each object not cached is downloaded once, in room reserved for them all
+        (given back object by object as each is linked into the view), then the other paths are linked. Returns
+        the bytes copied where no link could be made."""
         missing = {}
         for obj in objects:
             if not cache.object_ok(cache.object_path(obj.checksum, obj.size), obj, index):
                 missing[(obj.checksum, obj.size)] = obj
-        cache.make_room(sum(obj.size for obj in missing.values()), f"lakefs://{view.repo}/{view.commit}/{prefix}")
-        label = f"download lakefs://{view.repo}/{view.commit[:12]}/{prefix}"
-        progress = Progress(label, sum(o.size for o in missing.values()), "MB", scale=1e-6)
-
+        total = sum(obj.size for obj in missing.values())
+        progress = Progress(f"download lakefs://{view.repo}/{view.commit[:12]}/{prefix}", total, "MB", scale=1e-6)
         download = functools.partial(self.download_object, view.repo, view.commit)
+        label = f"lakefs://{view.repo}/{view.commit}/{prefix}"
+        with cache.reserved(total, label) as landed, progress:
 
-        def fetch(obj) -> None:
-            cache.fetch_object(obj, download, index)
-            progress.update(obj.size)
+            def fetch(obj) -> int:
+                copied = view.place(obj, download, index)  # in the room reserved above
+                landed(obj.size)
+                progress.update(obj.size)
+                return copied
 
-        with progress:
-            _parallel(fetch, missing.values(), workers)
-        return sum(_parallel(lambda obj: view.place(obj, download, index), objects, workers))
+            copied = sum(_parallel(fetch, missing.values(), workers))
+        fetched = {id(obj) for obj in missing.values()}
+        rest = [obj for obj in objects if id(obj) not in fetched]  # cached: linked (fetched again if evicted since)
+        return copied + sum(_parallel(lambda obj: view.place(obj, download, index, label), rest, workers))
 
     # -- atomic writes ---------------------------------------------------------------------------------------
     @contextmanager
