@@ -121,11 +121,11 @@ def new_sqlite_store(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_demo_dataset(tmp_path_factory):
-    """Factory of small prepared demo data sets (32x32, a quarter for validation, no test split)."""
+    """Factory of small prepared demo data sets (32x32 unless told, a quarter for validation, no test split)."""
 
-    def make(num_images: int, seed: int):
+    def make(num_images: int, seed: int, image_size: int = 32):
         root = tmp_path_factory.mktemp(f"demo-{num_images}-{seed}")
-        source = generate_demo_dataset(root / "source", num_images=num_images, image_size=32, seed=seed)
+        source = generate_demo_dataset(root / "source", num_images=num_images, image_size=image_size, seed=seed)
         cfg = load_config("ingest", ["data.val_fraction=0.25", "data.test_fraction=0.0"])
         return prepare_dataset(source, root / "data", cfg.data, on_error=cfg.on_error, split_seed=cfg.split_seed).root
 

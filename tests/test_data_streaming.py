@@ -255,3 +255,29 @@ def test_lakefs_unreachable_mid_training_fails_in_one_line_leaving_no_half_objec
     objects = [p for p in (lakefs.home / "cache" / "objects").rglob("*") if p.is_file()]
     assert not [p for p in objects if p.name.startswith(".")]  # no half-written temp file
     assert all(file_md5(p) == p.name.rsplit("-", 1)[0] for p in objects)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_sample_larger_than_the_bound_fails_in_one_line_and_the_bound_it_suggests_trains(
+    lakefs, repo_name, tiny_demo_dataset, tmp_path, monkeypatch, workers
+):
+    import re
+
+    from segmodels.config import load_config
+    from segmodels.training import train
+    from segmodels.versioning.cache import MAX_GB_ENV
+    from segmodels.versioning.stream import streamed_dataset
+
+    uri, _ = commit_dataset(lakefs, repo_name, tiny_demo_dataset(8, 3, 128))  # images of 37 kB, metadata under 2 kB
+    monkeypatch.setenv(MAX_GB_ENV, str(10_000 / 1e9))
+    cfg = load_config("train", [*TINY, "trainer.epochs=1", f"trainer.num_workers={workers}", "data.access=stream"])
+    with pytest.raises(CacheFullError) as refused, streamed_dataset(lakefs, uri) as (root, reader):
+        train(cfg, root, tmp_path / "work", files=reader)
+    message = str(refused.value)
+    assert "\n" not in message, message
+    assert re.search(rf"^lakefs://{repo_name}/{uri.ref}/data/images/(train|val)/demo_\d+\.png: needs 0\.00 GB", message)
+    assert "bounded at 0.00 GB: raise SEGMODELS_CACHE_MAX_GB (e.g. SEGMODELS_CACHE_MAX_GB=1)" in message, message
+    monkeypatch.setenv(MAX_GB_ENV, message.rsplit(f"{MAX_GB_ENV}=", 1)[1].rstrip(")"))  # as printed
+    with streamed_dataset(lakefs, uri) as (root, reader):
+        assert len(train(cfg, root, tmp_path / "work-again", files=reader).history) == 1

@@ -58,12 +58,21 @@ RESERVATION_NAME = re.compile(r"^(?P<host>[0-9a-f]{10})-(?P<pid>\d+)-(?P<start>\
 _reserved_here: dict[tuple[int, str], int] = {}
 
 
+def worker_reason(message: str) -> str:
+    """``message`` without what torch adds when it raises a DataLoader worker's error again in the main process
+    (``Caught <Error> in DataLoader worker process N.``, then the worker's traceback): the one-line reason."""
+    lines = str(message).strip().splitlines()
+    if len(lines) > 1 and lines[0].startswith("Caught "):
+        return lines[-1].split(": ", 1)[-1]
+    return str(message)
+
+
 class CacheFullError(LakeFSError):
     """A view or object needed now does not fit under the cache bound beside what is in use (``reserved``: the
-    bytes running downloads had reserved)."""
+    bytes running downloads had reserved). Raised again from a DataLoader worker, it keeps its one line."""
 
     def __init__(self, message: str, reserved: int = 0):
-        super().__init__(message)
+        super().__init__(worker_reason(message))
         self.reserved = reserved
 
 

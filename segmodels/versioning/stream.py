@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
 
-from .cache import ObjectCache
+from .cache import ObjectCache, worker_reason
 from .client import LakeFS, RemoteObject, _directory_prefix
 from .errors import LakeFSError
 from .hashing import Md5Index
@@ -30,10 +30,7 @@ class StreamError(LakeFSError):
     as the message: this keeps the one-line reason (the traceback's last line)."""
 
     def __init__(self, message: str, status: int | None = None):
-        lines = str(message).strip().splitlines()
-        if len(lines) > 1 and lines[0].startswith("Caught "):
-            message = lines[-1].split(": ", 1)[-1]
-        super().__init__(message, status)
+        super().__init__(worker_reason(message), status)
 
 
 class StreamReader:
