@@ -281,3 +281,62 @@ def test_a_sample_larger_than_the_bound_fails_in_one_line_and_the_bound_it_sugge
     monkeypatch.setenv(MAX_GB_ENV, message.rsplit(f"{MAX_GB_ENV}=", 1)[1].rstrip(")"))  # as printed
     with streamed_dataset(lakefs, uri) as (root, reader):
         assert len(train(cfg, root, tmp_path / "work-again", files=reader).history) == 1
+
+
+@pytest.fixture
+def step_data(lakefs, lakefs_settings, repo_name, streamed_data, new_sqlite_store, tmp_path, monkeypatch) -> str:
+    """The streamed data set committed to ``repo_name``, the step's lakeFS settings naming the session's server, an
+    empty sqlite MLflow store and a segmodels home in ``tmp_path``; the pinned data URI."""
+    import mlflow
+
+    from segmodels.versioning import settings as versioning_settings
+
+    monkeypatch.setenv(versioning_settings.ENV_ENDPOINT, lakefs_settings.endpoint)
+    monkeypatch.setenv(versioning_settings.ENV_ACCESS_KEY_ID, lakefs_settings.access_key_id)
+    monkeypatch.setenv(versioning_settings.ENV_SECRET_ACCESS_KEY, lakefs_settings.secret_access_key)
+    monkeypatch.setenv("SEGMODELS_HOME", str(tmp_path / "home"))
+    mlflow.set_tracking_uri(new_sqlite_store(tmp_path / "mlflow.db"))
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("stream", artifact_location=(tmp_path / "a").as_uri()))
+    uri, _ = commit_dataset(lakefs, repo_name, streamed_data)
+    return str(uri)
+
+
+def train_step_args(data_uri: str, *overrides: str) -> list[str]:
+    return [
+        "--data_ref",
+        data_uri,
+        *[o for o in TINY if not o.startswith("trainer.epochs")],
+        "trainer.epochs=1",
+        *overrides,
+    ]
+
+
+@pytest.mark.slow
+def test_the_train_step_streams_its_data_and_records_the_access_mode(step_data):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from segmodels.pipeline import run_step_cli
+
+    run_step_cli("train", train_step_args(step_data, "data.access=stream", "trainer.num_workers=0"))
+    (run,) = MlflowClient().search_runs([mlflow.get_experiment_by_name("stream").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["data.access"] == "stream"
+    assert run.data.params["data_commit"] == step_data.split("/")[3]
+    assert "val_miou" in run.data.metrics
+    home = Path(os.environ["SEGMODELS_HOME"])
+    assert not (home / "cache" / "views").exists() or not any((home / "cache" / "views").iterdir())  # no download
+
+
+def test_a_bad_data_access_is_refused_in_one_line_before_anything_runs(step_data, capsys):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from segmodels.pipeline import run_step_cli
+
+    with pytest.raises(SystemExit) as exited:
+        run_step_cli("train", train_step_args(step_data, "data.access=streem"))
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and errors == [
+        "segmodels train: error: data.access='streem': expected download or stream"
+    ], errors
+    assert MlflowClient().search_runs([mlflow.get_experiment_by_name("stream").experiment_id]) == []
