@@ -4,9 +4,13 @@ Prepares a demo data set of ``--images`` images (tiny: it is the counts that mat
 lakeFS server, then a second commit in which ``--changed`` (1%) of the images are replaced. Prints, for the second
 commit as a share of the first: the bytes downloaded from lakeFS and the disk the cache grew by (goal <= 2% each);
 and the time to a first sample read through the dataset store (``using_dataset`` + ``SegmentationDataset``) on a
-cold cache (an empty segmodels home) and on a warm one (the same commit again). Everything lives in a temp dir.
+cold cache (an empty segmodels home) and on a warm one (the same commit again). Then an epoch (every train sample
+of the first commit read once, in a shuffled order, one process) downloaded (``data.access=download``: the whole
+data set first) vs streamed (``data.access=stream``, ``data.prefetch`` samples ahead) with the cache bounded at a
+quarter of the data set, and streamed with a bound it fits under: a first epoch on an empty cache and a second
+epoch after it, with the bytes each fetched from lakeFS. Everything lives in a temp dir.
 
-    python benchmarks/data_cache.py [--images 10000] [--changed 0.01] [--image-size 16]
+    python benchmarks/data_cache.py [--images 10000] [--changed 0.01] [--image-size 16] [--prefetch 16]
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from pathlib import Path
 from embedded_lakefs import create_server
 from segmodels.config import load_config
 from segmodels.data import SegmentationDataset, generate_demo_dataset, prepare_dataset
+from segmodels.data.streaming import PrefetchingSampler
 from segmodels.dataset_store import using_dataset
 from segmodels.versioning import LakeFS, LakeFSSettings, LakeFSUri
+from segmodels.versioning.cache import MAX_GB_ENV
+from segmodels.versioning.stream import streamed_dataset
 
 
 def cache_bytes(home: Path) -> int:
@@ -38,11 +45,35 @@ def first_sample_seconds(lakefs: LakeFS, uri: LakeFSUri) -> float:
     return time.perf_counter() - start
 
 
+def read_epoch(dataset: SegmentationDataset, order: list[int], prefetch: int) -> float:
+    """Seconds to read every sample of ``dataset`` once in ``order`` (``prefetch`` ahead, as training's sampler)."""
+    start = time.perf_counter()
+    for index in PrefetchingSampler(order, dataset, prefetch):
+        dataset[index]
+    return time.perf_counter() - start
+
+
+def epochs(lakefs: LakeFS, uri: LakeFSUri, orders: list[list[int]], stream: bool, prefetch: int) -> list[float]:
+    """Seconds of each epoch (one per order) over ``uri``'s train split on ``lakefs``'s cache, the first one
+    counted from opening the data set (downloaded: the whole download included)."""
+    start = time.perf_counter()
+    if stream:
+        with streamed_dataset(lakefs, uri) as (root, reader):
+            dataset = SegmentationDataset(root, "train", files=reader)
+            times = [read_epoch(dataset, order, prefetch) for order in orders]
+    else:
+        with using_dataset(lakefs, uri) as root:
+            dataset = SegmentationDataset(root, "train")
+            times = [read_epoch(dataset, order, prefetch) for order in orders]
+    return [time.perf_counter() - start - sum(times[1:]), *times[1:]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=10_000)
     parser.add_argument("--changed", type=float, default=0.01, help="share of images the second commit replaces")
     parser.add_argument("--image-size", type=int, default=16)
+    parser.add_argument("--prefetch", type=int, default=16, help="data.prefetch of the streamed epochs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="segmodels-bench-cache-") as tmp:
@@ -85,6 +116,23 @@ def main() -> None:
             warm = first_sample_seconds(lakefs, first)
             second_s = first_sample_seconds(lakefs, second)
             second_bytes, second_disk = sum(downloaded), cache_bytes(home) - first_disk
+
+            train_count = sum(1 for p in data.rglob("images/train/*") if p.is_file())
+            orders = [random.Random(epoch).sample(range(train_count), train_count) for epoch in range(2)]
+            data_bytes = sum(obj.size for obj in lakefs.list_objects("bench", first.ref, "data/"))
+            runs = {}
+            for name, stream, bound in [
+                ("downloaded", False, None),
+                ("streamed, bound 1/4 of the data", True, data_bytes // 4),
+                ("streamed, bound above the data", True, None),
+            ]:
+                if bound:
+                    os.environ[MAX_GB_ENV] = str(bound / 1e9)
+                downloaded.clear()
+                mode_home = tmp / f"home-{len(runs)}"  # an empty cache
+                seconds = epochs(LakeFS(settings, home=mode_home), first, orders, stream, args.prefetch)
+                os.environ.pop(MAX_GB_ENV, None)
+                runs[name] = (seconds, sum(downloaded), cache_bytes(mode_home))
             LakeFS.download_object = real
         finally:
             server.shutdown()
@@ -99,6 +147,12 @@ def main() -> None:
         f"time to a first sample: cold {cold:.2f} s, warm {warm:.3f} s ({cold / warm:.0f}x faster), "
         f"second commit on the warm cache {second_s:.2f} s"
     )
+    print(f"an epoch of {train_count} train samples ({data_bytes / 1e6:.1f} MB of data), prefetch {args.prefetch}:")
+    for name, (seconds, fetched, kept) in runs.items():
+        print(
+            f"  {name:32s} first epoch (cold) {seconds[0]:6.2f} s, second (warm) {seconds[1]:6.2f} s; "
+            f"fetched {fetched / data_bytes:.2f}x the data, cache holds {kept / 1e6:.2f} MB"
+        )
 
 
 if __name__ == "__main__":
