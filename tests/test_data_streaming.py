@@ -340,3 +340,20 @@ def test_a_bad_data_access_is_refused_in_one_line_before_anything_runs(step_data
         "segmodels train: error: data.access='streem': expected download or stream"
     ], errors
     assert MlflowClient().search_runs([mlflow.get_experiment_by_name("stream").experiment_id]) == []
+
+
+@pytest.mark.parametrize("ahead", [0, 2])
+def test_the_sampler_prefetches_only_samples_ahead_of_the_one_it_yields(ahead):
+    from segmodels.data.streaming import PrefetchingSampler
+
+    asked: dict[int, int] = {}  # sample -> samples yielded when it was asked for
+    yielded: list[int] = []
+
+    class Recording:
+        def prefetch(self, indices) -> None:
+            asked.update((index, len(yielded)) for index in indices)
+
+    for key in PrefetchingSampler(range(6), Recording(), ahead):
+        yielded.append(key)
+    assert yielded == list(range(6)) and sorted(asked) == (list(range(1, 6)) if ahead else [])
+    assert all(index > before for index, before in asked.items())  # never the one read now: no double fetch

@@ -23,8 +23,8 @@ class RemoteFiles(Protocol):
 
 
 class PrefetchingSampler(Sampler):
-    """``sampler``'s keys in its order, asking ``dataset.prefetch`` for the samples ``ahead`` positions on;
-    ``index_of`` turns a key into the dataset's index. ``set_epoch`` reaches ``sampler`` when it has one."""
+    """``sampler``'s keys in its order, asking ``dataset.prefetch`` for the next ``ahead`` samples after the one it
+    yields (0: none); ``index_of`` turns a key into the dataset's index. ``set_epoch`` reaches ``sampler`` when it has one."""
 
     def __init__(self, sampler: Iterable, dataset, ahead: int, index_of: Callable = lambda key: key):
         self.sampler, self.dataset, self.ahead, self.index_of = sampler, dataset, ahead, index_of
@@ -39,8 +39,8 @@ class PrefetchingSampler(Sampler):
         keys = list(self.sampler)
         asked = 0
         for position, key in enumerate(keys):
-            end = min(len(keys), position + self.ahead + 1)
-            if end > asked:
-                self.dataset.prefetch([self.index_of(k) for k in keys[asked:end]])
+            start, end = max(asked, position + 1), min(len(keys), position + self.ahead + 1)
+            if end > start:  # not the sample read now: prefetching it too would fetch it twice at once
+                self.dataset.prefetch([self.index_of(k) for k in keys[start:end]])
                 asked = end
             yield key
