@@ -357,3 +357,31 @@ def test_the_sampler_prefetches_only_samples_ahead_of_the_one_it_yields(ahead):
         yielded.append(key)
     assert yielded == list(range(6)) and sorted(asked) == (list(range(1, 6)) if ahead else [])
     assert all(index > before for index, before in asked.items())  # never the one read now: no double fetch
+
+
+def test_prefetches_queued_when_the_streamed_data_set_closes_are_dropped(lakefs, repo_name, streamed_data, monkeypatch):
+    import threading
+    import time
+
+    from segmodels.versioning import LakeFS
+    from segmodels.versioning.stream import streamed_dataset
+
+    uri, _ = commit_dataset(lakefs, repo_name, streamed_data)
+    fetched = []
+    real = LakeFS.download_object
+
+    def slow(self, *args):
+        time.sleep(0.2)  # lakeFS slow to answer: the prefetch queue is still full when training fails
+        fetched.append(args[2].path)
+        return real(self, *args)
+
+    monkeypatch.setattr(LakeFS, "download_object", slow)
+    with pytest.raises(RuntimeError), streamed_dataset(lakefs, uri, prefetch_threads=2) as (_, reader):
+        fetched.clear()  # the metadata files
+        reader.prefetch(reader.list("images/train") + reader.list("masks/train"))
+        raise RuntimeError("training failed")
+    prefetching = [t for t in threading.enumerate() if t.name.startswith("segmodels-prefetch")]
+    settled = len(fetched)
+    time.sleep(0.5)
+    assert prefetching == [] and len(fetched) == settled <= 2, (prefetching, fetched)  # only the 2 running ones ended
+    assert not [p for p in (lakefs.home / "cache" / "objects").rglob(".*") if p.is_file()]  # no temp file left

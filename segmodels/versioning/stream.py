@@ -146,6 +146,14 @@ class StreamReader:
             self._pending.add(path)
             self._pool.submit(self._prefetch_one, path)
 
+    def close(self) -> None:
+        """Stop prefetching in this process: fetches not started are dropped, running ones end (each bounded by the
+        retry window) before this returns, so none writes into the cache afterwards."""
+        if self._pool is not None and self._pid == os.getpid():
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._pending.clear()
+
     def _prefetch_one(self, path: str) -> None:
         try:
             self.local_path(path)
@@ -176,10 +184,13 @@ METADATA_FILES = ("dataset.yaml", "manifest.csv")  # read first: small, and all 
 @contextmanager
 def streamed_dataset(lakefs: LakeFS, uri: LakeFSUri, prefetch_threads: int = 4) -> Iterator[tuple[Path, StreamReader]]:
     """A local root holding the data set's ``dataset.yaml`` and ``manifest.csv`` (removed after the block) and the
-    reader of its other files at ``uri``'s commit."""
+    reader of its other files at ``uri``'s commit (its prefetching stopped after the block)."""
     reader = StreamReader.at(lakefs, uri, prefetch_threads)
-    with tempfile.TemporaryDirectory(prefix="segmodels-stream-") as root:
-        for name in METADATA_FILES:
-            if reader.exists(name):
-                reader.copy(name, Path(root) / name)
-        yield Path(root), reader
+    try:
+        with tempfile.TemporaryDirectory(prefix="segmodels-stream-") as root:
+            for name in METADATA_FILES:
+                if reader.exists(name):
+                    reader.copy(name, Path(root) / name)
+            yield Path(root), reader
+    finally:
+        reader.close()  # an error (lakeFS gone) must not leave queued prefetches running on
