@@ -220,6 +220,36 @@ def test_two_processes_downloading_other_commits_never_pass_the_bound_together(
     assert_every_object_verifies(lakefs)
 
 
+def test_a_process_forked_while_a_thread_holds_the_cache_lock_does_not_keep_it(tmp_path):
+    import threading
+
+    cache = ObjectCache(tmp_path / "cache", max_bytes=1000)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # a prefetch thread inside reserved() (which holds the lock briefly) as DataLoader forks
+        with cache._exclusive():
+            taken.set()
+            release.wait()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    taken.wait()
+    pid = os.fork()
+    if pid == 0:  # the worker: takes the lock once the parent's thread has let go of it
+        with cache.reserved(900, "worker"):
+            os._exit(0)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked process kept the parent's lock: both wait for it forever")
+        time.sleep(0.05)
+    cache.make_room(1000, "after")  # the parent takes it too, and nothing is left reserved
+
+
 def test_sigkill_mid_download_leaves_no_half_object_and_a_rerun_completes(lakefs, repo_name, tmp_path):
     files = {f"{i}.bin": os.urandom(4000) for i in range(8)}
     commit = commit_files(lakefs, repo_name, files, tmp_path)
