@@ -24,7 +24,8 @@ class RemoteFiles(Protocol):
 
 class PrefetchingSampler(Sampler):
     """``sampler``'s keys in its order, asking ``dataset.prefetch`` for the next ``ahead`` samples after the one it
-    yields (0: none); ``index_of`` turns a key into the dataset's index. ``set_epoch`` reaches ``sampler`` when it has one."""
+    yields (0: none); ``index_of`` turns a key into the dataset's index. ``set_epoch`` reaches ``sampler`` when it
+    has one."""
 
     def __init__(self, sampler: Iterable, dataset, ahead: int, index_of: Callable = lambda key: key):
         self.sampler, self.dataset, self.ahead, self.index_of = sampler, dataset, ahead, index_of
