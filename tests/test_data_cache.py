@@ -15,7 +15,7 @@ import pytest
 from segmodels.cli import main as cli_main
 from segmodels.versioning import LakeFS, LakeFSError
 from segmodels.versioning.cache import MAX_GB_ENV, CacheFullError, ObjectCache
-from segmodels.versioning.hashing import file_md5
+from segmodels.versioning.hashing import Md5Index, file_md5
 
 
 def commit_files(lakefs: LakeFS, repo: str, files: dict[str, bytes], tmp_path: Path, delete: bool = True) -> str:
@@ -220,34 +220,70 @@ def test_two_processes_downloading_other_commits_never_pass_the_bound_together(
     assert_every_object_verifies(lakefs)
 
 
-def test_a_process_forked_while_a_thread_holds_the_cache_lock_does_not_keep_it(tmp_path):
+def fork_while_a_thread_holds(hold, in_child) -> None:
+    """Fork while a thread runs ``hold(taken, release)`` (inside a lock, between ``taken`` and ``release``), run
+    ``in_child`` in the child once the thread let go, and fail if the child never finishes: it kept the lock."""
     import threading
 
-    cache = ObjectCache(tmp_path / "cache", max_bytes=1000)
     taken, release = threading.Event(), threading.Event()
+    holder = threading.Thread(target=hold, args=(taken, release))
+    holder.start()
+    assert taken.wait(60), "the thread never took the lock"
+    pid = os.fork()
+    if pid == 0:  # the child never returns into pytest
+        status = 1
+        try:
+            in_child()
+            status = 0
+        finally:
+            os._exit(status)
+    release.set()
+    holder.join()
+    deadline = time.monotonic() + 60
+    while (waited := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked process kept the parent's lock: it waits for it forever")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(waited[1]) == 0, "the forked process failed"
 
-    def hold() -> None:  # a prefetch thread inside reserved() (which holds the lock briefly) as DataLoader forks
+
+def test_a_process_forked_while_a_thread_holds_the_cache_lock_does_not_keep_it(tmp_path):
+    cache = ObjectCache(tmp_path / "cache", max_bytes=1000)
+
+    def hold(taken, release) -> None:  # a prefetch thread inside reserved() (which holds the lock briefly)
         with cache._exclusive():
             taken.set()
             release.wait()
 
-    holder = threading.Thread(target=hold)
-    holder.start()
-    taken.wait()
-    pid = os.fork()
-    if pid == 0:  # the worker: takes the lock once the parent's thread has let go of it
-        with cache.reserved(900, "worker"):
-            os._exit(0)
-    release.set()
-    holder.join()
-    deadline = time.monotonic() + 60
-    while os.waitpid(pid, os.WNOHANG) == (0, 0):
-        if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the forked process kept the parent's lock: both wait for it forever")
-        time.sleep(0.05)
+    fork_while_a_thread_holds(hold, lambda: cache.reserved(900, "worker").__enter__())  # the DataLoader worker
     cache.make_room(1000, "after")  # the parent takes it too, and nothing is left reserved
+
+
+def test_a_process_forked_while_a_thread_saves_the_md5_index_does_not_keep_its_lock(tmp_path, monkeypatch):
+    index = Md5Index(tmp_path / "cache")
+    (tmp_path / "a").write_bytes(b"a")
+    os.utime(tmp_path / "a", (1_000_000_000, 1_000_000_000))  # not fresh: the index records it
+    index.record(tmp_path / "a", (tmp_path / "a").stat(), "0cc175b9c0f1b6a831c399e269772661")
+    load = Md5Index._load
+
+    def hold(taken, release) -> None:  # a prefetch thread saving the index (under its lock) as DataLoader forks
+        def slow_load(self):
+            taken.set()
+            release.wait()
+            return load(self)
+
+        monkeypatch.setattr(Md5Index, "_load", slow_load)
+        index.save()
+
+    def save_in_child() -> None:
+        monkeypatch.setattr(Md5Index, "_load", load)
+        other = Md5Index(tmp_path / "cache")
+        other.record(tmp_path / "a", (tmp_path / "a").stat(), "0cc175b9c0f1b6a831c399e269772661")
+        other.save()
+
+    fork_while_a_thread_holds(hold, save_in_child)
 
 
 def test_sigkill_mid_download_leaves_no_half_object_and_a_rerun_completes(lakefs, repo_name, tmp_path):

@@ -28,7 +28,6 @@ import os
 import re
 import shutil
 import tempfile
-import threading
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
 
 from .ephemeral import host_id, process_alive, process_start
 from .errors import LakeFSError
+from .flock import exclusive_lock
 from .hashing import Md5Index
 
 MAX_GB_ENV = "SEGMODELS_CACHE_MAX_GB"
@@ -57,25 +57,6 @@ RESERVATION_NAME = re.compile(r"^(?P<host>[0-9a-f]{10})-(?P<pid>\d+)-(?P<start>\
 # (pid, cache root) -> bytes this process has reserved there; changed only under the cache's lock. Keyed by pid:
 # a forked child (a DataLoader worker) starts with its parent's dict but holds none of its reservations.
 _reserved_here: dict[tuple[int, str], int] = {}
-
-# Descriptors of the cache's lock file that this process's threads have open. An flock belongs to the open file,
-# which a fork shares: a child forked while a thread holds the lock (a DataLoader worker started while a prefetch
-# thread reserves room) would hold it until it exits, and every process waiting for it, the child too, would wait
-# forever. The child closes its copies; _fork_guard keeps a fork out from between opening one and recording it.
-_lock_fds: set[int] = set()
-_fork_guard = threading.Lock()
-
-
-def _close_inherited_locks() -> None:
-    for fd in _lock_fds:
-        os.close(fd)
-    _lock_fds.clear()
-    _fork_guard.release()
-
-
-os.register_at_fork(
-    before=_fork_guard.acquire, after_in_parent=_fork_guard.release, after_in_child=_close_inherited_locks
-)
 
 
 def worker_reason(message: str) -> str:
@@ -334,16 +315,8 @@ class ObjectCache:
     @contextmanager
     def _exclusive(self) -> Iterator[None]:
         self.root.mkdir(parents=True, exist_ok=True)
-        with _fork_guard:
-            fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-            _lock_fds.add(fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with exclusive_lock(self.root / ".lock"):
             yield
-        finally:
-            with _fork_guard:
-                _lock_fds.discard(fd)
-                os.close(fd)
 
     def list_views(self) -> list[ViewInfo]:
         """Every view, least recently used first."""

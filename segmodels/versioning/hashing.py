@@ -8,7 +8,6 @@ corrupt index only means files are hashed again.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Iterator
 
 from embedded_lakefs.checksums import OverlappedMd5
+
+from .flock import exclusive_lock
 
 CHUNK_SIZE = 4 << 20
 INDEX_FILE = "md5-index.json"
@@ -113,8 +114,7 @@ class Md5Index:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.path.with_suffix(".lock"), "a+") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX)
+            with exclusive_lock(self.path.with_suffix(".lock")):
                 entries = self._load()
                 entries.update(new)
                 if len(entries) > MAX_ENTRIES:  # oldest insertions go first
