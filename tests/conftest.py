@@ -44,6 +44,17 @@ def isolated_lakefs_environment(tmp_path_factory, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def fresh_boto3_default_session():
+    """boto3's default session keeps the credentials it first read from the environment: a test that set
+    ``AWS_ACCESS_KEY_ID`` (a moto server's) would sign every later ``boto3.client`` (MLflow's S3 artifacts) with it."""
+    import boto3
+
+    boto3.DEFAULT_SESSION = None
+    yield
+    boto3.DEFAULT_SESSION = None
+
+
 @pytest.fixture(scope="session")
 def lakefs_server(tmp_path_factory):
     """An embedded lakeFS server over a temp data dir, serving from a thread for the whole session."""

@@ -109,6 +109,9 @@ def test_the_dockerfile_pins_its_base_image_and_mlflow_at_the_clients_version():
     [version] = re.findall(r"\bmlflow==([\d.]+)", text)
     client = mlflow.__version__
     assert version.split(".")[:2] == client.split(".")[:2], f"server mlflow {version}, client {client}"
+    major, minor = (int(part) for part in version.split(".")[:2])  # a new MLflow release must not install a
+    declared = re.findall(r'"mlflow([<>=][^"]*)"', (PROJECT / "pyproject.toml").read_text())  # client the server is not
+    assert declared == [f">={major}.{minor},<{major}.{minor + 1}"], declared
     installs = " ".join(re.findall(r"^RUN\s+(.*?)(?<!\\)$", text.replace("\\\n", " "), flags=re.M))
     assert "pip install" in installs and "psycopg2-binary==" in installs and "boto3==" in installs
 
