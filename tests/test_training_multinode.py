@@ -213,7 +213,9 @@ def test_two_nodes_of_one_process_train_as_one_machine_with_two_and_record_both_
     (run,) = [run for run in runs if lineage.TAG_STEP in run.data.tags]
     (node_run,) = [other for other in runs if other is not run]  # what mlflow run made on node 1, nested
     assert node_run.data.tags[MLFLOW_PARENT_RUN_ID] == node_run.data.tags[TAG_NODE_OF] == run.info.run_id
-    assert node_run.data.tags[TAG_NODE_RANK] == "1" and node_run.info.status == "FINISHED"
+    # c10d gives global rank 0 to whichever node it orders first (torch ignores node_rank there): the nested run
+    # is the other machine's, whatever node_rank it was started with
+    assert node_run.data.tags[TAG_NODE_RANK] in ("0", "1") and node_run.info.status == "FINISHED"
     assert run.info.status == "FINISHED" and run.data.tags[lineage.TAG_STEP] == "train"
     assert run.data.tags[lineage.TAG_MODEL_URI].endswith(f"/models/{run.info.run_id}")
     nodes = json.loads(run.data.tags[TAG_NODES])
