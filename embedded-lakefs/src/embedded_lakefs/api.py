@@ -11,7 +11,16 @@ from .auth import USER_ID
 from .blockstore import BlobStore
 from .catalog import Catalog, Commit, CommonPrefix, Difference, Entry
 from .errors import ApiError, BadRequest, Conflict, Forbidden, NotFound, PreconditionFailed, RangeNotSatisfiable
-from .transport import DEFAULT_CONTENT_TYPE, Request, Response, Router, http_date, multipart_content, object_response
+from .transport import (
+    DEFAULT_CONTENT_TYPE,
+    Request,
+    Response,
+    Router,
+    etag_matches,
+    http_date,
+    multipart_content,
+    object_response,
+)
 from .validation import (
     BOOLEAN,
     INTEGER,
@@ -85,17 +94,6 @@ def parse_date_time(value: str | None, name: str) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp()
-
-
-def _etag_matches(header: str, checksum: str) -> bool:
-    """Whether an ``If-None-Match`` header names the object's ETag (or is ``*``)."""
-    for tag in header.split(","):
-        tag = tag.strip()
-        if tag.startswith("W/"):
-            tag = tag[2:]
-        if tag == "*" or tag.strip('"') == checksum:
-            return True
-    return False
 
 
 def refuse_unimplemented(name: str, given: bool) -> None:
@@ -662,7 +660,7 @@ class LakeFSApi:
         self._refuse_presign(request)
         headers = {"ETag": f'"{entry.checksum}"', "Last-Modified": http_date(entry.mtime)}
         if_none_match = request.headers.get("If-None-Match")
-        if if_none_match is not None and _etag_matches(if_none_match, entry.checksum):
+        if if_none_match is not None and etag_matches(if_none_match, entry.checksum):
             return Response(304, headers=headers)
         return object_response(
             self.blobs.path(entry.address),

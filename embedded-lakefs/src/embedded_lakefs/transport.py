@@ -255,6 +255,12 @@ def http_date(timestamp: int) -> str:
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 
 
+def etag_matches(header: str, checksum: str) -> bool:
+    """Whether an ``If-Match`` / ``If-None-Match`` header names the object's ETag (weak or strong) or is ``*``."""
+    tags = [tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")]
+    return "*" in tags or checksum in tags
+
+
 def object_response(
     content: Path, size: int, content_type: str, headers: dict, range_header: str | None, unsatisfiable: Exception
 ) -> Response:

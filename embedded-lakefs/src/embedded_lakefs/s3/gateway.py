@@ -19,7 +19,7 @@ from ..blockstore import BlobStore
 from ..catalog import Catalog, CommonPrefix, Entry
 from ..datadir import Credentials
 from ..errors import ApiError, Forbidden, NotFound, PayloadTooLarge, PreconditionFailed
-from ..transport import CHUNK_SIZE, DEFAULT_CONTENT_TYPE, Request, Response, http_date, object_response
+from ..transport import CHUNK_SIZE, DEFAULT_CONTENT_TYPE, Request, Response, etag_matches, http_date, object_response
 from ..validation import check_object_path
 from . import sigv2
 from .multipart import MAX_PART_SIZE, Part, Uploads, multipart_etag, part_number
@@ -35,11 +35,6 @@ REGION = "us-east-1"
 
 def _quoted_etag(checksum: str) -> str:
     return f'"{checksum}"'
-
-
-def _etag_in(header: str, checksum: str) -> bool:
-    tags = [tag.strip().removeprefix("W/").strip('"') for tag in header.split(",")]
-    return "*" in tags or checksum in tags
 
 
 def _http_time(header: str | None) -> float | None:
@@ -345,14 +340,14 @@ class S3Gateway:
     def _not_modified(request: Request, entry: Entry) -> bool:
         """S3's order: If-Match, If-Unmodified-Since (412), then If-None-Match, If-Modified-Since (True: 304)."""
         get = request.headers.get
-        if get("If-Match") is not None and not _etag_in(get("If-Match"), entry.checksum):
+        if get("If-Match") is not None and not etag_matches(get("If-Match"), entry.checksum):
             raise S3Error("PreconditionFailed")
         unmodified_since = _http_time(get("If-Unmodified-Since"))
         if get("If-Match") is None and unmodified_since is not None and entry.mtime > unmodified_since:
             raise S3Error("PreconditionFailed")
         modified_since = _http_time(get("If-Modified-Since"))
         if get("If-None-Match") is not None:
-            return _etag_in(get("If-None-Match"), entry.checksum)
+            return etag_matches(get("If-None-Match"), entry.checksum)
         return modified_since is not None and entry.mtime <= modified_since
 
     def put_object(self, request: Request, bucket: str, branch: str, path: str, signature: Signature) -> Response:
