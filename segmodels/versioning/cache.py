@@ -46,7 +46,13 @@ VIEWS = "views"
 RESERVATIONS = "reservations"
 OWN_ENTRIES = {OBJECTS, VIEWS, RESERVATIONS, ".lock", "md5-index.json", "md5-index.lock"}
 RESERVATION_WAIT = 120.0  # seconds a reservation waits for room other downloads hold
-RACY_NS = 2 * 10**9  # a folder changed this recently is listed again: its mtime may not show a change in its tick
+# A folder listed this soon after its last change is listed again: a change in the same timestamp tick would not
+# move its mtime. Filesystems that keep sub-second mtimes tick with the kernel's clock (milliseconds); others may
+# tick in seconds (2 s on FAT), and an mtime on a whole second is taken as one of those.
+RACY_NS = 2 * 10**9
+FINE_RACY_NS = 10**8
+PLACE_TRIES = 3  # links of a cached object into a view, each after reading it again (another writer replaced it)
+EVICT_SLACK = 0.05  # share of the bound an eviction frees beyond what is needed, so the next writes need none
 # Objects get this mtime once verified: the md5 index then trusts them (its "racy" rule skips fresh mtimes) and a
 # write into an object, through any of its links, gives it the current time, so it is hashed again and refused.
 VERIFIED_MTIME_NS = 1_000_000_000 * 10**9
@@ -151,7 +157,7 @@ class ObjectCache:
         self.views = self.root / VIEWS
         self.reservations = self.root / RESERVATIONS
         self.max_bytes = max_bytes_from_env() if max_bytes is None else max_bytes
-        self._fans: dict[str, tuple[int, int, int]] = {}  # fan folder -> (mtime_ns, objects, bytes) when listed
+        self._fans: dict[str, tuple[int, int, int, int]] = {}  # fan folder -> (mtime_ns, listed_ns, objects, bytes)
         self._copied: dict[Path, tuple[int, int]] = {}  # view record -> (mtime_ns, bytes copied)
 
     # -- objects ---------------------------------------------------------------------------------------------
@@ -233,7 +239,8 @@ class ObjectCache:
 
     def usage(self) -> tuple[int, int]:
         """(objects, bytes) on disk: the objects plus views' copies (where links could not be made). A fan folder
-        unchanged since it was last listed (by its mtime) is not listed again."""
+        whose mtime is the one it had when listed is not listed again, unless that listing came so soon after the
+        mtime that a change in the same timestamp tick would not show (``RACY_NS``, ``FINE_RACY_NS``)."""
         count, size = 0, 0
         now = time.time_ns()
         for fan in list(os.scandir(self.objects)) if self.objects.is_dir() else []:
@@ -242,12 +249,13 @@ class ObjectCache:
             except FileNotFoundError:
                 continue
             known = self._fans.get(fan.name)
-            if known is None or known[0] != mtime or now - mtime < RACY_NS:
+            racy = FINE_RACY_NS if mtime % 10**9 else RACY_NS
+            if known is None or known[0] != mtime or known[1] - mtime < racy:
                 files = [Path(fan.path, name) for name in os.listdir(fan.path) if not name.startswith(".")]
-                known = (mtime, *_count_bytes(files))
+                known = (mtime, now, *_count_bytes(files))
                 self._fans[fan.name] = known
-            count += known[1]
-            size += known[2]
+            count += known[2]
+            size += known[3]
         return count, size + sum(self._view_copied(repo, commit) for repo, commit in self._view_keys())
 
     def _view_copied(self, repo: str, commit: str) -> int:
@@ -375,9 +383,10 @@ class ObjectCache:
             if fd is not None:
                 os.close(fd)
 
-    def _sweep_objects(self, dry_run: bool, report: GcReport, excess: int | None = None) -> None:
+    def _sweep_objects(self, dry_run: bool, report: GcReport, excess: int | None = None, slack: int = 0) -> None:
         """Remove dead writers' temp files and objects no view links (one link: the object's own name) and no
-        reader holds, least recently used first; with ``excess``, only until that many bytes are freed."""
+        reader holds, least recently used first; with ``excess``, only until that many bytes are freed, and then
+        those that fit in ``slack`` bytes more."""
         unlinked = []
         for fan in list(os.scandir(self.objects)) if self.objects.is_dir() else []:
             for entry in list(os.scandir(fan.path)):
@@ -396,7 +405,7 @@ class ObjectCache:
                     pass
         freed = 0
         for _, size, path in sorted(unlinked):
-            if excess is not None and freed >= excess:
+            if excess is not None and freed >= excess and freed + size > excess + slack:
                 return
             if _remove_unread(path, dry_run):
                 report.objects += 1
@@ -448,7 +457,10 @@ class ObjectCache:
         _, used = self.usage()
         if used + reserved + needed <= self.max_bytes:
             return
-        self._shrink(self.max_bytes - needed - reserved, dry_run=False, report=GcReport(), all_unlinked=False)
+        limit = self.max_bytes - needed - reserved
+        self._shrink(
+            limit, dry_run=False, report=GcReport(), all_unlinked=False, slack=int(EVICT_SLACK * self.max_bytes)
+        )
         _, used = self.usage()
         if used + reserved + needed > self.max_bytes:
             raise CacheFullError(
@@ -493,11 +505,12 @@ class ObjectCache:
                 pass
         return total
 
-    def _shrink(self, limit: int, dry_run: bool, report: GcReport, all_unlinked: bool = True) -> None:
-        """Sweep unlinked objects (all of them, else least recently used first until usage is within ``limit``),
-        then evict views least recently used first until usage is within ``limit``."""
+    def _shrink(self, limit: int, dry_run: bool, report: GcReport, all_unlinked: bool = True, slack: int = 0) -> None:
+        """Sweep unlinked objects (all of them, else least recently used first until usage is within ``limit``, and
+        then up to ``slack`` bytes below it), then evict views least recently used first until usage is within
+        ``limit``."""
         _, used = self.usage()
-        self._sweep_objects(dry_run, report, None if all_unlinked else max(0, used - limit))
+        self._sweep_objects(dry_run, report, None if all_unlinked else max(0, used - limit), slack)
         _, used = self.usage()
         used -= report.object_bytes if dry_run else 0
         for view in self.list_views():
@@ -676,15 +689,22 @@ class View:
         local.parent.mkdir(parents=True, exist_ok=True)
         temp = local.parent / f".{os.getpid()}-{local.name}.{os.urandom(4).hex()}.link"
         stored = self.cache.object_path(obj.checksum, obj.size)
-        with self.cache.read_object(obj, download, index, label):
-            try:
-                os.link(stored, temp)
-                copied = 0
-            except OSError as error:
-                if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
-                    raise
-                shutil.copyfile(stored, temp)
-                copied = obj.size
+        for attempt in range(PLACE_TRIES):
+            with self.cache.read_object(obj, download, index, label):
+                try:
+                    os.link(stored, temp)
+                    copied = 0
+                    break
+                except FileNotFoundError:
+                    # the name now holds another writer's copy: link() refuses the inode its rename just unlinked
+                    if attempt == PLACE_TRIES - 1:
+                        raise
+                except OSError as error:
+                    if error.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP):
+                        raise
+                    shutil.copyfile(stored, temp)
+                    copied = obj.size
+                    break
         os.replace(temp, local)
         temp.unlink(missing_ok=True)  # rename() leaves both names when local is already a link to that object
         return copied
