@@ -56,6 +56,37 @@ def put_object(cache: ObjectCache, data: bytes, index: Md5Index) -> Path:
     return cache.fetch_object(obj, lambda _, path: Path(path).write_bytes(data), index)
 
 
+@pytest.mark.parametrize(
+    ("mtime_ns", "racy_ns"),
+    [(1_700_000_000_250_000_000, 10**8), (1_700_000_001_000_000_000, 2 * 10**9)],
+    ids=["sub-second mtimes: a kernel tick", "whole-second mtimes: a 2-second tick"],
+)
+def test_usage_lists_a_fan_folder_again_only_while_a_change_may_hide_in_its_timestamp_tick(
+    tmp_path, monkeypatch, mtime_ns, racy_ns
+):
+    import types
+
+    from segmodels.versioning import cache as cache_module
+
+    cache, index = ObjectCache(tmp_path / "cache", max_bytes=10**6), Md5Index(tmp_path / "cache")
+    fan = put_object(cache, b"a" * 100, index).parent
+    os.utime(fan, ns=(mtime_ns, mtime_ns))
+    listed, real_listdir = [], os.listdir
+    monkeypatch.setattr(os, "listdir", lambda path: listed.append(path) or real_listdir(path))
+
+    def usage_at(now_ns: int) -> tuple[int, int]:
+        with monkeypatch.context() as clock:
+            clock.setattr(cache_module, "time", types.SimpleNamespace(time_ns=lambda: now_ns))
+            return cache.usage()
+
+    assert [usage_at(mtime_ns + racy_ns // 2) for _ in range(2)] == [(1, 100)] * 2
+    assert len(listed) == 2  # listed within the tick: a second object landing in it would not move the mtime
+    assert [usage_at(mtime_ns + racy_ns + 1) for _ in range(3)] == [(1, 100)] * 3
+    assert len(listed) == 3  # listed once after the tick, then its unchanged mtime tells
+    put_object(cache, b"b" * 50, index)  # a change moves the mtime
+    assert cache.usage() == (2, 150) and len(listed) == 4
+
+
 def test_objects_no_view_links_are_evicted_least_recently_used_first_and_never_while_read(tmp_path):
     cache = ObjectCache(tmp_path / "cache", max_bytes=3000)
     index = Md5Index(tmp_path / "cache")
@@ -393,3 +424,39 @@ def test_prefetches_queued_when_the_streamed_data_set_closes_are_dropped(lakefs,
     time.sleep(0.5)
     assert prefetching == [] and len(fetched) == settled <= 2, (prefetching, fetched)  # only the 2 running ones ended
     assert not [p for p in (lakefs.home / "cache" / "objects").rglob(".*") if p.is_file()]  # no temp file left
+
+
+def test_a_read_while_its_prefetch_runs_waits_for_it_and_one_still_queued_is_read_at_once(
+    lakefs, repo_name, streamed_data, monkeypatch
+):
+    import collections
+    import threading
+    import time
+
+    from segmodels.versioning import LakeFS
+    from segmodels.versioning.stream import streamed_dataset
+
+    uri, _ = commit_dataset(lakefs, repo_name, streamed_data)
+    fetched, started = collections.Counter(), threading.Event()
+    real = LakeFS.download_object
+
+    def slow(self, *args, **kwargs):
+        started.set()
+        time.sleep(0.3)
+        fetched[args[2].path] += 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(LakeFS, "download_object", slow)
+    with streamed_dataset(lakefs, uri, prefetch_threads=1) as (_, reader):
+        first, second, *_ = reader.list("images/train")
+        started.clear()
+        fetched.clear()  # the metadata files
+        reader.prefetch([first, second])  # one thread: the first runs, the second waits in the queue
+        assert started.wait(5)
+        with reader.open(first) as handle:  # while its prefetch is downloading it
+            assert handle.read() == (streamed_data / first).read_bytes()
+        with reader.open(second) as handle:
+            assert handle.read() == (streamed_data / second).read_bytes()
+        reader.prefetch([second])  # already cached: nothing is fetched
+        reader.close()
+    assert fetched == {f"data/{first}": 1, f"data/{second}": 1}

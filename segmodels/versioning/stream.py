@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterable, Iterator
@@ -65,7 +65,7 @@ class StreamReader:
         self._pid = os.getpid()
         self._client: LakeFS | None = None
         self._pool: ThreadPoolExecutor | None = None
-        self._pending: set[str] = set()
+        self._pending: dict[str, Future] = {}  # path -> its prefetch, queued or running
         self._cache = ObjectCache(self.home / "cache")
         self._index = Md5Index(self.home / "cache")
         self._fetched = 0
@@ -108,6 +108,10 @@ class StreamReader:
         """The verified cached file of ``path``, fetched (room reserved first) when missing or corrupt."""
         obj = self._object(path)
         self._own()
+        self._join_prefetch(path)
+        return self._fetch(obj)
+
+    def _fetch(self, obj: RemoteObject) -> Path:
         cache = self._cache
         stored = cache.object_path(obj.checksum, obj.size)
         if cache.object_ok(stored, obj, self._index):
@@ -124,6 +128,7 @@ class StreamReader:
         """``path`` open for reading from the cache (fetched when needed), held so no eviction removes it meanwhile."""
         obj = self._object(path)
         self._own()
+        self._join_prefetch(path)
         with self._cache.read_object(obj, self._download, self._index, self._label(obj)) as handle:
             yield handle
 
@@ -143,8 +148,18 @@ class StreamReader:
         for path in paths:
             if path in self._pending or path not in self.objects:
                 continue
-            self._pending.add(path)
-            self._pool.submit(self._prefetch_one, path)
+            self._pending[path] = self._pool.submit(self._prefetch_one, path)
+
+    def _join_prefetch(self, path: str) -> None:
+        """A read of ``path`` while its prefetch runs waits for it instead of downloading it a second time; a
+        prefetch still queued is cancelled (the read fetches it now)."""
+        future = self._pending.get(path)
+        if future is None:
+            return
+        if future.cancel():
+            self._pending.pop(path, None)
+        else:
+            future.exception()  # waits; a failure is left to the read, which tries again and raises it
 
     def close(self) -> None:
         """Stop prefetching in this process: fetches not started are dropped, running ones end (each bounded by the
@@ -156,11 +171,11 @@ class StreamReader:
 
     def _prefetch_one(self, path: str) -> None:
         try:
-            self.local_path(path)
+            self._fetch(self.objects[path])
         except Exception:  # noqa: BLE001 (the read that needs it raises the reason)
             pass
         finally:
-            self._pending.discard(path)
+            self._pending.pop(path, None)
 
     def _label(self, obj: RemoteObject) -> str:
         return f"lakefs://{self.uri.repo}/{self.uri.ref}/{obj.path}"
