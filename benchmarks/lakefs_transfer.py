@@ -13,6 +13,9 @@ Everything lives in a temp dir removed at the end.
 The same files also go up and down through the server's S3 gateway with boto3 (one object per request, as the REST
 path sends them, ``--workers`` threads), printed as a ratio to the REST path of the same run (goal >= 0.8x).
 
+Last, one object of ``--large-mb`` MB downloaded whole (one GET) and as parallel byte ranges (the client's default
+for large objects), the median of three each: the ratio says what ranges cost or gain where the server is local.
+
     python benchmarks/lakefs_transfer.py [--workers 8] [--no-fsync]
 """
 
@@ -32,6 +35,7 @@ from botocore.config import Config
 
 from embedded_lakefs import create_server
 from segmodels.versioning import LakeFS, LakeFSSettings
+from segmodels.versioning.client import RANGE_BYTES, RANGE_WORKERS
 from segmodels.versioning.hashing import file_md5
 
 DATASETS = {"1000 x 100 KB": (1000, 100 * 1024), "10 x 50 MB": (10, 50 * 1024 * 1024)}
@@ -101,6 +105,27 @@ def s3_transfer(server, source: Path, prefix: str, workers: int, dest: Path) -> 
     return up, down
 
 
+def ranged_vs_whole(client: LakeFS, work: Path, size: int) -> str:
+    """One object of ``size`` bytes downloaded whole and as ranges (median of three each), as a table row."""
+    make_files(work / "large", 1, size)
+    client.upload_file("bench", "main", "large/one.bin", work / "large" / "file-00000.bin")
+    commit = client.commit("bench", "main", "one large object")
+    (obj,) = client.list_objects("bench", commit.id, "large/")
+    times = {}
+    for workers in (1, RANGE_WORKERS):
+        runs = sorted(
+            timed(lambda w=workers: client.download_object("bench", commit.id, obj, work / "large-down", w))
+            for _ in range(3)
+        )
+        times[workers] = runs[1]
+    whole, ranged = times[1], times[RANGE_WORKERS]
+    shutil.rmtree(work / "large")
+    return (
+        f"{size / 1e6:>8.0f} MB{whole:>10.3f}{ranged:>10.3f}{whole / ranged:>9.2f}x"
+        f"   ({RANGE_WORKERS} threads, {RANGE_BYTES >> 20} MiB ranges)"
+    )
+
+
 def timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -111,6 +136,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--no-fsync", action="store_true", help="server without fsync (not power-loss safe)")
+    parser.add_argument("--large-mb", type=int, default=256, help="the object downloaded whole and as ranges")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lakefs-bench-") as tmp:
         work = Path(tmp)
@@ -188,6 +214,11 @@ def main() -> None:
                 f"{'REST down':>12}{'S3 down':>10}{'ratio':>10}"
             )
             print("\n".join(gateway))
+            print(
+                "\none large object: one whole GET against parallel byte ranges (median of 3); ratio > 1: ranges faster"
+            )
+            print(f"{'object':<11}{'whole s':>10}{'ranged s':>10}{'ratio':>10}")
+            print(ranged_vs_whole(client, work, args.large_mb * 1024 * 1024))
         finally:
             server.shutdown()
 

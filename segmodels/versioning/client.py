@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
@@ -41,6 +42,8 @@ REQUEST_KEY = "segmodels.request"  # commit / merge metadata: a unique id per re
 # try landed but whose answer was lost (a timeout, a 5xx from a proxy) finds that commit instead of failing
 LANDED_SEARCH = 20  # newest commits of the branch searched for it
 LIST_PAGE = 1000
+RANGE_BYTES = 8 << 20  # an object of at least two such parts is downloaded as parallel byte ranges
+RANGE_WORKERS = 4
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -97,6 +100,59 @@ def _safe_relative(key: str, base: str) -> str:
 def _directory_prefix(prefix: str) -> str:
     prefix = prefix.lstrip("/")
     return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+class _PartFile:
+    """The temp file a download writes beside ``target``, made on the first write: a download that never reaches
+    the server leaves none. Threads write it at their offsets; :meth:`rename` gives it ``target``'s name, and
+    leaving the block removes it unless renamed."""
+
+    def __init__(self, target: Path):
+        self.target = target
+        self._fd: int | None = None
+        self._name = ""
+        self._lock = threading.Lock()
+
+    def _descriptor(self) -> int:
+        with self._lock:
+            if self._fd is None:
+                prefix = f".{self.target.name}."
+                self._fd, self._name = tempfile.mkstemp(dir=self.target.parent, prefix=prefix, suffix=".part")
+            return self._fd
+
+    def write_at(self, data, offset: int) -> int:
+        """Write ``data`` at ``offset``; the offset after it."""
+        view, fd = memoryview(data), self._descriptor()
+        while view:
+            written = os.pwrite(fd, view, offset)
+            offset += written
+            view = view[written:]
+        return offset
+
+    def truncate(self, size: int) -> None:
+        os.ftruncate(self._descriptor(), size)
+
+    def size_and_md5(self) -> tuple[int, str]:
+        digest = OverlappedMd5()
+        with open(self._descriptor(), "rb", buffering=0, closefd=False) as landed:
+            landed.seek(0)
+            while chunk := landed.read(CHUNK_SIZE):
+                digest.update(chunk)
+        digest.wait()
+        return os.fstat(self._descriptor()).st_size, digest.hexdigest()
+
+    def rename(self) -> None:
+        os.replace(self._name, self.target)
+        self._name = ""
+
+    def __enter__(self) -> _PartFile:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+        if self._name:
+            Path(self._name).unlink(missing_ok=True)
 
 
 def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
@@ -346,43 +402,87 @@ class LakeFS:
 
         return self._call(f"upload {local_file} to {repo}/{branch}/{path}", attempt)
 
-    def download_object(self, repo: str, ref: str, obj: RemoteObject, local_file: Path) -> None:
-        """Download ``obj`` to ``local_file`` atomically, verifying size and md5 checksum."""
+    def download_object(
+        self, repo: str, ref: str, obj: RemoteObject, local_file: Path, workers: int = RANGE_WORKERS
+    ) -> None:
+        """Download ``obj`` to ``local_file`` atomically, verifying size and md5 checksum. An object of at least two
+        ``RANGE_BYTES`` parts is fetched as byte ranges on ``workers`` threads, each range retried on its own."""
         local_file = Path(local_file)
         local_file.parent.mkdir(parents=True, exist_ok=True)
+        what = f"download {repo}/{ref}/{obj.path}"
+        with _PartFile(local_file) as part:
+            if workers > 1 and obj.size >= 2 * RANGE_BYTES:
+                size, md5 = self._fetch_ranges(what, repo, ref, obj, part, workers)
+            else:
+                size, md5 = self._call(what, self._fetch_whole, repo, ref, obj, part)
+            if size != obj.size or md5 != obj.checksum:
+                raise LakeFSError(
+                    f"lakeFS {self.settings.endpoint}: {what}: got {size} bytes md5 {md5}, expected {obj.size} "
+                    f"bytes md5 {obj.checksum}"
+                )
+            part.rename()
 
-        def attempt() -> None:
-            response = self._raw_request(
-                "GET",
-                f"/repositories/{repo}/refs/{ref}/objects",
-                {"path": obj.path},
-                {"Accept": "application/octet-stream"},
-                preload_content=False,
-            )
-            digest, size = OverlappedMd5(), 0  # md5 of each chunk runs while it is written
-            fd, tmp_name = tempfile.mkstemp(dir=local_file.parent, prefix=f".{local_file.name}.", suffix=".part")
-            try:
-                with os.fdopen(fd, "wb", buffering=0) as out:
-                    for chunk in response.stream(CHUNK_SIZE):
-                        digest.update(chunk)
-                        view = memoryview(chunk)
-                        while view:
-                            view = view[out.write(view) :]
-                        size += len(chunk)
-                    digest.wait()
-                if size != obj.size or digest.hexdigest() != obj.checksum:
-                    raise LakeFSError(
-                        f"lakeFS {self.settings.endpoint}: download {repo}/{ref}/{obj.path}: got "
-                        f"{size} bytes md5 {digest.hexdigest()}, expected {obj.size} bytes md5 "
-                        f"{obj.checksum}"
-                    )
-                os.replace(tmp_name, local_file)
-            finally:
-                response.release_conn()
-                if os.path.exists(tmp_name):
-                    os.unlink(tmp_name)
+    def _object_response(self, repo: str, ref: str, path: str, byte_range: tuple[int, int] | None = None):
+        headers = {"Accept": "application/octet-stream"}
+        if byte_range is not None:
+            headers["Range"] = f"bytes={byte_range[0]}-{byte_range[1] - 1}"
+        query = {"path": path}
+        return self._raw_request(
+            "GET", f"/repositories/{repo}/refs/{ref}/objects", query, headers, preload_content=False
+        )
 
-        self._call(f"download {repo}/{ref}/{obj.path}", attempt)
+    def _fetch_whole(self, repo: str, ref: str, obj: RemoteObject, part: _PartFile) -> tuple[int, str]:
+        """One GET of the whole object into ``part`` (from its start): (bytes, md5), the md5 of each chunk computed
+        while it is written."""
+        response = self._object_response(repo, ref, obj.path)
+        try:
+            digest, size = OverlappedMd5(), 0
+            part.truncate(0)
+            for chunk in response.stream(CHUNK_SIZE):
+                digest.update(chunk)
+                size = part.write_at(chunk, size)
+            digest.wait()
+            return size, digest.hexdigest()
+        finally:
+            response.release_conn()
+
+    def _fetch_ranges(
+        self, what: str, repo: str, ref: str, obj: RemoteObject, part: _PartFile, workers: int
+    ) -> tuple[int, str]:
+        """``obj`` into ``part`` as ``RANGE_BYTES`` ranges on ``workers`` threads (a range that fails is retried
+        alone); then (bytes, md5) of what landed. A server that answers a range with the whole object (no 206)
+        gets one whole GET instead."""
+        ranges = [(start, min(start + RANGE_BYTES, obj.size)) for start in range(0, obj.size, RANGE_BYTES)]
+
+        def fetch(byte_range: tuple[int, int]) -> bool:
+            what_range = f"{what} bytes {byte_range[0]}-{byte_range[1] - 1}"
+            return self._call(what_range, self._fetch_range, repo, ref, obj, part, byte_range)
+
+        if not all(_parallel(fetch, ranges, min(workers, len(ranges)))):
+            return self._call(what, self._fetch_whole, repo, ref, obj, part)
+        part.truncate(obj.size)  # a server that answered fewer bytes than the object's size is caught by its md5
+        return part.size_and_md5()
+
+    def _fetch_range(
+        self, repo: str, ref: str, obj: RemoteObject, part: _PartFile, byte_range: tuple[int, int]
+    ) -> bool:
+        """One range written at its offset in ``part``; False when the server ignored the range (answered 200)."""
+        start, end = byte_range
+        response = self._object_response(repo, ref, obj.path, byte_range)
+        try:
+            if response.status != 206:
+                response.close()  # its body (the whole object) is not read: the connection is not reused
+                return False
+            offset = start
+            for chunk in response.stream(CHUNK_SIZE):
+                offset = part.write_at(memoryview(chunk)[: end - offset], offset)
+            if offset != end:  # a body cut short: retried as a broken connection is
+                raise urllib3.exceptions.ProtocolError(
+                    f"range {start}-{end - 1}: got {offset - start} of {end - start} bytes"
+                )
+            return True
+        finally:
+            response.release_conn()
 
     def delete_objects(self, repo: str, branch: str, paths: list[str]) -> None:
         """Delete ``paths`` on ``branch``; lakeFS answers a refused path (a protected branch, a read-only
