@@ -1,7 +1,9 @@
 """Test tiers benchmark: the fast tier's wall time (goal: under 3 minutes on an idle 2-core machine) and its
 slowest tests, each by wall and CPU seconds (setup, call and teardown together).
 
-    python benchmarks/test_tiers.py [--top 10] [--tier "not slow"] [--records FILE] [pytest arguments ...]
+    python benchmarks/test_tiers.py [--top 10] [--tier "not slow"] [--records FILE] [pytest arguments: -n auto ...]
+
+With ``-n auto`` (as the README runs the tier) the tests run on pytest-xdist workers, which load this plugin too.
 
 Runs `python -m pytest -q -m "<tier>" -p no:cacheprovider` in a child process with this file as a plugin. CPU
 seconds (this process's threads and the subprocesses it waited for) change less with other load on the machine
@@ -74,7 +76,8 @@ def main() -> None:
     if args.records:
         args.records.write_text("".join(line + "\n" for line in lines))
     tests = [json.loads(line) for line in lines]
-    print(completed.stdout.strip().splitlines()[-1] if completed.stdout.strip() else "pytest printed nothing")
+    out = completed.stdout.strip().splitlines()
+    print("\n".join([line for line in out if line.startswith(("FAILED ", "ERROR "))] + out[-1:]) or "pytest printed nothing")
     load = os.getloadavg()[0]
     print(f"tier -m {args.tier!r}: {len(tests)} tests, wall {wall:.0f} s, CPU {cpu:.0f} s, load average {load:.1f}")
     print(f"{args.top} slowest by wall seconds (CPU seconds beside):")

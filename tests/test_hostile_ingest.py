@@ -1065,12 +1065,20 @@ def disk_with_free(monkeypatch, free: int) -> None:
     monkeypatch.setattr(shutil, "disk_usage", usage)
 
 
-def scratch_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob("segmodels-source-*")}
+@pytest.fixture
+def scratch_dirs(tmp_path, monkeypatch):
+    """The scratch folders ingest makes in the temp dir, which this test has to itself (tests running beside it
+    make their own)."""
+    private = tmp_path / "tmp"
+    private.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private))
+    return lambda: {p.name for p in private.glob("segmodels-source-*")}
 
 
 @pytest.mark.parametrize("kind", ["zip", "tar.gz"])
-def test_an_archive_that_would_not_fit_on_the_disk_is_refused_before_extracting(kind, tmp_path, monkeypatch):
+def test_an_archive_that_would_not_fit_on_the_disk_is_refused_before_extracting(
+    kind, tmp_path, monkeypatch, scratch_dirs
+):
     archive = tmp_path / f"big.{kind}"
     payload = bytes(3 << 20)  # 3 MB of zeros: a few KB compressed
     if kind == "zip":
@@ -1117,7 +1125,9 @@ class StreamingHandler(http.server.BaseHTTPRequestHandler):
 
 
 @pytest.mark.parametrize("with_length", [True, False], ids=["content-length", "chunked"])
-def test_a_download_that_would_not_fit_on_the_disk_is_refused_and_removed(with_length, tmp_path, monkeypatch):
+def test_a_download_that_would_not_fit_on_the_disk_is_refused_and_removed(
+    with_length, tmp_path, monkeypatch, scratch_dirs
+):
     handler = type("Handler", (StreamingHandler,), {"size": 40 << 20, "with_length": with_length})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -5,8 +5,11 @@ The chain itself runs for real in tests/test_e2e_chain.py and the CLI server in 
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,6 +75,13 @@ def mlflow_help(*command: str) -> str:
     return shown.output
 
 
+@functools.cache
+def pytest_help() -> set[str]:
+    """The options ``python -m pytest --help`` lists, with the plugins installed here."""
+    shown = subprocess.run([sys.executable, "-m", "pytest", "--help"], capture_output=True, text=True, check=True)
+    return set(re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", shown.stdout))
+
+
 def check(command: str) -> None:
     for placeholder, sample in PLACEHOLDERS.items():
         command = command.replace(placeholder, sample)
@@ -108,7 +118,11 @@ def check(command: str) -> None:
 
 
 def check_setup_command(argv: list[str]) -> None:
-    """Environment and install lines: the tests they name exist, the installs are the project's own."""
+    """Environment and install lines: the tests they name exist, the installs are the project's own, pytest knows
+    the options a pytest command passes (``-n`` needs pytest-xdist)."""
+    if argv[:3] == ["python", "-m", "pytest"]:
+        options = pytest_help()
+        assert all(arg in options for arg in argv[3:] if re.fullmatch(r"--?[a-z][\w-]*", arg)), argv
     for arg in argv:
         if arg.startswith("tests/"):
             assert (PROJECT / arg).is_file(), arg
