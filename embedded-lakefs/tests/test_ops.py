@@ -183,11 +183,17 @@ def test_ambiguous_commit_prefix_is_not_resolved(tmp_path):
             catalog.resolve("repo-a", ambiguous)
     assert catalog.resolve("repo-a", "abcdef1").commit_id == "abcdef" + "1" * 58
     assert catalog.resolve("repo-a", "abcdef" + "2" * 58).commit_id == "abcdef" + "2" * 58
-    # as in lakeFS, a commit (prefix) is tried before a branch of that name; an ambiguous prefix is no commit
-    catalog.create_branch("repo-a", "abcdef", "main")
-    catalog.create_branch("repo-a", "abcdef1", "main")
+    # as lakeFS' revResolve: a branch or tag wins over a unique commit id prefix (a branch "b" is branch b, whatever
+    # commit ids start with "b"); a full commit id cannot name a branch (refused as a conflict)
+    full = "abcdef" + "2" * 58
+    for name in ("abcdef", "abcdef1"):
+        catalog.create_branch("repo-a", name, "main")
+    catalog.create_tag("repo-a", "abcdef2", "main")
     assert catalog.resolve("repo-a", "abcdef") == ResolvedRef(root, "abcdef")
-    assert catalog.resolve("repo-a", "abcdef1").commit_id == "abcdef" + "1" * 58
+    assert catalog.resolve("repo-a", "abcdef1") == ResolvedRef(root, "abcdef1")
+    assert catalog.resolve("repo-a", "abcdef2") == ResolvedRef(root)  # the tag, not commit abcdef222...
+    assert catalog.resolve("repo-a", full) == ResolvedRef(full)
+    assert catalog.resolve("repo-a", "abcdef11").commit_id == "abcdef" + "1" * 58  # no branch or tag of that name
 
 
 # -- revert and cherry-pick --------------------------------------------------------------------------------------

@@ -349,25 +349,26 @@ class RefManager:
         return ResolvedRef(commit_id, None if expression.modifiers else resolved.branch)
 
     def _resolve_name(self, repo: str, name: str) -> ResolvedRef:
-        """As lakeFS' ``revResolve``: a commit id or unique id prefix first, then a branch, then a tag.
+        """As lakeFS' ``revResolve``: a full commit id first, then a branch, then a tag, then a unique commit id
+        prefix (a branch or tag named like a prefix, ``b`` or ``cafe``, is that branch or tag).
 
-        An ambiguous prefix resolves as no commit (lakeFS' lookup answers not-found), so a branch or tag of that
-        name still wins, and otherwise it is a 404."""
-        if is_a_hash(name):
-            if self.commit_exists(repo, name):
-                return ResolvedRef(name)
-            rows = self.conn.execute(
-                "SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2",
-                (repo, name, prefix_upper_bound(name)),
-            ).fetchall()
-            if len(rows) == 1:
-                return ResolvedRef(rows[0][0])
+        An ambiguous prefix resolves as no commit (lakeFS' lookup answers not-found): a 404."""
+        hashlike = is_a_hash(name)
+        if hashlike and self.commit_exists(repo, name):
+            return ResolvedRef(name)
         branch_head = self.find_branch(repo, name)
         if branch_head is not None:
             return ResolvedRef(branch_head, name)
         tagged = self.tag_commit(repo, name)
         if tagged:
             return ResolvedRef(tagged)
+        if hashlike:
+            rows = self.conn.execute(
+                "SELECT id FROM commits WHERE repo=? AND id >= ? AND id < ? LIMIT 2",
+                (repo, name, prefix_upper_bound(name)),
+            ).fetchall()
+            if len(rows) == 1:
+                return ResolvedRef(rows[0][0])
         raise NotFound(f"{name}: not found")
 
 
