@@ -77,7 +77,10 @@ def main() -> None:
         args.records.write_text("".join(line + "\n" for line in lines))
     tests = [json.loads(line) for line in lines]
     out = completed.stdout.strip().splitlines()
-    print("\n".join([line for line in out if line.startswith(("FAILED ", "ERROR "))] + out[-1:]) or "pytest printed nothing")
+    print(
+        "\n".join([line for line in out if line.startswith(("FAILED ", "ERROR "))] + out[-1:])
+        or "pytest printed nothing"
+    )
     load = os.getloadavg()[0]
     print(f"tier -m {args.tier!r}: {len(tests)} tests, wall {wall:.0f} s, CPU {cpu:.0f} s, load average {load:.1f}")
     print(f"{args.top} slowest by wall seconds (CPU seconds beside):")
