@@ -109,7 +109,33 @@ def test_commit_log_lists_both_ingests_with_the_runs_and_model_that_used_them(ui
     assert chain.train_run.info.run_id[:8] in html and chain.first.info.run_id[:8] in html
     assert "model segmodels/1" in html and "@champion" in html
     assert "source" in html and "images" in html  # the commit metadata
-    assert chain.repo in get(ui, "/").text
+    assert f'href="/repos/{chain.repo}"' in get(ui, f"/?prefix={chain.repo[:5]}").text
+
+
+def test_repositories_are_found_by_name_prefix_and_paged_with_it(ui):
+    """The shared server holds the repositories of many tests: a prefix finds one, and "more" keeps the prefix."""
+    repo = ui.chain.repo
+    found = get(ui, f"/?prefix={repo}").text
+    assert re.findall(r'href="/repos/([^"]+)"', found) == [repo] and f'value="{repo}"' in found
+    assert "no repository starts with zz-none" in get(ui, "/?prefix=zz-none").text
+
+    def every_page(path: str) -> list[str]:
+        names = []
+        for _ in range(1000):
+            html = get(ui, path).text
+            names += re.findall(r'href="/repos/([^"]+)"', html)
+            more = re.search(r'<a href="\?([^"]*)">more</a>', html)
+            if not more:
+                return names
+            path = "/?" + more.group(1).replace("&amp;", "&")
+        raise AssertionError("more than 1000 pages")
+
+    everything = every_page("/?amount=1000")
+    assert repo in everything and everything == sorted(set(everything))
+    assert every_page("/?amount=2") == everything  # pages of 2, each "more" going on after the last
+    family = repo[:3]  # "ui-": this module's chains
+    assert every_page(f"/?prefix={family}&amount=1") == [name for name in everything if name.startswith(family)]
+    get(ui, "/?amount=0", status=400)
 
 
 def test_grid_shows_a_page_of_images_with_mask_overlays_that_load(ui):

@@ -70,9 +70,14 @@ class LakeFSReader:
         except ApiException as error:
             raise RuntimeError(f"{what}: lakeFS answered {error.status}: {_reason(error)}") from None
 
-    def repositories(self, after: str = "", amount: int = 100) -> Page:
+    def repositories(self, after: str = "", amount: int = 100, prefix: str = "") -> Page:
+        """A page of the repositories (those whose name starts with ``prefix``), by name."""
         page = self._call(
-            "repositories", self.sdk.repositories_api.list_repositories, after=after, amount=_amount(amount)
+            "repositories",
+            self.sdk.repositories_api.list_repositories,
+            prefix=prefix,
+            after=after,
+            amount=_amount(amount),
         )
         return Page(list(page.results), page.pagination.next_offset if page.pagination.has_more else "")
 

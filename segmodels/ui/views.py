@@ -9,7 +9,7 @@ import io
 import re
 import tempfile
 from pathlib import Path, PurePosixPath
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -29,11 +29,12 @@ from segmodels.data.layout import SPLITS
 from segmodels.redaction import redact_text, redact_value
 from segmodels.tracking import lineage
 from segmodels.ui.app import templates
-from segmodels.ui.lakefs_reader import BadInput, NotFound, valid_path, valid_ref, valid_repository
+from segmodels.ui.lakefs_reader import MAX_PAGE, BadInput, NotFound, valid_path, valid_ref, valid_repository
 from segmodels.ui.thumbnails import THUMB_PX
 from segmodels.versioning import LakeFSUri
 
 router = APIRouter()
+REPOSITORY_PAGE = 100
 LOG_PAGE = 20
 GRID_PAGE = 48
 MAX_GRID_PAGE = 200
@@ -122,9 +123,15 @@ def used_by(request: Request, commit: str) -> tuple[list, list]:
 
 
 @router.get("/", response_class=HTMLResponse)
-def repositories(request: Request, after: str = ""):
-    page = _state(request).reader.repositories(after=after)
-    return _page(request, "repositories.html", repositories=page.items, next_after=page.next_after)
+def repositories(
+    request: Request, after: str = "", prefix: str = "", amount: int = Query(REPOSITORY_PAGE, ge=1, le=MAX_PAGE)
+):
+    """The repositories, ``amount`` at a time; ``prefix`` keeps those whose name starts with it (as lakeFS' UI finds
+    one among many)."""
+    page = _state(request).reader.repositories(after=after, prefix=prefix, amount=amount)
+    more = {"prefix": prefix, "after": page.next_after} | ({"amount": amount} if amount != REPOSITORY_PAGE else {})
+    more_query = urlencode(more) if page.next_after else ""
+    return _page(request, "repositories.html", repositories=page.items, prefix=prefix, more_query=more_query)
 
 
 @router.get("/repos/{repo}", response_class=HTMLResponse)
