@@ -14,26 +14,42 @@ The same files also go up and down through the server's S3 gateway with boto3 (o
 path sends them, ``--workers`` threads), printed as a ratio to the REST path of the same run (goal >= 0.8x).
 
 Last, one object of ``--large-mb`` MB downloaded whole (one GET) and as parallel byte ranges (the client's default
-for large objects), the median of three each: the ratio says what ranges cost or gain where the server is local.
+for large objects), the median of three each: straight from the local server, where both share this machine's
+cores, and through a proxy pacing each connection to ``--connection-mb-s`` (as a distant server, where a round trip
+bounds what one connection carries, and byte ranges on several connections are what make it faster).
 
-    python benchmarks/lakefs_transfer.py [--workers 8] [--no-fsync]
+The server runs in a process of its own, as the steps start it (``--in-process``: a thread of the benchmark's
+process, where the clients' Python work and the server's take turns on one interpreter lock).
+
+    python benchmarks/lakefs_transfer.py [--workers 8] [--no-fsync] [--in-process] [--large-mb 256]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Iterator
+from urllib.parse import urlsplit
 
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
 
 from embedded_lakefs import create_server
+from embedded_lakefs.datadir import load_or_create_credentials, read_server_state
 from segmodels.versioning import LakeFS, LakeFSSettings
 from segmodels.versioning.client import RANGE_BYTES, RANGE_WORKERS
 from segmodels.versioning.hashing import file_md5
@@ -105,25 +121,94 @@ def s3_transfer(server, source: Path, prefix: str, workers: int, dest: Path) -> 
     return up, down
 
 
-def ranged_vs_whole(client: LakeFS, work: Path, size: int) -> str:
-    """One object of ``size`` bytes downloaded whole and as ranges (median of three each), as a table row."""
+def ranged_vs_whole(client: LakeFS, work: Path, size: int, connection_mb_s: float) -> list[str]:
+    """One object of ``size`` bytes downloaded whole and as ranges (median of three each): straight from the server,
+    and through a proxy that lets each connection carry at most ``connection_mb_s`` MB/s (as a link whose round trip
+    bounds what one TCP connection carries). Table rows."""
     make_files(work / "large", 1, size)
     client.upload_file("bench", "main", "large/one.bin", work / "large" / "file-00000.bin")
     commit = client.commit("bench", "main", "one large object")
     (obj,) = client.list_objects("bench", commit.id, "large/")
-    times = {}
-    for workers in (1, RANGE_WORKERS):
-        runs = sorted(
-            timed(lambda w=workers: client.download_object("bench", commit.id, obj, work / "large-down", w))
-            for _ in range(3)
-        )
-        times[workers] = runs[1]
-    whole, ranged = times[1], times[RANGE_WORKERS]
+    rows = []
+    with throttled(client.settings.endpoint, connection_mb_s) as slow_endpoint:
+        slow = LakeFS(replace(client.settings, endpoint=slow_endpoint), home=client.home)
+        for label, reader in (("local", client), (f"{connection_mb_s:g} MB/s per connection", slow)):
+            times = {}
+            for workers in (1, RANGE_WORKERS):
+                runs = sorted(
+                    timed(lambda w=workers: reader.download_object("bench", commit.id, obj, work / "large-down", w))
+                    for _ in range(3)
+                )
+                times[workers] = runs[1]
+            whole, ranged = times[1], times[RANGE_WORKERS]
+            rows.append(f"{size / 1e6:>5.0f} MB, {label:<26}{whole:>10.3f}{ranged:>10.3f}{whole / ranged:>9.2f}x")
     shutil.rmtree(work / "large")
-    return (
-        f"{size / 1e6:>8.0f} MB{whole:>10.3f}{ranged:>10.3f}{whole / ranged:>9.2f}x"
-        f"   ({RANGE_WORKERS} threads, {RANGE_BYTES >> 20} MiB ranges)"
-    )
+    return rows
+
+
+@contextmanager
+def throttled(endpoint: str, mb_per_s: float) -> Iterator[str]:
+    """An endpoint that forwards to ``endpoint`` with each connection's answer paced to ``mb_per_s``."""
+    upstream = urlsplit(endpoint)
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def pipe(source: socket.socket, dest: socket.socket, pace: float) -> None:
+        with contextlib.suppress(OSError):
+            while chunk := source.recv(64 << 10):
+                dest.sendall(chunk)
+                if pace:
+                    time.sleep(len(chunk) / pace)
+        for sock in (source, dest):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                downstream, _ = listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection((upstream.hostname, upstream.port))
+            threading.Thread(target=pipe, args=(downstream, server, 0), daemon=True).start()
+            threading.Thread(target=pipe, args=(server, downstream, mb_per_s * 1e6), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+@contextmanager
+def embedded_server(data_dir: Path, fsync: bool, in_process: bool) -> Iterator[SimpleNamespace]:
+    """The embedded server on ``data_dir`` (endpoint and keys): its own process, or a thread of this one."""
+    if in_process:
+        server = create_server(data_dir, fsync=fsync).start_in_thread()
+        try:
+            yield SimpleNamespace(
+                endpoint=server.endpoint, access_key_id=server.access_key_id, secret_access_key=server.secret_access_key
+            )
+        finally:
+            server.shutdown()
+        return
+    data_dir.mkdir(parents=True)
+    keys = load_or_create_credentials(data_dir)
+    command = [sys.executable, "-m", "embedded_lakefs", "--data-dir", str(data_dir)] + ["--no-fsync"] * (not fsync)
+    process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while (state := read_server_state(data_dir)) is None or state.pid != process.pid:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the embedded server on {data_dir} did not start (exit {process.poll()})")
+            time.sleep(0.05)
+        yield SimpleNamespace(
+            endpoint=state.endpoint, access_key_id=keys.access_key_id, secret_access_key=keys.secret_access_key
+        )
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 def timed(fn) -> float:
@@ -137,18 +222,19 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--no-fsync", action="store_true", help="server without fsync (not power-loss safe)")
     parser.add_argument("--large-mb", type=int, default=256, help="the object downloaded whole and as ranges")
+    parser.add_argument("--in-process", action="store_true", help="the server on a thread of this process")
+    parser.add_argument("--connection-mb-s", type=float, default=50, help="per-connection pace of the paced proxy")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="lakefs-bench-") as tmp:
         work = Path(tmp)
-        server = create_server(work / "server", fsync=not args.no_fsync).start_in_thread()
-        try:
+        with embedded_server(work / "server", not args.no_fsync, args.in_process) as server:
             client = LakeFS(
                 LakeFSSettings(server.endpoint, server.access_key_id, server.secret_access_key), home=work / "home"
             )
             client.ensure_repository("bench")
             print(
-                f"embedded lakeFS at {server.endpoint}, workers={args.workers}, fsync={not args.no_fsync}, "
-                f"cpus={os.cpu_count()}"
+                f"embedded lakeFS at {server.endpoint} ({'a thread here' if args.in_process else 'its own process'}), "
+                f"workers={args.workers}, fsync={not args.no_fsync}, cpus={os.cpu_count()}"
             )
             print(
                 "goals: large files >= 0.5x of a plain copy, per-object overhead < 3 ms, "
@@ -217,10 +303,9 @@ def main() -> None:
             print(
                 "\none large object: one whole GET against parallel byte ranges (median of 3); ratio > 1: ranges faster"
             )
-            print(f"{'object':<11}{'whole s':>10}{'ranged s':>10}{'ratio':>10}")
-            print(ranged_vs_whole(client, work, args.large_mb * 1024 * 1024))
-        finally:
-            server.shutdown()
+            print(f"{'object':<35}{'whole s':>10}{'ranged s':>10}{'ratio':>10}")
+            print("\n".join(ranged_vs_whole(client, work, args.large_mb * 1024 * 1024, args.connection_mb_s)))
+            print(f"({RANGE_WORKERS} threads, {RANGE_BYTES >> 20} MiB ranges)")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import os
 import shutil
@@ -132,14 +133,9 @@ class _PartFile:
     def truncate(self, size: int) -> None:
         os.ftruncate(self._descriptor(), size)
 
-    def size_and_md5(self) -> tuple[int, str]:
-        digest = OverlappedMd5()
-        with open(self._descriptor(), "rb", buffering=0, closefd=False) as landed:
-            landed.seek(0)
-            while chunk := landed.read(CHUNK_SIZE):
-                digest.update(chunk)
-        digest.wait()
-        return os.fstat(self._descriptor()).st_size, digest.hexdigest()
+    def read_at(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset`` (fewer only at the end of the file)."""
+        return os.pread(self._descriptor(), size, offset)
 
     def rename(self) -> None:
         os.replace(self._name, self.target)
@@ -153,6 +149,43 @@ class _PartFile:
             os.close(self._fd)
         if self._name:
             Path(self._name).unlink(missing_ok=True)
+
+
+class _InOrderMd5:
+    """The md5 of a file's byte ranges, read back and hashed on a thread of its own in order, each as soon as it and
+    every range before it have landed (:meth:`landed`): hashing overlaps the download. Leaving the block stops it."""
+
+    def __init__(self, part: _PartFile, ranges: list[tuple[int, int]]):
+        self.part, self.ranges = part, ranges
+        self._landed = [threading.Event() for _ in ranges]
+        self._stopped = False
+        self._digest = hashlib.md5()
+        self._thread = threading.Thread(target=self._hash, name="segmodels-md5", daemon=True)
+
+    def landed(self, index: int) -> None:
+        self._landed[index].set()
+
+    def _hash(self) -> None:
+        for (start, end), landed in zip(self.ranges, self._landed):
+            landed.wait()
+            for offset in range(start, end, CHUNK_SIZE):
+                if self._stopped:
+                    return
+                self._digest.update(self.part.read_at(offset, min(CHUNK_SIZE, end - offset)))
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
+
+    def __enter__(self) -> _InOrderMd5:
+        self._thread.start()
+        return self
+
+    def __exit__(self, failed, *_) -> None:
+        if failed is not None or not all(event.is_set() for event in self._landed):
+            self._stopped = True
+            for event in self._landed:
+                event.set()
+        self._thread.join()
 
 
 def _parallel(fn: Callable[[T], R], items: Iterable[T], workers: int) -> list[R]:
@@ -450,18 +483,25 @@ class LakeFS:
         self, what: str, repo: str, ref: str, obj: RemoteObject, part: _PartFile, workers: int
     ) -> tuple[int, str]:
         """``obj`` into ``part`` as ``RANGE_BYTES`` ranges on ``workers`` threads (a range that fails is retried
-        alone); then (bytes, md5) of what landed. A server that answers a range with the whole object (no 206)
-        gets one whole GET instead."""
+        alone), hashed in order as they land; (bytes, md5) of what landed. A server that answers a range with the
+        whole object (no 206) gets one whole GET instead."""
         ranges = [(start, min(start + RANGE_BYTES, obj.size)) for start in range(0, obj.size, RANGE_BYTES)]
+        hashing = _InOrderMd5(part, ranges)
 
-        def fetch(byte_range: tuple[int, int]) -> bool:
-            what_range = f"{what} bytes {byte_range[0]}-{byte_range[1] - 1}"
-            return self._call(what_range, self._fetch_range, repo, ref, obj, part, byte_range)
+        def fetch(index: int) -> bool:
+            start, end = ranges[index]
+            landed = self._call(
+                f"{what} bytes {start}-{end - 1}", self._fetch_range, repo, ref, obj, part, ranges[index]
+            )
+            if landed:
+                hashing.landed(index)
+            return landed
 
-        if not all(_parallel(fetch, ranges, min(workers, len(ranges)))):
+        with hashing:
+            whole = all(_parallel(fetch, range(len(ranges)), min(workers, len(ranges))))
+        if not whole:
             return self._call(what, self._fetch_whole, repo, ref, obj, part)
-        part.truncate(obj.size)  # a server that answered fewer bytes than the object's size is caught by its md5
-        return part.size_and_md5()
+        return ranges[-1][1], hashing.hexdigest()
 
     def _fetch_range(
         self, repo: str, ref: str, obj: RemoteObject, part: _PartFile, byte_range: tuple[int, int]
