@@ -146,8 +146,9 @@ class StreamReader:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.prefetch_threads, thread_name_prefix="segmodels-prefetch")
         for path in paths:
-            if path in self._pending or path not in self.objects:
-                continue
+            queued = self._pending.get(path)
+            if (queued is not None and not queued.done()) or path not in self.objects:
+                continue  # a prefetch that ended before its future was recorded here leaves a done one: fetch again
             self._pending[path] = self._pool.submit(self._prefetch_one, path)
 
     def _join_prefetch(self, path: str) -> None:
